@@ -1,0 +1,302 @@
+"""One reader for every way the study and its users name data.
+
+Inputs (see :func:`discover`):
+
+* the study's CSV lists: ``*_x.csv`` (header ``X``), paired with the ``*_y.csv``
+  (header ``Y``) of the same stem when it exists; a pairs CSV with columns ``X,Y``;
+  a ``*_y.csv`` alone is an error;
+* folders: ``images/`` + ``masks/`` with matching stems; ``Images/`` + ``Labels/`` with
+  the study's ``_mask`` suffix; one folder holding ``NNN.png`` and ``NNN_mask.png``;
+  any other folder is read as images only (recursively, by extension).
+
+Relative paths in a CSV resolve against the data root (default: the current
+directory, as the study ran), then against the CSV's own folder.
+
+Pixels (see :func:`read_image`, :func:`read_mask`):
+
+* PNG, JPEG, TIFF, BMP; 8- or 16-bit; grayscale or RGB(A).
+* RGB is converted to gray with ITU-R 601 luma (Pillow's ``convert("L")``), as the
+  study's loader did; R=G=B images come out unchanged.
+* 16-bit images are scaled to 0..255 (value / 257) so the model sees the 8-bit range.
+* Masks are binarised: a pixel is liver when it is >= half the format's full scale
+  (128 of 255, 32768 of 65535), which survives JPEG edge noise. A label map whose
+  largest value is below that (0/1, or 0/1/2 with tumour as 2) counts every non-zero
+  pixel as liver.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_SUFFIX = "_mask"
+# Pillow raises DecompressionBombError above this many pixels (guards hostile files).
+Image.MAX_IMAGE_PIXELS = 16384 * 16384
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and, for CSVs, the row."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image, its mask if known, and where it was named (CSV row or folder)."""
+
+    image: Path
+    mask: Path | None = None
+    origin: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.image}" + (f" ({self.origin})" if self.origin else "")
+
+
+# ---------------------------------------------------------------- pixels
+
+
+def _to_gray(img: Image.Image, path: Path) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.ndim != 2:
+            raise DataError(f"{path}: unsupported {mode} image with shape {arr.shape}")
+        return np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+    if mode == "F":
+        raise DataError(f"{path}: floating-point images are not supported; store 8- or 16-bit gray")
+    if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "1", "L"):
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+    raise DataError(f"{path}: unsupported image mode {mode!r} (channels {img.getbands()})")
+
+
+def _open(path: Path, what: str) -> Image.Image:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {what} file not found")
+    if path.is_dir():
+        raise DataError(f"{path}: {what} path is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: {what} file is empty (0 bytes)")
+    try:
+        img = Image.open(path)
+        img.load()
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: {what} refused as a decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: {what} is not a readable image") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: {what} is corrupt or truncated ({e})") from None
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """uint8 [H, W] gray image (rules in the module docstring)."""
+    path = Path(path)
+    with _open(path, "image") as img:
+        return _to_gray(img, path)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """bool [H, W] liver mask (binarisation rule in the module docstring)."""
+    path = Path(path)
+    with _open(path, "mask") as img:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+            arr = np.asarray(img, dtype=np.int64)
+            full = 65535
+        else:
+            arr = np.asarray(img.convert("L"), dtype=np.int64)
+            full = 255
+    half = (full + 1) // 2
+    if arr.max(initial=0) < half:
+        return arr > 0
+    return arr >= half
+
+
+# ---------------------------------------------------------------- naming
+
+
+def _resolve(value: object, csv_path: Path, row: int, column: str, root: Path | None) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise DataError(f"{csv_path}: row {row}: column {column} is empty")
+    p = Path(value.strip())
+    if p.is_absolute():
+        return p
+    candidates = [(root or Path.cwd()) / p, csv_path.parent / p]
+    for c in candidates:
+        if c.exists():
+            return c
+    return candidates[0]
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: CSV file not found") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: CSV file is empty (no header)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
+    df.columns = [c.strip() for c in df.columns]
+    return df
+
+
+def partner_csv(x_csv: Path) -> Path | None:
+    """``test_x.csv`` -> ``test_y.csv`` (and ``X.csv`` -> ``Y.csv``) when it exists."""
+    name = x_csv.name
+    for a, b in (("_x.csv", "_y.csv"), ("_X.csv", "_Y.csv"), ("x.csv", "y.csv"), ("X.csv", "Y.csv")):
+        if name.endswith(a):
+            cand = x_csv.with_name(name[: -len(a)] + b)
+            if cand.exists():
+                return cand
+    return None
+
+
+def read_csv_list(path: str | os.PathLike, labels: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+                  need_labels: bool = False) -> list[Sample]:
+    """Samples named by a study-style CSV (``X``, ``X,Y``, or ``X`` + partner ``Y`` CSV)."""
+    path = Path(path)
+    rootp = Path(root) if root is not None else None
+    df = _read_csv(path)
+    if "X" not in df.columns:
+        if "Y" in df.columns:
+            raise DataError(f"{path}: has only a Y column; pass the *_x.csv (images) and the *_y.csv as labels")
+        raise DataError(f"{path}: no X column (header is {list(df.columns)}); expected the study's header X or X,Y")
+    if len(df) == 0:
+        raise DataError(f"{path}: the list is empty (header only)")
+    xs = [_resolve(v, path, i + 2, "X", rootp) for i, v in enumerate(df["X"])]
+    ys: list[Path | None]
+    if "Y" in df.columns:
+        ys = [_resolve(v, path, i + 2, "Y", rootp) for i, v in enumerate(df["Y"])]
+        y_origin = path
+    else:
+        ycsv = Path(labels) if labels is not None else partner_csv(path)
+        if ycsv is not None and ycsv.is_dir():
+            return _attach_folder_labels([Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)], ycsv, need_labels)
+        if ycsv is None:
+            if need_labels:
+                raise DataError(f"{path}: no labels: no Y column and no partner *_y.csv next to it")
+            return [Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)]
+        ydf = _read_csv(ycsv)
+        if "Y" not in ydf.columns:
+            raise DataError(f"{ycsv}: no Y column (header is {list(ydf.columns)})")
+        if len(ydf) != len(df):
+            raise DataError(f"{ycsv}: has {len(ydf)} rows but {path} has {len(df)}; the lists must pair row by row")
+        ys = [_resolve(v, ycsv, i + 2, "Y", rootp) for i, v in enumerate(ydf["Y"])]
+        y_origin = ycsv
+    del y_origin
+    return [Sample(x, y, f"{path.name} row {i + 2}") for i, (x, y) in enumerate(zip(xs, ys))]
+
+
+def _images_in(folder: Path, recursive: bool = True) -> list[Path]:
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _by_stem(files: list[Path], strip_suffix: str = "") -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        stem = f.stem
+        if strip_suffix and stem.endswith(strip_suffix):
+            stem = stem[: -len(strip_suffix)]
+        out.setdefault(stem, f)
+    return out
+
+
+def _attach_folder_labels(samples: list[Sample], label_dir: Path, need_labels: bool) -> list[Sample]:
+    labels = _images_in(label_dir)
+    plain = _by_stem(labels)
+    suffixed = _by_stem([f for f in labels if f.stem.endswith(MASK_SUFFIX)], MASK_SUFFIX)
+    out = []
+    for s in samples:
+        stem = s.image.stem
+        m = suffixed.get(stem) or plain.get(stem)
+        if m is None and need_labels:
+            raise DataError(f"{s.image}: no mask named {stem}{MASK_SUFFIX}.* or {stem}.* in {label_dir}")
+        out.append(Sample(s.image, m, s.origin))
+    return out
+
+
+def _case_dir(folder: Path, *names: str) -> Path | None:
+    for n in names:
+        if (folder / n).is_dir():
+            return folder / n
+    return None
+
+
+def read_folder(folder: str | os.PathLike, labels: str | os.PathLike | None = None, need_labels: bool = False) -> list[Sample]:
+    """Samples in a folder layout (see the module docstring)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    img_dir = _case_dir(folder, "images", "Images")
+    if img_dir is not None:
+        label_dir = Path(labels) if labels is not None else _case_dir(folder, "masks", "Labels", "labels", "Masks")
+        samples = [Sample(p, None, f"{img_dir.name}/") for p in _images_in(img_dir)]
+    else:
+        files = _images_in(folder)
+        masks = [f for f in files if f.stem.endswith(MASK_SUFFIX)]
+        mask_set = set(masks)
+        samples = [Sample(p, None, f"{folder.name}/") for p in files if p not in mask_set]
+        label_dir = Path(labels) if labels is not None else None
+        if label_dir is None and masks:
+            by = _by_stem(masks, MASK_SUFFIX)
+            samples = [Sample(s.image, by.get(s.image.stem), s.origin) for s in samples]
+            if need_labels:
+                for s in samples:
+                    if s.mask is None:
+                        raise DataError(f"{s.image}: no {s.image.stem}{MASK_SUFFIX}.* beside it")
+    if not samples:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    if label_dir is not None:
+        samples = _attach_folder_labels(samples, label_dir, need_labels)
+    elif need_labels and any(s.mask is None for s in samples):
+        raise DataError(f"{folder}: no masks found (expected masks/, Labels/ or NNN_mask.png files)")
+    return samples
+
+
+def discover(source: str | os.PathLike, labels: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
+             need_labels: bool = False) -> list[Sample]:
+    """Samples from a CSV (study list or pairs) or a folder; labels found automatically."""
+    source = Path(source)
+    if source.is_dir():
+        return read_folder(source, labels, need_labels)
+    if source.suffix.lower() == ".csv":
+        return read_csv_list(source, labels, root, need_labels)
+    if not source.exists():
+        raise DataError(f"{source}: not found")
+    raise DataError(f"{source}: expected a CSV list or a folder of images")
+
+
+def read_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 image [H, W], bool mask [H, W]); a size mismatch names both files."""
+    if sample.mask is None:
+        raise DataError(f"{sample}: no mask for this image")
+    img = read_image(sample.image)
+    mask = read_mask(sample.mask)
+    if img.shape != mask.shape:
+        raise DataError(f"{sample}: image is {img.shape[1]}x{img.shape[0]} but mask {sample.mask} is "
+                        f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
+    return img, mask
+
+
+def check_samples(samples: list[Sample]) -> None:
+    """Read every pair once; raise on the first bad one (before any training work)."""
+    for s in samples:
+        read_pair(s)
+
+
+_GROUP_RE_DEFAULT = r"(?:volume|vol|case|patient)[-_]?(\d+)"
+
+
+def group_of(path: Path, pattern: str = _GROUP_RE_DEFAULT) -> str:
+    """Patient id from a file name by regex (first group), for grouped splits."""
+    m = re.search(pattern, str(path))
+    if not m:
+        raise DataError(f"{path}: group pattern {pattern!r} does not match the file name")
+    return m.group(1) if m.groups() else m.group(0)

@@ -1,0 +1,116 @@
+"""Segmentation metrics: the study's mPA and mIoU, and liver Dice/IoU/precision/recall.
+
+Per image we count the binary confusion matrix (TP, FP, FN, TN) with liver as the
+positive class. From it:
+
+* mPA  = 1/2 (TP/(TP+FN) + TN/(TN+FP))            -- the study's mean pixel accuracy
+* mIoU = 1/2 (TP/(TP+FP+FN) + TN/(TN+FP+FN))       -- the study's mean IoU
+* Dice = 2TP/(2TP+FP+FN), IoU = TP/(TP+FP+FN), precision = TP/(TP+FP), recall = TP/(TP+FN)
+
+Rule for empty denominators (written here and tested in tests/test_metrics.py):
+a ratio whose denominator is 0 means the class is absent from both prediction and
+truth in the sense that ratio looks at, so nothing could be got wrong: it is 1.0
+when the image has no error that the ratio could have counted, else 0.0. Concretely
+
+* truth and prediction both empty of liver: Dice = IoU = precision = recall = 1;
+* prediction empty, truth not: Dice = IoU = recall = 0, precision = 0;
+* truth empty, prediction not: Dice = IoU = precision = 0, recall = 0;
+* the same rule for the background class inside mPA and mIoU.
+
+"macro" = mean of per-image values (the study's way: per image, then averaged);
+"micro" = the same formula on the confusion matrix pooled over all images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METRIC_NAMES = ("dice", "iou", "precision", "recall", "mPA", "mIoU")
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
+    """(TP, FP, FN, TN) of two boolean arrays of the same shape."""
+    pred = np.asarray(pred, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} != truth shape {truth.shape}")
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    tn = int(pred.size - tp - fp - fn)
+    return tp, fp, fn, tn
+
+
+def _ratio(num: float, den: float, errors: float) -> float:
+    """num/den; with den == 0, 1.0 if there were no errors this ratio could see, else 0.0."""
+    if den > 0:
+        return float(num) / float(den)
+    return 1.0 if errors == 0 else 0.0
+
+
+def scores(tp: float, fp: float, fn: float, tn: float) -> dict[str, float]:
+    """All metrics of one confusion matrix, with the empty-mask rule above."""
+    dice = _ratio(2 * tp, 2 * tp + fp + fn, fp + fn)
+    iou = _ratio(tp, tp + fp + fn, fp + fn)
+    precision = _ratio(tp, tp + fp, fn)
+    recall = _ratio(tp, tp + fn, fp)
+    pa_fg = _ratio(tp, tp + fn, fp)
+    pa_bg = _ratio(tn, tn + fp, fn)
+    iou_bg = _ratio(tn, tn + fp + fn, fp + fn)
+    return {
+        "dice": dice,
+        "iou": iou,
+        "precision": precision,
+        "recall": recall,
+        "mPA": 0.5 * (pa_fg + pa_bg),
+        "mIoU": 0.5 * (iou + iou_bg),
+    }
+
+
+def image_scores(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Metrics of one image from boolean masks."""
+    return scores(*confusion(pred, truth))
+
+
+@dataclass
+class SegmentationMetrics:
+    """Accumulates per-image confusion matrices; ``compute`` gives macro and micro means."""
+
+    per_image: list[tuple[int, int, int, int]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.per_image.clear()
+
+    def update(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        """Add one image ([H, W]) or a batch ([N, ...]); returns the last image's scores."""
+        pred = np.asarray(pred, dtype=bool)
+        truth = np.asarray(truth, dtype=bool)
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction shape {pred.shape} != truth shape {truth.shape}")
+        batch = pred.reshape(-1, *pred.shape[-2:]) if pred.ndim > 2 else pred[None]
+        tbatch = truth.reshape(-1, *truth.shape[-2:]) if truth.ndim > 2 else truth[None]
+        last: dict[str, float] = {}
+        for p, t in zip(batch, tbatch):
+            cm = confusion(p, t)
+            self.per_image.append(cm)
+            last = scores(*cm)
+        return last
+
+    def add_confusion(self, tp: int, fp: int, fn: int, tn: int) -> None:
+        self.per_image.append((int(tp), int(fp), int(fn), int(tn)))
+
+    def __len__(self) -> int:
+        return len(self.per_image)
+
+    def compute(self) -> dict[str, float]:
+        """``{name: macro}`` for every metric, plus ``micro_<name>`` and ``n_images``."""
+        if not self.per_image:
+            return {"n_images": 0}
+        per = [scores(*cm) for cm in self.per_image]
+        out: dict[str, float] = {name: float(np.mean([p[name] for p in per])) for name in METRIC_NAMES}
+        pooled = np.sum(np.array(self.per_image, dtype=np.float64), axis=0)
+        out.update({f"micro_{k}": v for k, v in scores(*pooled).items()})
+        out["n_images"] = len(self.per_image)
+        return out

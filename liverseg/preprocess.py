@@ -1,0 +1,113 @@
+"""The one preprocessing function, used by training, export and inference.
+
+Raw pixels as stored on disk (uint8 0..255, or float raw intensities such as CT
+Hounsfield units) go in; the network's float input comes out. The settings are a
+small frozen dataclass that is stored in every checkpoint and every exported model
+file, so no client ever re-implements them.
+
+Order of operations (all in torch, so the same code runs inside exported graphs):
+
+1. ``to_gray_range``: float32; raw intensities (``input_kind == "hu"``) are clipped to
+   ``window`` and mapped linearly to 0..255, the look of the study's PNG slices.
+2. normalisation: ``"scale"`` divides by 255 (the study's default); ``"zscore"``
+   subtracts each image's mean and divides by its standard deviation (+1e-6).
+3. optional resize to ``size`` (bilinear, ``align_corners=False``).
+4. zero padding on the bottom and right to a multiple of ``pad_multiple``.
+
+``postprocess`` undoes 4 and 3 on the network's logits, so outputs always have the
+input's height and width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+NORMALIZATIONS = ("scale", "zscore")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Settings of :func:`preprocess`; part of every checkpoint and exported model."""
+
+    normalize: str = "scale"
+    size: tuple[int, int] | None = None
+    pad_multiple: int = 16
+    window: tuple[float, float] = (0.0, 255.0)
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"preprocessing.normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
+        if self.size is not None:
+            size = tuple(int(s) for s in self.size)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"preprocessing.size must be [height, width] > 0, got {self.size!r}")
+            object.__setattr__(self, "size", size)
+        if int(self.pad_multiple) < 1:
+            raise ValueError(f"preprocessing.pad_multiple must be >= 1, got {self.pad_multiple!r}")
+        object.__setattr__(self, "pad_multiple", int(self.pad_multiple))
+        lo, hi = (float(v) for v in self.window)
+        if not hi > lo:
+            raise ValueError(f"preprocessing.window must be [low, high] with high > low, got {self.window!r}")
+        object.__setattr__(self, "window", (lo, hi))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size) if self.size is not None else None
+        d["window"] = list(self.window)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing key(s): {sorted(unknown)}; valid: {sorted(known)}")
+        d = dict(d)
+        if d.get("size") is not None:
+            d["size"] = tuple(d["size"])
+        if "window" in d:
+            d["window"] = tuple(d["window"])
+        return cls(**d)
+
+
+def to_gray_range(x: torch.Tensor, window: tuple[float, float] = (0.0, 255.0), raw: bool = False) -> torch.Tensor:
+    """Float32 in the 0..255 gray range. ``raw=True`` clips ``x`` to ``window`` and rescales."""
+    x = x.to(torch.float32)
+    if raw:
+        lo, hi = window
+        x = (x.clamp(lo, hi) - lo) * (255.0 / (hi - lo))
+    return x
+
+
+def preprocess(x: torch.Tensor, pp: Preprocessing, raw: bool = False) -> torch.Tensor:
+    """[N, 1, H, W] raw pixels -> [N, 1, H', W'] network input (resized and padded)."""
+    x = to_gray_range(x, pp.window, raw)
+    if pp.normalize == "scale":
+        x = x / 255.0
+    else:  # zscore, per image
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True)
+        x = (x - mean) / (std + 1e-6)
+    if pp.size is not None:
+        x = F.interpolate(x, size=pp.size, mode="bilinear", align_corners=False)
+    return pad_to_multiple(x, pp.pad_multiple)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad the bottom and right edges so H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2], x.shape[-1]
+    pad_h = (multiple - h % multiple) % multiple
+    pad_w = (multiple - w % multiple) % multiple
+    return F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def postprocess(logits: torch.Tensor, pp: Preprocessing, height: int, width: int) -> torch.Tensor:
+    """Network logits -> logits of the input's size: crop the padding, undo the resize."""
+    if pp.size is not None:
+        logits = logits[..., : pp.size[0], : pp.size[1]]
+        return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+    return logits[..., :height, :width]
