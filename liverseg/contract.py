@@ -1,0 +1,95 @@
+"""The contract an exported model carries: what goes in, what comes out, how it was made.
+
+Exported ONNX files store it in ``metadata_props`` under the key ``liverseg.contract``
+(a JSON string), plus a few flat keys for tools that show metadata (Netron, ORT).
+TorchScript files store the same JSON as the extra file ``liverseg_contract.json``.
+A client reads it with onnxruntime alone::
+
+    meta = ort.InferenceSession(path).get_modelmeta().custom_metadata_map
+    contract = json.loads(meta["liverseg.contract"])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CONTRACT_KEY = "liverseg.contract"
+TORCHSCRIPT_EXTRA_FILE = "liverseg_contract.json"
+CONTRACT_FORMAT = "liverseg-model"
+CONTRACT_VERSION = 1
+
+INPUT_NAME = "image"
+PROB_NAME = "probability"
+MASK_NAME = "mask"
+
+
+class ContractError(ValueError):
+    """A model file without a (valid) liverseg contract; names the file."""
+
+
+def build_contract(ckpt: Any, *, threshold: float | None = None, raw: bool = False, precision: str = "fp32",
+                   checkpoint_sha256: str | None = None, opset: int | None = None, backend: str = "onnx") -> dict[str, Any]:
+    """The contract dict for a :class:`liverseg.checkpoint.Checkpoint` being exported."""
+    from liverseg.checkpoint import versions
+
+    thr = float(ckpt.threshold if threshold is None else threshold)
+    return {
+        "format": CONTRACT_FORMAT,
+        "version": CONTRACT_VERSION,
+        "backend": backend,
+        "precision": precision,
+        "opset": opset,
+        "model": {"name": ckpt.model_name, "args": dict(ckpt.model_args)},
+        "preprocessing": ckpt.preprocessing.to_dict(),
+        "threshold": thr,
+        "input_kind": "hu" if raw else "uint8",
+        "inputs": [{"name": INPUT_NAME, "dtype": "float32" if raw else "uint8", "shape": ["N", 1, "H", "W"]}],
+        "outputs": [
+            {"name": PROB_NAME, "dtype": "float32", "shape": ["N", 1, "H", "W"]},
+            {"name": MASK_NAME, "dtype": "uint8", "shape": ["N", 1, "H", "W"], "rule": f"probability > {thr}"},
+        ],
+        "training": {
+            "config": ckpt.config,
+            "epoch": ckpt.epoch,
+            "best": ckpt.best,
+            "data_summary": ckpt.data_summary,
+            "last_metrics": ckpt.history[-1] if ckpt.history else None,
+        },
+        "checkpoint_sha256": checkpoint_sha256,
+        "versions": {**versions(), "checkpoint": ckpt.versions},
+    }
+
+
+def validate_contract(contract: Any, source: str = "model") -> dict[str, Any]:
+    if not isinstance(contract, dict) or contract.get("format") != CONTRACT_FORMAT:
+        raise ContractError(f"{source}: not a liverseg model contract")
+    for key in ("preprocessing", "threshold", "inputs", "outputs", "input_kind"):
+        if key not in contract:
+            raise ContractError(f"{source}: liverseg contract lacks {key!r}")
+    return contract
+
+
+def read_onnx_contract(path: str | Path) -> dict[str, Any]:
+    """The contract of an ONNX file, read with onnxruntime only (no onnx, no torch)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path}: model file not found")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ContractError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+    meta = sess.get_modelmeta().custom_metadata_map
+    if CONTRACT_KEY not in meta:
+        raise ContractError(f"{path}: has no liverseg contract (metadata key {CONTRACT_KEY!r}); "
+                            "export it with liverseg-export or pass the contract explicitly")
+    try:
+        contract = json.loads(meta[CONTRACT_KEY])
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{path}: liverseg contract is not valid JSON ({e})") from None
+    return validate_contract(contract, str(path))
