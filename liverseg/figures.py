@@ -357,6 +357,7 @@ def plot_liver_histogram(percent: Sequence[float], out_path: PathLike | None, *,
         ax.text(0.5, 0.5, "no masks", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("liver pixels (% of the image)")
     ax.set_ylabel("number of masks")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_title(title or "Liver-pixel percentage per mask", fontsize=10)
     return _finish(fig, out_path)
@@ -419,6 +420,7 @@ def plot_histogram(values: Sequence[float], out_path: PathLike | None, *, xlabel
         ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("number of images")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, axis="y", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)

@@ -1,0 +1,556 @@
+"""``report.html``: one self-contained page per inference run.
+
+:func:`write_report` reads an inference run folder (``per_image.csv``,
+``summary.json``, ``masks/<stem>_pred.png``; format in the inference runner) and
+writes ``report.html`` beside them. The page needs nothing but itself: images are
+embedded as base64 PNG data URIs, the style is inline, there are no scripts, fonts
+or links to fetch, so it opens from the folder alone, offline.
+
+It shows the run (model, execution provider, throughput, latency), the study's
+mPA/mIoU next to Dice/IoU/precision/recall, a histogram of per-image Dice, the worst
+and best images as overlays in the study's colours, and every failed or skipped
+input with its reason. Every optional part may be missing: without labels there is
+no metrics section and the predicted outlines are drawn instead; a missing
+``summary.json``, image or mask is said on the page, never an exception.
+
+All text that came from files is escaped with :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from liverseg.figures import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+
+REPORT_NAME = "report.html"
+N_CASES = 6                 # worst and best cases shown
+MAX_TABLE_ROWS = 1000       # per-image rows in the page (all are in per_image.csv)
+MAX_CELL = 384              # thumbnails are scaled down to this many pixels at most
+GAP = 4                     # pixels between the cells of a case strip
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:24px auto;
+max-width:1200px;padding:0 16px;color:#1d1d1f;background:#fff;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:0.1em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:4px;
+margin-top:1.8em}h3{font-size:1.05em;margin-top:1.4em}
+.sub{color:#555;margin-top:0}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
+th,td{border:1px solid #d6d6d6;padding:4px 10px;text-align:left;vertical-align:top}
+th{background:#f3f3f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.failed td{background:#fff0f0}tr.skipped td{background:#fffbe6}
+.kv th{width:220px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
+.card{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:130px}
+.card .v{font-size:1.5em;font-weight:600}.card .k{color:#555;font-size:0.85em}
+.card.bad{border-color:#d33;background:#fff5f5}
+.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:8px 12px;margin:10px 0}
+.note{color:#555;font-size:0.92em}
+.cases{display:flex;flex-wrap:wrap;gap:6px 24px}
+figure{margin:10px 0 18px 0;max-width:100%}figcaption{font-size:0.9em;color:#333}
+figure img{max-width:100%;height:auto;border:1px solid #ccc}
+.legend span{display:inline-block;width:12px;height:12px;border:1px solid #666;margin:0 4px -2px 10px}
+code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:0.88em}
+pre{background:#f6f6f8;padding:8px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
+footer{margin-top:32px;color:#777;font-size:0.85em}
+"""
+
+
+# ---------------------------------------------------------------- HTML helpers (shared with liverseg.eda)
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    """An ``<img>`` embedding the PNG bytes, with its pixel size."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as im:
+        w, h = im.size
+    return f'<img src="{png_data_uri(png)}" alt="{esc(alt)}" width="{w}" height="{h}">'
+
+
+def array_png(rgb_or_gray: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb_or_gray)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def html_table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]], *, numeric: Sequence[bool] | None = None,
+               row_classes: Sequence[str] | None = None, cls: str = "") -> str:
+    """A table; cells are escaped (pass :class:`Raw` for pre-built HTML). No header: a key/value table."""
+    out = [f'<table class="{esc(cls)}">' if cls else "<table>"]
+    if header:
+        out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>")
+    out.append("<tbody>")
+    for i, row in enumerate(rows):
+        rc = row_classes[i] if row_classes is not None else ""
+        out.append(f'<tr class="{esc(rc)}">' if rc else "<tr>")
+        for j, cell in enumerate(row):
+            num = numeric is not None and j < len(numeric) and numeric[j]
+            text = cell.html if isinstance(cell, Raw) else esc(cell)
+            tag = "th" if header is None and j == 0 else "td"
+            out.append(f'<{tag} class="num">{text}</{tag}>' if num else f"<{tag}>{text}</{tag}>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+class Raw:
+    """Already-escaped HTML for :func:`html_table`."""
+
+    def __init__(self, html_text: str) -> None:
+        self.html = html_text
+
+
+def html_page(title: str, body: str) -> str:
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "—"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def legend_html(with_truth: bool) -> str:
+    def sw(c: Sequence[int]) -> str:
+        return f'<span style="background:rgb({c[0]},{c[1]},{c[2]})"></span>'
+
+    if with_truth:
+        return (f'<p class="legend">{sw(TP_COLOR)}true positive{sw(FP_COLOR)}false positive'
+                f'{sw(FN_COLOR)}false negative (the study\'s colours, blended over the image)</p>')
+    return f'<p class="legend">{sw(OUTLINE_COLOR)}outline of the predicted liver</p>'
+
+
+# ---------------------------------------------------------------- reading the run folder
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+    else:
+        s = str(value).strip()
+        if not s:
+            return None
+        try:
+            v = float(s)
+        except ValueError:
+            return None
+    return v if math.isfinite(v) else None
+
+
+def _read_summary(run_dir: Path, problems: list[str]) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.exists():
+        problems.append("summary.json is missing: run details and timings are not known.")
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problems.append(f"summary.json could not be read ({e}).")
+        return {}
+    if not isinstance(data, dict):
+        problems.append("summary.json is not a JSON object.")
+        return {}
+    return data
+
+
+def _read_rows(run_dir: Path, problems: list[str]) -> list[dict[str, str]]:
+    path = run_dir / "per_image.csv"
+    if not path.exists():
+        problems.append("per_image.csv is missing: no per-image results to show.")
+        return []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return [{(k or "").strip(): (v or "") for k, v in r.items()} for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        problems.append(f"per_image.csv could not be read ({e}).")
+        return []
+
+
+def _find(value: str, run_dir: Path) -> Path | None:
+    """A path named in the CSV: absolute, else relative to the run folder, else to the cwd."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    p = Path(value)
+    cands = [p] if p.is_absolute() else [run_dir / p, Path.cwd() / p, run_dir.parent / p]
+    for c in cands:
+        if c.is_file():
+            return c
+    return None
+
+
+def _pred_path(row: dict[str, str], run_dir: Path) -> Path | None:
+    p = _find(row.get("output", ""), run_dir)
+    if p is None and row.get("input"):
+        cand = run_dir / "masks" / f"{Path(row['input']).stem}_pred.png"
+        p = cand if cand.is_file() else None
+    return p
+
+
+def _status(row: dict[str, str]) -> str:
+    return (row.get("status") or "").strip().lower() or "ok"
+
+
+# ---------------------------------------------------------------- pictures of cases
+
+
+def _scaled(arr: np.ndarray, scale: float) -> np.ndarray:
+    if scale >= 1.0:
+        return arr
+    from PIL import Image
+
+    h, w = arr.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BOX))
+
+
+def _strip(cells: list[np.ndarray]) -> np.ndarray:
+    """Cells (gray or RGB, same size) side by side with a white gap, scaled to MAX_CELL."""
+    rgb = [np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c for c in cells]
+    h, w = rgb[0].shape[:2]
+    scale = min(1.0, MAX_CELL / max(h, w))
+    rgb = [_scaled(c, scale) for c in rgb]
+    gap = np.full((rgb[0].shape[0], GAP, 3), 255, dtype=np.uint8)
+    parts: list[np.ndarray] = []
+    for i, c in enumerate(rgb):
+        if i:
+            parts.append(gap)
+        parts.append(c)
+    return np.concatenate(parts, axis=1)
+
+
+def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
+    """<figure> for one input: image | truth | overlay (or image | outline), or what is missing."""
+    from liverseg.data import DataError, read_image, read_mask
+
+    name = Path(row.get("input", "") or "?").name
+    missing: list[str] = []
+    image = pred = truth = None
+    img_path = _find(row.get("input", ""), run_dir)
+    pred_path = _pred_path(row, run_dir)
+    try:
+        image = read_image(img_path) if img_path else None
+    except DataError as e:
+        missing.append(f"image unreadable ({e})")
+    if img_path is None:
+        missing.append(f"image not found ({row.get('input', '')})")
+    try:
+        pred = read_mask(pred_path) if pred_path else None
+    except DataError as e:
+        missing.append(f"prediction mask unreadable ({e})")
+    if pred_path is None:
+        missing.append("prediction mask not found")
+    if with_truth:
+        lab_path = _find(row.get("label", ""), run_dir)
+        try:
+            truth = read_mask(lab_path) if lab_path else None
+        except DataError as e:
+            missing.append(f"label unreadable ({e})")
+        if lab_path is None:
+            missing.append(f"label not found ({row.get('label', '')})")
+    shapes = {a.shape for a in (image, pred, truth) if a is not None}
+    if len(shapes) > 1:
+        missing.append(f"sizes differ: {sorted(shapes)}")
+        image = truth = None
+    cells: list[np.ndarray] = []
+    parts: list[str] = []
+    if image is not None and pred is not None:
+        cells.append(image)
+        parts.append("image")
+        if truth is not None:
+            cells.append(truth.astype(np.uint8) * 255)
+            parts.append("ground truth")
+        cells.append(overlay_rgb(image, pred, truth))
+        parts.append("prediction" + (" vs truth" if truth is not None else " outline"))
+    elif pred is not None:
+        if truth is not None:
+            cells.append(truth.astype(np.uint8) * 255)
+            parts.append("ground truth")
+        cells.append(pred.astype(np.uint8) * 255)
+        parts.append("predicted mask")
+    caption = [f"<b>{esc(name)}</b>"]
+    if with_truth:
+        caption.append(f"Dice {esc(fmt(_num(row.get('dice'))))}, IoU {esc(fmt(_num(row.get('iou'))))}, "
+                       f"mPA {esc(fmt(_num(row.get('mPA'))))}, mIoU {esc(fmt(_num(row.get('mIoU'))))}")
+        fp, fn = _num(row.get("fp")), _num(row.get("fn"))
+        if fp is not None and fn is not None:
+            caption.append(f"{int(fp)} false-positive and {int(fn)} false-negative pixels")
+    lf = _num(row.get("liver_fraction"))
+    if lf is not None:
+        caption.append(f"predicted liver {100 * lf:.2f}% of the image")
+    if parts:
+        caption.append("(" + " | ".join(parts) + ")")
+    if missing:
+        caption.append('<span class="note">' + esc("; ".join(missing)) + "</span>")
+    if not cells:
+        return f"<figure><figcaption>{' — '.join(caption)}</figcaption></figure>"
+    strip = _strip(cells)
+    body = img_tag(array_png(strip), f"{name}: " + ", ".join(parts))
+    return f'<figure style="width:{strip.shape[1]}px">{body}<figcaption>{" — ".join(caption)}</figcaption></figure>'
+
+
+def _cases(figures: list[str]) -> str:
+    return '<div class="cases">' + "".join(figures) + "</div>"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _metrics_from_rows(ok: list[dict[str, str]]) -> dict[str, dict[str, float | None]]:
+    from liverseg.metrics import METRIC_NAMES, scores
+
+    macro: dict[str, float | None] = {}
+    for m in METRIC_NAMES:
+        vals = [v for v in (_num(r.get(m)) for r in ok) if v is not None]
+        macro[m] = float(np.mean(vals)) if vals else None
+    cms = [[_num(r.get(k)) for k in ("tp", "fp", "fn", "tn")] for r in ok]
+    cms = [c for c in cms if all(v is not None for v in c)]
+    micro: dict[str, float | None] = dict(scores(*np.sum(np.array(cms), axis=0))) if cms else {}
+    return {"macro": macro, "micro": micro}
+
+
+def _lookup(d: Any, key: str) -> float | None:
+    if not isinstance(d, dict):
+        return None
+    for k, v in d.items():
+        if str(k).lower() == key.lower():
+            return _num(v)
+    return None
+
+
+def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+    n_in = summary.get("n_inputs", len(rows) if rows else None)
+    n_ok = summary.get("n_ok", sum(_status(r) == "ok" for r in rows) if rows else None)
+    n_failed = summary.get("n_failed", sum(_status(r) == "failed" for r in rows) if rows else None)
+    n_skipped = summary.get("n_skipped", sum(_status(r) == "skipped" for r in rows) if rows else None)
+    lat = summary.get("latency_ms") if isinstance(summary.get("latency_ms"), dict) else {}
+    ips = _num(summary.get("images_per_second"))
+    cards = [("inputs", n_in, False), ("processed", n_ok, False), ("failed", n_failed, bool(n_failed)),
+             ("skipped", n_skipped, False), ("images / s (end to end)", fmt(ips, 2) if ips is not None else None,
+                                            False)]
+    out = ['<div class="cards">']
+    for k, v, bad in cards:
+        out.append(f'<div class="card{" bad" if bad else ""}"><div class="v">{esc(fmt(v))}</div>'
+                   f'<div class="k">{esc(k)}</div></div>')
+    out.append("</div>")
+    provider = summary.get("provider")
+    requested = summary.get("providers_requested")
+    if isinstance(requested, list) and requested and provider and str(requested[0]) != str(provider):
+        out.append(f'<p class="warn">Asked for {esc(", ".join(map(str, requested)))} but the model ran on '
+                   f"<b>{esc(provider)}</b>.</p>")
+    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    kv: list[tuple[str, Any]] = [
+        ("execution provider", provider),
+        ("providers requested", ", ".join(map(str, requested)) if isinstance(requested, list) else requested),
+        ("device", summary.get("device")),
+        ("threads", summary.get("threads")),
+        ("batch size", summary.get("batch_size")),
+        ("images / s, end to end", fmt(ips, 2) if ips is not None else None),
+        ("images / s, model only", fmt(_num(summary.get("model_images_per_second")), 2)
+         if _num(summary.get("model_images_per_second")) is not None else None),
+        ("latency per image p50 / p90 / p99 (ms)",
+         " / ".join(fmt(_num(lat.get(k)), 1) for k in ("p50", "p90", "p99")) if lat else None),
+        ("model", model.get("path")),
+        ("model sha256", model.get("sha256")),
+        ("started", summary.get("started")),
+        ("finished", summary.get("finished")),
+    ]
+    out.append(html_table(None, [(k, v if v not in (None, "") else "—") for k, v in kv], cls="kv"))
+    cmd = summary.get("command")
+    if cmd:
+        out.append(f"<p>Command:</p><pre>{esc(' '.join(cmd) if isinstance(cmd, list) else cmd)}</pre>")
+    extras = {k: summary[k] for k in ("versions",) if summary.get(k)}
+    if model.get("contract"):
+        extras["model contract"] = model["contract"]
+    for k, v in extras.items():
+        out.append(f"<details><summary>{esc(k)}</summary><pre>{esc(json.dumps(v, indent=2, default=str))}</pre>"
+                   "</details>")
+    return "<h2>Run</h2>" + "".join(out)
+
+
+def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
+    from liverseg.figures import plot_histogram
+
+    computed = _metrics_from_rows(ok)
+    sm = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    macro_src, micro_src = sm.get("macro") or computed["macro"], sm.get("micro") or computed["micro"]
+    names = [("mPA", "mPA (study)"), ("mIoU", "mIoU (study)"), ("dice", "Dice"), ("iou", "IoU"),
+             ("precision", "precision"), ("recall", "recall")]
+    rows = []
+    for key, label in names:
+        macro = _lookup(macro_src, key)
+        if macro is None and key in ("mPA", "mIoU"):
+            macro = _num(summary.get(key))
+        per = [v for v in (_num(r.get(key)) for r in ok) if v is not None]
+        rows.append((label, fmt(macro), fmt(_lookup(micro_src, key)),
+                     fmt(float(np.median(per))) if per else "—", fmt(min(per)) if per else "—"))
+    out = ["<h2>Accuracy</h2>",
+           '<p class="note">Liver is the positive class. <b>mPA</b> and <b>mIoU</b> are the study\'s metrics: the '
+           "mean over the two classes (liver, background) of pixel accuracy and of IoU. The first column averages "
+           "per-image scores, as the study did; the second pools all pixels of the run.</p>",
+           html_table(["metric", "mean per image", "pooled over all pixels", "median per image", "worst image"], rows,
+                      numeric=[False, True, True, True, True])]
+    dice = [v for v in (_num(r.get("dice")) for r in ok) if v is not None]
+    if dice:
+        png = plot_histogram(dice, None, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0),
+                             title="Per-image Dice")
+        out.append(f"<figure>{img_tag(png, 'histogram of per-image Dice')}<figcaption>Per-image Dice of "
+                   f"{len(dice)} labelled images.</figcaption></figure>")
+    scored = [r for r in ok if _num(r.get("dice")) is not None]
+    if scored:
+        order = sorted(scored, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
+        worst = order[:n_cases]
+        taken = {id(r) for r in worst}
+        best = [r for r in reversed(order) if id(r) not in taken][:n_cases]
+        out.append("<h3>Worst cases (lowest Dice)</h3>" + legend_html(True))
+        out.append(_cases([_case_figure(r, run_dir, True) for r in worst]))
+        if best:
+            out.append("<h3>Best cases (highest Dice)</h3>" + legend_html(True))
+            out.append(_cases([_case_figure(r, run_dir, True) for r in best]))
+    return "".join(out)
+
+
+def _unlabelled_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
+    from liverseg.figures import plot_histogram
+
+    out = ["<h2>Predictions</h2>",
+           '<p class="note">No labels were given, so there are no accuracy metrics. The predicted liver is '
+           "outlined on a sample of the images.</p>"]
+    lf = [100 * v for v in (_num(r.get("liver_fraction")) for r in ok) if v is not None]
+    if lf:
+        png = plot_histogram(lf, None, xlabel="predicted liver (% of the image)", bins=20,
+                             title="Predicted liver fraction per image")
+        out.append(f"<figure>{img_tag(png, 'histogram of predicted liver fraction')}</figure>")
+    if ok:
+        k = min(len(ok), 2 * n_cases)
+        picks = sorted({int(round(i)) for i in np.linspace(0, len(ok) - 1, k)})
+        out.append("<h3>Sample of predictions</h3>" + legend_html(False))
+        out.append(_cases([_case_figure(ok[i], run_dir, False) for i in picks]))
+    return "".join(out)
+
+
+def _failed_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+    bad = [r for r in rows if _status(r) in ("failed", "skipped")]
+    listed = {r.get("input", "") for r in bad}
+    extra = [f for f in summary.get("failed") or [] if isinstance(f, dict) and str(f.get("input", "")) not in listed]
+    out = ["<h2>Failed and skipped inputs</h2>"]
+    if not bad and not extra:
+        n = len(rows) or summary.get("n_inputs") or 0
+        out.append(f"<p>None: all {esc(n)} inputs were processed.</p>")
+        return "".join(out)
+    table = [(r.get("index", ""), r.get("input", ""), _status(r), r.get("error", "") or "(no reason given)")
+             for r in bad]
+    table += [("", f.get("input", ""), "failed", f.get("error", "") or "(no reason given)") for f in extra]
+    classes = [_status(r) for r in bad] + ["failed"] * len(extra)
+    out.append(f"<p>{len(table)} input(s) gave no prediction; each reason is as the runner recorded it.</p>")
+    out.append(html_table(["#", "input", "status", "reason"], table, row_classes=classes))
+    return "".join(out)
+
+
+def _per_image_section(rows: list[dict[str, str]], with_truth: bool) -> str:
+    if not rows:
+        return ""
+    cols = ["index", "input", "status", "size", "latency ms", "liver %"]
+    if with_truth:
+        cols += ["Dice", "IoU", "mPA", "mIoU"]
+    table, classes = [], []
+    for r in rows[:MAX_TABLE_ROWS]:
+        h, w = _num(r.get("height")), _num(r.get("width"))
+        lf = _num(r.get("liver_fraction"))
+        lat = _num(r.get("latency_ms"))
+        cells = [r.get("index", ""), Path(r.get("input", "")).name or r.get("input", ""), _status(r),
+                 f"{int(w)}x{int(h)}" if h is not None and w is not None else "—",
+                 fmt(lat, 1) if lat is not None else "—", fmt(100 * lf, 2) if lf is not None else "—"]
+        if with_truth:
+            cells += [fmt(_num(r.get(k))) for k in ("dice", "iou", "mPA", "mIoU")]
+        table.append(cells)
+        classes.append(_status(r) if _status(r) != "ok" else "")
+    numeric = [True, False, False, False, True, True] + [True] * (4 if with_truth else 0)
+    more = (f'<p class="note">The first {MAX_TABLE_ROWS} of {len(rows)} rows; all are in per_image.csv.</p>'
+            if len(rows) > MAX_TABLE_ROWS else "")
+    return (f"<details><summary><b>Per-image results ({len(rows)} rows)</b></summary>{more}"
+            f"{html_table(cols, table, numeric=numeric, row_classes=classes)}</details>")
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name: str = REPORT_NAME) -> Path:
+    """Write ``run_dir/report.html`` (self-contained) and return its path."""
+    from liverseg import __version__
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: run folder not found")
+    problems: list[str] = []
+    summary = _read_summary(run_dir, problems)
+    rows = _read_rows(run_dir, problems)
+    ok = [r for r in rows if _status(r) == "ok"]
+    with_truth = any(_num(r.get("dice")) is not None for r in ok) or bool(summary.get("metrics"))
+    body = [f"<h1>liverseg inference report</h1><p class=\"sub\">Run folder <code>{esc(run_dir.resolve().name)}"
+            f"</code></p>"]
+    body += [f'<p class="warn">{esc(p)}</p>' for p in problems]
+    body.append(_run_section(summary, rows))
+    body.append(_failed_section(summary, rows))
+    if with_truth:
+        body.append(_metrics_section(summary, ok, run_dir, n_cases))
+    else:
+        body.append(_unlabelled_section(ok, run_dir, n_cases))
+    body.append(_per_image_section(rows, with_truth))
+    body.append(f"<footer>Written by liverseg {esc(__version__)} on "
+                f"{esc(datetime.now().astimezone().isoformat(timespec='seconds'))} from per_image.csv, "
+                "summary.json and the mask files in this folder.</footer>")
+    return write_text_atomic(run_dir / out_name, html_page(f"liverseg report: {run_dir.resolve().name}",
+                                                            "\n".join(body)))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--cases", "n_cases", type=click.IntRange(0, 100), default=N_CASES, show_default=True,
+              help="How many worst and best images to show.")
+def main(run_dir: Path, n_cases: int) -> None:
+    """(Re)write RUN_DIR/report.html from an inference run folder."""
+    path = write_report(run_dir, n_cases=n_cases)
+    click.echo(str(path))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
