@@ -340,13 +340,17 @@ def plot_training_curves(epochs_csv: PathLike | Sequence[PathLike], out_dir: Pat
 
 
 def plot_liver_histogram(percent: Sequence[float], out_path: PathLike | None, *, title: str = "",
-                         bins: int = 20, color: str = "C0") -> Path | bytes:
-    """Histogram of the liver-pixel percentage per mask (the study's Figures 1-4)."""
+                         bins: int = 20, color: str = "C0", max_percent: float | None = None) -> Path | bytes:
+    """Histogram of the liver-pixel percentage per mask (the study's Figures 1-4).
+
+    ``max_percent`` fixes the x range (0..max_percent), so that the histograms of
+    several splits share their bins and compare at a glance.
+    """
     v = np.asarray([x for x in percent if x is not None and math.isfinite(x)], dtype=np.float64)
-    fig = _figure(6.4, 4.2)
+    fig = _figure(5.6, 3.9)
     ax = fig.subplots()
     if v.size:
-        top = max(float(v.max()), 1e-9)
+        top = max(float(max_percent if max_percent is not None else v.max()), 1e-9)
         ax.hist(v, bins=bins, range=(0.0, top), color=color, edgecolor="white")
         mean, med = float(v.mean()), float(np.median(v))
         ax.axvline(mean, color="black", linestyle="--", linewidth=1, label=f"mean {mean:.2f}%")
@@ -365,14 +369,16 @@ def plot_liver_histogram(percent: Sequence[float], out_path: PathLike | None, *,
 
 def plot_split_bars(names: Sequence[str], means: Sequence[float], stds: Sequence[float],
                     out_path: PathLike | None, *, ylabel: str = "liver pixels (% of the image)",
-                    title: str = "Mean and standard deviation per split") -> Path | bytes:
+                    title: str = "Mean and standard deviation per split",
+                    colors: Sequence[str] | None = None) -> Path | bytes:
     """Bar chart of mean with a standard-deviation error bar per split (Figure 5)."""
-    fig = _figure(max(4.0, 1.3 * len(names) + 2.0), 4.2)
+    fig = _figure(min(11.0, max(4.0, 1.2 * len(names) + 1.5)), 3.9)
     ax = fig.subplots()
     x = np.arange(len(names))
     m = np.asarray(means, dtype=np.float64)
     s = np.asarray(stds, dtype=np.float64)
-    bars = ax.bar(x, m, yerr=s, capsize=6, color=[f"C{i % 10}" for i in range(len(names))], alpha=0.85)
+    colors = list(colors) if colors is not None else [f"C{i % 10}" for i in range(len(names))]
+    bars = ax.bar(x, m, yerr=s, capsize=6, color=colors, alpha=0.85)
     ax.bar_label(bars, labels=[f"{a:.2f} ± {b:.2f}" for a, b in zip(m, s)], fontsize=8, padding=2)
     ax.set_xticks(x, [str(n) for n in names])
     ax.set_ylabel(ylabel)
@@ -385,7 +391,7 @@ def plot_split_bars(names: Sequence[str], means: Sequence[float], stds: Sequence
 def plot_intensity_histograms(hists: Mapping[str, np.ndarray], out_path: PathLike | None, *,
                               title: str = "Pixel intensity per split") -> Path | bytes:
     """Normalised 256-bin gray-level histograms, one line per split (log scale)."""
-    fig = _figure(6.4, 4.2)
+    fig = _figure(5.6, 3.9)
     ax = fig.subplots()
     for i, (name, h) in enumerate(hists.items()):
         h = np.asarray(h, dtype=np.float64)
