@@ -93,3 +93,46 @@ def read_onnx_contract(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ContractError(f"{path}: liverseg contract is not valid JSON ({e})") from None
     return validate_contract(contract, str(path))
+
+
+def flat_metadata(contract: dict[str, Any]) -> dict[str, str]:
+    """A few flat ``key -> string`` entries beside the full JSON, for tools that list metadata."""
+    model = contract.get("model", {})
+    inp = contract.get("inputs", [{}])[0]
+    training = contract.get("training") or {}
+    best = training.get("best") or {}
+    vers = contract.get("versions") or {}
+    return {
+        "liverseg.model": f"{model.get('name')} {json.dumps(model.get('args', {}), sort_keys=True)}",
+        "liverseg.precision": str(contract.get("precision")),
+        "liverseg.threshold": repr(float(contract["threshold"])),
+        "liverseg.input": f"{inp.get('name')} {inp.get('dtype')} [N,1,H,W] ({contract.get('input_kind')})",
+        "liverseg.outputs": ", ".join(f"{o['name']} {o['dtype']} [N,1,H,W]" for o in contract.get("outputs", [])),
+        "liverseg.preprocessing": json.dumps(contract.get("preprocessing"), sort_keys=True),
+        "liverseg.best": json.dumps(best, sort_keys=True) if best else "",
+        "liverseg.checkpoint_sha256": str(contract.get("checkpoint_sha256") or ""),
+        "liverseg.version": str(vers.get("liverseg", "")),
+        "torch.version": str(vers.get("torch", "")),
+    }
+
+
+def read_torchscript_contract(path: str | Path) -> dict[str, Any]:
+    """The contract stored in a TorchScript file's extra file ``liverseg_contract.json``."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path}: model file not found")
+    extra = {TORCHSCRIPT_EXTRA_FILE: ""}
+    try:
+        torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except Exception as e:
+        raise ContractError(f"{path}: torch.jit cannot load it ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
+    raw = extra[TORCHSCRIPT_EXTRA_FILE]
+    if not raw:
+        raise ContractError(f"{path}: has no liverseg contract (extra file {TORCHSCRIPT_EXTRA_FILE!r})")
+    try:
+        contract = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{path}: liverseg contract is not valid JSON ({e})") from None
+    return validate_contract(contract, str(path))

@@ -1,0 +1,465 @@
+"""Measured parity between the eager pipeline and its exported files.
+
+:func:`verify` runs the eager :class:`~liverseg.models.SegmentationPipeline` (CPU,
+float32: the reference) and every exported artifact on the same inputs and reports,
+per artifact and input set:
+
+* ``prob_max_abs`` -- max |p - p_eager| of the probabilities;
+* ``prob_rel_l2``  -- ||p - p_eager||_2 / ||p_eager||_2;
+* ``mask_pixels_differ`` -- mask pixels that differ from the eager mask, and
+  ``mask_pixels_differ_off_threshold`` -- those among them whose eager probability
+  lies farther than ``prob_atol`` from the threshold (a float32 rounding difference
+  can flip a pixel *at* the threshold, but never one away from it);
+* on real slices: ``mask_dice_vs_eager`` and, with ground truth, mean Dice of the
+  eager and the artifact masks and their difference ``dice_change``.
+
+Inputs: random images at a batch size and image size different from the export's
+(default 3 x 1 x 512 x 384: not a multiple of 16 in neither the batch nor the
+export shape) and real slices when given. The artifact's contract (threshold,
+preprocessing, model, input dtype) must also match the checkpoint's.
+
+Tolerances are named constants per backend (:data:`TOLERANCES`): float32 backends
+are judged on every input by probability differences and off-threshold mask
+flips; float16 and int8 are judged on real slices by mask agreement and Dice change
+(random inputs are reported, not judged: near-threshold pixels flip under any
+rounding). A failure message names the measured value and the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from liverseg.contract import INPUT_NAME, ContractError, read_onnx_contract, read_torchscript_contract
+
+# float32 on CPU (the issue's starting point): probabilities atol 1e-5, relative L2 1e-3.
+FP32_PROB_ATOL = 1e-5
+FP32_PROB_RTOL = 1e-3
+# float32 through CUDA kernels (cuDNN picks other summation orders than MKL-DNN).
+FP32_CUDA_PROB_ATOL = 1e-4
+FP32_CUDA_PROB_RTOL = 1e-3
+# float16: judged on real slices by mask agreement and Dice change.
+FP16_MAX_MASK_FRACTION = 1e-3
+FP16_MAX_DICE_DROP = 0.005
+# int8 static QDQ: judged on real slices by mask agreement and Dice change.
+INT8_MAX_MASK_FRACTION = 0.02
+INT8_MAX_DICE_DROP = 0.02
+
+DEFAULT_CHECK_SHAPE = (3, 1, 512, 384)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How one backend is judged; ``None`` leaves a figure reported but not judged."""
+
+    prob_atol: float | None = None
+    prob_rel_l2: float | None = None
+    judge_random: bool = True
+    max_mask_fraction: float | None = None
+    max_dice_drop: float | None = None
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "torchscript": Tolerance(prob_atol=FP32_PROB_ATOL, prob_rel_l2=FP32_PROB_RTOL),
+    "onnx-fp32": Tolerance(prob_atol=FP32_PROB_ATOL, prob_rel_l2=FP32_PROB_RTOL),
+    "onnx-fp32/cuda": Tolerance(prob_atol=FP32_CUDA_PROB_ATOL, prob_rel_l2=FP32_CUDA_PROB_RTOL),
+    "torchscript/cuda": Tolerance(prob_atol=FP32_CUDA_PROB_ATOL, prob_rel_l2=FP32_CUDA_PROB_RTOL),
+    "onnx-fp16": Tolerance(judge_random=False, max_mask_fraction=FP16_MAX_MASK_FRACTION, max_dice_drop=FP16_MAX_DICE_DROP),
+    "onnx-int8": Tolerance(judge_random=False, max_mask_fraction=INT8_MAX_MASK_FRACTION, max_dice_drop=INT8_MAX_DICE_DROP),
+}
+
+
+@dataclass
+class RealSlices:
+    """Real slices for the check: uint8 [H, W] images and, when known, bool [H, W] masks."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray | None] = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.masks:
+            self.masks = [None] * len(self.images)
+        if len(self.masks) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.masks)} masks")
+
+    @classmethod
+    def from_samples(cls, samples: list[Any], source: str = "") -> "RealSlices":
+        from liverseg.data import read_image, read_mask
+
+        imgs = [read_image(s.image) for s in samples]
+        masks = [read_mask(s.mask) if s.mask is not None else None for s in samples]
+        return cls(imgs, masks, source)
+
+
+@dataclass
+class BackendResult:
+    """Parity of one artifact: measured figures per input set, and the verdict."""
+
+    name: str
+    backend: str
+    path: str
+    device: str
+    tolerance_key: str
+    tolerance: dict[str, Any]
+    status: str = "pass"  # pass | fail | not_judged | error
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, msg: str) -> None:
+        self.failures.append(msg)
+        self.status = "error" if self.status == "error" else "fail"
+
+
+@dataclass
+class ParityReport:
+    """What :func:`verify` measured; ``ok`` is False when any artifact is out of tolerance."""
+
+    checkpoint: str | None
+    threshold: float
+    reference: str
+    results: list[BackendResult]
+    inputs: list[dict[str, Any]]
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    versions: dict[str, str] = field(default_factory=dict)
+    timing: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("pass", "not_judged") for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def write_json(self, path: str | Path) -> Path:
+        from liverseg.export._io import write_text_atomic
+
+        return write_text_atomic(path, json.dumps(_finite(self.to_dict()), indent=2) + "\n")
+
+    def summary(self) -> str:
+        """A few human-readable lines (one per artifact and input set)."""
+        lines = []
+        for r in self.results:
+            lines.append(f"{r.name:<12} {r.status.upper():<10} {r.backend} on {r.device}: {r.path}")
+            for c in r.checks:
+                parts = [f"  {c['inputs']:<30}", f"prob max|d| {c['prob_max_abs']:.2e}", f"rel L2 {c['prob_rel_l2']:.2e}",
+                         f"mask px differ {c['mask_pixels_differ']}/{c['mask_pixels']}"]
+                if c.get("dice_change") is not None:
+                    parts.append(f"Dice {c['dice_eager']:.4f} -> {c['dice_artifact']:.4f} ({c['dice_change']:+.4f})")
+                lines.append("  ".join(parts))
+            lines += [f"  FAIL: {f}" for f in r.failures]
+            lines += [f"  note: {n}" for n in r.notes]
+        return "\n".join(lines)
+
+
+def _finite(obj: Any) -> Any:
+    """JSON without NaN/Infinity (null instead)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- runners
+
+
+class _Runner:
+    """Runs one artifact on numpy batches: (probability float32, mask uint8)."""
+
+    def __init__(self, path: Path, backend: str, device: str) -> None:
+        self.path, self.backend, self.device = path, backend, device
+        if backend == "torchscript":
+            from liverseg.export.torchscript import load_torchscript
+
+            self.contract = read_torchscript_contract(path)
+            self.module, _ = load_torchscript(path, device=device, optimize=True)
+        else:
+            import onnxruntime as ort
+
+            self.contract = read_onnx_contract(path)
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 3
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if device == "cuda":
+                providers: list[Any] = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
+            else:
+                providers = ["CPUExecutionProvider"]
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+                raise RuntimeError(f"CUDAExecutionProvider requested but the session runs on {self.session.get_providers()}")
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.backend == "torchscript":
+            with torch.inference_mode():
+                p, m = self.module(torch.from_numpy(x).to(self.device))
+            return p.cpu().numpy(), m.cpu().numpy()
+        p, m = self.session.run(None, {INPUT_NAME: x})
+        return p, m
+
+
+def _backend_of(path: Path) -> tuple[str, str]:
+    """(backend, precision) from the artifact's own contract."""
+    if path.suffix == ".pt":
+        return "torchscript", read_torchscript_contract(path).get("precision", "fp32")
+    return "onnx", read_onnx_contract(path).get("precision", "fp32")
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    from liverseg.metrics import image_scores
+
+    return image_scores(pred, truth)["dice"]
+
+
+def _contract_problems(contract: dict[str, Any], ckpt: Any, threshold: float, raw: bool) -> list[str]:
+    out = []
+    if abs(float(contract["threshold"]) - threshold) > 1e-9:
+        out.append(f"contract threshold {contract['threshold']} != expected {threshold}")
+    if contract["preprocessing"] != ckpt.preprocessing.to_dict():
+        out.append(f"contract preprocessing {contract['preprocessing']} != checkpoint's {ckpt.preprocessing.to_dict()}")
+    model = contract.get("model", {})
+    if model.get("name") != ckpt.model_name or model.get("args") != dict(ckpt.model_args):
+        out.append(f"contract model {model} != checkpoint's {ckpt.model_name} {ckpt.model_args}")
+    want = "float32" if raw else "uint8"
+    if contract["inputs"][0]["dtype"] != want:
+        out.append(f"contract input dtype {contract['inputs'][0]['dtype']} != expected {want}")
+    return out
+
+
+def _batches(real: RealSlices, batch: int) -> list[tuple[np.ndarray, list[int]]]:
+    """Real slices grouped by shape into [n, 1, H, W] uint8 batches, with their indices."""
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(real.images):
+        by_shape.setdefault(np.asarray(img).shape, []).append(i)
+    out = []
+    for idx in by_shape.values():
+        for k in range(0, len(idx), batch):
+            part = idx[k: k + batch]
+            out.append((np.stack([np.asarray(real.images[i], dtype=np.uint8) for i in part])[:, None], part))
+    return out
+
+
+def _compare(p_ref: np.ndarray, m_ref: np.ndarray, p: np.ndarray, m: np.ndarray, threshold: float, atol: float) -> dict[str, Any]:
+    if p.shape != p_ref.shape or m.shape != m_ref.shape:
+        raise ValueError(f"output shape {p.shape}/{m.shape} != eager {p_ref.shape}/{m_ref.shape}")
+    if p.dtype != np.float32 or m.dtype != np.uint8:
+        raise ValueError(f"output dtypes {p.dtype}/{m.dtype}; the contract says float32/uint8")
+    d = np.abs(p.astype(np.float64) - p_ref.astype(np.float64))
+    norm = float(np.linalg.norm(p_ref.astype(np.float64)))
+    differ = m != m_ref
+    off = differ & (np.abs(p_ref.astype(np.float64) - threshold) > atol)
+    inter = int(np.count_nonzero((m > 0) & (m_ref > 0)))
+    tot = int(np.count_nonzero(m > 0) + np.count_nonzero(m_ref > 0))
+    return {
+        "prob_max_abs": float(d.max()) if d.size else 0.0,
+        "prob_rel_l2": float(np.linalg.norm(d) / norm) if norm > 0 else float(np.linalg.norm(d)),
+        "mask_pixels": int(m_ref.size),
+        "mask_pixels_differ": int(np.count_nonzero(differ)),
+        "mask_pixels_differ_off_threshold": int(np.count_nonzero(off)),
+        "mask_differ_fraction": float(np.count_nonzero(differ) / max(1, m_ref.size)),
+        "mask_dice_vs_eager": 1.0 if tot == 0 else 2.0 * inter / tot,
+    }
+
+
+def _judge(res: BackendResult, tol: Tolerance, check: dict[str, Any], real: bool) -> None:
+    where = check["inputs"]
+    if not real and not tol.judge_random:
+        return
+    if tol.prob_atol is not None:
+        if not check["prob_max_abs"] <= tol.prob_atol:
+            res.fail(f"{where}: probability max |diff| {check['prob_max_abs']:.3e} > atol {tol.prob_atol:g}")
+        if check["mask_pixels_differ_off_threshold"] > 0:
+            res.fail(f"{where}: {check['mask_pixels_differ_off_threshold']} mask pixels differ whose eager probability "
+                     f"is farther than {tol.prob_atol:g} from the threshold")
+    if tol.prob_rel_l2 is not None and not check["prob_rel_l2"] <= tol.prob_rel_l2:
+        res.fail(f"{where}: probability relative L2 {check['prob_rel_l2']:.3e} > rtol {tol.prob_rel_l2:g}")
+    if real and tol.max_mask_fraction is not None and not check["mask_differ_fraction"] <= tol.max_mask_fraction:
+        res.fail(f"{where}: {check['mask_differ_fraction']:.4%} of mask pixels differ > {tol.max_mask_fraction:.4%}")
+    if real and tol.max_dice_drop is not None and check.get("dice_change") is not None and not check["dice_change"] >= -tol.max_dice_drop:
+        res.fail(f"{where}: mean Dice changed by {check['dice_change']:+.4f} (limit -{tol.max_dice_drop:g})")
+
+
+def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray] | None = None, *,
+           real: RealSlices | None = None, threshold: float | None = None, raw: bool = False,
+           check_shape: tuple[int, int, int, int] = DEFAULT_CHECK_SHAPE, seed: int = 0, real_batch: int = 8,
+           device: str = "cpu", tolerances: dict[str, Tolerance] | None = None) -> ParityReport:
+    """Run the eager pipeline and each artifact on the same inputs; measure and judge the differences.
+
+    ``artifacts`` maps a label to a file (``.pt`` TorchScript or ``.onnx``; the
+    precision comes from the file's contract). ``inputs`` are [N, 1, H, W] arrays
+    of the model's input dtype; by default one random batch of ``check_shape``.
+    ``real`` adds real slices (uint8), judged for every backend and the only set
+    judged for fp16 and int8. The eager reference always runs on the CPU in
+    float32; ``device="cuda"`` runs the artifacts on the GPU.
+    """
+    from liverseg.checkpoint import versions
+
+    tolerances = TOLERANCES if tolerances is None else tolerances
+    thr = float(ckpt.threshold if threshold is None else threshold)
+    dtype = np.float32 if raw else np.uint8
+    if inputs is None:
+        rng = np.random.default_rng(seed)
+        if raw:
+            inputs = [rng.uniform(-1024.0, 1500.0, size=check_shape).astype(np.float32)]
+        else:
+            inputs = [rng.integers(0, 256, size=check_shape, dtype=np.uint8)]
+    inputs = [np.ascontiguousarray(np.asarray(x, dtype=dtype)) for x in inputs]
+    for x in inputs:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"verify inputs must be [N, 1, H, W]; got {x.shape}")
+
+    pipe = ckpt.build_pipeline(threshold=thr, raw=raw)
+
+    def eager(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            p, m = pipe(torch.from_numpy(x))
+        return p.numpy(), m.numpy()
+
+    # the input sets: (label, batches, real-slice indices per batch or None)
+    sets: list[tuple[str, list[tuple[np.ndarray, list[int] | None]], bool]] = []
+    for x in inputs:
+        sets.append((f"random {'x'.join(map(str, x.shape))}", [(x, None)], False))
+    if real is not None and real.images:
+        batches = [(b.astype(dtype), idx) for b, idx in _batches(real, real_batch)]
+        shapes = sorted({f"{b.shape[2]}x{b.shape[3]}" for b, _ in batches})
+        sets.append((f"real {len(real.images)} slices {','.join(shapes)}", batches, True))
+    ref = [[eager(b) for b, _ in batches] for _, batches, _ in sets]
+    eager_dice: dict[int, float] = {}
+    if real is not None:
+        for (b, idx), (p, m) in zip(sets[-1][1], ref[-1]) if sets[-1][2] else []:
+            for j, i in enumerate(idx or []):
+                if real.masks[i] is not None:
+                    eager_dice[i] = _dice(m[j, 0] > 0, real.masks[i])
+
+    results = []
+    for name, path in artifacts.items():
+        path = Path(path)
+        try:
+            backend, precision = _backend_of(path)
+        except ContractError as e:
+            r = BackendResult(name, "unknown", str(path), device, "", {})
+            r.status = "error"
+            r.failures.append(str(e))
+            results.append(r)
+            continue
+        key = "torchscript" if backend == "torchscript" else f"onnx-{precision}"
+        tkey = f"{key}/cuda" if device == "cuda" and f"{key}/cuda" in tolerances else key
+        tol = tolerances.get(tkey, Tolerance())
+        res = BackendResult(name, f"{backend} {precision}", str(path), device, tkey, asdict(tol))
+        results.append(res)
+        try:
+            runner = _Runner(path, backend, device)
+        except Exception as e:
+            res.status = "error"
+            res.failures.append(f"cannot load: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}")
+            continue
+        for problem in _contract_problems(runner.contract, ckpt, thr, raw):
+            res.fail(problem)
+        if precision == "fp16" and device == "cpu":
+            res.notes.append("run on onnxruntime's CPU provider, which computes float16 nodes through inserted casts: "
+                             "the figures show the weight rounding, not CUDA's float16 arithmetic; re-run verify with device='cuda'")
+        judged_real = False
+        for (label, batches, is_real), refs in zip(sets, ref):
+            ps, ms, prs, mrs, idx_all = [], [], [], [], []
+            t0 = time.perf_counter()
+            try:
+                for (b, idx), (pr, mr) in zip(batches, refs):
+                    p, m = runner(b)
+                    ps.append(p), ms.append(m), prs.append(pr), mrs.append(mr), idx_all.append(idx)
+            except Exception as e:
+                res.status = "error"
+                res.failures.append(f"{label}: run failed: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}")
+                continue
+            secs = time.perf_counter() - t0
+            atol = tol.prob_atol if tol.prob_atol is not None else FP32_PROB_ATOL
+            try:
+                flat = lambda arrs: np.concatenate([a.reshape(-1) for a in arrs])  # noqa: E731
+                check = _compare(flat(prs), flat(mrs), flat(ps), flat(ms), thr, atol)
+                for a, b in zip(ps, prs):  # shapes are compared per batch, not only in total
+                    if a.shape != b.shape:
+                        raise ValueError(f"output shape {a.shape} != eager {b.shape}")
+            except ValueError as e:
+                res.fail(f"{label}: {e}")
+                continue
+            check = {"inputs": label, "n_images": int(sum(b.shape[0] for b, _ in batches)), **check, "seconds": round(secs, 3)}
+            if is_real and eager_dice:
+                art = []
+                for m, idx in zip(ms, idx_all):
+                    for j, i in enumerate(idx or []):
+                        if real is not None and real.masks[i] is not None:
+                            art.append((eager_dice[i], _dice(m[j, 0] > 0, real.masks[i])))
+                check["dice_eager"] = float(np.mean([a for a, _ in art]))
+                check["dice_artifact"] = float(np.mean([b for _, b in art]))
+                check["dice_change"] = check["dice_artifact"] - check["dice_eager"]
+                check["n_labelled"] = len(art)
+            res.checks.append(check)
+            _judge(res, tol, check, is_real)
+            judged_real |= is_real
+        if res.status == "pass" and not tol.judge_random and not judged_real:
+            res.status = "not_judged"
+            res.notes.append(f"{key} is judged on real slices only and none were given")
+
+    described = [{"inputs": label, "n_images": int(sum(b.shape[0] for b, _ in batches)), "real": is_real,
+                  **({"source": real.source} if is_real and real is not None else {})} for label, batches, is_real in sets]
+    vers = {**versions(), "platform": platform.platform()}
+    try:
+        import onnxruntime
+
+        vers["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    path = getattr(ckpt, "path", None)
+    return ParityReport(str(path) if path else None, thr, "eager SegmentationPipeline, CPU, float32", results, described, versions=vers)
+
+
+def time_backends(ckpt: Any, artifacts: dict[str, str | Path], image: np.ndarray, *, runs: int = 5, threshold: float | None = None,
+                  raw: bool = False) -> dict[str, Any]:
+    """Median ms per slice at batch 1 on ``image`` (uint8 [H, W]): eager and each artifact, interleaved.
+
+    A quick check on the CPU (the benchmarks package does the proper job): one warm-up
+    call each, then ``runs`` rounds in which every backend runs once.
+    """
+    x = np.array(image, dtype=np.float32 if raw else np.uint8)[None, None].copy()
+    pipe = ckpt.build_pipeline(threshold=threshold, raw=raw)
+
+    def eager(a: np.ndarray) -> Any:
+        with torch.inference_mode():
+            return pipe(torch.from_numpy(a))
+
+    fns: dict[str, Any] = {"eager": eager}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, path in artifacts.items():
+            backend, _ = _backend_of(Path(path))
+            fns[name] = _Runner(Path(path), backend, "cpu")
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(2):  # warm-up: TorchScript's profiling executor optimises on the first calls
+        for f in fns.values():
+            f(x)
+    for _ in range(runs):
+        for k, f in fns.items():
+            t0 = time.perf_counter()
+            f(x)
+            times[k].append((time.perf_counter() - t0) * 1000.0)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    out: dict[str, Any] = {"shape": list(x.shape), "runs": runs, "threads": torch.get_num_threads(), "ms_per_slice": med}
+    if "onnx" in med and "onnx-int8" in med and med["onnx-int8"] > 0:
+        out["int8_speedup_vs_onnx_fp32"] = med["onnx"] / med["onnx-int8"]
+    if "eager" in med:
+        out["speedup_vs_eager"] = {k: med["eager"] / v for k, v in med.items() if v > 0 and k != "eager"}
+    return out
