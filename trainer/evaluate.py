@@ -1,0 +1,98 @@
+"""Test-set evaluation, as the study's ``main.py test`` did, from a self-describing checkpoint.
+
+Each slice goes through ``Checkpoint.build_pipeline()`` at its native size (the
+pipeline resizes, pads and crops as the checkpoint's preprocessing says), the mask is
+exactly ``probability > threshold`` with the checkpoint's threshold, and the metrics
+are :class:`liverseg.metrics.SegmentationMetrics`: per image, then averaged (macro,
+the study's mPA and mIoU), plus the pooled (micro) values. Inference compares its
+numbers with these, so nothing here may differ from that definition.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from liverseg.checkpoint import Checkpoint, load_checkpoint
+from liverseg.data import DataError, Sample, read_pair
+from liverseg.metrics import METRIC_NAMES, SegmentationMetrics, scores
+from liverseg.trainer.train import resolve_device
+
+
+def _batches(samples: list[Sample], batch_size: int):
+    """Consecutive samples of one size, at most ``batch_size`` at a time, read once each."""
+    pending: list[tuple[Sample, np.ndarray, np.ndarray]] = []
+    for s in samples:
+        try:
+            img, mask = read_pair(s)
+        except DataError as e:
+            msg = str(e)
+            where = f" ({s.origin})" if s.origin and s.origin not in msg else ""
+            raise DataError(f"test data{where}: {msg}") from None
+        if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
+            yield pending
+            pending = []
+        pending.append((s, img, mask))
+    if pending:
+        yield pending
+
+
+@torch.inference_mode()
+def evaluate(checkpoint: str | os.PathLike | Checkpoint, samples: list[Sample], *, device: str = "auto",
+             batch_size: int = 4, progress: bool = True) -> dict[str, Any]:
+    """``SegmentationMetrics.compute()`` over ``samples`` plus ``per_image`` (one dict per slice)."""
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    if not samples:
+        raise DataError("no test samples")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = resolve_device(device)
+    pipeline = ckpt.build_pipeline().to(dev).eval()
+    metrics = SegmentationMetrics()
+    per_image: list[dict[str, Any]] = []
+    bar = tqdm(total=len(samples), desc="evaluating", unit="img", disable=not progress, leave=False)
+    for chunk in _batches(samples, batch_size):
+        x = torch.from_numpy(np.stack([c[1] for c in chunk]))[:, None].to(dev, non_blocking=True)  # uint8 [N,1,H,W]
+        _, mask = pipeline(x)  # mask = probability > threshold, uint8
+        preds = mask[:, 0].bool().cpu().numpy()
+        for (s, img, truth), pred in zip(chunk, preds):
+            metrics.update(pred, truth)
+            tp, fp, fn, tn = metrics.per_image[-1]
+            per_image.append({
+                "image": str(s.image), "mask": str(s.mask), "origin": s.origin,
+                "height": int(img.shape[0]), "width": int(img.shape[1]),
+                "liver_fraction": float(truth.mean()), "predicted_fraction": float(pred.mean()),
+                **scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            })
+        bar.update(len(chunk))
+    bar.close()
+    out: dict[str, Any] = metrics.compute()
+    out["per_image"] = per_image
+    return out
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The metrics as a small text table: macro (per image, averaged) and micro (pooled)."""
+    lines = [f"{'metric':<10} {'macro':>8} {'micro':>8}", "-" * 28]
+    for name in ("mPA", "mIoU", *[m for m in METRIC_NAMES if m not in ("mPA", "mIoU")]):
+        lines.append(f"{name:<10} {result[name]:>8.4f} {result['micro_' + name]:>8.4f}")
+    lines.append(f"{result['n_images']} image(s); macro = per image, then averaged (the study's way)")
+    return "\n".join(lines)
+
+
+def checkpoint_info(ckpt: Checkpoint) -> dict[str, Any]:
+    return {
+        "path": str(ckpt.path) if ckpt.path else None,
+        "model": {"name": ckpt.model_name, "args": ckpt.model_args},
+        "epoch": ckpt.epoch,
+        "threshold": ckpt.threshold,
+        "preprocessing": ckpt.preprocessing.to_dict(),
+        "best": ckpt.best,
+    }
+
+
+__all__ = ["evaluate", "format_table", "checkpoint_info"]
