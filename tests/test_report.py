@@ -1,0 +1,216 @@
+"""liverseg.report: a self-contained report.html from a fabricated inference run folder."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from liverseg.metrics import confusion, scores
+from liverseg.report import main, write_report
+
+COLUMNS = ("index,input,label,output,status,error,height,width,latency_ms,liver_fraction,dice,iou,mPA,mIoU,"
+           "precision,recall,tp,fp,fn,tn").split(",")
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+EVIL = "scan <img src=x onerror=alert(1)>.png"  # a hostile file name (no slash)
+
+
+class Checker(HTMLParser):
+    """Well-formedness: every non-void element closed in order; collects imgs, links and text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.imgs: list[dict[str, str]] = []
+        self.urls: list[str] = []
+        self.tags: list[str] = []
+        self.text: list[str] = []
+        self.doctype = False
+
+    def handle_decl(self, decl):
+        self.doctype = decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if tag == "img":
+            self.imgs.append(a)
+        for k in ("src", "href"):
+            if a.get(k):
+                self.urls.append(a[k])
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+            return
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def check_html(path: Path) -> Checker:
+    """Parse, assert well-formed and self-contained (every image an embedded, valid PNG)."""
+    raw = path.read_text(encoding="utf-8")
+    c = Checker()
+    c.feed(raw)
+    c.close()
+    assert c.doctype, "missing <!DOCTYPE html>"
+    assert not c.errors, c.errors[:5]
+    assert not c.stack, f"unclosed elements: {c.stack}"
+    assert c.tags[:1] == ["html"] and {"head", "body", "title", "style"} <= set(c.tags)
+    assert "script" not in c.tags and "link" not in c.tags, "no scripts, no external stylesheets"
+    for url in c.urls:
+        assert url.startswith("data:image/png;base64,"), f"external reference {url[:60]}"
+    assert not re.search(r"url\(|@import|https?://", raw.split("<body>")[0]), "style must not fetch anything"
+    for img in c.imgs:
+        data = base64.b64decode(img["src"].split(",", 1)[1], validate=True)
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+            assert im.format == "PNG"
+        assert img.get("alt"), "every image has alt text"
+    return c
+
+
+def disk(h, w, cy, cx, r):
+    yy, xx = np.mgrid[:h, :w]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def make_run(root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = True,
+             missing_image: bool = False) -> Path:
+    """A fabricated inference run folder in the agreed format (shared_api.md)."""
+    rng = np.random.default_rng(1)
+    data = root / "data"
+    run = root / "runs" / "infer-20250101-000000"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir(parents=True)
+    (run / "masks").mkdir(parents=True)
+    rows = []
+    for i in range(n_ok):
+        img = rng.integers(10, 80, (48, 48)).astype(np.uint8)
+        truth = disk(48, 48, 24, 22, 8 + i)
+        img[truth] = 125
+        pred = np.roll(truth, i - 3, axis=1)
+        if i == 0:
+            pred[:] = False  # a total miss
+        name = EVIL if i == 1 else f"slice_{i:03d}.png"
+        ip, lp = data / "images" / name, data / "masks" / f"slice_{i:03d}.png"
+        Image.fromarray(img).save(ip)
+        Image.fromarray(truth.astype(np.uint8) * 255).save(lp)
+        out = run / "masks" / f"{Path(name).stem}_pred.png"
+        Image.fromarray(pred.astype(np.uint8) * 255).save(out)
+        r = {"index": i, "input": str(ip), "output": f"masks/{out.name}", "status": "ok", "error": "", "height": 48,
+             "width": 48, "latency_ms": 10 + i, "liver_fraction": pred.mean()}
+        if labels:
+            cm = confusion(pred, truth)
+            r.update(label=str(lp), tp=cm[0], fp=cm[1], fn=cm[2], tn=cm[3])
+            r.update({k: v for k, v in scores(*cm).items()})
+        rows.append(r)
+    if missing_image:
+        Path(rows[2]["input"]).unlink()
+    rows.append({"index": n_ok, "input": str(data / "broken.png"), "status": "failed",
+                 "error": "image is corrupt or truncated (broken PNG file) & <unreadable>"})
+    rows.append({"index": n_ok + 1, "input": str(data / "notes.txt"), "status": "skipped",
+                 "error": "not an image file"})
+    with (run / "per_image.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    if summary:
+        s = {"n_inputs": n_ok + 2, "n_ok": n_ok, "n_failed": 1, "n_skipped": 1,
+             "failed": [{"input": str(data / "broken.png"), "error": "corrupt"},
+                        {"input": str(data / "ghost.png"), "error": "vanished before reading"}],
+             "metrics": None, "images_per_second": 42.5, "model_images_per_second": 61.0,
+             "latency_ms": {"p50": 11.0, "p90": 15.0, "p99": 17.5}, "provider": "CPUExecutionProvider",
+             "providers_requested": ["CUDAExecutionProvider", "CPUExecutionProvider"], "device": "cpu",
+             "threads": 2, "batch_size": 1,
+             "model": {"path": "runs/unet/export/model.onnx", "sha256": "0" * 64, "contract": {"threshold": 0.5}},
+             "versions": {"liverseg": "0.1.0"}, "command": ["liverseg-infer", "--x", "data"],
+             "started": "2025-01-01T00:00:00", "finished": "2025-01-01T00:00:01"}
+        (run / "summary.json").write_text(json.dumps(s))
+    return run
+
+
+def test_report_with_labels(tmp_path):
+    run = make_run(tmp_path)
+    path = write_report(run, n_cases=3)
+    assert path == run / "report.html"
+    c = check_html(path)
+    text = " ".join(c.text)
+    raw = path.read_text()
+    # run facts, provider mismatch, throughput
+    assert "CPUExecutionProvider" in text and "Asked for CUDAExecutionProvider" in text
+    assert "42.50" in text and "11.0 / 15.0 / 17.5" in text
+    # the study's metrics next to Dice, with the values of the CSV (macro = mean per image)
+    rows = [r for r in csv.DictReader((run / "per_image.csv").open()) if r["status"] == "ok"]
+    for key, label in (("mPA", "mPA (study)"), ("mIoU", "mIoU (study)"), ("dice", "Dice")):
+        assert label in text
+        assert f"{np.mean([float(r[key]) for r in rows]):.4f}" in text
+    # Dice histogram + 3 worst + 3 best case strips, all embedded
+    assert len(c.imgs) == 1 + 3 + 3
+    assert "Worst cases" in text and "Best cases" in text
+    assert "Dice 0.0000" in text  # the total miss is among the worst
+    # every failed/skipped input with its reason, escaped
+    for what in ("broken.png", "image is corrupt or truncated (broken PNG file) & <unreadable>", "notes.txt",
+                 "not an image file", "ghost.png", "vanished before reading"):
+        assert what in text, what
+    assert "<unreadable>" not in raw and "&lt;unreadable&gt;" in raw
+    assert "<img src=x" not in raw and EVIL in text
+
+
+def test_report_without_labels_shows_outlines(tmp_path):
+    run = make_run(tmp_path, labels=False, n_ok=5)
+    c = check_html(write_report(run))
+    text = " ".join(c.text)
+    assert "Accuracy" not in text and "mPA (study)" not in text
+    assert "no accuracy metrics" in text and "outline of the predicted liver" in text
+    assert len(c.imgs) == 1 + 5  # liver-fraction histogram + every image (fewer than 12)
+    assert "broken.png" in text
+
+
+def test_report_tolerates_missing_parts(tmp_path):
+    run = make_run(tmp_path, summary=False, missing_image=True, n_ok=4)
+    (run / "masks" / "slice_003_pred.png").unlink()
+    c = check_html(write_report(run))
+    text = " ".join(c.text)
+    assert "summary.json is missing" in text
+    assert "image not found" in text and "prediction mask not found" in text
+    assert "broken.png" in text  # failures come from per_image.csv alone
+
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    c = check_html(write_report(empty))
+    text = " ".join(c.text)
+    assert "per_image.csv is missing" in text and "summary.json is missing" in text
+
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "nope")
+
+
+def test_report_cli(tmp_path):
+    run = make_run(tmp_path, n_ok=3)
+    res = CliRunner().invoke(main, [str(run), "--cases", "1"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("report.html")
+    c = check_html(run / "report.html")
+    assert len(c.imgs) == 1 + 1 + 1
