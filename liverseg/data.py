@@ -277,8 +277,13 @@ def read_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 image [H, W], bool mask [H, W]); a size mismatch names both files."""
     if sample.mask is None:
         raise DataError(f"{sample}: no mask for this image")
-    img = read_image(sample.image)
-    mask = read_mask(sample.mask)
+    try:
+        img = read_image(sample.image)
+        mask = read_mask(sample.mask)
+    except DataError as e:  # name where the file was listed (CSV row or folder), once
+        if sample.origin and sample.origin not in str(e):
+            raise DataError(f"{e} ({sample.origin})") from None
+        raise
     if img.shape != mask.shape:
         raise DataError(f"{sample}: image is {img.shape[1]}x{img.shape[0]} but mask {sample.mask} is "
                         f"{mask.shape[1]}x{mask.shape[0]} (width x height)")

@@ -1,0 +1,209 @@
+"""Self-describing checkpoints: round trip, safe loading, and one-line errors naming the file."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from liverseg.checkpoint import (FORMAT, Checkpoint, CheckpointError, file_sha256, latest_run_checkpoint,
+                                 load_checkpoint)
+from liverseg.models import create_model
+from liverseg.preprocess import Preprocessing
+
+
+def make_ckpt(name: str = "unet", width: int = 4, **kw) -> Checkpoint:
+    torch.manual_seed(0)
+    net = create_model(name, width=width)
+    # non-trivial BatchNorm statistics, so the round trip checks buffers too
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.9, 1.1)
+    args = {"in_channels": 1, "out_channels": 1, "width": width}
+    return Checkpoint(model_name=name, model_args=args, preprocessing=Preprocessing(pad_multiple=16 if name == "unet" else 32),
+                      state_dict=net.state_dict(), **kw)
+
+
+def one_line(e: pytest.ExceptionInfo, path: Path) -> str:
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    assert str(path) in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("name", ["unet", "baseline"])
+def test_round_trip_gives_the_same_outputs(tmp_path, name):
+    ck = make_ckpt(name, threshold=0.4, config={"model": name, "lr": 1e-3, "val_metrics": ["mPA"]}, epoch=3,
+                   history=[{"epoch": 1, "dice": 0.5}, {"epoch": 2, "dice": 0.6}, {"epoch": 3, "dice": 0.7}],
+                   best={"metric": "dice", "value": 0.7, "epoch": 3}, data_summary={"train": {"n_images": 10}})
+    path = ck.save(tmp_path / "sub" / "best.pt")
+    assert path.exists() and not list(path.parent.glob(".*.tmp"))  # atomic write leaves no temporary file
+    back = load_checkpoint(path)
+    assert back.path == path
+    assert back.model_name == name and back.model_args == ck.model_args
+    assert back.preprocessing == ck.preprocessing
+    assert back.threshold == 0.4 and back.epoch == 3 and back.best == ck.best
+    assert back.history == ck.history and back.config == ck.config and back.data_summary == ck.data_summary
+    assert back.versions["torch"] == str(torch.__version__)
+    x = torch.randint(0, 256, (2, 1, 40, 52), dtype=torch.uint8)
+    with torch.inference_mode():
+        p1, m1 = ck.build_pipeline()(x)
+        p2, m2 = back.build_pipeline()(x)
+    assert torch.equal(p1, p2) and torch.equal(m1, m2)
+    assert torch.equal(m2, (p2 > 0.4).to(torch.uint8))  # the stored threshold is used
+    assert not back.build_model().training
+
+
+def test_optimizer_state_round_trips(tmp_path):
+    net = create_model("unet", width=4)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.rand(2, 1, 32, 32)).mean().backward()
+    opt.step()
+    ck = Checkpoint("unet", {"width": 4}, Preprocessing(), net.state_dict(), optimizer=opt.state_dict())
+    back = load_checkpoint(ck.save(tmp_path / "last.pt"))
+    opt2 = torch.optim.Adam(create_model("unet", width=4).parameters(), lr=1e-3)
+    opt2.load_state_dict(back.optimizer)
+    assert opt2.state_dict()["param_groups"][0]["lr"] == 1e-3
+
+
+def test_file_holds_only_plain_containers_and_loads_weights_only(tmp_path):
+    path = make_ckpt().save(tmp_path / "c.pt")
+    d = torch.load(path, weights_only=True)
+    assert d["format"] == FORMAT and d["format_version"] == 1
+    assert d["model"] == {"name": "unet", "args": {"in_channels": 1, "out_channels": 1, "width": 4}}
+
+
+class Boom:
+    """Unpickling this would run code; weights_only loading must refuse it."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["LIVERSEG_TEST_MARKER"]),))
+
+
+def test_pickled_object_is_refused_not_executed(tmp_path, monkeypatch):
+    marker = tmp_path / "executed"
+    monkeypatch.setenv("LIVERSEG_TEST_MARKER", str(marker))
+    d = make_ckpt().to_dict()
+    d["config"] = {"payload": Boom()}
+    path = tmp_path / "evil.pt"
+    torch.save(d, path)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    one_line(e, path)
+    assert not marker.exists(), "weights_only=False was used: the pickled object ran"
+    # the same file with an ordinary unpickler would run the payload: the test is meaningful
+    with open(path, "rb"):
+        pass
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_corrupt_file(tmp_path):
+    good = make_ckpt().save(tmp_path / "good.pt")
+    data = good.read_bytes()
+    bad = tmp_path / "truncated.pt"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(bad)
+    assert "not a loadable checkpoint" in one_line(e, bad)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"this is not a checkpoint at all\n" * 10)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(junk)
+    one_line(e, junk)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(empty)
+    one_line(e, empty)
+
+
+def test_foreign_checkpoint_plain_state_dict(tmp_path):
+    path = tmp_path / "plain.pth"
+    torch.save(create_model("unet", width=4).state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    msg = one_line(e, path)
+    assert "not a liverseg checkpoint" in msg
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model_state_dict": {}, "epoch": 3}, wrapped)
+    with pytest.raises(CheckpointError, match="not a liverseg checkpoint") as e:
+        load_checkpoint(wrapped)
+    one_line(e, wrapped)
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(CheckpointError, match="not a liverseg checkpoint") as e:
+        load_checkpoint(tensor)
+    one_line(e, tensor)
+
+
+def test_unexpected_and_missing_keys(tmp_path):
+    d = make_ckpt().to_dict()
+    d["surprise"] = 1
+    path = tmp_path / "extra.pt"
+    torch.save(d, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert "surprise" in one_line(e, path)
+    d = make_ckpt().to_dict()
+    del d["preprocessing"]
+    path = tmp_path / "lacking.pt"
+    torch.save(d, path)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert "preprocessing" in one_line(e, path)
+
+
+def test_other_malformed_content(tmp_path):
+    for change, word in (({"format_version": 99}, "format_version"),
+                         ({"model": "unet"}, "model"),
+                         ({"preprocessing": {"normalize": "nope"}}, "preprocessing")):
+        d = make_ckpt().to_dict()
+        d.update(change)
+        path = tmp_path / f"bad_{word}.pt"
+        torch.save(d, path)
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(path)
+        assert word in one_line(e, path)
+
+
+def test_weights_of_another_model_name_the_file(tmp_path):
+    d = make_ckpt(width=4).to_dict()
+    d["model"]["args"]["width"] = 8  # the stored weights are width 4
+    path = tmp_path / "mismatch.pt"
+    torch.save(d, path)
+    ck = load_checkpoint(path)
+    with pytest.raises(CheckpointError) as e:
+        ck.build_model()
+    assert "do not fit" in one_line(e, path)
+
+
+def test_missing_file_and_folder(tmp_path):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(CheckpointError, match="not found") as e:
+        load_checkpoint(missing)
+    one_line(e, missing)
+    with pytest.raises(CheckpointError, match="folder") as e:
+        load_checkpoint(tmp_path)
+    one_line(e, tmp_path)
+
+
+def test_sha256_and_latest_run_checkpoint(tmp_path):
+    import hashlib
+
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"liver" * 1000)
+    assert file_sha256(f) == hashlib.sha256(b"liver" * 1000).hexdigest()
+    assert latest_run_checkpoint(tmp_path / "runs") is None
+    old = make_ckpt().save(tmp_path / "runs" / "a" / "checkpoints" / "best.pt")
+    new = make_ckpt().save(tmp_path / "runs" / "b" / "checkpoints" / "best.pt")
+    os.utime(old, (1_000_000, 1_000_000))
+    assert latest_run_checkpoint(tmp_path / "runs") == new
+    os.utime(new, (500_000, 500_000))
+    assert latest_run_checkpoint(tmp_path / "runs") == old
+    assert latest_run_checkpoint(tmp_path / "runs", name="last.pt") is None

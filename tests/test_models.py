@@ -1,0 +1,172 @@
+"""The model registry, the networks' structure, and the whole pipeline's shapes.
+
+One tester parametrised over the registry (STYLE.md point 12): a model added to
+``MODELS`` is checked here without new tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from liverseg.models import (DEFAULT_WIDTH, MODELS, BaselineCNN, SegmentationPipeline, UNet, create_model,
+                             required_multiple)
+from liverseg.preprocess import Preprocessing
+
+NAMES = sorted(MODELS)
+TINY = {"unet": 4, "baseline": 4}
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def tiny(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, in_channels=1, out_channels=1, width=TINY.get(name, 4)).eval()
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_holds_the_studys_models():
+    assert {"unet", "baseline"} <= set(MODELS)
+    assert MODELS["unet"] is UNet and MODELS["baseline"] is BaselineCNN
+    assert set(DEFAULT_WIDTH) == set(MODELS)
+
+
+def test_unknown_name_lists_the_valid_names():
+    with pytest.raises(ValueError) as e:
+        create_model("resnet50")
+    msg = str(e.value)
+    assert "resnet50" in msg
+    for name in NAMES:
+        assert name in msg
+
+
+def test_bad_arguments_name_the_model():
+    with pytest.raises(ValueError, match="unet"):
+        create_model("unet", depth=7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_width_is_the_studys(name):
+    m = create_model(name)
+    first_conv = next(mod for mod in m.modules() if isinstance(mod, nn.Conv2d))
+    assert first_conv.out_channels == DEFAULT_WIDTH[name]
+
+
+# ---------------------------------------------------------------- every registered model
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_network_keeps_the_size_at_its_multiple(name):
+    net = tiny(name)
+    k = required_multiple(name)
+    assert k in (16, 32)
+    with torch.inference_mode():
+        for h, w in ((k, k), (2 * k, 3 * k), (4 * k, k)):
+            y = net(torch.rand(2, 1, h, w))
+            assert y.shape == (2, 1, h, w)
+            assert y.dtype == torch.float32
+            assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("hw", [(64, 64), (50, 37), (33, 100), (17, 16), (128, 96)])
+def test_pipeline_output_shape_equals_input_shape(name, hw):
+    h, w = hw
+    pipe = SegmentationPipeline(tiny(name), Preprocessing(pad_multiple=required_multiple(name))).eval()
+    x = torch.randint(0, 256, (2, 1, h, w), dtype=torch.uint8)
+    with torch.inference_mode():
+        prob, mask = pipe(x)
+    assert prob.shape == (2, 1, h, w) and mask.shape == (2, 1, h, w)
+    assert prob.dtype == torch.float32 and mask.dtype == torch.uint8
+    assert float(prob.min()) >= 0.0 and float(prob.max()) <= 1.0
+    assert torch.equal(mask, (prob > 0.5).to(torch.uint8))
+    assert set(mask.unique().tolist()) <= {0, 1}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pipeline_with_resize_and_threshold(name):
+    pipe = SegmentationPipeline(tiny(name), Preprocessing(size=(64, 64), pad_multiple=required_multiple(name)),
+                                threshold=0.3).eval()
+    x = torch.randint(0, 256, (1, 1, 90, 70), dtype=torch.uint8)
+    with torch.inference_mode():
+        prob, mask = pipe(x)
+    assert prob.shape == (1, 1, 90, 70)
+    assert torch.equal(mask, (prob > 0.3).to(torch.uint8))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pipeline_raw_input_windows_hounsfield_units(name):
+    pp = Preprocessing(window=(-100.0, 155.0), pad_multiple=required_multiple(name))
+    net = tiny(name)
+    raw = SegmentationPipeline(net, pp, raw=True).eval()
+    gray = SegmentationPipeline(net, pp, raw=False).eval()
+    hu = torch.randint(-1000, 1000, (1, 1, 32, 32)).float()
+    g = ((hu.clamp(-100, 155) + 100) * (255.0 / 255.0)).round().to(torch.uint8)  # the same pixels as gray levels
+    with torch.inference_mode():
+        torch.testing.assert_close(raw(hu)[0], gray(g)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    net = tiny(name).train()
+    y = net(torch.rand(2, 1, 32, 32))
+    y.mean().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing
+
+
+# ---------------------------------------------------------------- U-Net structure (PERFORMANCE.md)
+
+
+def test_unet_width_64_is_the_studys_31_million_parameters():
+    net = UNet(width=64)  # instantiate only: no forward pass at this width
+    assert n_params(net) == pytest.approx(31.0e6, rel=0.005)
+    enc = [net.inc, net.down1.conv, net.down2.conv, net.down3.conv, net.down4.conv]
+    assert [blk.block[0].out_channels for blk in enc] == [64, 128, 256, 512, 1024]
+    assert [blk.block[3].out_channels for blk in enc] == [64, 128, 256, 512, 1024]
+    # decoder: transposed convs halve the channels, then DoubleConv after the concatenation
+    ups = [net.up1, net.up2, net.up3, net.up4]
+    assert [u.up.in_channels for u in ups] == [1024, 512, 256, 128]
+    assert [u.up.out_channels for u in ups] == [512, 256, 128, 64]
+    assert [u.conv.block[0].in_channels for u in ups] == [1024, 512, 256, 128]
+    assert [u.conv.block[3].out_channels for u in ups] == [512, 256, 128, 64]
+    assert net.outc.conv.in_channels == 64 and net.outc.conv.out_channels == 1
+    assert net.outc.conv.kernel_size == (1, 1)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 4
+
+
+@pytest.mark.parametrize("width,millions", [(32, 7.8), (16, 1.9)])
+def test_unet_smaller_widths_match_performance_md(width, millions):
+    assert n_params(UNet(width=width)) / 1e6 == pytest.approx(millions, abs=0.05)
+
+
+# ---------------------------------------------------------------- baseline structure
+
+
+def test_baseline_is_five_conv_relu_pool_then_1x1_and_x32_upsample():
+    net = BaselineCNN(width=16)
+    assert len(net.stages) == 5
+    chans = []
+    for st in net.stages:
+        assert isinstance(st.conv, nn.Conv2d) and st.conv.kernel_size == (3, 3) and st.conv.padding == (1, 1)
+        assert isinstance(st.pool, nn.MaxPool2d)
+        chans.append(st.conv.out_channels)
+    assert chans == [16, 32, 64, 128, 256]
+    assert net.classifier.kernel_size == (1, 1) and net.classifier.in_channels == 256
+    assert net.classifier.out_channels == 1
+    assert required_multiple("baseline") == 32
+    # the ReLU sits between conv and pool: a negative-only conv output gives zeros after the stage
+    st = net.stages[0]
+    with torch.no_grad():
+        st.conv.weight.zero_()
+        st.conv.bias.fill_(-1.0)
+    assert float(st(torch.rand(1, 1, 8, 8)).abs().max()) == 0.0
+    # x32 upsampling: 64x64 input -> 2x2 logits inside -> 64x64 out
+    feats = net.classifier(net.stages(torch.rand(1, 1, 64, 64)))
+    assert feats.shape == (1, 1, 2, 2)
+    assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
