@@ -1,0 +1,378 @@
+"""One small class per benchmark row: ``setup`` / ``prepare`` / ``run`` / ``sync`` / ``fetch`` / ``teardown``.
+
+Every backend runs the *whole* exported pipeline (uint8 slices in, probability and
+mask out, preprocessing and threshold inside), so rows compare the same work.
+
+* ``setup()`` loads the model from its file (checkpoint, TorchScript or ONNX). A
+  backend never exports anything itself: the files come from
+  :class:`liverseg.benchmarks.artifacts.Artifacts`, which calls the export package.
+* ``prepare(x)`` puts a uint8 ``[N, 1, H, W]`` batch where the backend wants it
+  (on the GPU for the CUDA rows: their timings are device-resident, as I/O binding
+  is meant to be used); it is not timed.
+* ``run(prepared)`` is the timed call; ``sync()`` waits for the device (CUDA) and is
+  timed with it.
+* ``fetch(outputs)`` returns ``(probability float32, mask uint8)`` numpy arrays for
+  the parity check; not timed.
+
+torch and onnxruntime are imported lazily, inside the backends that use them, so a
+memory probe of an ONNX Runtime row (see ``memprobe.py``) does not pay for torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (no GPU, provider missing); the row records why."""
+
+
+class Backend:
+    """Base class; subclasses set the descriptive attributes and override the hooks."""
+
+    name = "?"
+    engine = "?"  # torch | onnxruntime
+    device = "cpu"
+    precision = "fp32"
+    needs = "checkpoint"  # which artifact file the backend loads
+
+    def __init__(self, path: Path, threads: int | None = None, **options: Any) -> None:
+        self.path = Path(path)
+        self.threads = threads
+        self.options = options
+        self.provider = ""
+
+    def setup(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prepare(self, x: np.ndarray) -> Any:
+        return x
+
+    def run(self, prepared: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        pass
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        prob, mask = outputs
+        return np.asarray(prob), np.asarray(mask)
+
+    def teardown(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "engine": self.engine, "device": self.device, "provider": self.provider,
+                "precision": self.precision, "threads": self.threads}
+
+
+# ------------------------------------------------------------------ torch
+
+
+def _channels_last_net(net: Any) -> Any:
+    import torch
+
+    class ChannelsLast(torch.nn.Module):
+        """Hands the network its input in NHWC memory order (weights converted once)."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.to(memory_format=torch.channels_last)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+    return ChannelsLast(net)
+
+
+class TorchEager(Backend):
+    """The original study's path: the checkpoint's pipeline in eager mode, ``torch.no_grad``."""
+
+    engine = "torch"
+    needs = "checkpoint"
+
+    def __init__(self, path: Path, threads: int | None = None, *, device: str = "cpu", amp: str | None = None,
+                 channels_last: bool = False, name: str = "eager") -> None:
+        super().__init__(path, threads)
+        self.device = device
+        self.amp = amp
+        self.channels_last = channels_last
+        self.name = name
+        self.precision = amp or "fp32"
+        self.provider = "torch-" + device + ("-channels_last" if channels_last else "")
+
+    def setup(self) -> None:
+        import torch
+
+        from liverseg.checkpoint import load_checkpoint
+        from liverseg.models import SegmentationPipeline
+
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise BackendUnavailable("torch reports no CUDA device")
+        if self.threads and self.device == "cpu":
+            torch.set_num_threads(self.threads)
+        ckpt = load_checkpoint(self.path)
+        net = ckpt.build_model()
+        if self.channels_last:
+            net = _channels_last_net(net)
+        self.pipe = SegmentationPipeline(net, ckpt.preprocessing, ckpt.threshold).eval().to(self.device)
+        if self.device.startswith("cuda"):
+            self.provider = f"torch-cuda:{torch.cuda.get_device_name()}" + ("-channels_last" if self.channels_last else "")
+
+    def prepare(self, x: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+
+    def run(self, prepared: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            if self.amp:
+                with torch.autocast(device_type=self.device.split(":")[0], dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[self.amp])):
+                    return self.pipe(prepared)
+            return self.pipe(prepared)
+
+    def sync(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        prob, mask = outputs
+        return prob.float().cpu().numpy(), mask.cpu().numpy()
+
+    def teardown(self) -> None:
+        self.pipe = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+class TorchScriptBackend(Backend):
+    """The exported TorchScript file, frozen, with ``optimize_for_inference`` applied after loading.
+
+    (Saving an already optimised module fails to reload -- PERFORMANCE.md -- so the
+    export saves the frozen module and the optimisation happens here.)
+    """
+
+    engine = "torch"
+    needs = "torchscript"
+    name = "torchscript"
+
+    def setup(self) -> None:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        from liverseg.export.torchscript import load_torchscript
+
+        # The export package's loader: frozen module, optimize_for_inference applied after loading.
+        self.module, _ = load_torchscript(self.path, device="cpu", optimize=True)
+        self.provider = "torchscript-frozen-optimized"
+
+    def prepare(self, x: np.ndarray) -> Any:
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+    def run(self, prepared: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return self.module(prepared)
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        prob, mask = outputs
+        return prob.numpy(), mask.numpy()
+
+    def teardown(self) -> None:
+        self.module = None
+
+
+# ------------------------------------------------------------ onnxruntime
+
+
+def ort_session(path: Path, providers: list[Any], threads: int | None = None, spinning: bool = False, profile: str | None = None) -> Any:
+    """An InferenceSession with the benchmark's settings.
+
+    Spinning is off by default: ORT's idle worker threads otherwise keep spinning after
+    a run and slowed whatever ran next on the 2 cores by 15-50% (PERFORMANCE.md) --
+    in an interleaved benchmark that is the *other* backend. ``--ort-spinning`` turns
+    it back on to measure the difference.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile
+    return ort.InferenceSession(str(path), so, providers=providers)
+
+
+class OrtBackend(Backend):
+    """An exported ONNX file in ONNX Runtime (CPU, or CUDA with I/O binding)."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None, *, name: str = "ort-fp32", precision: str = "fp32",
+                 device: str = "cpu", needs: str = "onnx", spinning: bool = False, profile: str | None = None) -> None:
+        super().__init__(path, threads)
+        self.name = name
+        self.precision = precision
+        self.device = device
+        self.needs = needs
+        self.spinning = spinning
+        self.profile = profile
+
+    def setup(self) -> None:
+        import onnxruntime as ort
+
+        if self.device == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise BackendUnavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                                         f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.sess = ort_session(self.path, providers, self.threads, self.spinning, self.profile)
+        got = self.sess.get_providers()
+        # onnxruntime-gpu without a usable CUDA silently makes a CPU session; only
+        # get_providers() tells the truth, and a requested device that is not there is an error.
+        if self.device == "cuda" and got[0] != "CUDAExecutionProvider":
+            raise BackendUnavailable(f"CUDAExecutionProvider did not load (session providers: {got}); "
+                                     "onnxruntime-gpu needs matching CUDA and cuDNN libraries")
+        self.provider = got[0]
+        self.input_name = self.sess.get_inputs()[0].name
+        self.output_names = [o.name for o in self.sess.get_outputs()]
+        self.input_type = self.sess.get_inputs()[0].type
+
+    def prepare(self, x: np.ndarray) -> Any:
+        x = np.ascontiguousarray(x)
+        if self.input_type == "tensor(float)":
+            x = x.astype(np.float32)
+        elif self.input_type == "tensor(float16)":
+            x = x.astype(np.float16)
+        if self.device != "cuda":
+            return x
+        import onnxruntime as ort
+
+        binding = self.sess.io_binding()
+        self._x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)  # uploaded once, outside the timing
+        binding.bind_ortvalue_input(self.input_name, self._x_dev)
+        for name in self.output_names:
+            binding.bind_output(name, "cuda")
+        self._binding = binding
+        return binding
+
+    def run(self, prepared: Any) -> Any:
+        if self.device == "cuda":
+            self.sess.run_with_iobinding(prepared)
+            return prepared
+        return self.sess.run(self.output_names, {self.input_name: prepared})
+
+    def sync(self) -> None:
+        # run() on the CPU returns when done; on CUDA, wait for the bound outputs explicitly.
+        if self.device == "cuda" and getattr(self, "_binding", None) is not None:
+            self._binding.synchronize_outputs()
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        if self.device == "cuda":
+            outputs = outputs.copy_outputs_to_cpu()
+        named = dict(zip(self.output_names, outputs))
+        prob = named.get("probability", outputs[0])
+        mask = named.get("mask", outputs[-1])
+        return np.asarray(prob, dtype=np.float32), np.asarray(mask)
+
+    def end_profiling(self) -> str | None:
+        return self.sess.end_profiling() if self.profile else None
+
+    def teardown(self) -> None:
+        self.sess = None
+
+
+# --------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class BackendDef:
+    """How to build one named row: its class, the artifact it loads, fixed options."""
+
+    name: str
+    factory: Callable[..., Backend]
+    needs: str
+    gpu: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def build(self, path: Path, threads: int | None = None, **extra: Any) -> Backend:
+        """Instantiate; ``extra`` options the class does not take (e.g. ORT spinning for torch) are dropped."""
+        import inspect
+
+        params = inspect.signature(self.factory).parameters
+        extra = {k: v for k, v in extra.items() if k in params and v is not None}
+        return self.factory(path, threads, name=self.name, **self.options, **extra)
+
+
+def _defs() -> dict[str, BackendDef]:
+    d = [
+        BackendDef("eager", TorchEager, "checkpoint", description="PyTorch eager, torch.no_grad (the study's path)"),
+        BackendDef("eager-cl", TorchEager, "checkpoint", options={"channels_last": True}, description="PyTorch eager, channels_last"),
+        BackendDef("torchscript", lambda p, t, name: _named(TorchScriptBackend(p, t), name), "torchscript",
+                   description="TorchScript, frozen + optimize_for_inference"),
+        BackendDef("ort-fp32", OrtBackend, "onnx", options={"precision": "fp32", "needs": "onnx"}, description="ONNX Runtime fp32, CPU"),
+        BackendDef("ort-int8", OrtBackend, "int8", options={"precision": "int8-qdq", "needs": "int8"}, description="ONNX Runtime int8 static QDQ, CPU"),
+        BackendDef("torch-cuda-fp32", TorchEager, "checkpoint", gpu=True, options={"device": "cuda"}, description="PyTorch CUDA fp32"),
+        BackendDef("torch-cuda-fp16", TorchEager, "checkpoint", gpu=True, options={"device": "cuda", "amp": "fp16"},
+                   description="PyTorch CUDA fp16 autocast"),
+        BackendDef("torch-cuda-bf16", TorchEager, "checkpoint", gpu=True, options={"device": "cuda", "amp": "bf16"},
+                   description="PyTorch CUDA bf16 autocast"),
+        BackendDef("torch-cuda-fp16-cl", TorchEager, "checkpoint", gpu=True, options={"device": "cuda", "amp": "fp16", "channels_last": True},
+                   description="PyTorch CUDA fp16 autocast, channels_last"),
+        BackendDef("ort-cuda-fp32", OrtBackend, "onnx", gpu=True, options={"precision": "fp32", "device": "cuda", "needs": "onnx"},
+                   description="ONNX Runtime CUDA fp32, I/O binding"),
+        BackendDef("ort-cuda-fp16", OrtBackend, "fp16", gpu=True, options={"precision": "fp16", "device": "cuda", "needs": "fp16"},
+                   description="ONNX Runtime CUDA fp16, I/O binding"),
+    ]
+    return {b.name: b for b in d}
+
+
+def _named(b: Backend, name: str) -> Backend:
+    b.name = name
+    return b
+
+
+BACKENDS: dict[str, BackendDef] = _defs()
+CPU_BACKENDS = ("eager", "eager-cl", "torchscript", "ort-fp32", "ort-int8")
+GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-fp16", "ort-cuda-fp32", "ort-cuda-fp16")
+
+
+def default_backends(cuda: bool | None = None) -> list[str]:
+    """The CPU rows, plus the GPU rows when a CUDA device is present."""
+    if cuda is None:
+        try:
+            import torch
+
+            cuda = torch.cuda.is_available()
+        except Exception:
+            cuda = False
+    return list(CPU_BACKENDS) + (list(GPU_BACKENDS) if cuda else [])
+
+
+def build_backend(name: str, path: Path, threads: int | None = None, **extra: Any) -> Backend:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+    return BACKENDS[name].build(path, threads, **extra)

@@ -1,0 +1,144 @@
+"""``liverseg-bench``: every backend side by side, against the machine's measured peak.
+
+Examples::
+
+    liverseg-bench --quick                                   # smoke run: tiny model, small images
+    liverseg-bench --case 16:256,512:1,4,8 --case 64:512:1   # the README's full CPU run
+    liverseg-bench --checkpoint runs/X/checkpoints/best.pt --sizes 512 --batches 1
+
+Exit codes: 0 every row measured, 1 some rows recorded an error, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from liverseg.benchmarks.backends import BACKENDS
+from liverseg.benchmarks.bench import Bench, BenchOptions, Case
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def _ints(value: str, name: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint=name) from None
+    if any(v < 1 for v in out):
+        raise click.BadParameter(f"values must be >= 1, got {value!r}", param_hint=name)
+    return out
+
+
+def parse_case(spec: str) -> list[Case]:
+    """``WIDTH:SIZES:BATCHES`` (e.g. ``16:256,512:1,4,8``) -> cases."""
+    parts = spec.split(":")
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected WIDTH:SIZES:BATCHES such as 16:256,512:1,4,8, got {spec!r}", param_hint="--case")
+    ws, ss, bs = (_ints(p, "--case") for p in parts)
+    return [Case(w, s, b) for w in ws for s in ss for b in bs]
+
+
+def set_wait_policy(spinning: bool) -> str:
+    """Match torch's OpenMP idle policy to ORT's spinning setting; must run before torch is imported.
+
+    Measured on the 2-core machine under load (other jobs running): a width-4 U-Net at
+    64x64 took 1.2-2.0 s per call in eager with 2 OpenMP threads and the default
+    (active, spinning) wait policy, 18-33 ms with ``OMP_WAIT_POLICY=PASSIVE`` -- the
+    spinning thread burns the time slice its partner needs. ORT's
+    ``allow_spinning=0`` is the same choice, so both engines get it together. An
+    ``OMP_WAIT_POLICY`` already in the environment is kept.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and not spinning:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
+    if "torch" in sys.modules:
+        policy += " (torch was imported before it was set: not applied in this process)"
+    os.environ["LIVERSEG_BENCH_OMP_POLICY"] = policy
+    return policy
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A trained checkpoint (its model and width). Default: random weights of --model at each width.")
+@click.option("--model", type=click.Choice(["unet", "baseline"]), default="unet", show_default=True)
+@click.option("--widths", default="16", show_default=True, help="Comma-separated model widths (without --case).")
+@click.option("--sizes", default="256,512", show_default=True, help="Comma-separated square image sizes.")
+@click.option("--batches", default="1,4,8", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--case", "case_specs", multiple=True, help="WIDTH:SIZES:BATCHES, repeatable; replaces --widths/--sizes/--batches.")
+@click.option("--backends", default=None, help=f"Comma-separated rows. Default: the CPU rows, plus the GPU rows when CUDA is "
+              f"present. Valid: {', '.join(BACKENDS)}.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Timed rounds per case.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed calls per backend and case.")
+@click.option("--max-case-seconds", type=float, default=None, help="Stop a case's rounds after this long (at least 3 rounds).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for torch and onnxruntime. Default: usable cores.")
+@click.option("--spinning/--no-spinning", default=False, show_default=True,
+              help="Let idle worker threads spin: onnxruntime allow_spinning=1 and torch's OpenMP default (active) "
+                   "wait policy. Off: ORT allow_spinning=0 and OMP_WAIT_POLICY=PASSIVE, so no backend's idle threads "
+                   "steal the cores of the next one on a shared machine.")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per backend in a subprocess.")
+@click.option("--e2e/--no-e2e", default=True, show_default=True, help="liverseg-infer end to end vs model only on real slices.")
+@click.option("--e2e-width", type=int, default=None, help="Width for the end-to-end rows. Default: the first case's.")
+@click.option("--e2e-slices", type=click.IntRange(min=1), default=None, help="Only the first N real slices. Default: all 78.")
+@click.option("--e2e-rounds", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip).")
+@click.option("--scaling-width", type=int, default=4, show_default=True)
+@click.option("--scaling-size", type=int, default=64, show_default=True)
+@click.option("--peak-n", type=click.IntRange(min=64), default=4096, show_default=True, help="Matrix size of the peak matmul.")
+@click.option("--calibration-slices", type=click.IntRange(min=1), default=16, show_default=True, help="int8 calibration slices.")
+@click.option("--synthetic", is_flag=True, help="Synthetic slices even when ../shared/data is there.")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The shared data folder. Default: ../shared/data beside the checkout (or $LIVERSEG_SHARED_DATA).")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write onnxruntime profiler JSON for the ORT rows into this folder.")
+@click.option("--quick", is_flag=True, help="Smoke run: width 4, 64/128 px, batch 1/2, 2 rounds, small peak, 2 scaling counts.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Results folder. Default: benchmarks/results/<machine-kind>/.")
+def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds, warmup, max_case_seconds, threads,
+         spinning, memory, e2e, e2e_width, e2e_slices, e2e_rounds, scaling, scaling_width, scaling_size, peak_n,
+         calibration_slices, synthetic, data_dir, profile_dir, quick, out) -> None:
+    """Measure every backend side by side, interleaved round by round, against the machine's fp32 peak."""
+    set_wait_policy(spinning)
+    from liverseg.benchmarks import machine
+    from liverseg.benchmarks.report import check_targets, write_results
+
+    if quick:
+        widths, sizes, batches = "4", "64,128", "1,2"
+        rounds, peak_n, calibration_slices = min(rounds, 2), min(peak_n, 1024), min(calibration_slices, 4)
+        scaling = "20,60" if scaling == "100,1000,10000" else scaling
+        e2e_slices = e2e_slices or 4
+        e2e_rounds = 1
+    if case_specs:
+        cases = [c for spec in case_specs for c in parse_case(spec)]
+    else:
+        cases = [Case(w, s, b) for w in _ints(widths, "--widths") for s in _ints(sizes, "--sizes") for b in _ints(batches, "--batches")]
+    names = None
+    if backends:
+        names = [b.strip() for b in backends.split(",") if b.strip()]
+        bad = [b for b in names if b not in BACKENDS]
+        if bad:
+            raise click.BadParameter(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}", param_hint="--backends")
+    opts = BenchOptions(
+        model=model, cases=cases, checkpoint=checkpoint, backends=names, rounds=rounds, warmup=warmup,
+        max_case_seconds=max_case_seconds, threads=threads, spinning=spinning, memory=memory, peak_n=peak_n,
+        calibration_slices=calibration_slices, real_data=not synthetic, data_dir=data_dir, e2e=e2e, e2e_width=e2e_width,
+        e2e_slices=e2e_slices, e2e_rounds=e2e_rounds, scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
+        scaling_width=scaling_width, scaling_size=scaling_size, profile_dir=profile_dir,
+    )
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+    result = Bench(opts, argv=["liverseg-bench", *sys.argv[1:]]).run()
+    out_dir = out or RESULTS_DIR / machine.machine_kind()
+    paths = write_results(result, out_dir)
+    for t in check_targets(result):
+        click.echo(f"{'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.3f} ({t['detail']})")
+    click.echo("\n".join(f"wrote {k}: {p}" for k, p in paths.items()))
+    failed = [r for r in (*result["rows"], *result["e2e"], *result["scaling"]) if r.get("error")]
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

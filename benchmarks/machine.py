@@ -1,0 +1,158 @@
+"""What a result was measured on: CPU, cores, ISA flags, library versions, date, command.
+
+Every results file carries this stamp, and the results folder is named after the
+machine *kind* (CPU model, visible cores and best vector ISA), so numbers from
+different kinds of machine never land in one table.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+# Vector/matrix extensions that decide conv and matmul speed, in the order shown.
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str:
+    m = re.search(r"^model name\s*:\s*(.+)$", _cpuinfo(), re.M)
+    return m.group(1).strip() if m else (platform.processor() or platform.machine())
+
+
+def cpu_family() -> str:
+    info = _cpuinfo()
+    fam = re.search(r"^cpu family\s*:\s*(\d+)$", info, re.M)
+    mod = re.search(r"^model\s*:\s*(\d+)$", info, re.M)
+    return f"family {fam.group(1)} model {mod.group(1)}" if fam and mod else ""
+
+
+def cpu_flags() -> list[str]:
+    """The ISA flags from :data:`ISA_FLAGS` this CPU reports."""
+    m = re.search(r"^flags\s*:\s*(.+)$", _cpuinfo(), re.M)
+    have = set(m.group(1).split()) if m else set()
+    return [f for f in ISA_FLAGS if f in have]
+
+
+def cores() -> int:
+    """CPUs this process may run on (affinity), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def best_isa(flags: list[str]) -> str:
+    for f in ("amx_tile", "avx512_vnni", "avx512f", "avx2", "avx"):
+        if f in flags:
+            return {"amx_tile": "amx", "avx512_vnni": "avx512vnni", "avx512f": "avx512"}.get(f, f)
+    return platform.machine()
+
+
+def machine_kind() -> str:
+    """Folder name for results: ``<cpu-model>-<cores>c-<best isa>``, e.g. ``amd-epyc-2c-avx2``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower())
+    slug = re.sub(r"-(\d+-core-processor|processor|cpu)$", "", slug.strip("-"))
+    slug = re.sub(r"-+", "-", slug)[:40].strip("-")
+    return f"{slug}-{cores()}c-{best_isa(cpu_flags())}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can move a number; absent packages are left out."""
+    out = {"python": platform.python_version()}
+    for name in ("liverseg", "torch", "onnxruntime", "onnx", "numpy", "onnxscript"):
+        try:
+            mod = __import__(name)
+            out[name] = str(getattr(mod, "__version__", "?"))
+        except Exception:
+            continue
+    try:
+        import numpy
+
+        cfg = numpy.show_config(mode="dicts")  # numpy >= 1.25
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        out["numpy_blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:
+        pass
+    try:
+        import torch
+
+        out["torch_threads"] = str(torch.get_num_threads())
+        if torch.version.cuda:
+            out["torch_cuda"] = str(torch.version.cuda)
+    except Exception:
+        pass
+    return out
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    repo = repo or Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except Exception:
+        return None
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    argv = sys.argv if argv is None else argv
+    prog = Path(argv[0]).name if argv else "?"
+    if prog in ("__main__.py", "-c", "cli.py"):
+        prog = "python -m liverseg.benchmarks"
+    return " ".join([prog, *map(shlex.quote, argv[1:])])
+
+
+def stamp(argv: list[str] | None = None) -> dict[str, Any]:
+    """The header of every results file."""
+    flags = cpu_flags()
+    return {
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": command_line(argv),
+        "machine_kind": machine_kind(),
+        "cpu_model": cpu_model(),
+        "cpu_family": cpu_family(),
+        "cores": cores(),
+        "isa_flags": flags,
+        "platform": platform.platform(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "omp_wait_policy": os.environ.get("LIVERSEG_BENCH_OMP_POLICY") or os.environ.get("OMP_WAIT_POLICY", "default (active)"),
+    }
+
+
+def rss_kb() -> dict[str, int]:
+    """Current (VmRSS) and peak (VmHWM) resident memory of this process in KiB (Linux)."""
+    out: dict[str, int] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, val = line.split(":", 1)
+                out[key] = int(val.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

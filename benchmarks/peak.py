@@ -1,0 +1,84 @@
+"""The machine's measured float32 matrix-multiply peak: the ceiling a conv net can reach.
+
+A large square float32 matmul (4096x4096 by default: 137 GFLOP per product) is timed
+with numpy (OpenBLAS on this project's wheels) and with torch (MKL/oneDNN), each
+warmed up once and then timed ``repeats`` times; the best rate of either library is
+the peak. It is measured in the same process run as the backends it is compared with,
+so the "fraction of peak" column is a ratio of two numbers taken minutes apart on the
+same, possibly noisy, machine. Measuring it at the start and at the end of a run and
+keeping the higher shows how much the machine moved in between.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def _best_rate(fn, flops: float, repeats: int) -> float:
+    fn()  # warm-up: thread pools, page faults, library dispatch
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best / 1e9
+
+
+def matmul_peak(n: int = 4096, repeats: int = 3, threads: int | None = None, libraries: tuple[str, ...] = ("numpy", "torch")) -> dict[str, Any]:
+    """``{"numpy_gflops", "torch_gflops", "peak_gflops", "peak_library", "n", "errors"}``.
+
+    A library that fails is recorded in ``errors`` and left out of the maximum.
+    """
+    flops = 2.0 * n**3
+    out: dict[str, Any] = {"n": n, "repeats": repeats, "dtype": "float32", "errors": {}}
+    rates: dict[str, float] = {}
+    for lib in libraries:
+        try:
+            if lib == "numpy":
+                import numpy as np
+
+                rng = np.random.default_rng(0)
+                a = rng.standard_normal((n, n), dtype=np.float32)
+                b = rng.standard_normal((n, n), dtype=np.float32)
+                rates[lib] = _best_rate(lambda: a @ b, flops, repeats)
+            elif lib == "torch":
+                import torch
+
+                if threads:
+                    torch.set_num_threads(threads)
+                g = torch.Generator().manual_seed(0)
+                ta = torch.randn(n, n, generator=g)
+                tb = torch.randn(n, n, generator=g)
+                rates[lib] = _best_rate(lambda: torch.mm(ta, tb), flops, repeats)
+            else:
+                raise ValueError(f"unknown library {lib!r}")
+        except Exception as e:  # record, keep the other library's number
+            out["errors"][lib] = f"{type(e).__name__}: {e}"
+        out[f"{lib}_gflops"] = rates.get(lib)
+    if rates:
+        lib = max(rates, key=rates.get)
+        out["peak_gflops"] = rates[lib]
+        out["peak_library"] = lib
+    else:
+        out["peak_gflops"] = None
+        out["peak_library"] = None
+    return out
+
+
+def cuda_matmul_peak(n: int = 8192, repeats: int = 10, dtype: str = "float16") -> dict[str, Any]:
+    """Measured dense matmul rate on the current CUDA device (TFLOP/s), synchronised."""
+    import torch
+
+    dt = getattr(torch, dtype)
+    a = torch.randn(n, n, device="cuda", dtype=dt)
+    b = torch.randn(n, n, device="cuda", dtype=dt)
+    for _ in range(3):
+        torch.mm(a, b)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    torch.cuda.synchronize()
+    dt_s = (time.perf_counter() - t0) / repeats
+    return {"n": n, "dtype": dtype, "tflops": 2.0 * n**3 / dt_s / 1e12}

@@ -1,0 +1,285 @@
+"""Write a benchmark result: CSV, Markdown (with the targets checked), PNG chart, JSON.
+
+Files, in ``benchmarks/results/<machine-kind>/``:
+
+* ``bench-<stamp>.csv``: every row of every section (``model``, ``e2e``, ``scaling``),
+  with the machine stamp repeated in columns so a row is never separated from what
+  it was measured on;
+* ``bench-<stamp>.md``: the stamp, the command, the tables and the targets of the
+  issue, each marked met or missed with its numbers;
+* ``bench-<stamp>.png``: images/s per backend and case (bars), fraction of the
+  measured fp32 matmul peak (second panel);
+* ``bench-<stamp>.json``: the whole result, options and notes included;
+* ``latest.md``: a copy of the newest Markdown, linked from ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from liverseg.benchmarks.bench import COLUMNS
+from liverseg.benchmarks.e2e import E2E_COLUMNS
+from liverseg.benchmarks.scaling import SCALING_COLUMNS
+
+STAMP_COLUMNS = ("date", "machine_kind", "cpu_model", "cores", "isa_flags", "torch", "onnxruntime", "onnx", "numpy", "python")
+
+# Targets of the issue (2-core CPU machine; ratios from one run).
+TARGET_ORT_VS_EAGER = 1.9
+TARGET_ORT_FRAC_PEAK = 0.85
+TARGET_INT8_VS_ORT = 2.0
+TARGET_INT8_DICE = 0.005
+TARGET_E2E = 0.95
+TARGET_MEMORY_GROWTH = 1.10
+
+
+def _stamp_cols(stamp: dict[str, Any]) -> dict[str, Any]:
+    v = stamp.get("versions", {})
+    return {"date": stamp.get("date"), "machine_kind": stamp.get("machine_kind"), "cpu_model": stamp.get("cpu_model"),
+            "cores": stamp.get("cores"), "isa_flags": " ".join(stamp.get("isa_flags", [])), "torch": v.get("torch"),
+            "onnxruntime": v.get("onnxruntime"), "onnx": v.get("onnx"), "numpy": v.get("numpy"), "python": v.get("python")}
+
+
+def all_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*result.get("rows", []), *result.get("e2e", []), *result.get("scaling", [])]
+
+
+def write_csv(result: dict[str, Any], path: Path) -> Path:
+    cols: list[str] = []
+    for c in (*COLUMNS, *E2E_COLUMNS, *SCALING_COLUMNS):
+        if c not in cols:
+            cols.append(c)
+    cols += [c for c in STAMP_COLUMNS if c not in cols]
+    extra = _stamp_cols(result["stamp"])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in all_rows(result):
+            w.writerow({**{k: _csv_value(v) for k, v in row.items()}, **extra})
+    return path
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return "" if v is None else v
+
+
+def _f(v: Any, fmt: str = ".2f", empty: str = "") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return empty
+    try:
+        return format(v, fmt)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _find(rows: list[dict[str, Any]], **kw: Any) -> dict[str, Any] | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets against this run's numbers: ``[{target, value, met, detail}]``."""
+    rows = result.get("rows", [])
+    out: list[dict[str, Any]] = []
+    widths = sorted({r["width"] for r in rows if r.get("section") == "model"})
+    for w in widths:
+        ort = _find(rows, width=w, backend="ort-fp32", size=512, batch=1)
+        eager = _find(rows, width=w, backend="eager", size=512, batch=1)
+        int8 = _find(rows, width=w, backend="ort-int8", size=512, batch=1)
+        if ort and eager and ort.get("images_per_s") and eager.get("images_per_s"):
+            ratio = ort["images_per_s"] / eager["images_per_s"]
+            out.append({"target": f"width {w}: ORT fp32 / eager images/s at batch 1, 512x512 >= {TARGET_ORT_VS_EAGER}",
+                        "value": ratio, "met": ratio >= TARGET_ORT_VS_EAGER,
+                        "detail": f"{ort['images_per_s']:.3f} vs {eager['images_per_s']:.3f} img/s"})
+        if ort and ort.get("frac_of_peak") is not None:
+            fr = ort["frac_of_peak"]
+            out.append({"target": f"width {w}: ORT fp32 at batch 1, 512x512 >= {TARGET_ORT_FRAC_PEAK:.0%} of fp32 matmul peak",
+                        "value": fr, "met": fr >= TARGET_ORT_FRAC_PEAK,
+                        "detail": f"{ort['achieved_gflops']:.1f} of {ort['peak_gflops']:.1f} GFLOP/s"})
+        if ort and int8 and ort.get("images_per_s") and int8.get("images_per_s"):
+            ratio = int8["images_per_s"] / ort["images_per_s"]
+            out.append({"target": f"width {w}: ORT int8 QDQ / ORT fp32 images/s at batch 1, 512x512 >= {TARGET_INT8_VS_ORT}",
+                        "value": ratio, "met": ratio >= TARGET_INT8_VS_ORT,
+                        "detail": f"{int8['images_per_s']:.3f} vs {ort['images_per_s']:.3f} img/s"})
+    for e in result.get("e2e", []):
+        if e.get("e2e_vs_model") is not None:
+            out.append({"target": f"liverseg-infer end to end >= {TARGET_E2E:.0%} of model-only ({e['backend']}, width {e['width']})",
+                        "value": e["e2e_vs_model"], "met": e["e2e_vs_model"] >= TARGET_E2E,
+                        "detail": f"{e['e2e_images_per_s']:.3f} vs {e['model_only_images_per_s']:.3f} img/s over {e['images']} slices"})
+        if e.get("backend") == "ort-int8" and e.get("dice_delta_vs_fp32") is not None:
+            d = e["dice_delta_vs_fp32"]
+            out.append({"target": f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices (width {e['width']}, {e['weights']})",
+                        "value": d, "met": abs(d) <= TARGET_INT8_DICE,
+                        "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"})
+    sc = [s for s in result.get("scaling", []) if s.get("peak_rss_mb")]
+    if len(sc) >= 2:
+        g = sc[-1]["peak_rss_mb"] / sc[0]["peak_rss_mb"]
+        out.append({"target": f"peak memory at {sc[-1]['inputs']} inputs within {TARGET_MEMORY_GROWTH - 1:.0%} of {sc[0]['inputs']}",
+                    "value": g, "met": g <= TARGET_MEMORY_GROWTH,
+                    "detail": f"{sc[-1]['peak_rss_mb']:.0f} MB vs {sc[0]['peak_rss_mb']:.0f} MB"})
+    return out
+
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(x.replace("|", "/") for x in line) + " |" for line in lines]
+    return out
+
+
+def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
+    st = result["stamp"]
+    v = st.get("versions", {})
+    peak = result.get("peak", {})
+    ps, pe = peak.get("start", {}), peak.get("end", {})
+    md = [f"# liverseg benchmark: {st['machine_kind']}", ""]
+    md += [f"- **date**: {st['date']} (run took {result.get('seconds', 0):.0f} s)",
+           f"- **command**: `{st['command']}`",
+           f"- **CPU**: {st['cpu_model']} ({st.get('cpu_family', '')}), {st['cores']} cores usable; ISA: {' '.join(st['isa_flags'])}",
+           f"- **versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+           f"- **git**: {st.get('git_commit')}; platform {st.get('platform')}",
+           f"- **threads**: {result.get('options', {}).get('threads') or st['cores']}; idle threads spin: "
+           f"{'yes' if result.get('options', {}).get('spinning') else 'no'} (ORT allow_spinning, OMP_WAIT_POLICY {st.get('omp_wait_policy')})",
+           f"- **fp32 matmul peak** ({ps.get('n')}x{ps.get('n')}, best of {ps.get('repeats')}): start numpy {_f(ps.get('numpy_gflops'), '.1f')} / "
+           f"torch {_f(ps.get('torch_gflops'), '.1f')} GFLOP/s, end numpy {_f(pe.get('numpy_gflops'), '.1f')} / torch "
+           f"{_f(pe.get('torch_gflops'), '.1f')} GFLOP/s; reference = the highest, **{_f(peak.get('peak_gflops'), '.1f')} GFLOP/s**", ""]
+    targets = check_targets(result)
+    if targets:
+        md += ["## Targets", ""]
+        md += _table(["target", "measured", "", "detail"],
+                     [[t["target"], _f(t["value"], ".3f"), "met" if t["met"] else "**missed**", t["detail"]] for t in targets])
+        md += [""]
+    rows = result.get("rows", [])
+    if rows:
+        md += ["## Model only (interleaved round by round, one process)", "",
+               "images/s = batch / median batch latency; latency per batch in ms; x eager = images/s over eager's in the same case; "
+               "% peak = achieved GFLOP/s (layer-counted FLOPs x images/s) over the measured fp32 matmul peak (int8 rows can "
+               "exceed 100%); peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the same "
+               "real slices: max |probability difference|, mask pixels that differ / pixels compared, Dice change (backend - eager).", ""]
+        lines = []
+        for r in rows:
+            par = f"{r['parity_mask_px_diff']} / {r['parity_px']}" if r.get("parity_px") else ""
+            lines.append([r["model"] + f" w{r['width']}", r["backend"], str(r["size"]), str(r["batch"]), _f(r.get("images_per_s"), ".3f"),
+                          f"{_f(r.get('latency_ms_p50'), '.0f')} / {_f(r.get('latency_ms_p90'), '.0f')} / {_f(r.get('latency_ms_p99'), '.0f')}"
+                          if r.get("latency_ms_p50") is not None else "",
+                          _f(r.get("speedup_vs_eager"), ".2f"), _f(r.get("gflop_per_image"), ".2f"), _f(r.get("achieved_gflops"), ".1f"),
+                          _f(100 * r["frac_of_peak"], ".0f") + "%" if r.get("frac_of_peak") is not None else "",
+                          _f(r.get("peak_rss_mb"), ".0f"), _f(r.get("parity_max_abs_prob"), ".1e"), par,
+                          _f(r.get("dice_delta"), "+.4f") if r["backend"] != "eager" else _f(r.get("dice"), ".4f") + " (Dice)",
+                          str(r.get("rounds") or ""), (r.get("error") or "") + ((" " + r["notes"]) if r.get("notes") else "")])
+        md += _table(["model", "backend", "size", "batch", "images/s", "p50 / p90 / p99 ms", "x eager", "GFLOP/img", "GFLOP/s",
+                      "% peak", "peak RSS MB", "max abs dp", "mask px diff", "dDice", "rounds", "error / notes"], lines)
+        if png_name:
+            md += ["", f"![images/s per backend]({png_name})"]
+        md += [""]
+    e2e = result.get("e2e", [])
+    if e2e:
+        md += ["## End to end: liverseg-infer vs the model alone (same backend, same run)", "",
+               "Real 512x512 CHAOS slices with expert masks, batch 1. model only = the runner's own session on decoded "
+               "slices; end to end = `liverseg.infer.runner.run_inference` wall time (listing, model load, PNG decode, model, "
+               "mask encode and write, metrics, CSV, summary, report.html). Median over rounds.", ""]
+        md += _table(["backend", "width", "weights", "slices", "model only img/s", "end to end img/s", "e2e / model", "runner img/s",
+                      "runner model img/s", "macro Dice", "dDice vs fp32", "error"],
+                     [[e.get("backend") or "", str(e.get("width") or ""), e.get("weights") or "", str(e.get("images") or ""),
+                       _f(e.get("model_only_images_per_s"), ".3f"), _f(e.get("e2e_images_per_s"), ".3f"),
+                       _f(100 * e["e2e_vs_model"], ".1f") + "%" if e.get("e2e_vs_model") is not None else "",
+                       _f(e.get("runner_images_per_s"), ".3f"), _f(e.get("runner_model_images_per_s"), ".3f"), _f(e.get("dice"), ".4f"),
+                       _f(e.get("dice_delta_vs_fp32"), "+.4f"), e.get("error") or ""] for e in e2e])
+        md += [""]
+    sc = result.get("scaling", [])
+    if sc:
+        md += ["## Scaling: liverseg-infer on many inputs (one process per count)", "",
+               "Synthetic PNG slices, tiny U-Net; images/s over the process's wall time (start-up included) and the runner's "
+               "own rate; peak RSS = the child's ru_maxrss from os.wait4.", ""]
+        md += _table(["inputs", "size", "width", "wall s", "images/s (process)", "runner img/s", "peak RSS MB", "vs smallest", "ok", "failed", "error"],
+                     [[str(s.get("inputs")), str(s.get("size")), str(s.get("width")), _f(s.get("wall_s"), ".1f"),
+                       _f(s.get("images_per_s"), ".1f"), _f(s.get("runner_images_per_s"), ".1f"), _f(s.get("peak_rss_mb"), ".0f"),
+                       _f(s.get("rss_vs_smallest"), ".3f"), str(s.get("n_ok") or ""), str(s.get("n_failed") if s.get("n_failed") is not None else ""),
+                       s.get("error") or ""] for s in sc])
+        md += [""]
+    if result.get("notes"):
+        md += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    return "\n".join(md)
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Bar chart: images/s (top) and % of fp32 peak (bottom) per case, one bar per backend."""
+    rows = [r for r in result.get("rows", []) if r.get("images_per_s")]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    cases = []
+    for r in rows:
+        c = (r["width"], r["size"], r["batch"])
+        if c not in cases:
+            cases.append(c)
+    backends = []
+    for r in rows:
+        if r["backend"] not in backends:
+            backends.append(r["backend"])
+    fig = Figure(figsize=(max(7.0, 1.3 * len(cases) + 2), 7.5), constrained_layout=True)
+    ax1, ax2 = fig.subplots(2, 1)
+    n = len(backends)
+    wbar = 0.8 / max(n, 1)
+    for i, b in enumerate(backends):
+        xs, ys, fs = [], [], []
+        for j, c in enumerate(cases):
+            r = _find(rows, width=c[0], size=c[1], batch=c[2], backend=b)
+            if r:
+                xs.append(j - 0.4 + wbar * (i + 0.5))
+                ys.append(r["images_per_s"])
+                fs.append(100 * (r.get("frac_of_peak") or 0))
+        ax1.bar(xs, ys, wbar, label=b)
+        ax2.bar(xs, fs, wbar, label=b)
+    labels = [f"w{c[0]}\n{c[1]}px b{c[2]}" for c in cases]
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("images/s (log)")
+    ax2.set_ylabel("% of fp32 matmul peak")
+    ax2.axhline(100, color="k", lw=0.8, ls="--")
+    ax1.legend(fontsize=8, ncol=min(n, 5))
+    st = result["stamp"]
+    peak = result.get("peak", {}).get("peak_gflops")
+    ax1.set_title(f"liverseg backends on {st['machine_kind']} ({st['cpu_model']}, {st['cores']} cores), "
+                  f"peak {peak:.0f} GFLOP/s, {st['date'][:10]}" if peak else f"liverseg backends on {st['machine_kind']}", fontsize=9)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def write_results(result: dict[str, Any], out_dir: Path, tag: str | None = None) -> dict[str, Path]:
+    """Write CSV, Markdown, PNG and JSON into ``out_dir`` and refresh ``latest.md``; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = tag or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem = out_dir / f"bench-{tag}"
+    paths: dict[str, Path] = {}
+    paths["csv"] = write_csv(result, stem.with_suffix(".csv"))
+    png = None
+    try:
+        png = plot(result, stem.with_suffix(".png"))
+    except Exception as e:  # a chart failure never loses the numbers
+        result.setdefault("notes", []).append(f"chart failed: {type(e).__name__}: {e}")
+    if png:
+        paths["png"] = png
+    md = markdown(result, png.name if png else None)
+    paths["md"] = stem.with_suffix(".md")
+    paths["md"].write_text(md)
+    paths["json"] = stem.with_suffix(".json")
+    paths["json"].write_text(json.dumps(result, indent=1, default=str))
+    paths["latest"] = out_dir / "latest.md"
+    paths["latest"].write_text(md)
+    return paths
