@@ -339,9 +339,9 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
         shapes = sorted({f"{b.shape[2]}x{b.shape[3]}" for b, _ in batches})
         sets.append((f"real {len(real.images)} slices {','.join(shapes)}", batches, True))
     ref = [[eager(b) for b, _ in batches] for _, batches, _ in sets]
-    eager_dice: dict[int, float] = {}
-    if real is not None:
-        for (b, idx), (p, m) in zip(sets[-1][1], ref[-1]) if sets[-1][2] else []:
+    eager_dice: dict[int, float] = {}  # real slice index -> Dice of the eager mask against the truth
+    if real is not None and sets[-1][2]:
+        for (_, idx), (_, m) in zip(sets[-1][1], ref[-1]):
             for j, i in enumerate(idx or []):
                 if real.masks[i] is not None:
                     eager_dice[i] = _dice(m[j, 0] > 0, real.masks[i])
