@@ -17,11 +17,19 @@ from liverseg.infer.runner import EXIT_USAGE, Options, run_inference, summary_ta
 from liverseg.infer.session import DEVICES
 
 
+class _RecordArgs(click.Command):
+    """Keeps the raw arguments, so summary.json records the command as typed (also under CliRunner)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["liverseg_argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+
 def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=_RecordArgs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Exported ONNX model. Default: the newest runs/*/export/model.onnx (always printed).")
@@ -48,14 +56,16 @@ def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 @click.option("--spinning/--no-spinning", default=False, show_default=True,
               help="Let onnxruntime's threads spin between runs (off: they would steal the decode/encode cores).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
+@click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(input: Path, model: Path | None, labels: Path | None, out: Path | None, device: str, batch_size: int | None,
          threads: int | None, overlays: bool, save_probabilities: bool, resume: bool, fail_fast: bool, limit: int | None,
-         contract: Path | None, data_root: Path | None, spinning: bool, progress: bool | None) -> None:
+         contract: Path | None, data_root: Path | None, spinning: bool, progress: bool | None, report: bool) -> None:
     """Segment the liver in every image of INPUT (an image CSV, a pairs CSV or a folder)."""
     opts = Options(source=input, model=model, labels=labels, out=out, device=device, batch_size=batch_size,
                    threads=threads, overlays=overlays, save_probabilities=save_probabilities, resume=resume,
                    fail_fast=fail_fast, limit=limit, contract=contract, data_root=data_root, spinning=spinning,
-                   progress=progress, command=["liverseg-infer", *sys.argv[1:]])
+                   progress=progress, report=report,
+                   command=["liverseg-infer", *click.get_current_context().meta.get("liverseg_argv", sys.argv[1:])])
     old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
     try:
         res = run_inference(opts, log=lambda s: click.echo(s, err=True))

@@ -116,25 +116,30 @@ def _safe(part: str) -> str:
 
 def output_keys(paths: list[Path]) -> list[str]:
     """Unique, deterministic output keys for the inputs (rule in the module docstring)."""
-    abs_parts = [Path(os.path.abspath(p)).parts[:-1] for p in paths]
-    keys = [_safe(Path(p).stem) for p in paths]
-    depth = [0] * len(paths)
-    while True:
-        counts = Counter(k.casefold() for k in keys)
-        dups = [i for i, k in enumerate(keys) if counts[k.casefold()] > 1]
-        if not dups:
-            return keys
-        grew = False
-        for i in dups:
-            parents = abs_parts[i]
-            if depth[i] < len(parents) - 1:  # never use the filesystem root itself
-                depth[i] += 1
-                grew = True
-                prefix = "__".join(_safe(p) for p in parents[len(parents) - depth[i]:])
-                keys[i] = f"{prefix}__{_safe(Path(paths[i]).stem)}"
-        if not grew:
-            break
-    # Still colliding: the same stem and folders (duplicates, or 001.png beside 001.jpg).
+    parents = [Path(os.path.abspath(p)).parts[1:-1] for p in paths]  # without the filesystem root
+    stems = [_safe(Path(p).stem) for p in paths]
+
+    def label(i: int, depth: int) -> str:
+        d = min(depth, len(parents[i]))
+        return "__".join([*(_safe(q) for q in parents[i][len(parents[i]) - d:]), stems[i]])
+
+    keys = list(stems)
+    groups: dict[str, list[int]] = {}
+    for i, st in enumerate(stems):
+        groups.setdefault(st.casefold(), []).append(i)
+    for idxs in groups.values():
+        if len(idxs) < 2:
+            continue
+        best_depth, best_n = 0, 1
+        for depth in range(1, max(len(parents[i]) for i in idxs) + 1):
+            n = len({label(i, depth).casefold() for i in idxs})
+            if n > best_n:
+                best_depth, best_n = depth, n
+            if n == len(idxs):
+                break
+        for i in idxs:
+            keys[i] = label(i, best_depth)
+    # Still colliding: the same stem in the same folder (001.png beside 001.jpg, or a file listed twice).
     counts = Counter(k.casefold() for k in keys)
     for i, k in enumerate(keys):
         if counts[k.casefold()] > 1:
@@ -144,6 +149,13 @@ def output_keys(paths: list[Path]) -> list[str]:
     for k in keys:
         seen[k.casefold()] += 1
         out.append(k if seen[k.casefold()] == 1 else f"{k}__{seen[k.casefold()]}")
+    if len({k.casefold() for k in out}) != len(out):  # a derived key met another input's plain stem
+        seen.clear()
+        fixed = []
+        for k in out:
+            seen[k.casefold()] += 1
+            fixed.append(k if seen[k.casefold()] == 1 else f"{k}__{seen[k.casefold()]}")
+        out = fixed
     return out
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from collections import deque
@@ -77,6 +78,7 @@ class Options:
     data_root: Path | None = None
     spinning: bool = False
     progress: bool | None = None  # None: only on a terminal
+    report: bool = True  # write report.html (liverseg.report) at the end
     decode_workers: int = 2
     write_workers: int = 2
     runs_dir: Path | None = None
@@ -502,9 +504,10 @@ class Runner:
         summary = self._summary(csv, wall, model_s, n_model, e2e_ms)
         atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2, default=str))
         try:
-            from liverseg.report import write_report
+            if o.report:
+                from liverseg.report import write_report
 
-            write_report(self.out)
+                write_report(self.out)
         except Exception as e:  # the report is a convenience; never lose the run over it
             self.log(f"warning: report.html not written ({type(e).__name__}: {e})")
         code = EXIT_OK if summary["n_failed"] == 0 and summary["n_skipped"] == 0 else EXIT_FAILED
@@ -562,7 +565,7 @@ class Runner:
             "outputs": {"masks": MASK_DIR, "probabilities": PROB_DIR if o.save_probabilities else None,
                         "overlays": OVERLAY_DIR if o.overlays else None},
             "versions": versions(),
-            "command": " ".join(o.command),
+            "command": shlex.join(o.command),
             "started": self.started,
             "finished": _now(),
         }
