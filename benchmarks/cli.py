@@ -103,7 +103,7 @@ def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds
     """Measure every backend side by side, interleaved round by round, against the machine's fp32 peak."""
     set_wait_policy(spinning)
     from liverseg.benchmarks import machine
-    from liverseg.benchmarks.report import check_targets, write_results
+    from liverseg.benchmarks.report import README, check_targets, update_readme, write_results
 
     if quick:
         widths, sizes, batches = "4", "64,128", "1,2"
@@ -133,6 +133,8 @@ def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds
     result = Bench(opts, argv=["liverseg-bench", *sys.argv[1:]]).run()
     out_dir = out or RESULTS_DIR / machine.machine_kind()
     paths = write_results(result, out_dir)
+    if out is None and update_readme(paths["latest"]):
+        paths["readme"] = README
     for t in check_targets(result):
         click.echo(f"{'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.3f} ({t['detail']})")
     click.echo("\n".join(f"wrote {k}: {p}" for k, p in paths.items()))

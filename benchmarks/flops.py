@@ -80,7 +80,13 @@ def count_flops(net: Any, input_shape: tuple[int, ...], *, use_meta: bool = True
         by_type: dict[str, int] = {}
         layers = 0
         try:
-            model = copy.deepcopy(net).to(device).eval() if device == "meta" else net.eval()
+            if device == "meta":
+                on_meta = all(p.is_meta for p in net.parameters())
+                model = (net if on_meta else copy.deepcopy(net).to(device)).eval()
+            else:
+                model = net.eval() if not any(p.is_meta for p in net.parameters()) else None
+                if model is None:
+                    raise RuntimeError("the network lives on the meta device and could not run there")
         except Exception as e:  # some modules cannot move to meta
             last_error = e
             continue
@@ -116,9 +122,15 @@ def model_gflop_per_image(model_name: str, model_args: dict[str, Any], height: i
     """GFLOP of one ``height x width`` slice through a registered model (padded as preprocessing does)."""
     from liverseg.models import create_model, required_multiple
 
+    import torch
+
     width = height if width is None else width
     mult = required_multiple(model_name)
-    net = create_model(model_name, **model_args)
+    try:  # build on the meta device: no weights initialised, no memory
+        with torch.device("meta"):
+            net = create_model(model_name, **model_args)
+    except Exception:
+        net = create_model(model_name, **model_args)
     c_in = int(model_args.get("in_channels", 1))
     fc = count_flops(net, (1, c_in, padded_size(height, mult), padded_size(width, mult)))
     return fc.gflop_per_image

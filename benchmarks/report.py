@@ -166,7 +166,7 @@ def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
         lines = []
         for r in rows:
             par = f"{r['parity_mask_px_diff']} / {r['parity_px']}" if r.get("parity_px") else ""
-            lines.append([r["model"] + f" w{r['width']}", r["backend"], str(r["size"]), str(r["batch"]), _f(r.get("images_per_s"), ".3f"),
+            lines.append([f"{r.get('model')} w{r.get('width')}", r["backend"], str(r["size"]), str(r["batch"]), _f(r.get("images_per_s"), ".3f"),
                           f"{_f(r.get('latency_ms_p50'), '.0f')} / {_f(r.get('latency_ms_p90'), '.0f')} / {_f(r.get('latency_ms_p99'), '.0f')}"
                           if r.get("latency_ms_p50") is not None else "",
                           _f(r.get("speedup_vs_eager"), ".2f"), _f(r.get("gflop_per_image"), ".2f"), _f(r.get("achieved_gflops"), ".1f"),
@@ -184,13 +184,16 @@ def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
         md += ["## End to end: liverseg-infer vs the model alone (same backend, same run)", "",
                "Real 512x512 CHAOS slices with expert masks, batch 1. model only = the runner's own session on decoded "
                "slices; end to end = `liverseg.infer.runner.run_inference` wall time (listing, model load, PNG decode, model, "
-               "mask encode and write, metrics, CSV, summary, report.html). Median over rounds.", ""]
+               "mask encode and write, metrics, CSV, summary, report.html). runner img/s = the runner's own rate from first "
+               "decode to last write; fixed overhead = wall time outside that window (listing, session, summary, report.html), "
+               "paid once per run. Median over rounds.", ""]
         md += _table(["backend", "width", "weights", "slices", "model only img/s", "end to end img/s", "e2e / model", "runner img/s",
-                      "runner model img/s", "macro Dice", "dDice vs fp32", "error"],
+                      "runner model img/s", "fixed overhead s", "macro Dice", "dDice vs fp32", "error"],
                      [[e.get("backend") or "", str(e.get("width") or ""), e.get("weights") or "", str(e.get("images") or ""),
                        _f(e.get("model_only_images_per_s"), ".3f"), _f(e.get("e2e_images_per_s"), ".3f"),
                        _f(100 * e["e2e_vs_model"], ".1f") + "%" if e.get("e2e_vs_model") is not None else "",
-                       _f(e.get("runner_images_per_s"), ".3f"), _f(e.get("runner_model_images_per_s"), ".3f"), _f(e.get("dice"), ".4f"),
+                       _f(e.get("runner_images_per_s"), ".3f"), _f(e.get("runner_model_images_per_s"), ".3f"),
+                       _f(e.get("fixed_overhead_s"), ".1f"), _f(e.get("dice"), ".4f"),
                        _f(e.get("dice_delta_vs_fp32"), "+.4f"), e.get("error") or ""] for e in e2e])
         md += [""]
     sc = result.get("scaling", [])
@@ -283,3 +286,26 @@ def write_results(result: dict[str, Any], out_dir: Path, tag: str | None = None)
     paths["latest"] = out_dir / "latest.md"
     paths["latest"].write_text(md)
     return paths
+
+
+README = Path(__file__).resolve().parent / "README.md"
+LATEST_BEGIN = "<!-- latest-results:begin -->"
+LATEST_END = "<!-- latest-results:end -->"
+
+
+def update_readme(latest_md: Path, readme: Path = README) -> bool:
+    """Put ``latest_md`` (the newest run of this machine kind) between the README's markers."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    if LATEST_BEGIN not in text or LATEST_END not in text:
+        return False
+    body = latest_md.read_text()
+    rel = latest_md.relative_to(readme.parent) if latest_md.is_relative_to(readme.parent) else latest_md
+    # demote the run's headings by one level under the README's section; fix the chart's relative path
+    body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines())
+    body = body.replace("](bench-", f"]({Path(rel).parent.as_posix()}/bench-")
+    head, rest = text.split(LATEST_BEGIN, 1)
+    _, tail = rest.split(LATEST_END, 1)
+    readme.write_text(f"{head}{LATEST_BEGIN}\n_From [`{Path(rel).as_posix()}`]({Path(rel).as_posix()})._\n\n{body}\n{LATEST_END}{tail}")
+    return True

@@ -1,0 +1,303 @@
+"""liverseg.benchmarks: well-formed rows, errors recorded instead of raised, FLOPs counted right.
+
+Everything runs a width-4 U-Net on 32-64 px images with one round, so the file
+stays fast on 2 cores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from liverseg.benchmarks import backends as bk
+from liverseg.benchmarks.bench import COLUMNS, Bench, BenchOptions, Case
+from liverseg.benchmarks.flops import count_flops, model_gflop_per_image
+from liverseg.benchmarks.report import check_targets, markdown, write_results
+
+
+# ------------------------------------------------------------------ FLOPs
+
+
+def test_flops_match_reference_numbers():
+    # PERFORMANCE.md: 384.7 GFLOP (width 64) and 24.1 (width 16) per 512x512 slice.
+    assert model_gflop_per_image("unet", {"width": 64}, 512) == pytest.approx(384.7, rel=1e-3)
+    assert model_gflop_per_image("unet", {"width": 16}, 512) == pytest.approx(24.1, rel=2e-3)
+    # cost scales with pixels: a 256x256 slice is a quarter
+    assert model_gflop_per_image("unet", {"width": 16}, 256) == pytest.approx(24.11 / 4, rel=2e-3)
+
+
+def test_flops_by_hand():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),  # 8*10*10 outputs * 3*9 MACs
+        torch.nn.ConvTranspose2d(8, 4, 2, stride=2),  # 8*10*10 inputs * 4*4 MACs
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 20 * 20, 5),
+    )
+    fc = count_flops(net, (2, 3, 10, 10))
+    conv = 2 * 2 * 8 * 10 * 10 * 3 * 9
+    convt = 2 * 2 * 8 * 10 * 10 * 4 * 4
+    lin = 2 * 2 * 5 * 1600
+    assert fc.by_type == {"Conv2d": conv, "ConvTranspose2d": convt, "Linear": lin}
+    assert fc.total == conv + convt + lin and fc.per_image == fc.total / 2
+
+
+# ------------------------------------------------------------------- peak
+
+
+def test_matmul_peak_records_errors():
+    from liverseg.benchmarks.peak import matmul_peak
+
+    p = matmul_peak(n=128, repeats=1, libraries=("numpy", "torch", "nope"))
+    assert p["numpy_gflops"] > 0 and p["torch_gflops"] > 0
+    assert p["peak_gflops"] == max(p["numpy_gflops"], p["torch_gflops"])
+    assert "nope" in p["errors"]
+
+
+def test_machine_stamp():
+    from liverseg.benchmarks import machine
+
+    st = machine.stamp(["liverseg-bench", "--quick"])
+    assert st["cores"] >= 1 and st["cpu_model"] and st["machine_kind"]
+    assert st["command"] == "liverseg-bench --quick"
+    assert "torch" in st["versions"] and "onnxruntime" in st["versions"]
+    assert " " not in st["machine_kind"] and "/" not in st["machine_kind"]
+
+
+# ----------------------------------------------------------- bench rows
+
+
+class Broken(bk.Backend):
+    """A backend that sets up but fails on every call: its row must carry the error."""
+
+    engine = "test"
+    needs = "checkpoint"
+
+    def __init__(self, path, threads=None, *, name="broken"):
+        super().__init__(path, threads)
+        self.name = name
+
+    def setup(self):
+        self.provider = "nowhere"
+
+    def run(self, prepared):
+        raise MemoryError("simulated out of memory")
+
+
+@pytest.fixture
+def broken_backend(monkeypatch):
+    monkeypatch.setitem(bk.BACKENDS, "broken", bk.BackendDef("broken", Broken, "checkpoint"))
+    return "broken"
+
+
+def _tiny_opts(tmp_path, backends, **kw):
+    base = dict(cases=[Case(4, 48, 1), Case(4, 48, 2)], backends=backends, rounds=2, warmup=1, peak_n=128, peak_repeats=1,
+                memory=False, e2e=False, scaling=(), calibration_slices=2, real_data=False, workdir=tmp_path)
+    base.update(kw)
+    return BenchOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_result(tmp_path_factory):
+    """One tiny run shared by the row and report tests: eager, ORT fp32, and a backend that always fails."""
+    tmp = tmp_path_factory.mktemp("bench")
+    mp = pytest.MonkeyPatch()
+    mp.setitem(bk.BACKENDS, "broken", bk.BackendDef("broken", Broken, "checkpoint"))
+    try:
+        opts = _tiny_opts(tmp, ["eager", "ort-fp32", "broken"], memory=True)
+        res = Bench(opts, log=lambda s: None, argv=["liverseg-bench", "--test"]).run()
+    finally:
+        mp.undo()
+    return res
+
+
+def test_rows_are_well_formed(tiny_result):
+    rows = tiny_result["rows"]
+    assert [(r["backend"], r["batch"]) for r in rows] == [(b, n) for n in (1, 2) for b in ("eager", "ort-fp32", "broken")]
+    for r in rows:
+        assert set(COLUMNS) <= set(r), set(COLUMNS) - set(r)
+        assert r["section"] == "model" and r["size"] == 48 and r["width"] == 4
+        assert r["gflop_per_image"] == pytest.approx(model_gflop_per_image("unet", {"width": 4}, 48))
+        assert r["peak_gflops"] == tiny_result["peak"]["peak_gflops"] > 0
+    good = [r for r in rows if r["backend"] != "broken"]
+    for r in good:
+        assert r["error"] == "", r["error"]
+        assert r["images_per_s"] > 0 and r["rounds"] == 2
+        assert r["latency_ms_p50"] <= r["latency_ms_p90"] <= r["latency_ms_p99"]
+        assert r["images_per_s"] == pytest.approx(r["batch"] / (r["latency_ms_p50"] / 1e3))
+        assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * r["images_per_s"])
+        assert r["frac_of_peak"] == pytest.approx(r["achieved_gflops"] / r["peak_gflops"])
+        assert r["peak_rss_mb"] > 10 and r["setup_rss_mb"] > 10
+    ort = [r for r in good if r["backend"] == "ort-fp32"]
+    for r in ort:
+        # ORT fp32 runs the same pipeline as eager: probabilities agree to float rounding
+        assert r["parity_px"] == r["rounds"] * r["batch"] * 48 * 48  # every timed round is compared
+        assert r["parity_max_abs_prob"] < 1e-4
+        assert r["parity_mask_px_diff"] <= 2
+        assert r["dice_delta"] is not None and abs(r["dice_delta"]) < 0.05
+        assert r["speedup_vs_eager"] > 0
+        assert r["provider"] == "CPUExecutionProvider"
+
+
+def test_failing_backend_is_recorded_not_raised(tiny_result):
+    broken = [r for r in tiny_result["rows"] if r["backend"] == "broken"]
+    assert len(broken) == 2
+    for r in broken:
+        assert "MemoryError: simulated out of memory" in r["error"]
+        assert r["images_per_s"] is None and r["rounds"] is None
+
+
+def test_ort_memory_probe_does_not_import_torch(tmp_path):
+    from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
+    from liverseg.benchmarks.bench import run_memprobe
+
+    art = Artifacts(random_checkpoint("unet", 4), tmp_path)
+    res = run_memprobe({"backend": "ort-fp32", "path": str(art.path("onnx")), "threads": 1, "cases": [[32, 1], [64, 2]], "calls": 1})
+    assert "error" not in res, res
+    assert res["torch_imported"] is False
+    assert [(c["size"], c["batch"]) for c in res["cases"]] == [(32, 1), (64, 2)]
+    assert all(c["peak_kb"] >= res["rss_start_kb"] for c in res["cases"])
+    bad = run_memprobe({"backend": "ort-fp32", "path": str(tmp_path / "missing.onnx"), "cases": [[32, 1]]})
+    assert bad.get("error") and not bad["cases"]
+
+
+def test_unavailable_device_and_missing_export_become_errors(tmp_path, monkeypatch):
+    """A GPU row without a GPU, and a file the export package cannot make: rows with errors, exit code 1."""
+    import liverseg.benchmarks.artifacts as arts
+
+    def no_int8(self):
+        raise RuntimeError("quantizer exploded")
+
+    monkeypatch.setattr(arts.Artifacts, "_make_int8", no_int8)
+    names = ["ort-int8"] + (["ort-cuda-fp32"] if not torch.cuda.is_available() else [])
+    res = Bench(_tiny_opts(tmp_path, names, cases=[Case(4, 32, 1)]), log=lambda s: None).run()
+    by = {r["backend"]: r for r in res["rows"]}
+    assert "quantizer exploded" in by["ort-int8"]["error"] and by["ort-int8"]["images_per_s"] is None
+    if "ort-cuda-fp32" in by:
+        assert "CUDA" in by["ort-cuda-fp32"]["error"]
+
+
+def test_unknown_backend_is_a_row_error(tmp_path):
+    res = Bench(_tiny_opts(tmp_path, ["nonesuch"], cases=[Case(4, 32, 1)]), log=lambda s: None).run()
+    assert "unknown backend" in res["rows"][0]["error"]
+
+
+# ----------------------------------------------------------------- report
+
+
+def test_report_files(tiny_result, tmp_path):
+    paths = write_results(tiny_result, tmp_path / "out", tag="test")
+    assert {"csv", "md", "json", "latest", "png"} <= set(paths)
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(tiny_result["rows"])
+    assert rows[0]["machine_kind"] and rows[0]["cpu_model"] and rows[0]["torch"] and rows[0]["date"]
+    assert float(rows[0]["images_per_s"]) > 0
+    assert any("MemoryError" in r["error"] for r in rows)
+    md = paths["md"].read_text()
+    assert "liverseg-bench --test" in md and "| ort-fp32 |" in md and "GFLOP/s" in md
+    assert paths["latest"].read_text() == md
+    assert paths["png"].stat().st_size > 1000 and paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(paths["json"].read_text())["stamp"]["cores"] >= 1
+
+
+def _row(backend, ips, width=16, size=512, batch=1, frac=None):
+    r = {c: None for c in COLUMNS}
+    r.update({"section": "model", "model": "unet", "backend": backend, "width": width, "size": size, "batch": batch,
+              "images_per_s": ips, "frac_of_peak": frac, "achieved_gflops": (frac or 0) * 100, "peak_gflops": 100.0, "error": ""})
+    return r
+
+
+def test_targets_met_and_missed():
+    res = {"rows": [_row("eager", 1.0), _row("ort-fp32", 2.0, frac=0.9), _row("ort-int8", 3.0)],
+           "e2e": [{"backend": "ort-fp32", "width": 16, "weights": "x", "images": 78, "e2e_vs_model": 0.97,
+                    "e2e_images_per_s": 1.94, "model_only_images_per_s": 2.0, "dice": 0.9},
+                   {"backend": "ort-int8", "width": 16, "weights": "x", "images": 78, "e2e_vs_model": 0.90,
+                    "e2e_images_per_s": 2.7, "model_only_images_per_s": 3.0, "dice": 0.89, "dice_delta_vs_fp32": -0.01}],
+           "scaling": [{"inputs": 100, "peak_rss_mb": 100.0}, {"inputs": 10000, "peak_rss_mb": 105.0}]}
+    got = [(x["value"], x["met"]) for x in check_targets(res)]
+    assert (2.0, True) in got  # ORT / eager
+    assert (0.9, True) in got  # fraction of peak
+    assert (1.5, False) in got  # int8 / ORT
+    assert (0.97, True) in got and (0.90, False) in got  # end to end
+    assert (-0.01, False) in got  # int8 Dice change
+    assert (1.05, True) in got  # memory growth
+    assert len(got) == 7
+    md = markdown({**res, "stamp": {"machine_kind": "k", "date": "d", "command": "c", "cpu_model": "m", "cores": 2,
+                                   "isa_flags": [], "versions": {}}, "peak": {}})
+    assert "**missed**" in md and "met" in md
+
+
+# -------------------------------------------------------------- e2e, scaling, CLI
+
+
+def test_scaling_rows(tmp_path):
+    from liverseg.benchmarks.scaling import run_scaling
+
+    rows = run_scaling([4, 8], width=4, size=32, threads=1, workdir=tmp_path)
+    assert [r["inputs"] for r in rows] == [4, 8]
+    for r in rows:
+        assert r["error"] == "", r["error"]
+        assert r["exit_code"] == 0 and r["n_ok"] == r["inputs"]
+        assert r["images_per_s"] > 0 and 20 < r["peak_rss_mb"] < 4000
+    assert rows[0]["rss_vs_smallest"] == 1.0
+
+
+@pytest.mark.realdata
+def test_e2e_on_real_slices(chaos_dir, tmp_path):
+    from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
+    from liverseg.benchmarks.e2e import run_e2e
+
+    art = Artifacts(random_checkpoint("unet", 4), tmp_path / "m")
+    rows = run_e2e(art, ["ort-fp32"], threads=2, slices=2, rounds=1, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e")
+    (r,) = rows
+    assert r["error"] == "", r["error"]
+    assert r["images"] == 2 and r["model_only_images_per_s"] > 0 and r["e2e_images_per_s"] > 0
+    assert r["e2e_vs_model"] == pytest.approx(r["e2e_images_per_s"] / r["model_only_images_per_s"])
+    assert r["dice"] is not None and r["provider"] == "CPUExecutionProvider"
+
+
+def test_cli_writes_results_and_exit_code(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from liverseg.benchmarks.cli import main, parse_case
+
+    assert parse_case("16:256,512:1,4") == [Case(16, 256, 1), Case(16, 256, 4), Case(16, 512, 1), Case(16, 512, 4)]
+    monkeypatch.setitem(bk.BACKENDS, "broken", bk.BackendDef("broken", Broken, "checkpoint"))
+    args = ["--case", "4:32:1", "--backends", "eager", "--rounds", "1", "--peak-n", "128", "--no-memory", "--no-e2e",
+            "--scaling", "", "--synthetic", "--out", str(tmp_path / "r")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r" / "latest.md").is_file() and list((tmp_path / "r").glob("bench-*.csv"))
+    res = CliRunner().invoke(main, [*args[:2], "--backends", "eager,broken", *args[4:]])
+    assert res.exit_code == 1, res.output  # a row recorded an error
+    res = CliRunner().invoke(main, ["--backends", "nonesuch"])
+    assert res.exit_code == 2 and "unknown backend" in res.output
+    res = CliRunner().invoke(main, ["--case", "4:32"])
+    assert res.exit_code == 2
+
+
+def test_gpu_script_records_errors_without_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this checks the no-GPU path")
+    from liverseg.benchmarks.gpu import fp16_peak_for, main
+
+    assert fp16_peak_for("NVIDIA H100 80GB HBM3")[0] == pytest.approx(989.4)
+    assert fp16_peak_for("NVIDIA H100 PCIe")[0] == pytest.approx(756.0)
+    assert fp16_peak_for("NVIDIA H200")[0] == pytest.approx(989.4)
+    assert fp16_peak_for("NVIDIA A100-SXM4-80GB")[0] == pytest.approx(312.0)
+    assert fp16_peak_for("Some Card")[0] is None
+    assert main(["--out", str(tmp_path), "--width", "4", "--size", "32", "--batches", "1,2", "--seconds", "0.01"]) == 0
+    (md,) = tmp_path.glob("gpu-*/latest.md")
+    (csv_path,) = tmp_path.glob("gpu-*/bench-gpu-*.csv")
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 6
+    assert all("no CUDA device" in r["error"] for r in rows)
+    assert "torch-cuda-fp16" in md.read_text()
