@@ -52,7 +52,7 @@ class DemoSettings:
     n_slices: int = 160
     slices_per_patient: int = 8
     size: int = 128
-    width: int = 16
+    width: int = 8
     epochs: int = 12
     batch_size: int = 8
     lr: float = 2e-3
@@ -135,7 +135,7 @@ def stage_data(ctx: DemoContext) -> None:
     if root.exists():
         shutil.rmtree(root)
     info = write_dataset(root, s.n_slices, size=(s.size, s.size), seed=s.seed, layout="study",
-                         slices_per_patient=s.slices_per_patient)
+                         slices_per_patient=s.slices_per_patient, progress=ctx.progress)
     ctx.data_root = root
     ctx.manifest = info["info"].manifest
     summary = {k: v for k, v in info.items() if k != "info"}
@@ -310,15 +310,17 @@ def run_demo(run_dir: Path, settings: DemoSettings, stages: list[Stage] | None =
 @click.option("--n-slices", type=click.IntRange(min=6), default=None, help="Number of synthetic slices [160; quick 24].")
 @click.option("--slices-per-patient", type=click.IntRange(min=1), default=None, help="Slices per synthetic patient [8].")
 @click.option("--size", type=click.IntRange(min=32), default=None, help="Slice height and width in pixels [128].")
-@click.option("--width", type=click.IntRange(min=1), default=None, help="U-Net base width [16].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [12].")
+@click.option("--width", type=click.IntRange(min=1), default=None, help="U-Net base width [8; quick 4].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [12; quick 1].")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: torch's choice, one per core). 1 is faster on a busy machine.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, split and training.")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when present), cpu, cuda or cuda:N; an absent CUDA device is an error.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def main(run_dir: Path, stages: str, list_stages: bool, quick: bool, n_slices: int | None,
-         slices_per_patient: int | None, size: int | None, width: int | None, epochs: int | None, seed: int,
-         device: str, quiet: bool) -> None:
+         slices_per_patient: int | None, size: int | None, width: int | None, epochs: int | None,
+         threads: int | None, seed: int, device: str, quiet: bool) -> None:
     """Run liverseg end to end on synthetic CT: data, split by patient, train, evaluate."""
     if list_stages:
         for s in STAGES:
@@ -341,11 +343,18 @@ def main(run_dir: Path, stages: str, list_stages: bool, quick: bool, n_slices: i
     from liverseg.data import DataError
     from liverseg.trainer.config import ConfigError
 
+    import torch
+
+    threads_before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         run_demo(run_dir, settings, selected, progress=not quiet)
     except (DemoError, DataError, CheckpointError, ConfigError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 if __name__ == "__main__":

@@ -456,7 +456,8 @@ def patient_slices(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def write_dataset(out_dir: str | os.PathLike, n: int, size: tuple[int, int] = (128, 128), seed: int = 0,
-                  layout: str = "study", slices_per_patient: int = 8, rgb: bool | None = None) -> dict[str, Any]:
+                  layout: str = "study", slices_per_patient: int = 8, rgb: bool | None = None,
+                  progress: bool = False) -> dict[str, Any]:
     """Write ``n`` synthetic pairs; consecutive slices belong to one patient.
 
     Layouts (all readable by :func:`liverseg.data.discover`):
@@ -494,8 +495,11 @@ def write_dataset(out_dir: str | os.PathLike, n: int, size: tuple[int, int] = (1
     img_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.mkdir(parents=True, exist_ok=True)
 
+    from tqdm import tqdm
+
     master = np.random.default_rng(seed)
     width = max(3, len(str(n - 1)))
+    bar = tqdm(total=n, desc="synthesizing", unit="slice", disable=not progress, leave=False)
     records: list[SliceRecord] = []
     i = 0
     pid = 0
@@ -513,7 +517,9 @@ def write_dataset(out_dir: str | os.PathLike, n: int, size: tuple[int, int] = (1
             records.append(SliceRecord(stem, ip.relative_to(root).as_posix(), mp.relative_to(root).as_posix(),
                                        f"synth{pid:03d}", j, round(float(z), 4), int(mask.sum()), size[0], size[1]))
             i += 1
+            bar.update(1)
         pid += 1
+    bar.close()
 
     manifest = base / "manifest.csv"
     with open(manifest, "w", newline="") as f:

@@ -165,8 +165,8 @@ def test_baseline_is_five_conv_relu_pool_then_1x1_and_x32_upsample():
     with torch.no_grad():
         st.conv.weight.zero_()
         st.conv.bias.fill_(-1.0)
-    assert float(st(torch.rand(1, 1, 8, 8)).abs().max()) == 0.0
-    # x32 upsampling: 64x64 input -> 2x2 logits inside -> 64x64 out
-    feats = net.classifier(net.stages(torch.rand(1, 1, 64, 64)))
-    assert feats.shape == (1, 1, 2, 2)
-    assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+        assert float(st(torch.rand(1, 1, 8, 8)).abs().max()) == 0.0
+        # x32 upsampling: 64x64 input -> 2x2 logits inside -> 64x64 out
+        feats = net.classifier(net.stages(torch.rand(1, 1, 64, 64)))
+        assert feats.shape == (1, 1, 2, 2)
+        assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)

@@ -201,7 +201,7 @@ def quick_demo(tmp_path_factory):
     from liverseg.demo import main
 
     out = tmp_path_factory.mktemp("demo") / "run"
-    result = CliRunner().invoke(main, ["--quick", "--out", str(out), "--quiet", "--device", "cpu"])
+    result = CliRunner().invoke(main, ["--quick", "--out", str(out), "--quiet", "--device", "cpu", "--threads", "1"])
     return out, result
 
 
@@ -247,7 +247,7 @@ def test_demo_stage_alone_finds_earlier_outputs(quick_demo):
     out, first = quick_demo
     assert first.exit_code == 0
     result = CliRunner().invoke(main, ["--quick", "--out", str(out), "--quiet", "--stages", "evaluate",
-                                       "--device", "cpu"])
+                                       "--device", "cpu", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "[1/1] evaluate" in result.output and "best.pt" in result.output
 
