@@ -131,6 +131,13 @@ def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, ex
         raise click.BadParameter("--int8 needs --calibration DATA (a folder or CSV of real slices)", param_hint="--int8")
     if (int8 or fp16) and fmt == "torchscript":
         raise click.BadParameter("--int8/--fp16 derive from the ONNX model; use --format onnx or all", param_hint="--format")
+    if device == "cuda":
+        import onnxruntime as ort
+        import torch
+
+        if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BadInput("--device cuda: no CUDA device (torch.cuda.is_available() is False or onnxruntime has no "
+                           "CUDAExecutionProvider); the check never falls back to the CPU silently")
     started = time.time()
     try:
         if checkpoint is None:

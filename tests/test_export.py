@@ -391,17 +391,20 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "no run to take": (["--runs-dir", str(tmp / "no_runs"), *out], "no CHECKPOINT given"),
         "int8 without data": ([str(tmp / "good.pt"), "--int8", *out], "--calibration"),
         "bad shape": ([str(tmp / "good.pt"), "--check-shape", "3x512", *out], "check-shape"),
+        "cuda without a GPU": ([str(tmp / "good.pt"), "--device", "cuda", *out], "no CUDA device"),
         "bad calibration data": ([str(tmp / "good.pt"), "--int8", "--calibration", str(tmp / "a_file"), *out], "a_file"),
     }
 
 
 BAD_IDS = ["missing", "corrupt", "foreign", "unexpected state_dict keys", "unexpected top-level key", "folder as checkpoint",
            "unwritable output", "output is a file", "opset too new", "opset too old", "no run to take", "int8 without data",
-           "bad shape", "bad calibration data"]
+           "bad shape", "bad calibration data", "cuda without a GPU"]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)
 def test_bad_input_is_one_line_exit_2_and_writes_no_model(tmp_path, case):
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
     args, needle = _bad_inputs(tmp_path)[case]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 2, (res.output, res.exception)
