@@ -459,6 +459,35 @@ def test_sigkill_then_resume_gives_identical_outputs(tmp_path, tiny_model):
     assert s_k["metrics"] == s["metrics"] is None
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, sig, monkeypatch):
+    src = tmp_path / "in"
+    rng = np.random.default_rng(4)
+    for i in range(16):
+        _png(src / f"{i:03d}.png", _slice(rng, 32, 32)[0])
+    out = tmp_path / "o"
+    proc = _cli([str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report", "--out", str(out)],
+                {DELAY_ENV: "0.1"})
+    journal = out / "journal.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and not (out / "summary.json").exists()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    # --resume without --out finds the newest run folder under the runs folder.
+    monkeypatch.setenv("LIVERSEG_RUNS_DIR", str(tmp_path / "runs"))
+    (tmp_path / "runs").mkdir()
+    out.rename(tmp_path / "runs" / "infer-x")
+    r = CliRunner().invoke(infer_main, [str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report",
+                                        "--resume"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "runs/infer-x/summary.json").read_text())
+    assert s["n_ok"] == 16 and s["n_resumed"] >= 3 and s["n_run"] == 16 - s["n_resumed"]
+
+
 def test_resume_rejects_a_different_input_list(tmp_path, tiny_model):
     root = _study_layout(tmp_path / "study", n=3)
     code, _, out, _ = _run(tmp_path, root / "data/test_x.csv", tiny_model, data_root=root)
