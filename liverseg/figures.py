@@ -256,6 +256,17 @@ def _read_epochs(path: Path):
     return path, df.sort_values("epoch")
 
 
+def _keep_best(path: Path, df) -> str:
+    """The metric that picked best.pt (``keep_best`` in the run's config.json), else mIoU."""
+    import json
+
+    try:
+        key = json.loads((path.parent / "config.json").read_text(encoding="utf-8")).get("keep_best")
+    except (OSError, ValueError, AttributeError):
+        key = None
+    return key if isinstance(key, str) and key in df.columns else "mIoU"
+
+
 def _draw_lines(ax, df, lines, ylabel: str, *, best_of: str | None = None) -> bool:
     drawn = False
     marker = "o" if len(df) <= 30 else None
@@ -264,7 +275,7 @@ def _draw_lines(ax, df, lines, ylabel: str, *, best_of: str | None = None) -> bo
             ax.plot(df["epoch"], df[col], marker=marker, markersize=3, label=label)
             drawn = True
     if best_of and best_of in df.columns and df[best_of].notna().any():
-        i = df[best_of].idxmax()
+        i = df[best_of].idxmin() if "loss" in best_of else df[best_of].idxmax()
         ax.axvline(df.loc[i, "epoch"], color="0.6", linestyle=":", linewidth=1,
                    label=f"best {best_of} (epoch {int(df.loc[i, 'epoch'])})")
     if not drawn:
@@ -294,6 +305,7 @@ def plot_training_curves(epochs_csv: PathLike | Sequence[PathLike], out_dir: Pat
     if not paths:
         raise ValueError("plot_training_curves needs at least one epochs table")
     tables = [_read_epochs(p) for p in paths]
+    best_of = [_keep_best(p, df) for p, df in tables]
     if labels is None:
         labels = [p.parent.name or p.stem for p, _ in tables]
     labels = [str(x) for x in labels]
@@ -303,7 +315,7 @@ def plot_training_curves(epochs_csv: PathLike | Sequence[PathLike], out_dir: Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     used: set[str] = set()
-    for (_, df), label in zip(tables, labels):
+    for (_, df), label, best in zip(tables, labels, best_of):
         if len(tables) == 1:
             prefix = "curves_"
         else:
@@ -315,7 +327,7 @@ def plot_training_curves(epochs_csv: PathLike | Sequence[PathLike], out_dir: Pat
             prefix = f"curves_{stem}_"
         fig = _figure(6.4, 4.2)
         ax = fig.subplots()
-        _draw_lines(ax, df, _METRIC_LINES, "validation score", best_of="mIoU")
+        _draw_lines(ax, df, _METRIC_LINES, "validation score", best_of=best)
         ax.set_title(f"{label}: mPA and mIoU per epoch", fontsize=10)
         written.append(_finish(fig, out_dir / f"{prefix}metrics.png"))
         fig = _figure(6.4, 4.2)
@@ -327,8 +339,8 @@ def plot_training_curves(epochs_csv: PathLike | Sequence[PathLike], out_dir: Pat
         n = len(tables)
         fig = _figure(4.6 * n, 7.2)
         axes = fig.subplots(2, n, squeeze=False, sharey="row")
-        for j, ((_, df), label) in enumerate(zip(tables, labels)):
-            _draw_lines(axes[0, j], df, _METRIC_LINES, "validation score" if j == 0 else "", best_of="mIoU")
+        for j, ((_, df), label, best) in enumerate(zip(tables, labels, best_of)):
+            _draw_lines(axes[0, j], df, _METRIC_LINES, "validation score" if j == 0 else "", best_of=best)
             axes[0, j].set_title(f"{label}: mPA / mIoU", fontsize=10)
             _draw_lines(axes[1, j], df, _LOSS_LINES, "loss" if j == 0 else "")
             axes[1, j].set_title(f"{label}: loss", fontsize=10)
@@ -431,3 +443,137 @@ def plot_histogram(values: Sequence[float], out_path: PathLike | None, *, xlabel
     if title:
         ax.set_title(title, fontsize=10)
     return _finish(fig, out_path)
+
+
+# ---------------------------------------------------------------- command line (liverseg-figures)
+
+
+def _run_rows(run_dir: Path) -> dict[str, dict[str, str]]:
+    """``{input stem: row}`` of the ok rows of an inference run's per_image.csv."""
+    import csv
+
+    path = run_dir / "per_image.csv"
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no per_image.csv (not an inference run folder?)")
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if (r.get("status") or "ok").strip() == "ok"]
+    return {Path(r.get("input", "")).stem: r for r in rows if r.get("input")}
+
+
+def _run_path(value: str, run_dir: Path) -> Path | None:
+    if not value:
+        return None
+    p = Path(value)
+    for c in ([p] if p.is_absolute() else [run_dir / p, Path.cwd() / p]):
+        if c.is_file():
+            return c
+    return None
+
+
+def panel_from_runs(run_dirs: Sequence[PathLike], out_path: PathLike, *, stems: Sequence[str] | None = None,
+                    names: Sequence[str] | None = None, n_auto: int = 3) -> Path:
+    """The study's side-by-side panel from inference run folders of several models.
+
+    Every run must hold the chosen images (by input stem). The image and its truth
+    come from the first run's row (``input``, ``label``); each run adds one column of
+    its prediction (``masks/<stem>_pred.png``). Without ``stems``: the ``n_auto``
+    images with the lowest mean Dice over the runs (or the first ones, without labels).
+    """
+    from liverseg.data import read_image, read_mask
+
+    runs = [Path(r) for r in run_dirs]
+    if not runs:
+        raise ValueError("panel_from_runs needs at least one run folder")
+    names = [str(n) for n in names] if names else [r.resolve().name for r in runs]
+    if len(names) != len(runs):
+        raise ValueError(f"{len(runs)} run folders but {len(names)} names")
+    if len(set(names)) != len(names):
+        names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
+    tables = [_run_rows(r) for r in runs]
+    common = [s for s in tables[0] if all(s in t for t in tables[1:])]
+    if stems:
+        for s in stems:
+            for r, t in zip(runs, tables):
+                if s not in t:
+                    some = ", ".join(sorted(t)[:5])
+                    raise ValueError(f"{r}: no processed input named {s!r} in per_image.csv (it has {len(t)}: "
+                                     f"{some}{', ...' if len(t) > 5 else ''})")
+        chosen = list(stems)
+    else:
+        if not common:
+            raise ValueError("the runs have no processed input in common")
+
+        def mean_dice(s: str) -> float:
+            vals = [float(t[s]["dice"]) for t in tables if (t[s].get("dice") or "").strip()]
+            return float(np.mean(vals)) if vals else math.inf
+
+        chosen = sorted(common, key=lambda s: (mean_dice(s), s))[:n_auto]
+    images, truths, preds = [], [], []
+    for s in chosen:
+        row = tables[0][s]
+        ip = _run_path(row.get("input", ""), runs[0])
+        if ip is None:
+            raise ValueError(f"{runs[0]}: image {row.get('input')!r} not found")
+        images.append(read_image(ip))
+        lp = _run_path(row.get("label", ""), runs[0])
+        truths.append(read_mask(lp) if lp is not None else None)
+        cols = {}
+        for name, r, t in zip(names, runs, tables):
+            mp = _run_path(t[s].get("output", ""), r) or _run_path(f"masks/{s}_pred.png", r)
+            if mp is None:
+                raise ValueError(f"{r}: prediction mask of {s!r} not found")
+            cols[name] = read_mask(mp)
+        preds.append(cols)
+    return plot_panels(images, truths, preds, out_path, row_titles=chosen)
+
+
+def _cli():
+    import click
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    def cli() -> None:
+        """The study's figures from your own runs: training curves and model panels."""
+
+    @cli.command("curves")
+    @click.argument("tables", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                  show_default=True, help="Output folder.")
+    @click.option("--label", "labels", multiple=True, help="A name per table, in order (default: run folder).")
+    def curves(tables: tuple[Path, ...], out_dir: Path, labels: tuple[str, ...]) -> None:
+        """Training curves from epochs.csv files or training run folders (several: side by side)."""
+        try:
+            paths = plot_training_curves(list(tables) if len(tables) > 1 else tables[0], out_dir,
+                                         labels=list(labels) or None)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="TABLES") from None
+        for p in paths:
+            click.echo(str(p))
+
+    @cli.command("panel")
+    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+    @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("panel.png"),
+                  show_default=True, help="PNG to write.")
+    @click.option("--image", "stems", multiple=True,
+                  help="Input file stem to show (repeat). Default: the images with the lowest mean Dice.")
+    @click.option("--name", "names", multiple=True, help="A model name per run folder (default: folder name).")
+    @click.option("-n", "n_auto", type=click.IntRange(1, 20), default=3, show_default=True,
+                  help="How many images to pick without --image.")
+    def panel(runs: tuple[Path, ...], out_path: Path, stems: tuple[str, ...], names: tuple[str, ...],
+              n_auto: int) -> None:
+        """Image | ground truth | prediction of each model, from inference run folders (liverseg-infer)."""
+        try:
+            p = panel_from_runs(runs, out_path, stems=list(stems) or None, names=list(names) or None, n_auto=n_auto)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="RUNS") from None
+        click.echo(str(p))
+
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``liverseg-figures`` (click is imported only here)."""
+    _cli()(args=list(argv) if argv is not None else None)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

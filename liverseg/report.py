@@ -356,6 +356,20 @@ def _lookup(d: Any, key: str) -> float | None:
     return None
 
 
+def _labels_text(inputs: dict[str, Any]) -> str | None:
+    n = inputs.get("n_with_labels")
+    where = inputs.get("labels") or ("from the input list" if n else None)
+    if where is None:
+        return "none" if n == 0 else None
+    return f"{where} ({n} labelled)" if n is not None else str(where)
+
+
+def _pcts(d: Any) -> str | None:
+    if not isinstance(d, dict) or not d:
+        return None
+    return " / ".join(fmt(_num(d.get(k)), 1) for k in ("p50", "p90", "p99"))
+
+
 def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     n_in = summary.get("n_inputs", len(rows) if rows else None)
     n_ok = summary.get("n_ok", sum(_status(r) == "ok" for r in rows) if rows else None)
@@ -377,6 +391,7 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         out.append(f'<p class="warn">Asked for {esc(", ".join(map(str, requested)))} but the model ran on '
                    f"<b>{esc(provider)}</b>.</p>")
     model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
+    inputs = summary.get("inputs") if isinstance(summary.get("inputs"), dict) else {}
     kv: list[tuple[str, Any]] = [
         ("execution provider", provider),
         ("providers requested", ", ".join(map(str, requested)) if isinstance(requested, list) else requested),
@@ -386,13 +401,20 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         ("images / s, end to end", fmt(ips, 2) if ips is not None else None),
         ("images / s, model only", fmt(_num(summary.get("model_images_per_second")), 2)
          if _num(summary.get("model_images_per_second")) is not None else None),
-        ("latency per image p50 / p90 / p99 (ms)",
-         " / ".join(fmt(_num(lat.get(k)), 1) for k in ("p50", "p90", "p99")) if lat else None),
+        ("latency per image p50 / p90 / p99 (ms)", _pcts(lat)),
+        ("end-to-end latency p50 / p90 / p99 (ms)", _pcts(summary.get("end_to_end_latency_ms"))),
+        ("wall time (s)", fmt(_num(summary.get("wall_seconds")), 2) if _num(summary.get("wall_seconds")) else None),
+        ("threshold", summary.get("threshold")),
         ("model", model.get("path")),
         ("model sha256", model.get("sha256")),
+        ("inputs", inputs.get("source")),
+        ("labels", _labels_text(inputs)),
         ("started", summary.get("started")),
         ("finished", summary.get("finished")),
     ]
+    notes = summary.get("device_notes")
+    if notes:
+        kv.insert(3, ("device notes", "; ".join(map(str, notes)) if isinstance(notes, list) else notes))
     out.append(html_table(None, [(k, v if v not in (None, "") else "—") for k, v in kv], cls="kv"))
     cmd = summary.get("command")
     if cmd:

@@ -217,3 +217,58 @@ def test_data_plots(tmp_path, rng):
     hists = {"a": np.bincount(rng.integers(0, 256, 4000), minlength=256), "b": np.ones(256)}
     assert_png(figures.plot_intensity_histograms(hists, None))
     assert_png(figures.plot_histogram(rng.uniform(0.6, 1.0, 30), None, xlabel="Dice", value_range=(0, 1)))
+
+
+# ---------------------------------------------------------------- panels from inference runs, CLI
+
+
+def _fake_run(root: Path, name: str, data: Path, shift: int, n: int = 3) -> Path:
+    """A minimal inference run folder (per_image.csv + masks/) in the agreed format."""
+    run = root / name
+    (run / "masks").mkdir(parents=True)
+    lines = ["index,input,label,output,status,error,dice"]
+    for i in range(n):
+        truth = np.asarray(Image.open(data / f"m{i}.png")) > 127
+        pred = np.roll(truth, shift * (i + 1), axis=1)
+        Image.fromarray(pred.astype(np.uint8) * 255).save(run / "masks" / f"s{i}_pred.png")
+        dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum())
+        lines.append(f"{i},{data / f's{i}.png'},{data / f'm{i}.png'},masks/s{i}_pred.png,ok,,{dice:.6f}")
+    lines.append(f"{n},{data / 'gone.png'},,,failed,not readable,")
+    (run / "per_image.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_panel_from_runs_and_cli(tmp_path, rng):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
+        m = disk(48, 48, 24, 20 + 3 * i, 10)
+        img[m] = 130
+        Image.fromarray(img).save(data / f"s{i}.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(data / f"m{i}.png")
+    a = _fake_run(tmp_path, "run-a", data, 1)
+    b = _fake_run(tmp_path, "run-b", data, 3)
+    p = figures.panel_from_runs([a, b], tmp_path / "auto.png", n_auto=2)
+    rgb = assert_png(p)
+    assert rgb.shape[1] > rgb.shape[0]  # 2 rows of 4 columns
+    assert has_color(rgb, FP_COLOR) and has_color(rgb, FN_COLOR)
+    with pytest.raises(ValueError, match="no processed input named 'gone'"):
+        figures.panel_from_runs([a, b], tmp_path / "x.png", stems=["gone"])
+    with pytest.raises(ValueError, match="names"):
+        figures.panel_from_runs([a, b], tmp_path / "x.png", names=["only one"])
+
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(figures._cli(), ["panel", str(a), str(b), "--image", "s1", "--name", "A", "--name", "B",
+                                            "--out", str(tmp_path / "cli.png")])
+    assert res.exit_code == 0, res.output
+    assert_png(tmp_path / "cli.png")
+    res = CliRunner().invoke(figures._cli(), ["panel", str(tmp_path / "data")])
+    assert res.exit_code == 2 and "no per_image.csv" in res.output
+    csv = _epochs(tmp_path / "r1" / "epochs.csv", n=3)
+    res = CliRunner().invoke(figures._cli(), ["curves", str(csv), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "c" / "curves_loss.png").exists()
+    res = CliRunner().invoke(figures._cli(), ["curves", str(data / "s0.png")])
+    assert res.exit_code == 2
