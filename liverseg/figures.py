@@ -117,7 +117,7 @@ def save_overlay(path: PathLike, image: np.ndarray, pred: np.ndarray, truth: np.
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay_rgb(image, pred, truth, **kwargs), mode="RGB").save(path, format="PNG")
+    Image.fromarray(overlay_rgb(image, pred, truth, **kwargs)).save(path, format="PNG")
     return path
 
 
