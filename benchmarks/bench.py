@@ -79,8 +79,9 @@ class BenchOptions:
     threads: int | None = None
     spinning: bool = False
     memory: bool = True
+    memory_calls: int = 1
     peak_n: int = 4096
-    peak_repeats: int = 3
+    peak_repeats: int = 2
     calibration_slices: int = 16
     real_data: bool = True
     data_dir: Path | None = None
@@ -399,7 +400,7 @@ class Bench:
                 continue
             d = BACKENDS[name]
             spec = {"backend": name, "path": str(art.path(d.needs)), "threads": self.threads, "spinning": self.o.spinning,
-                    "cases": [[c.size, c.batch] for c in ordered], "calls": 2}
+                    "cases": [[c.size, c.batch] for c in ordered], "calls": self.o.memory_calls}
             self.log(f"  memory probe {name} (subprocess) ...")
             res = run_memprobe(spec)
             for row in self.rows:
@@ -423,6 +424,8 @@ class Bench:
 
         width = self.o.e2e_width or (self.o.cases[0].width if self.o.cases else 16)
         art = self.artifacts.get(width)
+        if art is None and self.o.checkpoint is not None and self.artifacts:
+            art = next(iter(self.artifacts.values()))  # the checkpoint fixes the width
         if art is None:
             self.notes.append(f"end-to-end: width {width} was not in the model matrix; skipped")
             return

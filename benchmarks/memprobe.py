@@ -9,7 +9,8 @@ number is what a user's process running that backend needs.
 
 How: read ``VmRSS`` at start and after ``setup``, then for every case (ascending
 work) reset the kernel's high-water mark (``echo 5 > /proc/self/clear_refs``), run
-the backend ``calls`` times and read ``VmHWM``. Where the reset is not allowed the
+the backend ``calls`` times (1 by default: the first call makes every allocation --
+ORT's arena and torch's allocator reuse them afterwards) and read ``VmHWM``. Where the reset is not allowed the
 peak is cumulative over the cases so far, which the answer says.
 
 Usage (internal): ``python -m liverseg.benchmarks.memprobe '<json spec>'``; prints one
@@ -46,7 +47,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         case["reset"] = reset_peak_rss()
         try:
             x = rng.integers(0, 256, (batch, 1, size, size), dtype=np.uint8)
-            for _ in range(int(spec.get("calls", 2))):
+            for _ in range(int(spec.get("calls", 1))):
                 res = b.run(b.prepare(x))
                 b.sync()
                 b.fetch(res)

@@ -2,7 +2,8 @@
 
 A large square float32 matmul (4096x4096 by default: 137 GFLOP per product) is timed
 with numpy (OpenBLAS on this project's wheels) and with torch (MKL/oneDNN), each
-warmed up once and then timed ``repeats`` times; the best rate of either library is
+warmed up once and then timed ``repeats`` times (2 in the benchmark: each 4096 product
+takes seconds on 2 cores); the best rate of either library is
 the peak. It is measured in the same process run as the backends it is compared with,
 so the "fraction of peak" column is a ratio of two numbers taken minutes apart on the
 same, possibly noisy, machine. Measuring it at the start and at the end of a run and

@@ -301,3 +301,19 @@ def test_gpu_script_records_errors_without_gpu(tmp_path):
     assert len(rows) == 2 * 6
     assert all("no CUDA device" in r["error"] for r in rows)
     assert "torch-cuda-fp16" in md.read_text()
+
+
+def test_readme_section_is_replaced(tmp_path):
+    from liverseg.benchmarks.report import LATEST_BEGIN, LATEST_END, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# t\n\nintro\n\n{LATEST_BEGIN}\nold\n{LATEST_END}\n\nafter\n")
+    latest = tmp_path / "results" / "kind" / "latest.md"
+    latest.parent.mkdir(parents=True)
+    latest.write_text("# run\n\n| a |\n|---|\n| 1 |\n\n![chart](bench-x.png)\n")
+    assert update_readme(latest, readme)
+    text = readme.read_text()
+    assert "old" not in text and "intro" in text and "after" in text
+    assert "## run" in text and "| 1 |" in text and "](results/kind/bench-x.png)" in text
+    assert update_readme(latest, readme) and readme.read_text() == text  # idempotent
+    assert not update_readme(latest, tmp_path / "missing.md")
