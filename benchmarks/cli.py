@@ -136,7 +136,8 @@ def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds
     if out is None and update_readme(paths["latest"]):
         paths["readme"] = README
     for t in check_targets(result):
-        click.echo(f"{'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['value']:.3f} ({t['detail']})")
+        verdict = "n/a   " if t["met"] is None else "met   " if t["met"] else "MISSED"
+        click.echo(f"{verdict} {t['target']}: {t['value']:.3f} ({t['detail']})")
     click.echo("\n".join(f"wrote {k}: {p}" for k, p in paths.items()))
     failed = [r for r in (*result["rows"], *result["e2e"], *result["scaling"]) if r.get("error")]
     sys.exit(1 if failed else 0)
