@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -249,7 +248,7 @@ class Bench:
                 d = BACKENDS[name] if name in BACKENDS else None
                 if d is None:
                     raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-                profile = str(self.o.profile_dir / f"ort-{name}-w{width}") if self.o.profile_dir and d.needs in ("onnx", "int8", "fp16") else None
+                profile = str(self.o.profile_dir / f"{name}-w{width}") if self.o.profile_dir and d.needs in ("onnx", "int8", "fp16") else None
                 b = build_backend(name, art.path(d.needs), self.threads, spinning=self.o.spinning, profile=profile)
                 b.setup()
                 backends[name] = b
@@ -305,7 +304,8 @@ class Bench:
         for b in backends.values():
             if hasattr(b, "end_profiling") and getattr(b, "profile", None):
                 try:
-                    self.notes.append(f"onnxruntime profile of {b.name}: {b.end_profiling()}")
+                    prof = b.end_profiling()
+                    self.notes.append(f"onnxruntime profile of {b.name} (width {width}): {prof}; kernel time by op: {profile_summary(prof)}")
                 except Exception as e:
                     self.notes.append(f"onnxruntime profile of {b.name} failed: {_err(e)}")
             try:
@@ -446,6 +446,18 @@ class Bench:
         except Exception as e:
             self.scaling_rows = [{"section": "scaling", "error": _err(e)}]
             self.log(f"scaling failed: {_err(e)}\n{traceback.format_exc(limit=5)}")
+
+
+def profile_summary(path: str | Path, top: int = 6) -> str:
+    """Share of kernel time per op type in an onnxruntime profile, e.g. ``Conv 87%, ConvTranspose 5%``."""
+    events = json.loads(Path(path).read_text())
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + float(e.get("dur", 0))
+    total = sum(by_op.values()) or 1.0
+    return ", ".join(f"{op} {100 * d / total:.1f}%" for op, d in sorted(by_op.items(), key=lambda kv: -kv[1])[:top])
 
 
 def run_memprobe(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:

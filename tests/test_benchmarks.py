@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -88,12 +84,6 @@ class Broken(bk.Backend):
 
     def run(self, prepared):
         raise MemoryError("simulated out of memory")
-
-
-@pytest.fixture
-def broken_backend(monkeypatch):
-    monkeypatch.setitem(bk.BACKENDS, "broken", bk.BackendDef("broken", Broken, "checkpoint"))
-    return "broken"
 
 
 def _tiny_opts(tmp_path, backends, **kw):
@@ -319,3 +309,14 @@ def test_readme_section_is_replaced(tmp_path):
     assert "## run" in text and "| 1 |" in text and "](results/kind/bench-x.png)" in text
     assert update_readme(latest, readme) and readme.read_text() == text  # idempotent
     assert not update_readme(latest, tmp_path / "missing.md")
+
+
+def test_profile_summary(tmp_path):
+    from liverseg.benchmarks.bench import profile_summary
+
+    ev = [{"cat": "Node", "name": "c1_kernel_time", "dur": 300, "args": {"op_name": "Conv"}},
+          {"cat": "Node", "name": "c2_kernel_time", "dur": 600, "args": {"op_name": "Conv"}},
+          {"cat": "Node", "name": "t_kernel_time", "dur": 100, "args": {"op_name": "ConvTranspose"}},
+          {"cat": "Session", "name": "model_run", "dur": 5000}]
+    (tmp_path / "p.json").write_text(json.dumps(ev))
+    assert profile_summary(tmp_path / "p.json") == "Conv 90.0%, ConvTranspose 10.0%"
