@@ -75,6 +75,7 @@ class BenchOptions:
     rounds: int = 5
     warmup: int = 1
     max_case_seconds: float | None = None
+    budget_s: float | None = None
     threads: int | None = None
     spinning: bool = False
     memory: bool = True
@@ -170,7 +171,7 @@ class Bench:
     def run(self) -> dict[str, Any]:
         from liverseg.benchmarks.peak import matmul_peak
 
-        t_start = time.perf_counter()
+        t_start = self.t_start = time.perf_counter()
         self.stamp = machine.stamp(self.argv)
         self.log(f"machine {self.stamp['machine_kind']}: {self.stamp['cpu_model']}, {self.stamp['cores']} cores, "
                  f"ISA {' '.join(self.stamp['isa_flags'])}")
@@ -193,6 +194,7 @@ class Bench:
                 raise ValueError("--checkpoint fixes the width; give one width (or none)")
             for width, cases in by_width.items():
                 self._run_width(width, cases)
+            # Not under --budget-s: both are bounded by their own options (--e2e-slices, --scaling).
             if self.o.e2e:
                 self._run_e2e()
             if self.o.scaling:
@@ -258,6 +260,12 @@ class Bench:
                 self.log(f"  {name}: not available: {setup_errors[name]}")
 
         for case in sorted(cases, key=lambda c: (c.size, c.batch)):
+            if self._over_budget(f"width {width} size {case.size} batch {case.batch}"):
+                for name in names:
+                    row = self._base_row(ckpt, width, backends.get(name), name, case)
+                    row["error"] = self._budget_msg()
+                    self.rows.append(row)
+                continue
             gflop = None
             try:
                 gflop = model_gflop_per_image(ckpt.model_name, ckpt.model_args, case.size)
@@ -315,8 +323,18 @@ class Bench:
         backends.clear()
         gc.collect()
 
-        if self.o.memory:
+        if self.o.memory and not self._over_budget(f"memory probes of width {width}"):
             self._measure_memory(width, names, cases, art, setup_errors)
+
+    def _over_budget(self, what: str) -> bool:
+        if self.o.budget_s is None or time.perf_counter() - self.t_start < self.o.budget_s:
+            return False
+        self.notes.append(f"skipped {what}: --budget-s {self.o.budget_s:g} exhausted")
+        self.log(f"  skipped {what}: time budget exhausted")
+        return True
+
+    def _budget_msg(self) -> str:
+        return f"skipped: --budget-s {self.o.budget_s:g} exhausted before this row"
 
     def _time_case(self, backends: dict[str, Backend], case: Case, data: Any) -> dict[str, _Track]:
         tracks = {name: _Track() for name in backends}
@@ -422,7 +440,7 @@ class Bench:
     def _run_e2e(self) -> None:
         from liverseg.benchmarks.e2e import run_e2e
 
-        width = self.o.e2e_width or (self.o.cases[0].width if self.o.cases else 16)
+        width = self.o.e2e_width or (min(c.width for c in self.o.cases) if self.o.cases else 16)  # the cheapest
         art = self.artifacts.get(width)
         if art is None and self.o.checkpoint is not None and self.artifacts:
             art = next(iter(self.artifacts.values()))  # the checkpoint fixes the width

@@ -74,6 +74,10 @@ def set_wait_policy(spinning: bool) -> str:
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Timed rounds per case.")
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed calls per backend and case.")
 @click.option("--max-case-seconds", type=float, default=None, help="Stop a case's rounds after this long (at least 3 rounds).")
+@click.option("--budget-s", type=float, default=None,
+              help="Model matrix time budget: every case and memory probe that would start after this many seconds is "
+                   "recorded as skipped (cases run in the order given: put the most important --case first). The "
+                   "end-to-end and scaling sections always run; --e2e-slices and --scaling bound them.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for torch and onnxruntime. Default: usable cores.")
 @click.option("--spinning/--no-spinning", default=False, show_default=True,
               help="Let idle worker threads spin: onnxruntime allow_spinning=1 and torch's OpenMP default (active) "
@@ -81,7 +85,7 @@ def set_wait_policy(spinning: bool) -> str:
                    "steal the cores of the next one on a shared machine.")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per backend in a subprocess.")
 @click.option("--e2e/--no-e2e", default=True, show_default=True, help="liverseg-infer end to end vs model only on real slices.")
-@click.option("--e2e-width", type=int, default=None, help="Width for the end-to-end rows. Default: the first case's.")
+@click.option("--e2e-width", type=int, default=None, help="Width for the end-to-end rows. Default: the smallest width of the cases.")
 @click.option("--e2e-slices", type=click.IntRange(min=1), default=None, help="Only the first N real slices. Default: all 78.")
 @click.option("--e2e-rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip).")
@@ -97,7 +101,7 @@ def set_wait_policy(spinning: bool) -> str:
 @click.option("--quick", is_flag=True, help="Smoke run: width 4, 64/128 px, batch 1/2, 2 rounds, small peak, 2 scaling counts.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Results folder. Default: benchmarks/results/<machine-kind>/.")
-def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds, warmup, max_case_seconds, threads,
+def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds, warmup, max_case_seconds, budget_s, threads,
          spinning, memory, e2e, e2e_width, e2e_slices, e2e_rounds, scaling, scaling_width, scaling_size, peak_n,
          calibration_slices, synthetic, data_dir, profile_dir, quick, out) -> None:
     """Measure every backend side by side, interleaved round by round, against the machine's fp32 peak."""
@@ -123,7 +127,7 @@ def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds
             raise click.BadParameter(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}", param_hint="--backends")
     opts = BenchOptions(
         model=model, cases=cases, checkpoint=checkpoint, backends=names, rounds=rounds, warmup=warmup,
-        max_case_seconds=max_case_seconds, threads=threads, spinning=spinning, memory=memory, peak_n=peak_n,
+        max_case_seconds=max_case_seconds, budget_s=budget_s, threads=threads, spinning=spinning, memory=memory, peak_n=peak_n,
         calibration_slices=calibration_slices, real_data=not synthetic, data_dir=data_dir, e2e=e2e, e2e_width=e2e_width,
         e2e_slices=e2e_slices, e2e_rounds=e2e_rounds, scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
         scaling_width=scaling_width, scaling_size=scaling_size, profile_dir=profile_dir,

@@ -320,3 +320,11 @@ def test_profile_summary(tmp_path):
           {"cat": "Session", "name": "model_run", "dur": 5000}]
     (tmp_path / "p.json").write_text(json.dumps(ev))
     assert profile_summary(tmp_path / "p.json") == "Conv 90.0%, ConvTranspose 10.0%"
+
+
+def test_budget_skips_are_recorded(tmp_path):
+    opts = _tiny_opts(tmp_path, ["eager"], cases=[Case(4, 32, 1), Case(4, 32, 2)], budget_s=0.0)
+    res = Bench(opts, log=lambda s: None).run()
+    assert len(res["rows"]) == 2 and all("budget" in r["error"] and r["images_per_s"] is None for r in res["rows"])
+    assert any("budget" in n for n in res["notes"])
+    write_results(res, tmp_path / "out", tag="b")  # skipped rows still make well-formed files
