@@ -272,7 +272,14 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        cut = False
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                cut = f.read(1) != b"\n"
         self._f = open(path, "a", encoding="utf-8")
+        if cut:  # a kill cut the last line short: end it, so the next row starts on a line of its own
+            self._f.write("\n")
 
     def append(self, row: dict[str, Any]) -> None:
         self._f.write(json.dumps(row, separators=(",", ":")) + "\n")

@@ -79,8 +79,8 @@ class Options:
     spinning: bool = False
     progress: bool | None = None  # None: only on a terminal
     report: bool = True  # write report.html (liverseg.report) at the end
-    decode_workers: int = 2
-    write_workers: int = 2
+    decode_workers: int | None = None  # None: 2 on CPU (the model needs the cores), up to 8 on CUDA
+    write_workers: int | None = None
     runs_dir: Path | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -275,7 +275,12 @@ class Runner:
                                                want_probability=o.save_probabilities)
         for n in self.sess.notes:
             self.log(n)
-        self.batch_size = o.batch_size or (8 if self.sess.device.startswith("cuda") else 1)
+        cuda = self.sess.device.startswith("cuda")
+        self.batch_size = o.batch_size or (8 if cuda else 1)
+        ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+        auto_workers = min(8, max(2, ncpu // 2)) if cuda else 2
+        self.decode_workers = o.decode_workers or auto_workers
+        self.write_workers = o.write_workers or auto_workers
         self.overlay = _overlay_fn() if o.overlays else None
         # Output folder.
         if o.out is not None:
@@ -389,10 +394,10 @@ class Runner:
         model_s = 0.0
         n_model = 0
         bs = self.batch_size
-        prefetch = 2 * bs + o.decode_workers + 2
-        max_writes = 2 * bs + o.write_workers + 2
-        dec = ThreadPoolExecutor(max(1, o.decode_workers), thread_name_prefix="liverseg-decode")
-        wr = ThreadPoolExecutor(max(1, o.write_workers), thread_name_prefix="liverseg-encode")
+        prefetch = 2 * bs + self.decode_workers + 2
+        max_writes = 2 * bs + self.write_workers + 2
+        dec = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="liverseg-decode")
+        wr = ThreadPoolExecutor(self.write_workers, thread_name_prefix="liverseg-encode")
         decoding: deque[Future] = deque()
         writing: deque[Future] = deque()
         groups: dict[tuple[int, int], list[Loaded]] = {}
@@ -557,6 +562,7 @@ class Runner:
             "threads": self.sess.threads,
             "spinning": self.sess.spinning,
             "batch_size": self.batch_size,
+            "io_threads": {"decode": self.decode_workers, "encode": self.write_workers},
             "threshold": self.sess.threshold,
             "model": self.sess.info(),
             "inputs": {"source": str(o.source), "labels": str(o.labels) if o.labels else None,

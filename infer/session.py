@@ -25,7 +25,9 @@ and caches the fastest, a cost repaid after a handful of batches of the same sha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io as _io
 import json
 import os
 import re
@@ -115,6 +117,21 @@ def _cuda_reason(log: str) -> str:
         return "Failed to create CUDAExecutionProvider." + m.group(1).split("Please install")[0].rstrip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "onnxruntime gave no reason"
+
+
+def _preload_cuda_libraries(ort) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip wheels when they are installed that way (ORT >= 1.21).
+
+    Without this, onnxruntime-gpu finds only system-wide CUDA libraries. Its messages
+    (printed on stdout) are swallowed; a failure shows up as the session's CUDA reason.
+    """
+    if not hasattr(ort, "preload_dlls"):
+        return
+    with _captured_stderr(), contextlib.redirect_stdout(_io.StringIO()):
+        try:
+            ort.preload_dlls()
+        except Exception:  # missing wheels: the session creation reports why CUDA did not load
+            pass
 
 
 def read_contract(meta: dict[str, str], source: str, explicit: Path | None = None) -> dict[str, Any]:
@@ -240,6 +257,7 @@ def open_session(path: str | os.PathLike, *, device: str = "auto", threads: int 
                 raise DeviceError(f"--device cuda: {msg}")
             notes.append(f"device auto: CPU ({msg})")
         else:
+            _preload_cuda_libraries(ort)
             search = cudnn_search_for(sizes or [])
             providers = [(CUDA, {"device_id": str(device_id), "cudnn_conv_algo_search": search,
                                  "cudnn_conv_use_max_workspace": "1", "do_copy_in_default_stream": "1"}), CPU]

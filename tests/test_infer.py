@@ -488,6 +488,18 @@ def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, s
     assert s["n_ok"] == 16 and s["n_resumed"] >= 3 and s["n_run"] == 16 - s["n_resumed"]
 
 
+def test_journal_survives_a_line_cut_short(tmp_path):
+    from liverseg.infer.io import Journal
+
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"index": 0, "status": "ok"}\n{"index": 1, "sta')  # killed mid-write
+    assert [r["index"] for r in read_journal(path)] == [0]
+    j = Journal(path)
+    j.append({"index": 2, "status": "ok"})
+    j.close()
+    assert [r["index"] for r in read_journal(path)] == [0, 2]
+
+
 def test_resume_rejects_a_different_input_list(tmp_path, tiny_model):
     root = _study_layout(tmp_path / "study", n=3)
     code, _, out, _ = _run(tmp_path, root / "data/test_x.csv", tiny_model, data_root=root)
