@@ -88,4 +88,4 @@ def main(source: Path, model: Path, limit: int | None, device: str, batch_size: 
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="python -m liverseg.infer.bench")

@@ -88,4 +88,4 @@ def _main_thread() -> bool:
 
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="liverseg-infer")

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image
 
-from liverseg.data import IMAGE_EXTENSIONS, DataError, Sample, discover, read_image, read_mask
+from liverseg.data import IMAGE_EXTENSIONS, DataError, discover, read_image, read_mask
 
 MASK_DIR = "masks"
 PROB_DIR = "probabilities"
