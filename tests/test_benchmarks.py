@@ -328,3 +328,50 @@ def test_budget_skips_are_recorded(tmp_path):
     assert len(res["rows"]) == 2 and all("budget" in r["error"] and r["images_per_s"] is None for r in res["rows"])
     assert any("budget" in n for n in res["notes"])
     write_results(res, tmp_path / "out", tag="b")  # skipped rows still make well-formed files
+
+
+def test_gpu_script_rows_with_simulated_card(tmp_path, monkeypatch):
+    """The GPU script's measuring loop, run on CPU backends behind a simulated CUDA device.
+
+    (No GPU in CI: this checks the rows it fills -- rate, TFLOP/s, fraction of the card's
+    peak from the table, memory, parity against the fp32 row -- not CUDA itself.)
+    """
+    from types import SimpleNamespace
+
+    import liverseg.benchmarks.gpu as gpu
+    import liverseg.benchmarks.peak as peak
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: SimpleNamespace(major=9, minor=0, total_memory=80 << 30))
+    for fn in ("empty_cache", "reset_peak_memory_stats", "synchronize"):
+        monkeypatch.setattr(torch.cuda, fn, lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (40 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 123 << 20)
+    monkeypatch.setattr(peak, "cuda_matmul_peak", lambda *a, **k: {"n": 8192, "dtype": "float16", "tflops": 700.0})
+    monkeypatch.setitem(bk.BACKENDS, "torch-cuda-fp32", bk.BackendDef("torch-cuda-fp32", bk.TorchEager, "checkpoint"))
+    monkeypatch.setitem(bk.BACKENDS, "torch-cuda-fp16", bk.BackendDef("torch-cuda-fp16", bk.TorchEager, "checkpoint",
+                                                                      options={"channels_last": True}))
+    monkeypatch.setitem(bk.BACKENDS, "ort-cuda-fp32", bk.BackendDef("ort-cuda-fp32", bk.OrtBackend, "onnx"))
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    args = ["--out", str(tmp_path), "--width", "4", "--size", "32", "--batches", "1,2", "--seconds", "0.01",
+            "--min-iters", "2", "--backends", "torch-cuda-fp32,torch-cuda-fp16,ort-cuda-fp32"]
+    assert gpu.main(args) == 0
+    (csv_path,) = tmp_path.glob("gpu-nvidia-h100-80gb-hbm3/bench-gpu-*.csv")
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["backend"], r["batch"]) for r in rows] == [(b, n) for n in ("1", "2") for b in ("torch-cuda-fp32", "torch-cuda-fp16", "ort-cuda-fp32")]
+    for r in rows:
+        assert r["error"] == "", r["error"]
+        ips, tflops = float(r["images_per_s"]), float(r["achieved_tflops"])
+        assert ips > 0 and int(r["iters"]) >= 2
+        assert tflops == pytest.approx(float(r["gflop_per_image"]) * ips / 1e3, rel=1e-4)
+        assert float(r["frac_of_fp16_peak"]) == pytest.approx(tflops / 989.4, rel=1e-4)
+        assert float(r["fp16_peak_tflops"]) == pytest.approx(989.4) and "H100 SXM5" in r["fp16_peak_source"]
+        assert float(r["frac_of_measured_matmul"]) == pytest.approx(tflops / 700.0, rel=1e-4)
+        if r["backend"].startswith("torch"):
+            assert float(r["max_memory_allocated_mb"]) == pytest.approx(123.0)
+        if r["backend"] != "torch-cuda-fp32":
+            assert float(r["parity_max_abs_prob"]) < 1e-4 and int(r["parity_px"]) == int(r["batch"]) * 32 * 32
