@@ -72,9 +72,25 @@ class _SliceReader:
         self._i = 0
 
 
+def _last_conv(model: Any) -> list[str]:
+    """Name of the last Conv node (the logits layer), which stays float32 in the int8 model."""
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    if not convs:
+        return []
+    last = convs[-1]
+    if not last.name:
+        last.name = "liverseg_last_conv"
+    return [last.name]
+
+
 def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, calibration_images: Sequence[np.ndarray], *,
-                  per_channel: bool = True, op_types: Iterable[str] = INT8_OP_TYPES) -> Path:
-    """Static QDQ int8 model of ``fp32_onnx`` calibrated on ``calibration_images`` (uint8 [H, W])."""
+                  per_channel: bool = True, op_types: Iterable[str] = INT8_OP_TYPES, keep_last_conv_float: bool = True) -> Path:
+    """Static QDQ int8 model of ``fp32_onnx`` calibrated on ``calibration_images`` (uint8 [H, W]).
+
+    ``keep_last_conv_float``: the logits layer (a 1x1 conv, a negligible share of the
+    FLOPs) stays float32, so the logits near the threshold are not rounded to the
+    uint8 grid of their whole range.
+    """
     import tempfile
 
     import onnx
@@ -96,9 +112,15 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
         pre = Path(work) / "pre.onnx"
         try:
             quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+            exclude: list[str] = []
+            if keep_last_conv_float:
+                pre_model = onnx.load(str(pre))
+                exclude = _last_conv(pre_model)
+                onnx.save(pre_model, str(pre))
             quantize_static(str(pre), str(tmp), _SliceReader(calibration_images, dtype), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
                             calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(op_types),
+                            nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except ExportError:
             raise
@@ -108,7 +130,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
         contract = dict(contract, precision="int8",
                         quantization={"format": "QDQ static", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
                                       "per_channel": per_channel, "calibration": "MinMax", "calibration_images": len(calibration_images),
-                                      "op_types": list(op_types)})
+                                      "op_types": list(op_types), "float_nodes": exclude})
         write_contract(q, contract)
         onnx.save(q, str(tmp))
         check_and_load(tmp, contract)

@@ -284,6 +284,10 @@ def test_int8_is_static_qdq_on_the_network_only(reduced):
     assert first.op_type != "QuantizeLinear"  # the uint8 pixels go into the float preprocessing, not a quantizer
     c = read_onnx_contract(files["onnx-int8"])
     assert c["precision"] == "int8" and c["quantization"]["format"] == "QDQ static"
+    (last,) = c["quantization"]["float_nodes"]  # the logits layer stays float32
+    node = next(n for n in model.graph.node if n.name == last)
+    inits = {t.name: t for t in model.graph.initializer}
+    assert node.op_type == "Conv" and inits[node.input[1]].data_type == onnx.TensorProto.FLOAT
     assert c["inputs"][0]["dtype"] == "uint8" and c["outputs"][0]["dtype"] == "float32"
 
 
