@@ -112,6 +112,9 @@ def check_and_load(path: str | os.PathLike, contract: dict[str, Any] | None = No
         sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"onnxruntime cannot load the exported model: {first_line(e)}") from None
+    wanted = (providers or ["CPUExecutionProvider"])[0]
+    if sess.get_providers()[0] != wanted:  # onnxruntime-gpu falls back to the CPU silently
+        raise ExportError(f"onnxruntime loaded the model on {sess.get_providers()} instead of {wanted}")
     if contract is not None:
         want_in = [(i["name"], i["dtype"]) for i in contract["inputs"]]
         want_out = [(o["name"], o["dtype"]) for o in contract["outputs"]]
