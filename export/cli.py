@@ -148,11 +148,11 @@ def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, ex
         ckpt = load_checkpoint(checkpoint)
         ckpt.build_model()  # weights must fit the named model exactly (strict), before anything is written
         sha = file_sha256(checkpoint)
-        out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(checkpoint))
         from liverseg.export.onnx import check_opset, export_onnx
 
         if fmt in ("onnx", "all"):
             check_opset(opset, exporter)
+        out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(checkpoint))
         calib = val = None
         if calibration is not None:
             calib = _load_slices(calibration, data_root, 0, calibration_count, "calibration")
