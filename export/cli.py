@@ -102,6 +102,8 @@ def _load_slices(source: Path, root: Path | None, start: int, count: int, what: 
               help="Real slices (folder or CSV) to calibrate int8 on.")
 @click.option("--calibration-count", type=click.IntRange(1), default=64, show_default=True,
               help="Calibration slices: the first N of --calibration.")
+@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="int8 calibration method (onnxruntime).")
 @click.option("--validation", type=click.Path(exists=True, path_type=Path), default=None,
               help="Held-apart real slices (with masks) for the Dice check [default: the slices after the calibration ones].")
 @click.option("--validation-count", type=click.IntRange(1), default=32, show_default=True, help="Validation slices used.")
@@ -116,7 +118,8 @@ def _load_slices(source: Path, root: Path | None, start: int, count: int, what: 
 @click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"), show_default=True,
               help="Where to look for the newest run when no CHECKPOINT is given.")
 def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, exporter: str, threshold: float | None,
-         raw: bool, fp16: bool, int8: bool, calibration: Path | None, calibration_count: int, validation: Path | None,
+         raw: bool, fp16: bool, int8: bool, calibration: Path | None, calibration_count: int, calibration_method: str,
+         validation: Path | None,
          validation_count: int, data_root: Path | None, export_shape: str, check_shape: str, device: str, timing: int,
          runs_dir: Path) -> None:
     """Export CHECKPOINT (default: the newest runs/*/checkpoints/best.pt) with its pre- and post-processing
@@ -185,7 +188,8 @@ def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, ex
             from liverseg.export.quantize import quantize_int8
 
             t0 = time.time()
-            artifacts["onnx-int8"] = quantize_int8(artifacts["onnx"], out / FILES["onnx-int8"], calib.images)
+            artifacts["onnx-int8"] = quantize_int8(artifacts["onnx"], out / FILES["onnx-int8"], calib.images,
+                                                method=calibration_method)
             click.echo(f"wrote {artifacts['onnx-int8']} (calibrated on {len(calib.images)} slices, {time.time() - t0:.1f} s)", err=True)
 
         from liverseg.export.verify import time_backends, verify

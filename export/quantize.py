@@ -84,7 +84,8 @@ def _last_conv(model: Any) -> list[str]:
 
 
 def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, calibration_images: Sequence[np.ndarray], *,
-                  per_channel: bool = True, op_types: Iterable[str] = INT8_OP_TYPES, keep_last_conv_float: bool = True) -> Path:
+                  per_channel: bool = True, op_types: Iterable[str] = INT8_OP_TYPES, keep_last_conv_float: bool = True,
+                  method: str = "minmax") -> Path:
     """Static QDQ int8 model of ``fp32_onnx`` calibrated on ``calibration_images`` (uint8 [H, W]).
 
     ``keep_last_conv_float``: the logits layer (a 1x1 conv, a negligible share of the
@@ -100,6 +101,10 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
     from liverseg.export.onnx import check_and_load, write_contract
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
+    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+               "entropy": CalibrationMethod.Entropy}
+    if method not in methods:
+        raise ExportError(f"unknown calibration method {method!r}; valid: {', '.join(methods)}")
     if not calibration_images:
         raise ExportError("int8 calibration needs at least one image")
     for i, img in enumerate(calibration_images):
@@ -119,7 +124,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
                 onnx.save(pre_model, str(pre))
             quantize_static(str(pre), str(tmp), _SliceReader(calibration_images, dtype), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(op_types),
+                            calibrate_method=methods[method], op_types_to_quantize=list(op_types),
                             nodes_to_exclude=exclude,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         except ExportError:
@@ -129,7 +134,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
         q = onnx.load(str(tmp))
         contract = dict(contract, precision="int8",
                         quantization={"format": "QDQ static", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
-                                      "per_channel": per_channel, "calibration": "MinMax", "calibration_images": len(calibration_images),
+                                      "per_channel": per_channel, "calibration": method, "calibration_images": len(calibration_images),
                                       "op_types": list(op_types), "float_nodes": exclude})
         write_contract(q, contract)
         onnx.save(q, str(tmp))
