@@ -239,11 +239,92 @@ def stage_evaluate(ctx: DemoContext) -> None:
     ctx.echo(format_table(result))
 
 
+def _run_cli(ctx: DemoContext, command: Any, args: list[str], name: str) -> int:
+    """Run a liverseg click command exactly as a user would type it; returns its exit code."""
+    ctx.echo("$ " + name + " " + " ".join(args))
+    try:
+        command.main(args=args, prog_name=name, standalone_mode=False)
+    except SystemExit as e:  # commands that own their exit code (0 all good, 1 some inputs failed)
+        return int(e.code or 0)
+    except click.ClickException as e:
+        raise DemoError(f"{name}: {e.format_message()}") from None
+    return 0
+
+
+def stage_eda(ctx: DemoContext) -> None:
+    """The study's Figures 1-5: liver-pixel % per split, mean and std per split."""
+    from liverseg.eda import run_eda
+
+    s = ctx.splits()
+    result = run_eda([s / "train_x.csv", s / "val_x.csv", s / "test_x.csv"], ctx.run_dir / "eda",
+                     root=ctx.synthetic_root())
+    ctx.results["eda"] = {"html": str(result.out_dir / "eda.html"), "unreadable": len(result.errors)}
+    ctx.echo(f"figures and summary in {result.out_dir} (open eda.html)")
+
+
+def stage_export(ctx: DemoContext) -> None:
+    """TorchScript + ONNX fp32 + int8 QDQ of the best checkpoint, with measured parity."""
+    from liverseg.export.cli import main as export_main
+
+    s = ctx.splits()
+    out = ctx.run_dir / "export"
+    size = ctx.settings.size
+    args = [str(ctx.checkpoint_path()), "--format", "all", "--out", str(out),
+            "--int8", "--calibration", str(s / "train_x.csv"), "--calibration-count", "16",
+            "--validation", str(s / "val_x.csv"), "--validation-count", "16",
+            "--data-root", str(ctx.synthetic_root()),
+            "--export-shape", f"1x1x{size}x{size}", "--check-shape", f"3x1x{size + 16}x{size - 24}"]
+    rc = _run_cli(ctx, export_main, args, "liverseg-export")
+    if rc != 0:
+        raise DemoError(f"liverseg-export exited with {rc}; see {out / 'parity.json'}")
+    parity = json.loads((out / "parity.json").read_text())
+    ctx.results["export"] = {"out": str(out), "parity_ok": parity.get("ok")}
+
+
+def stage_infer(ctx: DemoContext) -> None:
+    """liverseg-infer on the test list: masks, overlays, per_image.csv, summary.json, report.html."""
+    from liverseg.infer.cli import main as infer_main
+
+    model = ctx.run_dir / "export" / "model.onnx"
+    if not model.exists():
+        raise DemoError(f"no {model} (run the 'export' stage first)")
+    out = ctx.run_dir / "infer"
+    if out.exists():
+        shutil.rmtree(out)
+    args = [str(ctx.splits() / "test_x.csv"), "--model", str(model), "--out", str(out),
+            "--data-root", str(ctx.synthetic_root()), "--overlays"]
+    if not ctx.progress:
+        args.append("--no-progress")
+    rc = _run_cli(ctx, infer_main, args, "liverseg-infer")
+    summary = json.loads((out / "summary.json").read_text())
+    ctx.results["infer"] = {"out": str(out), "exit_code": rc, "n_ok": summary.get("n_ok"),
+                            "n_failed": summary.get("n_failed"), "report": str(out / "report.html")}
+    if rc not in (0, 1):
+        raise DemoError(f"liverseg-infer exited with {rc}")
+
+
+def stage_bench(ctx: DemoContext) -> None:
+    """A small side-by-side benchmark of the demo model: eager, ONNX Runtime fp32 and int8."""
+    from liverseg.benchmarks.cli import main as bench_main
+
+    size = ctx.settings.size
+    args = ["--checkpoint", str(ctx.checkpoint_path()), "--case", f"{ctx.settings.width}:{size}:1",
+            "--backends", "eager,ort-fp32,ort-int8", "--rounds", "3", "--no-memory", "--no-e2e",
+            "--scaling", "", "--synthetic", "--peak-n", "1024", "--calibration-slices", "8",
+            "--out", str(ctx.run_dir / "bench")]
+    rc = _run_cli(ctx, bench_main, args, "liverseg-bench")
+    ctx.results["bench"] = {"out": str(ctx.run_dir / "bench"), "exit_code": rc}
+
+
 STAGES: list[Stage] = [
     Stage("data", stage_data, "synthesize CT-like slices with liver masks"),
     Stage("split", stage_split, "train/val/test lists grouped by patient"),
+    Stage("eda", stage_eda, "liver-pixel % histograms and mean/std per split (the study's Figures 1-5)"),
     Stage("train", stage_train, "train a small U-Net from a study-format config"),
     Stage("evaluate", stage_evaluate, "metrics on the test split"),
+    Stage("export", stage_export, "TorchScript, ONNX fp32 and int8 with measured parity"),
+    Stage("infer", stage_infer, "batch inference on the test split: masks, overlays, report.html"),
+    Stage("bench", stage_bench, "eager vs ONNX Runtime fp32 vs int8 on the demo model"),
 ]
 
 
