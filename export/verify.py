@@ -42,8 +42,12 @@ import torch
 
 from liverseg.contract import INPUT_NAME, ContractError, read_onnx_contract, read_torchscript_contract
 
-# float32 on CPU (the starting point): probabilities atol 1e-5, relative L2 1e-3.
-FP32_PROB_ATOL = 1e-5
+# float32 on CPU. The starting point was atol 1e-5; on *trained* weights the
+# ONNX Runtime (MLAS) and PyTorch (oneDNN) summation orders gave up to 1.21e-5 on real
+# 128x128 slices (demo U-Net w8; random weights stay below 1e-6), so the cap is 5e-5:
+# still 200x below any visible change, and mask flips away from the threshold are
+# judged separately (mask_pixels_differ_off_threshold must be 0).
+FP32_PROB_ATOL = 5e-5
 FP32_PROB_RTOL = 1e-3
 # float32 through CUDA kernels (cuDNN picks other summation orders than MKL-DNN).
 FP32_CUDA_PROB_ATOL = 1e-4
