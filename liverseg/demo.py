@@ -292,7 +292,8 @@ def stage_infer(ctx: DemoContext) -> None:
     if out.exists():
         shutil.rmtree(out)
     args = [str(ctx.splits() / "test_x.csv"), "--model", str(model), "--out", str(out),
-            "--data-root", str(ctx.synthetic_root()), "--overlays"]
+            "--data-root", str(ctx.synthetic_root()), "--overlays",
+            "--device", "cuda" if ctx.settings.device.startswith("cuda") else ctx.settings.device]
     if not ctx.progress:
         args.append("--no-progress")
     rc = _run_cli(ctx, infer_main, args, "liverseg-infer")

@@ -208,19 +208,29 @@ def quick_demo(tmp_path_factory):
 def test_quick_demo_runs_every_stage(quick_demo):
     out, result = quick_demo
     assert result.exit_code == 0, result.output + repr(result.exception)
-    for stage in ("data", "split", "train", "evaluate"):
+    stages = ["data", "split", "eda", "train", "evaluate", "export", "infer", "bench"]
+    for stage in stages:
         assert f"] {stage}:" in result.output and f"-- {stage} done in" in result.output
     for metric in ("mPA", "mIoU", "dice", "iou", "precision", "recall"):
         assert f"\n{metric} " in result.output  # the metric table
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["stages"] == ["data", "split", "train", "evaluate"]
-    assert set(summary["timings_s"]) == {"data", "split", "train", "evaluate"}
+    assert summary["stages"] == stages
+    assert set(summary["timings_s"]) == set(stages)
     assert summary["results"]["data"]["n"] == 24
     split = summary["results"]["split"]
     assert sum(v["slices"] for v in split.values()) == 24 and all(v["patients"] >= 1 for v in split.values())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == split["test"]["slices"] and len(metrics["per_image"]) == metrics["n_images"]
     assert 0.0 <= metrics["mPA"] <= 1.0 and 0.0 <= metrics["dice"] <= 1.0
+    # later stages: figures, exported files with parity, inference run with its report, benchmark table
+    assert (out / "eda" / "eda.html").exists()
+    assert json.loads((out / "export" / "parity.json").read_text())["ok"] is True
+    assert (out / "export" / "model.onnx").exists() and (out / "export" / "model.int8.onnx").exists()
+    infer = json.loads((out / "infer" / "summary.json").read_text())
+    assert infer["n_ok"] == split["test"]["slices"] and infer["n_failed"] == 0
+    assert (out / "infer" / "report.html").exists()
+    assert len(list((out / "infer" / "masks").glob("*_pred.png"))) == infer["n_ok"]
+    assert (out / "bench" / "latest.md").exists()
 
 
 def test_quick_demo_config_is_the_studys_format(quick_demo):
