@@ -387,7 +387,10 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     out.append("</div>")
     provider = summary.get("provider")
     requested = summary.get("providers_requested")
-    if isinstance(requested, list) and requested and provider and str(requested[0]) != str(provider):
+    # Only an explicit request can be contradicted: with --device auto, falling back to the
+    # CPU is the documented behaviour and the device notes below say why.
+    explicit = summary.get("device_requested") not in (None, "auto")
+    if explicit and isinstance(requested, list) and requested and provider and str(requested[0]) != str(provider):
         out.append(f'<p class="warn">Asked for {esc(", ".join(map(str, requested)))} but the model ran on '
                    f"<b>{esc(provider)}</b>.</p>")
     model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
