@@ -48,13 +48,18 @@ class UsageError(ValueError):
 # ---------------------------------------------------------------- listing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
-    """One input of the run: its position, files, and the key its outputs are named by."""
+    """One input of the run: its position, files, and the key its outputs are named by.
+
+    Paths are kept as plain strings in a slotted record: a run holds one Item per input
+    for its whole length, and at 10,000 inputs ``Path`` objects with their cached parts
+    were most of the memory that grew with the input count.
+    """
 
     index: int
-    image: Path
-    label: Path | None
+    image: str
+    label: str | None
     key: str
 
     @property
@@ -94,8 +99,11 @@ def list_inputs(source: str | os.PathLike, labels: str | os.PathLike | None = No
         raise UsageError(str(e)) from None
     if limit is not None:
         samples = samples[: max(0, int(limit))]
-    keys = output_keys([s.image for s in samples])
-    return [Item(i, s.image, s.mask, k) for i, (s, k) in enumerate(zip(samples, keys))]
+    images = [str(s.image) for s in samples]
+    masks = [None if s.mask is None else str(s.mask) for s in samples]
+    del samples  # the Path-based samples are transient; only the compact Items stay
+    keys = output_keys(images)
+    return [Item(i, x, y, k) for i, (x, y, k) in enumerate(zip(images, masks, keys))]
 
 
 def ignored_files(folder: Path, limit: int = 100) -> tuple[int, list[str]]:
@@ -114,14 +122,21 @@ def _safe(part: str) -> str:
     return out.strip(".") or "_"
 
 
-def output_keys(paths: list[Path]) -> list[str]:
+def output_keys(paths: list[str] | list[Path]) -> list[str]:
     """Unique, deterministic output keys for the inputs (rule in the module docstring)."""
-    parents = [Path(os.path.abspath(p)).parts[1:-1] for p in paths]  # without the filesystem root
     stems = [_safe(Path(p).stem) for p in paths]
+    # Parent folders only for inputs whose stem collides (computed lazily: most runs have none).
+    parents: dict[int, tuple[str, ...]] = {}
+
+    def parents_of(i: int) -> tuple[str, ...]:
+        if i not in parents:
+            parents[i] = Path(os.path.abspath(paths[i])).parts[1:-1]  # without the filesystem root
+        return parents[i]
 
     def label(i: int, depth: int) -> str:
-        d = min(depth, len(parents[i]))
-        return "__".join([*(_safe(q) for q in parents[i][len(parents[i]) - d:]), stems[i]])
+        par = parents_of(i)
+        d = min(depth, len(par))
+        return "__".join([*(_safe(q) for q in par[len(par) - d:]), stems[i]])
 
     keys = list(stems)
     groups: dict[str, list[int]] = {}
@@ -131,7 +146,7 @@ def output_keys(paths: list[Path]) -> list[str]:
         if len(idxs) < 2:
             continue
         best_depth, best_n = 0, 1
-        for depth in range(1, max(len(parents[i]) for i in idxs) + 1):
+        for depth in range(1, max(len(parents_of(i)) for i in idxs) + 1):
             n = len({label(i, depth).casefold() for i in idxs})
             if n > best_n:
                 best_depth, best_n = depth, n
