@@ -26,7 +26,6 @@ and caches the fastest, a cost repaid after a handful of batches of the same sha
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io as _io
 import json
 import os
@@ -39,7 +38,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from liverseg.contract import CONTRACT_KEY, INPUT_NAME, MASK_NAME, PROB_NAME, ContractError, validate_contract
+from liverseg.contract import (INPUT_NAME, MASK_NAME, PROB_NAME, ContractError, contract_from_metadata, file_sha256,
+                               validate_contract)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -59,14 +59,6 @@ def _ort():
 
     ort.set_default_logger_severity(3)  # errors only; warnings such as node placement are noise here
     return ort
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_model(runs_dirs: list[Path]) -> tuple[Path | None, str]:
@@ -142,14 +134,7 @@ def read_contract(meta: dict[str, str], source: str, explicit: Path | None = Non
         except (OSError, json.JSONDecodeError) as e:
             raise ContractError(f"{explicit}: cannot read the contract JSON ({e})") from None
         return validate_contract(contract, str(explicit))
-    if CONTRACT_KEY not in meta:
-        raise ContractError(f"{source}: has no liverseg contract (metadata key {CONTRACT_KEY!r}); export it with "
-                            "liverseg-export, or pass the contract explicitly with --contract FILE.json")
-    try:
-        contract = json.loads(meta[CONTRACT_KEY])
-    except json.JSONDecodeError as e:
-        raise ContractError(f"{source}: liverseg contract is not valid JSON ({e})") from None
-    return validate_contract(contract, source)
+    return contract_from_metadata(meta, source)
 
 
 def cudnn_search_for(sizes: list[tuple[int, int]]) -> str:

@@ -21,7 +21,6 @@ nothing in it is ever unpickled as an arbitrary object. Keys::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import platform
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from liverseg.contract import file_sha256  # noqa: F401  (re-exported: checkpoints are identified by it)
 from liverseg.models import create_model
 from liverseg.preprocess import Preprocessing
 
@@ -177,14 +177,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         scaler=d.get("scaler"),
         path=path,
     )
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def latest_run_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path | None:

@@ -11,7 +11,9 @@ A client reads it with onnxruntime alone::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,27 @@ def build_contract(ckpt: Any, *, threshold: float | None = None, raw: bool = Fal
     }
 
 
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file (checkpoints and model files are identified by it)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def contract_from_metadata(meta: dict[str, str], source: str) -> dict[str, Any]:
+    """The contract stored in an ONNX file's metadata map; a clear error when absent or bad."""
+    if CONTRACT_KEY not in meta:
+        raise ContractError(f"{source}: has no liverseg contract (metadata key {CONTRACT_KEY!r}); export it with "
+                            "liverseg-export, or pass the contract explicitly with --contract FILE.json")
+    try:
+        contract = json.loads(meta[CONTRACT_KEY])
+    except json.JSONDecodeError as e:
+        raise ContractError(f"{source}: liverseg contract is not valid JSON ({e})") from None
+    return validate_contract(contract, source)
+
+
 def validate_contract(contract: Any, source: str = "model") -> dict[str, Any]:
     if not isinstance(contract, dict) or contract.get("format") != CONTRACT_FORMAT:
         raise ContractError(f"{source}: not a liverseg model contract")
@@ -84,15 +107,7 @@ def read_onnx_contract(path: str | Path) -> dict[str, Any]:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ContractError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
-    meta = sess.get_modelmeta().custom_metadata_map
-    if CONTRACT_KEY not in meta:
-        raise ContractError(f"{path}: has no liverseg contract (metadata key {CONTRACT_KEY!r}); "
-                            "export it with liverseg-export or pass the contract explicitly")
-    try:
-        contract = json.loads(meta[CONTRACT_KEY])
-    except json.JSONDecodeError as e:
-        raise ContractError(f"{path}: liverseg contract is not valid JSON ({e})") from None
-    return validate_contract(contract, str(path))
+    return contract_from_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
 
 
 def flat_metadata(contract: dict[str, Any]) -> dict[str, str]:
