@@ -325,3 +325,17 @@ def test_study_config_trains_on_seed_format(seed_format: Path, tmp_path: Path, m
     assert ck.model_args["width"] == 64 and ck.config["lr"] == 1e-5 and ck.config["loss"] == "bce"
     assert ck.data_summary["train"]["sizes"] == {"512x512": 2}
     assert 0 < ck.data_summary["train"]["mean_liver_fraction"] < 0.5
+
+
+def test_cosine_lr_schedule_is_a_function_of_the_epoch():
+    from liverseg.trainer.config import ConfigError, TrainConfig
+    from liverseg.trainer.train import lr_at
+
+    base = {"model": "unet", "tdata_x_path": "a.csv", "vdata_x_path": "b.csv", "lr": 0.01, "epochs": 4}
+    const = TrainConfig.from_dict(base)
+    assert [lr_at(const, e) for e in (1, 2, 3, 4)] == [0.01] * 4  # the study's constant rate by default
+    cos = TrainConfig.from_dict({**base, "lr_schedule": "cosine"})
+    # 0.01 * 0.5 * (1 + cos(pi * (e - 1) / 4)) for e = 1..4: 0.01, 0.0085355, 0.005, 0.0014645
+    assert [round(lr_at(cos, e), 7) for e in (1, 2, 3, 4)] == [0.01, 0.0085355, 0.005, 0.0014645]
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        TrainConfig.from_dict({**base, "lr_schedule": "step"})

@@ -23,7 +23,7 @@ Such a file loads unchanged. Meanings that differ from a literal reading:
 Optional keys (defaults in :class:`TrainConfig`): ``device``, ``output_dir``,
 ``width``, ``image_size``, ``normalize``, ``augment``, ``amp``, ``resume``,
 ``keep_best``, ``early_stopping``, ``min_delta``, ``data_root``, ``threshold``,
-``deterministic``, ``weight_decay``.
+``deterministic``, ``weight_decay``, ``lr_schedule``.
 
 Paths in the config (the four CSVs, ``resume``, ``data_root``) are relative to the
 current directory, then to the config file's folder (:meth:`TrainConfig.from_json`).
@@ -49,6 +49,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSSES = ("bce", "dice", "bce+dice")
 ACTIVATIONS = ("sigmoid",)
 AMP_MODES = ("off", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "cosine")
 VAL_METRICS = ("mPA", "mIoU", "dice", "iou", "precision", "recall")
 # Metrics keep-best and early stopping can follow; val_loss is minimised, the rest maximised.
 BEST_METRICS = (*VAL_METRICS, "val_loss")
@@ -100,6 +101,7 @@ class TrainConfig:
     threshold: float = 0.5  # probability threshold of the mask
     deterministic: bool = False  # deterministic cuDNN algorithms (slower on CUDA)
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # constant (the study's) | cosine (lr * 0.5 (1 + cos(pi (epoch-1) / epochs)))
 
     # ------------------------------------------------------------ loading
 
@@ -358,5 +360,6 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "threshold": _threshold,
     "deterministic": _bool,
     "weight_decay": _float(0.0),
+    "lr_schedule": _str(LR_SCHEDULES),
 }
 assert set(_CHECKS) == {f.name for f in fields(TrainConfig)}, "every config key needs a type check"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import shutil
 import sys
@@ -196,6 +197,13 @@ def make_loss(name: str):
     if name == "bce+dice":
         return lambda logits, t: F.binary_cross_entropy_with_logits(logits, t) + soft_dice_loss(logits, t)
     raise ConfigError(f"unknown loss {name!r}")
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of an epoch (1-based): a pure function of the epoch, so resume is exact."""
+    if cfg.lr_schedule == "cosine" and cfg.epochs > 1:
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+    return cfg.lr
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -377,6 +385,8 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
             f"epochs {start_epoch}..{cfg.epochs}")
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
+            for g in optimizer.param_groups:
+                g["lr"] = lr_at(cfg, epoch)
             loader_gen.manual_seed(cfg.seed * 100003 + epoch)
             if aug_gen is not None:
                 aug_gen.manual_seed(cfg.seed * 100019 + epoch)
