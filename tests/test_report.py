@@ -142,7 +142,7 @@ def make_run(root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = 
                         {"input": str(data / "ghost.png"), "error": "vanished before reading"}],
              "metrics": None, "images_per_second": 42.5, "model_images_per_second": 61.0,
              "latency_ms": {"p50": 11.0, "p90": 15.0, "p99": 17.5}, "provider": "CPUExecutionProvider",
-             "providers_requested": ["CUDAExecutionProvider", "CPUExecutionProvider"], "device": "cpu",
+             "providers_requested": ["CUDAExecutionProvider", "CPUExecutionProvider"], "device": "cpu", "device_requested": "cuda",
              "threads": 2, "batch_size": 1,
              "model": {"path": "runs/unet/export/model.onnx", "sha256": "0" * 64, "contract": {"threshold": 0.5}},
              "versions": {"liverseg": "0.1.0"}, "command": ["liverseg-infer", "--x", "data"],
@@ -160,6 +160,12 @@ def test_report_with_labels(tmp_path):
     raw = path.read_text()
     # run facts, provider mismatch, throughput
     assert "CPUExecutionProvider" in text and "Asked for CUDAExecutionProvider" in text
+    # with --device auto a CPU fallback is documented behaviour, not a mismatch to warn about
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "device_requested": "auto"}))
+    auto_text = write_report(run, n_cases=3).read_text()
+    assert "Asked for" not in auto_text and "CPUExecutionProvider" in auto_text
+    (run / "summary.json").write_text(json.dumps(summary))
     assert "42.50" in text and "11.0 / 15.0 / 17.5" in text
     # the study's metrics next to Dice, with the values of the CSV (macro = mean per image)
     rows = [r for r in csv.DictReader((run / "per_image.csv").open()) if r["status"] == "ok"]
