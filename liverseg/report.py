@@ -191,6 +191,27 @@ def _read_summary(run_dir: Path, problems: list[str]) -> dict[str, Any]:
     return data
 
 
+# Numeric columns are held as floats: a run of 10,000 inputs keeps every row for the
+# page, and short strings cost two to three times a float each.
+_NUMERIC_COLUMNS = frozenset({"height", "width", "latency_ms", "liver_fraction", "dice", "iou", "mPA", "mIoU",
+                              "precision", "recall", "tp", "fp", "fn", "tn"})
+
+
+def _compact_row(r: dict[str | None, str | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in r.items():
+        key = (k or "").strip()
+        v = v or ""
+        if key in _NUMERIC_COLUMNS and v:
+            try:
+                out[key] = float(v)
+                continue
+            except ValueError:
+                pass
+        out[key] = v
+    return out
+
+
 def _read_rows(run_dir: Path, problems: list[str]) -> list[dict[str, str]]:
     path = run_dir / "per_image.csv"
     if not path.exists():
@@ -198,7 +219,7 @@ def _read_rows(run_dir: Path, problems: list[str]) -> list[dict[str, str]]:
         return []
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            return [{(k or "").strip(): (v or "") for k, v in r.items()} for r in csv.DictReader(f)]
+            return [_compact_row(r) for r in csv.DictReader(f)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         problems.append(f"per_image.csv could not be read ({e}).")
         return []
