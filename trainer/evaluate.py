@@ -29,10 +29,8 @@ def _batches(samples: list[Sample], batch_size: int):
     for s in samples:
         try:
             img, mask = read_pair(s)
-        except DataError as e:
-            msg = str(e)
-            where = f" ({s.origin})" if s.origin and s.origin not in msg else ""
-            raise DataError(f"test data{where}: {msg}") from None
+        except DataError as e:  # read_pair already names the file and where it was listed
+            raise DataError(f"test data: {e}") from None
         if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
             yield pending
             pending = []

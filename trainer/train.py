@@ -162,10 +162,8 @@ def check_split(name: str, samples: list[Sample], progress: bool = False) -> dic
     for s in tqdm(samples, desc=f"checking {name} data", leave=False, disable=not progress, unit="img"):
         try:
             img, mask = read_pair(s)
-        except DataError as e:
-            msg = str(e)
-            where = f" ({s.origin})" if s.origin and s.origin not in msg else ""
-            raise DataError(f"{name} data{where}: {msg}") from None
+        except DataError as e:  # read_pair already names the file and where it was listed
+            raise DataError(f"{name} data: {e}") from None
         key = f"{img.shape[0]}x{img.shape[1]}"
         sizes[key] = sizes.get(key, 0) + 1
         fractions.append(float(mask.mean()))
