@@ -33,6 +33,7 @@ from typing import Any
 import click
 import numpy as np
 
+from liverseg.data import DataError, read_image, read_mask
 from liverseg.figures import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
 
 REPORT_NAME = "report.html"
@@ -278,35 +279,27 @@ def _strip(cells: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def _read_or_note(reader: Any, path: Path | None, what: str, listed: str, missing: list[str]) -> np.ndarray | None:
+    """``reader(path)``, or None with the reason added to ``missing`` (a report never fails on one file)."""
+    if path is None:
+        missing.append(f"{what} not found" + (f" ({listed})" if listed else ""))
+        return None
+    try:
+        return reader(path)
+    except DataError as e:
+        missing.append(f"{what} unreadable ({e})")
+        return None
+
+
 def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
     """<figure> for one input: image | truth | overlay (or image | outline), or what is missing."""
-    from liverseg.data import DataError, read_image, read_mask
-
     name = Path(row.get("input", "") or "?").name
     missing: list[str] = []
-    image = pred = truth = None
-    img_path = _find(row.get("input", ""), run_dir)
-    pred_path = _pred_path(row, run_dir)
-    try:
-        image = read_image(img_path) if img_path else None
-    except DataError as e:
-        missing.append(f"image unreadable ({e})")
-    if img_path is None:
-        missing.append(f"image not found ({row.get('input', '')})")
-    try:
-        pred = read_mask(pred_path) if pred_path else None
-    except DataError as e:
-        missing.append(f"prediction mask unreadable ({e})")
-    if pred_path is None:
-        missing.append("prediction mask not found")
+    truth = None
+    image = _read_or_note(read_image, _find(row.get("input", ""), run_dir), "image", row.get("input", ""), missing)
+    pred = _read_or_note(read_mask, _pred_path(row, run_dir), "prediction mask", "", missing)
     if with_truth:
-        lab_path = _find(row.get("label", ""), run_dir)
-        try:
-            truth = read_mask(lab_path) if lab_path else None
-        except DataError as e:
-            missing.append(f"label unreadable ({e})")
-        if lab_path is None:
-            missing.append(f"label not found ({row.get('label', '')})")
+        truth = _read_or_note(read_mask, _find(row.get("label", ""), run_dir), "label", row.get("label", ""), missing)
     shapes = {a.shape for a in (image, pred, truth) if a is not None}
     if len(shapes) > 1:
         missing.append(f"sizes differ: {sorted(shapes)}")
