@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,22 +24,32 @@ def random_checkpoint(model: str, width: int, seed: int = 0) -> Any:
     """A :class:`Checkpoint` of ``model`` at ``width`` with seeded random weights (speed only)."""
     import torch
 
-    from liverseg.checkpoint import Checkpoint
+    from liverseg.core.preprocess import Preprocessing
     from liverseg.models import create_model
-    from liverseg.preprocess import Preprocessing
+    from liverseg.models.checkpoint import Checkpoint
 
     torch.manual_seed(seed)
     args = {"in_channels": 1, "out_channels": 1, "width": int(width)}
     net = create_model(model, **args).eval()
-    return Checkpoint(model_name=model, model_args=args, preprocessing=Preprocessing(), state_dict=net.state_dict(),
-                      config={"note": f"random weights (seed {seed}) for benchmarking"})
+    return Checkpoint(
+        model_name=model,
+        model_args=args,
+        preprocessing=Preprocessing(),
+        state_dict=net.state_dict(),
+        config={"note": f"random weights (seed {seed}) for benchmarking"},
+    )
 
 
 class Artifacts:
     """Lazily made model files in ``workdir``; ``path(kind)`` returns one or raises its stored error."""
 
-    def __init__(self, ckpt: Any, workdir: Path, calibration: list[np.ndarray] | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        ckpt: Any,
+        workdir: Path,
+        calibration: list[np.ndarray] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.ckpt = ckpt
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

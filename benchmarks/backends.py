@@ -20,9 +20,10 @@ memory probe of an ONNX Runtime row (see ``memprobe.py``) does not pay for torch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +67,14 @@ class Backend:
         pass
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "engine": self.engine, "device": self.device, "provider": self.provider,
-                "precision": self.precision, "threads": self.threads}
+        return {
+            "backend": self.name,
+            "engine": self.engine,
+            "device": self.device,
+            "provider": self.provider,
+            "precision": self.precision,
+            "threads": self.threads,
+        }
 
 
 # ------------------------------------------------------------------ torch
@@ -95,8 +102,16 @@ class TorchEager(Backend):
     engine = "torch"
     needs = "checkpoint"
 
-    def __init__(self, path: Path, threads: int | None = None, *, device: str = "cpu", amp: str | None = None,
-                 channels_last: bool = False, name: str = "eager") -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        *,
+        device: str = "cpu",
+        amp: str | None = None,
+        channels_last: bool = False,
+        name: str = "eager",
+    ) -> None:
         super().__init__(path, threads)
         self.device = device
         self.amp = amp
@@ -108,8 +123,8 @@ class TorchEager(Backend):
     def setup(self) -> None:
         import torch
 
-        from liverseg.checkpoint import load_checkpoint
         from liverseg.models import SegmentationPipeline
+        from liverseg.models.checkpoint import load_checkpoint
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("torch reports no CUDA device")
@@ -121,7 +136,9 @@ class TorchEager(Backend):
             net = _channels_last_net(net)
         self.pipe = SegmentationPipeline(net, ckpt.preprocessing, ckpt.threshold).eval().to(self.device)
         if self.device.startswith("cuda"):
-            self.provider = f"torch-cuda:{torch.cuda.get_device_name()}" + ("-channels_last" if self.channels_last else "")
+            self.provider = f"torch-cuda:{torch.cuda.get_device_name()}" + (
+                "-channels_last" if self.channels_last else ""
+            )
 
     def prepare(self, x: np.ndarray) -> Any:
         import torch
@@ -133,7 +150,10 @@ class TorchEager(Backend):
 
         with torch.no_grad():
             if self.amp:
-                with torch.autocast(device_type=self.device.split(":")[0], dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[self.amp])):
+                with torch.autocast(
+                    device_type=self.device.split(":")[0],
+                    dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[self.amp]),
+                ):
                     return self.pipe(prepared)
             return self.pipe(prepared)
 
@@ -199,7 +219,9 @@ class TorchScriptBackend(Backend):
 # ------------------------------------------------------------ onnxruntime
 
 
-def ort_session(path: Path, providers: list[Any], threads: int | None = None, spinning: bool = False, profile: str | None = None) -> Any:
+def ort_session(
+    path: Path, providers: list[Any], threads: int | None = None, spinning: bool = False, profile: str | None = None
+) -> Any:
     """An InferenceSession with the benchmark's settings.
 
     Spinning is off by default: ORT's idle worker threads otherwise keep spinning after
@@ -228,8 +250,18 @@ class OrtBackend(Backend):
 
     engine = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, *, name: str = "ort-fp32", precision: str = "fp32",
-                 device: str = "cpu", needs: str = "onnx", spinning: bool = False, profile: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        *,
+        name: str = "ort-fp32",
+        precision: str = "fp32",
+        device: str = "cpu",
+        needs: str = "onnx",
+        spinning: bool = False,
+        profile: str | None = None,
+    ) -> None:
         super().__init__(path, threads)
         self.name = name
         self.precision = precision
@@ -243,8 +275,10 @@ class OrtBackend(Backend):
 
         if self.device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailable(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                                         f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+                raise BackendUnavailable(
+                    f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                    f"(available: {ort.get_available_providers()}); install onnxruntime-gpu"
+                )
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
@@ -253,8 +287,10 @@ class OrtBackend(Backend):
         # onnxruntime-gpu without a usable CUDA silently makes a CPU session; only
         # get_providers() tells the truth, and a requested device that is not there is an error.
         if self.device == "cuda" and got[0] != "CUDAExecutionProvider":
-            raise BackendUnavailable(f"CUDAExecutionProvider did not load (session providers: {got}); "
-                                     "onnxruntime-gpu needs matching CUDA and cuDNN libraries")
+            raise BackendUnavailable(
+                f"CUDAExecutionProvider did not load (session providers: {got}); "
+                "onnxruntime-gpu needs matching CUDA and cuDNN libraries"
+            )
         self.provider = got[0]
         self.input_name = self.sess.get_inputs()[0].name
         self.output_names = [o.name for o in self.sess.get_outputs()]
@@ -330,22 +366,81 @@ class BackendDef:
 def _defs() -> dict[str, BackendDef]:
     d = [
         BackendDef("eager", TorchEager, "checkpoint", description="PyTorch eager, torch.no_grad (the study's path)"),
-        BackendDef("eager-cl", TorchEager, "checkpoint", options={"channels_last": True}, description="PyTorch eager, channels_last"),
-        BackendDef("torchscript", lambda p, t, name: _named(TorchScriptBackend(p, t), name), "torchscript",
-                   description="TorchScript, frozen + optimize_for_inference"),
-        BackendDef("ort-fp32", OrtBackend, "onnx", options={"precision": "fp32", "needs": "onnx"}, description="ONNX Runtime fp32, CPU"),
-        BackendDef("ort-int8", OrtBackend, "int8", options={"precision": "int8-qdq", "needs": "int8"}, description="ONNX Runtime int8 static QDQ, CPU"),
-        BackendDef("torch-cuda-fp32", TorchEager, "checkpoint", gpu=True, options={"device": "cuda"}, description="PyTorch CUDA fp32"),
-        BackendDef("torch-cuda-fp16", TorchEager, "checkpoint", gpu=True, options={"device": "cuda", "amp": "fp16"},
-                   description="PyTorch CUDA fp16 autocast"),
-        BackendDef("torch-cuda-bf16", TorchEager, "checkpoint", gpu=True, options={"device": "cuda", "amp": "bf16"},
-                   description="PyTorch CUDA bf16 autocast"),
-        BackendDef("torch-cuda-fp16-cl", TorchEager, "checkpoint", gpu=True, options={"device": "cuda", "amp": "fp16", "channels_last": True},
-                   description="PyTorch CUDA fp16 autocast, channels_last"),
-        BackendDef("ort-cuda-fp32", OrtBackend, "onnx", gpu=True, options={"precision": "fp32", "device": "cuda", "needs": "onnx"},
-                   description="ONNX Runtime CUDA fp32, I/O binding"),
-        BackendDef("ort-cuda-fp16", OrtBackend, "fp16", gpu=True, options={"precision": "fp16", "device": "cuda", "needs": "fp16"},
-                   description="ONNX Runtime CUDA fp16, I/O binding"),
+        BackendDef(
+            "eager-cl",
+            TorchEager,
+            "checkpoint",
+            options={"channels_last": True},
+            description="PyTorch eager, channels_last",
+        ),
+        BackendDef(
+            "torchscript",
+            lambda p, t, name: _named(TorchScriptBackend(p, t), name),
+            "torchscript",
+            description="TorchScript, frozen + optimize_for_inference",
+        ),
+        BackendDef(
+            "ort-fp32",
+            OrtBackend,
+            "onnx",
+            options={"precision": "fp32", "needs": "onnx"},
+            description="ONNX Runtime fp32, CPU",
+        ),
+        BackendDef(
+            "ort-int8",
+            OrtBackend,
+            "int8",
+            options={"precision": "int8-qdq", "needs": "int8"},
+            description="ONNX Runtime int8 static QDQ, CPU",
+        ),
+        BackendDef(
+            "torch-cuda-fp32",
+            TorchEager,
+            "checkpoint",
+            gpu=True,
+            options={"device": "cuda"},
+            description="PyTorch CUDA fp32",
+        ),
+        BackendDef(
+            "torch-cuda-fp16",
+            TorchEager,
+            "checkpoint",
+            gpu=True,
+            options={"device": "cuda", "amp": "fp16"},
+            description="PyTorch CUDA fp16 autocast",
+        ),
+        BackendDef(
+            "torch-cuda-bf16",
+            TorchEager,
+            "checkpoint",
+            gpu=True,
+            options={"device": "cuda", "amp": "bf16"},
+            description="PyTorch CUDA bf16 autocast",
+        ),
+        BackendDef(
+            "torch-cuda-fp16-cl",
+            TorchEager,
+            "checkpoint",
+            gpu=True,
+            options={"device": "cuda", "amp": "fp16", "channels_last": True},
+            description="PyTorch CUDA fp16 autocast, channels_last",
+        ),
+        BackendDef(
+            "ort-cuda-fp32",
+            OrtBackend,
+            "onnx",
+            gpu=True,
+            options={"precision": "fp32", "device": "cuda", "needs": "onnx"},
+            description="ONNX Runtime CUDA fp32, I/O binding",
+        ),
+        BackendDef(
+            "ort-cuda-fp16",
+            OrtBackend,
+            "fp16",
+            gpu=True,
+            options={"precision": "fp16", "device": "cuda", "needs": "fp16"},
+            description="ONNX Runtime CUDA fp16, I/O binding",
+        ),
     ]
     return {b.name: b for b in d}
 

@@ -36,9 +36,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,11 +48,38 @@ from liverseg.benchmarks.backends import BACKENDS, Backend, build_backend, defau
 
 # Columns of the "model" rows, in CSV order.
 COLUMNS = (
-    "section", "model", "width", "weights", "backend", "engine", "device", "provider", "precision", "size", "batch",
-    "rounds", "images_per_s", "latency_ms_p50", "latency_ms_p90", "latency_ms_p99", "speedup_vs_eager",
-    "gflop_per_image", "achieved_gflops", "frac_of_peak", "peak_gflops", "peak_rss_mb", "setup_rss_mb",
-    "parity_max_abs_prob", "parity_mask_px_diff", "parity_px", "parity_slices", "dice", "dice_delta", "threads",
-    "error", "notes",
+    "section",
+    "model",
+    "width",
+    "weights",
+    "backend",
+    "engine",
+    "device",
+    "provider",
+    "precision",
+    "size",
+    "batch",
+    "rounds",
+    "images_per_s",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "speedup_vs_eager",
+    "gflop_per_image",
+    "achieved_gflops",
+    "frac_of_peak",
+    "peak_gflops",
+    "peak_rss_mb",
+    "setup_rss_mb",
+    "parity_max_abs_prob",
+    "parity_mask_px_diff",
+    "parity_px",
+    "parity_slices",
+    "dice",
+    "dice_delta",
+    "threads",
+    "error",
+    "notes",
 )
 
 
@@ -108,7 +136,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    from liverseg.metrics import image_scores
+    from liverseg.core.metrics import image_scores
 
     return image_scores(pred.astype(bool), truth)["dice"]
 
@@ -130,7 +158,9 @@ class _Track:
 class Bench:
     """Runs :class:`BenchOptions`; ``run()`` returns the result dict that ``report.py`` writes."""
 
-    def __init__(self, opts: BenchOptions, log: Callable[[str], None] | None = None, argv: list[str] | None = None) -> None:
+    def __init__(
+        self, opts: BenchOptions, log: Callable[[str], None] | None = None, argv: list[str] | None = None
+    ) -> None:
         self.o = opts
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.argv = argv
@@ -149,7 +179,7 @@ class Bench:
 
     def _checkpoint(self, width: int) -> Any:
         from liverseg.benchmarks.artifacts import random_checkpoint
-        from liverseg.checkpoint import load_checkpoint
+        from liverseg.models.checkpoint import load_checkpoint
 
         if self.o.checkpoint is not None:
             return load_checkpoint(self.o.checkpoint)
@@ -158,12 +188,26 @@ class Bench:
     def _base_row(self, ckpt: Any, width: int, b: Backend | None, name: str, case: Case) -> dict[str, Any]:
         row = {c: None for c in COLUMNS}
         d = BACKENDS[name] if name in BACKENDS else None
-        row.update(section="model", model=ckpt.model_name, width=width, weights=self._weights_label(ckpt), backend=name,
-                   size=case.size, batch=case.batch, threads=self.threads, error="", notes="")
+        row.update(
+            section="model",
+            model=ckpt.model_name,
+            width=width,
+            weights=self._weights_label(ckpt),
+            backend=name,
+            size=case.size,
+            batch=case.batch,
+            threads=self.threads,
+            error="",
+            notes="",
+        )
         if b is not None:
             row.update({k: v for k, v in b.describe().items() if k in row and k != "backend"})
         elif d is not None:
-            row.update(engine="?", device="cuda" if d.gpu else "cpu", precision=d.options.get("precision", d.options.get("amp", "fp32")))
+            row.update(
+                engine="?",
+                device="cuda" if d.gpu else "cpu",
+                precision=d.options.get("precision", d.options.get("amp", "fp32")),
+            )
         return row
 
     # --------------------------------------------------------------- run
@@ -173,8 +217,10 @@ class Bench:
 
         t_start = self.t_start = time.perf_counter()
         self.stamp = machine.stamp(self.argv)
-        self.log(f"machine {self.stamp['machine_kind']}: {self.stamp['cpu_model']}, {self.stamp['cores']} cores, "
-                 f"ISA {' '.join(self.stamp['isa_flags'])}")
+        self.log(
+            f"machine {self.stamp['machine_kind']}: {self.stamp['cpu_model']}, {self.stamp['cores']} cores, "
+            f"ISA {' '.join(self.stamp['isa_flags'])}"
+        )
         try:
             import torch
 
@@ -183,7 +229,9 @@ class Bench:
             self.notes.append(f"torch.set_num_threads failed: {_err(e)}")
         self.log(f"fp32 matmul peak ({self.o.peak_n}x{self.o.peak_n}) ...")
         peak_start = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
-        self.log(f"  numpy {peak_start.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {peak_start.get('torch_gflops') or 0:.1f} GFLOP/s")
+        self.log(
+            f"  numpy {peak_start.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {peak_start.get('torch_gflops') or 0:.1f} GFLOP/s"
+        )
         tmp = tempfile.TemporaryDirectory(prefix="liverseg-bench-", dir=self.o.workdir)
         self.workdir = Path(tmp.name)
         try:
@@ -200,7 +248,7 @@ class Bench:
             if self.o.scaling:
                 self._run_scaling()
         finally:
-            self.log(f"fp32 matmul peak again (end of run) ...")
+            self.log("fp32 matmul peak again (end of run) ...")
             peak_end = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
             peaks = [p["peak_gflops"] for p in (peak_start, peak_end) if p.get("peak_gflops")]
             peak = max(peaks) if peaks else None
@@ -231,7 +279,9 @@ class Bench:
         width = int(ckpt.model_args.get("width", width))
         names = list(self.o.backends or default_backends())
         self.log(f"== {ckpt.model_name} width {width} ({self._weights_label(ckpt)}): backends {', '.join(names)}")
-        calib, calib_src = calibration_slices(self.o.calibration_slices, self.o.data_dir) if self.o.real_data else ([], "")
+        calib, calib_src = (
+            calibration_slices(self.o.calibration_slices, self.o.data_dir) if self.o.real_data else ([], "")
+        )
         if not calib:
             s = synthetic_slices(self.o.calibration_slices, 256, seed=1)
             calib, calib_src = s.images, s.source
@@ -250,7 +300,11 @@ class Bench:
                 d = BACKENDS[name] if name in BACKENDS else None
                 if d is None:
                     raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-                profile = str(self.o.profile_dir / f"{name}-w{width}") if self.o.profile_dir and d.needs in ("onnx", "int8", "fp16") else None
+                profile = (
+                    str(self.o.profile_dir / f"{name}-w{width}")
+                    if self.o.profile_dir and d.needs in ("onnx", "int8", "fp16")
+                    else None
+                )
                 b = build_backend(name, art.path(d.needs), self.threads, spinning=self.o.spinning, profile=profile)
                 b.setup()
                 backends[name] = b
@@ -288,13 +342,22 @@ class Bench:
                 row["error"] = tr.error or ""
                 if tr.times:
                     p50 = _pct(tr.times, 50)
-                    row.update(rounds=len(tr.times), latency_ms_p50=1e3 * p50, latency_ms_p90=1e3 * _pct(tr.times, 90),
-                               latency_ms_p99=1e3 * _pct(tr.times, 99), images_per_s=case.batch / p50)
+                    row.update(
+                        rounds=len(tr.times),
+                        latency_ms_p50=1e3 * p50,
+                        latency_ms_p90=1e3 * _pct(tr.times, 90),
+                        latency_ms_p99=1e3 * _pct(tr.times, 99),
+                        images_per_s=case.batch / p50,
+                    )
                     if gflop is not None:
                         row["achieved_gflops"] = gflop * row["images_per_s"]
                 if tr.px:
-                    row.update(parity_max_abs_prob=tr.max_abs, parity_mask_px_diff=tr.px_diff, parity_px=tr.px,
-                               parity_slices=len(tr.slices_seen))
+                    row.update(
+                        parity_max_abs_prob=tr.max_abs,
+                        parity_mask_px_diff=tr.px_diff,
+                        parity_px=tr.px,
+                        parity_slices=len(tr.slices_seen),
+                    )
                 if tr.dice:
                     row["dice"] = float(np.mean(tr.dice))
                     if tr.eager_dice:
@@ -302,18 +365,20 @@ class Bench:
                 if data.source.startswith("synthetic"):
                     row["notes"] = "synthetic slices"
                 self.rows.append(row)
-            eager = next((r for r in self.rows[-len(names):] if r["backend"] == "eager" and r["images_per_s"]), None)
+            eager = next((r for r in self.rows[-len(names) :] if r["backend"] == "eager" and r["images_per_s"]), None)
             if eager:
-                for r in self.rows[-len(names):]:
+                for r in self.rows[-len(names) :]:
                     if r["images_per_s"]:
                         r["speedup_vs_eager"] = r["images_per_s"] / eager["images_per_s"]
-            self._log_case(case, self.rows[-len(names):])
+            self._log_case(case, self.rows[-len(names) :])
 
         for b in backends.values():
             if hasattr(b, "end_profiling") and getattr(b, "profile", None):
                 try:
                     prof = b.end_profiling()
-                    self.notes.append(f"onnxruntime profile of {b.name} (width {width}): {prof}; kernel time by op: {profile_summary(prof)}")
+                    self.notes.append(
+                        f"onnxruntime profile of {b.name} (width {width}): {prof}; kernel time by op: {profile_summary(prof)}"
+                    )
                 except Exception as e:
                     self.notes.append(f"onnxruntime profile of {b.name} failed: {_err(e)}")
             try:
@@ -353,8 +418,10 @@ class Bench:
                 return dt, b.fetch(out)
             except Exception as e:
                 tracks[name].error = _err(e)
-                self.log(f"  {name} failed at size {case.size} batch {case.batch}: {tracks[name].error}\n"
-                         f"{traceback.format_exc(limit=4)}")
+                self.log(
+                    f"  {name} failed at size {case.size} batch {case.batch}: {tracks[name].error}\n"
+                    f"{traceback.format_exc(limit=4)}"
+                )
                 active.remove(name)
                 return None
 
@@ -379,8 +446,10 @@ class Bench:
             for name, out in outs.items():
                 self._parity(tracks[name], name, out, outs.get("eager"), masks, start, case, len(data))
             if self.o.max_case_seconds and time.perf_counter() - t_case > self.o.max_case_seconds and r + 1 >= 3:
-                self.notes.append(f"size {case.size} batch {case.batch} width {case.width}: stopped after {r + 1} rounds "
-                                  f"(--max-case-seconds {self.o.max_case_seconds:g})")
+                self.notes.append(
+                    f"size {case.size} batch {case.batch} width {case.width}: stopped after {r + 1} rounds "
+                    f"(--max-case-seconds {self.o.max_case_seconds:g})"
+                )
                 break
         return tracks
 
@@ -402,23 +471,41 @@ class Bench:
         for r in rows:
             if r["images_per_s"]:
                 sp = f" x{r['speedup_vs_eager']:.2f}" if r.get("speedup_vs_eager") else ""
-                par = f", max|dp| {r['parity_max_abs_prob']:.2e}, {r['parity_mask_px_diff']} px" if r.get("parity_px") else ""
-                dd = f", dDice {r['dice_delta']:+.4f}" if r.get("dice_delta") is not None and r["backend"] != "eager" else ""
-                self.log(f"    {r['backend']:18s} {r['images_per_s']:8.2f} img/s p50 {r['latency_ms_p50']:9.1f} ms{sp}{par}{dd}")
+                par = (
+                    f", max|dp| {r['parity_max_abs_prob']:.2e}, {r['parity_mask_px_diff']} px"
+                    if r.get("parity_px")
+                    else ""
+                )
+                dd = (
+                    f", dDice {r['dice_delta']:+.4f}"
+                    if r.get("dice_delta") is not None and r["backend"] != "eager"
+                    else ""
+                )
+                self.log(
+                    f"    {r['backend']:18s} {r['images_per_s']:8.2f} img/s p50 {r['latency_ms_p50']:9.1f} ms{sp}{par}{dd}"
+                )
             else:
                 self.log(f"    {r['backend']:18s} error: {r['error']}")
 
     # ------------------------------------------------------------ memory
 
-    def _measure_memory(self, width: int, names: list[str], cases: list[Case], art: Any, setup_errors: dict[str, str]) -> None:
+    def _measure_memory(
+        self, width: int, names: list[str], cases: list[Case], art: Any, setup_errors: dict[str, str]
+    ) -> None:
         """Peak RSS per backend and case, each backend in its own fresh subprocess (see ``memprobe.py``)."""
         ordered = sorted(cases, key=lambda c: (c.size * c.size * c.batch, c.size))
         for name in names:
             if name in setup_errors:
                 continue
             d = BACKENDS[name]
-            spec = {"backend": name, "path": str(art.path(d.needs)), "threads": self.threads, "spinning": self.o.spinning,
-                    "cases": [[c.size, c.batch] for c in ordered], "calls": self.o.memory_calls}
+            spec = {
+                "backend": name,
+                "path": str(art.path(d.needs)),
+                "threads": self.threads,
+                "spinning": self.o.spinning,
+                "cases": [[c.size, c.batch] for c in ordered],
+                "calls": self.o.memory_calls,
+            }
             self.log(f"  memory probe {name} (subprocess) ...")
             res = run_memprobe(spec)
             for row in self.rows:
@@ -448,9 +535,17 @@ class Bench:
             self.notes.append(f"end-to-end: width {width} was not in the model matrix; skipped")
             return
         try:
-            self.e2e_rows = run_e2e(art, list(self.o.e2e_backends), threads=self.threads, slices=self.o.e2e_slices,
-                                    rounds=self.o.e2e_rounds, data_dir=self.o.data_dir, workdir=self.workdir / "e2e",
-                                    spinning=self.o.spinning, log=self.log)
+            self.e2e_rows = run_e2e(
+                art,
+                list(self.o.e2e_backends),
+                threads=self.threads,
+                slices=self.o.e2e_slices,
+                rounds=self.o.e2e_rounds,
+                data_dir=self.o.data_dir,
+                workdir=self.workdir / "e2e",
+                spinning=self.o.spinning,
+                log=self.log,
+            )
         except Exception as e:
             self.e2e_rows = [{"section": "e2e", "error": _err(e)}]
             self.log(f"end-to-end failed: {_err(e)}\n{traceback.format_exc(limit=5)}")
@@ -459,8 +554,14 @@ class Bench:
         from liverseg.benchmarks.scaling import run_scaling
 
         try:
-            self.scaling_rows = run_scaling(list(self.o.scaling), width=self.o.scaling_width, size=self.o.scaling_size,
-                                            threads=self.threads, workdir=self.workdir / "scaling", log=self.log)
+            self.scaling_rows = run_scaling(
+                list(self.o.scaling),
+                width=self.o.scaling_width,
+                size=self.o.scaling_size,
+                threads=self.threads,
+                workdir=self.workdir / "scaling",
+                log=self.log,
+            )
         except Exception as e:
             self.scaling_rows = [{"section": "scaling", "error": _err(e)}]
             self.log(f"scaling failed: {_err(e)}\n{traceback.format_exc(limit=5)}")

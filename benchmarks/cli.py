@@ -19,6 +19,7 @@ import click
 
 from liverseg.benchmarks.backends import BACKENDS
 from liverseg.benchmarks.bench import Bench, BenchOptions, Case
+from liverseg.core.cli import command
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -37,7 +38,9 @@ def parse_case(spec: str) -> list[Case]:
     """``WIDTH:SIZES:BATCHES`` (e.g. ``16:256,512:1,4,8``) -> cases."""
     parts = spec.split(":")
     if len(parts) != 3:
-        raise click.BadParameter(f"expected WIDTH:SIZES:BATCHES such as 16:256,512:1,4,8, got {spec!r}", param_hint="--case")
+        raise click.BadParameter(
+            f"expected WIDTH:SIZES:BATCHES such as 16:256,512:1,4,8, got {spec!r}", param_hint="--case"
+        )
     ws, ss, bs = (_ints(p, "--case") for p in parts)
     return [Case(w, s, b) for w in ws for s in ss for b in bs]
 
@@ -61,49 +64,133 @@ def set_wait_policy(spinning: bool) -> str:
     return policy
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A trained checkpoint (its model and width). Default: random weights of --model at each width.")
+@command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A trained checkpoint (its model and width). Default: random weights of --model at each width.",
+)
 @click.option("--model", type=click.Choice(["unet", "baseline"]), default="unet", show_default=True)
 @click.option("--widths", default="16", show_default=True, help="Comma-separated model widths (without --case).")
 @click.option("--sizes", default="256,512", show_default=True, help="Comma-separated square image sizes.")
 @click.option("--batches", default="1,4,8", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--case", "case_specs", multiple=True, help="WIDTH:SIZES:BATCHES, repeatable; replaces --widths/--sizes/--batches.")
-@click.option("--backends", default=None, help=f"Comma-separated rows. Default: the CPU rows, plus the GPU rows when CUDA is "
-              f"present. Valid: {', '.join(BACKENDS)}.")
+@click.option(
+    "--case", "case_specs", multiple=True, help="WIDTH:SIZES:BATCHES, repeatable; replaces --widths/--sizes/--batches."
+)
+@click.option(
+    "--backends",
+    default=None,
+    help=f"Comma-separated rows. Default: the CPU rows, plus the GPU rows when CUDA is "
+    f"present. Valid: {', '.join(BACKENDS)}.",
+)
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True, help="Timed rounds per case.")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed calls per backend and case.")
-@click.option("--max-case-seconds", type=float, default=None, help="Stop a case's rounds after this long (at least 3 rounds).")
-@click.option("--budget-s", type=float, default=None,
-              help="Model matrix time budget: every case and memory probe that would start after this many seconds is "
-                   "recorded as skipped (cases run in the order given: put the most important --case first). The "
-                   "end-to-end and scaling sections always run; --e2e-slices and --scaling bound them.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for torch and onnxruntime. Default: usable cores.")
-@click.option("--spinning/--no-spinning", default=False, show_default=True,
-              help="Let idle worker threads spin: onnxruntime allow_spinning=1 and torch's OpenMP default (active) "
-                   "wait policy. Off: ORT allow_spinning=0 and OMP_WAIT_POLICY=PASSIVE, so no backend's idle threads "
-                   "steal the cores of the next one on a shared machine.")
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed calls per backend and case."
+)
+@click.option(
+    "--max-case-seconds", type=float, default=None, help="Stop a case's rounds after this long (at least 3 rounds)."
+)
+@click.option(
+    "--budget-s",
+    type=float,
+    default=None,
+    help="Model matrix time budget: every case and memory probe that would start after this many seconds is "
+    "recorded as skipped (cases run in the order given: put the most important --case first). The "
+    "end-to-end and scaling sections always run; --e2e-slices and --scaling bound them.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads for torch and onnxruntime. Default: usable cores.",
+)
+@click.option(
+    "--spinning/--no-spinning",
+    default=False,
+    show_default=True,
+    help="Let idle worker threads spin: onnxruntime allow_spinning=1 and torch's OpenMP default (active) "
+    "wait policy. Off: ORT allow_spinning=0 and OMP_WAIT_POLICY=PASSIVE, so no backend's idle threads "
+    "steal the cores of the next one on a shared machine.",
+)
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per backend in a subprocess.")
-@click.option("--e2e/--no-e2e", default=True, show_default=True, help="liverseg-infer end to end vs model only on real slices.")
-@click.option("--e2e-width", type=int, default=None, help="Width for the end-to-end rows. Default: the smallest width of the cases.")
-@click.option("--e2e-slices", type=click.IntRange(min=1), default=None, help="Only the first N real slices. Default: all 78.")
+@click.option(
+    "--e2e/--no-e2e", default=True, show_default=True, help="liverseg-infer end to end vs model only on real slices."
+)
+@click.option(
+    "--e2e-width",
+    type=int,
+    default=None,
+    help="Width for the end-to-end rows. Default: the smallest width of the cases.",
+)
+@click.option(
+    "--e2e-slices", type=click.IntRange(min=1), default=None, help="Only the first N real slices. Default: all 78."
+)
 @click.option("--e2e-rounds", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip).")
+@click.option(
+    "--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip)."
+)
 @click.option("--scaling-width", type=int, default=4, show_default=True)
 @click.option("--scaling-size", type=int, default=64, show_default=True)
-@click.option("--peak-n", type=click.IntRange(min=64), default=4096, show_default=True, help="Matrix size of the peak matmul.")
-@click.option("--calibration-slices", type=click.IntRange(min=1), default=16, show_default=True, help="int8 calibration slices.")
+@click.option(
+    "--peak-n", type=click.IntRange(min=64), default=4096, show_default=True, help="Matrix size of the peak matmul."
+)
+@click.option(
+    "--calibration-slices", type=click.IntRange(min=1), default=16, show_default=True, help="int8 calibration slices."
+)
 @click.option("--synthetic", is_flag=True, help="Synthetic slices even when ../shared/data is there.")
-@click.option("--data-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="The shared data folder. Default: ../shared/data beside the checkout (or $LIVERSEG_SHARED_DATA).")
-@click.option("--profile", "profile_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write onnxruntime profiler JSON for the ORT rows into this folder.")
-@click.option("--quick", is_flag=True, help="Smoke run: width 4, 64/128 px, batch 1/2, 2 rounds, small peak, 2 scaling counts.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Results folder. Default: benchmarks/results/<machine-kind>/.")
-def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds, warmup, max_case_seconds, budget_s, threads,
-         spinning, memory, e2e, e2e_width, e2e_slices, e2e_rounds, scaling, scaling_width, scaling_size, peak_n,
-         calibration_slices, synthetic, data_dir, profile_dir, quick, out) -> None:
+@click.option(
+    "--data-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The shared data folder. Default: ../shared/data beside the checkout (or $LIVERSEG_SHARED_DATA).",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write onnxruntime profiler JSON for the ORT rows into this folder.",
+)
+@click.option(
+    "--quick", is_flag=True, help="Smoke run: width 4, 64/128 px, batch 1/2, 2 rounds, small peak, 2 scaling counts."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Results folder. Default: benchmarks/results/<machine-kind>/.",
+)
+def main(
+    checkpoint,
+    model,
+    widths,
+    sizes,
+    batches,
+    case_specs,
+    backends,
+    rounds,
+    warmup,
+    max_case_seconds,
+    budget_s,
+    threads,
+    spinning,
+    memory,
+    e2e,
+    e2e_width,
+    e2e_slices,
+    e2e_rounds,
+    scaling,
+    scaling_width,
+    scaling_size,
+    peak_n,
+    calibration_slices,
+    synthetic,
+    data_dir,
+    profile_dir,
+    quick,
+    out,
+) -> None:
     """Measure every backend side by side, interleaved round by round, against the machine's fp32 peak."""
     set_wait_policy(spinning)
     from liverseg.benchmarks import machine
@@ -118,7 +205,12 @@ def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds
     if case_specs:
         cases = [c for spec in case_specs for c in parse_case(spec)]
     else:
-        cases = [Case(w, s, b) for w in _ints(widths, "--widths") for s in _ints(sizes, "--sizes") for b in _ints(batches, "--batches")]
+        cases = [
+            Case(w, s, b)
+            for w in _ints(widths, "--widths")
+            for s in _ints(sizes, "--sizes")
+            for b in _ints(batches, "--batches")
+        ]
     names = None
     if backends:
         names = [b.strip() for b in backends.split(",") if b.strip()]
@@ -126,11 +218,29 @@ def main(checkpoint, model, widths, sizes, batches, case_specs, backends, rounds
         if bad:
             raise click.BadParameter(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}", param_hint="--backends")
     opts = BenchOptions(
-        model=model, cases=cases, checkpoint=checkpoint, backends=names, rounds=rounds, warmup=warmup,
-        max_case_seconds=max_case_seconds, budget_s=budget_s, threads=threads, spinning=spinning, memory=memory, peak_n=peak_n,
-        calibration_slices=calibration_slices, real_data=not synthetic, data_dir=data_dir, e2e=e2e, e2e_width=e2e_width,
-        e2e_slices=e2e_slices, e2e_rounds=e2e_rounds, scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
-        scaling_width=scaling_width, scaling_size=scaling_size, profile_dir=profile_dir,
+        model=model,
+        cases=cases,
+        checkpoint=checkpoint,
+        backends=names,
+        rounds=rounds,
+        warmup=warmup,
+        max_case_seconds=max_case_seconds,
+        budget_s=budget_s,
+        threads=threads,
+        spinning=spinning,
+        memory=memory,
+        peak_n=peak_n,
+        calibration_slices=calibration_slices,
+        real_data=not synthetic,
+        data_dir=data_dir,
+        e2e=e2e,
+        e2e_width=e2e_width,
+        e2e_slices=e2e_slices,
+        e2e_rounds=e2e_rounds,
+        scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
+        scaling_width=scaling_width,
+        scaling_size=scaling_size,
+        profile_dir=profile_dir,
     )
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)

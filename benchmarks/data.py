@@ -34,7 +34,7 @@ class SliceSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def resized(self, size: int) -> "SliceSet":
+    def resized(self, size: int) -> SliceSet:
         from PIL import Image
 
         out_i, out_m = [], []
@@ -45,7 +45,13 @@ class SliceSet:
                     m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
             out_i.append(img)
             out_m.append(m)
-        return SliceSet(out_i, out_m, f"{self.source} resized to {size}x{size}" if self.images and self.images[0].shape != (size, size) else self.source)
+        return SliceSet(
+            out_i,
+            out_m,
+            f"{self.source} resized to {size}x{size}"
+            if self.images and self.images[0].shape != (size, size)
+            else self.source,
+        )
 
     def batch(self, start: int, n: int) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """``n`` slices from ``start`` (cycling) as uint8 [n, 1, H, W], and their masks."""
@@ -63,7 +69,7 @@ def _evenly(items: list, n: int) -> list:
 
 def real_slices(n: int, data_dir: Path | None = None) -> SliceSet | None:
     """``n`` CHAOS slices that contain liver (evenly spaced), or None when the data is absent."""
-    from liverseg.data import discover, read_pair
+    from liverseg.core.data import discover, read_pair
 
     folder = (data_dir or shared_data_dir()) / "chaos-ct-case"
     if not (folder / "images").is_dir():
@@ -72,12 +78,16 @@ def real_slices(n: int, data_dir: Path | None = None) -> SliceSet | None:
     pairs = [read_pair(s) for s in samples]
     with_liver = [(img, m.astype(bool)) for img, m in pairs if np.any(m)]
     chosen = _evenly(with_liver, n)
-    return SliceSet([c[0] for c in chosen], [c[1] for c in chosen], f"{folder} ({len(chosen)} of {len(pairs)} slices, liver present)")
+    return SliceSet(
+        [c[0] for c in chosen],
+        [c[1] for c in chosen],
+        f"{folder} ({len(chosen)} of {len(pairs)} slices, liver present)",
+    )
 
 
 def calibration_slices(n: int, data_dir: Path | None = None) -> tuple[list[np.ndarray], str]:
     """``n`` uint8 slices for int8 calibration: msd-liver-256 when present, else synthetic."""
-    from liverseg.data import read_image
+    from liverseg.core.data import read_image
 
     folder = (data_dir or shared_data_dir()) / "msd-liver-256" / "images"
     if folder.is_dir():
@@ -90,12 +100,16 @@ def calibration_slices(n: int, data_dir: Path | None = None) -> tuple[list[np.nd
 
 
 def synthetic_slices(n: int, size: int, seed: int = 0) -> SliceSet:
-    """Synthetic CT-like slices with masks (liverseg.synthetic), for machines without the data."""
-    from liverseg.synthetic import make_slice
+    """Synthetic CT-like slices with masks (liverseg.apps.synthetic), for machines without the data."""
+    from liverseg.apps.synthetic import make_slice
 
     rng = np.random.default_rng(seed)
     pairs = [make_slice(rng, (size, size), p_empty=0.0) for _ in range(n)]
-    return SliceSet([p[0] for p in pairs], [p[1].astype(bool) for p in pairs], f"synthetic ({n} slices, liverseg.synthetic seed {seed})")
+    return SliceSet(
+        [p[0] for p in pairs],
+        [p[1].astype(bool) for p in pairs],
+        f"synthetic ({n} slices, liverseg.apps.synthetic seed {seed})",
+    )
 
 
 def slices(n: int, size: int, data_dir: Path | None = None, real: bool = True) -> SliceSet:

@@ -24,16 +24,33 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 E2E_COLUMNS = (
-    "section", "backend", "width", "weights", "images", "batch", "rounds", "model_only_images_per_s", "e2e_images_per_s",
-    "e2e_vs_model", "runner_images_per_s", "runner_model_images_per_s", "runner_pipeline_efficiency", "fixed_overhead_s",
-    "dice", "dice_delta_vs_fp32",
-    "n_failed", "threads", "provider", "error",
+    "section",
+    "backend",
+    "width",
+    "weights",
+    "images",
+    "batch",
+    "rounds",
+    "model_only_images_per_s",
+    "e2e_images_per_s",
+    "e2e_vs_model",
+    "runner_images_per_s",
+    "runner_model_images_per_s",
+    "runner_pipeline_efficiency",
+    "fixed_overhead_s",
+    "dice",
+    "dice_delta_vs_fp32",
+    "n_failed",
+    "threads",
+    "provider",
+    "error",
 )
 
 
@@ -42,12 +59,21 @@ def _err(e: BaseException) -> str:
     return f"{type(e).__name__}: {s.splitlines()[0][:300] if s else ''}"
 
 
-def run_e2e(art: Any, backends: list[str], *, threads: int, slices: int | None = None, rounds: int = 2,
-            data_dir: Path | None = None, workdir: Path, spinning: bool = False,
-            log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_e2e(
+    art: Any,
+    backends: list[str],
+    *,
+    threads: int,
+    slices: int | None = None,
+    rounds: int = 2,
+    data_dir: Path | None = None,
+    workdir: Path,
+    spinning: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     from liverseg.benchmarks.backends import BACKENDS
     from liverseg.benchmarks.data import shared_data_dir
-    from liverseg.data import discover, read_image
+    from liverseg.core.data import discover, read_image
     from liverseg.infer.runner import Options, run_inference
     from liverseg.infer.session import open_session
 
@@ -66,8 +92,16 @@ def run_e2e(art: Any, backends: list[str], *, threads: int, slices: int | None =
     dice_fp32 = None
     for name in backends:
         row: dict[str, Any] = {c: None for c in E2E_COLUMNS}
-        row.update(section="e2e", backend=name, width=art.ckpt.model_args.get("width"), weights=weights, images=n, batch=1,
-                   threads=threads, error="")
+        row.update(
+            section="e2e",
+            backend=name,
+            width=art.ckpt.model_args.get("width"),
+            weights=weights,
+            images=n,
+            batch=1,
+            threads=threads,
+            error="",
+        )
         rows.append(row)
         try:
             path = art.path(BACKENDS[name].needs)
@@ -80,6 +114,7 @@ def run_e2e(art: Any, backends: list[str], *, threads: int, slices: int | None =
             continue
         model_rates, e2e_rates, ratios, summaries = [], [], [], []
         for r in range(rounds):
+
             def model_only() -> float:
                 t = 0.0
                 for x in images:
@@ -90,9 +125,27 @@ def run_e2e(art: Any, backends: list[str], *, threads: int, slices: int | None =
 
             def end_to_end() -> tuple[float, dict[str, Any]]:
                 out = workdir / f"{name}-r{r}"
-                opts = Options(source=folder, model=path, out=out, device="cpu", batch_size=1, threads=threads,
-                               spinning=spinning, progress=False, limit=slices,
-                               command=["liverseg-infer", str(folder), "--model", str(path), "--device", "cpu", "--batch-size", "1"])
+                opts = Options(
+                    source=folder,
+                    model=path,
+                    out=out,
+                    device="cpu",
+                    batch_size=1,
+                    threads=threads,
+                    spinning=spinning,
+                    progress=False,
+                    limit=slices,
+                    command=[
+                        "liverseg-infer",
+                        str(folder),
+                        "--model",
+                        str(path),
+                        "--device",
+                        "cpu",
+                        "--batch-size",
+                        "1",
+                    ],
+                )
                 t0 = time.perf_counter()
                 res = run_inference(opts, log=lambda s: None)
                 wall = time.perf_counter() - t0
@@ -125,12 +178,17 @@ def run_e2e(art: Any, backends: list[str], *, threads: int, slices: int | None =
         if not ratios:
             continue
         last = summaries[-1]
-        row.update(rounds=len(ratios), model_only_images_per_s=float(np.median(model_rates)),
-                   e2e_images_per_s=float(np.median(e2e_rates)), e2e_vs_model=float(np.median(ratios)),
-                   runner_images_per_s=float(np.median([s.get("images_per_second") or np.nan for s in summaries])),
-                   runner_model_images_per_s=float(np.median([s.get("model_images_per_second") or np.nan for s in summaries])),
-                   runner_pipeline_efficiency=last.get("pipeline_efficiency"), n_failed=last.get("n_failed"),
-                   fixed_overhead_s=float(np.median([s.get("_fixed_overhead_s", np.nan) for s in summaries])))
+        row.update(
+            rounds=len(ratios),
+            model_only_images_per_s=float(np.median(model_rates)),
+            e2e_images_per_s=float(np.median(e2e_rates)),
+            e2e_vs_model=float(np.median(ratios)),
+            runner_images_per_s=float(np.median([s.get("images_per_second") or np.nan for s in summaries])),
+            runner_model_images_per_s=float(np.median([s.get("model_images_per_second") or np.nan for s in summaries])),
+            runner_pipeline_efficiency=last.get("pipeline_efficiency"),
+            n_failed=last.get("n_failed"),
+            fixed_overhead_s=float(np.median([s.get("_fixed_overhead_s", np.nan) for s in summaries])),
+        )
         metrics = last.get("metrics") or {}
         dice = (metrics.get("macro") or {}).get("dice")
         row["dice"] = dice

@@ -67,7 +67,7 @@ def count_flops(net: Any, input_shape: tuple[int, ...], *, use_meta: bool = True
     """FLOPs of ``net`` on one input of ``input_shape`` ([N, C, H, W] network input).
 
     ``net`` is the bare network (not the pipeline); H and W should already be padded
-    to the network's multiple, as :func:`liverseg.preprocess.preprocess` does.
+    to the network's multiple, as :func:`liverseg.core.preprocess.preprocess` does.
     """
     import copy
 
@@ -110,7 +110,9 @@ def count_flops(net: Any, input_shape: tuple[int, ...], *, use_meta: bool = True
         finally:
             for h in handles:
                 h.remove()
-        return FlopCount(total=sum(by_type.values()), batch=int(input_shape[0]), by_type=by_type, layers=layers, device=device)
+        return FlopCount(
+            total=sum(by_type.values()), batch=int(input_shape[0]), by_type=by_type, layers=layers, device=device
+        )
     raise RuntimeError(f"cannot count FLOPs of {type(net).__name__}: {last_error}")
 
 
@@ -120,9 +122,9 @@ def padded_size(size: int, multiple: int) -> int:
 
 def model_gflop_per_image(model_name: str, model_args: dict[str, Any], height: int, width: int | None = None) -> float:
     """GFLOP of one ``height x width`` slice through a registered model (padded as preprocessing does)."""
-    from liverseg.models import create_model, required_multiple
-
     import torch
+
+    from liverseg.models import create_model, required_multiple
 
     width = height if width is None else width
     mult = required_multiple(model_name)

@@ -37,7 +37,14 @@ from typing import Any
 
 import numpy as np
 
-GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-fp16", "torch-cuda-bf16", "torch-cuda-fp16-cl", "ort-cuda-fp32", "ort-cuda-fp16")
+GPU_BACKENDS = (
+    "torch-cuda-fp32",
+    "torch-cuda-fp16",
+    "torch-cuda-bf16",
+    "torch-cuda-fp16-cl",
+    "ort-cuda-fp32",
+    "ort-cuda-fp16",
+)
 
 # Dense (no sparsity) fp16/bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s.
 # Order matters: the first substring found in the device name wins.
@@ -61,10 +68,34 @@ FP16_TENSOR_PEAK_TFLOPS: tuple[tuple[str, float, str], ...] = (
 )
 
 COLUMNS = (
-    "section", "gpu", "backend", "precision", "model", "width", "size", "batch", "iters", "images_per_s", "latency_ms_p50",
-    "latency_ms_p90", "latency_ms_p99", "gflop_per_image", "achieved_tflops", "fp16_peak_tflops", "frac_of_fp16_peak",
-    "fp16_peak_source", "measured_fp16_matmul_tflops", "frac_of_measured_matmul", "max_memory_allocated_mb",
-    "device_mem_used_mb", "parity_max_abs_prob", "parity_mask_px_diff", "parity_px", "provider", "error", "notes",
+    "section",
+    "gpu",
+    "backend",
+    "precision",
+    "model",
+    "width",
+    "size",
+    "batch",
+    "iters",
+    "images_per_s",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "gflop_per_image",
+    "achieved_tflops",
+    "fp16_peak_tflops",
+    "frac_of_fp16_peak",
+    "fp16_peak_source",
+    "measured_fp16_matmul_tflops",
+    "frac_of_measured_matmul",
+    "max_memory_allocated_mb",
+    "device_mem_used_mb",
+    "parity_max_abs_prob",
+    "parity_mask_px_diff",
+    "parity_px",
+    "provider",
+    "error",
+    "notes",
 )
 
 
@@ -107,23 +138,41 @@ class GpuBench:
         d = Path(self.a.out) / f"gpu-{gpu}"
         d.mkdir(parents=True, exist_ok=True)
         stem = d / f"bench-gpu-{self.tag}"
-        return {"csv": stem.with_suffix(".csv"), "md": stem.with_suffix(".md"), "json": stem.with_suffix(".json"), "latest": d / "latest.md"}
+        return {
+            "csv": stem.with_suffix(".csv"),
+            "md": stem.with_suffix(".md"),
+            "json": stem.with_suffix(".json"),
+            "latest": d / "latest.md",
+        }
 
     def write(self) -> dict[str, Path]:
         paths = self.out_paths()
         with open(paths["csv"], "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=[*COLUMNS, "date", "torch", "onnxruntime", "cuda", "driver"], extrasaction="ignore")
+            w = csv.DictWriter(
+                f, fieldnames=[*COLUMNS, "date", "torch", "onnxruntime", "cuda", "driver"], extrasaction="ignore"
+            )
             w.writeheader()
             for r in self.rows:
-                w.writerow({**{k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()},
-                            "date": self.info.get("date"), "torch": self.info.get("versions", {}).get("torch"),
-                            "onnxruntime": self.info.get("versions", {}).get("onnxruntime"),
-                            "cuda": self.info.get("versions", {}).get("torch_cuda"), "driver": self.info.get("driver")})
+                w.writerow(
+                    {
+                        **{k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()},
+                        "date": self.info.get("date"),
+                        "torch": self.info.get("versions", {}).get("torch"),
+                        "onnxruntime": self.info.get("versions", {}).get("onnxruntime"),
+                        "cuda": self.info.get("versions", {}).get("torch_cuda"),
+                        "driver": self.info.get("driver"),
+                    }
+                )
         md = self.markdown()
         paths["md"].write_text(md)
         paths["latest"].write_text(md)
-        paths["json"].write_text(json.dumps({"info": self.info, "rows": self.rows, "notes": self.notes,
-                                             "seconds": time.perf_counter() - self.t0}, indent=1, default=str))
+        paths["json"].write_text(
+            json.dumps(
+                {"info": self.info, "rows": self.rows, "notes": self.notes, "seconds": time.perf_counter() - self.t0},
+                indent=1,
+                default=str,
+            )
+        )
         return paths
 
     def markdown(self) -> str:
@@ -132,30 +181,43 @@ class GpuBench:
         def f(v: Any, fmt: str) -> str:
             return "" if v is None else format(v, fmt)
 
-        md = [f"# liverseg GPU benchmark: {i.get('gpu')}", "",
-              f"- **date**: {i.get('date')} (took {time.perf_counter() - self.t0:.0f} s)",
-              f"- **command**: `{i.get('command')}`",
-              f"- **GPU**: {i.get('gpu')}, compute capability {i.get('capability')}, {f(i.get('gpu_mem_gb'), '.0f')} GB, driver {i.get('driver')}",
-              f"- **CPU**: {i.get('cpu_model')}, {i.get('cores')} cores",
-              f"- **versions**: " + ", ".join(f"{k} {v}" for k, v in i.get("versions", {}).items()),
-              f"- **onnxruntime providers available**: {i.get('ort_providers')}",
-              f"- **fp16 tensor peak used**: {f(i.get('fp16_peak_tflops'), '.1f')} TFLOP/s ({i.get('fp16_peak_source')}); "
-              f"measured fp16 matmul ({i.get('matmul', {}).get('n')}^2): {f(i.get('matmul', {}).get('tflops'), '.1f')} TFLOP/s",
-              f"- **settings**: cudnn.benchmark {i.get('cudnn_benchmark')}, cudnn.allow_tf32 {i.get('allow_tf32')} "
-              f"(fp32 rows use TF32 tensor cores when allowed)", "",
-              "| backend | batch | images/s | p50 / p90 / p99 ms | TFLOP/s | % fp16 peak | % measured matmul | max alloc MB | device used MB | max abs dp | mask px diff | error |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        md = [
+            f"# liverseg GPU benchmark: {i.get('gpu')}",
+            "",
+            f"- **date**: {i.get('date')} (took {time.perf_counter() - self.t0:.0f} s)",
+            f"- **command**: `{i.get('command')}`",
+            f"- **GPU**: {i.get('gpu')}, compute capability {i.get('capability')}, {f(i.get('gpu_mem_gb'), '.0f')} GB, driver {i.get('driver')}",
+            f"- **CPU**: {i.get('cpu_model')}, {i.get('cores')} cores",
+            "- **versions**: " + ", ".join(f"{k} {v}" for k, v in i.get("versions", {}).items()),
+            f"- **onnxruntime providers available**: {i.get('ort_providers')}",
+            f"- **fp16 tensor peak used**: {f(i.get('fp16_peak_tflops'), '.1f')} TFLOP/s ({i.get('fp16_peak_source')}); "
+            f"measured fp16 matmul ({i.get('matmul', {}).get('n')}^2): {f(i.get('matmul', {}).get('tflops'), '.1f')} TFLOP/s",
+            f"- **settings**: cudnn.benchmark {i.get('cudnn_benchmark')}, cudnn.allow_tf32 {i.get('allow_tf32')} "
+            f"(fp32 rows use TF32 tensor cores when allowed)",
+            "",
+            "| backend | batch | images/s | p50 / p90 / p99 ms | TFLOP/s | % fp16 peak | % measured matmul | max alloc MB | device used MB | max abs dp | mask px diff | error |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
-            lat = (f"{f(r.get('latency_ms_p50'), '.2f')} / {f(r.get('latency_ms_p90'), '.2f')} / {f(r.get('latency_ms_p99'), '.2f')}"
-                   if r.get("latency_ms_p50") is not None else "")
+            lat = (
+                f"{f(r.get('latency_ms_p50'), '.2f')} / {f(r.get('latency_ms_p90'), '.2f')} / {f(r.get('latency_ms_p99'), '.2f')}"
+                if r.get("latency_ms_p50") is not None
+                else ""
+            )
             par = f"{r['parity_mask_px_diff']} / {r['parity_px']}" if r.get("parity_px") else ""
-            md.append(f"| {r['backend']} | {r['batch']} | {f(r.get('images_per_s'), '.1f')} | {lat} | {f(r.get('achieved_tflops'), '.1f')} | "
-                      f"{f(100 * r['frac_of_fp16_peak'], '.1f') + '%' if r.get('frac_of_fp16_peak') is not None else ''} | "
-                      f"{f(100 * r['frac_of_measured_matmul'], '.1f') + '%' if r.get('frac_of_measured_matmul') is not None else ''} | "
-                      f"{f(r.get('max_memory_allocated_mb'), '.0f')} | {f(r.get('device_mem_used_mb'), '.0f')} | "
-                      f"{f(r.get('parity_max_abs_prob'), '.1e')} | {par} | {(r.get('error') or '').replace('|', '/')} |")
-        md += ["", f"Model: {self.a.model} width {self.a.width}, {self.a.size}x{self.a.size}, "
-                   f"{f(self.info.get('gflop_per_image'), '.1f')} GFLOP per image (layer-counted); parity against torch-cuda-fp32 on the same inputs.", ""]
+            md.append(
+                f"| {r['backend']} | {r['batch']} | {f(r.get('images_per_s'), '.1f')} | {lat} | {f(r.get('achieved_tflops'), '.1f')} | "
+                f"{f(100 * r['frac_of_fp16_peak'], '.1f') + '%' if r.get('frac_of_fp16_peak') is not None else ''} | "
+                f"{f(100 * r['frac_of_measured_matmul'], '.1f') + '%' if r.get('frac_of_measured_matmul') is not None else ''} | "
+                f"{f(r.get('max_memory_allocated_mb'), '.0f')} | {f(r.get('device_mem_used_mb'), '.0f')} | "
+                f"{f(r.get('parity_max_abs_prob'), '.1e')} | {par} | {(r.get('error') or '').replace('|', '/')} |"
+            )
+        md += [
+            "",
+            f"Model: {self.a.model} width {self.a.width}, {self.a.size}x{self.a.size}, "
+            f"{f(self.info.get('gflop_per_image'), '.1f')} GFLOP per image (layer-counted); parity against torch-cuda-fp32 on the same inputs.",
+            "",
+        ]
         if self.notes:
             md += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(md)
@@ -168,7 +230,13 @@ class GpuBench:
 
         self.tag = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         st = machine.stamp(["python -m liverseg.benchmarks.gpu", *sys.argv[1:]])
-        self.info.update(date=st["date"], command=st["command"], cpu_model=st["cpu_model"], cores=st["cores"], versions=st["versions"])
+        self.info.update(
+            date=st["date"],
+            command=st["command"],
+            cpu_model=st["cpu_model"],
+            cores=st["cores"],
+            versions=st["versions"],
+        )
         import torch
 
         try:
@@ -180,13 +248,20 @@ class GpuBench:
         cuda = torch.cuda.is_available()
         if cuda:
             props = torch.cuda.get_device_properties(0)
-            self.info.update(gpu=torch.cuda.get_device_name(0), capability=f"{props.major}.{props.minor}",
-                             gpu_mem_gb=props.total_memory / 2**30)
+            self.info.update(
+                gpu=torch.cuda.get_device_name(0),
+                capability=f"{props.major}.{props.minor}",
+                gpu_mem_gb=props.total_memory / 2**30,
+            )
             try:
                 import subprocess
 
-                self.info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                                     capture_output=True, text=True, timeout=10).stdout.strip()
+                self.info["driver"] = subprocess.run(
+                    ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout.strip()
             except Exception:
                 self.info["driver"] = None
             torch.backends.cudnn.benchmark = True
@@ -214,16 +289,20 @@ class GpuBench:
         self.write()
 
         from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
-        from liverseg.checkpoint import load_checkpoint
+        from liverseg.models.checkpoint import load_checkpoint
 
-        ckpt = load_checkpoint(self.a.checkpoint) if self.a.checkpoint else random_checkpoint(self.a.model, self.a.width)
+        ckpt = (
+            load_checkpoint(self.a.checkpoint) if self.a.checkpoint else random_checkpoint(self.a.model, self.a.width)
+        )
         import tempfile
 
         work = Path(tempfile.mkdtemp(prefix="liverseg-gpu-"))
         art = Artifacts(ckpt, work, log=self.log)
         x_all = self.inputs(max(self.a.batches))
         names = [b for b in self.a.backends.split(",") if b]
-        ort_cuda = isinstance(self.info["ort_providers"], list) and "CUDAExecutionProvider" in self.info["ort_providers"]
+        ort_cuda = (
+            isinstance(self.info["ort_providers"], list) and "CUDAExecutionProvider" in self.info["ort_providers"]
+        )
         for batch in self.a.batches:
             x = np.ascontiguousarray(x_all[:batch])
             ref = None
@@ -234,8 +313,10 @@ class GpuBench:
                     row["error"] = "no CUDA device (torch.cuda.is_available() is False)"
                     continue
                 if name.startswith("ort-") and not ort_cuda:
-                    row["error"] = (f"onnxruntime has no CUDAExecutionProvider (providers {self.info['ort_providers']}); "
-                                    "install onnxruntime-gpu")
+                    row["error"] = (
+                        f"onnxruntime has no CUDAExecutionProvider (providers {self.info['ort_providers']}); "
+                        "install onnxruntime-gpu"
+                    )
                     continue
                 if self.left() < 10:
                     row["error"] = f"time budget ({self.a.budget_s:.0f} s) exhausted before this row"
@@ -254,7 +335,7 @@ class GpuBench:
 
     def inputs(self, n: int) -> np.ndarray:
         """``n`` synthetic CT-like slices (8 distinct, cycled): the GPU machine has no shared data."""
-        from liverseg.synthetic import make_slice
+        from liverseg.apps.synthetic import make_slice
 
         rng = np.random.default_rng(0)
         distinct = [make_slice(rng, (self.a.size, self.a.size), p_empty=0.0)[0] for _ in range(min(8, n))]
@@ -265,11 +346,22 @@ class GpuBench:
 
         d = BACKENDS.get(name)
         r = {c: None for c in COLUMNS}
-        r.update(section="gpu", gpu=self.info.get("gpu"), backend=name, model=self.a.model, width=self.a.width, size=self.a.size,
-                 batch=batch, gflop_per_image=self.info.get("gflop_per_image"), fp16_peak_tflops=self.info.get("fp16_peak_tflops"),
-                 fp16_peak_source=self.info.get("fp16_peak_source"),
-                 measured_fp16_matmul_tflops=(self.info.get("matmul") or {}).get("tflops"), error="", notes="",
-                 precision=(d.options.get("precision") or d.options.get("amp") or "fp32") if d else None)
+        r.update(
+            section="gpu",
+            gpu=self.info.get("gpu"),
+            backend=name,
+            model=self.a.model,
+            width=self.a.width,
+            size=self.a.size,
+            batch=batch,
+            gflop_per_image=self.info.get("gflop_per_image"),
+            fp16_peak_tflops=self.info.get("fp16_peak_tflops"),
+            fp16_peak_source=self.info.get("fp16_peak_source"),
+            measured_fp16_matmul_tflops=(self.info.get("matmul") or {}).get("tflops"),
+            error="",
+            notes="",
+            precision=(d.options.get("precision") or d.options.get("amp") or "fp32") if d else None,
+        )
         if name not in (BACKENDS or {}):
             r["error"] = f"unknown backend {name!r}"
         return r
@@ -306,18 +398,25 @@ class GpuBench:
             free1, _ = torch.cuda.mem_get_info()
             prob, mask = b.fetch(out)
             p50 = float(np.percentile(times, 50))
-            row.update(iters=len(times), latency_ms_p50=1e3 * p50, latency_ms_p90=1e3 * float(np.percentile(times, 90)),
-                       latency_ms_p99=1e3 * float(np.percentile(times, 99)), images_per_s=x.shape[0] / p50,
-                       max_memory_allocated_mb=torch.cuda.max_memory_allocated() / 2**20 if name.startswith("torch") else None,
-                       device_mem_used_mb=(free0 - free1) / 2**20)
+            row.update(
+                iters=len(times),
+                latency_ms_p50=1e3 * p50,
+                latency_ms_p90=1e3 * float(np.percentile(times, 90)),
+                latency_ms_p99=1e3 * float(np.percentile(times, 99)),
+                images_per_s=x.shape[0] / p50,
+                max_memory_allocated_mb=torch.cuda.max_memory_allocated() / 2**20 if name.startswith("torch") else None,
+                device_mem_used_mb=(free0 - free1) / 2**20,
+            )
             if row["gflop_per_image"]:
                 row["achieved_tflops"] = row["gflop_per_image"] * row["images_per_s"] / 1e3
                 if row["fp16_peak_tflops"]:
                     row["frac_of_fp16_peak"] = row["achieved_tflops"] / row["fp16_peak_tflops"]
                 if row["measured_fp16_matmul_tflops"]:
                     row["frac_of_measured_matmul"] = row["achieved_tflops"] / row["measured_fp16_matmul_tflops"]
-            self.log(f"{name:20s} batch {x.shape[0]:3d}: {row['images_per_s']:9.1f} img/s, p50 {row['latency_ms_p50']:8.2f} ms, "
-                     f"{row.get('achieved_tflops') or 0:6.1f} TFLOP/s, {len(times)} iters")
+            self.log(
+                f"{name:20s} batch {x.shape[0]:3d}: {row['images_per_s']:9.1f} img/s, p50 {row['latency_ms_p50']:8.2f} ms, "
+                f"{row.get('achieved_tflops') or 0:6.1f} TFLOP/s, {len(times)} iters"
+            )
             return np.asarray(prob, dtype=np.float32), np.asarray(mask)
         except Exception as e:
             row["error"] = _err(e)

@@ -18,8 +18,22 @@ from pathlib import Path
 from typing import Any
 
 # Vector/matrix extensions that decide conv and matmul speed, in the order shown.
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
-             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 def _cpuinfo() -> str:
@@ -102,8 +116,15 @@ def versions() -> dict[str, str]:
 def git_commit(repo: Path | None = None) -> str | None:
     repo = repo or Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except Exception:
         return None
@@ -131,7 +152,8 @@ def stamp(argv: list[str] | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": versions(),
         "git_commit": git_commit(),
-        "omp_wait_policy": os.environ.get("LIVERSEG_BENCH_OMP_POLICY") or os.environ.get("OMP_WAIT_POLICY", "default (active)"),
+        "omp_wait_policy": os.environ.get("LIVERSEG_BENCH_OMP_POLICY")
+        or os.environ.get("OMP_WAIT_POLICY", "default (active)"),
     }
 
 

@@ -33,7 +33,9 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {"backend": spec["backend"], "rss_start_kb": rss_kb().get("VmRSS"), "cases": []}
     try:
-        b = build_backend(spec["backend"], Path(spec["path"]), spec.get("threads"), spinning=spec.get("spinning", False))
+        b = build_backend(
+            spec["backend"], Path(spec["path"]), spec.get("threads"), spinning=spec.get("spinning", False)
+        )
         b.setup()
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

@@ -26,7 +26,9 @@ def _best_rate(fn, flops: float, repeats: int) -> float:
     return flops / best / 1e9
 
 
-def matmul_peak(n: int = 4096, repeats: int = 3, threads: int | None = None, libraries: tuple[str, ...] = ("numpy", "torch")) -> dict[str, Any]:
+def matmul_peak(
+    n: int = 4096, repeats: int = 3, threads: int | None = None, libraries: tuple[str, ...] = ("numpy", "torch")
+) -> dict[str, Any]:
     """``{"numpy_gflops", "torch_gflops", "peak_gflops", "peak_library", "n", "errors"}``.
 
     A library that fails is recorded in ``errors`` and left out of the maximum.

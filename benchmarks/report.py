@@ -26,7 +26,18 @@ from liverseg.benchmarks.bench import COLUMNS
 from liverseg.benchmarks.e2e import E2E_COLUMNS
 from liverseg.benchmarks.scaling import SCALING_COLUMNS
 
-STAMP_COLUMNS = ("date", "machine_kind", "cpu_model", "cores", "isa_flags", "torch", "onnxruntime", "onnx", "numpy", "python")
+STAMP_COLUMNS = (
+    "date",
+    "machine_kind",
+    "cpu_model",
+    "cores",
+    "isa_flags",
+    "torch",
+    "onnxruntime",
+    "onnx",
+    "numpy",
+    "python",
+)
 
 # Targets of the issue (2-core CPU machine; ratios from one run).
 TARGET_ORT_VS_EAGER = 1.9
@@ -39,9 +50,18 @@ TARGET_MEMORY_GROWTH = 1.10
 
 def _stamp_cols(stamp: dict[str, Any]) -> dict[str, Any]:
     v = stamp.get("versions", {})
-    return {"date": stamp.get("date"), "machine_kind": stamp.get("machine_kind"), "cpu_model": stamp.get("cpu_model"),
-            "cores": stamp.get("cores"), "isa_flags": " ".join(stamp.get("isa_flags", [])), "torch": v.get("torch"),
-            "onnxruntime": v.get("onnxruntime"), "onnx": v.get("onnx"), "numpy": v.get("numpy"), "python": v.get("python")}
+    return {
+        "date": stamp.get("date"),
+        "machine_kind": stamp.get("machine_kind"),
+        "cpu_model": stamp.get("cpu_model"),
+        "cores": stamp.get("cores"),
+        "isa_flags": " ".join(stamp.get("isa_flags", [])),
+        "torch": v.get("torch"),
+        "onnxruntime": v.get("onnxruntime"),
+        "onnx": v.get("onnx"),
+        "numpy": v.get("numpy"),
+        "python": v.get("python"),
+    }
 
 
 def all_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -96,37 +116,67 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         int8 = _find(rows, width=w, backend="ort-int8", size=512, batch=1)
         if ort and eager and ort.get("images_per_s") and eager.get("images_per_s"):
             ratio = ort["images_per_s"] / eager["images_per_s"]
-            out.append({"target": f"width {w}: ORT fp32 / eager images/s at batch 1, 512x512 >= {TARGET_ORT_VS_EAGER}",
-                        "value": ratio, "met": ratio >= TARGET_ORT_VS_EAGER,
-                        "detail": f"{ort['images_per_s']:.3f} vs {eager['images_per_s']:.3f} img/s"})
+            out.append(
+                {
+                    "target": f"width {w}: ORT fp32 / eager images/s at batch 1, 512x512 >= {TARGET_ORT_VS_EAGER}",
+                    "value": ratio,
+                    "met": ratio >= TARGET_ORT_VS_EAGER,
+                    "detail": f"{ort['images_per_s']:.3f} vs {eager['images_per_s']:.3f} img/s",
+                }
+            )
         if ort and ort.get("frac_of_peak") is not None:
             fr = ort["frac_of_peak"]
-            out.append({"target": f"width {w}: ORT fp32 at batch 1, 512x512 >= {TARGET_ORT_FRAC_PEAK:.0%} of fp32 matmul peak",
-                        "value": fr, "met": fr >= TARGET_ORT_FRAC_PEAK,
-                        "detail": f"{ort['achieved_gflops']:.1f} of {ort['peak_gflops']:.1f} GFLOP/s"})
+            out.append(
+                {
+                    "target": f"width {w}: ORT fp32 at batch 1, 512x512 >= {TARGET_ORT_FRAC_PEAK:.0%} of fp32 matmul peak",
+                    "value": fr,
+                    "met": fr >= TARGET_ORT_FRAC_PEAK,
+                    "detail": f"{ort['achieved_gflops']:.1f} of {ort['peak_gflops']:.1f} GFLOP/s",
+                }
+            )
         if ort and int8 and ort.get("images_per_s") and int8.get("images_per_s"):
             ratio = int8["images_per_s"] / ort["images_per_s"]
-            out.append({"target": f"width {w}: ORT int8 QDQ / ORT fp32 images/s at batch 1, 512x512 >= {TARGET_INT8_VS_ORT}",
-                        "value": ratio, "met": ratio >= TARGET_INT8_VS_ORT,
-                        "detail": f"{int8['images_per_s']:.3f} vs {ort['images_per_s']:.3f} img/s"})
+            out.append(
+                {
+                    "target": f"width {w}: ORT int8 QDQ / ORT fp32 images/s at batch 1, 512x512 >= {TARGET_INT8_VS_ORT}",
+                    "value": ratio,
+                    "met": ratio >= TARGET_INT8_VS_ORT,
+                    "detail": f"{int8['images_per_s']:.3f} vs {ort['images_per_s']:.3f} img/s",
+                }
+            )
     for e in result.get("e2e", []):
         if e.get("e2e_vs_model") is not None:
-            out.append({"target": f"liverseg-infer end to end >= {TARGET_E2E:.0%} of model-only ({e['backend']}, width {e['width']})",
-                        "value": e["e2e_vs_model"], "met": e["e2e_vs_model"] >= TARGET_E2E,
-                        "detail": f"{e['e2e_images_per_s']:.3f} vs {e['model_only_images_per_s']:.3f} img/s over {e['images']} slices"})
+            out.append(
+                {
+                    "target": f"liverseg-infer end to end >= {TARGET_E2E:.0%} of model-only ({e['backend']}, width {e['width']})",
+                    "value": e["e2e_vs_model"],
+                    "met": e["e2e_vs_model"] >= TARGET_E2E,
+                    "detail": f"{e['e2e_images_per_s']:.3f} vs {e['model_only_images_per_s']:.3f} img/s over {e['images']} slices",
+                }
+            )
         if e.get("backend") == "ort-int8" and e.get("dice_delta_vs_fp32") is not None:
             d = e["dice_delta_vs_fp32"]
             random_w = str(e.get("weights", "")).startswith("random")
-            out.append({"target": f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices (width {e['width']}, {e['weights']})",
-                        "value": d, "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
-                        "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"
-                                  + ("; random weights: not judged, pass --checkpoint" if random_w else "")})
+            out.append(
+                {
+                    "target": f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices (width {e['width']}, {e['weights']})",
+                    "value": d,
+                    "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
+                    "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"
+                    + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
+                }
+            )
     sc = [s for s in result.get("scaling", []) if s.get("peak_rss_mb")]
     if len(sc) >= 2:
         g = sc[-1]["peak_rss_mb"] / sc[0]["peak_rss_mb"]
-        out.append({"target": f"peak memory at {sc[-1]['inputs']} inputs within {TARGET_MEMORY_GROWTH - 1:.0%} of {sc[0]['inputs']}",
-                    "value": g, "met": g <= TARGET_MEMORY_GROWTH,
-                    "detail": f"{sc[-1]['peak_rss_mb']:.0f} MB vs {sc[0]['peak_rss_mb']:.0f} MB"})
+        out.append(
+            {
+                "target": f"peak memory at {sc[-1]['inputs']} inputs within {TARGET_MEMORY_GROWTH - 1:.0%} of {sc[0]['inputs']}",
+                "value": g,
+                "met": g <= TARGET_MEMORY_GROWTH,
+                "detail": f"{sc[-1]['peak_rss_mb']:.0f} MB vs {sc[0]['peak_rss_mb']:.0f} MB",
+            }
+        )
     return out
 
 
@@ -146,72 +196,177 @@ def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
     peak = result.get("peak", {})
     ps, pe = peak.get("start", {}), peak.get("end", {})
     md = [f"# liverseg benchmark: {st['machine_kind']}", ""]
-    md += [f"- **date**: {st['date']} (run took {result.get('seconds', 0):.0f} s)",
-           f"- **command**: `{st['command']}`",
-           f"- **CPU**: {st['cpu_model']} ({st.get('cpu_family', '')}), {st['cores']} cores usable; ISA: {' '.join(st['isa_flags'])}",
-           f"- **versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-           f"- **git**: {st.get('git_commit')}; platform {st.get('platform')}",
-           f"- **threads**: {result.get('options', {}).get('threads') or st['cores']}; idle threads spin: "
-           f"{'yes' if result.get('options', {}).get('spinning') else 'no'} (ORT allow_spinning, OMP_WAIT_POLICY {st.get('omp_wait_policy')})",
-           f"- **fp32 matmul peak** ({ps.get('n')}x{ps.get('n')}, best of {ps.get('repeats')}): start numpy {_f(ps.get('numpy_gflops'), '.1f')} / "
-           f"torch {_f(ps.get('torch_gflops'), '.1f')} GFLOP/s, end numpy {_f(pe.get('numpy_gflops'), '.1f')} / torch "
-           f"{_f(pe.get('torch_gflops'), '.1f')} GFLOP/s; reference = the highest, **{_f(peak.get('peak_gflops'), '.1f')} GFLOP/s**", ""]
+    md += [
+        f"- **date**: {st['date']} (run took {result.get('seconds', 0):.0f} s)",
+        f"- **command**: `{st['command']}`",
+        f"- **CPU**: {st['cpu_model']} ({st.get('cpu_family', '')}), {st['cores']} cores usable; ISA: {' '.join(st['isa_flags'])}",
+        "- **versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        f"- **git**: {st.get('git_commit')}; platform {st.get('platform')}",
+        f"- **threads**: {result.get('options', {}).get('threads') or st['cores']}; idle threads spin: "
+        f"{'yes' if result.get('options', {}).get('spinning') else 'no'} (ORT allow_spinning, OMP_WAIT_POLICY {st.get('omp_wait_policy')})",
+        f"- **fp32 matmul peak** ({ps.get('n')}x{ps.get('n')}, best of {ps.get('repeats')}): start numpy {_f(ps.get('numpy_gflops'), '.1f')} / "
+        f"torch {_f(ps.get('torch_gflops'), '.1f')} GFLOP/s, end numpy {_f(pe.get('numpy_gflops'), '.1f')} / torch "
+        f"{_f(pe.get('torch_gflops'), '.1f')} GFLOP/s; reference = the highest, **{_f(peak.get('peak_gflops'), '.1f')} GFLOP/s**",
+        "",
+    ]
     targets = check_targets(result)
     if targets:
         md += ["## Targets", ""]
-        md += _table(["target", "measured", "", "detail"],
-                     [[t["target"], _f(t["value"], ".3f"), _verdict(t["met"]), t["detail"]] for t in targets])
+        md += _table(
+            ["target", "measured", "", "detail"],
+            [[t["target"], _f(t["value"], ".3f"), _verdict(t["met"]), t["detail"]] for t in targets],
+        )
         md += [""]
     rows = result.get("rows", [])
     if rows:
-        md += ["## Model only (interleaved round by round, one process)", "",
-               "images/s = batch / median batch latency; latency per batch in ms; x eager = images/s over eager's in the same case; "
-               "% peak = achieved GFLOP/s (layer-counted FLOPs x images/s) over the measured fp32 matmul peak (int8 rows can "
-               "exceed 100%); peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the same "
-               "real slices: max |probability difference|, mask pixels that differ / pixels compared, Dice change (backend - eager).", ""]
+        md += [
+            "## Model only (interleaved round by round, one process)",
+            "",
+            "images/s = batch / median batch latency; latency per batch in ms; x eager = images/s over eager's in the same case; "
+            "% peak = achieved GFLOP/s (layer-counted FLOPs x images/s) over the measured fp32 matmul peak (int8 rows can "
+            "exceed 100%); peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the same "
+            "real slices: max |probability difference|, mask pixels that differ / pixels compared, Dice change (backend - eager).",
+            "",
+        ]
         lines = []
         for r in rows:
             par = f"{r['parity_mask_px_diff']} / {r['parity_px']}" if r.get("parity_px") else ""
-            lines.append([f"{r.get('model')} w{r.get('width')}", r["backend"], str(r["size"]), str(r["batch"]), _f(r.get("images_per_s"), ".3f"),
-                          f"{_f(r.get('latency_ms_p50'), '.0f')} / {_f(r.get('latency_ms_p90'), '.0f')} / {_f(r.get('latency_ms_p99'), '.0f')}"
-                          if r.get("latency_ms_p50") is not None else "",
-                          _f(r.get("speedup_vs_eager"), ".2f"), _f(r.get("gflop_per_image"), ".2f"), _f(r.get("achieved_gflops"), ".1f"),
-                          _f(100 * r["frac_of_peak"], ".0f") + "%" if r.get("frac_of_peak") is not None else "",
-                          _f(r.get("peak_rss_mb"), ".0f"), _f(r.get("parity_max_abs_prob"), ".1e"), par,
-                          _f(r.get("dice_delta"), "+.4f") if r["backend"] != "eager" else _f(r.get("dice"), ".4f") + " (Dice)",
-                          str(r.get("rounds") or ""), (r.get("error") or "") + ((" " + r["notes"]) if r.get("notes") else "")])
-        md += _table(["model", "backend", "size", "batch", "images/s", "p50 / p90 / p99 ms", "x eager", "GFLOP/img", "GFLOP/s",
-                      "% peak", "peak RSS MB", "max abs dp", "mask px diff", "dDice", "rounds", "error / notes"], lines)
+            lines.append(
+                [
+                    f"{r.get('model')} w{r.get('width')}",
+                    r["backend"],
+                    str(r["size"]),
+                    str(r["batch"]),
+                    _f(r.get("images_per_s"), ".3f"),
+                    f"{_f(r.get('latency_ms_p50'), '.0f')} / {_f(r.get('latency_ms_p90'), '.0f')} / {_f(r.get('latency_ms_p99'), '.0f')}"
+                    if r.get("latency_ms_p50") is not None
+                    else "",
+                    _f(r.get("speedup_vs_eager"), ".2f"),
+                    _f(r.get("gflop_per_image"), ".2f"),
+                    _f(r.get("achieved_gflops"), ".1f"),
+                    _f(100 * r["frac_of_peak"], ".0f") + "%" if r.get("frac_of_peak") is not None else "",
+                    _f(r.get("peak_rss_mb"), ".0f"),
+                    _f(r.get("parity_max_abs_prob"), ".1e"),
+                    par,
+                    _f(r.get("dice_delta"), "+.4f")
+                    if r["backend"] != "eager"
+                    else _f(r.get("dice"), ".4f") + " (Dice)",
+                    str(r.get("rounds") or ""),
+                    (r.get("error") or "") + ((" " + r["notes"]) if r.get("notes") else ""),
+                ]
+            )
+        md += _table(
+            [
+                "model",
+                "backend",
+                "size",
+                "batch",
+                "images/s",
+                "p50 / p90 / p99 ms",
+                "x eager",
+                "GFLOP/img",
+                "GFLOP/s",
+                "% peak",
+                "peak RSS MB",
+                "max abs dp",
+                "mask px diff",
+                "dDice",
+                "rounds",
+                "error / notes",
+            ],
+            lines,
+        )
         if png_name:
             md += ["", f"![images/s per backend]({png_name})"]
         md += [""]
     e2e = result.get("e2e", [])
     if e2e:
-        md += ["## End to end: liverseg-infer vs the model alone (same backend, same run)", "",
-               "Real 512x512 CHAOS slices with expert masks, batch 1. model only = the runner's own session on decoded "
-               "slices; end to end = `liverseg.infer.runner.run_inference` wall time (listing, model load, PNG decode, model, "
-               "mask encode and write, metrics, CSV, summary, report.html). runner img/s = the runner's own rate from first "
-               "decode to last write; fixed overhead = wall time outside that window (listing, session, summary, report.html), "
-               "paid once per run. Median over rounds.", ""]
-        md += _table(["backend", "width", "weights", "slices", "model only img/s", "end to end img/s", "e2e / model", "runner img/s",
-                      "runner model img/s", "fixed overhead s", "macro Dice", "dDice vs fp32", "error"],
-                     [[e.get("backend") or "", str(e.get("width") or ""), e.get("weights") or "", str(e.get("images") or ""),
-                       _f(e.get("model_only_images_per_s"), ".3f"), _f(e.get("e2e_images_per_s"), ".3f"),
-                       _f(100 * e["e2e_vs_model"], ".1f") + "%" if e.get("e2e_vs_model") is not None else "",
-                       _f(e.get("runner_images_per_s"), ".3f"), _f(e.get("runner_model_images_per_s"), ".3f"),
-                       _f(e.get("fixed_overhead_s"), ".1f"), _f(e.get("dice"), ".4f"),
-                       _f(e.get("dice_delta_vs_fp32"), "+.4f"), e.get("error") or ""] for e in e2e])
+        md += [
+            "## End to end: liverseg-infer vs the model alone (same backend, same run)",
+            "",
+            "Real 512x512 CHAOS slices with expert masks, batch 1. model only = the runner's own session on decoded "
+            "slices; end to end = `liverseg.infer.runner.run_inference` wall time (listing, model load, PNG decode, model, "
+            "mask encode and write, metrics, CSV, summary, report.html). runner img/s = the runner's own rate from first "
+            "decode to last write; fixed overhead = wall time outside that window (listing, session, summary, report.html), "
+            "paid once per run. Median over rounds.",
+            "",
+        ]
+        md += _table(
+            [
+                "backend",
+                "width",
+                "weights",
+                "slices",
+                "model only img/s",
+                "end to end img/s",
+                "e2e / model",
+                "runner img/s",
+                "runner model img/s",
+                "fixed overhead s",
+                "macro Dice",
+                "dDice vs fp32",
+                "error",
+            ],
+            [
+                [
+                    e.get("backend") or "",
+                    str(e.get("width") or ""),
+                    e.get("weights") or "",
+                    str(e.get("images") or ""),
+                    _f(e.get("model_only_images_per_s"), ".3f"),
+                    _f(e.get("e2e_images_per_s"), ".3f"),
+                    _f(100 * e["e2e_vs_model"], ".1f") + "%" if e.get("e2e_vs_model") is not None else "",
+                    _f(e.get("runner_images_per_s"), ".3f"),
+                    _f(e.get("runner_model_images_per_s"), ".3f"),
+                    _f(e.get("fixed_overhead_s"), ".1f"),
+                    _f(e.get("dice"), ".4f"),
+                    _f(e.get("dice_delta_vs_fp32"), "+.4f"),
+                    e.get("error") or "",
+                ]
+                for e in e2e
+            ],
+        )
         md += [""]
     sc = result.get("scaling", [])
     if sc:
-        md += ["## Scaling: liverseg-infer on many inputs (one process per count)", "",
-               "Synthetic PNG slices, tiny U-Net; images/s over the process's wall time (start-up included) and the runner's "
-               "own rate; peak RSS = the child's ru_maxrss from os.wait4.", ""]
-        md += _table(["inputs", "size", "width", "wall s", "images/s (process)", "runner img/s", "peak RSS MB", "vs smallest", "ok", "failed", "error"],
-                     [[str(s.get("inputs")), str(s.get("size")), str(s.get("width")), _f(s.get("wall_s"), ".1f"),
-                       _f(s.get("images_per_s"), ".1f"), _f(s.get("runner_images_per_s"), ".1f"), _f(s.get("peak_rss_mb"), ".0f"),
-                       _f(s.get("rss_vs_smallest"), ".3f"), str(s.get("n_ok") or ""), str(s.get("n_failed") if s.get("n_failed") is not None else ""),
-                       s.get("error") or ""] for s in sc])
+        md += [
+            "## Scaling: liverseg-infer on many inputs (one process per count)",
+            "",
+            "Synthetic PNG slices, tiny U-Net; images/s over the process's wall time (start-up included) and the runner's "
+            "own rate; peak RSS = the child's ru_maxrss from os.wait4.",
+            "",
+        ]
+        md += _table(
+            [
+                "inputs",
+                "size",
+                "width",
+                "wall s",
+                "images/s (process)",
+                "runner img/s",
+                "peak RSS MB",
+                "vs smallest",
+                "ok",
+                "failed",
+                "error",
+            ],
+            [
+                [
+                    str(s.get("inputs")),
+                    str(s.get("size")),
+                    str(s.get("width")),
+                    _f(s.get("wall_s"), ".1f"),
+                    _f(s.get("images_per_s"), ".1f"),
+                    _f(s.get("runner_images_per_s"), ".1f"),
+                    _f(s.get("peak_rss_mb"), ".0f"),
+                    _f(s.get("rss_vs_smallest"), ".3f"),
+                    str(s.get("n_ok") or ""),
+                    str(s.get("n_failed") if s.get("n_failed") is not None else ""),
+                    s.get("error") or "",
+                ]
+                for s in sc
+            ],
+        )
         md += [""]
     if result.get("notes"):
         md += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
@@ -263,8 +418,13 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     ax1.legend(fontsize=8, ncol=min(n, 5))
     st = result["stamp"]
     peak = result.get("peak", {}).get("peak_gflops")
-    ax1.set_title(f"liverseg backends on {st['machine_kind']} ({st['cpu_model']}, {st['cores']} cores), "
-                  f"peak {peak:.0f} GFLOP/s, {st['date'][:10]}" if peak else f"liverseg backends on {st['machine_kind']}", fontsize=9)
+    ax1.set_title(
+        f"liverseg backends on {st['machine_kind']} ({st['cpu_model']}, {st['cores']} cores), "
+        f"peak {peak:.0f} GFLOP/s, {st['date'][:10]}"
+        if peak
+        else f"liverseg backends on {st['machine_kind']}",
+        fontsize=9,
+    )
     fig.savefig(path, dpi=110)
     return path
 
@@ -313,5 +473,7 @@ def update_readme(latest_md: Path, readme: Path = README) -> bool:
     body = body.replace("](bench-", f"]({Path(rel).parent.as_posix()}/bench-")
     head, rest = text.split(LATEST_BEGIN, 1)
     _, tail = rest.split(LATEST_END, 1)
-    readme.write_text(f"{head}{LATEST_BEGIN}\n_From [`{Path(rel).as_posix()}`]({Path(rel).as_posix()})._\n\n{body}\n{LATEST_END}{tail}")
+    readme.write_text(
+        f"{head}{LATEST_BEGIN}\n_From [`{Path(rel).as_posix()}`]({Path(rel).as_posix()})._\n\n{body}\n{LATEST_END}{tail}"
+    )
     return True

@@ -26,14 +26,27 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 SCALING_COLUMNS = (
-    "section", "inputs", "width", "size", "wall_s", "images_per_s", "runner_images_per_s", "runner_model_images_per_s",
-    "peak_rss_mb", "rss_vs_smallest", "n_ok", "n_failed", "exit_code", "error",
+    "section",
+    "inputs",
+    "width",
+    "size",
+    "wall_s",
+    "images_per_s",
+    "runner_images_per_s",
+    "runner_model_images_per_s",
+    "peak_rss_mb",
+    "rss_vs_smallest",
+    "n_ok",
+    "n_failed",
+    "exit_code",
+    "error",
 )
 
 
@@ -41,7 +54,7 @@ def write_inputs(folder: Path, n: int, size: int = 64, distinct: int = 32, seed:
     """``n`` synthetic PNG slices ``00000.png`` ... in ``folder`` (``distinct`` different pictures, cycled)."""
     from PIL import Image
 
-    from liverseg.synthetic import make_slice
+    from liverseg.apps.synthetic import make_slice
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -80,7 +93,7 @@ def run_child(args: list[str], log_path: Path, timeout: float) -> tuple[int, flo
     peak = None
     for line in reversed(log_path.read_text(errors="replace").splitlines()):
         if line.startswith(CHILD_MARK):
-            info = json.loads(line[len(CHILD_MARK):])
+            info = json.loads(line[len(CHILD_MARK) :])
             peak = info.get("vmhwm_kb")
             return int(info.get("exit_code", p.returncode)), wall, peak
     return p.returncode, wall, peak
@@ -104,8 +117,16 @@ def child_main(args: list[str]) -> int:
     return 0
 
 
-def run_scaling(counts: list[int], *, width: int = 4, size: int = 64, threads: int | None = None, workdir: Path,
-                timeout: float = 900, log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def run_scaling(
+    counts: list[int],
+    *,
+    width: int = 4,
+    size: int = 64,
+    threads: int | None = None,
+    workdir: Path,
+    timeout: float = 900,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
 
     log = log or (lambda s: None)
@@ -136,13 +157,19 @@ def run_scaling(counts: list[int], *, width: int = 4, size: int = 64, threads: i
         summary_path = out / "summary.json"
         if summary_path.is_file():
             s = json.loads(summary_path.read_text())
-            row.update(runner_images_per_s=s.get("images_per_second"), runner_model_images_per_s=s.get("model_images_per_second"),
-                       n_ok=s.get("n_ok"), n_failed=s.get("n_failed"))
+            row.update(
+                runner_images_per_s=s.get("images_per_second"),
+                runner_model_images_per_s=s.get("model_images_per_second"),
+                n_ok=s.get("n_ok"),
+                n_failed=s.get("n_failed"),
+            )
         if code not in (0, 1):
             tail = (workdir / f"log-{n}.txt").read_text(errors="replace").strip().splitlines()[-3:]
             row["error"] = f"liverseg-infer exited {code}: {' | '.join(tail)[:300]}"
-        log(f"  scaling {n:6d} inputs: {row['images_per_s']:.1f} img/s (process wall), "
-            f"runner {row['runner_images_per_s'] or 0:.1f} img/s, peak RSS {row['peak_rss_mb'] or 0:.0f} MB, exit {code}")
+        log(
+            f"  scaling {n:6d} inputs: {row['images_per_s']:.1f} img/s (process wall), "
+            f"runner {row['runner_images_per_s'] or 0:.1f} img/s, peak RSS {row['peak_rss_mb'] or 0:.0f} MB, exit {code}"
+        )
         shutil.rmtree(out, ignore_errors=True)
     base = rows[0].get("peak_rss_mb")
     for r in rows:

@@ -30,7 +30,9 @@ from typing import Any
 
 import click
 
-from liverseg.export._io import ExportError, ensure_writable_dir, first_line
+from liverseg.core.cli import CONTEXT_SETTINGS, command
+from liverseg.core.errors import ExportError, first_line
+from liverseg.core.io import ensure_writable_dir
 
 FORMATS = ("torchscript", "onnx", "all")
 FILES = {
@@ -69,78 +71,156 @@ def default_out_dir(ckpt_path: Path) -> Path:
 
 
 def _file_info(path: Path) -> dict[str, Any]:
-    from liverseg.checkpoint import file_sha256
+    from liverseg.models.checkpoint import file_sha256
 
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _load_slices(source: Path, root: Path | None, start: int, count: int, what: str) -> Any:
-    from liverseg.data import discover
+    from liverseg.core.data import discover
     from liverseg.export.verify import RealSlices
 
     samples = discover(source, root=root)
-    part = samples[start: start + count]
+    part = samples[start : start + count]
     if not part:
         raise ExportError(f"{source}: no {what} slices (found {len(samples)}, skipping {start})")
     return RealSlices.from_samples(part, f"{source} [{start}:{start + len(part)}]")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@command(context_settings={**CONTEXT_SETTINGS, "max_content_width": 100})
 @click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="all", show_default=True, help="What to export.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Output folder [default: the run folder's export/].")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Output folder [default: the run folder's export/].",
+)
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset.")
-@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
-              help="torch.onnx exporter (dynamo=False or dynamo=True).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=None,
-              help="Mask threshold [default: the checkpoint's].")
+@click.option(
+    "--exporter",
+    type=click.Choice(["torchscript", "dynamo"]),
+    default="torchscript",
+    show_default=True,
+    help="torch.onnx exporter (dynamo=False or dynamo=True).",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    help="Mask threshold [default: the checkpoint's].",
+)
 @click.option("--raw", is_flag=True, help="Input float32 raw intensities (HU), windowed inside the model.")
 @click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (float16 network, for CUDA).")
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (static QDQ; needs --calibration).")
-@click.option("--calibration", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Real slices (folder or CSV) to calibrate int8 on.")
-@click.option("--calibration-count", type=click.IntRange(1), default=64, show_default=True,
-              help="Calibration slices: the first N of --calibration.")
-@click.option("--calibration-method", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
-              show_default=True, help="int8 calibration method (onnxruntime).")
-@click.option("--validation", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Held-apart real slices (with masks) for the Dice check [default: the slices after the calibration ones].")
-@click.option("--validation-count", type=click.IntRange(1), default=32, show_default=True, help="Validation slices used.")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Root for relative paths in CSV lists.")
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Real slices (folder or CSV) to calibrate int8 on.",
+)
+@click.option(
+    "--calibration-count",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Calibration slices: the first N of --calibration.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+    help="int8 calibration method (onnxruntime).",
+)
+@click.option(
+    "--validation",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Held-apart real slices (with masks) for the Dice check [default: the slices after the calibration ones].",
+)
+@click.option(
+    "--validation-count", type=click.IntRange(1), default=32, show_default=True, help="Validation slices used."
+)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Root for relative paths in CSV lists.",
+)
 @click.option("--export-shape", default="1x1x256x256", show_default=True, help="Example input shape used to export.")
-@click.option("--check-shape", default="3x1x512x384", show_default=True, help="Random input shape used to check parity.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the exported files run during the check (the eager reference runs on the CPU).")
-@click.option("--timing", type=click.IntRange(0), default=0, show_default=True,
-              help="Also time eager and each file at batch 1 on one real slice, this many rounds.")
-@click.option("--runs-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs"), show_default=True,
-              help="Where to look for the newest run when no CHECKPOINT is given.")
-def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, exporter: str, threshold: float | None,
-         raw: bool, fp16: bool, int8: bool, calibration: Path | None, calibration_count: int, calibration_method: str,
-         validation: Path | None,
-         validation_count: int, data_root: Path | None, export_shape: str, check_shape: str, device: str, timing: int,
-         runs_dir: Path) -> None:
+@click.option(
+    "--check-shape", default="3x1x512x384", show_default=True, help="Random input shape used to check parity."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where the exported files run during the check (the eager reference runs on the CPU).",
+)
+@click.option(
+    "--timing",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also time eager and each file at batch 1 on one real slice, this many rounds.",
+)
+@click.option(
+    "--runs-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("runs"),
+    show_default=True,
+    help="Where to look for the newest run when no CHECKPOINT is given.",
+)
+def main(
+    checkpoint: Path | None,
+    fmt: str,
+    out_dir: Path | None,
+    opset: int,
+    exporter: str,
+    threshold: float | None,
+    raw: bool,
+    fp16: bool,
+    int8: bool,
+    calibration: Path | None,
+    calibration_count: int,
+    calibration_method: str,
+    validation: Path | None,
+    validation_count: int,
+    data_root: Path | None,
+    export_shape: str,
+    check_shape: str,
+    device: str,
+    timing: int,
+    runs_dir: Path,
+) -> None:
     """Export CHECKPOINT (default: the newest runs/*/checkpoints/best.pt) with its pre- and post-processing
     inside, and measure parity against eager PyTorch into parity.json."""
-    from liverseg.checkpoint import CheckpointError, file_sha256, latest_run_checkpoint, load_checkpoint
-    from liverseg.contract import ContractError
-    from liverseg.data import DataError
+    from liverseg.core.contract import ContractError
+    from liverseg.core.data import DataError
+    from liverseg.models.checkpoint import CheckpointError, file_sha256, latest_run_checkpoint, load_checkpoint
 
     exp_shape = _shape(export_shape, 4, "--export-shape")
     chk_shape = _shape(check_shape, 4, "--check-shape")
     if int8 and calibration is None:
-        raise click.BadParameter("--int8 needs --calibration DATA (a folder or CSV of real slices)", param_hint="--int8")
+        raise click.BadParameter(
+            "--int8 needs --calibration DATA (a folder or CSV of real slices)", param_hint="--int8"
+        )
     if (int8 or fp16) and fmt == "torchscript":
-        raise click.BadParameter("--int8/--fp16 derive from the ONNX model; use --format onnx or all", param_hint="--format")
+        raise click.BadParameter(
+            "--int8/--fp16 derive from the ONNX model; use --format onnx or all", param_hint="--format"
+        )
     if device == "cuda":
         import onnxruntime as ort
         import torch
 
         if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BadInput("--device cuda: no CUDA device (torch.cuda.is_available() is False or onnxruntime has no "
-                           "CUDAExecutionProvider); the check never falls back to the CPU silently")
+            raise BadInput(
+                "--device cuda: no CUDA device (torch.cuda.is_available() is False or onnxruntime has no "
+                "CUDAExecutionProvider); the check never falls back to the CPU silently"
+            )
     started = time.time()
     try:
         if checkpoint is None:
@@ -155,7 +235,7 @@ def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, ex
 
         if fmt in ("onnx", "all"):
             check_opset(opset, exporter)
-        out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(checkpoint))
+        out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(checkpoint), ExportError)
         calib = val = None
         if calibration is not None:
             calib = _load_slices(calibration, data_root, 0, calibration_count, "calibration")
@@ -169,33 +249,60 @@ def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, ex
             from liverseg.export.torchscript import export_torchscript
 
             t0 = time.time()
-            artifacts["torchscript"] = export_torchscript(ckpt, out / FILES["torchscript"], threshold=threshold, raw=raw,
-                                                          checkpoint_sha256=sha, example_shape=exp_shape)
+            artifacts["torchscript"] = export_torchscript(
+                ckpt,
+                out / FILES["torchscript"],
+                threshold=threshold,
+                raw=raw,
+                checkpoint_sha256=sha,
+                example_shape=exp_shape,
+            )
             click.echo(f"wrote {artifacts['torchscript']} ({time.time() - t0:.1f} s)", err=True)
         if fmt in ("onnx", "all"):
             t0 = time.time()
-            artifacts["onnx"] = export_onnx(ckpt, out / FILES["onnx"], opset=opset, threshold=threshold, raw=raw,
-                                            checkpoint_sha256=sha, exporter=exporter, example_shape=exp_shape)
-            click.echo(f"wrote {artifacts['onnx']} (opset {opset}, {exporter} exporter, onnx.checker full check and "
-                       f"onnxruntime load passed, {time.time() - t0:.1f} s)", err=True)
+            artifacts["onnx"] = export_onnx(
+                ckpt,
+                out / FILES["onnx"],
+                opset=opset,
+                threshold=threshold,
+                raw=raw,
+                checkpoint_sha256=sha,
+                exporter=exporter,
+                example_shape=exp_shape,
+            )
+            click.echo(
+                f"wrote {artifacts['onnx']} (opset {opset}, {exporter} exporter, onnx.checker full check and "
+                f"onnxruntime load passed, {time.time() - t0:.1f} s)",
+                err=True,
+            )
         if fp16:
             from liverseg.export.quantize import convert_fp16
 
-            artifacts["onnx-fp16"] = convert_fp16(artifacts["onnx"], out / FILES["onnx-fp16"],
-                                                  check_providers=["CUDAExecutionProvider"] if device == "cuda" else None)
+            artifacts["onnx-fp16"] = convert_fp16(
+                artifacts["onnx"],
+                out / FILES["onnx-fp16"],
+                check_providers=["CUDAExecutionProvider"] if device == "cuda" else None,
+            )
             click.echo(f"wrote {artifacts['onnx-fp16']}", err=True)
         if int8:
             from liverseg.export.quantize import quantize_int8
 
             t0 = time.time()
-            artifacts["onnx-int8"] = quantize_int8(artifacts["onnx"], out / FILES["onnx-int8"], calib.images,
-                                                method=calibration_method)
-            click.echo(f"wrote {artifacts['onnx-int8']} (calibrated on {len(calib.images)} slices, {time.time() - t0:.1f} s)", err=True)
+            artifacts["onnx-int8"] = quantize_int8(
+                artifacts["onnx"], out / FILES["onnx-int8"], calib.images, method=calibration_method
+            )
+            click.echo(
+                f"wrote {artifacts['onnx-int8']} (calibrated on {len(calib.images)} slices, {time.time() - t0:.1f} s)",
+                err=True,
+            )
 
         from liverseg.export.verify import time_backends, verify
 
-        click.echo(f"verifying against eager PyTorch (random {check_shape}"
-                   f"{f', {len(val.images)} real slices' if val is not None else ''}) ...", err=True)
+        click.echo(
+            f"verifying against eager PyTorch (random {check_shape}"
+            f"{f', {len(val.images)} real slices' if val is not None else ''}) ...",
+            err=True,
+        )
         report = verify(ckpt, artifacts, real=val, threshold=threshold, raw=raw, check_shape=chk_shape, device=device)
         if timing:
             img = val.images[0] if val is not None else None
@@ -212,19 +319,30 @@ def main(checkpoint: Path | None, fmt: str, out_dir: Path | None, opset: int, ex
     parity = report.to_dict()
     parity["command"] = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
     parity["checkpoint_sha256"] = sha
-    parity["export"] = {"format": fmt, "opset": opset if fmt != "torchscript" else None, "exporter": exporter, "raw": raw,
-                        "threshold": report.threshold, "export_shape": list(exp_shape), "check_shape": list(chk_shape),
-                        "calibration": calib.source if calib is not None else None,
-                        "validation": val.source if val is not None else None, "seconds": round(time.time() - started, 1)}
+    parity["export"] = {
+        "format": fmt,
+        "opset": opset if fmt != "torchscript" else None,
+        "exporter": exporter,
+        "raw": raw,
+        "threshold": report.threshold,
+        "export_shape": list(exp_shape),
+        "check_shape": list(chk_shape),
+        "calibration": calib.source if calib is not None else None,
+        "validation": val.source if val is not None else None,
+        "seconds": round(time.time() - started, 1),
+    }
     parity["files"] = {k: _file_info(p) for k, p in artifacts.items()}
-    from liverseg.export._io import write_text_atomic
+    from liverseg.core.io import write_text_atomic
     from liverseg.export.verify import _finite
 
     write_text_atomic(out / PARITY_FILE, json.dumps(_finite(parity), indent=2) + "\n")
     stale = [out / f for k, f in FILES.items() if k not in artifacts and (out / f).exists()]
     click.echo(report.summary())
     if report.timing:
-        click.echo("timing, ms per slice at batch 1: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timing["ms_per_slice"].items()))
+        click.echo(
+            "timing, ms per slice at batch 1: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in report.timing["ms_per_slice"].items())
+        )
     for s in stale:
         click.echo(f"note: {s} is from an earlier export and is not covered by this parity.json", err=True)
     click.echo(f"wrote {out / PARITY_FILE}: {'all backends within tolerance' if report.ok else 'OUT OF TOLERANCE'}")

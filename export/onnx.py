@@ -12,7 +12,7 @@ The exported graph is :class:`liverseg.models.SegmentationPipeline`:
   (1 where probability > threshold).
 
 N, H and W are dynamic; any H x W works, also sizes that are not multiples of 16.
-The contract (:func:`liverseg.contract.build_contract`) is stored as JSON in
+The contract (:func:`liverseg.core.contract.build_contract`) is stored as JSON in
 ``metadata_props["liverseg.contract"]`` plus flat ``liverseg.*`` keys.
 
 Exporter: the default is PyTorch's TorchScript-based exporter (``dynamo=False``,
@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 
-from liverseg.contract import CONTRACT_KEY, INPUT_NAME, MASK_NAME, PROB_NAME, build_contract, flat_metadata
-from liverseg.export._io import ExportError, atomic_path, first_line
+from liverseg.core.contract import CONTRACT_KEY, INPUT_NAME, MASK_NAME, PROB_NAME, build_contract, flat_metadata
+from liverseg.core.errors import ExportError, first_line
+from liverseg.core.io import atomic_path
 
 DEFAULT_OPSET = 18
 EXPORTERS = ("torchscript", "dynamo")
@@ -58,12 +59,16 @@ def supported_opsets(exporter: str = "torchscript") -> range:
 def check_opset(opset: int, exporter: str = "torchscript") -> int:
     ok = supported_opsets(exporter)
     if int(opset) not in ok:
-        raise ExportError(f"opset {opset} cannot be produced by the installed torch {torch.__version__} "
-                          f"{exporter} exporter for this model; supported: {ok.start}..{ok.stop - 1}")
+        raise ExportError(
+            f"opset {opset} cannot be produced by the installed torch {torch.__version__} "
+            f"{exporter} exporter for this model; supported: {ok.start}..{ok.stop - 1}"
+        )
     return int(opset)
 
 
-def example_input(shape: tuple[int, int, int, int] = (1, 1, 256, 256), raw: bool = False, seed: int = 0) -> torch.Tensor:
+def example_input(
+    shape: tuple[int, int, int, int] = (1, 1, 256, 256), raw: bool = False, seed: int = 0
+) -> torch.Tensor:
     """A random input of the exported dtype (uint8 gray, or float32 HU when ``raw``)."""
     g = torch.Generator().manual_seed(seed)
     if raw:
@@ -79,10 +84,12 @@ def write_contract(model: Any, contract: dict[str, Any]) -> None:
     for k, v in [*keep, *entries.items()]:
         p = model.metadata_props.add()
         p.key, p.value = k, v
-    model.doc_string = (f"liverseg {contract['model']['name']} {contract['precision']}: {INPUT_NAME} "
-                        f"{contract['inputs'][0]['dtype']} [N,1,H,W] -> {PROB_NAME} float32, {MASK_NAME} uint8 "
-                        f"(probability > {contract['threshold']}); preprocessing and padding inside the graph; "
-                        f"contract JSON in metadata key {CONTRACT_KEY!r}")
+    model.doc_string = (
+        f"liverseg {contract['model']['name']} {contract['precision']}: {INPUT_NAME} "
+        f"{contract['inputs'][0]['dtype']} [N,1,H,W] -> {PROB_NAME} float32, {MASK_NAME} uint8 "
+        f"(probability > {contract['threshold']}); preprocessing and padding inside the graph; "
+        f"contract JSON in metadata key {CONTRACT_KEY!r}"
+    )
 
 
 def name_dynamic_dims(model: Any) -> None:
@@ -97,7 +104,9 @@ def name_dynamic_dims(model: Any) -> None:
                 d.dim_param = name
 
 
-def check_and_load(path: str | os.PathLike, contract: dict[str, Any] | None = None, providers: list[str] | None = None) -> None:
+def check_and_load(
+    path: str | os.PathLike, contract: dict[str, Any] | None = None, providers: list[str] | None = None
+) -> None:
     """``onnx.checker`` full check, then an onnxruntime session; names/dtypes must match the contract."""
     import onnx
     import onnxruntime as ort
@@ -122,32 +131,51 @@ def check_and_load(path: str | os.PathLike, contract: dict[str, Any] | None = No
         got_in = [(i.name, ort_type.get(i.type, i.type)) for i in sess.get_inputs()]
         got_out = [(o.name, ort_type.get(o.type, o.type)) for o in sess.get_outputs()]
         if got_in != want_in or got_out != want_out:
-            raise ExportError(f"exported model has inputs {got_in} / outputs {got_out}; contract says {want_in} / {want_out}")
+            raise ExportError(
+                f"exported model has inputs {got_in} / outputs {got_out}; contract says {want_in} / {want_out}"
+            )
 
 
-def export_onnx(ckpt: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET, threshold: float | None = None,
-                raw: bool = False, checkpoint_sha256: str | None = None, exporter: str = "torchscript",
-                example_shape: tuple[int, int, int, int] = (1, 1, 256, 256)) -> Path:
+def export_onnx(
+    ckpt: Any,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    threshold: float | None = None,
+    raw: bool = False,
+    checkpoint_sha256: str | None = None,
+    exporter: str = "torchscript",
+    example_shape: tuple[int, int, int, int] = (1, 1, 256, 256),
+) -> Path:
     """Export ``ckpt``'s whole pipeline to ``path`` (atomically); return ``path``.
 
     The file is written under a temporary name, given its contract, checked with
     ``onnx.checker.check_model(full_check=True)`` and loaded in onnxruntime; only
     then is it renamed to ``path``. Raises :class:`ExportError` (one line).
     """
-    from liverseg.checkpoint import file_sha256
-
     import onnx
+
+    from liverseg.models.checkpoint import file_sha256
 
     path = Path(path)
     check_opset(opset, exporter)
     if checkpoint_sha256 is None and getattr(ckpt, "path", None) is not None and Path(ckpt.path).is_file():
         checkpoint_sha256 = file_sha256(ckpt.path)
     pipe = ckpt.build_pipeline(threshold=threshold, raw=raw)
-    contract = build_contract(ckpt, threshold=threshold, raw=raw, precision="fp32", checkpoint_sha256=checkpoint_sha256,
-                              opset=opset, backend="onnx")
+    contract = build_contract(
+        ckpt,
+        threshold=threshold,
+        raw=raw,
+        precision="fp32",
+        checkpoint_sha256=checkpoint_sha256,
+        opset=opset,
+        backend="onnx",
+    )
     contract["exporter"] = f"torch.onnx {exporter}"
-    contract["padding"] = (f"inside the graph: zero padding on the bottom and right edges to the next multiple of "
-                           f"{ckpt.preprocessing.pad_multiple} (after resize, if any); outputs are cropped back to H x W")
+    contract["padding"] = (
+        f"inside the graph: zero padding on the bottom and right edges to the next multiple of "
+        f"{ckpt.preprocessing.pad_multiple} (after resize, if any); outputs are cropped back to H x W"
+    )
     x = example_input(example_shape, raw)
     with atomic_path(path) as tmp:
         try:
@@ -155,22 +183,40 @@ def export_onnx(ckpt: Any, path: str | os.PathLike, *, opset: int = DEFAULT_OPSE
                 warnings.simplefilter("ignore")  # deprecation notices and tracer hints; parity is measured by verify()
                 if exporter == "torchscript":
                     axes = {0: "N", 2: "H", 3: "W"}
-                    torch.onnx.export(pipe, (x,), str(tmp), dynamo=False, opset_version=opset,
-                                      input_names=[INPUT_NAME], output_names=[PROB_NAME, MASK_NAME],
-                                      dynamic_axes={INPUT_NAME: axes, PROB_NAME: axes, MASK_NAME: axes},
-                                      do_constant_folding=True)
+                    torch.onnx.export(
+                        pipe,
+                        (x,),
+                        str(tmp),
+                        dynamo=False,
+                        opset_version=opset,
+                        input_names=[INPUT_NAME],
+                        output_names=[PROB_NAME, MASK_NAME],
+                        dynamic_axes={INPUT_NAME: axes, PROB_NAME: axes, MASK_NAME: axes},
+                        do_constant_folding=True,
+                    )
                 else:
                     from torch.export import Dim
 
                     dims = {0: Dim("N", min=1, max=4096), 2: Dim("H", min=2, max=16384), 3: Dim("W", min=2, max=16384)}
-                    prog = torch.onnx.export(pipe, (x,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                                             output_names=[PROB_NAME, MASK_NAME], dynamic_shapes=(dims,),
-                                             optimize=True, verbose=False, report=False)
+                    prog = torch.onnx.export(
+                        pipe,
+                        (x,),
+                        dynamo=True,
+                        opset_version=opset,
+                        input_names=[INPUT_NAME],
+                        output_names=[PROB_NAME, MASK_NAME],
+                        dynamic_shapes=(dims,),
+                        optimize=True,
+                        verbose=False,
+                        report=False,
+                    )
                     prog.save(str(tmp), external_data=False)
         except ExportError:
             raise
         except Exception as e:
-            raise ExportError(f"torch.onnx ({exporter}) could not export {ckpt.model_name} at opset {opset}: {first_line(e)}") from None
+            raise ExportError(
+                f"torch.onnx ({exporter}) could not export {ckpt.model_name} at opset {opset}: {first_line(e)}"
+            ) from None
         try:
             model = onnx.load(str(tmp))
         except Exception as e:

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from liverseg.contract import CONTRACT_KEY, INPUT_NAME
-from liverseg.export._io import ExportError, atomic_path, first_line
+from liverseg.core.contract import CONTRACT_KEY, INPUT_NAME
+from liverseg.core.errors import ExportError, first_line
+from liverseg.core.io import atomic_path
 
 INT8_OP_TYPES = ("Conv", "ConvTranspose", "MaxPool", "Concat", "Relu")
 # Nodes that run in float16 in the fp16 model; everything else (preprocessing,
@@ -43,9 +44,11 @@ def _load_contract(model: Any, source: str) -> dict[str, Any]:
     return json.loads(meta[CONTRACT_KEY])
 
 
-def load_calibration_images(source: str | os.PathLike, limit: int | None = None, root: str | os.PathLike | None = None) -> list[np.ndarray]:
-    """uint8 [H, W] slices named by a folder or CSV (see :func:`liverseg.data.discover`)."""
-    from liverseg.data import discover, read_image
+def load_calibration_images(
+    source: str | os.PathLike, limit: int | None = None, root: str | os.PathLike | None = None
+) -> list[np.ndarray]:
+    """uint8 [H, W] slices named by a folder or CSV (see :func:`liverseg.core.data.discover`)."""
+    from liverseg.core.data import discover, read_image
 
     samples = discover(source, root=root)
     if limit is not None:
@@ -83,9 +86,16 @@ def _last_conv(model: Any) -> list[str]:
     return [last.name]
 
 
-def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, calibration_images: Sequence[np.ndarray], *,
-                  per_channel: bool = True, op_types: Iterable[str] = INT8_OP_TYPES, keep_last_conv_float: bool = True,
-                  method: str = "minmax") -> Path:
+def quantize_int8(
+    fp32_onnx: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_images: Sequence[np.ndarray],
+    *,
+    per_channel: bool = True,
+    op_types: Iterable[str] = INT8_OP_TYPES,
+    keep_last_conv_float: bool = True,
+    method: str = "minmax",
+) -> Path:
     """Static QDQ int8 model of ``fp32_onnx`` calibrated on ``calibration_images`` (uint8 [H, W]).
 
     ``keep_last_conv_float``: the logits layer (a 1x1 conv, a negligible share of the
@@ -101,8 +111,11 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
     from liverseg.export.onnx import check_and_load, write_contract
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
-    methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-               "entropy": CalibrationMethod.Entropy}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     if method not in methods:
         raise ExportError(f"unknown calibration method {method!r}; valid: {', '.join(methods)}")
     if not calibration_images:
@@ -122,20 +135,38 @@ def quantize_int8(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, cal
                 pre_model = onnx.load(str(pre))
                 exclude = _last_conv(pre_model)
                 onnx.save(pre_model, str(pre))
-            quantize_static(str(pre), str(tmp), _SliceReader(calibration_images, dtype), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=per_channel,
-                            calibrate_method=methods[method], op_types_to_quantize=list(op_types),
-                            nodes_to_exclude=exclude,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+            quantize_static(
+                str(pre),
+                str(tmp),
+                _SliceReader(calibration_images, dtype),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                calibrate_method=methods[method],
+                op_types_to_quantize=list(op_types),
+                nodes_to_exclude=exclude,
+                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            )
         except ExportError:
             raise
         except Exception as e:
             raise ExportError(f"int8 quantization failed: {first_line(e)}") from None
         q = onnx.load(str(tmp))
-        contract = dict(contract, precision="int8",
-                        quantization={"format": "QDQ static", "activations": "uint8 asymmetric", "weights": "int8 symmetric",
-                                      "per_channel": per_channel, "calibration": method, "calibration_images": len(calibration_images),
-                                      "op_types": list(op_types), "float_nodes": exclude})
+        contract = dict(
+            contract,
+            precision="int8",
+            quantization={
+                "format": "QDQ static",
+                "activations": "uint8 asymmetric",
+                "weights": "int8 symmetric",
+                "per_channel": per_channel,
+                "calibration": method,
+                "calibration_images": len(calibration_images),
+                "op_types": list(op_types),
+                "float_nodes": exclude,
+            },
+        )
         write_contract(q, contract)
         onnx.save(q, str(tmp))
         check_and_load(tmp, contract)
@@ -229,8 +260,13 @@ def _float16_graph(model: Any, op_types: Iterable[str]) -> int:
     return len(f16_nodes)
 
 
-def convert_fp16(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, *, op_types: Iterable[str] = FP16_OP_TYPES,
-                 check_providers: list[str] | None = None) -> Path:
+def convert_fp16(
+    fp32_onnx: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    op_types: Iterable[str] = FP16_OP_TYPES,
+    check_providers: list[str] | None = None,
+) -> Path:
     """float16 model of ``fp32_onnx`` for CUDA; I/O types unchanged (casts inside).
 
     The file is checked with ``onnx.checker`` (full). It is loaded in onnxruntime
@@ -252,7 +288,9 @@ def convert_fp16(fp32_onnx: str | os.PathLike, out_path: str | os.PathLike, *, o
         raise ExportError(f"fp16 conversion failed: {first_line(e)}") from None
     if n == 0:
         raise ExportError(f"{fp32_onnx}: no {sorted(op_types)} nodes to convert to float16")
-    contract = dict(contract, precision="fp16", fp16={"op_types": list(op_types), "nodes": n, "io": "unchanged (casts inside)"})
+    contract = dict(
+        contract, precision="fp16", fp16={"op_types": list(op_types), "nodes": n, "io": "unchanged (casts inside)"}
+    )
     write_contract(model, contract)
     with atomic_path(out_path) as tmp:
         onnx.save(model, str(tmp))

@@ -18,26 +18,36 @@ from typing import Any
 
 import torch
 
-from liverseg.contract import TORCHSCRIPT_EXTRA_FILE, build_contract, read_torchscript_contract
-from liverseg.export._io import ExportError, atomic_path, first_line
+from liverseg.core.contract import TORCHSCRIPT_EXTRA_FILE, build_contract, read_torchscript_contract
+from liverseg.core.errors import ExportError, first_line
+from liverseg.core.io import atomic_path
 from liverseg.export.onnx import example_input
 
 
-def export_torchscript(ckpt: Any, path: str | os.PathLike, *, threshold: float | None = None, raw: bool = False,
-                       checkpoint_sha256: str | None = None,
-                       example_shape: tuple[int, int, int, int] = (1, 1, 256, 256)) -> Path:
+def export_torchscript(
+    ckpt: Any,
+    path: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    raw: bool = False,
+    checkpoint_sha256: str | None = None,
+    example_shape: tuple[int, int, int, int] = (1, 1, 256, 256),
+) -> Path:
     """Trace, freeze and save ``ckpt``'s pipeline to ``path`` (atomically); return ``path``."""
-    from liverseg.checkpoint import file_sha256
+    from liverseg.models.checkpoint import file_sha256
 
     path = Path(path)
     if checkpoint_sha256 is None and getattr(ckpt, "path", None) is not None and Path(ckpt.path).is_file():
         checkpoint_sha256 = file_sha256(ckpt.path)
     pipe = ckpt.build_pipeline(threshold=threshold, raw=raw)
-    contract = build_contract(ckpt, threshold=threshold, raw=raw, precision="fp32", checkpoint_sha256=checkpoint_sha256,
-                              backend="torchscript")
+    contract = build_contract(
+        ckpt, threshold=threshold, raw=raw, precision="fp32", checkpoint_sha256=checkpoint_sha256, backend="torchscript"
+    )
     contract["exporter"] = "torch.jit.trace + torch.jit.freeze"
-    contract["padding"] = (f"inside the module: zero padding on the bottom and right edges to the next multiple of "
-                           f"{ckpt.preprocessing.pad_multiple}; outputs are cropped back to H x W")
+    contract["padding"] = (
+        f"inside the module: zero padding on the bottom and right edges to the next multiple of "
+        f"{ckpt.preprocessing.pad_multiple}; outputs are cropped back to H x W"
+    )
     x = example_input(example_shape, raw)
     with atomic_path(path) as tmp:
         try:
@@ -55,8 +65,9 @@ def export_torchscript(ckpt: Any, path: str | os.PathLike, *, threshold: float |
     return path
 
 
-def load_torchscript(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-                     optimize: bool = True) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+def load_torchscript(
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", optimize: bool = True
+) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
     """(module, contract); ``optimize`` applies ``torch.jit.optimize_for_inference`` after loading."""
     contract = read_torchscript_contract(path)
     with warnings.catch_warnings():

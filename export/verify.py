@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from liverseg.contract import INPUT_NAME, ContractError, read_onnx_contract, read_torchscript_contract
+from liverseg.core.contract import INPUT_NAME, ContractError, read_onnx_contract, read_torchscript_contract
 
 # float32 on CPU. The issue's starting point was atol 1e-5; on *trained* weights the
 # ONNX Runtime (MLAS) and PyTorch (oneDNN) summation orders gave up to 1.21e-5 on real
@@ -78,8 +78,12 @@ TOLERANCES: dict[str, Tolerance] = {
     "onnx-fp32": Tolerance(prob_atol=FP32_PROB_ATOL, prob_rel_l2=FP32_PROB_RTOL),
     "onnx-fp32/cuda": Tolerance(prob_atol=FP32_CUDA_PROB_ATOL, prob_rel_l2=FP32_CUDA_PROB_RTOL),
     "torchscript/cuda": Tolerance(prob_atol=FP32_CUDA_PROB_ATOL, prob_rel_l2=FP32_CUDA_PROB_RTOL),
-    "onnx-fp16": Tolerance(judge_random=False, max_mask_fraction=FP16_MAX_MASK_FRACTION, max_dice_drop=FP16_MAX_DICE_DROP),
-    "onnx-int8": Tolerance(judge_random=False, max_mask_fraction=INT8_MAX_MASK_FRACTION, max_dice_drop=INT8_MAX_DICE_DROP),
+    "onnx-fp16": Tolerance(
+        judge_random=False, max_mask_fraction=FP16_MAX_MASK_FRACTION, max_dice_drop=FP16_MAX_DICE_DROP
+    ),
+    "onnx-int8": Tolerance(
+        judge_random=False, max_mask_fraction=INT8_MAX_MASK_FRACTION, max_dice_drop=INT8_MAX_DICE_DROP
+    ),
 }
 
 
@@ -98,8 +102,8 @@ class RealSlices:
             raise ValueError(f"{len(self.images)} images but {len(self.masks)} masks")
 
     @classmethod
-    def from_samples(cls, samples: list[Any], source: str = "") -> "RealSlices":
-        from liverseg.data import read_image, read_mask
+    def from_samples(cls, samples: list[Any], source: str = "") -> RealSlices:
+        from liverseg.core.data import read_image, read_mask
 
         imgs = [read_image(s.image) for s in samples]
         masks = [read_mask(s.mask) if s.mask is not None else None for s in samples]
@@ -149,7 +153,7 @@ class ParityReport:
         return d
 
     def write_json(self, path: str | Path) -> Path:
-        from liverseg.export._io import write_text_atomic
+        from liverseg.core.io import write_text_atomic
 
         return write_text_atomic(path, json.dumps(_finite(self.to_dict()), indent=2) + "\n")
 
@@ -159,8 +163,12 @@ class ParityReport:
         for r in self.results:
             lines.append(f"{r.name:<12} {r.status.upper():<10} {r.backend} on {r.device}: {r.path}")
             for c in r.checks:
-                parts = [f"  {c['inputs']:<30}", f"prob max|d| {c['prob_max_abs']:.2e}", f"rel L2 {c['prob_rel_l2']:.2e}",
-                         f"mask px differ {c['mask_pixels_differ']}/{c['mask_pixels']}"]
+                parts = [
+                    f"  {c['inputs']:<30}",
+                    f"prob max|d| {c['prob_max_abs']:.2e}",
+                    f"rel L2 {c['prob_rel_l2']:.2e}",
+                    f"mask px differ {c['mask_pixels_differ']}/{c['mask_pixels']}",
+                ]
                 if c.get("dice_change") is not None:
                     parts.append(f"Dice {c['dice_eager']:.4f} -> {c['dice_artifact']:.4f} ({c['dice_change']:+.4f})")
                 lines.append("  ".join(parts))
@@ -206,7 +214,9 @@ class _Runner:
                 providers = ["CPUExecutionProvider"]
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
             if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
-                raise RuntimeError(f"CUDAExecutionProvider requested but the session runs on {self.session.get_providers()}")
+                raise RuntimeError(
+                    f"CUDAExecutionProvider requested but the session runs on {self.session.get_providers()}"
+                )
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.backend == "torchscript":
@@ -225,7 +235,7 @@ def _backend_of(path: Path) -> tuple[str, str]:
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    from liverseg.metrics import image_scores
+    from liverseg.core.metrics import image_scores
 
     return image_scores(pred, truth)["dice"]
 
@@ -253,12 +263,14 @@ def _batches(real: RealSlices, batch: int) -> list[tuple[np.ndarray, list[int]]]
     out = []
     for idx in by_shape.values():
         for k in range(0, len(idx), batch):
-            part = idx[k: k + batch]
+            part = idx[k : k + batch]
             out.append((np.stack([np.asarray(real.images[i], dtype=np.uint8) for i in part])[:, None], part))
     return out
 
 
-def _compare(p_ref: np.ndarray, m_ref: np.ndarray, p: np.ndarray, m: np.ndarray, threshold: float, atol: float) -> dict[str, Any]:
+def _compare(
+    p_ref: np.ndarray, m_ref: np.ndarray, p: np.ndarray, m: np.ndarray, threshold: float, atol: float
+) -> dict[str, Any]:
     if p.shape != p_ref.shape or m.shape != m_ref.shape:
         raise ValueError(f"output shape {p.shape}/{m.shape} != eager {p_ref.shape}/{m_ref.shape}")
     if p.dtype != np.float32 or m.dtype != np.uint8:
@@ -288,20 +300,37 @@ def _judge(res: BackendResult, tol: Tolerance, check: dict[str, Any], real: bool
         if not check["prob_max_abs"] <= tol.prob_atol:
             res.fail(f"{where}: probability max |diff| {check['prob_max_abs']:.3e} > atol {tol.prob_atol:g}")
         if check["mask_pixels_differ_off_threshold"] > 0:
-            res.fail(f"{where}: {check['mask_pixels_differ_off_threshold']} mask pixels differ whose eager probability "
-                     f"is farther than {tol.prob_atol:g} from the threshold")
+            res.fail(
+                f"{where}: {check['mask_pixels_differ_off_threshold']} mask pixels differ whose eager probability "
+                f"is farther than {tol.prob_atol:g} from the threshold"
+            )
     if tol.prob_rel_l2 is not None and not check["prob_rel_l2"] <= tol.prob_rel_l2:
         res.fail(f"{where}: probability relative L2 {check['prob_rel_l2']:.3e} > rtol {tol.prob_rel_l2:g}")
     if real and tol.max_mask_fraction is not None and not check["mask_differ_fraction"] <= tol.max_mask_fraction:
         res.fail(f"{where}: {check['mask_differ_fraction']:.4%} of mask pixels differ > {tol.max_mask_fraction:.4%}")
-    if real and tol.max_dice_drop is not None and check.get("dice_change") is not None and not check["dice_change"] >= -tol.max_dice_drop:
+    if (
+        real
+        and tol.max_dice_drop is not None
+        and check.get("dice_change") is not None
+        and not check["dice_change"] >= -tol.max_dice_drop
+    ):
         res.fail(f"{where}: mean Dice changed by {check['dice_change']:+.4f} (limit -{tol.max_dice_drop:g})")
 
 
-def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray] | None = None, *,
-           real: RealSlices | None = None, threshold: float | None = None, raw: bool = False,
-           check_shape: tuple[int, int, int, int] = DEFAULT_CHECK_SHAPE, seed: int = 0, real_batch: int = 8,
-           device: str = "cpu", tolerances: dict[str, Tolerance] | None = None) -> ParityReport:
+def verify(
+    ckpt: Any,
+    artifacts: dict[str, str | Path],
+    inputs: list[np.ndarray] | None = None,
+    *,
+    real: RealSlices | None = None,
+    threshold: float | None = None,
+    raw: bool = False,
+    check_shape: tuple[int, int, int, int] = DEFAULT_CHECK_SHAPE,
+    seed: int = 0,
+    real_batch: int = 8,
+    device: str = "cpu",
+    tolerances: dict[str, Tolerance] | None = None,
+) -> ParityReport:
     """Run the eager pipeline and each artifact on the same inputs; measure and judge the differences.
 
     ``artifacts`` maps a label to a file (``.pt`` TorchScript or ``.onnx``; the
@@ -311,7 +340,7 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
     judged for fp16 and int8. The eager reference always runs on the CPU in
     float32; ``device="cuda"`` runs the artifacts on the GPU.
     """
-    from liverseg.checkpoint import versions
+    from liverseg.models.checkpoint import versions
 
     tolerances = TOLERANCES if tolerances is None else tolerances
     thr = float(ckpt.threshold if threshold is None else threshold)
@@ -370,13 +399,17 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
             runner = _Runner(path, backend, device)
         except Exception as e:
             res.status = "error"
-            res.failures.append(f"cannot load: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}")
+            res.failures.append(
+                f"cannot load: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"
+            )
             continue
         for problem in _contract_problems(runner.contract, ckpt, thr, raw):
             res.fail(problem)
         if precision == "fp16" and device == "cpu":
-            res.notes.append("run on onnxruntime's CPU provider, which computes float16 nodes through inserted casts: "
-                             "the figures show the weight rounding, not CUDA's float16 arithmetic; re-run verify with device='cuda'")
+            res.notes.append(
+                "run on onnxruntime's CPU provider, which computes float16 nodes through inserted casts: "
+                "the figures show the weight rounding, not CUDA's float16 arithmetic; re-run verify with device='cuda'"
+            )
         judged_real = False
         for (label, batches, is_real), refs in zip(sets, ref):
             ps, ms, prs, mrs, idx_all = [], [], [], [], []
@@ -387,7 +420,9 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
                     ps.append(p), ms.append(m), prs.append(pr), mrs.append(mr), idx_all.append(idx)
             except Exception as e:
                 res.status = "error"
-                res.failures.append(f"{label}: run failed: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}")
+                res.failures.append(
+                    f"{label}: run failed: {str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__}"
+                )
                 continue
             secs = time.perf_counter() - t0
             atol = tol.prob_atol if tol.prob_atol is not None else FP32_PROB_ATOL
@@ -400,7 +435,12 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
             except ValueError as e:
                 res.fail(f"{label}: {e}")
                 continue
-            check = {"inputs": label, "n_images": int(sum(b.shape[0] for b, _ in batches)), **check, "seconds": round(secs, 3)}
+            check = {
+                "inputs": label,
+                "n_images": int(sum(b.shape[0] for b, _ in batches)),
+                **check,
+                "seconds": round(secs, 3),
+            }
             if is_real and eager_dice:
                 art = []
                 for m, idx in zip(ms, idx_all):
@@ -418,8 +458,15 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
             res.status = "not_judged"
             res.notes.append(f"{key} is judged on real slices only and none were given")
 
-    described = [{"inputs": label, "n_images": int(sum(b.shape[0] for b, _ in batches)), "real": is_real,
-                  **({"source": real.source} if is_real and real is not None else {})} for label, batches, is_real in sets]
+    described = [
+        {
+            "inputs": label,
+            "n_images": int(sum(b.shape[0] for b, _ in batches)),
+            "real": is_real,
+            **({"source": real.source} if is_real and real is not None else {}),
+        }
+        for label, batches, is_real in sets
+    ]
     vers = {**versions(), "platform": platform.platform()}
     try:
         import onnxruntime
@@ -428,11 +475,20 @@ def verify(ckpt: Any, artifacts: dict[str, str | Path], inputs: list[np.ndarray]
     except ImportError:  # pragma: no cover
         pass
     path = getattr(ckpt, "path", None)
-    return ParityReport(str(path) if path else None, thr, "eager SegmentationPipeline, CPU, float32", results, described, versions=vers)
+    return ParityReport(
+        str(path) if path else None, thr, "eager SegmentationPipeline, CPU, float32", results, described, versions=vers
+    )
 
 
-def time_backends(ckpt: Any, artifacts: dict[str, str | Path], image: np.ndarray, *, runs: int = 5, threshold: float | None = None,
-                  raw: bool = False) -> dict[str, Any]:
+def time_backends(
+    ckpt: Any,
+    artifacts: dict[str, str | Path],
+    image: np.ndarray,
+    *,
+    runs: int = 5,
+    threshold: float | None = None,
+    raw: bool = False,
+) -> dict[str, Any]:
     """Median ms per slice at batch 1 on ``image`` (uint8 [H, W]): eager and each artifact, interleaved.
 
     A quick check on the CPU (the benchmarks package does the proper job): one warm-up
@@ -461,7 +517,12 @@ def time_backends(ckpt: Any, artifacts: dict[str, str | Path], image: np.ndarray
             f(x)
             times[k].append((time.perf_counter() - t0) * 1000.0)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    out: dict[str, Any] = {"shape": list(x.shape), "runs": runs, "threads": torch.get_num_threads(), "ms_per_slice": med}
+    out: dict[str, Any] = {
+        "shape": list(x.shape),
+        "runs": runs,
+        "threads": torch.get_num_threads(),
+        "ms_per_slice": med,
+    }
     if "onnx" in med and "onnx-int8" in med and med["onnx-int8"] > 0:
         out["int8_speedup_vs_onnx_fp32"] = med["onnx"] / med["onnx-int8"]
     if "eager" in med:

@@ -31,41 +31,112 @@ def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
 
 @click.command(cls=_RecordArgs, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Exported ONNX model. Default: the newest runs/*/export/model.onnx (always printed).")
-@click.option("--labels", type=click.Path(exists=True, path_type=Path), default=None,
-              help="A *_y.csv or a folder of masks. Default: found next to INPUT (test_x.csv -> test_y.csv, "
-                   "Images/ -> Labels/).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder. Default: a new runs/infer-YYYYmmdd-HHMMSS/.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images of the same size per model call. Default: 1 on CPU, 8 on CUDA.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime intra-op threads. Default: the CPUs this process may use.")
-@click.option("--overlays", is_flag=True, help="Write overlays (TP white, FP blue, FN red; without labels the outline).")
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Exported ONNX model. Default: the newest runs/*/export/model.onnx (always printed).",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A *_y.csv or a folder of masks. Default: found next to INPUT (test_x.csv -> test_y.csv, Images/ -> Labels/).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder. Default: a new runs/infer-YYYYmmdd-HHMMSS/.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images of the same size per model call. Default: 1 on CPU, 8 on CUDA.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="onnxruntime intra-op threads. Default: the CPUs this process may use.",
+)
+@click.option(
+    "--overlays", is_flag=True, help="Write overlays (TP white, FP blue, FN red; without labels the outline)."
+)
 @click.option("--save-probabilities", is_flag=True, help="Write probability maps (16-bit PNG, value/65535).")
-@click.option("--resume", is_flag=True, help="Skip inputs whose outputs in --out are complete (finish an interrupted run).")
+@click.option(
+    "--resume", is_flag=True, help="Skip inputs whose outputs in --out are complete (finish an interrupted run)."
+)
 @click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N inputs.")
-@click.option("--contract", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Contract JSON for a model file that carries none (preprocessing, threshold).")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder that relative CSV paths start from (default: the current folder, then the CSV's).")
-@click.option("--spinning/--no-spinning", default=False, show_default=True,
-              help="Let onnxruntime's threads spin between runs (off: they would steal the decode/encode cores).")
+@click.option(
+    "--contract",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Contract JSON for a model file that carries none (preprocessing, threshold).",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder that relative CSV paths start from (default: the current folder, then the CSV's).",
+)
+@click.option(
+    "--spinning/--no-spinning",
+    default=False,
+    show_default=True,
+    help="Let onnxruntime's threads spin between runs (off: they would steal the decode/encode cores).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
-def main(input: Path, model: Path | None, labels: Path | None, out: Path | None, device: str, batch_size: int | None,
-         threads: int | None, overlays: bool, save_probabilities: bool, resume: bool, fail_fast: bool, limit: int | None,
-         contract: Path | None, data_root: Path | None, spinning: bool, progress: bool | None, report: bool) -> None:
+def main(
+    input: Path,
+    model: Path | None,
+    labels: Path | None,
+    out: Path | None,
+    device: str,
+    batch_size: int | None,
+    threads: int | None,
+    overlays: bool,
+    save_probabilities: bool,
+    resume: bool,
+    fail_fast: bool,
+    limit: int | None,
+    contract: Path | None,
+    data_root: Path | None,
+    spinning: bool,
+    progress: bool | None,
+    report: bool,
+) -> None:
     """Segment the liver in every image of INPUT (an image CSV, a pairs CSV or a folder)."""
-    opts = Options(source=input, model=model, labels=labels, out=out, device=device, batch_size=batch_size,
-                   threads=threads, overlays=overlays, save_probabilities=save_probabilities, resume=resume,
-                   fail_fast=fail_fast, limit=limit, contract=contract, data_root=data_root, spinning=spinning,
-                   progress=progress, report=report,
-                   command=["liverseg-infer", *click.get_current_context().meta.get("liverseg_argv", sys.argv[1:])])
+    opts = Options(
+        source=input,
+        model=model,
+        labels=labels,
+        out=out,
+        device=device,
+        batch_size=batch_size,
+        threads=threads,
+        overlays=overlays,
+        save_probabilities=save_probabilities,
+        resume=resume,
+        fail_fast=fail_fast,
+        limit=limit,
+        contract=contract,
+        data_root=data_root,
+        spinning=spinning,
+        progress=progress,
+        report=report,
+        command=["liverseg-infer", *click.get_current_context().meta.get("liverseg_argv", sys.argv[1:])],
+    )
     old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
     try:
         res = run_inference(opts, log=lambda s: click.echo(s, err=True))

@@ -20,14 +20,16 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from liverseg.data import IMAGE_EXTENSIONS, DataError, discover, read_image, read_mask
+from liverseg.core.data import IMAGE_EXTENSIONS, DataError, discover, read_image, read_mask
+from liverseg.core.errors import UsageError
 
 MASK_DIR = "masks"
 PROB_DIR = "probabilities"
@@ -36,13 +38,27 @@ TMP_MARK = ".tmp-"
 PNG_LEVEL = 1  # zlib level 1: ~4x faster than the default 6 on masks, files ~30% larger
 
 PER_IMAGE_COLUMNS = (
-    "index", "input", "label", "output", "status", "error", "height", "width", "latency_ms", "liver_fraction",
-    "dice", "iou", "mPA", "mIoU", "precision", "recall", "tp", "fp", "fn", "tn",
+    "index",
+    "input",
+    "label",
+    "output",
+    "status",
+    "error",
+    "height",
+    "width",
+    "latency_ms",
+    "liver_fraction",
+    "dice",
+    "iou",
+    "mPA",
+    "mIoU",
+    "precision",
+    "recall",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
 )
-
-
-class UsageError(ValueError):
-    """A problem with the command line or the input list as a whole (exit code 2)."""
 
 
 # ---------------------------------------------------------------- listing
@@ -75,9 +91,13 @@ class Item:
         return f"{OVERLAY_DIR}/{self.key}_overlay.png"
 
 
-def list_inputs(source: str | os.PathLike, labels: str | os.PathLike | None = None,
-                root: str | os.PathLike | None = None, limit: int | None = None) -> list[Item]:
-    """The run's inputs, in list order, with labels found as :func:`liverseg.data.discover` does.
+def list_inputs(
+    source: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    limit: int | None = None,
+) -> list[Item]:
+    """The run's inputs, in list order, with labels found as :func:`liverseg.core.data.discover` does.
 
     ``source``: a study image CSV (``X``), a pairs CSV (``X,Y``) or a folder. ``labels``:
     a ``*_y.csv`` or a folder of masks; without it ``test_x.csv`` pairs with
@@ -91,8 +111,10 @@ def list_inputs(source: str | os.PathLike, labels: str | os.PathLike | None = No
         if not lab.exists():
             raise UsageError(f"{lab}: labels not found (expected a *_y.csv or a folder of masks)")
         if src.is_dir() and lab.is_file():
-            raise UsageError(f"{lab}: a label CSV pairs row by row with an image CSV; for the folder {src} "
-                             "pass a folder of masks as --labels")
+            raise UsageError(
+                f"{lab}: a label CSV pairs row by row with an image CSV; for the folder {src} "
+                "pass a folder of masks as --labels"
+            )
     try:
         samples = discover(src, labels, root)
     except DataError as e:
@@ -136,7 +158,7 @@ def output_keys(paths: list[str] | list[Path]) -> list[str]:
     def label(i: int, depth: int) -> str:
         par = parents_of(i)
         d = min(depth, len(par))
-        return "__".join([*(_safe(q) for q in par[len(par) - d:]), stems[i]])
+        return "__".join([*(_safe(q) for q in par[len(par) - d :]), stems[i]])
 
     keys = list(stems)
     groups: dict[str, list[int]] = {}
@@ -178,7 +200,9 @@ def inputs_digest(items: list[Item]) -> str:
     """SHA-256 of the input list (paths, labels, keys): a resumed run must see the same list."""
     h = hashlib.sha256()
     for it in items:
-        h.update(f"{it.index}\t{os.path.abspath(it.image)}\t{os.path.abspath(it.label) if it.label else ''}\t{it.key}\n".encode())
+        h.update(
+            f"{it.index}\t{os.path.abspath(it.image)}\t{os.path.abspath(it.label) if it.label else ''}\t{it.key}\n".encode()
+        )
     return h.hexdigest()
 
 
@@ -212,8 +236,10 @@ def load(item: Item) -> Loaded:
         try:
             truth = read_mask(item.label)
             if truth.shape != out.image.shape:
-                raise DataError(f"{item.label}: label is {truth.shape[1]}x{truth.shape[0]} but image "
-                                f"{item.image} is {out.image.shape[1]}x{out.image.shape[0]} (width x height)")
+                raise DataError(
+                    f"{item.label}: label is {truth.shape[1]}x{truth.shape[0]} but image "
+                    f"{item.image} is {out.image.shape[1]}x{out.image.shape[0]} (width x height)"
+                )
             out.truth = truth
         except DataError as e:
             out.label_error = str(e)

@@ -32,21 +32,40 @@ import shlex
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from liverseg.contract import ContractError
+from liverseg.core.contract import ContractError
+from liverseg.core.metrics import SegmentationMetrics, confusion, scores
 from liverseg.infer.io import (
-    MASK_DIR, OVERLAY_DIR, PER_IMAGE_COLUMNS, PROB_DIR, TMP_MARK, Item, Journal, Loaded, UsageError, atomic_write, atomic_write_text, csv_line,
-    encode_png, ignored_files, image_size, inputs_digest, list_inputs, load, read_journal, remove_stale_temporaries,
+    MASK_DIR,
+    OVERLAY_DIR,
+    PER_IMAGE_COLUMNS,
+    PROB_DIR,
+    TMP_MARK,
+    Item,
+    Journal,
+    Loaded,
+    UsageError,
+    atomic_write,
+    atomic_write_text,
+    csv_line,
+    encode_png,
+    ignored_files,
+    image_size,
+    inputs_digest,
+    list_inputs,
+    load,
+    read_journal,
+    remove_stale_temporaries,
 )
 from liverseg.infer.session import DeviceError, ModelSession, find_model, open_session
-from liverseg.metrics import SegmentationMetrics, confusion, scores
 
 RUN_STATE = "run.json"
 JOURNAL = "journal.jsonl"
@@ -78,7 +97,7 @@ class Options:
     data_root: Path | None = None
     spinning: bool = False
     progress: bool | None = None  # None: only on a terminal
-    report: bool = True  # write report.html (liverseg.report) at the end
+    report: bool = True  # write report.html (liverseg.infer.report) at the end
     decode_workers: int | None = None  # None: 2 on CPU (the model needs the cores), up to 8 on CUDA
     write_workers: int | None = None
     runs_dir: Path | None = None
@@ -103,8 +122,14 @@ def versions() -> dict[str, str]:
 
     from liverseg import __version__
 
-    return {"liverseg": __version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
-            "Pillow": PIL.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "liverseg": __version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "Pillow": PIL.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def _percentiles(values: list[float]) -> dict[str, float] | None:
@@ -145,7 +170,9 @@ def _writable_runs_dir(runs: Path, log: Callable[[str], None]) -> Path:
         return runs
     except OSError:
         alt = Path.home() / "liverseg-runs"
-        log(f"note: {runs.absolute()} is not writable (read-only folder); writing the run to {alt} instead (--out chooses)")
+        log(
+            f"note: {runs.absolute()} is not writable (read-only folder); writing the run to {alt} instead (--out chooses)"
+        )
         alt.mkdir(parents=True, exist_ok=True)
         return alt
 
@@ -228,15 +255,23 @@ class _OrderedCsv:
 
 
 def _base_row(it: Item) -> dict[str, Any]:
-    return {"index": it.index, "input": str(it.image), "label": str(it.label) if it.label else "", "output": "",
-            "status": "failed", "error": "", "height": "", "width": "", "latency_ms": "", "liver_fraction": ""}
+    return {
+        "index": it.index,
+        "input": str(it.image),
+        "label": str(it.label) if it.label else "",
+        "output": "",
+        "status": "failed",
+        "error": "",
+        "height": "",
+        "width": "",
+        "latency_ms": "",
+        "liver_fraction": "",
+    }
 
 
 def _overlay_fn() -> Callable[..., np.ndarray]:
-    try:
-        from liverseg.figures import overlay_rgb
-    except ImportError as e:
-        raise UsageError(f"--overlays needs liverseg.figures.overlay_rgb, which is not available ({e})") from None
+    from liverseg.core.overlay import overlay_rgb
+
     return overlay_rgb
 
 
@@ -270,9 +305,15 @@ class Runner:
         sizes = []
         if o.device != "cpu":
             sizes = [s for s in (image_size(it.image) for it in self.items[:64]) if s]
-        self.sess: ModelSession = open_session(model, device=o.device, threads=o.threads, spinning=o.spinning,
-                                               contract_path=o.contract, sizes=sizes,
-                                               want_probability=o.save_probabilities)
+        self.sess: ModelSession = open_session(
+            model,
+            device=o.device,
+            threads=o.threads,
+            spinning=o.spinning,
+            contract_path=o.contract,
+            sizes=sizes,
+            want_probability=o.save_probabilities,
+        )
         for n in self.sess.notes:
             self.log(n)
         cuda = self.sess.device.startswith("cuda")
@@ -303,19 +344,34 @@ class Runner:
             except (OSError, json.JSONDecodeError) as e:
                 raise UsageError(f"{state_path}: unreadable run state ({e})") from None
             if state.get("inputs_sha256") != self.digest:
-                raise UsageError(f"{out}: --resume with a different input list than the run there "
-                                 f"({state.get('n_inputs')} inputs from {state.get('source')})")
+                raise UsageError(
+                    f"{out}: --resume with a different input list than the run there "
+                    f"({state.get('n_inputs')} inputs from {state.get('source')})"
+                )
             if state.get("model_sha256") != self.sess.sha256:
-                raise UsageError(f"{out}: --resume with a different model (run there used {state.get('model')} "
-                                 f"sha256 {str(state.get('model_sha256'))[:12]}...)")
+                raise UsageError(
+                    f"{out}: --resume with a different model (run there used {state.get('model')} "
+                    f"sha256 {str(state.get('model_sha256'))[:12]}...)"
+                )
         else:
             if o.resume:
                 self.log(f"resume: nothing to resume in {out}; starting fresh")
-            atomic_write_text(state_path, json.dumps({
-                "format": RUN_FORMAT, "inputs_sha256": self.digest, "n_inputs": len(self.items),
-                "source": str(o.source), "labels": str(o.labels) if o.labels else None,
-                "model": str(self.sess.path), "model_sha256": self.sess.sha256, "created": self.started,
-            }, indent=2))
+            atomic_write_text(
+                state_path,
+                json.dumps(
+                    {
+                        "format": RUN_FORMAT,
+                        "inputs_sha256": self.digest,
+                        "n_inputs": len(self.items),
+                        "source": str(o.source),
+                        "labels": str(o.labels) if o.labels else None,
+                        "model": str(self.sess.path),
+                        "model_sha256": self.sess.sha256,
+                        "created": self.started,
+                    },
+                    indent=2,
+                ),
+            )
         for d in (MASK_DIR, PROB_DIR if o.save_probabilities else None, OVERLAY_DIR if o.overlays else None):
             if d:
                 (out / d).mkdir(exist_ok=True)
@@ -323,7 +379,9 @@ class Runner:
         if removed:
             self.log(f"removed {removed} partial file(s) left by an interrupted run")
         # Completed inputs from an earlier (interrupted) run.
-        self.want = {"mask"} | ({"probability"} if o.save_probabilities else set()) | ({"overlay"} if o.overlays else set())
+        self.want = (
+            {"mask"} | ({"probability"} if o.save_probabilities else set()) | ({"overlay"} if o.overlays else set())
+        )
         self.done: dict[int, dict[str, Any]] = {}
         if o.resume:
             by_index = {it.index: it for it in self.items}
@@ -385,9 +443,16 @@ class Runner:
         todo = [it for it in self.items if it.index not in self.done]
         from tqdm import tqdm
 
-        bar = tqdm(total=len(self.items), initial=len(self.done), unit="img", desc="liverseg-infer",
-                   disable=(None if o.progress is None else not o.progress), file=sys.stderr, dynamic_ncols=True,
-                   smoothing=0.1)
+        bar = tqdm(
+            total=len(self.items),
+            initial=len(self.done),
+            unit="img",
+            desc="liverseg-infer",
+            disable=(None if o.progress is None else not o.progress),
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
         delay = float(os.environ.get(DELAY_ENV, "0") or 0)
         e2e_ms: list[float] = [float(r["_e2e_ms"]) for r in self.done.values() if r.get("_e2e_ms") is not None]
         stop = False
@@ -495,9 +560,13 @@ class Runner:
         if interrupted:
             journal.close()
             csv.abandon()
-            return RunResult(self.out, None, EXIT_INTERRUPTED,
-                             f"interrupted; completed inputs are kept in {self.out / JOURNAL}. Finish with the same "
-                             f"command plus --resume --out {self.out}")
+            return RunResult(
+                self.out,
+                None,
+                EXIT_INTERRUPTED,
+                f"interrupted; completed inputs are kept in {self.out / JOURNAL}. Finish with the same "
+                f"command plus --resume --out {self.out}",
+            )
         journal.close()
 
         def skipped(i: int) -> dict[str, Any]:
@@ -510,7 +579,7 @@ class Runner:
         atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2, default=str))
         try:
             if o.report:
-                from liverseg.report import write_report
+                from liverseg.infer.report import write_report
 
                 write_report(self.out)
         except Exception as e:  # the report is a convenience; never lose the run over it
@@ -520,7 +589,9 @@ class Runner:
 
     # ------------------------------------------------------------ report
 
-    def _summary(self, csv: _OrderedCsv, wall: float, model_s: float, n_model: int, e2e_ms: list[float]) -> dict[str, Any]:
+    def _summary(
+        self, csv: _OrderedCsv, wall: float, model_s: float, n_model: int, e2e_ms: list[float]
+    ) -> dict[str, Any]:
         o = self.o
         m = csv.metrics.compute() if len(csv.metrics) else None
         metrics = None
@@ -528,7 +599,7 @@ class Runner:
             metrics = {
                 "n_images": m["n_images"],
                 "macro": {k: v for k, v in m.items() if not k.startswith("micro_") and k != "n_images"},
-                "micro": {k[len("micro_"):]: v for k, v in m.items() if k.startswith("micro_")},
+                "micro": {k[len("micro_") :]: v for k, v in m.items() if k.startswith("micro_")},
             }
         ips = n_model / wall if n_model and wall > 0 else 0.0
         mips = n_model / model_s if n_model and model_s > 0 else 0.0
@@ -565,11 +636,19 @@ class Runner:
             "io_threads": {"decode": self.decode_workers, "encode": self.write_workers},
             "threshold": self.sess.threshold,
             "model": self.sess.info(),
-            "inputs": {"source": str(o.source), "labels": str(o.labels) if o.labels else None,
-                       "n_with_labels": sum(1 for it in self.items if it.label is not None),
-                       "ignored_files": ign[0], "ignored_examples": ign[1][:20], "limit": o.limit},
-            "outputs": {"masks": MASK_DIR, "probabilities": PROB_DIR if o.save_probabilities else None,
-                        "overlays": OVERLAY_DIR if o.overlays else None},
+            "inputs": {
+                "source": str(o.source),
+                "labels": str(o.labels) if o.labels else None,
+                "n_with_labels": sum(1 for it in self.items if it.label is not None),
+                "ignored_files": ign[0],
+                "ignored_examples": ign[1][:20],
+                "limit": o.limit,
+            },
+            "outputs": {
+                "masks": MASK_DIR,
+                "probabilities": PROB_DIR if o.save_probabilities else None,
+                "overlays": OVERLAY_DIR if o.overlays else None,
+            },
             "versions": versions(),
             "command": shlex.join(o.command),
             "started": self.started,
@@ -584,19 +663,27 @@ def run_inference(opts: Options, log: Callable[[str], None] | None = None) -> Ru
 
 def summary_table(s: dict[str, Any], out_dir: Path) -> str:
     """A few lines for the terminal at the end of a run."""
-    lines = [f"inputs {s['n_inputs']}: ok {s['n_ok']}, failed {s['n_failed']}, skipped {s['n_skipped']}"
-             + (f" (resumed {s['n_resumed']})" if s["n_resumed"] else "")]
+    lines = [
+        f"inputs {s['n_inputs']}: ok {s['n_ok']}, failed {s['n_failed']}, skipped {s['n_skipped']}"
+        + (f" (resumed {s['n_resumed']})" if s["n_resumed"] else "")
+    ]
     if s["metrics"]:
         ma, mi = s["metrics"]["macro"], s["metrics"]["micro"]
-        lines.append(f"{'':8s} {'Dice':>7s} {'IoU':>7s} {'mPA':>7s} {'mIoU':>7s} {'prec':>7s} {'recall':>7s}"
-                     f"   ({s['metrics']['n_images']} labelled)")
+        lines.append(
+            f"{'':8s} {'Dice':>7s} {'IoU':>7s} {'mPA':>7s} {'mIoU':>7s} {'prec':>7s} {'recall':>7s}"
+            f"   ({s['metrics']['n_images']} labelled)"
+        )
         for name, d in (("macro", ma), ("micro", mi)):
-            lines.append(f"{name:8s} " + " ".join(f"{d[k]:7.4f}" for k in ("dice", "iou", "mPA", "mIoU", "precision", "recall")))
+            lines.append(
+                f"{name:8s} " + " ".join(f"{d[k]:7.4f}" for k in ("dice", "iou", "mPA", "mIoU", "precision", "recall"))
+            )
     if s["n_run"]:
         eff = f" ({100 * s['pipeline_efficiency']:.1f}% of model-only)" if s["pipeline_efficiency"] else ""
         lat = s["latency_ms"] or {}
-        lines.append(f"speed    {s['images_per_second']:.2f} img/s end-to-end, {s['model_images_per_second']:.2f} img/s "
-                     f"model-only{eff}; model latency p50 {lat.get('p50', float('nan')):.1f} ms, p99 {lat.get('p99', float('nan')):.1f} ms")
+        lines.append(
+            f"speed    {s['images_per_second']:.2f} img/s end-to-end, {s['model_images_per_second']:.2f} img/s "
+            f"model-only{eff}; model latency p50 {lat.get('p50', float('nan')):.1f} ms, p99 {lat.get('p99', float('nan')):.1f} ms"
+        )
     lines.append(f"device   {s['device']} ({s['provider']}), {s['threads']} threads, batch {s['batch_size']}")
     for f in s["failed"][:20]:
         lines.append(f"failed   {f['error']}")

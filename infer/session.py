@@ -1,64 +1,46 @@
-"""The ONNX Runtime session of the runner: model lookup, contract, device rules, CUDA I/O binding.
+"""The model session of the runner: model lookup, contract checks, CUDA I/O binding.
 
-Device rules (the issue's, and STYLE.md rule 10):
-
-* ``cpu``: the CPU execution provider.
-* ``cuda``: the CUDA execution provider, or a :class:`DeviceError` naming why it did
-  not load. onnxruntime-gpu on a machine without a usable CUDA lists
-  ``CUDAExecutionProvider`` as available and then silently builds a CPU-only session;
-  only ``session.get_providers()`` tells the truth, so that is what is checked.
-* ``auto``: CUDA when it loads, else CPU; the choice and the reason are reported.
-
-onnxruntime's own log lines (the CUDA load failure is printed twice, with ANSI colours)
-are kept out of normal output: the default logger is set to errors-only and stderr is
-captured at the file-descriptor level while the session is built; the captured text
-becomes the reason in the error message instead.
+The session itself comes from :func:`liverseg.core.engine.open_engine`, which holds
+the thread and spinning settings and the device rule (``cuda`` must load or it is a
+:class:`~liverseg.core.errors.DeviceError`; ``auto`` says what it chose).
 
 CUDA settings: inputs are bound from host memory (uint8, the smallest form of the
 data; the pipeline converts on the GPU) with I/O binding; the mask output is bound to
 host memory (ORT copies it once); the probability output is not bound, so it stays an
-intermediate on the GPU and is never copied, unless probability maps are saved. cuDNN's convolution algorithm search is ``EXHAUSTIVE``
-when the inputs come in few sizes (it benchmarks every algorithm once per input shape
-and caches the fastest, a cost repaid after a handful of batches of the same shape) and
-``HEURISTIC`` when they vary a lot (each new shape would pay the full search).
+intermediate on the GPU and is never copied, unless probability maps are saved.
+cuDNN's convolution algorithm search is ``EXHAUSTIVE`` when the inputs come in few
+sizes (it benchmarks every algorithm once per input shape and caches the fastest, a
+cost repaid after a handful of batches of the same shape) and ``HEURISTIC`` when they
+vary a lot (each new shape would pay the full search).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
 import json
 import os
-import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from liverseg.contract import (INPUT_NAME, MASK_NAME, PROB_NAME, ContractError, contract_from_metadata, file_sha256,
-                               validate_contract)
+from liverseg.core.contract import (
+    INPUT_NAME,
+    MASK_NAME,
+    PROB_NAME,
+    contract_from_metadata,
+    file_sha256,
+    validate_contract,
+)
+from liverseg.core.engine import CUDA_PROVIDER, DEVICES, EngineOptions, OrtEngine, open_engine
+from liverseg.core.errors import ContractError, DeviceError
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-DEVICES = ("auto", "cpu", "cuda")
+__all__ = ["DEVICES", "DeviceError", "ModelSession", "find_model", "open_session", "read_contract", "cudnn_search_for"]
+
 EXHAUSTIVE_MAX_SHAPES = 4  # more distinct input sizes than this -> HEURISTIC search
 # A reference model shipped with the package takes the place of "newest export" once
 # one exists (none ships yet; see the runner's model lookup).
 REFERENCE_MODEL = Path(__file__).with_name("reference") / "model.onnx"
-
-
-class DeviceError(RuntimeError):
-    """The requested execution provider cannot be used; the message says why."""
-
-
-def _ort():
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # errors only; warnings such as node placement are noise here
-    return ort
 
 
 def find_model(runs_dirs: list[Path]) -> tuple[Path | None, str]:
@@ -73,57 +55,6 @@ def find_model(runs_dirs: list[Path]) -> tuple[Path | None, str]:
     if REFERENCE_MODEL.is_file():
         return REFERENCE_MODEL, "the reference model shipped with liverseg"
     return None, "no export found under " + ", ".join(str(d / "*/export/model.onnx") for d in runs_dirs)
-
-
-@contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Capture what native code writes to fd 2 (onnxruntime's logger) into ``out[0]``."""
-    out = [""]
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (embedded interpreter): nothing to capture
-        yield out
-        return
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out[0] = tmp.read().decode("utf-8", "replace")
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _cuda_reason(log: str) -> str:
-    """The useful line of onnxruntime's CUDA failure log."""
-    text = _ANSI.sub("", log)
-    m = re.search(r"Failed to load library (\S+) with error: ([^\n]+)", text)
-    if m:
-        return f"{Path(m.group(1)).name} failed to load: {m.group(2).strip()}"
-    m = re.search(r"Failed to create CUDAExecutionProvider\.([^\n]*)", text)
-    if m:
-        return "Failed to create CUDAExecutionProvider." + m.group(1).split("Please install")[0].rstrip()
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "onnxruntime gave no reason"
-
-
-def _preload_cuda_libraries(ort) -> None:
-    """Load CUDA/cuDNN from the nvidia-* pip wheels when they are installed that way (ORT >= 1.21).
-
-    Without this, onnxruntime-gpu finds only system-wide CUDA libraries. Its messages
-    (printed on stdout) are swallowed; a failure shows up as the session's CUDA reason.
-    """
-    if not hasattr(ort, "preload_dlls"):
-        return
-    with _captured_stderr(), contextlib.redirect_stdout(_io.StringIO()):
-        try:
-            ort.preload_dlls()
-        except Exception:  # missing wheels: the session creation reports why CUDA did not load
-            pass
 
 
 def read_contract(meta: dict[str, str], source: str, explicit: Path | None = None) -> dict[str, Any]:
@@ -210,84 +141,63 @@ class ModelSession:
         }
 
 
-def open_session(path: str | os.PathLike, *, device: str = "auto", threads: int | None = None, spinning: bool = False,
-                 contract_path: Path | None = None, sizes: list[tuple[int, int]] | None = None, device_id: int = 0,
-                 want_probability: bool = False) -> ModelSession:
-    """Build the session under the device rules above; raise ContractError / DeviceError with the reason."""
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    ort = _ort()
+def open_session(
+    path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    spinning: bool = False,
+    contract_path: Path | None = None,
+    sizes: list[tuple[int, int]] | None = None,
+    device_id: int = 0,
+    want_probability: bool = False,
+) -> ModelSession:
+    """Open the model under the engine's device rule; check its contract and its inputs and outputs."""
+    search = cudnn_search_for(sizes or [])
+    options = EngineOptions(
+        device=device,
+        device_id=device_id,
+        threads=threads,
+        spinning=spinning,
+        cuda_options={
+            "cudnn_conv_algo_search": search,
+            "cudnn_conv_use_max_workspace": "1",
+            "do_copy_in_default_stream": "1",
+        },
+    )
+    engine = open_engine(path, options)
+    assert isinstance(engine, OrtEngine)
     path = Path(path)
-    if not path.is_file():
-        raise ContractError(f"{path}: model file not found")
-    n_threads = int(threads) if threads else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = n_threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Spinning threads steal the cores the decode/encode threads need (PERFORMANCE.md).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
-
-    notes: list[str] = []
-    available = ort.get_available_providers()
-    search = None
-    providers: list[Any] = [CPU]
-    if device in ("cuda", "auto"):
-        if CUDA not in available:
-            msg = (f"this onnxruntime build ({ort.__version__}, providers {available}) has no CUDA execution provider; "
-                   "install onnxruntime-gpu")
-            if device == "cuda":
-                raise DeviceError(f"--device cuda: {msg}")
-            notes.append(f"device auto: CPU ({msg})")
-        else:
-            _preload_cuda_libraries(ort)
-            search = cudnn_search_for(sizes or [])
-            providers = [(CUDA, {"device_id": str(device_id), "cudnn_conv_algo_search": search,
-                                 "cudnn_conv_use_max_workspace": "1", "do_copy_in_default_stream": "1"}), CPU]
-    requested = [p if isinstance(p, str) else p[0] for p in providers]
-    with _captured_stderr() as log:
-        try:
-            sess = ort.InferenceSession(str(path), opts, providers=providers)
-        except Exception as e:
-            err = e
-        else:
-            err = None
-    if err is not None:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
-        raise ContractError(f"{path}: onnxruntime cannot load it ({first})")
-    actual = sess.get_providers()
-    if CUDA in requested and CUDA not in actual:
-        reason = _cuda_reason(log[0])
-        if device == "cuda":
-            raise DeviceError(f"--device cuda: the CUDA execution provider did not load ({reason}); onnxruntime would "
-                              "have run on the CPU instead. Use --device cpu or auto, or install the CUDA and cuDNN "
-                              "libraries this onnxruntime-gpu needs.")
-        notes.append(f"device auto: CPU (CUDA did not load: {reason})")
-        search = None
-    elif CUDA in actual:
-        notes.append(f"device {device}: CUDA (cudnn_conv_algo_search={search})")
-    elif device == "cpu":
-        notes.append("device cpu: CPU")
-
-    meta = sess.get_modelmeta().custom_metadata_map
-    contract = read_contract(meta, str(path), contract_path)
+    contract = read_contract(engine.metadata(), str(path), contract_path)
     if contract.get("input_kind", "uint8") != "uint8":
-        raise ContractError(f"{path}: the model expects {contract.get('input_kind')!r} input (raw intensities); this "
-                            "runner reads 8-bit/16-bit image files. Export the model without raw=True.")
-    inputs = sess.get_inputs()
-    if len(inputs) != 1 or inputs[0].type != "tensor(uint8)":
-        raise ContractError(f"{path}: expected one uint8 input [N,1,H,W] named {INPUT_NAME!r}, got "
-                            f"{[(i.name, i.type, i.shape) for i in inputs]}")
-    outs = {o.name for o in sess.get_outputs()}
+        raise ContractError(
+            f"{path}: the model expects {contract.get('input_kind')!r} input (raw intensities); this "
+            "runner reads 8-bit/16-bit image files. Export the model without raw=True."
+        )
+    inputs = engine.inputs()
+    if len(inputs) != 1 or inputs[0].dtype != "uint8":
+        raise ContractError(
+            f"{path}: expected one uint8 input [N,1,H,W] named {INPUT_NAME!r}, got "
+            f"{[(i.name, i.dtype, list(i.shape)) for i in inputs]}"
+        )
+    outs = {o.name for o in engine.outputs()}
     if not outs & {MASK_NAME, PROB_NAME}:
         raise ContractError(f"{path}: has neither a {MASK_NAME!r} nor a {PROB_NAME!r} output (outputs {sorted(outs)})")
     if want_probability and PROB_NAME not in outs:
         raise ContractError(f"{path}: has no {PROB_NAME!r} output, so probability maps cannot be saved")
+    on_cuda = engine.provider == CUDA_PROVIDER
+    requested = ["CPUExecutionProvider"] if device == "cpu" else [CUDA_PROVIDER, "CPUExecutionProvider"]
     return ModelSession(
-        path=path, session=sess, contract=contract, sha256=file_sha256(path),
-        device=f"cuda:{device_id}" if CUDA in actual else "cpu", providers_requested=requested,
-        threads=n_threads, spinning=spinning, notes=notes, cudnn_conv_algo_search=search if CUDA in actual else None,
-        device_id=device_id, want_probability=want_probability,
+        path=path,
+        session=engine.session,
+        contract=contract,
+        sha256=file_sha256(path),
+        device=engine.device,
+        providers_requested=requested,
+        threads=options.n_threads,
+        spinning=spinning,
+        notes=list(engine.notes),
+        cudnn_conv_algo_search=search if on_cuda else None,
+        device_id=device_id,
+        want_probability=want_probability,
     )

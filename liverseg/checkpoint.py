@@ -1,186 +1,21 @@
-"""Self-describing checkpoints.
+"""Stable public names for checkpoints; the implementation is :mod:`liverseg.models.checkpoint`."""
 
-A checkpoint is a ``torch.save`` of plain containers (dict, list, str, int, float,
-bool, None) and tensors only, so it loads with ``torch.load(weights_only=True)`` and
-nothing in it is ever unpickled as an arbitrary object. Keys::
+from liverseg.models.checkpoint import (
+    FORMAT,
+    FORMAT_VERSION,
+    Checkpoint,
+    CheckpointError,
+    file_sha256,
+    latest_run_checkpoint,
+    load_checkpoint,
+)
 
-    format            "liverseg-checkpoint"
-    format_version    1
-    model             {"name": "unet", "args": {"in_channels": 1, "out_channels": 1, "width": 16}}
-    preprocessing     Preprocessing.to_dict()
-    threshold         probability threshold of the binary mask (0.5)
-    config            the training config as given (JSON types)
-    epoch             last finished epoch (1-based)
-    history           [{"epoch", "mPA", "mIoU", "dice", "train_loss", "val_loss", ...}, ...]
-    best              {"metric": name, "value": float, "epoch": int} or None
-    data_summary      {"train": {...}, "val": {...}} counts and liver fraction
-    versions          {"liverseg", "torch", "python", ...}
-    state_dict        model weights
-    optimizer         optimizer state (optional; for resume)
-"""
-
-from __future__ import annotations
-
-import os
-import platform
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
-
-from liverseg.contract import file_sha256  # noqa: F401  (re-exported: checkpoints are identified by it)
-from liverseg.models import create_model
-from liverseg.preprocess import Preprocessing
-
-FORMAT = "liverseg-checkpoint"
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format", "format_version", "model", "preprocessing", "threshold", "state_dict")
-OPTIONAL_KEYS = ("config", "epoch", "history", "best", "data_summary", "versions", "optimizer", "scaler")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, corrupt, foreign or malformed; names the file."""
-
-
-def versions() -> dict[str, str]:
-    from liverseg import __version__
-
-    out = {"liverseg": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
-    try:
-        import numpy
-
-        out["numpy"] = str(numpy.__version__)
-    except ImportError:  # pragma: no cover
-        pass
-    return out
-
-
-@dataclass
-class Checkpoint:
-    """The content of a checkpoint file, with typed access to what export and inference need."""
-
-    model_name: str
-    model_args: dict[str, Any]
-    preprocessing: Preprocessing
-    state_dict: dict[str, torch.Tensor]
-    threshold: float = 0.5
-    config: dict[str, Any] = field(default_factory=dict)
-    epoch: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] | None = None
-    data_summary: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=versions)
-    optimizer: dict[str, Any] | None = None
-    scaler: dict[str, Any] | None = None
-    path: Path | None = None
-
-    def build_model(self, eval_mode: bool = True) -> nn.Module:
-        """The network with the stored weights (strict: every key must match)."""
-        net = create_model(self.model_name, **self.model_args)
-        try:
-            net.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as e:
-            where = f"{self.path}: " if self.path else ""
-            first = str(e).splitlines()[0]
-            raise CheckpointError(f"{where}weights do not fit model {self.model_name} {self.model_args}: {first}") from None
-        return net.eval() if eval_mode else net
-
-    def build_pipeline(self, threshold: float | None = None, raw: bool = False) -> nn.Module:
-        """The whole model: raw pixels -> (probability, mask), as exported."""
-        from liverseg.models import SegmentationPipeline
-
-        thr = self.threshold if threshold is None else threshold
-        return SegmentationPipeline(self.build_model(), self.preprocessing, thr, raw=raw).eval()
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "model": {"name": self.model_name, "args": dict(self.model_args)},
-            "preprocessing": self.preprocessing.to_dict(),
-            "threshold": float(self.threshold),
-            "config": self.config,
-            "epoch": int(self.epoch),
-            "history": self.history,
-            "best": self.best,
-            "data_summary": self.data_summary,
-            "versions": self.versions,
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
-        }
-        if self.optimizer is not None:
-            d["optimizer"] = self.optimizer
-        if self.scaler is not None:
-            d["scaler"] = self.scaler
-        return d
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temporary file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            torch.save(self.to_dict(), tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load with ``weights_only=True``; any problem is one ``CheckpointError`` naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    try:
-        d = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({first[:200]})") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        kind = type(d).__name__ if not isinstance(d, dict) else f"dict with keys {sorted(map(str, d))[:8]}"
-        raise CheckpointError(f"{path}: not a liverseg checkpoint (found {kind}; expected format={FORMAT!r})")
-    if d.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format_version {d.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-    missing = [k for k in REQUIRED_KEYS if k not in d]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks key(s) {missing}")
-    unexpected = sorted(set(d) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
-    if unexpected:
-        raise CheckpointError(f"{path}: checkpoint has unexpected key(s) {unexpected}")
-    model = d["model"]
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("args", {}), dict):
-        raise CheckpointError(f"{path}: checkpoint 'model' must be {{'name': str, 'args': dict}}, got {model!r}")
-    try:
-        pp = Preprocessing.from_dict(d["preprocessing"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad preprocessing: {e}") from None
-    return Checkpoint(
-        model_name=model["name"],
-        model_args=dict(model.get("args", {})),
-        preprocessing=pp,
-        state_dict=d["state_dict"],
-        threshold=float(d["threshold"]),
-        config=d.get("config") or {},
-        epoch=int(d.get("epoch") or 0),
-        history=list(d.get("history") or []),
-        best=d.get("best"),
-        data_summary=d.get("data_summary") or {},
-        versions=d.get("versions") or {},
-        optimizer=d.get("optimizer"),
-        scaler=d.get("scaler"),
-        path=path,
-    )
-
-
-def latest_run_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path | None:
-    """The newest ``runs/*/checkpoints/<name>`` (by modification time), or None."""
-    runs = Path(runs_dir)
-    found = list(runs.glob(f"*/checkpoints/{name}")) if runs.is_dir() else []
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "file_sha256",
+    "latest_run_checkpoint",
+    "load_checkpoint",
+]

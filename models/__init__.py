@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -36,4 +37,12 @@ def required_multiple(name: str) -> int:
     return MODELS[name].required_multiple
 
 
-__all__ = ["MODELS", "DEFAULT_WIDTH", "create_model", "required_multiple", "UNet", "BaselineCNN", "SegmentationPipeline"]
+__all__ = [
+    "MODELS",
+    "DEFAULT_WIDTH",
+    "create_model",
+    "required_multiple",
+    "UNet",
+    "BaselineCNN",
+    "SegmentationPipeline",
+]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liverseg.preprocess import Preprocessing, postprocess, preprocess
+from liverseg.core.preprocess import Preprocessing, postprocess, preprocess
 
 
 class SegmentationPipeline(nn.Module):

@@ -17,7 +17,6 @@ from liverseg.benchmarks.bench import COLUMNS, Bench, BenchOptions, Case
 from liverseg.benchmarks.flops import count_flops, model_gflop_per_image
 from liverseg.benchmarks.report import check_targets, markdown, write_results
 
-
 # ------------------------------------------------------------------ FLOPs
 
 
@@ -87,8 +86,20 @@ class Broken(bk.Backend):
 
 
 def _tiny_opts(tmp_path, backends, **kw):
-    base = dict(cases=[Case(4, 48, 1), Case(4, 48, 2)], backends=backends, rounds=2, warmup=1, peak_n=128, peak_repeats=1,
-                memory=False, e2e=False, scaling=(), calibration_slices=2, real_data=False, workdir=tmp_path)
+    base = dict(
+        cases=[Case(4, 48, 1), Case(4, 48, 2)],
+        backends=backends,
+        rounds=2,
+        warmup=1,
+        peak_n=128,
+        peak_repeats=1,
+        memory=False,
+        e2e=False,
+        scaling=(),
+        calibration_slices=2,
+        real_data=False,
+        workdir=tmp_path,
+    )
     base.update(kw)
     return BenchOptions(**base)
 
@@ -109,7 +120,9 @@ def tiny_result(tmp_path_factory):
 
 def test_rows_are_well_formed(tiny_result):
     rows = tiny_result["rows"]
-    assert [(r["backend"], r["batch"]) for r in rows] == [(b, n) for n in (1, 2) for b in ("eager", "ort-fp32", "broken")]
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        (b, n) for n in (1, 2) for b in ("eager", "ort-fp32", "broken")
+    ]
     for r in rows:
         assert set(COLUMNS) <= set(r), set(COLUMNS) - set(r)
         assert r["section"] == "model" and r["size"] == 48 and r["width"] == 4
@@ -148,7 +161,9 @@ def test_ort_memory_probe_does_not_import_torch(tmp_path):
     from liverseg.benchmarks.bench import run_memprobe
 
     art = Artifacts(random_checkpoint("unet", 4), tmp_path)
-    res = run_memprobe({"backend": "ort-fp32", "path": str(art.path("onnx")), "threads": 1, "cases": [[32, 1], [64, 2]], "calls": 1})
+    res = run_memprobe(
+        {"backend": "ort-fp32", "path": str(art.path("onnx")), "threads": 1, "cases": [[32, 1], [64, 2]], "calls": 1}
+    )
     assert "error" not in res, res
     assert res["torch_imported"] is False
     assert [(c["size"], c["batch"]) for c in res["cases"]] == [(32, 1), (64, 2)]
@@ -199,18 +214,52 @@ def test_report_files(tiny_result, tmp_path):
 
 def _row(backend, ips, width=16, size=512, batch=1, frac=None):
     r = {c: None for c in COLUMNS}
-    r.update({"section": "model", "model": "unet", "backend": backend, "width": width, "size": size, "batch": batch,
-              "images_per_s": ips, "frac_of_peak": frac, "achieved_gflops": (frac or 0) * 100, "peak_gflops": 100.0, "error": ""})
+    r.update(
+        {
+            "section": "model",
+            "model": "unet",
+            "backend": backend,
+            "width": width,
+            "size": size,
+            "batch": batch,
+            "images_per_s": ips,
+            "frac_of_peak": frac,
+            "achieved_gflops": (frac or 0) * 100,
+            "peak_gflops": 100.0,
+            "error": "",
+        }
+    )
     return r
 
 
 def test_targets_met_and_missed():
-    res = {"rows": [_row("eager", 1.0), _row("ort-fp32", 2.0, frac=0.9), _row("ort-int8", 3.0)],
-           "e2e": [{"backend": "ort-fp32", "width": 16, "weights": "x", "images": 78, "e2e_vs_model": 0.97,
-                    "e2e_images_per_s": 1.94, "model_only_images_per_s": 2.0, "dice": 0.9},
-                   {"backend": "ort-int8", "width": 16, "weights": "x", "images": 78, "e2e_vs_model": 0.90,
-                    "e2e_images_per_s": 2.7, "model_only_images_per_s": 3.0, "dice": 0.89, "dice_delta_vs_fp32": -0.01}],
-           "scaling": [{"inputs": 100, "peak_rss_mb": 100.0}, {"inputs": 10000, "peak_rss_mb": 105.0}]}
+    res = {
+        "rows": [_row("eager", 1.0), _row("ort-fp32", 2.0, frac=0.9), _row("ort-int8", 3.0)],
+        "e2e": [
+            {
+                "backend": "ort-fp32",
+                "width": 16,
+                "weights": "x",
+                "images": 78,
+                "e2e_vs_model": 0.97,
+                "e2e_images_per_s": 1.94,
+                "model_only_images_per_s": 2.0,
+                "dice": 0.9,
+            },
+            {
+                "backend": "ort-int8",
+                "width": 16,
+                "weights": "x",
+                "images": 78,
+                "e2e_vs_model": 0.90,
+                "e2e_images_per_s": 2.7,
+                "model_only_images_per_s": 3.0,
+                "dice": 0.89,
+                "dice_delta_vs_fp32": -0.01,
+            },
+        ],
+        "scaling": [{"inputs": 100, "peak_rss_mb": 100.0}, {"inputs": 10000, "peak_rss_mb": 105.0}],
+    }
     got = [(x["value"], x["met"]) for x in check_targets(res)]
     assert (2.0, True) in got  # ORT / eager
     assert (0.9, True) in got  # fraction of peak
@@ -221,8 +270,21 @@ def test_targets_met_and_missed():
     assert len(got) == 7
     res["e2e"][1]["weights"] = "random (seeded)"
     assert (-0.01, None) in [(x["value"], x["met"]) for x in check_targets(res)]  # not judged on random weights
-    md = markdown({**res, "stamp": {"machine_kind": "k", "date": "d", "command": "c", "cpu_model": "m", "cores": 2,
-                                   "isa_flags": [], "versions": {}}, "peak": {}})
+    md = markdown(
+        {
+            **res,
+            "stamp": {
+                "machine_kind": "k",
+                "date": "d",
+                "command": "c",
+                "cpu_model": "m",
+                "cores": 2,
+                "isa_flags": [],
+                "versions": {},
+            },
+            "peak": {},
+        }
+    )
     assert "**missed**" in md and "met" in md
 
 
@@ -247,7 +309,9 @@ def test_e2e_on_real_slices(chaos_dir, tmp_path):
     from liverseg.benchmarks.e2e import run_e2e
 
     art = Artifacts(random_checkpoint("unet", 4), tmp_path / "m")
-    rows = run_e2e(art, ["ort-fp32"], threads=2, slices=2, rounds=1, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e")
+    rows = run_e2e(
+        art, ["ort-fp32"], threads=2, slices=2, rounds=1, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e"
+    )
     (r,) = rows
     assert r["error"] == "", r["error"]
     assert r["images"] == 2 and r["model_only_images_per_s"] > 0 and r["e2e_images_per_s"] > 0
@@ -262,8 +326,23 @@ def test_cli_writes_results_and_exit_code(tmp_path, monkeypatch):
 
     assert parse_case("16:256,512:1,4") == [Case(16, 256, 1), Case(16, 256, 4), Case(16, 512, 1), Case(16, 512, 4)]
     monkeypatch.setitem(bk.BACKENDS, "broken", bk.BackendDef("broken", Broken, "checkpoint"))
-    args = ["--case", "4:32:1", "--backends", "eager", "--rounds", "1", "--peak-n", "128", "--no-memory", "--no-e2e",
-            "--scaling", "", "--synthetic", "--out", str(tmp_path / "r")]
+    args = [
+        "--case",
+        "4:32:1",
+        "--backends",
+        "eager",
+        "--rounds",
+        "1",
+        "--peak-n",
+        "128",
+        "--no-memory",
+        "--no-e2e",
+        "--scaling",
+        "",
+        "--synthetic",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "latest.md").is_file() and list((tmp_path / "r").glob("bench-*.csv"))
@@ -314,10 +393,12 @@ def test_readme_section_is_replaced(tmp_path):
 def test_profile_summary(tmp_path):
     from liverseg.benchmarks.bench import profile_summary
 
-    ev = [{"cat": "Node", "name": "c1_kernel_time", "dur": 300, "args": {"op_name": "Conv"}},
-          {"cat": "Node", "name": "c2_kernel_time", "dur": 600, "args": {"op_name": "Conv"}},
-          {"cat": "Node", "name": "t_kernel_time", "dur": 100, "args": {"op_name": "ConvTranspose"}},
-          {"cat": "Session", "name": "model_run", "dur": 5000}]
+    ev = [
+        {"cat": "Node", "name": "c1_kernel_time", "dur": 300, "args": {"op_name": "Conv"}},
+        {"cat": "Node", "name": "c2_kernel_time", "dur": 600, "args": {"op_name": "Conv"}},
+        {"cat": "Node", "name": "t_kernel_time", "dur": 100, "args": {"op_name": "ConvTranspose"}},
+        {"cat": "Session", "name": "model_run", "dur": 5000},
+    ]
     (tmp_path / "p.json").write_text(json.dumps(ev))
     assert profile_summary(tmp_path / "p.json") == "Conv 90.0%, ConvTranspose 10.0%"
 
@@ -343,26 +424,49 @@ def test_gpu_script_rows_with_simulated_card(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: SimpleNamespace(major=9, minor=0, total_memory=80 << 30))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda *a: SimpleNamespace(major=9, minor=0, total_memory=80 << 30)
+    )
     for fn in ("empty_cache", "reset_peak_memory_stats", "synchronize"):
         monkeypatch.setattr(torch.cuda, fn, lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (40 << 30, 80 << 30))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 123 << 20)
     monkeypatch.setattr(peak, "cuda_matmul_peak", lambda *a, **k: {"n": 8192, "dtype": "float16", "tflops": 700.0})
     monkeypatch.setitem(bk.BACKENDS, "torch-cuda-fp32", bk.BackendDef("torch-cuda-fp32", bk.TorchEager, "checkpoint"))
-    monkeypatch.setitem(bk.BACKENDS, "torch-cuda-fp16", bk.BackendDef("torch-cuda-fp16", bk.TorchEager, "checkpoint",
-                                                                      options={"channels_last": True}))
+    monkeypatch.setitem(
+        bk.BACKENDS,
+        "torch-cuda-fp16",
+        bk.BackendDef("torch-cuda-fp16", bk.TorchEager, "checkpoint", options={"channels_last": True}),
+    )
     monkeypatch.setitem(bk.BACKENDS, "ort-cuda-fp32", bk.BackendDef("ort-cuda-fp32", bk.OrtBackend, "onnx"))
     import onnxruntime
 
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    args = ["--out", str(tmp_path), "--width", "4", "--size", "32", "--batches", "1,2", "--seconds", "0.01",
-            "--min-iters", "2", "--backends", "torch-cuda-fp32,torch-cuda-fp16,ort-cuda-fp32"]
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    args = [
+        "--out",
+        str(tmp_path),
+        "--width",
+        "4",
+        "--size",
+        "32",
+        "--batches",
+        "1,2",
+        "--seconds",
+        "0.01",
+        "--min-iters",
+        "2",
+        "--backends",
+        "torch-cuda-fp32,torch-cuda-fp16,ort-cuda-fp32",
+    ]
     assert gpu.main(args) == 0
     (csv_path,) = tmp_path.glob("gpu-nvidia-h100-80gb-hbm3/bench-gpu-*.csv")
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    assert [(r["backend"], r["batch"]) for r in rows] == [(b, n) for n in ("1", "2") for b in ("torch-cuda-fp32", "torch-cuda-fp16", "ort-cuda-fp32")]
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        (b, n) for n in ("1", "2") for b in ("torch-cuda-fp32", "torch-cuda-fp16", "ort-cuda-fp32")
+    ]
     for r in rows:
         assert r["error"] == "", r["error"]
         ips, tflops = float(r["images_per_s"]), float(r["achieved_tflops"])

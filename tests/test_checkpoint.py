@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
-from liverseg.checkpoint import (FORMAT, Checkpoint, CheckpointError, file_sha256, latest_run_checkpoint,
-                                 load_checkpoint)
+from liverseg.checkpoint import FORMAT, Checkpoint, CheckpointError, file_sha256, latest_run_checkpoint, load_checkpoint
+from liverseg.core.preprocess import Preprocessing
 from liverseg.models import create_model
-from liverseg.preprocess import Preprocessing
 
 
 def make_ckpt(name: str = "unet", width: int = 4, **kw) -> Checkpoint:
@@ -24,8 +22,13 @@ def make_ckpt(name: str = "unet", width: int = 4, **kw) -> Checkpoint:
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.9, 1.1)
     args = {"in_channels": 1, "out_channels": 1, "width": width}
-    return Checkpoint(model_name=name, model_args=args, preprocessing=Preprocessing(pad_multiple=16 if name == "unet" else 32),
-                      state_dict=net.state_dict(), **kw)
+    return Checkpoint(
+        model_name=name,
+        model_args=args,
+        preprocessing=Preprocessing(pad_multiple=16 if name == "unet" else 32),
+        state_dict=net.state_dict(),
+        **kw,
+    )
 
 
 def one_line(e: pytest.ExceptionInfo, path: Path) -> str:
@@ -37,9 +40,15 @@ def one_line(e: pytest.ExceptionInfo, path: Path) -> str:
 
 @pytest.mark.parametrize("name", ["unet", "baseline"])
 def test_round_trip_gives_the_same_outputs(tmp_path, name):
-    ck = make_ckpt(name, threshold=0.4, config={"model": name, "lr": 1e-3, "val_metrics": ["mPA"]}, epoch=3,
-                   history=[{"epoch": 1, "dice": 0.5}, {"epoch": 2, "dice": 0.6}, {"epoch": 3, "dice": 0.7}],
-                   best={"metric": "dice", "value": 0.7, "epoch": 3}, data_summary={"train": {"n_images": 10}})
+    ck = make_ckpt(
+        name,
+        threshold=0.4,
+        config={"model": name, "lr": 1e-3, "val_metrics": ["mPA"]},
+        epoch=3,
+        history=[{"epoch": 1, "dice": 0.5}, {"epoch": 2, "dice": 0.6}, {"epoch": 3, "dice": 0.7}],
+        best={"metric": "dice", "value": 0.7, "epoch": 3},
+        data_summary={"train": {"n_images": 10}},
+    )
     path = ck.save(tmp_path / "sub" / "best.pt")
     assert path.exists() and not list(path.parent.glob(".*.tmp"))  # atomic write leaves no temporary file
     back = load_checkpoint(path)
@@ -160,9 +169,11 @@ def test_unexpected_and_missing_keys(tmp_path):
 
 
 def test_other_malformed_content(tmp_path):
-    for change, word in (({"format_version": 99}, "format_version"),
-                         ({"model": "unet"}, "model"),
-                         ({"preprocessing": {"normalize": "nope"}}, "preprocessing")):
+    for change, word in (
+        ({"format_version": 99}, "format_version"),
+        ({"model": "unet"}, "model"),
+        ({"preprocessing": {"normalize": "nope"}}, "preprocessing"),
+    ):
         d = make_ckpt().to_dict()
         d.update(change)
         path = tmp_path / f"bad_{word}.pt"

@@ -12,11 +12,24 @@ from liverseg.trainer.config import ConfigError, TrainConfig, parse_override
 
 # configs/train_config.json of the study (Dubois & Dzadon 2024), key for key
 STUDY = {
-    "model": "unet", "in_dim": 1, "out_dim": 1, "out_activation": "sigmoid",
-    "tdata_x_path": "data/train_x.csv", "tdata_y_path": "data/train_y.csv",
-    "vdata_x_path": "data/val_x.csv", "vdata_y_path": "data/val_y.csv",
-    "lr": 1e-5, "optim": "adam", "loss": "bce", "train_batch_size": 1, "valid_batch_size": 1,
-    "epochs": 7, "val_metrics": ["mPA", "mIoU"], "save_model": True, "seed": 42, "num_workers": 0,
+    "model": "unet",
+    "in_dim": 1,
+    "out_dim": 1,
+    "out_activation": "sigmoid",
+    "tdata_x_path": "data/train_x.csv",
+    "tdata_y_path": "data/train_y.csv",
+    "vdata_x_path": "data/val_x.csv",
+    "vdata_y_path": "data/val_y.csv",
+    "lr": 1e-5,
+    "optim": "adam",
+    "loss": "bce",
+    "train_batch_size": 1,
+    "valid_batch_size": 1,
+    "epochs": 7,
+    "val_metrics": ["mPA", "mIoU"],
+    "save_model": True,
+    "seed": 42,
+    "num_workers": 0,
 }
 STUDY_TEXT = """{
     "model"            : "unet",
@@ -57,17 +70,32 @@ def test_study_config_verbatim(tmp_path: Path, monkeypatch):
 
 
 def test_baseline_and_extensions():
-    cfg = TrainConfig.from_dict({**STUDY, "model": "baseline", "width": 8, "image_size": 256, "augment": True,
-                                 "loss": "bce+dice", "normalize": "zscore", "keep_best": "val_loss",
-                                 "early_stopping": 3, "device": "cuda:0", "amp": "bf16", "save_model": "m.pt"})
+    cfg = TrainConfig.from_dict(
+        {
+            **STUDY,
+            "model": "baseline",
+            "width": 8,
+            "image_size": 256,
+            "augment": True,
+            "loss": "bce+dice",
+            "normalize": "zscore",
+            "keep_best": "val_loss",
+            "early_stopping": 3,
+            "device": "cuda:0",
+            "amp": "bf16",
+            "save_model": "m.pt",
+        }
+    )
     assert cfg.image_size == (256, 256) and cfg.augment == AugmentConfig() and cfg.save_model == "m.pt"
     assert TrainConfig.from_dict({**STUDY, "model": "baseline"}).model_width == 16
     assert TrainConfig.from_dict({**STUDY, "augment": {"rotate": 5}}).augment.rotate == 5.0
     assert TrainConfig.from_dict({**STUDY, "augment": False}).augment is None
 
 
-@pytest.mark.parametrize("key,suggest", [("epoch", "epochs"), ("learning_rate", None), ("val_metric", "val_metrics"),
-                                         ("imagesize", "image_size")])
+@pytest.mark.parametrize(
+    "key,suggest",
+    [("epoch", "epochs"), ("learning_rate", None), ("val_metric", "val_metrics"), ("imagesize", "image_size")],
+)
 def test_unknown_key_named_with_suggestion(key, suggest):
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({**STUDY, key: 1}, source="cfg.json")
@@ -79,35 +107,47 @@ def test_unknown_key_named_with_suggestion(key, suggest):
         assert "valid keys" in msg
 
 
-@pytest.mark.parametrize("key,value,expect", [
-    ("lr", "fast", "expected a number"),
-    ("lr", True, "expected a number"),
-    ("epochs", 7.5, "expected an integer"),
-    ("train_batch_size", True, "expected an integer"),
-    ("train_batch_size", 0, ">= 1"),
-    ("seed", "42", "expected an integer"),
-    ("val_metrics", "mPA", "list of metric names"),
-    ("val_metrics", ["mPA", "accuracy"], "unknown metric 'accuracy'"),
-    ("save_model", 1, "true, false or a file path"),
-    ("tdata_x_path", 3, "expected a string"),
-    ("image_size", [256], "[height, width]"),
-    ("width", 0, ">= 1"),
-    ("threshold", 1.5, "<= 1"),
-    ("num_workers", -1, ">= 0"),
-    ("in_dim", 3, "must be 1"),
-    ("out_dim", 2, "must be 1"),
-    ("deterministic", "yes", "true or false"),
-])
+@pytest.mark.parametrize(
+    "key,value,expect",
+    [
+        ("lr", "fast", "expected a number"),
+        ("lr", True, "expected a number"),
+        ("epochs", 7.5, "expected an integer"),
+        ("train_batch_size", True, "expected an integer"),
+        ("train_batch_size", 0, ">= 1"),
+        ("seed", "42", "expected an integer"),
+        ("val_metrics", "mPA", "list of metric names"),
+        ("val_metrics", ["mPA", "accuracy"], "unknown metric 'accuracy'"),
+        ("save_model", 1, "true, false or a file path"),
+        ("tdata_x_path", 3, "expected a string"),
+        ("image_size", [256], "[height, width]"),
+        ("width", 0, ">= 1"),
+        ("threshold", 1.5, "<= 1"),
+        ("num_workers", -1, ">= 0"),
+        ("in_dim", 3, "must be 1"),
+        ("out_dim", 2, "must be 1"),
+        ("deterministic", "yes", "true or false"),
+    ],
+)
 def test_wrong_type_named(key, value, expect):
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({**STUDY, key: value})
     assert f"key {key!r}" in str(e.value) and expect in str(e.value)
 
 
-@pytest.mark.parametrize("key,value", [
-    ("model", "resnet"), ("optim", "rmsprop"), ("loss", "mse"), ("out_activation", "softmax"),
-    ("normalize", "minmax"), ("device", "gpu"), ("amp", "fp8"), ("keep_best", "f1"),
-])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("model", "resnet"),
+        ("optim", "rmsprop"),
+        ("loss", "mse"),
+        ("out_activation", "softmax"),
+        ("normalize", "minmax"),
+        ("device", "gpu"),
+        ("amp", "fp8"),
+        ("keep_best", "f1"),
+    ],
+)
 def test_bad_enum_values(key, value):
     with pytest.raises(ConfigError) as e:
         TrainConfig.from_dict({**STUDY, key: value})

@@ -3,15 +3,23 @@ bad inputs with messages that name the file (and the CSV row), and the real data
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from liverseg.data import (DataError, Sample, check_samples, discover, group_of, partner_csv, read_csv_list,
-                           read_image, read_mask, read_pair)
+from liverseg.core.data import (
+    DataError,
+    Sample,
+    check_samples,
+    discover,
+    group_of,
+    partner_csv,
+    read_image,
+    read_mask,
+    read_pair,
+)
 
 
 @pytest.fixture
@@ -170,13 +178,20 @@ def test_empty_mask_stays_empty(tmp_path):
 def study_tree(root: Path, img: np.ndarray, mask: np.ndarray, n: int = 3) -> None:
     """The study's layout: data/Images/NNN.png, data/Labels/NNN_mask.png, CSVs in data/."""
     for i in range(n):
-        save_pair(root / "data" / "Images" / f"{i:03d}.png", root / "data" / "Labels" / f"{i:03d}_mask.png",
-                  np.roll(img, i, axis=1), np.roll(mask, i, axis=1))
+        save_pair(
+            root / "data" / "Images" / f"{i:03d}.png",
+            root / "data" / "Labels" / f"{i:03d}_mask.png",
+            np.roll(img, i, axis=1),
+            np.roll(mask, i, axis=1),
+        )
     rows = [f"data/Images/{i:03d}.png" for i in range(n)]
     write_csv(root / "data" / "test_x.csv", "X", rows)
     write_csv(root / "data" / "test_y.csv", "Y", [f"data/Labels/{i:03d}_mask.png" for i in range(n)])
-    write_csv(root / "data" / "data_pairs.csv", "X,Y", [f"data/Images/{i:03d}.png,data/Labels/{i:03d}_mask.png"
-                                                         for i in range(n)])
+    write_csv(
+        root / "data" / "data_pairs.csv",
+        "X,Y",
+        [f"data/Images/{i:03d}.png,data/Labels/{i:03d}_mask.png" for i in range(n)],
+    )
 
 
 def test_study_x_csv_with_partner_y_csv(tmp_path, img, mask):
@@ -439,7 +454,7 @@ def test_group_of():
 
 
 def test_synthetic_study_layout_reads_back(tmp_path):
-    from liverseg.synthetic import write_dataset
+    from liverseg.apps.synthetic import write_dataset
 
     info = write_dataset(tmp_path, 6, size=(40, 48), seed=3, layout="study", slices_per_patient=3)
     samples = discover(info["source"], root=tmp_path, need_labels=True)

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from liverseg.eda import main, run_eda, split_name
+from liverseg.apps.eda import main, run_eda, split_name
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("liver_mean_std.png", "intensity.png")
@@ -57,7 +57,9 @@ class Tags(HTMLParser):
             self.errors.append(f"bad </{tag}>")
 
 
-def write_split(folder: Path, rng, fractions: list[float], *, size: int = 40, dup_of: Path | None = None) -> list[float]:
+def write_split(
+    folder: Path, rng, fractions: list[float], *, size: int = 40, dup_of: Path | None = None
+) -> list[float]:
     """images/ + masks/ with a square liver of the given area fractions; returns the exact percentages."""
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir(parents=True)
@@ -66,7 +68,7 @@ def write_split(folder: Path, rng, fractions: list[float], *, size: int = 40, du
         img = rng.integers(0, 60, (size, size)).astype(np.uint8)
         mask = np.zeros((size, size), bool)
         side = int(round(np.sqrt(f) * size))
-        mask[5:5 + side, 3:3 + side] = True
+        mask[5 : 5 + side, 3 : 3 + side] = True
         img[mask] = 120
         Image.fromarray(img).save(folder / "images" / f"s{i}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "masks" / f"s{i}.png")
@@ -93,8 +95,7 @@ def test_eda_synthetic_cli(tmp_path, rng):
     Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "val" / "images" / "bad.png")
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "val" / "masks" / "bad.png")
     out = tmp_path / "eda"
-    res = CliRunner().invoke(main, [str(tmp_path / "train"), str(tmp_path / "val"), "--out", str(out),
-                                    "--bins", "10"])
+    res = CliRunner().invoke(main, [str(tmp_path / "train"), str(tmp_path / "val"), "--out", str(out), "--bins", "10"])
     assert res.exit_code == 1, res.output  # one pair could not be read
     assert "train: 5/5 pairs, 1 empty masks" in res.output
     for name in ("liver_hist_train.png", "liver_hist_val.png", "liver_hist_all.png", *FIGURES):

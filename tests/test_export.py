@@ -21,17 +21,23 @@ import torch
 from click.testing import CliRunner
 
 from liverseg.checkpoint import Checkpoint, file_sha256
-from liverseg.contract import (CONTRACT_KEY, INPUT_NAME, MASK_NAME, PROB_NAME, read_onnx_contract,
-                               read_torchscript_contract)
+from liverseg.core.contract import (
+    CONTRACT_KEY,
+    INPUT_NAME,
+    MASK_NAME,
+    PROB_NAME,
+    read_onnx_contract,
+    read_torchscript_contract,
+)
+from liverseg.core.errors import ExportError
+from liverseg.core.preprocess import Preprocessing
 from liverseg.export import verify as verify_mod
-from liverseg.export._io import ExportError
 from liverseg.export.cli import FILES, PARITY_FILE, main
 from liverseg.export.onnx import export_onnx, supported_opsets
 from liverseg.export.quantize import convert_fp16, quantize_int8
 from liverseg.export.torchscript import export_torchscript, load_torchscript
 from liverseg.export.verify import FP32_PROB_ATOL, FP32_PROB_RTOL, RealSlices, Tolerance, verify
 from liverseg.models import create_model
-from liverseg.preprocess import Preprocessing
 
 EXPORT_SHAPE = (1, 1, 64, 64)
 # (batch, height, width) at which parity is checked: none is the export shape, most are
@@ -45,15 +51,25 @@ VARIANTS = {
 }
 
 
-def make_checkpoint(name: str = "unet", pp: Preprocessing | None = None, seed: int = 0, width: int = 4,
-                    threshold: float = 0.5) -> Checkpoint:
+def make_checkpoint(
+    name: str = "unet", pp: Preprocessing | None = None, seed: int = 0, width: int = 4, threshold: float = 0.5
+) -> Checkpoint:
     torch.manual_seed(seed)
     net = create_model(name, width=width)
     if pp is None:
         pp = Preprocessing(pad_multiple=net.required_multiple)
-    return Checkpoint(name, {"width": width}, pp, net.state_dict(), threshold=threshold, epoch=3,
-                      history=[{"epoch": 3, "dice": 0.9, "mIoU": 0.8}], best={"metric": "dice", "value": 0.9, "epoch": 3},
-                      data_summary={"train": {"images": 10}, "val": {"images": 2}}, config={"model": name})
+    return Checkpoint(
+        name,
+        {"width": width},
+        pp,
+        net.state_dict(),
+        threshold=threshold,
+        epoch=3,
+        history=[{"epoch": 3, "dice": 0.9, "mIoU": 0.8}],
+        best={"metric": "dice", "value": 0.9, "epoch": 3},
+        data_summary={"train": {"images": 10}, "val": {"images": 2}},
+        config={"model": name},
+    )
 
 
 def disk(img_h: int, img_w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +99,13 @@ def exported(tmp_path_factory) -> dict[str, tuple[Checkpoint, dict[str, Path]]]:
         ckpt = make_checkpoint(name, pp)
         ckpt.save(d / "best.pt")
         ckpt.path = d / "best.pt"
-        out[key] = (ckpt, {"torchscript": export_torchscript(ckpt, d / FILES["torchscript"], example_shape=EXPORT_SHAPE),
-                           "onnx": export_onnx(ckpt, d / FILES["onnx"], example_shape=EXPORT_SHAPE)})
+        out[key] = (
+            ckpt,
+            {
+                "torchscript": export_torchscript(ckpt, d / FILES["torchscript"], example_shape=EXPORT_SHAPE),
+                "onnx": export_onnx(ckpt, d / FILES["onnx"], example_shape=EXPORT_SHAPE),
+            },
+        )
     return out
 
 
@@ -112,12 +133,17 @@ def test_outputs_have_the_contract_names_dtypes_and_dynamic_dims(exported):
     _, files = exported["unet"]
     model = onnx.load(str(files["onnx"]))
     onnx.checker.check_model(str(files["onnx"]), full_check=True)
-    dims = {vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
-            for vi in [*model.graph.input, *model.graph.output]}
+    dims = {
+        vi.name: [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+        for vi in [*model.graph.input, *model.graph.output]
+    }
     assert dims == {INPUT_NAME: ["N", 1, "H", "W"], PROB_NAME: ["N", 1, "H", "W"], MASK_NAME: ["N", 1, "H", "W"]}
     sess = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
     assert [(i.name, i.type) for i in sess.get_inputs()] == [(INPUT_NAME, "tensor(uint8)")]
-    assert [(o.name, o.type) for o in sess.get_outputs()] == [(PROB_NAME, "tensor(float)"), (MASK_NAME, "tensor(uint8)")]
+    assert [(o.name, o.type) for o in sess.get_outputs()] == [
+        (PROB_NAME, "tensor(float)"),
+        (MASK_NAME, "tensor(uint8)"),
+    ]
     module, _ = load_torchscript(files["torchscript"])
     p, m = module(torch.zeros(2, 1, 21, 35, dtype=torch.uint8))
     assert p.dtype == torch.float32 and m.dtype == torch.uint8 and p.shape == m.shape == (2, 1, 21, 35)
@@ -125,20 +151,26 @@ def test_outputs_have_the_contract_names_dtypes_and_dynamic_dims(exported):
 
 def test_raw_hu_input_is_windowed_inside_the_graph(tmp_path):
     ckpt = make_checkpoint("baseline", Preprocessing(pad_multiple=32, window=(-100.0, 300.0)))
-    files = {"torchscript": export_torchscript(ckpt, tmp_path / "m.pt", raw=True, example_shape=EXPORT_SHAPE),
-             "onnx": export_onnx(ckpt, tmp_path / "m.onnx", raw=True, example_shape=EXPORT_SHAPE)}
+    files = {
+        "torchscript": export_torchscript(ckpt, tmp_path / "m.pt", raw=True, example_shape=EXPORT_SHAPE),
+        "onnx": export_onnx(ckpt, tmp_path / "m.onnx", raw=True, example_shape=EXPORT_SHAPE),
+    }
     assert read_onnx_contract(files["onnx"])["inputs"][0]["dtype"] == "float32"
     assert read_onnx_contract(files["onnx"])["input_kind"] == "hu"
     report = verify(ckpt, files, raw=True, check_shape=(2, 1, 40, 57))
     assert report.ok, report.summary()
     # a uint8 export checked as if it took HU is caught by the contract check
-    bad = verify(ckpt, {"onnx": export_onnx(ckpt, tmp_path / "u8.onnx", example_shape=EXPORT_SHAPE)}, raw=True,
-                 check_shape=(1, 1, 16, 16))
+    bad = verify(
+        ckpt,
+        {"onnx": export_onnx(ckpt, tmp_path / "u8.onnx", example_shape=EXPORT_SHAPE)},
+        raw=True,
+        check_shape=(1, 1, 16, 16),
+    )
     assert not bad.ok
 
 
 def test_real_slices(exported, msd_dir, seed_format):
-    from liverseg.data import discover
+    from liverseg.core.data import discover
 
     ckpt, files = exported["unet"]
     samples = discover(msd_dir)[:2] + discover(seed_format / "data" / "test_x.csv", root=seed_format)[:1]
@@ -148,7 +180,11 @@ def test_real_slices(exported, msd_dir, seed_format):
     assert report.ok, report.summary()
     for r in report.results:
         real_check = r.checks[-1]
-        assert real_check["inputs"].startswith("real 3 slices") and "256x256" in real_check["inputs"] and "512x512" in real_check["inputs"]
+        assert (
+            real_check["inputs"].startswith("real 3 slices")
+            and "256x256" in real_check["inputs"]
+            and "512x512" in real_check["inputs"]
+        )
         assert real_check["n_labelled"] == 3
         assert real_check["mask_pixels_differ_off_threshold"] == 0
         assert abs(real_check["dice_change"]) < 1e-3
@@ -185,8 +221,10 @@ def test_wrong_threshold_fails_by_contract_and_by_masks(tmp_path):
 def test_other_weights_fail_on_probabilities(tmp_path):
     ckpt = make_checkpoint("baseline")
     other = make_checkpoint("baseline", seed=1)
-    files = {"torchscript": export_torchscript(other, tmp_path / "m.pt", example_shape=EXPORT_SHAPE),
-             "onnx": export_onnx(other, tmp_path / "m.onnx", example_shape=EXPORT_SHAPE)}
+    files = {
+        "torchscript": export_torchscript(other, tmp_path / "m.pt", example_shape=EXPORT_SHAPE),
+        "onnx": export_onnx(other, tmp_path / "m.onnx", example_shape=EXPORT_SHAPE),
+    }
     report = verify(ckpt, files, check_shape=(1, 1, 40, 40))
     assert not report.ok
     for r in report.results:
@@ -208,8 +246,17 @@ def test_contract_in_onnx_metadata_and_torchscript_extra_file(exported):
     ckpt, files = exported["unet"]
     sha = file_sha256(ckpt.path)
     meta = {p.key: p.value for p in onnx.load(str(files["onnx"])).metadata_props}
-    for key in (CONTRACT_KEY, "liverseg.model", "liverseg.threshold", "liverseg.preprocessing", "liverseg.input",
-                "liverseg.outputs", "liverseg.checkpoint_sha256", "liverseg.version", "torch.version"):
+    for key in (
+        CONTRACT_KEY,
+        "liverseg.model",
+        "liverseg.threshold",
+        "liverseg.preprocessing",
+        "liverseg.input",
+        "liverseg.outputs",
+        "liverseg.checkpoint_sha256",
+        "liverseg.version",
+        "torch.version",
+    ):
         assert meta.get(key), key
     assert meta["liverseg.checkpoint_sha256"] == sha and meta["torch.version"] == torch.__version__
     for c in (json.loads(meta[CONTRACT_KEY]), read_torchscript_contract(files["torchscript"])):
@@ -253,8 +300,19 @@ def test_a_client_with_only_onnxruntime_and_numpy_gets_the_masks(exported, tmp_p
     model = export_onnx(ckpt, tmp_path / "model.onnx", threshold=thr, example_shape=EXPORT_SHAPE)
     np.save(tmp_path / "img.npy", img)
     (tmp_path / "client.py").write_text(CLIENT)
-    run = subprocess.run([sys.executable, str(tmp_path / "client.py"), str(model), str(tmp_path / "img.npy"),
-                          str(tmp_path / "mask.npy")], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(tmp_path / "client.py"),
+            str(model),
+            str(tmp_path / "img.npy"),
+            str(tmp_path / "mask.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout.strip().splitlines()[-1]) == {"threshold": thr, "prob": "float32", "mask": "uint8"}
     got = np.load(tmp_path / "mask.npy")
@@ -271,8 +329,11 @@ def reduced(exported, tmp_path_factory):
     d = tmp_path_factory.mktemp("reduced")
     rng = np.random.default_rng(5)
     calib = [disk(64, 64, rng)[0] for _ in range(4)]
-    return ckpt, {"onnx": files["onnx"], "onnx-fp16": convert_fp16(files["onnx"], d / FILES["onnx-fp16"]),
-                  "onnx-int8": quantize_int8(files["onnx"], d / FILES["onnx-int8"], calib)}
+    return ckpt, {
+        "onnx": files["onnx"],
+        "onnx-fp16": convert_fp16(files["onnx"], d / FILES["onnx-fp16"]),
+        "onnx-int8": quantize_int8(files["onnx"], d / FILES["onnx-int8"], calib),
+    }
 
 
 def test_int8_is_static_qdq_on_the_network_only(reduced):
@@ -298,7 +359,10 @@ def test_fp16_keeps_the_io_types_and_stores_float16_weights(reduced):
     types = {t.data_type for t in model.graph.initializer if t.name in conv_w}
     assert types == {onnx.TensorProto.FLOAT16}
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.UINT8]
-    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8]
+    assert [o.type.tensor_type.elem_type for o in model.graph.output] == [
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.UINT8,
+    ]
     assert read_onnx_contract(files["onnx-fp16"])["precision"] == "fp16"
 
 
@@ -318,7 +382,9 @@ def test_reduced_precision_is_judged_on_real_slices(reduced):
     assert by["onnx-int8"].checks[-1]["prob_max_abs"] > 0  # it is quantized
     # with a limit no quantized model meets, the same figures fail
     strict = {**verify_mod.TOLERANCES, "onnx-int8": Tolerance(judge_random=False, max_mask_fraction=-1.0)}
-    assert not verify(ckpt, {"onnx-int8": files["onnx-int8"]}, real=real, check_shape=(1, 1, 8, 8), tolerances=strict).ok
+    assert not verify(
+        ckpt, {"onnx-int8": files["onnx-int8"]}, real=real, check_shape=(1, 1, 8, 8), tolerances=strict
+    ).ok
 
 
 @pytest.mark.cuda
@@ -341,14 +407,32 @@ def test_cli_all_formats_from_the_newest_run(tmp_path, msd_dir):
     runs = tmp_path / "runs"
     ckpt = make_checkpoint("baseline")
     ckpt.save(runs / "baseline-w4-20260101-000000" / "checkpoints" / "best.pt")
-    res = _run(["--runs-dir", str(runs), "--export-shape", "1x1x64x64", "--check-shape", "2x1x70x45", "--int8", "--fp16",
-                "--calibration", str(msd_dir), "--calibration-count", "3", "--validation-count", "2"])
+    res = _run(
+        [
+            "--runs-dir",
+            str(runs),
+            "--export-shape",
+            "1x1x64x64",
+            "--check-shape",
+            "2x1x70x45",
+            "--int8",
+            "--fp16",
+            "--calibration",
+            str(msd_dir),
+            "--calibration-count",
+            "3",
+            "--validation-count",
+            "2",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert "using the newest run's best" in res.output and "best.pt" in res.output
     out = runs / "baseline-w4-20260101-000000" / "export"
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES.values(), PARITY_FILE])
     parity = json.loads((out / PARITY_FILE).read_text())
-    assert parity["ok"] is True and parity["checkpoint_sha256"] == file_sha256(runs / "baseline-w4-20260101-000000" / "checkpoints" / "best.pt")
+    assert parity["ok"] is True and parity["checkpoint_sha256"] == file_sha256(
+        runs / "baseline-w4-20260101-000000" / "checkpoints" / "best.pt"
+    )
     assert {r["name"] for r in parity["results"]} == set(FILES)
     for r in parity["results"]:
         assert r["status"] == "pass", r
@@ -361,8 +445,19 @@ def test_cli_exits_1_when_out_of_tolerance(tmp_path, monkeypatch):
     ckpt = make_checkpoint("baseline")
     ckpt.save(tmp_path / "c.pt")
     monkeypatch.setitem(verify_mod.TOLERANCES, "onnx-fp32", Tolerance(prob_atol=0.0, prob_rel_l2=0.0))
-    res = _run([str(tmp_path / "c.pt"), "--format", "onnx", "--out", str(tmp_path / "o"), "--export-shape", "1x1x32x32",
-                "--check-shape", "1x1x40x40"])
+    res = _run(
+        [
+            str(tmp_path / "c.pt"),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "o"),
+            "--export-shape",
+            "1x1x32x32",
+            "--check-shape",
+            "1x1x40x40",
+        ]
+    )
     assert res.exit_code == 1, res.output
     assert "OUT OF TOLERANCE" in res.output and "> atol 0" in res.output
     assert json.loads((tmp_path / "o" / PARITY_FILE).read_text())["ok"] is False
@@ -396,13 +491,30 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "int8 without data": ([str(tmp / "good.pt"), "--int8", *out], "--calibration"),
         "bad shape": ([str(tmp / "good.pt"), "--check-shape", "3x512", *out], "check-shape"),
         "cuda without a GPU": ([str(tmp / "good.pt"), "--device", "cuda", *out], "no CUDA device"),
-        "bad calibration data": ([str(tmp / "good.pt"), "--int8", "--calibration", str(tmp / "a_file"), *out], "a_file"),
+        "bad calibration data": (
+            [str(tmp / "good.pt"), "--int8", "--calibration", str(tmp / "a_file"), *out],
+            "a_file",
+        ),
     }
 
 
-BAD_IDS = ["missing", "corrupt", "foreign", "unexpected state_dict keys", "unexpected top-level key", "folder as checkpoint",
-           "unwritable output", "output is a file", "opset too new", "opset too old", "no run to take", "int8 without data",
-           "bad shape", "bad calibration data", "cuda without a GPU"]
+BAD_IDS = [
+    "missing",
+    "corrupt",
+    "foreign",
+    "unexpected state_dict keys",
+    "unexpected top-level key",
+    "folder as checkpoint",
+    "unwritable output",
+    "output is a file",
+    "opset too new",
+    "opset too old",
+    "no run to take",
+    "int8 without data",
+    "bad shape",
+    "bad calibration data",
+    "cuda without a GPU",
+]
 
 
 @pytest.mark.parametrize("case", BAD_IDS)
@@ -416,8 +528,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_no_model(tmp_path, case):
     error_lines = [ln for ln in lines if ln.startswith("Error")]
     assert len(error_lines) == 1 and needle in error_lines[0], res.output
     assert "Traceback" not in res.output
-    written = [p for p in tmp_path.rglob("*") if p.suffix in (".onnx", ".json") or p.name.endswith(".torchscript.pt")
-               or ".tmp" in p.name]
+    written = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.suffix in (".onnx", ".json") or p.name.endswith(".torchscript.pt") or ".tmp" in p.name
+    ]
     assert written == [], written
 
 

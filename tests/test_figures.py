@@ -1,4 +1,4 @@
-"""liverseg.figures: study colours, panels, training curves, data plots (synthetic, small)."""
+"""liverseg.apps.figures: study colours, panels, training curves, data plots (synthetic, small)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from liverseg import figures
-from liverseg.figures import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+from liverseg.apps import figures
+from liverseg.core import overlay
+from liverseg.apps.figures import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+from liverseg.trainer.curves import read_epochs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +87,7 @@ def test_overlay_without_truth_draws_outline(case):
     assert green.any()
     assert not (green & ~pred).any(), "outline must lie on the prediction"
     # the interior and the background are the image, unchanged
-    inner = figures._erode(figures._erode(pred))
+    inner = overlay._erode(overlay._erode(pred))
     assert np.array_equal(out[inner][:, 0], img[inner])
     assert np.array_equal(out[~pred][:, 1], img[~pred])
     # an empty prediction draws nothing
@@ -95,10 +97,10 @@ def test_overlay_without_truth_draws_outline(case):
 def test_outline_thickness_and_border():
     m = np.zeros((20, 20), bool)
     m[5:15, 5:15] = True
-    assert figures.outline(m, 1).sum() == 36
-    assert figures.outline(m, 2).sum() == 36 + 28
+    assert overlay.outline(m, 1).sum() == 36
+    assert overlay.outline(m, 2).sum() == 36 + 28
     full = np.ones((6, 6), bool)
-    assert figures.outline(full).sum() == 20  # the image border counts as background
+    assert overlay.outline(full).sum() == 20  # the image border counts as background
 
 
 def test_overlay_rejects_bad_shapes(case):
@@ -112,7 +114,7 @@ def test_overlay_rejects_bad_shapes(case):
 
 
 def test_figures_import_is_light():
-    code = "import sys, liverseg.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = "import sys, liverseg.apps.figures; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -156,9 +158,21 @@ def test_plot_panels_rows_and_no_truth(tmp_path, case):
 
 def _epochs(path: Path, n: int = 6, *, val_loss: bool = True) -> Path:
     e = np.arange(1, n + 1)
-    df = pd.DataFrame({"epoch": e, "mPA": 0.95 - 0.4 / e, "mIoU": 0.9 - 0.5 / e, "train_loss": 1.0 / e,
-                       "val_loss": (1.2 / e + 0.05) if val_loss else [""] * n, "dice": 0.9 - 0.6 / e,
-                       "iou": 0.8 - 0.6 / e, "precision": 0.9, "recall": 0.9, "lr": 1e-3, "seconds": 3.0})
+    df = pd.DataFrame(
+        {
+            "epoch": e,
+            "mPA": 0.95 - 0.4 / e,
+            "mIoU": 0.9 - 0.5 / e,
+            "train_loss": 1.0 / e,
+            "val_loss": (1.2 / e + 0.05) if val_loss else [""] * n,
+            "dice": 0.9 - 0.6 / e,
+            "iou": 0.8 - 0.6 / e,
+            "precision": 0.9,
+            "recall": 0.9,
+            "lr": 1e-3,
+            "seconds": 3.0,
+        }
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(path, index=False)
     return path
@@ -171,7 +185,7 @@ def test_training_curves_single(tmp_path):
     for p in out:
         assert_png(p)
     # a run folder works as well as its epochs.csv
-    path, df = figures._read_epochs(csv.parent)
+    path, df = read_epochs(csv.parent)
     assert path == csv and len(df) == 6
 
 
@@ -180,8 +194,13 @@ def test_training_curves_two_models_side_by_side(tmp_path):
     b = _epochs(tmp_path / "b" / "epochs.csv", n=1, val_loss=False)  # one epoch, no validation loss
     out = figures.plot_training_curves([a, b], tmp_path / "fig", labels=["U-Net", "U-Net"])
     names = [p.name for p in out]
-    assert names == ["curves_U-Net_metrics.png", "curves_U-Net_loss.png", "curves_U-Net-2_metrics.png",
-                     "curves_U-Net-2_loss.png", "curves_compare.png"]
+    assert names == [
+        "curves_U-Net_metrics.png",
+        "curves_U-Net_loss.png",
+        "curves_U-Net-2_metrics.png",
+        "curves_U-Net-2_loss.png",
+        "curves_compare.png",
+    ]
     sizes = {}
     for p in out:
         rgb = assert_png(p)
@@ -260,8 +279,10 @@ def test_panel_from_runs_and_cli(tmp_path, rng):
 
     from click.testing import CliRunner
 
-    res = CliRunner().invoke(figures._cli(), ["panel", str(a), str(b), "--image", "s1", "--name", "A", "--name", "B",
-                                            "--out", str(tmp_path / "cli.png")])
+    res = CliRunner().invoke(
+        figures._cli(),
+        ["panel", str(a), str(b), "--image", "s1", "--name", "A", "--name", "B", "--out", str(tmp_path / "cli.png")],
+    )
     assert res.exit_code == 0, res.output
     assert_png(tmp_path / "cli.png")
     res = CliRunner().invoke(figures._cli(), ["panel", str(tmp_path / "data")])

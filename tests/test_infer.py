@@ -22,21 +22,39 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from liverseg.contract import CONTRACT_KEY
-from liverseg.data import read_mask
+from liverseg.core.contract import CONTRACT_KEY
+from liverseg.core.data import read_mask
+from liverseg.core.metrics import confusion, scores
 from liverseg.infer.cli import main as infer_main
 from liverseg.infer.io import PER_IMAGE_COLUMNS, output_keys, read_journal
 from liverseg.infer.runner import DELAY_ENV, Options, run_inference
 from liverseg.infer.session import DeviceError, cudnn_search_for, open_session
-from liverseg.metrics import confusion, scores
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
 SUMMARY_KEYS = {
-    "n_inputs", "n_ok", "n_failed", "n_skipped", "failed", "metrics", "mPA", "mIoU", "images_per_second",
-    "model_images_per_second", "latency_ms", "provider", "providers_requested", "device", "threads", "batch_size",
-    "model", "versions", "command", "started", "finished",
+    "n_inputs",
+    "n_ok",
+    "n_failed",
+    "n_skipped",
+    "failed",
+    "metrics",
+    "mPA",
+    "mIoU",
+    "images_per_second",
+    "model_images_per_second",
+    "latency_ms",
+    "provider",
+    "providers_requested",
+    "device",
+    "threads",
+    "batch_size",
+    "model",
+    "versions",
+    "command",
+    "started",
+    "finished",
 }
 
 
@@ -47,8 +65,8 @@ def _checkpoint(width: int = 4, seed: int = 0):
     import torch
 
     from liverseg.checkpoint import Checkpoint
+    from liverseg.core.preprocess import Preprocessing
     from liverseg.models import create_model
-    from liverseg.preprocess import Preprocessing
 
     torch.manual_seed(seed)
     args = {"in_channels": 1, "out_channels": 1, "width": width}
@@ -116,8 +134,8 @@ def _bomb_png(path: Path, side: int = 40000) -> Path:
     """A valid 1x1 PNG whose header claims side x side pixels (Pillow must refuse it)."""
     data = bytearray(Path(_png(path, np.zeros((1, 1), np.uint8))).read_bytes())
     ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
-    data[ihdr:ihdr + 8] = struct.pack(">II", side, side)
-    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[12:ihdr + 13])))
+    data[ihdr : ihdr + 8] = struct.pack(">II", side, side)
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[12 : ihdr + 13])))
     path.write_bytes(bytes(data))
     return path
 
@@ -136,25 +154,43 @@ def _bad_files(folder: Path) -> dict[str, str]:
     (folder / "corrupt.png").write_bytes(bytes(corrupt))
     _bomb_png(folder / "bomb.png")
     Image.new("LAB", (32, 32)).save(folder / "lab_3channel.tif")
-    return {"zero_bytes.png": "empty", "truncated.png": "truncated", "not_an_image.png": "not a readable image",
-            "corrupt.png": "corrupt", "bomb.png": "decompression bomb", "lab_3channel.tif": "unsupported image mode"}
+    return {
+        "zero_bytes.png": "empty",
+        "truncated.png": "truncated",
+        "not_an_image.png": "not a readable image",
+        "corrupt.png": "corrupt",
+        "bomb.png": "decompression bomb",
+        "lab_3channel.tif": "unsupported image mode",
+    }
 
 
 # ---------------------------------------------------------------- imports and names
 
 
 def test_infer_does_not_import_torch():
-    code = ("import sys, liverseg.infer.cli, liverseg.infer.runner, liverseg.infer.session, liverseg.infer.io\n"
-            "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
-            "print(bad[:5]); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, liverseg.infer.cli, liverseg.infer.runner, liverseg.infer.session, liverseg.infer.io\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
+        "print(bad[:5]); sys.exit(1 if bad else 0)"
+    )
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0, f"liverseg.infer imported torch: {r.stdout} {r.stderr}"
 
 
 def test_output_keys_are_unique_deterministic_and_plain_when_possible(tmp_path):
-    paths = [Path("x/a/001.png"), Path("x/b/001.png"), Path("x/a/002.png"), Path("y/a/003.png"), Path("z/a/003.png"),
-             Path("x/a/004.png"), Path("x/a/004.jpg"), Path("x/a/005.png"), Path("x/a/005.png"), Path("x/a/Case.png"),
-             Path("x/b/case.png")]
+    paths = [
+        Path("x/a/001.png"),
+        Path("x/b/001.png"),
+        Path("x/a/002.png"),
+        Path("y/a/003.png"),
+        Path("z/a/003.png"),
+        Path("x/a/004.png"),
+        Path("x/a/004.jpg"),
+        Path("x/a/005.png"),
+        Path("x/a/005.png"),
+        Path("x/a/Case.png"),
+        Path("x/b/case.png"),
+    ]
     keys = output_keys(paths)
     assert keys == output_keys(list(paths)), "not deterministic"
     assert len({k.casefold() for k in keys}) == len(keys), keys
@@ -217,8 +253,14 @@ def test_pairs_csv_folder_and_labels_option(tmp_path, tiny_model):
     (root / "data/test_y.csv").rename(root / "data/other_y.csv")
     code, s, _, _ = _run(tmp_path, root / "data/test_x.csv", tiny_model, data_root=root, out=tmp_path / "y0")
     assert code == 0 and s["metrics"] is None
-    code, s, _, _ = _run(tmp_path, root / "data/test_x.csv", tiny_model, data_root=root,
-                         labels=root / "data/other_y.csv", out=tmp_path / "y1")
+    code, s, _, _ = _run(
+        tmp_path,
+        root / "data/test_x.csv",
+        tiny_model,
+        data_root=root,
+        labels=root / "data/other_y.csv",
+        out=tmp_path / "y1",
+    )
     assert code == 0 and s["metrics"]["n_images"] == 2
 
 
@@ -317,8 +359,20 @@ def test_cuda_requested_without_cuda_is_a_usage_error(tmp_path, tiny_model):
     else:
         pytest.skip("CUDA loads on this machine")
     root = _study_layout(tmp_path / "study", n=1)
-    r = CliRunner().invoke(infer_main, [str(root / "data/test_x.csv"), "--model", str(tiny_model), "--device", "cuda",
-                                        "--data-root", str(root), "--out", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        infer_main,
+        [
+            str(root / "data/test_x.csv"),
+            "--model",
+            str(tiny_model),
+            "--device",
+            "cuda",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert r.exit_code == 2, r.output
     assert "CUDA" in r.output and "would have run on the CPU" in r.output
     assert "\x1b[" not in r.output, "onnxruntime's coloured log lines must not leak into the output"
@@ -334,8 +388,9 @@ def test_cuda_run_matches_cpu(tmp_path, tiny_model):
     root = _study_layout(tmp_path / "study", n=4)
     src = root / "data/test_x.csv"
     code_c, s_c, out_c, _ = _run(tmp_path, src, tiny_model, data_root=root, device="cpu", out=tmp_path / "c")
-    code_g, s_g, out_g, _ = _run(tmp_path, src, tiny_model, data_root=root, device="cuda", out=tmp_path / "g",
-                                 save_probabilities=True)
+    code_g, s_g, out_g, _ = _run(
+        tmp_path, src, tiny_model, data_root=root, device="cuda", out=tmp_path / "g", save_probabilities=True
+    )
     assert code_c == code_g == 0 and s_g["provider"] == "CUDAExecutionProvider" and s_g["device"] == "cuda:0"
     assert s_g["cudnn_conv_algo_search"] == "EXHAUSTIVE" and s_g["batch_size"] == 8
     assert s_g["metrics"]["macro"]["dice"] == pytest.approx(s_c["metrics"]["macro"]["dice"], abs=1e-4)
@@ -356,8 +411,9 @@ def test_model_without_contract_is_refused_unless_given_one(tmp_path, tiny_model
     code, _, _, rows = _run(tmp_path, root / "data/test_x.csv", bare, data_root=root)
     assert code == 2 and "no liverseg contract" in rows[0]["message"]
     (tmp_path / "c.json").write_text(contract)
-    code, s, _, _ = _run(tmp_path, root / "data/test_x.csv", bare, data_root=root, contract=tmp_path / "c.json",
-                         out=tmp_path / "o2")
+    code, s, _, _ = _run(
+        tmp_path, root / "data/test_x.csv", bare, data_root=root, contract=tmp_path / "c.json", out=tmp_path / "o2"
+    )
     assert code == 0 and s["model"]["contract"]["format"] == "liverseg-model"
 
 
@@ -384,9 +440,25 @@ def test_newest_export_is_used_and_named(tmp_path, tiny_model, monkeypatch):
 
 def test_report_contents_overlays_and_probabilities(tmp_path, tiny_model):
     root = _study_layout(tmp_path / "study", n=2)
-    r = CliRunner().invoke(infer_main, [str(root / "data/test_x.csv"), "--model", str(tiny_model), "--data-root",
-                                        str(root), "--out", str(tmp_path / "o"), "--overlays", "--save-probabilities",
-                                        "--device", "cpu", "--threads", "1", "--no-progress"])
+    r = CliRunner().invoke(
+        infer_main,
+        [
+            str(root / "data/test_x.csv"),
+            "--model",
+            str(tiny_model),
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "o"),
+            "--overlays",
+            "--save-probabilities",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "macro" in r.output and "img/s end-to-end" in r.output and "model-only" in r.output
     out = tmp_path / "o"
@@ -415,8 +487,14 @@ def test_report_contents_overlays_and_probabilities(tmp_path, tiny_model):
 
 def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.Popen([PY, "-m", "liverseg.infer.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [PY, "-m", "liverseg.infer.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_sigkill_then_resume_gives_identical_outputs(tmp_path, tiny_model):
@@ -425,7 +503,17 @@ def test_sigkill_then_resume_gives_identical_outputs(tmp_path, tiny_model):
     for i in range(30):
         _png(src / f"{i:03d}.png", _slice(rng, 40, 40)[0])
     killed, ref = tmp_path / "killed", tmp_path / "ref"
-    base = [str(src), "--model", str(tiny_model), "--batch-size", "2", "--device", "cpu", "--no-progress", "--no-report"]
+    base = [
+        str(src),
+        "--model",
+        str(tiny_model),
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-report",
+    ]
     proc = _cli(base + ["--out", str(killed)], {DELAY_ENV: "0.1"})
     journal = killed / "journal.jsonl"
     deadline = time.time() + 60
@@ -466,8 +554,9 @@ def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, s
     for i in range(16):
         _png(src / f"{i:03d}.png", _slice(rng, 32, 32)[0])
     out = tmp_path / "o"
-    proc = _cli([str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report", "--out", str(out)],
-                {DELAY_ENV: "0.1"})
+    proc = _cli(
+        [str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report", "--out", str(out)], {DELAY_ENV: "0.1"}
+    )
     journal = out / "journal.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 3):
@@ -481,8 +570,9 @@ def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, s
     monkeypatch.setenv("LIVERSEG_RUNS_DIR", str(tmp_path / "runs"))
     (tmp_path / "runs").mkdir()
     out.rename(tmp_path / "runs" / "infer-x")
-    r = CliRunner().invoke(infer_main, [str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report",
-                                        "--resume"])
+    r = CliRunner().invoke(
+        infer_main, [str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report", "--resume"]
+    )
     assert r.exit_code == 0, r.output
     s = json.loads((tmp_path / "runs/infer-x/summary.json").read_text())
     assert s["n_ok"] == 16 and s["n_resumed"] >= 3 and s["n_run"] == 16 - s["n_resumed"]
@@ -533,7 +623,7 @@ def test_seed_format_matches_liverseg_eval(seed_format, tmp_path, monkeypatch):
     """The issue's first done-criterion: run inside seed-format, labels found, metrics == liverseg-eval."""
     import torch
 
-    from liverseg.data import discover, read_pair
+    from liverseg.core.data import discover, read_pair
     from liverseg.trainer.evaluate import evaluate
 
     ckpt = _checkpoint(seed=1)
@@ -546,10 +636,13 @@ def test_seed_format_matches_liverseg_eval(seed_format, tmp_path, monkeypatch):
     for img, truth in pairs:
         cy, cx = (int(v.mean()) for v in np.nonzero(truth))
         y0, x0 = int(np.clip(cy - 64, 0, 384)), int(np.clip(cx - 64, 0, 384))
-        views += [(img[y0:y0 + 128, x0:x0 + 128], truth[y0:y0 + 128, x0:x0 + 128]), (img[::4, ::4], truth[::4, ::4])]
+        views += [
+            (img[y0 : y0 + 128, x0 : x0 + 128], truth[y0 : y0 + 128, x0 : x0 + 128]),
+            (img[::4, ::4], truth[::4, ::4]),
+        ]
     x = torch.from_numpy(np.stack([v[0] for v in views]))[:, None]
     y = torch.from_numpy(np.stack([v[1] for v in views]))[:, None].float()
-    from liverseg.preprocess import preprocess
+    from liverseg.core.preprocess import preprocess
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a busy 2-core machine one thread is several times faster here

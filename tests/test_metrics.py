@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverseg.metrics import METRIC_NAMES, SegmentationMetrics, confusion, image_scores, scores
+from liverseg.core.metrics import METRIC_NAMES, SegmentationMetrics, confusion, image_scores, scores
 
 
 def masks_from_grid(pred_rows: list[str], truth_rows: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -17,14 +17,8 @@ def masks_from_grid(pred_rows: list[str], truth_rows: list[str]) -> tuple[np.nda
 
 def test_confusion_counts_a_4x4_example():
     pred, truth = masks_from_grid(
-        ["##..",
-         "##..",
-         "....",
-         "...#"],
-        ["###.",
-         "##..",
-         "....",
-         "...."],
+        ["##..", "##..", "....", "...#"],
+        ["###.", "##..", "....", "...."],
     )
     # TP: (0,0) (0,1) (1,0) (1,1) = 4; FP: (3,3) = 1; FN: (0,2) = 1; TN: 16 - 4 - 1 - 1 = 10
     assert confusion(pred, truth) == (4, 1, 1, 10)

@@ -10,9 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from liverseg.models import (DEFAULT_WIDTH, MODELS, BaselineCNN, SegmentationPipeline, UNet, create_model,
-                             required_multiple)
-from liverseg.preprocess import Preprocessing
+from liverseg.core.preprocess import Preprocessing
+from liverseg.models import (
+    DEFAULT_WIDTH,
+    MODELS,
+    BaselineCNN,
+    SegmentationPipeline,
+    UNet,
+    create_model,
+    required_multiple,
+)
 
 NAMES = sorted(MODELS)
 TINY = {"unet": 4, "baseline": 4}
@@ -90,8 +97,9 @@ def test_pipeline_output_shape_equals_input_shape(name, hw):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_pipeline_with_resize_and_threshold(name):
-    pipe = SegmentationPipeline(tiny(name), Preprocessing(size=(64, 64), pad_multiple=required_multiple(name)),
-                                threshold=0.3).eval()
+    pipe = SegmentationPipeline(
+        tiny(name), Preprocessing(size=(64, 64), pad_multiple=required_multiple(name)), threshold=0.3
+    ).eval()
     x = torch.randint(0, 256, (1, 1, 90, 70), dtype=torch.uint8)
     with torch.inference_mode():
         prob, mask = pipe(x)

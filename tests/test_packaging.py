@@ -16,12 +16,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # the folder that holds each package's source, from pyproject's package-dir
@@ -62,10 +62,14 @@ def copy_source(dest: Path) -> None:
         shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return proc
 
 
@@ -77,8 +81,20 @@ def built_wheel(tmp_path_factory) -> Path:
     dist = work / "dist"
     # --no-isolation: build with this environment's setuptools (no network);
     # --skip-dependency-check: setuptools >= 70.1 builds wheels without the 'wheel' package
-    run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check", "--outdir",
-         str(dist), str(src)], cwd=work)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--skip-dependency-check",
+            "--outdir",
+            str(dist),
+            str(src),
+        ],
+        cwd=work,
+    )
     wheels = list(dist.glob("liverseg-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
@@ -93,16 +109,31 @@ def clean_env(built_wheel, tmp_path_factory) -> dict:
     py = env_dir / "bin" / "python"
     if not py.exists():  # pragma: no cover - Windows layout
         py = env_dir / "Scripts" / "python.exe"
-    site = Path(run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=work)
-                .stdout.strip())
+    site = Path(
+        run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=work).stdout.strip()
+    )
     # this environment's site-packages as a plain path: its .pth files (the editable
     # install's finder among them) are NOT processed from a path added this way
     deps = sysconfig.get_paths()["purelib"]
     (site / "_liverseg_test_deps.pth").write_text(deps + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
     env["PYTHONNOUSERSITE"] = "1"
-    run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "--quiet",
-         str(built_wheel)], cwd=work, env=env)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(py),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            str(built_wheel),
+        ],
+        cwd=work,
+        env=env,
+    )
     return {"python": py, "site": site, "env": env, "cwd": work}
 
 
@@ -112,23 +143,26 @@ def test_wheel_holds_only_the_liverseg_namespace(built_wheel):
         tops = {n.split("/")[0] for n in names}
         dist_info = next(t for t in tops if t.endswith(".dist-info"))
         assert tops == {"liverseg", dist_info}, f"unexpected top-level entries: {sorted(tops)}"
-        record_tops = {line.split(",")[0].split("/")[0] for line in z.read(f"{dist_info}/RECORD").decode().splitlines() if line}
+        record_tops = {
+            line.split(",")[0].split("/")[0] for line in z.read(f"{dist_info}/RECORD").decode().splitlines() if line
+        }
         assert record_tops == {"liverseg", dist_info}
         if f"{dist_info}/top_level.txt" in names:
             assert z.read(f"{dist_info}/top_level.txt").decode().split() == ["liverseg"]
         in_wheel = {n[:-3].replace("/", ".").removesuffix(".__init__") for n in names if n.endswith(".py")}
     # every source module is in the wheel under its installed name
     missing = [m for m in source_modules() if m not in in_wheel]
-    assert not missing, (f"modules missing from the wheel (a sub-package not listed in pyproject "
-                         f"[tool.setuptools] packages?): {missing}")
+    assert not missing, (
+        f"modules missing from the wheel (a sub-package not listed in pyproject [tool.setuptools] packages?): {missing}"
+    )
 
 
 def test_every_module_imports_from_the_clean_install(clean_env):
     mods = source_modules()
-    assert "liverseg.models.unet" in mods and "liverseg.data" in mods
+    assert "liverseg.models.unet" in mods and "liverseg.core.data" in mods
     script = f"""
 import importlib, json, sys, traceback
-site = {str(clean_env['site'])!r}
+site = {str(clean_env["site"])!r}
 out = {{"failed": {{}}, "outside": {{}}}}
 import liverseg
 out["liverseg_file"] = liverseg.__file__
@@ -150,7 +184,8 @@ print(json.dumps(out))
     assert out["liverseg_file"].startswith(str(clean_env["site"])), out["liverseg_file"]
     assert not out["editable_finder"], "the editable install's finder is active in the clean environment"
     assert not out["failed"], "modules that do not import from the wheel:\n" + "\n".join(
-        f"{k}: {v}" for k, v in out["failed"].items())
+        f"{k}: {v}" for k, v in out["failed"].items()
+    )
     assert not out["outside"], f"modules imported from outside the clean install: {out['outside']}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from liverseg.preprocess import Preprocessing, pad_to_multiple, postprocess, preprocess, to_gray_range
+from liverseg.core.preprocess import Preprocessing, pad_to_multiple, postprocess, preprocess, to_gray_range
 
 
 def u8(h: int, w: int, n: int = 1, seed: int = 0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""liverseg.report: a self-contained report.html from a fabricated inference run folder."""
+"""liverseg.infer.report: a self-contained report.html from a fabricated inference run folder."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from liverseg.metrics import confusion, scores
-from liverseg.report import main, write_report
+from liverseg.core.metrics import confusion, scores
+from liverseg.infer.report import main, write_report
 
-COLUMNS = ("index,input,label,output,status,error,height,width,latency_ms,liver_fraction,dice,iou,mPA,mIoU,"
-           "precision,recall,tp,fp,fn,tn").split(",")
+COLUMNS = (
+    "index,input,label,output,status,error,height,width,latency_ms,liver_fraction,dice,iou,mPA,mIoU,"
+    "precision,recall,tp,fp,fn,tn"
+).split(",")
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 EVIL = "scan <img src=x onerror=alert(1)>.png"  # a hostile file name (no slash)
 
@@ -96,8 +98,9 @@ def disk(h, w, cy, cx, r):
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
-def make_run(root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = True,
-             missing_image: bool = False) -> Path:
+def make_run(
+    root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = True, missing_image: bool = False
+) -> Path:
     """A fabricated inference run folder in the agreed format (shared_api.md)."""
     rng = np.random.default_rng(1)
     data = root / "data"
@@ -119,8 +122,17 @@ def make_run(root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = 
         Image.fromarray(truth.astype(np.uint8) * 255).save(lp)
         out = run / "masks" / f"{Path(name).stem}_pred.png"
         Image.fromarray(pred.astype(np.uint8) * 255).save(out)
-        r = {"index": i, "input": str(ip), "output": f"masks/{out.name}", "status": "ok", "error": "", "height": 48,
-             "width": 48, "latency_ms": 10 + i, "liver_fraction": pred.mean()}
+        r = {
+            "index": i,
+            "input": str(ip),
+            "output": f"masks/{out.name}",
+            "status": "ok",
+            "error": "",
+            "height": 48,
+            "width": 48,
+            "latency_ms": 10 + i,
+            "liver_fraction": pred.mean(),
+        }
         if labels:
             cm = confusion(pred, truth)
             r.update(label=str(lp), tp=cm[0], fp=cm[1], fn=cm[2], tn=cm[3])
@@ -128,25 +140,47 @@ def make_run(root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = 
         rows.append(r)
     if missing_image:
         Path(rows[2]["input"]).unlink()
-    rows.append({"index": n_ok, "input": str(data / "broken.png"), "status": "failed",
-                 "error": "image is corrupt or truncated (broken PNG file) & <unreadable>"})
-    rows.append({"index": n_ok + 1, "input": str(data / "notes.txt"), "status": "skipped",
-                 "error": "not an image file"})
+    rows.append(
+        {
+            "index": n_ok,
+            "input": str(data / "broken.png"),
+            "status": "failed",
+            "error": "image is corrupt or truncated (broken PNG file) & <unreadable>",
+        }
+    )
+    rows.append(
+        {"index": n_ok + 1, "input": str(data / "notes.txt"), "status": "skipped", "error": "not an image file"}
+    )
     with (run / "per_image.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, COLUMNS)
         w.writeheader()
         w.writerows(rows)
     if summary:
-        s = {"n_inputs": n_ok + 2, "n_ok": n_ok, "n_failed": 1, "n_skipped": 1,
-             "failed": [{"input": str(data / "broken.png"), "error": "corrupt"},
-                        {"input": str(data / "ghost.png"), "error": "vanished before reading"}],
-             "metrics": None, "images_per_second": 42.5, "model_images_per_second": 61.0,
-             "latency_ms": {"p50": 11.0, "p90": 15.0, "p99": 17.5}, "provider": "CPUExecutionProvider",
-             "providers_requested": ["CUDAExecutionProvider", "CPUExecutionProvider"], "device": "cpu", "device_requested": "cuda",
-             "threads": 2, "batch_size": 1,
-             "model": {"path": "runs/unet/export/model.onnx", "sha256": "0" * 64, "contract": {"threshold": 0.5}},
-             "versions": {"liverseg": "0.1.0"}, "command": ["liverseg-infer", "--x", "data"],
-             "started": "2025-01-01T00:00:00", "finished": "2025-01-01T00:00:01"}
+        s = {
+            "n_inputs": n_ok + 2,
+            "n_ok": n_ok,
+            "n_failed": 1,
+            "n_skipped": 1,
+            "failed": [
+                {"input": str(data / "broken.png"), "error": "corrupt"},
+                {"input": str(data / "ghost.png"), "error": "vanished before reading"},
+            ],
+            "metrics": None,
+            "images_per_second": 42.5,
+            "model_images_per_second": 61.0,
+            "latency_ms": {"p50": 11.0, "p90": 15.0, "p99": 17.5},
+            "provider": "CPUExecutionProvider",
+            "providers_requested": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+            "device": "cpu",
+            "device_requested": "cuda",
+            "threads": 2,
+            "batch_size": 1,
+            "model": {"path": "runs/unet/export/model.onnx", "sha256": "0" * 64, "contract": {"threshold": 0.5}},
+            "versions": {"liverseg": "0.1.0"},
+            "command": ["liverseg-infer", "--x", "data"],
+            "started": "2025-01-01T00:00:00",
+            "finished": "2025-01-01T00:00:01",
+        }
         (run / "summary.json").write_text(json.dumps(s))
     return run
 
@@ -177,8 +211,14 @@ def test_report_with_labels(tmp_path):
     assert "Worst cases" in text and "Best cases" in text
     assert "Dice 0.0000" in text  # the total miss is among the worst
     # every failed/skipped input with its reason, escaped
-    for what in ("broken.png", "image is corrupt or truncated (broken PNG file) & <unreadable>", "notes.txt",
-                 "not an image file", "ghost.png", "vanished before reading"):
+    for what in (
+        "broken.png",
+        "image is corrupt or truncated (broken PNG file) & <unreadable>",
+        "notes.txt",
+        "not an image file",
+        "ghost.png",
+        "vanished before reading",
+    ):
         assert what in text, what
     assert "<unreadable>" not in raw and "&lt;unreadable&gt;" in raw
     assert "<img src=x" not in raw and EVIL in text

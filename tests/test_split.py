@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from liverseg.data import discover
+from liverseg.core.data import discover
 from liverseg.trainer.split import main, split_indices
 
 
@@ -119,16 +119,18 @@ def test_cli_errors(tmp_path: Path, monkeypatch):
     r = CliRunner().invoke(main, ["ds", "--group-by", "a", "--group-pattern", "b"])
     assert r.exit_code == 2
     # a manifest row whose file is missing is named by row
-    pd.DataFrame({"id": ["a", "b"], "image_path": ["x/a.png", "x/b.png"], "mask_path": ["y/a.png", "y/b.png"],
-                  "pid": ["1", "2"]}).to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame(
+        {"id": ["a", "b"], "image_path": ["x/a.png", "x/b.png"], "mask_path": ["y/a.png", "y/b.png"], "pid": ["1", "2"]}
+    ).to_csv(tmp_path / "m.csv", index=False)
     _png(tmp_path / "x" / "a.png")
     _png(tmp_path / "y" / "a.png")
     r = CliRunner().invoke(main, ["m.csv", "--group-by", "pid"])
     assert r.exit_code == 1 and "m.csv row 3" in r.output and "image file not found" in r.output
     _png(tmp_path / "x" / "b.png")
     _png(tmp_path / "y" / "b.png")
-    r = CliRunner().invoke(main, ["m.csv", "--group-by", "pid", "-o", "s", "--test-fraction", "0", "--val-fraction",
-                                  "0.5"])
+    r = CliRunner().invoke(
+        main, ["m.csv", "--group-by", "pid", "-o", "s", "--test-fraction", "0", "--val-fraction", "0.5"]
+    )
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "s" / "test_x.csv").exists()  # an empty split writes no lists
     assert _read_split(tmp_path / "s", "train")[0] in (["x/a.png"], ["x/b.png"])

@@ -1,10 +1,9 @@
-"""Synthetic CT slices (liverseg.synthetic) and the demo pipeline (liverseg.demo)."""
+"""Synthetic CT slices (liverseg.apps.synthetic) and the demo pipeline (liverseg.apps.demo)."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from liverseg.data import discover, read_pair
-from liverseg.synthetic import Patient, make_slice, preview_grid, write_dataset
+from liverseg.apps.synthetic import Patient, make_slice, preview_grid, write_dataset
+from liverseg.core.data import discover, read_pair
 
 
 def slices(seed: int, n: int, size=(128, 128)):
@@ -198,7 +197,7 @@ def test_grouped_split_keeps_each_patient_in_one_split(tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    from liverseg.demo import main
+    from liverseg.apps.demo import main
 
     out = tmp_path_factory.mktemp("demo") / "run"
     result = CliRunner().invoke(main, ["--quick", "--out", str(out), "--quiet", "--device", "cpu", "--threads", "1"])
@@ -239,9 +238,26 @@ def test_quick_demo_config_is_the_studys_format(quick_demo):
     out, result = quick_demo
     assert result.exit_code == 0
     raw = json.loads((out / "config.json").read_text())
-    study_keys = ["model", "in_dim", "out_dim", "out_activation", "tdata_x_path", "tdata_y_path", "vdata_x_path",
-                  "vdata_y_path", "lr", "optim", "loss", "train_batch_size", "valid_batch_size", "epochs",
-                  "val_metrics", "save_model", "seed", "num_workers"]
+    study_keys = [
+        "model",
+        "in_dim",
+        "out_dim",
+        "out_activation",
+        "tdata_x_path",
+        "tdata_y_path",
+        "vdata_x_path",
+        "vdata_y_path",
+        "lr",
+        "optim",
+        "loss",
+        "train_batch_size",
+        "valid_batch_size",
+        "epochs",
+        "val_metrics",
+        "save_model",
+        "seed",
+        "num_workers",
+    ]
     assert list(raw)[: len(study_keys)] == study_keys
     cfg = TrainConfig.from_json(out / "config.json")
     assert cfg.model == "unet" and cfg.width == 4 and cfg.epochs == 1
@@ -252,18 +268,19 @@ def test_quick_demo_config_is_the_studys_format(quick_demo):
 
 
 def test_demo_stage_alone_finds_earlier_outputs(quick_demo):
-    from liverseg.demo import main
+    from liverseg.apps.demo import main
 
     out, first = quick_demo
     assert first.exit_code == 0
-    result = CliRunner().invoke(main, ["--quick", "--out", str(out), "--quiet", "--stages", "evaluate",
-                                       "--device", "cpu", "--threads", "1"])
+    result = CliRunner().invoke(
+        main, ["--quick", "--out", str(out), "--quiet", "--stages", "evaluate", "--device", "cpu", "--threads", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "[1/1] evaluate" in result.output and "best.pt" in result.output
 
 
 def test_demo_stage_without_its_inputs_is_a_clean_error(tmp_path):
-    from liverseg.demo import main
+    from liverseg.apps.demo import main
 
     result = CliRunner().invoke(main, ["--out", str(tmp_path / "empty"), "--stages", "split", "--quiet"])
     assert result.exit_code == 1
@@ -271,7 +288,7 @@ def test_demo_stage_without_its_inputs_is_a_clean_error(tmp_path):
 
 
 def test_demo_options():
-    from liverseg.demo import STAGES, main
+    from liverseg.apps.demo import STAGES, main
 
     runner = CliRunner()
     listed = runner.invoke(main, ["--list-stages"])
@@ -284,7 +301,7 @@ def test_demo_options():
 
 
 def test_register_stage_extends_the_list(monkeypatch, tmp_path):
-    import liverseg.demo as demo
+    import liverseg.apps.demo as demo
 
     monkeypatch.setattr(demo, "STAGES", list(demo.STAGES))
     seen = []
@@ -294,7 +311,8 @@ def test_register_stage_extends_the_list(monkeypatch, tmp_path):
         demo.register_stage(demo.Stage("hello", lambda ctx: None))
     with pytest.raises(ValueError, match="no stage"):
         demo.register_stage(demo.Stage("x", lambda ctx: None), after="nope")
-    ctx = demo.run_demo(tmp_path, demo.DemoSettings.quick(), demo.select_stages("hello"), progress=False,
-                        echo=lambda s: None)
+    ctx = demo.run_demo(
+        tmp_path, demo.DemoSettings.quick(), demo.select_stages("hello"), progress=False, echo=lambda s: None
+    )
     assert seen == [tmp_path] and "hello" in ctx.timings
     assert json.loads((tmp_path / "demo.json").read_text())["stages"] == ["hello"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from liverseg.checkpoint import load_checkpoint
-from liverseg.data import DataError, discover
+from liverseg.core.data import DataError, discover
 from liverseg.trainer.augment import AugmentConfig, augment_batch
 from liverseg.trainer.cli import eval_main, train_main
 from liverseg.trainer.config import ConfigError, TrainConfig
@@ -27,11 +26,24 @@ from liverseg.trainer.evaluate import evaluate
 from liverseg.trainer.train import EPOCH_COLUMNS, train
 
 STUDY_CONFIG = {
-    "model": "unet", "in_dim": 1, "out_dim": 1, "out_activation": "sigmoid",
-    "tdata_x_path": "data/train_x.csv", "tdata_y_path": "data/train_y.csv",
-    "vdata_x_path": "data/val_x.csv", "vdata_y_path": "data/val_y.csv",
-    "lr": 1e-5, "optim": "adam", "loss": "bce", "train_batch_size": 1, "valid_batch_size": 1,
-    "epochs": 7, "val_metrics": ["mPA", "mIoU"], "save_model": True, "seed": 42, "num_workers": 0,
+    "model": "unet",
+    "in_dim": 1,
+    "out_dim": 1,
+    "out_activation": "sigmoid",
+    "tdata_x_path": "data/train_x.csv",
+    "tdata_y_path": "data/train_y.csv",
+    "vdata_x_path": "data/val_x.csv",
+    "vdata_y_path": "data/val_y.csv",
+    "lr": 1e-5,
+    "optim": "adam",
+    "loss": "bce",
+    "train_batch_size": 1,
+    "valid_batch_size": 1,
+    "epochs": 7,
+    "val_metrics": ["mPA", "mIoU"],
+    "save_model": True,
+    "seed": 42,
+    "num_workers": 0,
 }
 
 
@@ -46,8 +58,14 @@ def _slice(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.nda
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 
-def write_dataset(root: Path, n_train: int = 8, n_val: int = 4, size=(32, 32), seed: int = 0,
-                  sizes: list[tuple[int, int]] | None = None) -> Path:
+def write_dataset(
+    root: Path,
+    n_train: int = 8,
+    n_val: int = 4,
+    size=(32, 32),
+    seed: int = 0,
+    sizes: list[tuple[int, int]] | None = None,
+) -> Path:
     """``root/data/{Images,Labels}`` and the study's four CSVs (paths relative to root)."""
     rng = np.random.default_rng(seed)
     (root / "data" / "Images").mkdir(parents=True, exist_ok=True)
@@ -66,8 +84,16 @@ def write_dataset(root: Path, n_train: int = 8, n_val: int = 4, size=(32, 32), s
 
 
 def tiny_config(root: Path, **over) -> TrainConfig:
-    d = {**STUDY_CONFIG, "lr": 3e-3, "train_batch_size": 4, "valid_batch_size": 4, "epochs": 1, "width": 4,
-         "output_dir": str(root / "runs"), **over}
+    d = {
+        **STUDY_CONFIG,
+        "lr": 3e-3,
+        "train_batch_size": 4,
+        "valid_batch_size": 4,
+        "epochs": 1,
+        "width": 4,
+        "output_dir": str(root / "runs"),
+        **over,
+    }
     for k in ("tdata_x_path", "tdata_y_path", "vdata_x_path", "vdata_y_path"):
         d[k] = str(root / STUDY_CONFIG[k])
     return TrainConfig.from_dict(d)
@@ -174,8 +200,9 @@ def test_save_model_false_and_path(data: Path, tmp_path: Path):
     assert res.best is None and not (res.run_dir / "checkpoints").exists()
     assert (res.run_dir / "epochs.csv").exists()
     dest = tmp_path / "models" / "trained_model.pt"
-    res = train(tiny_config(data, save_model=str(dest), keep_best="val_loss", loss="bce+dice"),
-                data_root=data, progress=False)
+    res = train(
+        tiny_config(data, save_model=str(dest), keep_best="val_loss", loss="bce+dice"), data_root=data, progress=False
+    )
     assert dest.exists() and load_checkpoint(dest).best["metric"] == "val_loss"
 
 
@@ -184,8 +211,7 @@ def test_mixed_sizes_need_image_size_then_resize(tmp_path: Path):
     root = write_dataset(tmp_path, n_train=4, n_val=2, sizes=sizes)
     with pytest.raises(DataError, match="image_size"):
         train(tiny_config(root), data_root=root, progress=False)
-    res = train(tiny_config(root, image_size=[32, 32], normalize="zscore", loss="dice"), data_root=root,
-                progress=False)
+    res = train(tiny_config(root, image_size=[32, 32], normalize="zscore", loss="dice"), data_root=root, progress=False)
     ck = load_checkpoint(res.last)
     assert ck.preprocessing.size == (32, 32) and ck.preprocessing.normalize == "zscore"
     # validation ran at the native sizes (one 32x32 and one 48x40 slice)
@@ -220,8 +246,9 @@ def test_device_and_amp_errors(data: Path):
 @pytest.mark.cuda
 @pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
 def test_cuda_training_with_amp(data: Path, amp: str):
-    res = train(tiny_config(data, device="cuda", amp=amp, epochs=2, augment=True, num_workers=1), data_root=data,
-                progress=False)
+    res = train(
+        tiny_config(data, device="cuda", amp=amp, epochs=2, augment=True, num_workers=1), data_root=data, progress=False
+    )
     assert all(np.isfinite(h["train_loss"]) for h in res.history)
     ck = load_checkpoint(res.last)
     assert ck.state_dict["outc.conv.weight"].device.type == "cpu"
@@ -240,8 +267,9 @@ def test_augment_flips_exact_and_masks_stay_binary():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 16 * 24, dtype=torch.float32).reshape(2, 1, 16, 24) % 255
     m = (x > 100).to(torch.uint8)
-    ax, am = augment_batch(x, m, AugmentConfig(hflip=1, vflip=1, rotate=0, scale=0, intensity_scale=0,
-                                                intensity_shift=0), g)
+    ax, am = augment_batch(
+        x, m, AugmentConfig(hflip=1, vflip=1, rotate=0, scale=0, intensity_scale=0, intensity_shift=0), g
+    )
     assert torch.equal(ax, x.flip(-1).flip(-2)) and torch.equal(am, m.float().flip(-1).flip(-2))
     ax, am = augment_batch(x, m, AugmentConfig(), torch.Generator().manual_seed(1))
     assert ax.shape == x.shape and set(am.unique().tolist()) <= {0.0, 1.0}
@@ -281,8 +309,23 @@ def test_train_cli_missing_data_exit_1(tmp_path: Path, monkeypatch):
 def test_eval_cli(data: Path, tmp_path: Path):
     res = train(tiny_config(data), data_root=data, progress=False)
     out = tmp_path / "eval" / "metrics.json"
-    r = CliRunner().invoke(eval_main, [str(res.best), "--x", str(data / "data" / "val_x.csv"), "--data-root",
-                                       str(data), "--batch-size", "3", "--device", "cpu", "--json", str(out), "-q"])
+    r = CliRunner().invoke(
+        eval_main,
+        [
+            str(res.best),
+            "--x",
+            str(data / "data" / "val_x.csv"),
+            "--data-root",
+            str(data),
+            "--batch-size",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            str(out),
+            "-q",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "mPA" in r.output and "micro" in r.output
     doc = json.loads(out.read_text())
@@ -314,8 +357,9 @@ def test_study_config_trains_on_seed_format(seed_format: Path, tmp_path: Path, m
     for split in ("train", "val"):  # the study's file names; both lists are the seed test list
         shutil.copyfile(seed_format / "data" / "test_x.csv", tmp_path / "data" / f"{split}_x.csv")
         shutil.copyfile(seed_format / "data" / "test_y.csv", tmp_path / "data" / f"{split}_y.csv")
-    r = CliRunner().invoke(train_main, ["configs/train_config.json", "--data-root", str(seed_format),
-                                        "--set", "epochs=1", "-q"])
+    r = CliRunner().invoke(
+        train_main, ["configs/train_config.json", "--data-root", str(seed_format), "--set", "epochs=1", "-q"]
+    )
     assert r.exit_code == 0, r.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("unet-w64-")

@@ -1,6 +1,6 @@
 """Training-time augmentation on whole batches, in torch, on the training device.
 
-Applied to gray images in the 0..255 range *before* :func:`liverseg.preprocess.preprocess`
+Applied to gray images in the 0..255 range *before* :func:`liverseg.core.preprocess.preprocess`
 (so it is the same whatever the normalisation) and to their masks:
 
 * horizontal and vertical flips, each with its own probability per image (vertical
@@ -38,7 +38,7 @@ class AugmentConfig:
     intensity_shift: float = 0.05  # max brightness shift, as a fraction of 255
 
     @classmethod
-    def from_value(cls, v: Any) -> "AugmentConfig | None":
+    def from_value(cls, v: Any) -> AugmentConfig | None:
         """``false``/``null`` -> None, ``true`` -> defaults, an object -> validated keys."""
         if v is None or v is False:
             return None
@@ -47,7 +47,9 @@ class AugmentConfig:
         if isinstance(v, AugmentConfig):
             return v
         if not isinstance(v, dict):
-            raise TypeError(f"expected true, false or an object of {[f.name for f in fields(cls)]}, got {type(v).__name__} {v!r}")
+            raise TypeError(
+                f"expected true, false or an object of {[f.name for f in fields(cls)]}, got {type(v).__name__} {v!r}"
+            )
         known = [f.name for f in fields(cls)]
         out: dict[str, float] = {}
         for key, val in v.items():
@@ -75,8 +77,9 @@ def _uniform(n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor
     return torch.rand(n, generator=gen, device=device) * 2 - 1
 
 
-def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig,
-                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment_batch(
+    images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[N, 1, H, W] gray 0..255 and [N, 1, H, W] {0, 1} masks -> augmented (float32)."""
     x = images.to(torch.float32)
     m = masks.to(torch.float32)
@@ -96,10 +99,13 @@ def augment_batch(images: torch.Tensor, masks: torch.Tensor, cfg: AugmentConfig,
         zero = torch.zeros_like(cos)
         # output -> input sampling map in normalised coordinates; the H/W factors keep the
         # rotation rigid in pixel space when the image is not square.
-        theta = torch.stack([
-            torch.stack([cos, -sin * (h / w), zero], dim=-1),
-            torch.stack([sin * (w / h), cos, zero], dim=-1),
-        ], dim=1)  # [N, 2, 3]
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin * (h / w), zero], dim=-1),
+                torch.stack([sin * (w / h), cos, zero], dim=-1),
+            ],
+            dim=1,
+        )  # [N, 2, 3]
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         m = F.grid_sample(m, grid, mode="nearest", padding_mode="zeros", align_corners=False)

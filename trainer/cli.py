@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
-from liverseg.checkpoint import CheckpointError, load_checkpoint
-from liverseg.data import DataError, discover
+from liverseg.core.cli import command
+from liverseg.core.data import DataError, discover
+from liverseg.models.checkpoint import CheckpointError, load_checkpoint
 from liverseg.trainer.config import ConfigError, TrainConfig, parse_override
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N; a requested CUDA device that is absent is an error"
@@ -35,14 +36,23 @@ def _fail(msg: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder that relative image paths in the CSVs resolve against first (default: the config's "
-                   "data_root, else the current directory, as the study ran).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key (the value is read as JSON when it parses), e.g. --set epochs=1 "
-                   "--set image_size=[256,256] --set augment=true. Repeatable.")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder that relative image paths in the CSVs resolve against first (default: the config's "
+    "data_root, else the current directory, as the study ran).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key (the value is read as JSON when it parses), e.g. --set epochs=1 "
+    "--set image_size=[256,256] --set augment=true. Repeatable.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or epoch lines (train.log still has them).")
 def train_main(config: Path, data_root: Path | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Train a model from the study's JSON CONFIG (its keys verbatim, plus optional ones)."""
@@ -66,21 +76,48 @@ def _samples(x: Path, y: Path | None, data_root: Path | None):
     return discover(x, labels=y, root=data_root, need_labels=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--x", "x", required=True, type=click.Path(exists=True, path_type=Path),
-              help="Images: a study *_x.csv (its *_y.csv partner is found), a pairs CSV (X,Y) or a folder.")
-@click.option("--y", "y", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Masks: a *_y.csv or a folder, when --x does not lead to them.")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder that relative paths in the CSVs resolve against first (default: current directory).")
+@click.option(
+    "--x",
+    "x",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Images: a study *_x.csv (its *_y.csv partner is found), a pairs CSV (X,Y) or a folder.",
+)
+@click.option(
+    "--y",
+    "y",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Masks: a *_y.csv or a folder, when --x does not lead to them.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder that relative paths in the CSVs resolve against first (default: current directory).",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the metrics, per-image scores and checkpoint details to this JSON file.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the metrics, per-image scores and checkpoint details to this JSON file.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def eval_main(checkpoint: Path, x: Path, y: Path | None, data_root: Path | None, batch_size: int, device: str,
-              json_out: Path | None, quiet: bool) -> None:
+def eval_main(
+    checkpoint: Path,
+    x: Path,
+    y: Path | None,
+    data_root: Path | None,
+    batch_size: int,
+    device: str,
+    json_out: Path | None,
+    quiet: bool,
+) -> None:
     """Test metrics of a CHECKPOINT as the study's test mode computed them (per image, then averaged)."""
     from liverseg.trainer.evaluate import checkpoint_info, evaluate, format_table
     from liverseg.trainer.train import resolve_device
@@ -98,8 +135,12 @@ def eval_main(checkpoint: Path, x: Path, y: Path | None, data_root: Path | None,
     click.echo(f"{checkpoint} on {x} ({len(samples)} slices, threshold {ckpt.threshold}, device {dev})")
     click.echo(format_table(result))
     if json_out is not None:
-        doc = {"checkpoint": checkpoint_info(ckpt), "data": {"x": str(x), "y": str(y) if y else None,
-               "data_root": str(data_root) if data_root else None}, "device": str(dev), **result}
+        doc = {
+            "checkpoint": checkpoint_info(ckpt),
+            "data": {"x": str(x), "y": str(y) if y else None, "data_root": str(data_root) if data_root else None},
+            "device": str(dev),
+            **result,
+        }
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=2) + "\n")
         click.echo(f"wrote {json_out}")

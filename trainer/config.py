@@ -37,12 +37,14 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from liverseg.core.errors import ConfigError
+from liverseg.core.preprocess import NORMALIZATIONS
 from liverseg.models import DEFAULT_WIDTH, MODELS
-from liverseg.preprocess import NORMALIZATIONS
 from liverseg.trainer.augment import AugmentConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -56,10 +58,6 @@ BEST_METRICS = (*VAL_METRICS, "val_loss")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 REQUIRED = ("model", "tdata_x_path", "vdata_x_path")
 PATH_KEYS = ("tdata_x_path", "tdata_y_path", "vdata_x_path", "vdata_y_path", "resume", "data_root")
-
-
-class ConfigError(ValueError):
-    """A bad training config; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ class TrainConfig:
     # ------------------------------------------------------------ loading
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         """Validate every key by name and build the config; raises :class:`ConfigError`."""
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: the config must be a JSON object, got {type(d).__name__}")
@@ -130,7 +128,7 @@ class TrainConfig:
         return cfg
 
     @classmethod
-    def from_json(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> "TrainConfig":
+    def from_json(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Load a JSON config; relative paths in it resolve to the cwd, then the file's folder."""
         path = Path(path)
         try:
@@ -153,7 +151,9 @@ class TrainConfig:
 
     def _check_relations(self, source: str) -> None:
         if self.amp != "off" and self.device == "cpu":
-            raise ConfigError(f"{source}: key 'amp': {self.amp!r} needs a CUDA device, but device is 'cpu' (set amp to 'off')")
+            raise ConfigError(
+                f"{source}: key 'amp': {self.amp!r} needs a CUDA device, but device is 'cpu' (set amp to 'off')"
+            )
 
     # ------------------------------------------------------------ derived values
 
@@ -296,8 +296,11 @@ def _image_size(v: Any) -> tuple[int, int] | None:
         return None
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v, v]
-    if (not isinstance(v, list) or len(v) != 2
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v)):
+    if (
+        not isinstance(v, list)
+        or len(v) != 2
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v)
+    ):
         raise _Bad(f"expected null, a positive integer or [height, width], got {_name(v)}")
     return (v[0], v[1])
 

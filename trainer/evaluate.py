@@ -3,7 +3,7 @@
 Each slice goes through ``Checkpoint.build_pipeline()`` at its native size (the
 pipeline resizes, pads and crops as the checkpoint's preprocessing says), the mask is
 exactly ``probability > threshold`` with the checkpoint's threshold, and the metrics
-are :class:`liverseg.metrics.SegmentationMetrics`: per image, then averaged (macro,
+are :class:`liverseg.core.metrics.SegmentationMetrics`: per image, then averaged (macro,
 the study's mPA and mIoU), plus the pooled (micro) values. Inference compares its
 numbers with these, so nothing here may differ from that definition.
 """
@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from liverseg.checkpoint import Checkpoint, load_checkpoint
-from liverseg.data import DataError, Sample, read_pair
-from liverseg.metrics import METRIC_NAMES, SegmentationMetrics, scores
+from liverseg.core.data import DataError, Sample, read_pair
+from liverseg.core.metrics import METRIC_NAMES, SegmentationMetrics, scores
+from liverseg.models.checkpoint import Checkpoint, load_checkpoint
 from liverseg.trainer.train import resolve_device
 
 
@@ -40,8 +40,14 @@ def _batches(samples: list[Sample], batch_size: int):
 
 
 @torch.inference_mode()
-def evaluate(checkpoint: str | os.PathLike | Checkpoint, samples: list[Sample], *, device: str = "auto",
-             batch_size: int = 4, progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    checkpoint: str | os.PathLike | Checkpoint,
+    samples: list[Sample],
+    *,
+    device: str = "auto",
+    batch_size: int = 4,
+    progress: bool = True,
+) -> dict[str, Any]:
     """``SegmentationMetrics.compute()`` over ``samples`` plus ``per_image`` (one dict per slice)."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     if not samples:
@@ -60,12 +66,22 @@ def evaluate(checkpoint: str | os.PathLike | Checkpoint, samples: list[Sample], 
         for (s, img, truth), pred in zip(chunk, preds):
             metrics.update(pred, truth)
             tp, fp, fn, tn = metrics.per_image[-1]
-            per_image.append({
-                "image": str(s.image), "mask": str(s.mask), "origin": s.origin,
-                "height": int(img.shape[0]), "width": int(img.shape[1]),
-                "liver_fraction": float(truth.mean()), "predicted_fraction": float(pred.mean()),
-                **scores(tp, fp, fn, tn), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            })
+            per_image.append(
+                {
+                    "image": str(s.image),
+                    "mask": str(s.mask),
+                    "origin": s.origin,
+                    "height": int(img.shape[0]),
+                    "width": int(img.shape[1]),
+                    "liver_fraction": float(truth.mean()),
+                    "predicted_fraction": float(pred.mean()),
+                    **scores(tp, fp, fn, tn),
+                    "tp": tp,
+                    "fp": fp,
+                    "fn": fn,
+                    "tn": tn,
+                }
+            )
         bar.update(len(chunk))
     bar.close()
     out: dict[str, Any] = metrics.compute()

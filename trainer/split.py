@@ -39,7 +39,8 @@ import click
 import numpy as np
 import pandas as pd
 
-from liverseg.data import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of
+from liverseg.core.cli import command
+from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of
 
 SPLITS = ("train", "val", "test")
 
@@ -71,11 +72,15 @@ def read_manifest(path: Path, root: Path | None = None) -> tuple[list[Sample], p
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
     df.columns = [c.strip() for c in df.columns]
     img_dir = next((path.parent / d for d in ("images", "Images") if (path.parent / d).is_dir()), None)
-    mask_dir = next((path.parent / d for d in ("masks", "Labels", "labels", "Masks") if (path.parent / d).is_dir()), None)
+    mask_dir = next(
+        (path.parent / d for d in ("masks", "Labels", "labels", "Masks") if (path.parent / d).is_dir()), None
+    )
     path_cols = next(((a, b) for a, b in (("image_path", "mask_path"), ("image", "mask")) if a in df and b in df), None)
     if "id" not in df.columns and path_cols is None:
-        raise DataError(f"{path}: not a manifest: needs an 'id' column (images/<id>.png, masks/<id>.png beside it) "
-                        f"or image_path and mask_path columns; header is {list(df.columns)}")
+        raise DataError(
+            f"{path}: not a manifest: needs an 'id' column (images/<id>.png, masks/<id>.png beside it) "
+            f"or image_path and mask_path columns; header is {list(df.columns)}"
+        )
     samples = []
     for i, row in enumerate(df.to_dict("records")):
         where = f"{path.name} row {i + 2}"
@@ -91,7 +96,9 @@ def read_manifest(path: Path, root: Path | None = None) -> tuple[list[Sample], p
             what = "image" if image is None else "mask"
             tried = []
             if "id" in df.columns:
-                tried.append(f"{img_dir or path.parent / 'images'}/{row['id']}.* and {mask_dir or path.parent / 'masks'}/{row['id']}.*")
+                tried.append(
+                    f"{img_dir or path.parent / 'images'}/{row['id']}.* and {mask_dir or path.parent / 'masks'}/{row['id']}.*"
+                )
             if path_cols is not None:
                 tried.append(f"columns {path_cols[0]}={row[path_cols[0]]!r}, {path_cols[1]}={row[path_cols[1]]!r}")
             raise DataError(f"{path}: {where}: {what} file not found (tried {'; '.join(tried)})")
@@ -101,8 +108,13 @@ def read_manifest(path: Path, root: Path | None = None) -> tuple[list[Sample], p
     return samples, df
 
 
-def load_source(source: Path, labels: Path | None = None, root: Path | None = None, group_by: str | None = None,
-                group_pattern: str | None = None) -> tuple[list[Sample], list[str] | None]:
+def load_source(
+    source: Path,
+    labels: Path | None = None,
+    root: Path | None = None,
+    group_by: str | None = None,
+    group_pattern: str | None = None,
+) -> tuple[list[Sample], list[str] | None]:
     """(samples with masks, group of each sample or None); every file must exist."""
     table: pd.DataFrame | None = None
     if source.is_file() and source.suffix.lower() == ".csv":
@@ -124,8 +136,9 @@ def load_source(source: Path, labels: Path | None = None, root: Path | None = No
     groups: list[str] | None = None
     if group_by is not None:
         if table is None:
-            raise DataError(f"{source}: --group-by needs a CSV source with a {group_by!r} column "
-                            f"(use --group-pattern for folders)")
+            raise DataError(
+                f"{source}: --group-by needs a CSV source with a {group_by!r} column (use --group-pattern for folders)"
+            )
         if group_by not in table.columns:
             raise DataError(f"{source}: no column {group_by!r} for --group-by; columns are {list(table.columns)}")
         groups = [str(v).strip() for v in table[group_by]]
@@ -159,8 +172,9 @@ def _take(order: list[str], sizes: dict[str, int], target: int) -> tuple[list[st
     return chosen, rest
 
 
-def split_indices(n: int, groups: list[str] | None = None, test_fraction: float = 0.1, val_fraction: float = 0.2,
-                  seed: int = 42) -> dict[str, list[int]]:
+def split_indices(
+    n: int, groups: list[str] | None = None, test_fraction: float = 0.1, val_fraction: float = 0.2, seed: int = 42
+) -> dict[str, list[int]]:
     """Indices per split. Without groups every item is its own group (exact counts)."""
     if not 0 <= test_fraction < 1 or not 0 <= val_fraction < 1:
         raise ValueError(f"fractions must be in [0, 1): test {test_fraction}, val {val_fraction}")
@@ -194,8 +208,16 @@ def _written(p: Path, output_root: Path | None, absolute: bool) -> str:
     return Path(os.path.relpath(full, base)).as_posix()
 
 
-def write_split(samples: list[Sample], parts: dict[str, list[int]], out_dir: Path, *, output_root: Path | None = None,
-                absolute: bool = False, groups: list[str] | None = None, info: dict[str, Any] | None = None) -> Path:
+def write_split(
+    samples: list[Sample],
+    parts: dict[str, list[int]],
+    out_dir: Path,
+    *,
+    output_root: Path | None = None,
+    absolute: bool = False,
+    groups: list[str] | None = None,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """The six study-format CSVs (empty splits are skipped) and ``split.json``; returns its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, dict[str, str]] = {}
@@ -215,7 +237,9 @@ def write_split(samples: list[Sample], parts: dict[str, list[int]], out_dir: Pat
         "counts": {name: len(parts[name]) for name in SPLITS} | {"total": n},
         "fractions": {name: round(len(parts[name]) / n, 4) for name in SPLITS},
         "files": files,
-        "paths": ("absolute" if absolute else f"relative to {os.path.abspath(output_root) if output_root else os.getcwd()}"),
+        "paths": (
+            "absolute" if absolute else f"relative to {os.path.abspath(output_root) if output_root else os.getcwd()}"
+        ),
     }
     if groups is not None:
         per = {name: sorted({groups[i] for i in parts[name]}, key=_natural) for name in SPLITS}
@@ -233,29 +257,71 @@ def _natural(s: str) -> list[Any]:
 # ---------------------------------------------------------------- command line
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--y", "labels", type=click.Path(exists=True, path_type=Path), default=None,
-              help="Masks (a *_y.csv or folder) when SOURCE does not lead to them.")
-@click.option("--out-dir", "-o", type=click.Path(file_okay=False, path_type=Path), default=Path("splits"),
-              show_default=True, help="Where the CSVs and split.json go.")
-@click.option("--output-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write paths relative to this folder (train with --data-root set to it). "
-                   "Default: relative to the current directory.")
+@click.option(
+    "--y",
+    "labels",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Masks (a *_y.csv or folder) when SOURCE does not lead to them.",
+)
+@click.option(
+    "--out-dir",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("splits"),
+    show_default=True,
+    help="Where the CSVs and split.json go.",
+)
+@click.option(
+    "--output-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write paths relative to this folder (train with --data-root set to it). "
+    "Default: relative to the current directory.",
+)
 @click.option("--absolute", is_flag=True, help="Write absolute paths.")
-@click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder that relative paths in a SOURCE CSV resolve against first (default: current directory).")
-@click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-              help="Share of all slices for the test split.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
-              help="Share of the remaining (train+val) slices for validation.")
+@click.option(
+    "--data-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder that relative paths in a SOURCE CSV resolve against first (default: current directory).",
+)
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of all slices for the test split.",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="Share of the remaining (train+val) slices for validation.",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--group-by", default=None, help="CSV column naming each slice's patient (e.g. volume_idx).")
-@click.option("--group-pattern", default=None,
-              help="Regular expression on the image file name whose first group is the patient, e.g. 'vol(\\d+)_'.")
-def main(source: Path, labels: Path | None, out_dir: Path, output_root: Path | None, absolute: bool,
-         data_root: Path | None, test_fraction: float, val_fraction: float, seed: int, group_by: str | None,
-         group_pattern: str | None) -> None:
+@click.option(
+    "--group-pattern",
+    default=None,
+    help="Regular expression on the image file name whose first group is the patient, e.g. 'vol(\\d+)_'.",
+)
+def main(
+    source: Path,
+    labels: Path | None,
+    out_dir: Path,
+    output_root: Path | None,
+    absolute: bool,
+    data_root: Path | None,
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    group_by: str | None,
+    group_pattern: str | None,
+) -> None:
     """Split SOURCE (pairs CSV, study *_x.csv, folder or manifest CSV) into train/val/test study CSVs."""
     if group_by and group_pattern:
         raise click.UsageError("use --group-by or --group-pattern, not both")
@@ -273,11 +339,20 @@ def main(source: Path, labels: Path | None, out_dir: Path, output_root: Path | N
         sys.exit(1)
     parts = split_indices(len(samples), groups, test_fraction, val_fraction, seed)
     if not parts["train"]:
-        click.echo(f"error: the training split is empty ({len(samples)} slices"
-                   f"{f', {len(set(groups))} groups' if groups else ''}); lower the fractions", err=True)
+        click.echo(
+            f"error: the training split is empty ({len(samples)} slices"
+            f"{f', {len(set(groups))} groups' if groups else ''}); lower the fractions",
+            err=True,
+        )
         sys.exit(1)
-    info = {"source": str(source), "seed": seed, "test_fraction": test_fraction, "val_fraction": val_fraction,
-            "group_by": group_by, "group_pattern": group_pattern}
+    info = {
+        "source": str(source),
+        "seed": seed,
+        "test_fraction": test_fraction,
+        "val_fraction": val_fraction,
+        "group_by": group_by,
+        "group_pattern": group_pattern,
+    }
     path = write_split(samples, parts, out_dir, output_root=output_root, absolute=absolute, groups=groups, info=info)
     counts = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
     if groups is not None:

@@ -8,16 +8,16 @@ One run writes ``<output_dir>/<model>-w<width>-<YYYYmmdd-HHMMSS>/``::
     checkpoints/best.pt  the epoch with the best ``keep_best`` metric (no optimizer state)
     checkpoints/last.pt  the latest epoch, with optimizer (and GradScaler) state for ``resume``
     train.log            the epoch lines and warnings
-    training curves      from liverseg.figures.plot_training_curves (when available)
+    training curves      from liverseg.trainer.curves.plot_training_curves (when available)
 
 Data flow per training batch (all on the training device): uint8 (or resized float)
-slices -> augmentation (:mod:`liverseg.trainer.augment`) -> :func:`liverseg.preprocess.preprocess`
+slices -> augmentation (:mod:`liverseg.trainer.augment`) -> :func:`liverseg.core.preprocess.preprocess`
 (normalise, pad to the model's multiple) -> network logits -> :func:`postprocess`
 (crop the padding, so it never enters the loss) -> loss against the mask.
 
 Validation runs at each slice's native size, like ``liverseg-eval`` and inference:
 metrics per image from ``sigmoid(logits) > threshold`` (the study's way: per image,
-then averaged), accumulated in :class:`liverseg.metrics.SegmentationMetrics`.
+then averaged), accumulated in :class:`liverseg.core.metrics.SegmentationMetrics`.
 
 Reproducibility: the seed sets Python, NumPy and torch; the shuffle order and the
 augmentation random numbers are re-seeded from (seed, epoch) at each epoch, so a run
@@ -34,10 +34,11 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,17 +47,29 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from liverseg.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from liverseg.data import DataError, Sample, discover, read_pair
-from liverseg.metrics import SegmentationMetrics
+from liverseg.core.data import DataError, Sample, discover, read_pair
+from liverseg.core.metrics import SegmentationMetrics
+from liverseg.core.preprocess import Preprocessing, postprocess, preprocess
 from liverseg.models import create_model, required_multiple
-from liverseg.preprocess import Preprocessing, postprocess, preprocess
+from liverseg.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from liverseg.trainer.augment import augment_batch
 from liverseg.trainer.config import ConfigError, TrainConfig
 
 log = logging.getLogger("liverseg.trainer")
 
-EPOCH_COLUMNS = ("epoch", "mPA", "mIoU", "train_loss", "val_loss", "dice", "iou", "precision", "recall", "lr", "seconds")
+EPOCH_COLUMNS = (
+    "epoch",
+    "mPA",
+    "mIoU",
+    "train_loss",
+    "val_loss",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "lr",
+    "seconds",
+)
 MINIMISED = ("val_loss",)
 
 
@@ -83,7 +96,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available (torch {torch.__version__}); use 'cpu' or 'auto'")
+            raise ConfigError(
+                f"device {name!r} requested but CUDA is not available (torch {torch.__version__}); use 'cpu' or 'auto'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
@@ -260,16 +275,21 @@ def _improved(value: float, best: dict[str, Any] | None, metric: str, min_delta:
 def _check_resume(ckpt: Checkpoint, cfg: TrainConfig, pp: Preprocessing) -> None:
     where = str(ckpt.path)
     if ckpt.model_name != cfg.model or dict(ckpt.model_args) != cfg.model_args():
-        raise ConfigError(f"key 'resume': {where} holds model {ckpt.model_name} {ckpt.model_args}, "
-                          f"but the config asks for {cfg.model} {cfg.model_args()}")
+        raise ConfigError(
+            f"key 'resume': {where} holds model {ckpt.model_name} {ckpt.model_args}, "
+            f"but the config asks for {cfg.model} {cfg.model_args()}"
+        )
     if ckpt.preprocessing != pp:
-        raise ConfigError(f"key 'resume': {where} was trained with preprocessing {ckpt.preprocessing.to_dict()}, "
-                          f"the config gives {pp.to_dict()} (normalize/image_size must match)")
+        raise ConfigError(
+            f"key 'resume': {where} was trained with preprocessing {ckpt.preprocessing.to_dict()}, "
+            f"the config gives {pp.to_dict()} (normalize/image_size must match)"
+        )
     if ckpt.optimizer is None:
         raise CheckpointError(f"{where}: has no optimizer state (best.pt keeps weights only); resume from last.pt")
     if ckpt.epoch >= cfg.epochs:
-        raise ConfigError(f"key 'epochs': {cfg.epochs} but {where} already finished epoch {ckpt.epoch}; "
-                          f"raise epochs to continue")
+        raise ConfigError(
+            f"key 'epochs': {cfg.epochs} but {where} already finished epoch {ckpt.epoch}; raise epochs to continue"
+        )
 
 
 def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bool = True) -> TrainResult:
@@ -288,16 +308,19 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
 
     train_samples = load_split("training", cfg.tdata_x_path, cfg.tdata_y_path, root)
     val_samples = load_split("validation", cfg.vdata_x_path, cfg.vdata_y_path, root)
-    summary = {"train": check_split("training", train_samples, progress),
-               "val": check_split("validation", val_samples, progress)}
+    summary = {
+        "train": check_split("training", train_samples, progress),
+        "val": check_split("validation", val_samples, progress),
+    }
     summary["train"]["source"] = cfg.tdata_x_path
     summary["val"]["source"] = cfg.vdata_x_path
     if cfg.image_size is None and len(summary["train"]["sizes"]) > 1:
-        raise DataError(f"training images have different sizes {summary['train']['sizes']} (height x width: count); "
-                        f"set image_size [height, width] in the config to resize them to one size")
+        raise DataError(
+            f"training images have different sizes {summary['train']['sizes']} (height x width: count); "
+            f"set image_size [height, width] in the config to resize them to one size"
+        )
 
-    pp = Preprocessing(normalize=cfg.normalize, size=cfg.image_size,
-                       pad_multiple=max(16, required_multiple(cfg.model)))
+    pp = Preprocessing(normalize=cfg.normalize, size=cfg.image_size, pad_multiple=max(16, required_multiple(cfg.model)))
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         _check_resume(resume, cfg, pp)
@@ -337,13 +360,26 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
     pin = device.type == "cuda"
     loader_gen = torch.Generator()
     train_loader = DataLoader(
-        SliceDataset(train_samples, cfg.image_size), batch_size=cfg.train_batch_size, shuffle=True,
-        num_workers=cfg.num_workers, pin_memory=pin, generator=loader_gen, worker_init_fn=_worker_init,
-        persistent_workers=cfg.num_workers > 0, drop_last=False)
+        SliceDataset(train_samples, cfg.image_size),
+        batch_size=cfg.train_batch_size,
+        shuffle=True,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        generator=loader_gen,
+        worker_init_fn=_worker_init,
+        persistent_workers=cfg.num_workers > 0,
+        drop_last=False,
+    )
     val_loader = DataLoader(
-        SliceDataset(val_samples, None), batch_size=cfg.valid_batch_size, shuffle=False,
-        num_workers=cfg.num_workers, pin_memory=pin, collate_fn=_list_collate, worker_init_fn=_worker_init,
-        persistent_workers=cfg.num_workers > 0)
+        SliceDataset(val_samples, None),
+        batch_size=cfg.valid_batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        collate_fn=_list_collate,
+        worker_init_fn=_worker_init,
+        persistent_workers=cfg.num_workers > 0,
+    )
     aug_gen = torch.Generator(device=device) if cfg.augment is not None else None
 
     # ---- the run folder
@@ -370,17 +406,27 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
 
     def checkpoint(epoch: int, with_optimizer: bool) -> Checkpoint:
         return Checkpoint(
-            model_name=cfg.model, model_args=cfg.model_args(), preprocessing=pp,
-            state_dict=net.state_dict(), threshold=cfg.threshold, config=cfg.to_dict(), epoch=epoch,
-            history=[dict(h) for h in history], best=dict(best) if best else None, data_summary=summary,
+            model_name=cfg.model,
+            model_args=cfg.model_args(),
+            preprocessing=pp,
+            state_dict=net.state_dict(),
+            threshold=cfg.threshold,
+            config=cfg.to_dict(),
+            epoch=epoch,
+            history=[dict(h) for h in history],
+            best=dict(best) if best else None,
+            data_summary=summary,
             optimizer=_to_cpu(optimizer.state_dict()) if with_optimizer else None,
-            scaler=scaler.state_dict() if (with_optimizer and scaler.is_enabled()) else None)
+            scaler=scaler.state_dict() if (with_optimizer and scaler.is_enabled()) else None,
+        )
 
     stopped_early = False
     try:
-        say(f"run {run_dir}: {cfg.model} width {cfg.model_width} on {device}"
+        say(
+            f"run {run_dir}: {cfg.model} width {cfg.model_width} on {device}"
             f"{f' amp {cfg.amp}' if amp_dtype else ''}; train {len(train_samples)} / val {len(val_samples)} slices; "
-            f"epochs {start_epoch}..{cfg.epochs}")
+            f"epochs {start_epoch}..{cfg.epochs}"
+        )
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
             for g in optimizer.param_groups:
@@ -388,13 +434,34 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
             loader_gen.manual_seed(cfg.seed * 100003 + epoch)
             if aug_gen is not None:
                 aug_gen.manual_seed(cfg.seed * 100019 + epoch)
-            train_loss = _train_epoch(net, train_loader, optimizer, scaler, loss_fn, pp, cfg, device, amp_dtype,
-                                      aug_gen, f"epoch {epoch}/{cfg.epochs}", progress)
+            train_loss = _train_epoch(
+                net,
+                train_loader,
+                optimizer,
+                scaler,
+                loss_fn,
+                pp,
+                cfg,
+                device,
+                amp_dtype,
+                aug_gen,
+                f"epoch {epoch}/{cfg.epochs}",
+                progress,
+            )
             val = validate(net, val_loader, pp, device, loss_fn, cfg.threshold, amp_dtype)
-            row = {"epoch": epoch, "mPA": val["mPA"], "mIoU": val["mIoU"], "train_loss": train_loss,
-                   "val_loss": val["val_loss"], "dice": val["dice"], "iou": val["iou"],
-                   "precision": val["precision"], "recall": val["recall"],
-                   "lr": float(optimizer.param_groups[0]["lr"]), "seconds": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch,
+                "mPA": val["mPA"],
+                "mIoU": val["mIoU"],
+                "train_loss": train_loss,
+                "val_loss": val["val_loss"],
+                "dice": val["dice"],
+                "iou": val["iou"],
+                "precision": val["precision"],
+                "recall": val["recall"],
+                "lr": float(optimizer.param_groups[0]["lr"]),
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(row)
             value = float(row[cfg.keep_best])
             is_best = _improved(value, best, cfg.keep_best, cfg.min_delta)
@@ -407,40 +474,64 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
                 checkpoint(epoch, with_optimizer=True).save(last_path)
             shown = dict.fromkeys([*cfg.val_metrics, cfg.keep_best] if cfg.keep_best != "val_loss" else cfg.val_metrics)
             metrics = " ".join(f"{m} {row[m]:.4f}" for m in shown)
-            say(f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} {metrics} "
-                f"({row['seconds']:.1f} s){'  * best' if is_best else ''}")
+            say(
+                f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} {metrics} "
+                f"({row['seconds']:.1f} s){'  * best' if is_best else ''}"
+            )
             since_best = epoch - best["epoch"]
             if cfg.early_stopping is not None and since_best >= cfg.early_stopping and epoch < cfg.epochs:
-                say(f"early stopping: {cfg.keep_best} has not improved by more than {cfg.min_delta} "
-                    f"for {since_best} epoch(s) (best {best['value']:.4f} at epoch {best['epoch']})")
+                say(
+                    f"early stopping: {cfg.keep_best} has not improved by more than {cfg.min_delta} "
+                    f"for {since_best} epoch(s) (best {best['value']:.4f} at epoch {best['epoch']})"
+                )
                 stopped_early = True
                 break
         if best is not None:
-            say(f"best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
-                + (f"; checkpoints in {ckpt_dir}" if best_path is not None else ""))
+            say(
+                f"best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
+                + (f"; checkpoints in {ckpt_dir}" if best_path is not None else "")
+            )
         if isinstance(cfg.save_model, str) and best_path is not None and best_path.exists():
             dest = Path(cfg.save_model)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(best_path, dest)
             say(f"copied the best checkpoint to {dest}")
         try:
-            from liverseg.figures import plot_training_curves
+            from liverseg.trainer.curves import plot_training_curves
 
             plot_training_curves(epochs_csv, run_dir)
         except ImportError as e:
-            log.warning("training curves not drawn: liverseg.figures is not available (%s)", e)
+            log.warning("training curves not drawn: matplotlib is not available (%s)", e)
         except Exception as e:  # a figure must never lose a finished run
             log.warning("training curves not drawn: %s: %s", type(e).__name__, e)
     finally:
         log.removeHandler(handler)
         handler.close()
-    return TrainResult(run_dir=run_dir, best=best_path, last=last_path, history=history,
-                       stopped_early=stopped_early, best_info=best, data_summary=summary)
+    return TrainResult(
+        run_dir=run_dir,
+        best=best_path,
+        last=last_path,
+        history=history,
+        stopped_early=stopped_early,
+        best_info=best,
+        data_summary=summary,
+    )
 
 
-def _train_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                 loss_fn, pp: Preprocessing, cfg: TrainConfig, device: torch.device, amp_dtype: torch.dtype | None,
-                 aug_gen: torch.Generator | None, desc: str, progress: bool) -> float:
+def _train_epoch(
+    net: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    loss_fn,
+    pp: Preprocessing,
+    cfg: TrainConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    aug_gen: torch.Generator | None,
+    desc: str,
+    progress: bool,
+) -> float:
     net.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
@@ -471,8 +562,15 @@ def _train_epoch(net: nn.Module, loader: DataLoader, optimizer: torch.optim.Opti
 
 
 @torch.inference_mode()
-def validate(net: nn.Module, loader: DataLoader, pp: Preprocessing, device: torch.device, loss_fn,
-             threshold: float, amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+def validate(
+    net: nn.Module,
+    loader: DataLoader,
+    pp: Preprocessing,
+    device: torch.device,
+    loss_fn,
+    threshold: float,
+    amp_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
     """Per-image metrics at native size (``sigmoid > threshold``), averaged; plus the mean loss."""
     net.eval()
     metrics = SegmentationMetrics()
@@ -488,7 +586,7 @@ def validate(net: nn.Module, loader: DataLoader, pp: Preprocessing, device: torc
             total += float(loss_fn(logits, truth.float())) * x.shape[0]
             count += x.shape[0]
             pred = torch.sigmoid(logits) > threshold
-            # confusion counts on the device; the same definitions as liverseg.metrics.confusion
+            # confusion counts on the device; the same definitions as liverseg.core.metrics.confusion
             dims = (1, 2, 3)
             tp = (pred & truth).sum(dims)
             fp = (pred & ~truth).sum(dims)

@@ -24,6 +24,7 @@ when the image has no error that the ratio could have counted, else 0.0. Concret
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,31 @@ def confusion(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
     fn = int(np.count_nonzero(~pred & truth))
     tn = int(pred.size - tp - fp - fn)
     return tp, fp, fn, tn
+
+
+def confusion_counts(pred: Any, truth: Any) -> Any:
+    """Per-image ``[N, 4]`` (TP, FP, FN, TN) of boolean batches ``[N, ..., H, W]``.
+
+    Works unchanged on numpy arrays and on torch tensors (on any device: the counts
+    stay where the masks are), because it uses only ``&``, ``~``, ``sum`` and
+    ``reshape``; the result has the input's array type. ``.tolist()`` gives rows for
+    :meth:`SegmentationMetrics.add_confusion`.
+    """
+    if tuple(pred.shape) != tuple(truth.shape):
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != truth shape {tuple(truth.shape)}")
+    n = pred.shape[0]
+    p = pred.reshape(n, -1)
+    t = truth.reshape(n, -1)
+    tp = (p & t).sum(1)
+    fp = (p & ~t).sum(1)
+    fn = (~p & t).sum(1)
+    tn = p.shape[1] - tp - fp - fn
+    stack = getattr(type(tp), "__module__", "").startswith("torch")
+    if stack:
+        import torch  # only when given tensors: the numpy path never imports torch
+
+        return torch.stack([tp, fp, fn, tn], 1)
+    return np.stack([tp, fp, fn, tn], 1)
 
 
 def _ratio(num: float, den: float, errors: float) -> float:

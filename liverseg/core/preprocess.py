@@ -61,7 +61,7 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

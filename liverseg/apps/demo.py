@@ -7,7 +7,7 @@ prints a header and the wall time of every stage and writes ``demo.json``.
 
 Stages now:
 
-1. ``data``: synthesize slices of a few patients (:mod:`liverseg.synthetic`) in the
+1. ``data``: synthesize slices of a few patients (:mod:`liverseg.apps.synthetic`) in the
    study's layout: ``<run>/synthetic/data/Images``, ``Labels``, ``data_pairs.csv``,
    ``manifest.csv`` (with a ``patient`` column);
 2. ``split``: train/val/test grouped by patient, with ``liverseg-split``'s library
@@ -30,13 +30,17 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
+
+from liverseg.core.cli import command
 
 DEFAULT_RUN_DIR = Path("runs/demo")
 
@@ -63,7 +67,7 @@ class DemoSettings:
     device: str = "auto"
 
     @classmethod
-    def quick(cls, **kw: Any) -> "DemoSettings":
+    def quick(cls, **kw: Any) -> DemoSettings:
         base = dict(n_slices=24, slices_per_patient=4, size=64, width=4, epochs=1, batch_size=4)
         base.update(kw)
         return cls(**base)
@@ -106,7 +110,7 @@ class DemoContext:
     def checkpoint_path(self) -> Path:
         if self.checkpoint is not None:
             return self.checkpoint
-        from liverseg.checkpoint import latest_run_checkpoint
+        from liverseg.models.checkpoint import latest_run_checkpoint
 
         found = latest_run_checkpoint(self.run_dir / "runs")
         if found is None:
@@ -128,20 +132,29 @@ class Stage:
 
 def stage_data(ctx: DemoContext) -> None:
     """Synthetic slices in the study's layout, consecutive slices per patient."""
-    from liverseg.synthetic import write_dataset
+    from liverseg.apps.synthetic import write_dataset
 
     s = ctx.settings
     root = ctx.run_dir / "synthetic"
     if root.exists():
         shutil.rmtree(root)
-    info = write_dataset(root, s.n_slices, size=(s.size, s.size), seed=s.seed, layout="study",
-                         slices_per_patient=s.slices_per_patient, progress=ctx.progress)
+    info = write_dataset(
+        root,
+        s.n_slices,
+        size=(s.size, s.size),
+        seed=s.seed,
+        layout="study",
+        slices_per_patient=s.slices_per_patient,
+        progress=ctx.progress,
+    )
     ctx.data_root = root
     ctx.manifest = info["info"].manifest
     summary = {k: v for k, v in info.items() if k != "info"}
     ctx.results["data"] = summary
-    ctx.echo(f"{summary['n']} slices {s.size}x{s.size} of {summary['n_patients']} synthetic patients "
-             f"({summary['n_empty']} without liver) in {root / 'data'}")
+    ctx.echo(
+        f"{summary['n']} slices {s.size}x{s.size} of {summary['n_patients']} synthetic patients "
+        f"({summary['n_empty']} without liver) in {root / 'data'}"
+    )
 
 
 def stage_split(ctx: DemoContext) -> None:
@@ -156,14 +169,21 @@ def stage_split(ctx: DemoContext) -> None:
     if not all(parts[k] for k in ("train", "val", "test")):
         raise DemoError(f"a split is empty ({ {k: len(v) for k, v in parts.items()} }); use more slices or patients")
     out = ctx.run_dir / "splits"
-    info = {"source": str(manifest), "seed": s.seed, "test_fraction": s.test_fraction,
-            "val_fraction": s.val_fraction, "group_by": "patient", "group_pattern": None}
+    info = {
+        "source": str(manifest),
+        "seed": s.seed,
+        "test_fraction": s.test_fraction,
+        "val_fraction": s.val_fraction,
+        "group_by": "patient",
+        "group_pattern": None,
+    }
     write_split(samples, parts, out, output_root=root, groups=groups, info=info)
     ctx.split_dir = out
     by_split = {k: {"slices": len(v), "patients": len({groups[i] for i in v})} for k, v in parts.items()}
     ctx.results["split"] = by_split
-    ctx.echo("  ".join(f"{k}: {v['slices']} slices / {v['patients']} patients" for k, v in by_split.items())
-             + f"  -> {out}")
+    ctx.echo(
+        "  ".join(f"{k}: {v['slices']} slices / {v['patients']} patients" for k, v in by_split.items()) + f"  -> {out}"
+    )
 
 
 def demo_config(ctx: DemoContext) -> dict[str, Any]:
@@ -207,8 +227,10 @@ def stage_train(ctx: DemoContext) -> None:
     cfg_path.write_text(json.dumps(demo_config(ctx), indent=2) + "\n")
     cfg = TrainConfig.from_json(cfg_path)  # exactly what `liverseg-train <run>/config.json` would do
     ctx.config_path = cfg_path
-    ctx.echo(f"config {cfg_path}: unet width {cfg.model_width}, {cfg.epochs} epoch(s), lr {cfg.lr}, "
-             f"loss {cfg.loss}, batch {cfg.train_batch_size}, device {cfg.device}")
+    ctx.echo(
+        f"config {cfg_path}: unet width {cfg.model_width}, {cfg.epochs} epoch(s), lr {cfg.lr}, "
+        f"loss {cfg.loss}, batch {cfg.train_batch_size}, device {cfg.device}"
+    )
     result = train(cfg, progress=ctx.progress)
     ctx.train_run = result.run_dir
     ctx.checkpoint = result.best
@@ -225,7 +247,7 @@ def stage_train(ctx: DemoContext) -> None:
 
 def stage_evaluate(ctx: DemoContext) -> None:
     """The study's test mode on the held-out patients; prints the metric table."""
-    from liverseg.data import discover
+    from liverseg.core.data import discover
     from liverseg.trainer.evaluate import evaluate, format_table
 
     splits = ctx.splits()
@@ -253,11 +275,12 @@ def _run_cli(ctx: DemoContext, command: Any, args: list[str], name: str) -> int:
 
 def stage_eda(ctx: DemoContext) -> None:
     """The study's Figures 1-5: liver-pixel % per split, mean and std per split."""
-    from liverseg.eda import run_eda
+    from liverseg.apps.eda import run_eda
 
     s = ctx.splits()
-    result = run_eda([s / "train_x.csv", s / "val_x.csv", s / "test_x.csv"], ctx.run_dir / "eda",
-                     root=ctx.synthetic_root())
+    result = run_eda(
+        [s / "train_x.csv", s / "val_x.csv", s / "test_x.csv"], ctx.run_dir / "eda", root=ctx.synthetic_root()
+    )
     ctx.results["eda"] = {"html": str(result.out_dir / "eda.html"), "unreadable": len(result.errors)}
     ctx.echo(f"figures and summary in {result.out_dir} (open eda.html)")
 
@@ -269,11 +292,28 @@ def stage_export(ctx: DemoContext) -> None:
     s = ctx.splits()
     out = ctx.run_dir / "export"
     size = ctx.settings.size
-    args = [str(ctx.checkpoint_path()), "--format", "all", "--out", str(out),
-            "--int8", "--calibration", str(s / "train_x.csv"), "--calibration-count", "16",
-            "--validation", str(s / "val_x.csv"), "--validation-count", "16",
-            "--data-root", str(ctx.synthetic_root()),
-            "--export-shape", f"1x1x{size}x{size}", "--check-shape", f"3x1x{size + 16}x{size - 24}"]
+    args = [
+        str(ctx.checkpoint_path()),
+        "--format",
+        "all",
+        "--out",
+        str(out),
+        "--int8",
+        "--calibration",
+        str(s / "train_x.csv"),
+        "--calibration-count",
+        "16",
+        "--validation",
+        str(s / "val_x.csv"),
+        "--validation-count",
+        "16",
+        "--data-root",
+        str(ctx.synthetic_root()),
+        "--export-shape",
+        f"1x1x{size}x{size}",
+        "--check-shape",
+        f"3x1x{size + 16}x{size - 24}",
+    ]
     rc = _run_cli(ctx, export_main, args, "liverseg-export")
     if rc != 0:
         raise DemoError(f"liverseg-export exited with {rc}; see {out / 'parity.json'}")
@@ -291,29 +331,64 @@ def stage_infer(ctx: DemoContext) -> None:
     out = ctx.run_dir / "infer"
     if out.exists():
         shutil.rmtree(out)
-    args = [str(ctx.splits() / "test_x.csv"), "--model", str(model), "--out", str(out),
-            "--data-root", str(ctx.synthetic_root()), "--overlays",
-            "--device", "cuda" if ctx.settings.device.startswith("cuda") else ctx.settings.device]
+    args = [
+        str(ctx.splits() / "test_x.csv"),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--data-root",
+        str(ctx.synthetic_root()),
+        "--overlays",
+        "--device",
+        "cuda" if ctx.settings.device.startswith("cuda") else ctx.settings.device,
+    ]
     if not ctx.progress:
         args.append("--no-progress")
     rc = _run_cli(ctx, infer_main, args, "liverseg-infer")
     summary = json.loads((out / "summary.json").read_text())
-    ctx.results["infer"] = {"out": str(out), "exit_code": rc, "n_ok": summary.get("n_ok"),
-                            "n_failed": summary.get("n_failed"), "report": str(out / "report.html")}
+    ctx.results["infer"] = {
+        "out": str(out),
+        "exit_code": rc,
+        "n_ok": summary.get("n_ok"),
+        "n_failed": summary.get("n_failed"),
+        "report": str(out / "report.html"),
+    }
     if rc not in (0, 1):
         raise DemoError(f"liverseg-infer exited with {rc}")
 
 
 def stage_bench(ctx: DemoContext) -> None:
-    """A small side-by-side benchmark of the demo model: eager, ONNX Runtime fp32 and int8."""
-    from liverseg.benchmarks.cli import main as bench_main
+    """A small side-by-side benchmark of the demo model: eager, ONNX Runtime fp32 and int8.
 
+    ``liverseg-bench`` runs in a fresh interpreter (``python -m liverseg.benchmarks``):
+    the benchmarks are the layer above the applications, and a fresh process lets them
+    set the thread policy before torch loads, as they do from the command line.
+    """
     size = ctx.settings.size
-    args = ["--checkpoint", str(ctx.checkpoint_path()), "--case", f"{ctx.settings.width}:{size}:1",
-            "--backends", "eager,ort-fp32,ort-int8", "--rounds", "3", "--no-memory", "--no-e2e",
-            "--scaling", "", "--synthetic", "--peak-n", "1024", "--calibration-slices", "8",
-            "--out", str(ctx.run_dir / "bench")]
-    rc = _run_cli(ctx, bench_main, args, "liverseg-bench")
+    args = [
+        "--checkpoint",
+        str(ctx.checkpoint_path()),
+        "--case",
+        f"{ctx.settings.width}:{size}:1",
+        "--backends",
+        "eager,ort-fp32,ort-int8",
+        "--rounds",
+        "3",
+        "--no-memory",
+        "--no-e2e",
+        "--scaling",
+        "",
+        "--synthetic",
+        "--peak-n",
+        "1024",
+        "--calibration-slices",
+        "8",
+        "--out",
+        str(ctx.run_dir / "bench"),
+    ]
+    ctx.echo("$ liverseg-bench " + " ".join(args))
+    rc = subprocess.run([sys.executable, "-m", "liverseg.benchmarks", *args], check=False).returncode
     ctx.results["bench"] = {"out": str(ctx.run_dir / "bench"), "exit_code": rc}
 
 
@@ -354,8 +429,14 @@ def select_stages(spec: str | None) -> list[Stage]:
     return [s for s in STAGES if s.name in wanted]
 
 
-def run_demo(run_dir: Path, settings: DemoSettings, stages: list[Stage] | None = None, *, progress: bool = True,
-             echo: Callable[[str], None] = click.echo) -> DemoContext:
+def run_demo(
+    run_dir: Path,
+    settings: DemoSettings,
+    stages: list[Stage] | None = None,
+    *,
+    progress: bool = True,
+    echo: Callable[[str], None] = click.echo,
+) -> DemoContext:
     """Run the stages in order; each prints a header and its wall time. Writes ``demo.json``."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -371,9 +452,16 @@ def run_demo(run_dir: Path, settings: DemoSettings, stages: list[Stage] | None =
             echo(f"-- {stage.name} done in {ctx.timings[stage.name]:.1f} s")
     finally:
         total = round(time.perf_counter() - t_all, 3)
-        summary = {"run_dir": str(run_dir), "settings": settings.to_dict(), "stages": [s.name for s in stages],
-                   "timings_s": ctx.timings, "total_s": total, "results": ctx.results,
-                   "python": platform.python_version(), "command": sys.argv}
+        summary = {
+            "run_dir": str(run_dir),
+            "settings": settings.to_dict(),
+            "stages": [s.name for s in stages],
+            "timings_s": ctx.timings,
+            "total_s": total,
+            "results": ctx.results,
+            "python": platform.python_version(),
+            "command": sys.argv,
+        }
         (run_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     echo(f"\ndemo finished in {total:.1f} s; summary in {run_dir / 'demo.json'}")
     return ctx
@@ -382,27 +470,61 @@ def run_demo(run_dir: Path, settings: DemoSettings, stages: list[Stage] | None =
 # ---------------------------------------------------------------- command line
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--out", "run_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RUN_DIR,
-              show_default=True, help="Run folder for everything the demo writes.")
-@click.option("--stages", default="all", show_default=True,
-              help="Comma-separated stages to run (in the demo's order); see --list-stages.")
+@command()
+@click.option(
+    "--out",
+    "run_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_RUN_DIR,
+    show_default=True,
+    help="Run folder for everything the demo writes.",
+)
+@click.option(
+    "--stages",
+    default="all",
+    show_default=True,
+    help="Comma-separated stages to run (in the demo's order); see --list-stages.",
+)
 @click.option("--list-stages", is_flag=True, help="Print the stages and exit.")
 @click.option("--quick", is_flag=True, help="Tiny sizes (24 slices 64x64, width 4, 1 epoch): a smoke test in seconds.")
-@click.option("--n-slices", type=click.IntRange(min=6), default=None, help="Number of synthetic slices [160; quick 24].")
-@click.option("--slices-per-patient", type=click.IntRange(min=1), default=None, help="Slices per synthetic patient [8].")
+@click.option(
+    "--n-slices", type=click.IntRange(min=6), default=None, help="Number of synthetic slices [160; quick 24]."
+)
+@click.option(
+    "--slices-per-patient", type=click.IntRange(min=1), default=None, help="Slices per synthetic patient [8]."
+)
 @click.option("--size", type=click.IntRange(min=32), default=None, help="Slice height and width in pixels [128].")
 @click.option("--width", type=click.IntRange(min=1), default=None, help="U-Net base width [8; quick 4].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs [12; quick 1].")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: torch's choice, one per core). 1 is faster on a busy machine.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice, one per core). 1 is faster on a busy machine.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the data, split and training.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when present), cpu, cuda or cuda:N; an absent CUDA device is an error.")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA when present), cpu, cuda or cuda:N; an absent CUDA device is an error.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def main(run_dir: Path, stages: str, list_stages: bool, quick: bool, n_slices: int | None,
-         slices_per_patient: int | None, size: int | None, width: int | None, epochs: int | None,
-         threads: int | None, seed: int, device: str, quiet: bool) -> None:
+def main(
+    run_dir: Path,
+    stages: str,
+    list_stages: bool,
+    quick: bool,
+    n_slices: int | None,
+    slices_per_patient: int | None,
+    size: int | None,
+    width: int | None,
+    epochs: int | None,
+    threads: int | None,
+    seed: int,
+    device: str,
+    quiet: bool,
+) -> None:
     """Run liverseg end to end on synthetic CT: data, split by patient, train, evaluate."""
     if list_stages:
         for s in STAGES:
@@ -417,15 +539,20 @@ def main(run_dir: Path, stages: str, list_stages: bool, quick: bool, n_slices: i
     if not DEVICE_RE.match(device):
         raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {device!r}", param_hint="--device")
     settings = DemoSettings.quick(seed=seed, device=device) if quick else DemoSettings(seed=seed, device=device)
-    for key, value in (("n_slices", n_slices), ("slices_per_patient", slices_per_patient), ("size", size),
-                       ("width", width), ("epochs", epochs)):
+    for key, value in (
+        ("n_slices", n_slices),
+        ("slices_per_patient", slices_per_patient),
+        ("size", size),
+        ("width", width),
+        ("epochs", epochs),
+    ):
         if value is not None:
             setattr(settings, key, value)
-    from liverseg.checkpoint import CheckpointError
-    from liverseg.data import DataError
-    from liverseg.trainer.config import ConfigError
-
     import torch
+
+    from liverseg.core.data import DataError
+    from liverseg.models.checkpoint import CheckpointError
+    from liverseg.trainer.config import ConfigError
 
     threads_before = torch.get_num_threads()
     if threads is not None:

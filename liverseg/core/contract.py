@@ -15,7 +15,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from liverseg.core.engine import open_engine
+from liverseg.core.errors import ContractError, first_line
+from liverseg.core.io import versions
+
+if TYPE_CHECKING:  # preprocess imports torch; the contract reader must not
+    from liverseg.core.preprocess import Preprocessing
 
 CONTRACT_KEY = "liverseg.contract"
 TORCHSCRIPT_EXTRA_FILE = "liverseg_contract.json"
@@ -27,15 +34,32 @@ PROB_NAME = "probability"
 MASK_NAME = "mask"
 
 
-class ContractError(ValueError):
-    """A model file without a (valid) liverseg contract; names the file."""
+class ContractSource(Protocol):
+    """What a contract is built from: :class:`liverseg.checkpoint.Checkpoint` has all of it."""
+
+    model_name: str
+    model_args: dict[str, Any]
+    preprocessing: Preprocessing
+    threshold: float
+    config: dict[str, Any]
+    epoch: int
+    history: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    data_summary: dict[str, Any]
+    versions: dict[str, str]
 
 
-def build_contract(ckpt: Any, *, threshold: float | None = None, raw: bool = False, precision: str = "fp32",
-                   checkpoint_sha256: str | None = None, opset: int | None = None, backend: str = "onnx") -> dict[str, Any]:
+def build_contract(
+    ckpt: ContractSource,
+    *,
+    threshold: float | None = None,
+    raw: bool = False,
+    precision: str = "fp32",
+    checkpoint_sha256: str | None = None,
+    opset: int | None = None,
+    backend: str = "onnx",
+) -> dict[str, Any]:
     """The contract dict for a :class:`liverseg.checkpoint.Checkpoint` being exported."""
-    from liverseg.checkpoint import versions
-
     thr = float(ckpt.threshold if threshold is None else threshold)
     return {
         "format": CONTRACT_FORMAT,
@@ -76,8 +100,10 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def contract_from_metadata(meta: dict[str, str], source: str) -> dict[str, Any]:
     """The contract stored in an ONNX file's metadata map; a clear error when absent or bad."""
     if CONTRACT_KEY not in meta:
-        raise ContractError(f"{source}: has no liverseg contract (metadata key {CONTRACT_KEY!r}); export it with "
-                            "liverseg-export, or pass the contract explicitly with --contract FILE.json")
+        raise ContractError(
+            f"{source}: has no liverseg contract (metadata key {CONTRACT_KEY!r}); export it with "
+            "liverseg-export, or pass the contract explicitly with --contract FILE.json"
+        )
     try:
         contract = json.loads(meta[CONTRACT_KEY])
     except json.JSONDecodeError as e:
@@ -96,18 +122,8 @@ def validate_contract(contract: Any, source: str = "model") -> dict[str, Any]:
 
 def read_onnx_contract(path: str | Path) -> dict[str, Any]:
     """The contract of an ONNX file, read with onnxruntime only (no onnx, no torch)."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if not path.exists():
-        raise ContractError(f"{path}: model file not found")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ContractError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
-    return contract_from_metadata(sess.get_modelmeta().custom_metadata_map, str(path))
+    engine = open_engine(path)  # ContractError naming the file when it is missing or will not load
+    return contract_from_metadata(engine.metadata(), str(path))
 
 
 def flat_metadata(contract: dict[str, Any]) -> dict[str, str]:
@@ -142,7 +158,7 @@ def read_torchscript_contract(path: str | Path) -> dict[str, Any]:
     try:
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as e:
-        raise ContractError(f"{path}: torch.jit cannot load it ({str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__})") from None
+        raise ContractError(f"{path}: torch.jit cannot load it ({first_line(e, 200)})") from None
     raw = extra[TORCHSCRIPT_EXTRA_FILE]
     if not raw:
         raise ContractError(f"{path}: has no liverseg contract (extra file {TORCHSCRIPT_EXTRA_FILE!r})")

@@ -18,14 +18,11 @@ All text that came from files is escaped with :func:`html.escape`.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import io
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,118 +30,18 @@ from typing import Any
 import click
 import numpy as np
 
-from liverseg.data import DataError, read_image, read_mask
-from liverseg.figures import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+from liverseg.core.charts import plot_histogram
+from liverseg.core.cli import command
+from liverseg.core.data import DataError, read_image, read_mask
+from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag
+from liverseg.core.io import write_text_atomic
+from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
 
 REPORT_NAME = "report.html"
-N_CASES = 6                 # worst and best cases shown
-MAX_TABLE_ROWS = 1000       # per-image rows in the page (all are in per_image.csv)
-MAX_CELL = 384              # thumbnails are scaled down to this many pixels at most
-GAP = 4                     # pixels between the cells of a case strip
-
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:24px auto;
-max-width:1200px;padding:0 16px;color:#1d1d1f;background:#fff;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:0.1em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:4px;
-margin-top:1.8em}h3{font-size:1.05em;margin-top:1.4em}
-.sub{color:#555;margin-top:0}
-table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
-th,td{border:1px solid #d6d6d6;padding:4px 10px;text-align:left;vertical-align:top}
-th{background:#f3f3f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.failed td{background:#fff0f0}tr.skipped td{background:#fffbe6}
-.kv th{width:220px}
-.cards{display:flex;flex-wrap:wrap;gap:12px;margin:12px 0}
-.card{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:130px}
-.card .v{font-size:1.5em;font-weight:600}.card .k{color:#555;font-size:0.85em}
-.card.bad{border-color:#d33;background:#fff5f5}
-.warn{background:#fff4e5;border-left:4px solid #f0a000;padding:8px 12px;margin:10px 0}
-.note{color:#555;font-size:0.92em}
-.cases{display:flex;flex-wrap:wrap;gap:6px 24px}
-figure{margin:10px 0 18px 0;max-width:100%}figcaption{font-size:0.9em;color:#333}
-figure img{max-width:100%;height:auto;border:1px solid #ccc}
-.legend span{display:inline-block;width:12px;height:12px;border:1px solid #666;margin:0 4px -2px 10px}
-code,pre{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:0.88em}
-pre{background:#f6f6f8;padding:8px;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
-footer{margin-top:32px;color:#777;font-size:0.85em}
-"""
-
-
-# ---------------------------------------------------------------- HTML helpers (shared with liverseg.eda)
-
-
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def png_data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def img_tag(png: bytes, alt: str) -> str:
-    """An ``<img>`` embedding the PNG bytes, with its pixel size."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as im:
-        w, h = im.size
-    return f'<img src="{png_data_uri(png)}" alt="{esc(alt)}" width="{w}" height="{h}">'
-
-
-def array_png(rgb_or_gray: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb_or_gray)).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def html_table(header: Sequence[str] | None, rows: Iterable[Sequence[Any]], *, numeric: Sequence[bool] | None = None,
-               row_classes: Sequence[str] | None = None, cls: str = "") -> str:
-    """A table; cells are escaped (pass :class:`Raw` for pre-built HTML). No header: a key/value table."""
-    out = [f'<table class="{esc(cls)}">' if cls else "<table>"]
-    if header:
-        out.append("<thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr></thead>")
-    out.append("<tbody>")
-    for i, row in enumerate(rows):
-        rc = row_classes[i] if row_classes is not None else ""
-        out.append(f'<tr class="{esc(rc)}">' if rc else "<tr>")
-        for j, cell in enumerate(row):
-            num = numeric is not None and j < len(numeric) and numeric[j]
-            text = cell.html if isinstance(cell, Raw) else esc(cell)
-            tag = "th" if header is None and j == 0 else "td"
-            out.append(f'<{tag} class="num">{text}</{tag}>' if num else f"<{tag}>{text}</{tag}>")
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
-class Raw:
-    """Already-escaped HTML for :func:`html_table`."""
-
-    def __init__(self, html_text: str) -> None:
-        self.html = html_text
-
-
-def html_page(title: str, body: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "—"
-        return f"{value:.{digits}f}"
-    return str(value)
+N_CASES = 6  # worst and best cases shown
+MAX_TABLE_ROWS = 1000  # per-image rows in the page (all are in per_image.csv)
+MAX_CELL = 384  # thumbnails are scaled down to this many pixels at most
+GAP = 4  # pixels between the cells of a case strip
 
 
 def legend_html(with_truth: bool) -> str:
@@ -152,8 +49,10 @@ def legend_html(with_truth: bool) -> str:
         return f'<span style="background:rgb({c[0]},{c[1]},{c[2]})"></span>'
 
     if with_truth:
-        return (f'<p class="legend">{sw(TP_COLOR)}true positive{sw(FP_COLOR)}false positive'
-                f'{sw(FN_COLOR)}false negative (the study\'s colours, blended over the image)</p>')
+        return (
+            f'<p class="legend">{sw(TP_COLOR)}true positive{sw(FP_COLOR)}false positive'
+            f"{sw(FN_COLOR)}false negative (the study's colours, blended over the image)</p>"
+        )
     return f'<p class="legend">{sw(OUTLINE_COLOR)}outline of the predicted liver</p>'
 
 
@@ -194,8 +93,24 @@ def _read_summary(run_dir: Path, problems: list[str]) -> dict[str, Any]:
 
 # Numeric columns are held as floats: a run of 10,000 inputs keeps every row for the
 # page, and short strings cost two to three times a float each.
-_NUMERIC_COLUMNS = frozenset({"height", "width", "latency_ms", "liver_fraction", "dice", "iou", "mPA", "mIoU",
-                              "precision", "recall", "tp", "fp", "fn", "tn"})
+_NUMERIC_COLUMNS = frozenset(
+    {
+        "height",
+        "width",
+        "latency_ms",
+        "liver_fraction",
+        "dice",
+        "iou",
+        "mPA",
+        "mIoU",
+        "precision",
+        "recall",
+        "tp",
+        "fp",
+        "fn",
+        "tn",
+    }
+)
 
 
 def _compact_row(r: dict[str | None, str | None]) -> dict[str, Any]:
@@ -322,8 +237,10 @@ def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
         parts.append("predicted mask")
     caption = [f"<b>{esc(name)}</b>"]
     if with_truth:
-        caption.append(f"Dice {esc(fmt(_num(row.get('dice'))))}, IoU {esc(fmt(_num(row.get('iou'))))}, "
-                       f"mPA {esc(fmt(_num(row.get('mPA'))))}, mIoU {esc(fmt(_num(row.get('mIoU'))))}")
+        caption.append(
+            f"Dice {esc(fmt(_num(row.get('dice'))))}, IoU {esc(fmt(_num(row.get('iou'))))}, "
+            f"mPA {esc(fmt(_num(row.get('mPA'))))}, mIoU {esc(fmt(_num(row.get('mIoU'))))}"
+        )
         fp, fn = _num(row.get("fp")), _num(row.get("fn"))
         if fp is not None and fn is not None:
             caption.append(f"{int(fp)} false-positive and {int(fn)} false-negative pixels")
@@ -349,7 +266,7 @@ def _cases(figures: list[str]) -> str:
 
 
 def _metrics_from_rows(ok: list[dict[str, str]]) -> dict[str, dict[str, float | None]]:
-    from liverseg.metrics import METRIC_NAMES, scores
+    from liverseg.core.metrics import METRIC_NAMES, scores
 
     macro: dict[str, float | None] = {}
     for m in METRIC_NAMES:
@@ -391,13 +308,19 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     n_skipped = summary.get("n_skipped", sum(_status(r) == "skipped" for r in rows) if rows else None)
     lat = summary.get("latency_ms") if isinstance(summary.get("latency_ms"), dict) else {}
     ips = _num(summary.get("images_per_second"))
-    cards = [("inputs", n_in, False), ("processed", n_ok, False), ("failed", n_failed, bool(n_failed)),
-             ("skipped", n_skipped, False), ("images / s (end to end)", fmt(ips, 2) if ips is not None else None,
-                                            False)]
+    cards = [
+        ("inputs", n_in, False),
+        ("processed", n_ok, False),
+        ("failed", n_failed, bool(n_failed)),
+        ("skipped", n_skipped, False),
+        ("images / s (end to end)", fmt(ips, 2) if ips is not None else None, False),
+    ]
     out = ['<div class="cards">']
     for k, v, bad in cards:
-        out.append(f'<div class="card{" bad" if bad else ""}"><div class="v">{esc(fmt(v))}</div>'
-                   f'<div class="k">{esc(k)}</div></div>')
+        out.append(
+            f'<div class="card{" bad" if bad else ""}"><div class="v">{esc(fmt(v))}</div>'
+            f'<div class="k">{esc(k)}</div></div>'
+        )
     out.append("</div>")
     provider = summary.get("provider")
     requested = summary.get("providers_requested")
@@ -405,8 +328,10 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     # CPU is the documented behaviour and the device notes below say why.
     explicit = summary.get("device_requested") not in (None, "auto")
     if explicit and isinstance(requested, list) and requested and provider and str(requested[0]) != str(provider):
-        out.append(f'<p class="warn">Asked for {esc(", ".join(map(str, requested)))} but the model ran on '
-                   f"<b>{esc(provider)}</b>.</p>")
+        out.append(
+            f'<p class="warn">Asked for {esc(", ".join(map(str, requested)))} but the model ran on '
+            f"<b>{esc(provider)}</b>.</p>"
+        )
     model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
     inputs = summary.get("inputs") if isinstance(summary.get("inputs"), dict) else {}
     kv: list[tuple[str, Any]] = [
@@ -416,8 +341,12 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         ("threads", summary.get("threads")),
         ("batch size", summary.get("batch_size")),
         ("images / s, end to end", fmt(ips, 2) if ips is not None else None),
-        ("images / s, model only", fmt(_num(summary.get("model_images_per_second")), 2)
-         if _num(summary.get("model_images_per_second")) is not None else None),
+        (
+            "images / s, model only",
+            fmt(_num(summary.get("model_images_per_second")), 2)
+            if _num(summary.get("model_images_per_second")) is not None
+            else None,
+        ),
         ("latency per image p50 / p90 / p99 (ms)", _pcts(lat)),
         ("end-to-end latency p50 / p90 / p99 (ms)", _pcts(summary.get("end_to_end_latency_ms"))),
         ("wall time (s)", fmt(_num(summary.get("wall_seconds")), 2) if _num(summary.get("wall_seconds")) else None),
@@ -440,39 +369,59 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     if model.get("contract"):
         extras["model contract"] = model["contract"]
     for k, v in extras.items():
-        out.append(f"<details><summary>{esc(k)}</summary><pre>{esc(json.dumps(v, indent=2, default=str))}</pre>"
-                   "</details>")
+        out.append(
+            f"<details><summary>{esc(k)}</summary><pre>{esc(json.dumps(v, indent=2, default=str))}</pre></details>"
+        )
     return "<h2>Run</h2>" + "".join(out)
 
 
 def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
-    from liverseg.figures import plot_histogram
-
     computed = _metrics_from_rows(ok)
     sm = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
     macro_src, micro_src = sm.get("macro") or computed["macro"], sm.get("micro") or computed["micro"]
-    names = [("mPA", "mPA (study)"), ("mIoU", "mIoU (study)"), ("dice", "Dice"), ("iou", "IoU"),
-             ("precision", "precision"), ("recall", "recall")]
+    names = [
+        ("mPA", "mPA (study)"),
+        ("mIoU", "mIoU (study)"),
+        ("dice", "Dice"),
+        ("iou", "IoU"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+    ]
     rows = []
     for key, label in names:
         macro = _lookup(macro_src, key)
         if macro is None and key in ("mPA", "mIoU"):
             macro = _num(summary.get(key))
         per = [v for v in (_num(r.get(key)) for r in ok) if v is not None]
-        rows.append((label, fmt(macro), fmt(_lookup(micro_src, key)),
-                     fmt(float(np.median(per))) if per else "—", fmt(min(per)) if per else "—"))
-    out = ["<h2>Accuracy</h2>",
-           '<p class="note">Liver is the positive class. <b>mPA</b> and <b>mIoU</b> are the study\'s metrics: the '
-           "mean over the two classes (liver, background) of pixel accuracy and of IoU. The first column averages "
-           "per-image scores, as the study did; the second pools all pixels of the run.</p>",
-           html_table(["metric", "mean per image", "pooled over all pixels", "median per image", "worst image"], rows,
-                      numeric=[False, True, True, True, True])]
+        rows.append(
+            (
+                label,
+                fmt(macro),
+                fmt(_lookup(micro_src, key)),
+                fmt(float(np.median(per))) if per else "—",
+                fmt(min(per)) if per else "—",
+            )
+        )
+    out = [
+        "<h2>Accuracy</h2>",
+        '<p class="note">Liver is the positive class. <b>mPA</b> and <b>mIoU</b> are the study\'s metrics: the '
+        "mean over the two classes (liver, background) of pixel accuracy and of IoU. The first column averages "
+        "per-image scores, as the study did; the second pools all pixels of the run.</p>",
+        html_table(
+            ["metric", "mean per image", "pooled over all pixels", "median per image", "worst image"],
+            rows,
+            numeric=[False, True, True, True, True],
+        ),
+    ]
     dice = [v for v in (_num(r.get("dice")) for r in ok) if v is not None]
     if dice:
-        png = plot_histogram(dice, None, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0),
-                             title="Per-image Dice")
-        out.append(f"<figure>{img_tag(png, 'histogram of per-image Dice')}<figcaption>Per-image Dice of "
-                   f"{len(dice)} labelled images.</figcaption></figure>")
+        png = plot_histogram(
+            dice, None, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0), title="Per-image Dice"
+        )
+        out.append(
+            f"<figure>{img_tag(png, 'histogram of per-image Dice')}<figcaption>Per-image Dice of "
+            f"{len(dice)} labelled images.</figcaption></figure>"
+        )
     scored = [r for r in ok if _num(r.get("dice")) is not None]
     if scored:
         order = sorted(scored, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
@@ -488,15 +437,16 @@ def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir:
 
 
 def _unlabelled_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
-    from liverseg.figures import plot_histogram
-
-    out = ["<h2>Predictions</h2>",
-           '<p class="note">No labels were given, so there are no accuracy metrics. The predicted liver is '
-           "outlined on a sample of the images.</p>"]
+    out = [
+        "<h2>Predictions</h2>",
+        '<p class="note">No labels were given, so there are no accuracy metrics. The predicted liver is '
+        "outlined on a sample of the images.</p>",
+    ]
     lf = [100 * v for v in (_num(r.get("liver_fraction")) for r in ok) if v is not None]
     if lf:
-        png = plot_histogram(lf, None, xlabel="predicted liver (% of the image)", bins=20,
-                             title="Predicted liver fraction per image")
+        png = plot_histogram(
+            lf, None, xlabel="predicted liver (% of the image)", bins=20, title="Predicted liver fraction per image"
+        )
         out.append(f"<figure>{img_tag(png, 'histogram of predicted liver fraction')}</figure>")
     if ok:
         k = min(len(ok), 2 * n_cases)
@@ -515,8 +465,9 @@ def _failed_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         n = len(rows) or summary.get("n_inputs") or 0
         out.append(f"<p>None: all {esc(n)} inputs were processed.</p>")
         return "".join(out)
-    table = [(r.get("index", ""), r.get("input", ""), _status(r), r.get("error", "") or "(no reason given)")
-             for r in bad]
+    table = [
+        (r.get("index", ""), r.get("input", ""), _status(r), r.get("error", "") or "(no reason given)") for r in bad
+    ]
     table += [("", f.get("input", ""), "failed", f.get("error", "") or "(no reason given)") for f in extra]
     classes = [_status(r) for r in bad] + ["failed"] * len(extra)
     out.append(f"<p>{len(table)} input(s) gave no prediction; each reason is as the runner recorded it.</p>")
@@ -535,18 +486,28 @@ def _per_image_section(rows: list[dict[str, str]], with_truth: bool) -> str:
         h, w = _num(r.get("height")), _num(r.get("width"))
         lf = _num(r.get("liver_fraction"))
         lat = _num(r.get("latency_ms"))
-        cells = [r.get("index", ""), Path(r.get("input", "")).name or r.get("input", ""), _status(r),
-                 f"{int(w)}x{int(h)}" if h is not None and w is not None else "—",
-                 fmt(lat, 1) if lat is not None else "—", fmt(100 * lf, 2) if lf is not None else "—"]
+        cells = [
+            r.get("index", ""),
+            Path(r.get("input", "")).name or r.get("input", ""),
+            _status(r),
+            f"{int(w)}x{int(h)}" if h is not None and w is not None else "—",
+            fmt(lat, 1) if lat is not None else "—",
+            fmt(100 * lf, 2) if lf is not None else "—",
+        ]
         if with_truth:
             cells += [fmt(_num(r.get(k))) for k in ("dice", "iou", "mPA", "mIoU")]
         table.append(cells)
         classes.append(_status(r) if _status(r) != "ok" else "")
     numeric = [True, False, False, False, True, True] + [True] * (4 if with_truth else 0)
-    more = (f'<p class="note">The first {MAX_TABLE_ROWS} of {len(rows)} rows; all are in per_image.csv.</p>'
-            if len(rows) > MAX_TABLE_ROWS else "")
-    return (f"<details><summary><b>Per-image results ({len(rows)} rows)</b></summary>{more}"
-            f"{html_table(cols, table, numeric=numeric, row_classes=classes)}</details>")
+    more = (
+        f'<p class="note">The first {MAX_TABLE_ROWS} of {len(rows)} rows; all are in per_image.csv.</p>'
+        if len(rows) > MAX_TABLE_ROWS
+        else ""
+    )
+    return (
+        f"<details><summary><b>Per-image results ({len(rows)} rows)</b></summary>{more}"
+        f"{html_table(cols, table, numeric=numeric, row_classes=classes)}</details>"
+    )
 
 
 # ---------------------------------------------------------------- entry points
@@ -564,8 +525,9 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
     rows = _read_rows(run_dir, problems)
     ok = [r for r in rows if _status(r) == "ok"]
     with_truth = any(_num(r.get("dice")) is not None for r in ok) or bool(summary.get("metrics"))
-    body = [f"<h1>liverseg inference report</h1><p class=\"sub\">Run folder <code>{esc(run_dir.resolve().name)}"
-            f"</code></p>"]
+    body = [
+        f'<h1>liverseg inference report</h1><p class="sub">Run folder <code>{esc(run_dir.resolve().name)}</code></p>'
+    ]
     body += [f'<p class="warn">{esc(p)}</p>' for p in problems]
     body.append(_run_section(summary, rows))
     body.append(_failed_section(summary, rows))
@@ -574,17 +536,26 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
     else:
         body.append(_unlabelled_section(ok, run_dir, n_cases))
     body.append(_per_image_section(rows, with_truth))
-    body.append(f"<footer>Written by liverseg {esc(__version__)} on "
-                f"{esc(datetime.now().astimezone().isoformat(timespec='seconds'))} from per_image.csv, "
-                "summary.json and the mask files in this folder.</footer>")
-    return write_text_atomic(run_dir / out_name, html_page(f"liverseg report: {run_dir.resolve().name}",
-                                                            "\n".join(body)))
+    body.append(
+        f"<footer>Written by liverseg {esc(__version__)} on "
+        f"{esc(datetime.now().astimezone().isoformat(timespec='seconds'))} from per_image.csv, "
+        "summary.json and the mask files in this folder.</footer>"
+    )
+    return write_text_atomic(
+        run_dir / out_name, html_page(f"liverseg report: {run_dir.resolve().name}", "\n".join(body))
+    )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--cases", "n_cases", type=click.IntRange(0, 100), default=N_CASES, show_default=True,
-              help="How many worst and best images to show.")
+@click.option(
+    "--cases",
+    "n_cases",
+    type=click.IntRange(0, 100),
+    default=N_CASES,
+    show_default=True,
+    help="How many worst and best images to show.",
+)
 def main(run_dir: Path, n_cases: int) -> None:
     """(Re)write RUN_DIR/report.html from an inference run folder."""
     path = write_report(run_dir, n_cases=n_cases)

@@ -72,7 +72,7 @@ class Patient:
     blur: float  # PSF sigma in pixels at 128x128 (scaled with the image)
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Patient":
+    def sample(cls, rng: np.random.Generator) -> Patient:
         u = rng.uniform
         ax, ay = u(0.78, 0.92), u(0.56, 0.70)
         n_lobes = int(rng.integers(2, 5))
@@ -84,7 +84,13 @@ class Patient:
         lesions = tuple((u(-0.2, 0.25), u(-0.25, 0.2), u(0.025, 0.08), u(-55, -25)) for _ in range(n_les))
         n_bowel = int(rng.integers(4, 9))
         bowel = tuple(
-            (u(-0.45, 0.55), u(-0.45, 0.15), u(0.05, 0.11), float(rng.choice([u(20, 60), u(20, 60), u(160, 300)])), u(0, 2 * np.pi))
+            (
+                u(-0.45, 0.55),
+                u(-0.45, 0.15),
+                u(0.05, 0.11),
+                float(rng.choice([u(20, 60), u(20, 60), u(160, 300)])),
+                u(0, 2 * np.pi),
+            )
             for _ in range(n_bowel)
         )
         tip = u(0.05, 0.3)
@@ -98,7 +104,11 @@ class Patient:
             liver_hu=liver_hu,
             liver_texture=u(2.5, 6.0),
             liver_lobes=tuple(lobes),
-            liver_warp=tuple(np.concatenate([rng.uniform(0.01, 0.05, 4), rng.uniform(0, 2 * np.pi, 4), rng.uniform(2, 5, 4)]).tolist()),
+            liver_warp=tuple(
+                np.concatenate(
+                    [rng.uniform(0.01, 0.05, 4), rng.uniform(0, 2 * np.pi, 4), rng.uniform(2, 5, 4)]
+                ).tolist()
+            ),
             liver_range=(tip, u(max(tip + 0.2, 0.55), 0.8), u(0.3, 0.6)),
             lesions=lesions,
             spleen_hu=liver_hu + u(-20, 8),
@@ -153,8 +163,14 @@ class _Canvas:
             return None
         return (slice(i0, i1), slice(j0, j1))
 
-    def paint(self, d: np.ndarray, value: float | np.ndarray, win: Window = FULL, liver: bool = False,
-              where: np.ndarray | None = None) -> None:
+    def paint(
+        self,
+        d: np.ndarray,
+        value: float | np.ndarray,
+        win: Window = FULL,
+        liver: bool = False,
+        where: np.ndarray | None = None,
+    ) -> None:
         """Composite a shape (distance ``d`` on window ``win``); non-liver shapes hide the liver below."""
         a = self.alpha(d)
         if where is not None:
@@ -169,8 +185,9 @@ class _Canvas:
         else:
             lv *= 1.0 - a
 
-    def ellipse(self, cx: float, cy: float, ax: float, ay: float, angle: float = 0.0,
-                win: Window | None = None) -> tuple[np.ndarray, Window] | None:
+    def ellipse(
+        self, cx: float, cy: float, ax: float, ay: float, angle: float = 0.0, win: Window | None = None
+    ) -> tuple[np.ndarray, Window] | None:
         """(approximate signed distance to an ellipse on its window, window); None when off the image."""
         c, s = float(np.cos(angle)), float(np.sin(angle))
         if win is None:
@@ -183,8 +200,18 @@ class _Canvas:
         v = (c * dy - s * dx) * (1.0 / ay)
         return (np.sqrt(u * u + v * v) - 1.0) * min(ax, ay), win
 
-    def paint_ellipse(self, cx: float, cy: float, ax: float, ay: float, angle: float, value: float | np.ndarray,
-                      liver: bool = False, inside: np.ndarray | None = None, keep_liver: bool = False) -> None:
+    def paint_ellipse(
+        self,
+        cx: float,
+        cy: float,
+        ax: float,
+        ay: float,
+        angle: float,
+        value: float | np.ndarray,
+        liver: bool = False,
+        inside: np.ndarray | None = None,
+        keep_liver: bool = False,
+    ) -> None:
         """Paint an ellipse; ``inside`` (a full-image distance) clips it to another shape;
         ``keep_liver`` paints only beside the liver, never over it."""
         e = self.ellipse(cx, cy, ax, ay, angle)
@@ -207,11 +234,11 @@ def _gaussian_blur(img: np.ndarray, sigma_px: float) -> np.ndarray:
     p = np.concatenate([np.repeat(img[:1], r, 0), img, np.repeat(img[-1:], r, 0)], axis=0)
     tmp = k[0] * p[0:h]
     for i in range(1, 2 * r + 1):
-        tmp += k[i] * p[i:i + h]
+        tmp += k[i] * p[i : i + h]
     p = np.concatenate([np.repeat(tmp[:, :1], r, 1), tmp, np.repeat(tmp[:, -1:], r, 1)], axis=1)
     out = k[0] * p[:, 0:w]
     for i in range(1, 2 * r + 1):
-        out += k[i] * p[:, i:i + w]
+        out += k[i] * p[:, i : i + w]
     return out
 
 
@@ -246,8 +273,14 @@ def _liver_size(p: Patient, z: float) -> float:
 # ---------------------------------------------------------------- one slice
 
 
-def make_slice(rng: np.random.Generator, size: tuple[int, int] = (128, 128), *, patient: Patient | None = None,
-               z: float | None = None, p_empty: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+def make_slice(
+    rng: np.random.Generator,
+    size: tuple[int, int] = (128, 128),
+    *,
+    patient: Patient | None = None,
+    z: float | None = None,
+    p_empty: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic slice: (uint8 [H, W] image, bool [H, W] liver mask).
 
     Without ``patient`` a new one is drawn; without ``z`` a height is drawn, below
@@ -305,8 +338,15 @@ def make_slice(rng: np.random.Generator, size: tuple[int, int] = (128, 128), *, 
 
     # ribs: short bright ovals in the wall, lateral and posterior (none in front)
     n_ribs = int(rng.integers(3, 7 + int(4 * z)))
-    ang = rng.choice(np.array([-2.7, -2.35, -2.0, -1.0, -0.65, -0.3, 0.05, 0.4, 0.75, 1.1, 2.05, 2.4, 2.75, 3.1]),
-                     size=n_ribs, replace=False) + p.rib_phase + u(-0.08, 0.08, size=n_ribs)
+    ang = (
+        rng.choice(
+            np.array([-2.7, -2.35, -2.0, -1.0, -0.65, -0.3, 0.05, 0.4, 0.75, 1.1, 2.05, 2.4, 2.75, 3.1]),
+            size=n_ribs,
+            replace=False,
+        )
+        + p.rib_phase
+        + u(-0.08, 0.08, size=n_ribs)
+    )
     if z > 0.5:  # costal cartilage meets in front at the upper levels
         ang = np.concatenate([ang, [-1.25 + u(-0.1, 0.1), -1.9 + u(-0.1, 0.1)]])
     rib_hu = float(u(250, 600))
@@ -346,12 +386,28 @@ def make_slice(rng: np.random.Generator, size: tuple[int, int] = (128, 128), *, 
         d_liver_full[win] = d_liver
         # vessels: bright (portal phase) tubes inside the liver, part of the liver mask
         for _ in range(int(rng.integers(1, 4))):
-            cv.paint_ellipse(lx + u(-0.12, 0.15), ly + u(-0.12, 0.15), u(0.012, 0.025), u(0.04, 0.12), u(0, np.pi),
-                             p.liver_hu + u(10, 35), liver=True, inside=d_liver_full + 0.02)
+            cv.paint_ellipse(
+                lx + u(-0.12, 0.15),
+                ly + u(-0.12, 0.15),
+                u(0.012, 0.025),
+                u(0.04, 0.12),
+                u(0, np.pi),
+                p.liver_hu + u(10, 35),
+                liver=True,
+                inside=d_liver_full + 0.02,
+            )
         for les_dx, les_dy, rad, contrast in p.lesions:
             rr = rad * (0.5 + 0.5 * np.sin(np.pi * min(1.0, size_l)))
-            cv.paint_ellipse(lx + les_dx * size_l, ly + les_dy * size_l, rr, rr * 0.85, 0.0, p.liver_hu + contrast,
-                             liver=True, inside=d_liver_full + 0.01)
+            cv.paint_ellipse(
+                lx + les_dx * size_l,
+                ly + les_dy * size_l,
+                rr,
+                rr * 0.85,
+                0.0,
+                p.liver_hu + contrast,
+                liver=True,
+                inside=d_liver_full + 0.01,
+            )
         if 0.25 < z < 0.6:  # gallbladder at the liver's lower medial edge, not liver
             cv.paint_ellipse(lx + 0.22, ly + 0.10, 0.07, 0.045, 0.5, 20.0 + u(-10, 10))
 
@@ -371,8 +427,9 @@ def make_slice(rng: np.random.Generator, size: tuple[int, int] = (128, 128), *, 
     # spleen on the other side, upper levels
     if z > 0.3:
         ks = min(1.0, (z - 0.3) / 0.3)
-        cv.paint_ellipse(bx + 0.6 * ax, by + 0.2 * ay, 0.1 * ks + 0.01, 0.2 * ks + 0.01, -0.5, p.spleen_hu,
-                         inside=d_cav)
+        cv.paint_ellipse(
+            bx + 0.6 * ax, by + 0.2 * ay, 0.1 * ks + 0.01, 0.2 * ks + 0.01, -0.5, p.spleen_hu, inside=d_cav
+        )
 
     # stomach (upper, with gas) and bowel loops (some contrast-filled or with gas)
     if z > 0.45:
@@ -384,7 +441,9 @@ def make_slice(rng: np.random.Generator, size: tuple[int, int] = (128, 128), *, 
             d_st = np.maximum(d_st, d_cav[win])
             beside = 1.0 - cv.liver[win]
             cv.paint(d_st, 35.0 + u(-10, 15), win, where=beside)
-            cv.paint(np.maximum(d_st + 0.02, cv.Y[win] - (gy - 0.03)), AIR, win, where=beside)  # gas above the fluid level
+            cv.paint(
+                np.maximum(d_st + 0.02, cv.Y[win] - (gy - 0.03)), AIR, win, where=beside
+            )  # gas above the fluid level
     for bxo, byo, rad, hu, phase in p.bowel:
         if np.sin(phase + 6.0 * z) < -0.3:
             continue
@@ -397,8 +456,9 @@ def make_slice(rng: np.random.Generator, size: tuple[int, int] = (128, 128), *, 
         d_b = np.maximum(d_b, d_cav[win])
         cv.paint(d_b, hu + u(-10, 10), win, where=1.0 - cv.liver[win])  # bowel lies beside the liver, never in it
         if hu < 100 and rng.uniform() < 0.4:
-            cv.paint_ellipse(cx + u(-0.3, 0.3) * rad, cy - 0.4 * rad, rad * 0.35, rad * 0.25, 0.0, AIR, inside=d_cav,
-                             keep_liver=True)
+            cv.paint_ellipse(
+                cx + u(-0.3, 0.3) * rad, cy - 0.4 * rad, rad * 0.35, rad * 0.25, 0.0, AIR, inside=d_cav, keep_liver=True
+            )
 
     # scanner: blur, noise, clip to the study's 0..255 window
     img = _gaussian_blur(cv.hu, p.blur * cv.scale / 64)
@@ -455,12 +515,19 @@ def patient_slices(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.linspace(lo, hi, n) if n > 1 else np.array([rng.uniform(lo, hi)])
 
 
-def write_dataset(out_dir: str | os.PathLike, n: int, size: tuple[int, int] = (128, 128), seed: int = 0,
-                  layout: str = "study", slices_per_patient: int = 8, rgb: bool | None = None,
-                  progress: bool = False) -> dict[str, Any]:
+def write_dataset(
+    out_dir: str | os.PathLike,
+    n: int,
+    size: tuple[int, int] = (128, 128),
+    seed: int = 0,
+    layout: str = "study",
+    slices_per_patient: int = 8,
+    rgb: bool | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Write ``n`` synthetic pairs; consecutive slices belong to one patient.
 
-    Layouts (all readable by :func:`liverseg.data.discover`):
+    Layouts (all readable by :func:`liverseg.core.data.discover`):
 
     * ``"study"``: ``data/Images/NNN.png`` (RGB, R=G=B, as the study's files),
       ``data/Labels/NNN_mask.png`` and ``data/data_pairs.csv`` (``X,Y`` relative to
@@ -514,8 +581,19 @@ def write_dataset(out_dir: str | os.PathLike, n: int, size: tuple[int, int] = (1
             mp = lab_dir / f"{stem}{suffix}.png"
             Image.fromarray(np.repeat(image[..., None], 3, axis=2) if rgb else image).save(ip, compress_level=1)
             Image.fromarray(mask.astype(np.uint8) * 255).save(mp, compress_level=1)
-            records.append(SliceRecord(stem, ip.relative_to(root).as_posix(), mp.relative_to(root).as_posix(),
-                                       f"synth{pid:03d}", j, round(float(z), 4), int(mask.sum()), size[0], size[1]))
+            records.append(
+                SliceRecord(
+                    stem,
+                    ip.relative_to(root).as_posix(),
+                    mp.relative_to(root).as_posix(),
+                    f"synth{pid:03d}",
+                    j,
+                    round(float(z), 4),
+                    int(mask.sum()),
+                    size[0],
+                    size[1],
+                )
+            )
             i += 1
             bar.update(1)
         pid += 1
@@ -537,8 +615,15 @@ def write_dataset(out_dir: str | os.PathLike, n: int, size: tuple[int, int] = (1
     else:
         source = root
     info = DatasetInfo(root=root, layout=layout, source=source, manifest=manifest, records=records)
-    meta = {"generator": "liverseg.synthetic", "seed": seed, "n": n, "size": list(size), "layout": layout,
-            "slices_per_patient": slices_per_patient, "rgb": rgb}
+    meta = {
+        "generator": "liverseg.apps.synthetic",
+        "seed": seed,
+        "n": n,
+        "size": list(size),
+        "layout": layout,
+        "slices_per_patient": slices_per_patient,
+        "rgb": rgb,
+    }
     (base / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
     out = info.to_dict()
     out["info"] = info
@@ -559,5 +644,5 @@ def preview_grid(images: list[np.ndarray], masks: list[np.ndarray] | None = None
             edge = m & ~(np.roll(m, 1, 0) & np.roll(m, -1, 0) & np.roll(m, 1, 1) & np.roll(m, -1, 1))
             tile[edge] = (255, 0, 0)
         r, c = divmod(k, cols)
-        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+        sheet[r * h : (r + 1) * h, c * w : (c + 1) * w] = tile
     return sheet

@@ -35,14 +35,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from liverseg.core.errors import DataError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = "_mask"
 # Pillow raises DecompressionBombError above this many pixels (guards hostile files).
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file and, for CSVs, the row."""
 
 
 @dataclass(frozen=True)
@@ -157,8 +155,12 @@ def partner_csv(x_csv: Path) -> Path | None:
     return None
 
 
-def read_csv_list(path: str | os.PathLike, labels: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
-                  need_labels: bool = False) -> list[Sample]:
+def read_csv_list(
+    path: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    need_labels: bool = False,
+) -> list[Sample]:
     """Samples named by a study-style CSV (``X``, ``X,Y``, or ``X`` + partner ``Y`` CSV)."""
     path = Path(path)
     rootp = Path(root) if root is not None else None
@@ -177,7 +179,9 @@ def read_csv_list(path: str | os.PathLike, labels: str | os.PathLike | None = No
     else:
         ycsv = Path(labels) if labels is not None else partner_csv(path)
         if ycsv is not None and ycsv.is_dir():
-            return _attach_folder_labels([Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)], ycsv, need_labels)
+            return _attach_folder_labels(
+                [Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)], ycsv, need_labels
+            )
         if ycsv is None:
             if need_labels:
                 raise DataError(f"{path}: no labels: no Y column and no partner *_y.csv next to it")
@@ -229,7 +233,9 @@ def _case_dir(folder: Path, *names: str) -> Path | None:
     return None
 
 
-def read_folder(folder: str | os.PathLike, labels: str | os.PathLike | None = None, need_labels: bool = False) -> list[Sample]:
+def read_folder(
+    folder: str | os.PathLike, labels: str | os.PathLike | None = None, need_labels: bool = False
+) -> list[Sample]:
     """Samples in a folder layout (see the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -260,8 +266,12 @@ def read_folder(folder: str | os.PathLike, labels: str | os.PathLike | None = No
     return samples
 
 
-def discover(source: str | os.PathLike, labels: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
-             need_labels: bool = False) -> list[Sample]:
+def discover(
+    source: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None,
+    need_labels: bool = False,
+) -> list[Sample]:
     """Samples from a CSV (study list or pairs) or a folder; labels found automatically."""
     source = Path(source)
     if source.is_dir():
@@ -285,8 +295,10 @@ def read_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
             raise DataError(f"{e} ({sample.origin})") from None
         raise
     if img.shape != mask.shape:
-        raise DataError(f"{sample}: image is {img.shape[1]}x{img.shape[0]} but mask {sample.mask} is "
-                        f"{mask.shape[1]}x{mask.shape[0]} (width x height)")
+        raise DataError(
+            f"{sample}: image is {img.shape[1]}x{img.shape[0]} but mask {sample.mask} is "
+            f"{mask.shape[1]}x{mask.shape[0]} (width x height)"
+        )
     return img, mask
 
 

@@ -1,7 +1,7 @@
 """``liverseg-eda``: what is in the data, before any training.
 
 For each split given (a study CSV list, a pairs CSV or a folder; see
-:func:`liverseg.data.discover`) and for all of them together it counts the pairs,
+:func:`liverseg.core.data.discover`) and for all of them together it counts the pairs,
 image sizes, gray-level ranges and empty masks, and measures the liver-pixel
 percentage of every mask. It writes, into one folder:
 
@@ -35,10 +35,11 @@ from typing import Any
 import click
 import numpy as np
 
-from liverseg.data import DataError, Sample, discover, read_pair
+from liverseg.core.cli import command
+from liverseg.core.data import DataError, Sample, discover, read_pair
 
 ALL = "all"
-MAX_LISTED_ERRORS = 200     # in eda.md / eda.html; all are in eda.json
+MAX_LISTED_ERRORS = 200  # in eda.md / eda.html; all are in eda.json
 
 
 def split_name(source: Path) -> str:
@@ -86,10 +87,19 @@ def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray]:
     liver = int(np.count_nonzero(mask))
     digest = hashlib.sha1(np.ascontiguousarray(img).tobytes() + str(img.shape).encode()).hexdigest()
     stats = ImageStats(
-        split=split, image=str(sample.image), mask=str(sample.mask), height=int(img.shape[0]),
-        width=int(img.shape[1]), liver_pixels=liver, liver_percent=100.0 * liver / img.size,
-        gray_min=int(img.min()), gray_max=int(img.max()), gray_mean=float(img.mean()),
-        liver_gray_mean=float(img[mask].mean()) if liver else None, digest=digest)
+        split=split,
+        image=str(sample.image),
+        mask=str(sample.mask),
+        height=int(img.shape[0]),
+        width=int(img.shape[1]),
+        liver_pixels=liver,
+        liver_percent=100.0 * liver / img.size,
+        gray_min=int(img.min()),
+        gray_max=int(img.max()),
+        gray_mean=float(img.mean()),
+        liver_gray_mean=float(img[mask].mean()) if liver else None,
+        digest=digest,
+    )
     return stats, np.bincount(img.ravel(), minlength=256).astype(np.int64)
 
 
@@ -130,16 +140,23 @@ def _summarise(stats: list[ImageStats], hist: np.ndarray, n_listed: int, n_error
     }
 
 
-def run_eda(sources: list[Path], out_dir: Path, *, names: list[str] | None = None, root: Path | None = None,
-            bins: int = 20, progress: bool = False) -> EdaResult:
+def run_eda(
+    sources: list[Path],
+    out_dir: Path,
+    *,
+    names: list[str] | None = None,
+    root: Path | None = None,
+    bins: int = 20,
+    progress: bool = False,
+) -> EdaResult:
     """Measure every split, write the figures and summaries into ``out_dir``.
 
-    Raises :class:`liverseg.data.DataError` when a source cannot be listed at all
+    Raises :class:`liverseg.core.data.DataError` when a source cannot be listed at all
     (bad CSV, folder without masks); unreadable pairs are collected instead.
     """
     from tqdm import tqdm
 
-    from liverseg import figures
+    from liverseg.apps import figures
 
     if not sources:
         raise ValueError("run_eda needs at least one data source")
@@ -195,16 +212,27 @@ def run_eda(sources: list[Path], out_dir: Path, *, names: list[str] | None = Non
     top = max(top, 1e-6)
     for i, name in enumerate(list(listed) + ([ALL] if multi else [])):
         pct = [s.liver_percent for s in (images if name == ALL else per_split[name])]
-        files.append(figures.plot_liver_histogram(
-            pct, out_dir / f"liver_hist_{_file_part(name)}.png", bins=bins, max_percent=top,
-            color="0.35" if name == ALL else f"C{i % 10}",
-            title=f"Liver-pixel percentage per mask: {name}"))
+        files.append(
+            figures.plot_liver_histogram(
+                pct,
+                out_dir / f"liver_hist_{_file_part(name)}.png",
+                bins=bins,
+                max_percent=top,
+                color="0.35" if name == ALL else f"C{i % 10}",
+                title=f"Liver-pixel percentage per mask: {name}",
+            )
+        )
     bar_names = list(splits)
-    files.append(figures.plot_split_bars(
-        bar_names, [splits[n]["liver_percent"]["mean"] or 0.0 for n in bar_names],
-        [splits[n]["liver_percent"]["std"] or 0.0 for n in bar_names], out_dir / "liver_mean_std.png",
-        colors=["0.35" if n == ALL else f"C{i % 10}" for i, n in enumerate(bar_names)],
-        title="Liver pixels per mask: mean and standard deviation per split"))
+    files.append(
+        figures.plot_split_bars(
+            bar_names,
+            [splits[n]["liver_percent"]["mean"] or 0.0 for n in bar_names],
+            [splits[n]["liver_percent"]["std"] or 0.0 for n in bar_names],
+            out_dir / "liver_mean_std.png",
+            colors=["0.35" if n == ALL else f"C{i % 10}" for i, n in enumerate(bar_names)],
+            title="Liver pixels per mask: mean and standard deviation per split",
+        )
+    )
     files.append(figures.plot_intensity_histograms({n: hists[n] for n in listed}, out_dir / "intensity.png"))
 
     result = EdaResult(out_dir=out_dir, splits=splits, images=images, errors=errors, overlap=overlap, files=files)
@@ -242,8 +270,19 @@ def _write_json(r: EdaResult, sources: list[dict[str, Any]]) -> Path:
 def _write_images_csv(r: EdaResult) -> Path:
     import pandas as pd
 
-    cols = ["split", "image", "mask", "height", "width", "liver_pixels", "liver_percent", "gray_min", "gray_max",
-            "gray_mean", "liver_gray_mean"]
+    cols = [
+        "split",
+        "image",
+        "mask",
+        "height",
+        "width",
+        "liver_pixels",
+        "liver_percent",
+        "gray_min",
+        "gray_max",
+        "gray_mean",
+        "liver_gray_mean",
+    ]
     df = pd.DataFrame([{c: getattr(s, c) for c in cols} for s in r.images], columns=cols)
     path = r.out_dir / "eda_images.csv"
     df.to_csv(path, index=False)
@@ -260,21 +299,49 @@ def _f(v: Any, digits: int = 2) -> str:
 
 def _tables(r: EdaResult, sources: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]], list[bool]]]:
     s = r.splits
-    counts = [[n, _f(v["n_listed"]), _f(v["n_read"]), _f(v["n_unreadable"]), _f(v["n_empty_masks"]),
-               ", ".join(f"{k} ({c})" for k, c in v["image_sizes"].items()) or "—"] for n, v in s.items()]
-    liver = [[n] + [_f(v["liver_percent"][k], 3 if k == "min" else 2) for k in ("mean", "std", "min", "median", "max")]
-             for n, v in s.items()]
-    gray = [[n] + [_f(v["gray"][k], 1) for k in ("min", "max", "mean", "p1", "p99", "liver_mean")]
-            for n, v in s.items()]
+    counts = [
+        [
+            n,
+            _f(v["n_listed"]),
+            _f(v["n_read"]),
+            _f(v["n_unreadable"]),
+            _f(v["n_empty_masks"]),
+            ", ".join(f"{k} ({c})" for k, c in v["image_sizes"].items()) or "—",
+        ]
+        for n, v in s.items()
+    ]
+    liver = [
+        [n] + [_f(v["liver_percent"][k], 3 if k == "min" else 2) for k in ("mean", "std", "min", "median", "max")]
+        for n, v in s.items()
+    ]
+    gray = [
+        [n] + [_f(v["gray"][k], 1) for k in ("min", "max", "mean", "p1", "p99", "liver_mean")] for n, v in s.items()
+    ]
     return [
-        ("Sources", ["split", "source", "pairs listed"], [[d["split"], d["source"], str(d["pairs"])] for d in sources],
-         [False, False, True]),
-        ("Counts", ["split", "listed", "read", "unreadable", "empty masks", "image sizes (W x H, count)"], counts,
-         [False, True, True, True, True, False]),
-        ("Liver pixels per mask (% of the image)", ["split", "mean", "std", "min", "median", "max"], liver,
-         [False] + [True] * 5),
-        ("Gray levels", ["split", "min", "max", "mean", "1st percentile", "99th percentile", "mean inside the liver"],
-         gray, [False] + [True] * 6),
+        (
+            "Sources",
+            ["split", "source", "pairs listed"],
+            [[d["split"], d["source"], str(d["pairs"])] for d in sources],
+            [False, False, True],
+        ),
+        (
+            "Counts",
+            ["split", "listed", "read", "unreadable", "empty masks", "image sizes (W x H, count)"],
+            counts,
+            [False, True, True, True, True, False],
+        ),
+        (
+            "Liver pixels per mask (% of the image)",
+            ["split", "mean", "std", "min", "median", "max"],
+            liver,
+            [False] + [True] * 5,
+        ),
+        (
+            "Gray levels",
+            ["split", "min", "max", "mean", "1st percentile", "99th percentile", "mean inside the liver"],
+            gray,
+            [False] + [True] * 6,
+        ),
     ]
 
 
@@ -284,7 +351,7 @@ def _figure_list(r: EdaResult) -> list[tuple[Path, str]]:
         if p.suffix != ".png":
             continue
         if p.name.startswith("liver_hist_"):
-            cap = f"Liver-pixel percentage per mask: {p.stem[len('liver_hist_'):]}"
+            cap = f"Liver-pixel percentage per mask: {p.stem[len('liver_hist_') :]}"
         elif p.name == "liver_mean_std.png":
             cap = "Mean and standard deviation of the liver-pixel percentage per split"
         else:
@@ -297,8 +364,10 @@ def _problems(r: EdaResult) -> list[str]:
     out = []
     if r.overlap:
         n = len({o["image"] for o in r.overlap})
-        out.append(f"{n} image(s) have identical pixels to an image in another split (data leak between splits); "
-                   "see identical_images_across_splits in eda.json.")
+        out.append(
+            f"{n} image(s) have identical pixels to an image in another split (data leak between splits); "
+            "see identical_images_across_splits in eda.json."
+        )
     empty = sum(v["n_empty_masks"] for k, v in r.splits.items() if k != ALL)
     if empty:
         out.append(f"{empty} mask(s) contain no liver.")
@@ -306,7 +375,7 @@ def _problems(r: EdaResult) -> list[str]:
 
 
 def _write_docs(r: EdaResult, sources: list[dict[str, Any]]) -> list[Path]:
-    from liverseg.report import esc, html_page, html_table, img_tag, write_text_atomic
+    from liverseg.infer.report import esc, html_page, html_table, img_tag, write_text_atomic
 
     tables = _tables(r, sources)
     figs = _figure_list(r)
@@ -341,8 +410,13 @@ def _write_docs(r: EdaResult, sources: list[dict[str, Any]]) -> list[Path]:
     body.append("</div>")
     if r.errors:
         body.append("<h2>Unreadable pairs</h2>")
-        body.append(html_table(["split", "image", "reason"], [[e["split"], e["image"], e["error"]] for e in errs],
-                               row_classes=["failed"] * len(errs)))
+        body.append(
+            html_table(
+                ["split", "image", "reason"],
+                [[e["split"], e["image"], e["error"]] for e in errs],
+                row_classes=["failed"] * len(errs),
+            )
+        )
         if more:
             body.append(f'<p class="note">... and {more} more (all in eda.json)</p>')
     html_path = write_text_atomic(r.out_dir / "eda.html", html_page("liverseg data summary", "\n".join(body)))
@@ -356,19 +430,35 @@ def _default_out() -> Path:
     return Path("runs") / f"eda-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("data", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder.  [default: runs/eda-<YYYYmmdd-HHMMSS>]")
-@click.option("--name", "names", multiple=True,
-              help="Name of each DATA split, in order (default: from the file or folder name).")
-@click.option("--data-root", "root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder that relative CSV paths are resolved against (default: the current folder, then "
-                   "the CSV's folder).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder.  [default: runs/eda-<YYYYmmdd-HHMMSS>]",
+)
+@click.option(
+    "--name", "names", multiple=True, help="Name of each DATA split, in order (default: from the file or folder name)."
+)
+@click.option(
+    "--data-root",
+    "root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder that relative CSV paths are resolved against (default: the current folder, then the CSV's folder).",
+)
 @click.option("--bins", type=click.IntRange(2, 500), default=20, show_default=True, help="Histogram bins.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-def main(data: tuple[Path, ...], out_dir: Path | None, names: tuple[str, ...], root: Path | None, bins: int,
-         progress: bool | None) -> None:
+def main(
+    data: tuple[Path, ...],
+    out_dir: Path | None,
+    names: tuple[str, ...],
+    root: Path | None,
+    bins: int,
+    progress: bool | None,
+) -> None:
     """Figures and numbers of the liver masks in DATA (CSV lists, pairs CSVs or folders; one per split).
 
     Writes liver-pixel histograms per split and all together, the mean and standard
@@ -380,14 +470,22 @@ def main(data: tuple[Path, ...], out_dir: Path | None, names: tuple[str, ...], r
         raise click.BadParameter(f"{len(names)} --name values for {len(data)} DATA arguments", param_hint="--name")
     out = out_dir or _default_out()
     try:
-        result = run_eda(list(data), out, names=list(names) or None, root=root, bins=bins,
-                         progress=sys.stderr.isatty() if progress is None else progress)
+        result = run_eda(
+            list(data),
+            out,
+            names=list(names) or None,
+            root=root,
+            bins=bins,
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
     except DataError as e:
         raise click.BadParameter(str(e), param_hint="DATA") from None
     for name, s in result.splits.items():
         lp = s["liver_percent"]
-        click.echo(f"{name:>10}: {s['n_read']}/{s['n_listed']} pairs, {s['n_empty_masks']} empty masks, "
-                   f"liver {_f(lp['mean'])} ± {_f(lp['std'])} % of the image")
+        click.echo(
+            f"{name:>10}: {s['n_read']}/{s['n_listed']} pairs, {s['n_empty_masks']} empty masks, "
+            f"liver {_f(lp['mean'])} ± {_f(lp['std'])} % of the image"
+        )
     for p in _problems(result):
         click.echo(f"note: {p}")
     for e in result.errors:

@@ -1,0 +1,1 @@
+../../liverseg/__init__.py

@@ -1,0 +1,1 @@
+"""Applications on top of training, export and inference: EDA, figures, synthetic data, the demo."""

@@ -1,0 +1,141 @@
+"""The click command class every liverseg command uses: one exit-code table, no tracebacks.
+
+``@click.command(cls=Command)`` gives a command
+
+* a ``--debug`` flag (also ``LIVERSEG_DEBUG=1``) that shows the traceback of an error;
+* :class:`~liverseg.core.errors.LiversegError` -> ``error: <one line>`` on stderr and
+  its exit code (2, or 3 for a full disk), before or during the work;
+* ``KeyboardInterrupt`` (Ctrl-C, and SIGTERM, which is turned into it) -> exit 130;
+* ``OSError`` (a file the user named cannot be read or written) -> ``error: <file>: <reason>``
+  and exit 2, or 3 when the disk is full.
+
+Any other exception is a bug in liverseg and keeps its traceback.
+
+The table itself lives in :mod:`liverseg.core.errors`; click's own usage errors
+(a bad option value) already exit 2.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from liverseg.core.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, LiversegError, describe, first_line
+
+DEBUG_ENV = "LIVERSEG_DEBUG"
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
+
+
+def debug_enabled(ctx: click.Context | None = None) -> bool:
+    if os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+        return True
+    ctx = ctx or click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.meta.get("liverseg_debug"):
+            return True
+        ctx = ctx.parent
+    return False
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["liverseg_debug"] = True
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _debug_option() -> click.Option:
+    return click.Option(
+        ["--debug"],
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help=f"Show tracebacks of errors (also {DEBUG_ENV}=1).",
+    )
+
+
+def _invoke_under_table(invoke: Callable[[click.Context], Any], ctx: click.Context) -> Any:
+    """Run ``invoke(ctx)``, mapping errors to the exit-code table of the module docstring."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _sigterm) if main_thread else None
+    try:
+        return invoke(ctx)
+    except LiversegError as e:
+        if debug_enabled(ctx):
+            raise
+        fail(first_line(e), e.exit_code)
+    except KeyboardInterrupt:
+        if debug_enabled(ctx):
+            raise
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except OSError as e:  # a file or folder the user named: unreadable, unwritable, full disk
+        if debug_enabled(ctx):
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        code = EXIT_DISK_FULL if e.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_USAGE
+        fail(f"{where}{e.strerror or describe(e)}", code)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
+class Command(click.Command):
+    """A click command under the exit-code table above; keeps the raw arguments in ``ctx.meta``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
+        super().__init__(*args, **kwargs)
+        self.params.append(_debug_option())
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["liverseg_argv"] = list(args)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _invoke_under_table(super().invoke, ctx)
+
+
+class Group(click.Group):
+    """A click group whose sub-commands run under the exit-code table above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
+        super().__init__(*args, **kwargs)
+        self.params.append(_debug_option())
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return _invoke_under_table(super().invoke, ctx)
+
+
+def command(**kwargs: Any) -> Callable[[Callable[..., Any]], Command]:
+    """``@command(...)``: ``click.command(cls=Command, ...)``."""
+    return click.command(cls=Command, **kwargs)
+
+
+def group(**kwargs: Any) -> Callable[[Callable[..., Any]], Group]:
+    """``@group(...)``: ``click.group(cls=Group, ...)``."""
+    return click.group(cls=Group, **kwargs)
+
+
+def raw_argv(prog: str) -> list[str]:
+    """The command as typed (also under ``CliRunner``), for reports."""
+    ctx = click.get_current_context(silent=True)
+    args = ctx.meta.get("liverseg_argv") if ctx is not None else None
+    return [prog, *(args if args is not None else sys.argv[1:])]

@@ -1,0 +1,315 @@
+"""Inference engines behind one interface, and the one place their sessions are made.
+
+Every part of liverseg that runs an exported model (inference, the export's parity
+check, benchmarks, the contract reader) opens it with :func:`open_engine`. An engine
+holds the thread, spinning and provider settings, and enforces one device rule:
+
+* ``cpu``: the CPU.
+* ``cuda``: the CUDA execution provider, or a :class:`DeviceError` naming why it did
+  not load. onnxruntime-gpu on a machine without a usable CUDA lists
+  ``CUDAExecutionProvider`` as available and then silently builds a CPU-only session;
+  only ``session.get_providers()`` tells the truth, so that is what is checked.
+* ``auto``: CUDA when it loads, else the CPU; the choice and the reason are in
+  :attr:`Engine.notes`.
+
+Threads: ``intra_op`` threads default to the cores this process may use; idle threads
+do not spin unless asked (``spinning=True``). On a 2-core machine, spinning worker
+threads steal the cores that image decoding and PNG encoding need, and slow whatever
+runs next (another backend in an interleaved benchmark) by 15-50%.
+
+onnxruntime's own log lines (the CUDA load failure is printed twice, with ANSI colours)
+are kept out of normal output: the default logger is set to errors only and stderr is
+captured at the file-descriptor level while the session is built; the captured text
+becomes the reason in the error message instead.
+
+:data:`ENGINES` maps an engine name to its class; ONNX Runtime is the first. Another
+engine (OpenVINO, say) subclasses :class:`Engine` and registers itself there.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import io
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from liverseg.core.errors import ContractError, DeviceError, UsageError, first_line
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine runs a model; the defaults are the inference runner's."""
+
+    device: str = "cpu"  # auto | cpu | cuda
+    device_id: int = 0
+    threads: int | None = None  # intra-op threads; None: usable_cores()
+    spinning: bool = False  # let idle worker threads spin (see the module docstring)
+    optimization: str = "all"  # graph optimisation level
+    cuda_options: Mapping[str, str] = field(default_factory=dict)  # extra CUDA provider options
+    profile_prefix: str | None = None  # write an onnxruntime profile with this file prefix
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.optimization not in OPTIMIZATION_LEVELS:
+            raise UsageError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {self.optimization!r}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise UsageError(f"threads must be >= 1, got {self.threads!r}")
+
+    @property
+    def n_threads(self) -> int:
+        return int(self.threads) if self.threads else usable_cores()
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type (numpy name: ``uint8``, ``float32``, ``float16``) and shape of a model input or output."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...]
+
+
+class Engine(abc.ABC):
+    """One loaded model file that runs numpy arrays on one device."""
+
+    name: ClassVar[str]
+
+    def __init__(self, path: Path, options: EngineOptions) -> None:
+        self.path = path
+        self.options = options
+        self.notes: list[str] = []  # how the device was chosen, for reports
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> str:
+        """Where it actually runs: ``cpu`` or ``cuda:<id>``."""
+
+    @property
+    @abc.abstractmethod
+    def provider(self) -> str:
+        """The engine-specific name of what runs it (for ONNX Runtime the first execution provider)."""
+
+    @abc.abstractmethod
+    def inputs(self) -> list[TensorSpec]: ...
+
+    @abc.abstractmethod
+    def outputs(self) -> list[TensorSpec]: ...
+
+    @abc.abstractmethod
+    def metadata(self) -> dict[str, str]:
+        """The model file's string metadata (where the liverseg contract lives)."""
+
+    @abc.abstractmethod
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The named outputs (all when None) for one call, as numpy arrays."""
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+
+_ORT_TYPES = {
+    "tensor(uint8)": "uint8",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def _ort() -> ModuleType:
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # errors only; warnings such as node placement are noise here
+    return ort
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Capture what native code writes to fd 2 (onnxruntime's logger) into ``out[0]``."""
+    out = [""]
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreter): nothing to capture
+        yield out
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out[0] = tmp.read().decode("utf-8", "replace")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def cuda_reason(log: str) -> str:
+    """The useful line of onnxruntime's CUDA failure log."""
+    text = _ANSI.sub("", log)
+    m = re.search(r"Failed to load library (\S+) with error: ([^\n]+)", text)
+    if m:
+        return f"{Path(m.group(1)).name} failed to load: {m.group(2).strip()}"
+    m = re.search(r"Failed to create CUDAExecutionProvider\.([^\n]*)", text)
+    if m:
+        return "Failed to create CUDAExecutionProvider." + m.group(1).split("Please install")[0].rstrip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "onnxruntime gave no reason"
+
+
+def _preload_cuda_libraries(ort: ModuleType) -> None:
+    """Load CUDA/cuDNN from the nvidia-* pip wheels when they are installed that way (ORT >= 1.21).
+
+    Without this, onnxruntime-gpu finds only system-wide CUDA libraries. Its messages
+    (printed on stdout) are swallowed; a failure shows up as the session's CUDA reason.
+    """
+    if not hasattr(ort, "preload_dlls"):
+        return
+    with captured_stderr(), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            ort.preload_dlls()
+        except Exception:  # missing wheels: the session creation reports why CUDA did not load
+            pass
+
+
+def ort_session_options(options: EngineOptions) -> Any:
+    """``onnxruntime.SessionOptions`` for ``options``: threads, no spinning, sequential, quiet."""
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = options.n_threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options.optimization]
+    spin = "1" if options.spinning else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    if options.profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = options.profile_prefix
+    return so
+
+
+class OrtEngine(Engine):
+    """A model file in ONNX Runtime, on the CPU or the CUDA execution provider."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, options: EngineOptions) -> None:
+        super().__init__(path, options)
+        ort = _ort()
+        providers = self._providers(ort)
+        requested = [p if isinstance(p, str) else p[0] for p in providers]
+        with captured_stderr() as log:
+            try:
+                sess = ort.InferenceSession(str(path), ort_session_options(options), providers=providers)
+            except Exception as e:
+                err: Exception | None = e
+            else:
+                err = None
+        if err is not None:
+            raise ContractError(f"{path}: onnxruntime cannot load it ({first_line(err)})")
+        self.session: Any = sess
+        actual = sess.get_providers()
+        if CUDA_PROVIDER in requested and CUDA_PROVIDER not in actual:
+            reason = cuda_reason(log[0])
+            if options.device == "cuda":
+                raise DeviceError(
+                    f"--device cuda: the CUDA execution provider did not load ({reason}); onnxruntime "
+                    "would have run on the CPU instead. Use --device cpu or auto, or install the CUDA "
+                    "and cuDNN libraries this onnxruntime-gpu needs."
+                )
+            self.notes.append(f"device auto: CPU (CUDA did not load: {reason})")
+        elif CUDA_PROVIDER in actual:
+            search = options.cuda_options.get("cudnn_conv_algo_search")
+            self.notes.append(
+                f"device {options.device}: CUDA" + (f" (cudnn_conv_algo_search={search})" if search else "")
+            )
+        elif options.device == "cpu":
+            self.notes.append("device cpu: CPU")
+
+    def _providers(self, ort: ModuleType) -> list[Any]:
+        if self.options.device == "cpu":
+            return [CPU_PROVIDER]
+        available = ort.get_available_providers()
+        if CUDA_PROVIDER not in available:
+            msg = (
+                f"this onnxruntime build ({ort.__version__}, providers {available}) has no CUDA execution "
+                "provider; install onnxruntime-gpu"
+            )
+            if self.options.device == "cuda":
+                raise DeviceError(f"--device cuda: {msg}")
+            self.notes.append(f"device auto: CPU ({msg})")
+            return [CPU_PROVIDER]
+        _preload_cuda_libraries(ort)
+        cuda = {"device_id": str(self.options.device_id), **self.options.cuda_options}
+        return [(CUDA_PROVIDER, cuda), CPU_PROVIDER]
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.options.device_id}" if self.provider == CUDA_PROVIDER else "cpu"
+
+    @property
+    def provider(self) -> str:
+        return str(self.session.get_providers()[0])
+
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec(i.name, _ORT_TYPES.get(i.type, i.type), tuple(i.shape)) for i in self.session.get_inputs()]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [TensorSpec(o.name, _ORT_TYPES.get(o.type, o.type), tuple(o.shape)) for o in self.session.get_outputs()]
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        return list(self.session.run(outputs, dict(feeds)))
+
+
+ENGINES: dict[str, type[Engine]] = {"onnxruntime": OrtEngine}
+
+
+def open_engine(
+    path: str | os.PathLike[str], options: EngineOptions | None = None, *, engine: str = "onnxruntime"
+) -> Engine:
+    """Load ``path`` in the named engine under the device rule above.
+
+    Raises :class:`ContractError` when the file is missing or the engine cannot load it,
+    :class:`DeviceError` when the requested device cannot be used.
+    """
+    try:
+        cls = ENGINES[engine]
+    except KeyError:
+        raise UsageError(f"unknown engine {engine!r}; valid: {', '.join(sorted(ENGINES))}") from None
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: model file not found")
+    return cls(path, options or EngineOptions())
