@@ -1,12 +1,12 @@
 # Quick start:  make demo   (set up, then run the built-in pipeline)
-#               make test   (set up, then run the whole test suite)
+#               make test   (set up, lint and type-check, then run the whole test suite)
 # Setup is idempotent: a virtual environment in .venv, torch pinned by constraints.txt.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.liverseg-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo lint test bench clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/liverseg-demo
 
-test: setup
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest
 
 clean:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from liverseg.core.errors import describe
+
 KINDS = ("checkpoint", "onnx", "torchscript", "int8", "fp16")
 
 
@@ -73,7 +75,7 @@ class Artifacts:
         try:
             p = getattr(self, f"_make_{kind}")()
         except Exception as e:
-            msg = f"making the {kind} file failed: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            msg = f"making the {kind} file failed: {describe(e)}"
             self._errors[kind] = msg
             self.log(msg + "\n" + traceback.format_exc(limit=3))
             raise RuntimeError(msg) from None

@@ -21,15 +21,18 @@ memory probe of an ONNX Runtime row (see ``memprobe.py``) does not pay for torch
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from liverseg.core.engine import EngineOptions, OrtEngine, open_engine
+from liverseg.core.errors import DeviceError, UsageError
 
-class BackendUnavailable(RuntimeError):
-    """The backend cannot run here (no GPU, provider missing); the row records why."""
+
+class BackendUnavailable(DeviceError):
+    """The backend's device cannot be used here (no GPU, provider missing); the row records why."""
 
 
 class Backend:
@@ -88,7 +91,7 @@ def _channels_last_net(net: Any) -> Any:
 
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
-            self.inner = inner.to(memory_format=torch.channels_last)
+            self.inner = inner.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner(x.contiguous(memory_format=torch.channels_last))
@@ -101,6 +104,7 @@ class TorchEager(Backend):
 
     engine = "torch"
     needs = "checkpoint"
+    pipe: Any = None  # the loaded pipeline; None after teardown
 
     def __init__(
         self,
@@ -178,13 +182,14 @@ class TorchEager(Backend):
 class TorchScriptBackend(Backend):
     """The exported TorchScript file, frozen, with ``optimize_for_inference`` applied after loading.
 
-    (Saving an already optimised module fails to reload -- PERFORMANCE.md -- so the
-    export saves the frozen module and the optimisation happens here.)
+    (A module saved after ``optimize_for_inference`` fails to load again, so the export
+    saves the frozen module and the optimisation happens here.)
     """
 
     engine = "torch"
     needs = "torchscript"
     name = "torchscript"
+    module: Any = None  # the loaded module; None after teardown
 
     def setup(self) -> None:
         import torch
@@ -219,36 +224,22 @@ class TorchScriptBackend(Backend):
 # ------------------------------------------------------------ onnxruntime
 
 
-def ort_session(
-    path: Path, providers: list[Any], threads: int | None = None, spinning: bool = False, profile: str | None = None
-) -> Any:
-    """An InferenceSession with the benchmark's settings.
+def ort_options(threads: int | None = None, spinning: bool = False, profile: str | None = None) -> EngineOptions:
+    """The benchmark's ONNX Runtime settings as :class:`liverseg.core.engine.EngineOptions` (CPU device).
 
-    Spinning is off by default: ORT's idle worker threads otherwise keep spinning after
-    a run and slowed whatever ran next on the 2 cores by 15-50% (PERFORMANCE.md) --
-    in an interleaved benchmark that is the *other* backend. ``--ort-spinning`` turns
-    it back on to measure the difference.
+    Spinning is off by default: ONNX Runtime's idle worker threads otherwise keep
+    spinning after a run, and on a 2-core machine slowed whatever ran next by 15-50%;
+    in an interleaved benchmark that is the *other* backend. ``--spinning`` turns it
+    back on to measure the difference.
     """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    if profile:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile
-    return ort.InferenceSession(str(path), so, providers=providers)
+    return EngineOptions(device="cpu", threads=threads, spinning=spinning, profile_prefix=profile)
 
 
 class OrtBackend(Backend):
     """An exported ONNX file in ONNX Runtime (CPU, or CUDA with I/O binding)."""
 
     engine = "onnxruntime"
+    sess: Any = None  # the onnxruntime.InferenceSession; None after teardown
 
     def __init__(
         self,
@@ -271,27 +262,17 @@ class OrtBackend(Backend):
         self.profile = profile
 
     def setup(self) -> None:
-        import onnxruntime as ort
+        """Open the file through :func:`liverseg.core.engine.open_engine`.
 
-        if self.device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BackendUnavailable(
-                    f"onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                    f"(available: {ort.get_available_providers()}); install onnxruntime-gpu"
-                )
-            providers: list[Any] = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        self.sess = ort_session(self.path, providers, self.threads, self.spinning, self.profile)
-        got = self.sess.get_providers()
-        # onnxruntime-gpu without a usable CUDA silently makes a CPU session; only
-        # get_providers() tells the truth, and a requested device that is not there is an error.
-        if self.device == "cuda" and got[0] != "CUDAExecutionProvider":
-            raise BackendUnavailable(
-                f"CUDAExecutionProvider did not load (session providers: {got}); "
-                "onnxruntime-gpu needs matching CUDA and cuDNN libraries"
-            )
-        self.provider = got[0]
+        A requested CUDA provider must load: the engine raises :class:`DeviceError`
+        (caught by the benchmark and recorded as the row's error) instead of the silent
+        CPU session onnxruntime-gpu makes without a usable CUDA.
+        """
+        options = replace(ort_options(self.threads, self.spinning, self.profile), device=self.device)
+        engine = open_engine(self.path, options)
+        assert isinstance(engine, OrtEngine)  # the default engine
+        self.sess = engine.session
+        self.provider = self.sess.get_providers()[0]
         self.input_name = self.sess.get_inputs()[0].name
         self.output_names = [o.name for o in self.sess.get_outputs()]
         self.input_type = self.sess.get_inputs()[0].type
@@ -364,6 +345,7 @@ class BackendDef:
 
 
 def _defs() -> dict[str, BackendDef]:
+    # One flat table, one entry per row name: long, but splitting it would scatter the registry.
     d = [
         BackendDef("eager", TorchEager, "checkpoint", description="PyTorch eager, torch.no_grad (the study's path)"),
         BackendDef(
@@ -469,5 +451,5 @@ def default_backends(cuda: bool | None = None) -> list[str]:
 
 def build_backend(name: str, path: Path, threads: int | None = None, **extra: Any) -> Backend:
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+        raise UsageError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
     return BACKENDS[name].build(path, threads, **extra)

@@ -9,10 +9,10 @@ Method (timm ``benchmark.py``, nanoGPT ``bench.py``):
 3. Per case (image size x batch): every backend runs ``warmup`` untimed calls, then
    ``rounds`` rounds; in each round every backend runs the same input once
    (A B C, then B C A, ...: the order rotates so no backend always follows the same
-   neighbour), timed with ``time.perf_counter`` around ``run`` + ``sync``. On a noisy
-   shared machine the load changes from second to second; interleaving makes every
-   backend see the same load, so the *ratios* between rows hold even where absolute
-   times move.
+   neighbour), timed with ``time.perf_counter`` around ``run`` + ``sync``
+   (``rounds.py``). On a noisy shared machine the load changes from second to second;
+   interleaving makes every backend see the same load, so the *ratios* between rows
+   hold even where absolute times move.
 4. Each round feeds different real CT slices (CHAOS case, expert masks). Outputs are
    fetched outside the timing and compared with eager's outputs of the same round:
    max |probability difference|, mask pixels that differ, and Dice against the expert
@@ -24,7 +24,15 @@ Method (timm ``benchmark.py``, nanoGPT ``bench.py``):
 6. The peak is measured again at the end; the higher of the two is the reference.
 
 Any failure -- a file that cannot be exported, a provider that does not load, an
-out-of-memory run -- becomes the ``error`` column of that row; the run goes on.
+out-of-memory run -- becomes the ``error`` column of that row; the run goes on. Only
+what makes the whole run pointless is raised before any measurement (see
+:meth:`Bench.preflight`): a bad checkpoint (:class:`~liverseg.core.errors.CheckpointError`)
+or options that cannot work together (:class:`~liverseg.core.errors.UsageError`).
+
+The pieces, one job each: :class:`BackendSet` sets the backends of one model up and
+tears them down, :class:`~liverseg.benchmarks.rounds.RoundLoop` times one case,
+:func:`case_rows` turns its tracks into result rows, :func:`attach_memory` adds the
+memory probe's numbers, and :class:`Bench` runs the sections in order.
 """
 
 from __future__ import annotations
@@ -41,10 +49,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from liverseg.benchmarks import machine
 from liverseg.benchmarks.backends import BACKENDS, Backend, build_backend, default_backends
+from liverseg.benchmarks.rounds import RoundLoop, Track
+from liverseg.core.errors import UsageError, describe
 
 # Columns of the "model" rows, in CSV order.
 COLUMNS = (
@@ -117,6 +125,7 @@ class BenchOptions:
     e2e_width: int | None = None
     e2e_slices: int | None = None
     e2e_rounds: int = 2
+    e2e_batch: int = 1
     e2e_backends: tuple[str, ...] = ("ort-fp32", "ort-int8")
     scaling: tuple[int, ...] = (100, 1000, 10000)
     scaling_width: int = 4
@@ -126,33 +135,181 @@ class BenchOptions:
     seed: int = 0
 
 
-def _err(e: BaseException) -> str:
-    s = str(e).strip()
-    return f"{type(e).__name__}: {s.splitlines()[0][:300] if s else ''}".rstrip(": ")
+def weights_label(ckpt: Any) -> str:
+    """``checkpoint best.pt (epoch 12)`` or ``random (seeded)``."""
+    p = getattr(ckpt, "path", None)
+    return f"checkpoint {Path(p).name} (epoch {ckpt.epoch})" if p else "random (seeded)"
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else None
+def by_width(cases: list[Case]) -> dict[int, list[Case]]:
+    """The cases grouped by model width, widths and cases in the order given."""
+    out: dict[int, list[Case]] = {}
+    for c in cases:
+        out.setdefault(c.width, []).append(c)
+    return out
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    from liverseg.core.metrics import image_scores
+# ------------------------------------------------------------------ rows
 
-    return image_scores(pred.astype(bool), truth)["dice"]
+
+def base_row(ckpt: Any, width: int, b: Backend | None, name: str, case: Case, threads: int) -> dict[str, Any]:
+    """A model row with everything known before timing: model, backend description, case."""
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    d = BACKENDS.get(name)
+    row.update(
+        section="model",
+        model=ckpt.model_name,
+        width=width,
+        weights=weights_label(ckpt),
+        backend=name,
+        size=case.size,
+        batch=case.batch,
+        threads=threads,
+        error="",
+        notes="",
+    )
+    if b is not None:
+        row.update({k: v for k, v in b.describe().items() if k in row and k != "backend"})
+    elif d is not None:
+        row.update(
+            engine="?",
+            device="cuda" if d.gpu else "cpu",
+            precision=d.options.get("precision", d.options.get("amp", "fp32")),
+        )
+    return row
+
+
+def set_speedups(rows: list[dict[str, Any]]) -> None:
+    """``speedup_vs_eager`` of every measured row of one case, when eager was measured."""
+    eager = next((r for r in rows if r["backend"] == "eager" and r["images_per_s"]), None)
+    if eager:
+        for r in rows:
+            if r["images_per_s"]:
+                r["speedup_vs_eager"] = r["images_per_s"] / eager["images_per_s"]
+
+
+def case_rows(
+    ckpt: Any,
+    width: int,
+    backends: BackendSet,
+    case: Case,
+    tracks: dict[str, Track],
+    gflop: float | None,
+    threads: int,
+    synthetic: bool,
+) -> list[dict[str, Any]]:
+    """One row per backend name for ``case``: a setup error, or the track's timings and parity."""
+    rows = []
+    for name in backends.names:
+        row = base_row(ckpt, width, backends.ready.get(name), name, case, threads)
+        row["gflop_per_image"] = gflop
+        if name in backends.errors:
+            row["error"] = backends.errors[name]
+        else:
+            row.update(tracks[name].row_fields(case.batch, gflop))
+            if synthetic:
+                row["notes"] = "synthetic slices"
+        rows.append(row)
+    set_speedups(rows)
+    return rows
+
+
+def _add_note(row: dict[str, Any], note: str) -> None:
+    row["notes"] = (row["notes"] + "; " if row["notes"] else "") + note
+
+
+def attach_memory(rows: list[dict[str, Any]], width: int, name: str, res: dict[str, Any]) -> None:
+    """Put one memory probe's answer (:func:`run_memprobe`) into the model rows of ``name`` at ``width``."""
+    for row in rows:
+        if row["section"] != "model" or row["backend"] != name or row["width"] != width:
+            continue
+        if res.get("error") and not res.get("cases"):
+            _add_note(row, f"memory probe: {res['error']}")
+            continue
+        row["setup_rss_mb"] = res["rss_setup_kb"] / 1024 if res.get("rss_setup_kb") else None
+        for c in res.get("cases", []):
+            if c["size"] == row["size"] and c["batch"] == row["batch"]:
+                if c.get("peak_kb"):
+                    row["peak_rss_mb"] = c["peak_kb"] / 1024
+                if c.get("error"):
+                    _add_note(row, f"memory probe: {c['error']}")
+
+
+def log_case(log: Callable[[str], None], case: Case, rows: list[dict[str, Any]]) -> None:
+    """One line per row of a case: rate, latency, speed-up, parity, Dice change or the error."""
+    log(f"  width {case.width} size {case.size} batch {case.batch}:")
+    for r in rows:
+        if not r["images_per_s"]:
+            log(f"    {r['backend']:18s} error: {r['error']}")
+            continue
+        sp = f" x{r['speedup_vs_eager']:.2f}" if r.get("speedup_vs_eager") else ""
+        par = f", max|dp| {r['parity_max_abs_prob']:.2e}, {r['parity_mask_px_diff']} px" if r.get("parity_px") else ""
+        dd = f", dDice {r['dice_delta']:+.4f}" if r.get("dice_delta") is not None and r["backend"] != "eager" else ""
+        log(f"    {r['backend']:18s} {r['images_per_s']:8.2f} img/s p50 {r['latency_ms_p50']:9.1f} ms{sp}{par}{dd}")
+
+
+# -------------------------------------------------------------- backends
 
 
 @dataclass
-class _Track:
-    """Timings and parity accumulated for one backend in one case."""
+class BackendSet:
+    """The backends of one model, set up once (the sessions take any N, H, W); failures keep their error."""
 
-    times: list[float] = field(default_factory=list)
-    max_abs: float = 0.0
-    px_diff: int = 0
-    px: int = 0
-    dice: list[float] = field(default_factory=list)
-    eager_dice: list[float] = field(default_factory=list)
-    slices_seen: set = field(default_factory=set)
-    error: str | None = None
+    names: list[str]
+    ready: dict[str, Backend] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(
+        cls,
+        names: list[str],
+        art: Any,
+        threads: int,
+        *,
+        spinning: bool = False,
+        profile_dir: Path | None = None,
+        width: int = 0,
+        log: Callable[[str], None] = lambda s: None,
+    ) -> BackendSet:
+        """Build and set up every named backend on ``art``'s files; a failure becomes that name's error."""
+        out = cls(list(names))
+        for name in names:
+            try:
+                d = BACKENDS.get(name)
+                if d is None:
+                    raise UsageError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
+                onnx = d.needs in ("onnx", "int8", "fp16")
+                profile = str(profile_dir / f"{name}-w{width}") if profile_dir and onnx else None
+                b = build_backend(name, art.path(d.needs), threads, spinning=spinning, profile=profile)
+                b.setup()
+                out.ready[name] = b
+                log(f"  set up {name}: {b.provider}")
+            except Exception as e:  # no GPU, a provider that does not load, an export error: the row says so
+                out.errors[name] = describe(e)
+                log(f"  {name}: not available: {out.errors[name]}")
+        return out
+
+    def close(self, notes: list[str], width: int) -> None:
+        """End the ONNX Runtime profiles (their summaries go to ``notes``) and tear every backend down."""
+        for b in self.ready.values():
+            if getattr(b, "profile", None) and hasattr(b, "end_profiling"):
+                try:
+                    prof = b.end_profiling()
+                    notes.append(
+                        f"onnxruntime profile of {b.name} (width {width}): {prof}; "
+                        f"kernel time by op: {profile_summary(prof)}"
+                    )
+                except Exception as e:  # a profile that cannot be read never loses the numbers
+                    notes.append(f"onnxruntime profile of {b.name} failed: {describe(e)}")
+            try:
+                b.teardown()
+            except Exception:  # nothing to record: the numbers are taken
+                pass
+        self.ready.clear()
+        gc.collect()
+
+
+# ------------------------------------------------------------------ run
 
 
 class Bench:
@@ -170,77 +327,35 @@ class Bench:
         self.scaling_rows: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.artifacts: dict[int, Any] = {}
+        self.checkpoint: Any = None
+        self.t_start = time.perf_counter()
 
-    # ------------------------------------------------------------ helpers
+    def preflight(self) -> None:
+        """Raise, before any measurement, what would make the whole run pointless.
 
-    def _weights_label(self, ckpt: Any) -> str:
-        p = getattr(ckpt, "path", None)
-        return f"checkpoint {Path(p).name} (epoch {ckpt.epoch})" if p else "random (seeded)"
-
-    def _checkpoint(self, width: int) -> Any:
-        from liverseg.benchmarks.artifacts import random_checkpoint
-        from liverseg.models.checkpoint import load_checkpoint
-
+        :class:`UsageError` for options that cannot work together,
+        :class:`~liverseg.core.errors.CheckpointError` for a ``--checkpoint`` that cannot be loaded.
+        Loads the checkpoint once; a second call does nothing.
+        """
+        if self.checkpoint is not None:
+            return
+        if self.o.checkpoint is not None and len(by_width(self.o.cases)) > 1:
+            raise UsageError("--checkpoint fixes the width; give one width (or none)")
         if self.o.checkpoint is not None:
-            return load_checkpoint(self.o.checkpoint)
-        return random_checkpoint(self.o.model, width, seed=self.o.seed)
+            from liverseg.models.checkpoint import load_checkpoint
 
-    def _base_row(self, ckpt: Any, width: int, b: Backend | None, name: str, case: Case) -> dict[str, Any]:
-        row = {c: None for c in COLUMNS}
-        d = BACKENDS[name] if name in BACKENDS else None
-        row.update(
-            section="model",
-            model=ckpt.model_name,
-            width=width,
-            weights=self._weights_label(ckpt),
-            backend=name,
-            size=case.size,
-            batch=case.batch,
-            threads=self.threads,
-            error="",
-            notes="",
-        )
-        if b is not None:
-            row.update({k: v for k, v in b.describe().items() if k in row and k != "backend"})
-        elif d is not None:
-            row.update(
-                engine="?",
-                device="cuda" if d.gpu else "cpu",
-                precision=d.options.get("precision", d.options.get("amp", "fp32")),
-            )
-        return row
-
-    # --------------------------------------------------------------- run
+            self.checkpoint = load_checkpoint(self.o.checkpoint)
 
     def run(self) -> dict[str, Any]:
-        from liverseg.benchmarks.peak import matmul_peak
-
-        t_start = self.t_start = time.perf_counter()
+        self.preflight()
+        self.t_start = time.perf_counter()
         self.stamp = machine.stamp(self.argv)
-        self.log(
-            f"machine {self.stamp['machine_kind']}: {self.stamp['cpu_model']}, {self.stamp['cores']} cores, "
-            f"ISA {' '.join(self.stamp['isa_flags'])}"
-        )
-        try:
-            import torch
-
-            torch.set_num_threads(self.threads)
-        except Exception as e:  # pragma: no cover
-            self.notes.append(f"torch.set_num_threads failed: {_err(e)}")
-        self.log(f"fp32 matmul peak ({self.o.peak_n}x{self.o.peak_n}) ...")
-        peak_start = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
-        self.log(
-            f"  numpy {peak_start.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {peak_start.get('torch_gflops') or 0:.1f} GFLOP/s"
-        )
+        self._set_threads()
+        peak_start = self._peak("")
         tmp = tempfile.TemporaryDirectory(prefix="liverseg-bench-", dir=self.o.workdir)
         self.workdir = Path(tmp.name)
         try:
-            by_width: dict[int, list[Case]] = {}
-            for c in self.o.cases:
-                by_width.setdefault(c.width, []).append(c)
-            if self.o.checkpoint is not None and len(by_width) > 1:
-                raise ValueError("--checkpoint fixes the width; give one width (or none)")
-            for width, cases in by_width.items():
+            for width, cases in by_width(self.o.cases).items():
                 self._run_width(width, cases)
             # Not under --budget-s: both are bounded by their own options (--e2e-slices, --scaling).
             if self.o.e2e:
@@ -248,14 +363,8 @@ class Bench:
             if self.o.scaling:
                 self._run_scaling()
         finally:
-            self.log("fp32 matmul peak again (end of run) ...")
-            peak_end = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
-            peaks = [p["peak_gflops"] for p in (peak_start, peak_end) if p.get("peak_gflops")]
-            peak = max(peaks) if peaks else None
-            for row in self.rows:
-                row["peak_gflops"] = peak
-                if peak and row.get("achieved_gflops") is not None:
-                    row["frac_of_peak"] = row["achieved_gflops"] / peak
+            peak_end = self._peak(" again (end of run)")
+            peak = self._apply_peak(peak_start, peak_end)
             tmp.cleanup()
         return {
             "stamp": self.stamp,
@@ -265,20 +374,50 @@ class Bench:
             "scaling": self.scaling_rows,
             "notes": self.notes,
             "options": _jsonable(asdict(self.o)),
-            "seconds": time.perf_counter() - t_start,
+            "seconds": time.perf_counter() - self.t_start,
         }
 
-    # ----------------------------------------------------- model matrix
+    # ------------------------------------------------------------ peak
 
-    def _run_width(self, width: int, cases: list[Case]) -> None:
-        from liverseg.benchmarks.artifacts import Artifacts
-        from liverseg.benchmarks.data import calibration_slices, real_slices, synthetic_slices
-        from liverseg.benchmarks.flops import model_gflop_per_image
+    def _set_threads(self) -> None:
+        st = self.stamp
+        self.log(
+            f"machine {st['machine_kind']}: {st['cpu_model']}, {st['cores']} cores, ISA {' '.join(st['isa_flags'])}"
+        )
+        try:
+            import torch
 
-        ckpt = self._checkpoint(width)
+            torch.set_num_threads(self.threads)
+        except Exception as e:  # pragma: no cover - torch absent or broken: the torch rows will say so
+            self.notes.append(f"torch.set_num_threads failed: {describe(e)}")
+
+    def _peak(self, when: str) -> dict[str, Any]:
+        from liverseg.benchmarks.peak import matmul_peak
+
+        self.log(f"fp32 matmul peak{when} ({self.o.peak_n}x{self.o.peak_n}) ...")
+        p = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
+        self.log(f"  numpy {p.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {p.get('torch_gflops') or 0:.1f} GFLOP/s")
+        return p
+
+    def _apply_peak(self, start: dict[str, Any], end: dict[str, Any]) -> float | None:
+        """The higher of the two peaks, put into every model row with its fraction."""
+        peaks = [p["peak_gflops"] for p in (start, end) if p.get("peak_gflops")]
+        peak = max(peaks) if peaks else None
+        for row in self.rows:
+            row["peak_gflops"] = peak
+            if peak and row.get("achieved_gflops") is not None:
+                row["frac_of_peak"] = row["achieved_gflops"] / peak
+        return peak
+
+    # ---------------------------------------------------- model matrix
+
+    def _model(self, width: int) -> tuple[Any, int, Any]:
+        """(checkpoint, its width, its exported files) for one width of the matrix."""
+        from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
+        from liverseg.benchmarks.data import calibration_slices, synthetic_slices
+
+        ckpt = self.checkpoint or random_checkpoint(self.o.model, width, seed=self.o.seed)
         width = int(ckpt.model_args.get("width", width))
-        names = list(self.o.backends or default_backends())
-        self.log(f"== {ckpt.model_name} width {width} ({self._weights_label(ckpt)}): backends {', '.join(names)}")
         calib, calib_src = (
             calibration_slices(self.o.calibration_slices, self.o.data_dir) if self.o.real_data else ([], "")
         )
@@ -288,108 +427,57 @@ class Bench:
         art = Artifacts(ckpt, self.workdir / f"w{width}", calib, log=self.log)
         self.artifacts[width] = art
         self.notes.append(f"width {width}: int8 calibration on {calib_src}")
+        return ckpt, width, art
 
-        n_real = max(c.batch for c in cases) * self.o.rounds + self.o.warmup * max(c.batch for c in cases)
-        base = real_slices(max(n_real, 8), self.o.data_dir) if self.o.real_data else None
+    def _run_width(self, width: int, cases: list[Case]) -> None:
+        """Every case of one model width: files, backends, the cases in the order given, memory probes."""
+        from liverseg.benchmarks.data import real_slices
 
-        # Set every backend up once; the sessions take any N, H, W.
-        backends: dict[str, Backend] = {}
-        setup_errors: dict[str, str] = {}
-        for name in names:
-            try:
-                d = BACKENDS[name] if name in BACKENDS else None
-                if d is None:
-                    raise ValueError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-                profile = (
-                    str(self.o.profile_dir / f"{name}-w{width}")
-                    if self.o.profile_dir and d.needs in ("onnx", "int8", "fp16")
-                    else None
-                )
-                b = build_backend(name, art.path(d.needs), self.threads, spinning=self.o.spinning, profile=profile)
-                b.setup()
-                backends[name] = b
-                self.log(f"  set up {name}: {b.provider}")
-            except Exception as e:
-                setup_errors[name] = _err(e)
-                self.log(f"  {name}: not available: {setup_errors[name]}")
-
-        for case in cases:  # in the order given: with --budget-s the first cases are the ones that surely run
-            if self._over_budget(f"width {width} size {case.size} batch {case.batch}"):
-                for name in names:
-                    row = self._base_row(ckpt, width, backends.get(name), name, case)
-                    row["error"] = self._budget_msg()
-                    self.rows.append(row)
-                continue
-            gflop = None
-            try:
-                gflop = model_gflop_per_image(ckpt.model_name, ckpt.model_args, case.size)
-            except Exception as e:
-                self.notes.append(f"FLOP count failed for width {width} size {case.size}: {_err(e)}")
-            if base is not None:
-                data = base.resized(case.size)
-            else:
-                data = synthetic_slices(max(n_real, 8), case.size, seed=self.o.seed)
-            tracks = self._time_case(backends, case, data)
-            for name in names:
-                b = backends.get(name)
-                row = self._base_row(ckpt, width, b, name, case)
-                row["gflop_per_image"] = gflop
-                if name in setup_errors:
-                    row["error"] = setup_errors[name]
-                    self.rows.append(row)
-                    continue
-                tr = tracks[name]
-                row["error"] = tr.error or ""
-                if tr.times:
-                    p50 = _pct(tr.times, 50)
-                    row.update(
-                        rounds=len(tr.times),
-                        latency_ms_p50=1e3 * p50,
-                        latency_ms_p90=1e3 * _pct(tr.times, 90),
-                        latency_ms_p99=1e3 * _pct(tr.times, 99),
-                        images_per_s=case.batch / p50,
-                    )
-                    if gflop is not None:
-                        row["achieved_gflops"] = gflop * row["images_per_s"]
-                if tr.px:
-                    row.update(
-                        parity_max_abs_prob=tr.max_abs,
-                        parity_mask_px_diff=tr.px_diff,
-                        parity_px=tr.px,
-                        parity_slices=len(tr.slices_seen),
-                    )
-                if tr.dice:
-                    row["dice"] = float(np.mean(tr.dice))
-                    if tr.eager_dice:
-                        row["dice_delta"] = float(np.mean(tr.dice) - np.mean(tr.eager_dice))
-                if data.source.startswith("synthetic"):
-                    row["notes"] = "synthetic slices"
-                self.rows.append(row)
-            eager = next((r for r in self.rows[-len(names) :] if r["backend"] == "eager" and r["images_per_s"]), None)
-            if eager:
-                for r in self.rows[-len(names) :]:
-                    if r["images_per_s"]:
-                        r["speedup_vs_eager"] = r["images_per_s"] / eager["images_per_s"]
-            self._log_case(case, self.rows[-len(names) :])
-
-        for b in backends.values():
-            if hasattr(b, "end_profiling") and getattr(b, "profile", None):
-                try:
-                    prof = b.end_profiling()
-                    self.notes.append(
-                        f"onnxruntime profile of {b.name} (width {width}): {prof}; kernel time by op: {profile_summary(prof)}"
-                    )
-                except Exception as e:
-                    self.notes.append(f"onnxruntime profile of {b.name} failed: {_err(e)}")
-            try:
-                b.teardown()
-            except Exception:
-                pass
-        backends.clear()
-        gc.collect()
-
+        ckpt, width, art = self._model(width)
+        names = list(self.o.backends or default_backends())
+        self.log(f"== {ckpt.model_name} width {width} ({weights_label(ckpt)}): backends {', '.join(names)}")
+        biggest = max(c.batch for c in cases)
+        n_slices = max(biggest * (self.o.rounds + self.o.warmup), 8)
+        base = real_slices(n_slices, self.o.data_dir) if self.o.real_data else None
+        backends = BackendSet.open(
+            names,
+            art,
+            self.threads,
+            spinning=self.o.spinning,
+            profile_dir=self.o.profile_dir,
+            width=width,
+            log=self.log,
+        )
+        try:
+            for case in cases:  # in the order given: with --budget-s the first cases are the ones that surely run
+                self._run_case(ckpt, width, backends, case, base, n_slices)
+        finally:
+            backends.close(self.notes, width)
         if self.o.memory and not self._over_budget(f"memory probes of width {width}"):
-            self._measure_memory(width, names, cases, art, setup_errors)
+            self._measure_memory(width, names, cases, art, backends.errors)
+
+    def _run_case(self, ckpt: Any, width: int, backends: BackendSet, case: Case, base: Any, n_slices: int) -> None:
+        from liverseg.benchmarks.data import synthetic_slices
+        from liverseg.benchmarks.flops import model_gflop_per_image
+
+        if self._over_budget(f"width {width} size {case.size} batch {case.batch}"):
+            for name in backends.names:
+                row = base_row(ckpt, width, backends.ready.get(name), name, case, self.threads)
+                row["error"] = f"skipped: --budget-s {self.o.budget_s:g} exhausted before this row"
+                self.rows.append(row)
+            return
+        gflop = None
+        try:
+            gflop = model_gflop_per_image(ckpt.model_name, ckpt.model_args, case.size)
+        except Exception as e:  # the rows keep their timings without the FLOP columns
+            self.notes.append(f"FLOP count failed for width {width} size {case.size}: {describe(e)}")
+        data = base.resized(case.size) if base is not None else synthetic_slices(n_slices, case.size, seed=self.o.seed)
+        loop = RoundLoop(backends.ready, self.o.warmup, self.o.rounds, self.o.max_case_seconds, self.log, self.notes)
+        tracks = loop.run(case, data)
+        synthetic = data.source.startswith("synthetic")
+        rows = case_rows(ckpt, width, backends, case, tracks, gflop, self.threads, synthetic)
+        self.rows.extend(rows)
+        log_case(self.log, case, rows)
 
     def _over_budget(self, what: str) -> bool:
         if self.o.budget_s is None or time.perf_counter() - self.t_start < self.o.budget_s:
@@ -397,95 +485,6 @@ class Bench:
         self.notes.append(f"skipped {what}: --budget-s {self.o.budget_s:g} exhausted")
         self.log(f"  skipped {what}: time budget exhausted")
         return True
-
-    def _budget_msg(self) -> str:
-        return f"skipped: --budget-s {self.o.budget_s:g} exhausted before this row"
-
-    def _time_case(self, backends: dict[str, Backend], case: Case, data: Any) -> dict[str, _Track]:
-        tracks = {name: _Track() for name in backends}
-        active = list(backends)
-        t_case = time.perf_counter()
-
-        def call(name: str, x: np.ndarray) -> tuple[float, Any] | None:
-            """(seconds of run + sync, (prob, mask)); None after recording the error."""
-            b = backends[name]
-            try:
-                p = b.prepare(x)  # host->device copy for the CUDA rows; not timed
-                t0 = time.perf_counter()
-                out = b.run(p)
-                b.sync()
-                dt = time.perf_counter() - t0
-                return dt, b.fetch(out)
-            except Exception as e:
-                tracks[name].error = _err(e)
-                self.log(
-                    f"  {name} failed at size {case.size} batch {case.batch}: {tracks[name].error}\n"
-                    f"{traceback.format_exc(limit=4)}"
-                )
-                active.remove(name)
-                return None
-
-        # Warm-up: thread pools, arenas, oneDNN primitive caches, first-call shape inference.
-        for w in range(self.o.warmup):
-            x, _ = data.batch(w * case.batch, case.batch)
-            for name in list(active):
-                call(name, x)
-        for r in range(self.o.rounds):
-            if not active:
-                break
-            start = (self.o.warmup + r) * case.batch
-            x, masks = data.batch(start, case.batch)
-            k = r % len(active)
-            outs: dict[str, Any] = {}
-            for name in active[k:] + active[:k]:  # rotate: A B C, B C A, C A B, ...
-                res = call(name, x)
-                if res is not None:
-                    tracks[name].times.append(res[0])
-                    outs[name] = res[1]
-            # Parity after the round: every output is compared with eager's on the same slices.
-            for name, out in outs.items():
-                self._parity(tracks[name], name, out, outs.get("eager"), masks, start, case, len(data))
-            if self.o.max_case_seconds and time.perf_counter() - t_case > self.o.max_case_seconds and r + 1 >= 3:
-                self.notes.append(
-                    f"size {case.size} batch {case.batch} width {case.width}: stopped after {r + 1} rounds "
-                    f"(--max-case-seconds {self.o.max_case_seconds:g})"
-                )
-                break
-        return tracks
-
-    @staticmethod
-    def _parity(tr: _Track, name: str, out: Any, eager_out: Any, masks: list, start: int, case: Case, n: int) -> None:
-        prob, mask = out
-        if eager_out is not None and name != "eager":
-            tr.max_abs = max(tr.max_abs, float(np.max(np.abs(prob.astype(np.float32) - eager_out[0]))))
-            tr.px_diff += int(np.count_nonzero(mask != eager_out[1]))
-            tr.px += int(mask.size)
-            tr.slices_seen.update((start + i) % n for i in range(case.batch))
-        if masks and all(m is not None for m in masks):
-            tr.dice.extend(_dice(mask[i, 0], masks[i]) for i in range(case.batch))
-            if eager_out is not None:
-                tr.eager_dice.extend(_dice(eager_out[1][i, 0], masks[i]) for i in range(case.batch))
-
-    def _log_case(self, case: Case, rows: list[dict[str, Any]]) -> None:
-        self.log(f"  width {case.width} size {case.size} batch {case.batch}:")
-        for r in rows:
-            if r["images_per_s"]:
-                sp = f" x{r['speedup_vs_eager']:.2f}" if r.get("speedup_vs_eager") else ""
-                par = (
-                    f", max|dp| {r['parity_max_abs_prob']:.2e}, {r['parity_mask_px_diff']} px"
-                    if r.get("parity_px")
-                    else ""
-                )
-                dd = (
-                    f", dDice {r['dice_delta']:+.4f}"
-                    if r.get("dice_delta") is not None and r["backend"] != "eager"
-                    else ""
-                )
-                self.log(
-                    f"    {r['backend']:18s} {r['images_per_s']:8.2f} img/s p50 {r['latency_ms_p50']:9.1f} ms{sp}{par}{dd}"
-                )
-            else:
-                self.log(f"    {r['backend']:18s} error: {r['error']}")
 
     # ------------------------------------------------------------ memory
 
@@ -497,30 +496,16 @@ class Bench:
         for name in names:
             if name in setup_errors:
                 continue
-            d = BACKENDS[name]
             spec = {
                 "backend": name,
-                "path": str(art.path(d.needs)),
+                "path": str(art.path(BACKENDS[name].needs)),
                 "threads": self.threads,
                 "spinning": self.o.spinning,
                 "cases": [[c.size, c.batch] for c in ordered],
                 "calls": self.o.memory_calls,
             }
             self.log(f"  memory probe {name} (subprocess) ...")
-            res = run_memprobe(spec)
-            for row in self.rows:
-                if row["section"] != "model" or row["backend"] != name or row["width"] != width:
-                    continue
-                if res.get("error") and not res.get("cases"):
-                    row["notes"] = (row["notes"] + "; " if row["notes"] else "") + f"memory probe: {res['error']}"
-                    continue
-                row["setup_rss_mb"] = res.get("rss_setup_kb", 0) / 1024 if res.get("rss_setup_kb") else None
-                for c in res.get("cases", []):
-                    if c["size"] == row["size"] and c["batch"] == row["batch"]:
-                        if c.get("peak_kb"):
-                            row["peak_rss_mb"] = c["peak_kb"] / 1024
-                        if c.get("error"):
-                            row["notes"] = (row["notes"] + "; " if row["notes"] else "") + f"memory probe: {c['error']}"
+            attach_memory(self.rows, width, name, run_memprobe(spec))
 
     # --------------------------------------------------------- end to end
 
@@ -541,14 +526,15 @@ class Bench:
                 threads=self.threads,
                 slices=self.o.e2e_slices,
                 rounds=self.o.e2e_rounds,
+                batch=self.o.e2e_batch,
                 data_dir=self.o.data_dir,
                 workdir=self.workdir / "e2e",
                 spinning=self.o.spinning,
                 log=self.log,
             )
-        except Exception as e:
-            self.e2e_rows = [{"section": "e2e", "error": _err(e)}]
-            self.log(f"end-to-end failed: {_err(e)}\n{traceback.format_exc(limit=5)}")
+        except Exception as e:  # recorded as the section's one row
+            self.e2e_rows = [{"section": "e2e", "error": describe(e)}]
+            self.log(f"end-to-end failed: {describe(e)}\n{traceback.format_exc(limit=5)}")
 
     def _run_scaling(self) -> None:
         from liverseg.benchmarks.scaling import run_scaling
@@ -562,9 +548,9 @@ class Bench:
                 workdir=self.workdir / "scaling",
                 log=self.log,
             )
-        except Exception as e:
-            self.scaling_rows = [{"section": "scaling", "error": _err(e)}]
-            self.log(f"scaling failed: {_err(e)}\n{traceback.format_exc(limit=5)}")
+        except Exception as e:  # recorded as the section's one row
+            self.scaling_rows = [{"section": "scaling", "error": describe(e)}]
+            self.log(f"scaling failed: {describe(e)}\n{traceback.format_exc(limit=5)}")
 
 
 def profile_summary(path: str | Path, top: int = 6) -> str:

@@ -6,7 +6,12 @@ Examples::
     liverseg-bench --case 16:256,512:1,4,8 --case 64:512:1   # the README's full CPU run
     liverseg-bench --checkpoint runs/X/checkpoints/best.pt --sizes 512 --batches 1
 
-Exit codes: 0 every row measured, 1 some rows recorded an error, 2 usage error.
+Results go to ``--out`` (``runs/bench/`` under the current folder by default):
+``bench-<date>.{csv,md,png,json}`` and ``latest.md``. Nothing is written into the
+installed package.
+
+Exit codes: 0 every row measured, 1 some rows recorded an error, 2 usage error or a bad
+checkpoint (reported before any measurement).
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from liverseg.benchmarks.backends import BACKENDS
 from liverseg.benchmarks.bench import Bench, BenchOptions, Case
-from liverseg.core.cli import command
+from liverseg.core.cli import command, raw_argv
+from liverseg.core.errors import EXIT_FAILED, EXIT_OK, UsageError
+from liverseg.core.io import ensure_writable_dir
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path("runs/bench")  # relative to the current folder
 
 
 def _ints(value: str, name: str) -> list[int]:
@@ -128,6 +136,15 @@ def set_wait_policy(spinning: bool) -> str:
 )
 @click.option("--e2e-rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option(
+    "--e2e-batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the end-to-end rows."
+)
+@click.option(
+    "--e2e-backends",
+    default="ort-fp32,ort-int8",
+    show_default=True,
+    help="Comma-separated ONNX Runtime rows for the end-to-end section (ort-cuda-* run the runner on CUDA).",
+)
+@click.option(
     "--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip)."
 )
 @click.option("--scaling-width", type=int, default=4, show_default=True)
@@ -158,103 +175,81 @@ def set_wait_policy(spinning: bool) -> str:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Results folder. Default: benchmarks/results/<machine-kind>/.",
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Results folder, relative to the current folder.",
 )
-def main(
-    checkpoint,
-    model,
-    widths,
-    sizes,
-    batches,
-    case_specs,
-    backends,
-    rounds,
-    warmup,
-    max_case_seconds,
-    budget_s,
-    threads,
-    spinning,
-    memory,
-    e2e,
-    e2e_width,
-    e2e_slices,
-    e2e_rounds,
-    scaling,
-    scaling_width,
-    scaling_size,
-    peak_n,
-    calibration_slices,
-    synthetic,
-    data_dir,
-    profile_dir,
-    quick,
-    out,
-) -> None:
+def main(**kw: Any) -> None:
     """Measure every backend side by side, interleaved round by round, against the machine's fp32 peak."""
-    set_wait_policy(spinning)
-    from liverseg.benchmarks import machine
-    from liverseg.benchmarks.report import README, check_targets, update_readme, write_results
+    set_wait_policy(kw["spinning"])
+    from liverseg.benchmarks.report import check_targets, write_results
 
-    if quick:
-        widths, sizes, batches = "4", "64,128", "1,2"
-        rounds, peak_n, calibration_slices = min(rounds, 2), min(peak_n, 1024), min(calibration_slices, 4)
-        scaling = "20,60" if scaling == "100,1000,10000" else scaling
-        e2e_slices = e2e_slices or 4
-        e2e_rounds = 1
-    if case_specs:
-        cases = [c for spec in case_specs for c in parse_case(spec)]
-    else:
-        cases = [
-            Case(w, s, b)
-            for w in _ints(widths, "--widths")
-            for s in _ints(sizes, "--sizes")
-            for b in _ints(batches, "--batches")
-        ]
-    names = None
-    if backends:
-        names = [b.strip() for b in backends.split(",") if b.strip()]
-        bad = [b for b in names if b not in BACKENDS]
-        if bad:
-            raise click.BadParameter(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}", param_hint="--backends")
-    opts = BenchOptions(
-        model=model,
-        cases=cases,
-        checkpoint=checkpoint,
-        backends=names,
-        rounds=rounds,
-        warmup=warmup,
-        max_case_seconds=max_case_seconds,
-        budget_s=budget_s,
-        threads=threads,
-        spinning=spinning,
-        memory=memory,
-        peak_n=peak_n,
-        calibration_slices=calibration_slices,
-        real_data=not synthetic,
-        data_dir=data_dir,
-        e2e=e2e,
-        e2e_width=e2e_width,
-        e2e_slices=e2e_slices,
-        e2e_rounds=e2e_rounds,
-        scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
-        scaling_width=scaling_width,
-        scaling_size=scaling_size,
-        profile_dir=profile_dir,
-    )
-    if profile_dir:
-        Path(profile_dir).mkdir(parents=True, exist_ok=True)
-    result = Bench(opts, argv=["liverseg-bench", *sys.argv[1:]]).run()
-    out_dir = out or RESULTS_DIR / machine.machine_kind()
-    paths = write_results(result, out_dir)
-    if out is None and update_readme(paths["latest"]):
-        paths["readme"] = README
+    bench = Bench(options_from(kw), argv=raw_argv("liverseg-bench"))
+    bench.preflight()  # a bad checkpoint or option combination: exit 2 before any measurement or output
+    out = ensure_writable_dir(kw["out"], UsageError)
+    if bench.o.profile_dir:
+        ensure_writable_dir(bench.o.profile_dir, UsageError)
+    result = bench.run()
+    paths = write_results(result, out)
     for t in check_targets(result):
         verdict = "n/a   " if t["met"] is None else "met   " if t["met"] else "MISSED"
         click.echo(f"{verdict} {t['target']}: {t['value']:.3f} ({t['detail']})")
     click.echo("\n".join(f"wrote {k}: {p}" for k, p in paths.items()))
     failed = [r for r in (*result["rows"], *result["e2e"], *result["scaling"]) if r.get("error")]
-    sys.exit(1 if failed else 0)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+def _names(value: str | None, option: str) -> list[str] | None:
+    """Comma-separated backend names, each checked against the registry; None for none given."""
+    if not value:
+        return None
+    names = [b.strip() for b in value.split(",") if b.strip()]
+    bad = [b for b in names if b not in BACKENDS]
+    if bad:
+        raise click.BadParameter(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}", param_hint=option)
+    return names
+
+
+def options_from(kw: dict[str, Any]) -> BenchOptions:
+    """The command's options as :class:`BenchOptions`, ``--quick`` applied; bad values raise ``BadParameter``."""
+    if kw["quick"]:
+        kw.update(widths="4", sizes="64,128", batches="1,2", e2e_rounds=1, e2e_slices=kw["e2e_slices"] or 4)
+        kw.update(rounds=min(kw["rounds"], 2), peak_n=min(kw["peak_n"], 1024))
+        kw["calibration_slices"] = min(kw["calibration_slices"], 4)
+        kw["scaling"] = "20,60" if kw["scaling"] == "100,1000,10000" else kw["scaling"]
+    if kw["case_specs"]:
+        cases = [c for spec in kw["case_specs"] for c in parse_case(spec)]
+    else:
+        ws, ss, bs = (_ints(kw[k], f"--{k}") for k in ("widths", "sizes", "batches"))
+        cases = [Case(w, s, b) for w in ws for s in ss for b in bs]
+    scaling = kw["scaling"]
+    return BenchOptions(
+        model=kw["model"],
+        cases=cases,
+        checkpoint=kw["checkpoint"],
+        backends=_names(kw["backends"], "--backends"),
+        rounds=kw["rounds"],
+        warmup=kw["warmup"],
+        max_case_seconds=kw["max_case_seconds"],
+        budget_s=kw["budget_s"],
+        threads=kw["threads"],
+        spinning=kw["spinning"],
+        memory=kw["memory"],
+        peak_n=kw["peak_n"],
+        calibration_slices=kw["calibration_slices"],
+        real_data=not kw["synthetic"],
+        data_dir=kw["data_dir"],
+        e2e=kw["e2e"],
+        e2e_width=kw["e2e_width"],
+        e2e_slices=kw["e2e_slices"],
+        e2e_rounds=kw["e2e_rounds"],
+        e2e_batch=kw["e2e_batch"],
+        e2e_backends=tuple(_names(kw["e2e_backends"], "--e2e-backends") or ()),
+        scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
+        scaling_width=kw["scaling_width"],
+        scaling_size=kw["scaling_size"],
+        profile_dir=kw["profile_dir"],
+    )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,14 @@ class SliceSet:
         out_i, out_m = [], []
         for img, m in zip(self.images, self.masks):
             if img.shape != (size, size):
-                img = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+                img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
                 if m is not None:
-                    m = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)) > 127
+                    m = (
+                        np.asarray(
+                            Image.fromarray(m.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+                        )
+                        > 127
+                    )
             out_i.append(img)
             out_m.append(m)
         return SliceSet(

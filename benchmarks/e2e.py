@@ -1,22 +1,28 @@
 """End to end: the ``liverseg-infer`` runner on real 512x512 slices against the model alone.
 
-For each ONNX Runtime backend (fp32, int8 QDQ) and each round, in one process:
+This is the one end-to-end measurement of the project. For each ONNX Runtime backend
+(fp32, int8 QDQ on the CPU; ``ort-cuda-*`` rows run the runner with ``--device cuda``)
+and each round, in one process:
 
 * **model only**: the runner's own session (``liverseg.infer.session.open_session``,
-  same threads and spinning setting) runs the slices one by one, already decoded in
-  memory; only ``session.run`` is timed.
+  same device, threads and spinning setting) runs the slices in batches of ``batch``
+  (1 by default), already decoded in memory, without the decode and encode threads
+  beside it; one warm-up batch is run first, then only ``session.run`` is timed.
 * **end to end**: :func:`liverseg.infer.runner.run_inference` on the same slice
-  folder with its expert masks, timed around the whole library call: listing the
-  inputs, opening the model, decoding PNGs, the model, encoding and writing masks,
-  per-image metrics, ``per_image.csv``, ``summary.json`` and ``report.html``.
+  folder with its expert masks and the same batch size, timed around the whole
+  library call: listing the inputs, opening the model, decoding PNGs, the model,
+  encoding and writing masks, per-image metrics, ``per_image.csv``, ``summary.json``
+  and ``report.html`` (``report=False`` leaves the last one out).
 
 The two alternate (model-only first in even rounds, end-to-end first in odd ones)
 so both see the same machine load. ``e2e_vs_model`` is the median over rounds of
 (end-to-end rate / model-only rate) of the same round. The runner's own numbers
-(``images_per_second`` from first decode to last write, ``model_images_per_second``)
+(``images_per_second`` from first decode to last write, ``model_images_per_second``
+= time inside ``session.run`` in the pipeline, ``pipeline_efficiency`` = their ratio)
 and ``fixed_overhead_s`` -- the wall time outside the streamed pipeline: listing the
 inputs, opening the session, writing the summary and ``report.html``; a cost per
-run, not per image, so it weighs most on small runs of a cheap model -- and its macro Dice over the labelled slices are recorded beside them; the int8 row's
+run, not per image, so it weighs most on small runs of a cheap model -- and its macro
+Dice over the labelled slices are recorded beside them; the int8 row's
 ``dice_delta_vs_fp32`` is judged on all labelled slices, not just the few timed ones.
 """
 
@@ -25,10 +31,14 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from liverseg.benchmarks.backends import BACKENDS
+from liverseg.core.errors import describe
 
 E2E_COLUMNS = (
     "section",
@@ -51,12 +61,137 @@ E2E_COLUMNS = (
     "threads",
     "provider",
     "error",
+    "device",
+    "spinning",
+    "report",
 )
 
 
-def _err(e: BaseException) -> str:
-    s = str(e).strip()
-    return f"{type(e).__name__}: {s.splitlines()[0][:300] if s else ''}"
+@dataclass(frozen=True)
+class E2ESettings:
+    """How every end-to-end row runs: the slice folder, the runner's settings, where its output goes."""
+
+    folder: Path
+    slices: int | None
+    threads: int
+    batch: int
+    spinning: bool
+    report: bool
+    workdir: Path
+
+
+def _weights(art: Any) -> str:
+    p = getattr(art.ckpt, "path", None)
+    return "random (seeded)" if p is None else f"checkpoint {Path(p).name}"
+
+
+def _device(name: str) -> str:
+    return "cuda" if BACKENDS[name].gpu else "cpu"
+
+
+def model_only_rate(sess: Any, batches: list[np.ndarray]) -> float:
+    """Images per second of ``session.run`` alone over pre-decoded ``batches`` (only the calls are timed)."""
+    t = 0.0
+    n = 0
+    for x in batches:
+        t0 = time.perf_counter()
+        sess.run(x)
+        t += time.perf_counter() - t0
+        n += len(x)
+    return n / t
+
+
+def end_to_end(model: Path, device: str, s: E2ESettings, out: Path, n: int) -> tuple[float, dict[str, Any]]:
+    """(images/s over the wall time of one ``run_inference`` call, its summary with ``_fixed_overhead_s``)."""
+    from liverseg.infer.runner import Options, run_inference
+
+    command = ["liverseg-infer", str(s.folder), "--model", str(model), "--device", device, "--batch-size", str(s.batch)]
+    opts = Options(
+        source=s.folder,
+        model=model,
+        out=out,
+        device=device,
+        batch_size=s.batch,
+        threads=s.threads,
+        spinning=s.spinning,
+        progress=False,
+        report=s.report,
+        limit=s.slices,
+        command=command,
+    )
+    t0 = time.perf_counter()
+    res = run_inference(opts, log=lambda _: None)
+    wall = time.perf_counter() - t0
+    summary = res.summary or {}
+    if res.exit_code not in (0, 1) or not summary:
+        raise RuntimeError(f"liverseg-infer exited {res.exit_code}: {res.message}")
+    shutil.rmtree(out, ignore_errors=True)
+    # Time outside the streamed pipeline (listing, opening the model, summary, report.html).
+    if summary.get("images_per_second"):
+        summary["_fixed_overhead_s"] = wall - summary.get("n_ok", n) / summary["images_per_second"]
+    return summary.get("n_ok", n) / wall, summary
+
+
+def _median(values: list[Any]) -> float:
+    return float(np.median([np.nan if v is None else v for v in values]))
+
+
+def summarise(row: dict[str, Any], model_rates: list[float], e2e_rates: list[float], summaries: list[dict]) -> None:
+    """Fill ``row`` from the rounds: medians of the rates and of the runner's own numbers, the last run's Dice."""
+    last = summaries[-1]
+    row.update(
+        rounds=len(e2e_rates),
+        model_only_images_per_s=_median(model_rates),
+        e2e_images_per_s=_median(e2e_rates),
+        e2e_vs_model=_median([e / m for e, m in zip(e2e_rates, model_rates)]),
+        runner_images_per_s=_median([s.get("images_per_second") for s in summaries]),
+        runner_model_images_per_s=_median([s.get("model_images_per_second") for s in summaries]),
+        runner_pipeline_efficiency=last.get("pipeline_efficiency"),
+        n_failed=last.get("n_failed"),
+        fixed_overhead_s=_median([s.get("_fixed_overhead_s") for s in summaries]),
+    )
+    row["dice"] = ((last.get("metrics") or {}).get("macro") or {}).get("dice")
+
+
+def run_backend(
+    art: Any, name: str, row: dict[str, Any], images: list[np.ndarray], rounds: int, s: E2ESettings, log: Callable
+) -> None:
+    """All rounds of one backend, model only and end to end alternating; fills ``row`` or its ``error``."""
+    from liverseg.infer.session import open_session
+
+    device = _device(name)
+    try:
+        path = art.path(BACKENDS[name].needs)
+        sess = open_session(path, device=device, threads=s.threads, spinning=s.spinning)
+        row["provider"] = sess.provider
+        batches = [np.concatenate(images[i : i + s.batch]) for i in range(0, len(images), s.batch)]
+        sess.run(batches[0])  # warm-up (allocations, cuDNN search)
+    except Exception as e:  # a file that cannot be made, a device that cannot be used
+        row["error"] = describe(e)
+        log(f"  e2e {name}: {row['error']}")
+        return
+    model_rates: list[float] = []
+    e2e_rates: list[float] = []
+    summaries: list[dict[str, Any]] = []
+    for r in range(rounds):
+        out = s.workdir / f"{name}-r{r}"
+        try:
+            if r % 2 == 0:  # alternate, so both see the same machine load
+                m = model_only_rate(sess, batches)
+                rate, summary = end_to_end(path, device, s, out, len(images))
+            else:
+                rate, summary = end_to_end(path, device, s, out, len(images))
+                m = model_only_rate(sess, batches)
+        except Exception as ex:  # the row records the error; the next backend still runs
+            row["error"] = describe(ex)
+            log(f"  e2e {name}: {row['error']}")
+            break
+        model_rates.append(m)
+        e2e_rates.append(rate)
+        summaries.append(summary)
+        log(f"  e2e {name} round {r + 1}: model only {m:.2f} img/s, end to end {rate:.2f} img/s ({rate / m:.1%})")
+    if summaries:
+        summarise(row, model_rates, e2e_rates, summaries)
 
 
 def run_e2e(
@@ -66,134 +201,54 @@ def run_e2e(
     threads: int,
     slices: int | None = None,
     rounds: int = 2,
+    batch: int = 1,
     data_dir: Path | None = None,
     workdir: Path,
     spinning: bool = False,
+    report: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    from liverseg.benchmarks.backends import BACKENDS
+    """One row per backend in ``backends`` (names of :data:`~liverseg.benchmarks.backends.BACKENDS`)."""
     from liverseg.benchmarks.data import shared_data_dir
     from liverseg.core.data import discover, read_image
-    from liverseg.infer.runner import Options, run_inference
-    from liverseg.infer.session import open_session
 
-    log = log or (lambda s: None)
+    log = log or (lambda _: None)
     folder = (data_dir or shared_data_dir()) / "chaos-ct-case"
     if not (folder / "images").is_dir():
         return [{"section": "e2e", "error": f"real slices not found at {folder}; end-to-end needs ../shared/data"}]
-    samples = discover(folder)
-    if slices:
-        samples = samples[:slices]
-    images = [read_image(s.image)[None, None] for s in samples]  # decoded once, for the model-only loop
-    n = len(images)
-    workdir = Path(workdir)
-    weights = "random (seeded)" if getattr(art.ckpt, "path", None) is None else f"checkpoint {Path(art.ckpt.path).name}"
+    samples = discover(folder)[:slices] if slices else discover(folder)
+    images = [read_image(smp.image)[None, None] for smp in samples]  # decoded once, for the model-only loop
+    s = E2ESettings(folder, slices, threads, batch, spinning, report, Path(workdir))
     rows: list[dict[str, Any]] = []
-    dice_fp32 = None
     for name in backends:
         row: dict[str, Any] = {c: None for c in E2E_COLUMNS}
         row.update(
             section="e2e",
             backend=name,
             width=art.ckpt.model_args.get("width"),
-            weights=weights,
-            images=n,
-            batch=1,
+            weights=_weights(art),
+            images=len(images),
+            batch=batch,
             threads=threads,
             error="",
+            device=_device(name) if name in BACKENDS else None,
+            spinning=spinning,
+            report=report,
         )
         rows.append(row)
-        try:
-            path = art.path(BACKENDS[name].needs)
-            sess = open_session(path, device="cpu", threads=threads, spinning=spinning)
-            row["provider"] = sess.provider
-            sess.run(images[0])  # warm-up
-        except Exception as e:
-            row["error"] = _err(e)
-            log(f"  e2e {name}: {row['error']}")
+        if name not in BACKENDS:
+            row["error"] = f"unknown backend {name!r}"
             continue
-        model_rates, e2e_rates, ratios, summaries = [], [], [], []
-        for r in range(rounds):
-
-            def model_only() -> float:
-                t = 0.0
-                for x in images:
-                    t0 = time.perf_counter()
-                    sess.run(x)
-                    t += time.perf_counter() - t0
-                return n / t
-
-            def end_to_end() -> tuple[float, dict[str, Any]]:
-                out = workdir / f"{name}-r{r}"
-                opts = Options(
-                    source=folder,
-                    model=path,
-                    out=out,
-                    device="cpu",
-                    batch_size=1,
-                    threads=threads,
-                    spinning=spinning,
-                    progress=False,
-                    limit=slices,
-                    command=[
-                        "liverseg-infer",
-                        str(folder),
-                        "--model",
-                        str(path),
-                        "--device",
-                        "cpu",
-                        "--batch-size",
-                        "1",
-                    ],
-                )
-                t0 = time.perf_counter()
-                res = run_inference(opts, log=lambda s: None)
-                wall = time.perf_counter() - t0
-                summary = res.summary or {}
-                if res.exit_code not in (0, 1) or not summary:
-                    raise RuntimeError(f"liverseg-infer exited {res.exit_code}: {res.message}")
-                shutil.rmtree(out, ignore_errors=True)
-                # Time outside the streamed pipeline (listing, opening the model, summary, report.html).
-                if summary.get("images_per_second"):
-                    summary["_fixed_overhead_s"] = wall - summary.get("n_ok", n) / summary["images_per_second"]
-                return summary.get("n_ok", n) / wall, summary
-
-            try:
-                if r % 2 == 0:
-                    m = model_only()
-                    e, s = end_to_end()
-                else:
-                    e, s = end_to_end()
-                    m = model_only()
-            except Exception as ex:
-                row["error"] = _err(ex)
-                log(f"  e2e {name}: {row['error']}")
-                break
-            model_rates.append(m)
-            e2e_rates.append(e)
-            ratios.append(e / m)
-            summaries.append(s)
-            log(f"  e2e {name} round {r + 1}: model only {m:.2f} img/s, end to end {e:.2f} img/s ({100 * e / m:.1f}%)")
-        sess = None
-        if not ratios:
-            continue
-        last = summaries[-1]
-        row.update(
-            rounds=len(ratios),
-            model_only_images_per_s=float(np.median(model_rates)),
-            e2e_images_per_s=float(np.median(e2e_rates)),
-            e2e_vs_model=float(np.median(ratios)),
-            runner_images_per_s=float(np.median([s.get("images_per_second") or np.nan for s in summaries])),
-            runner_model_images_per_s=float(np.median([s.get("model_images_per_second") or np.nan for s in summaries])),
-            runner_pipeline_efficiency=last.get("pipeline_efficiency"),
-            n_failed=last.get("n_failed"),
-            fixed_overhead_s=float(np.median([s.get("_fixed_overhead_s", np.nan) for s in summaries])),
-        )
-        metrics = last.get("metrics") or {}
-        dice = (metrics.get("macro") or {}).get("dice")
-        row["dice"] = dice
-        if name == "ort-fp32":
-            dice_fp32 = dice
-        elif dice is not None and dice_fp32 is not None:
-            row["dice_delta_vs_fp32"] = dice - dice_fp32
+        run_backend(art, name, row, images, rounds, s, log)
+    _dice_deltas(rows)
     return rows
+
+
+def _dice_deltas(rows: list[dict[str, Any]]) -> None:
+    """``dice_delta_vs_fp32`` of every row after the ``ort-fp32`` row (its Dice minus fp32's)."""
+    dice_fp32 = None
+    for row in rows:
+        if row["backend"] == "ort-fp32":
+            dice_fp32 = row["dice"]
+        elif row.get("dice") is not None and dice_fp32 is not None:
+            row["dice_delta_vs_fp32"] = row["dice"] - dice_fp32

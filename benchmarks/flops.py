@@ -14,7 +14,8 @@ Multiply-accumulates per layer (N batch, C channels, g groups, k kernel):
   (every input pixel is scattered into k_h * k_w outputs of each output channel)
 * Linear:          (elements of the output) * in_features
 
-Reference (PERFORMANCE.md): U-Net width 64 at 512x512 = 384.7 GFLOP, width 16 = 24.1.
+Counted this way, the U-Net of width 64 at 512x512 is 384.7 GFLOP per slice, width 16 is 24.1
+(tests/test_benchmarks.py checks both).
 """
 
 from __future__ import annotations
@@ -92,10 +93,10 @@ def count_flops(net: Any, input_shape: tuple[int, ...], *, use_meta: bool = True
             continue
         handles = []
 
-        def hook(module, inp, out):
+        def hook(module: Any, inp: Any, out: Any, counts: dict[str, int] = by_type) -> None:
             nonlocal layers
             name = type(module).__name__
-            by_type[name] = by_type.get(name, 0) + 2 * _macs(module, inp, out)
+            counts[name] = counts.get(name, 0) + 2 * _macs(module, inp, out)
             layers += 1
 
         for m in model.modules():

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from liverseg.core.engine import usable_cores
+from liverseg.core.io import versions as core_versions
+
 # Vector/matrix extensions that decide conv and matmul speed, in the order shown.
 ISA_FLAGS = (
     "sse4_2",
@@ -64,10 +67,7 @@ def cpu_flags() -> list[str]:
 
 def cores() -> int:
     """CPUs this process may run on (affinity), not the host's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 def best_isa(flags: list[str]) -> str:
@@ -86,21 +86,15 @@ def machine_kind() -> str:
 
 
 def versions() -> dict[str, str]:
-    """Versions of everything that can move a number; absent packages are left out."""
-    out = {"python": platform.python_version()}
-    for name in ("liverseg", "torch", "onnxruntime", "onnx", "numpy", "onnxscript"):
-        try:
-            mod = __import__(name)
-            out[name] = str(getattr(mod, "__version__", "?"))
-        except Exception:
-            continue
+    """:func:`liverseg.core.io.versions` plus what only a benchmark needs: numpy's BLAS, torch's threads and CUDA."""
+    out = dict(core_versions())
     try:
         import numpy
 
         cfg = numpy.show_config(mode="dicts")  # numpy >= 1.25
-        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        blas = (cfg or {}).get("Build Dependencies", {}).get("blas", {})
         out["numpy_blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:
+    except Exception:  # older numpy: no dict form of the build configuration
         pass
     try:
         import torch
@@ -108,7 +102,7 @@ def versions() -> dict[str, str]:
         out["torch_threads"] = str(torch.get_num_threads())
         if torch.version.cuda:
             out["torch_cuda"] = str(torch.version.cuda)
-    except Exception:
+    except Exception:  # torch absent or broken: the stamp still lists the rest
         pass
     return out
 

@@ -14,7 +14,7 @@ ORT's arena and torch's allocator reuse them afterwards) and read ``VmHWM``. Whe
 peak is cumulative over the cases so far, which the answer says.
 
 Usage (internal): ``python -m liverseg.benchmarks.memprobe '<json spec>'``; prints one
-JSON line.
+JSON line. Errors of the backend are recorded in that line (``error``), never raised.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import click
+
+from liverseg.core.cli import command
+from liverseg.core.errors import UsageError, describe
 
 
 def probe(spec: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +43,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
         )
         b.setup()
     except Exception as e:
-        out["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        out["error"] = describe(e)
         return out
     out["rss_setup_kb"] = rss_kb().get("VmRSS")
     out["torch_imported"] = "torch" in sys.modules
@@ -58,17 +63,21 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
             case["peak_kb"] = mem.get("VmHWM")
             case["rss_after_kb"] = mem.get("VmRSS")
         except Exception as e:
-            case["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            case["error"] = describe(e)
         out["cases"].append(case)
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    spec = json.loads(argv[0])
+@command()
+@click.argument("spec_json", metavar="SPEC")
+def main(spec_json: str) -> None:
+    """Probe the backend described by the JSON object SPEC; print the answer as one JSON line."""
+    try:
+        spec = json.loads(spec_json)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"SPEC is not JSON ({e.msg})") from None
     print(json.dumps(probe(spec)), flush=True)
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(prog_name="python -m liverseg.benchmarks.memprobe")

@@ -12,11 +12,15 @@ keeping the higher shows how much the machine moved in between.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
+from liverseg.core.errors import describe
 
-def _best_rate(fn, flops: float, repeats: int) -> float:
+
+def _best_rate(fn: Callable[[], Any], flops: float, repeats: int) -> float:
     fn()  # warm-up: thread pools, page faults, library dispatch
     best = float("inf")
     for _ in range(repeats):
@@ -44,7 +48,7 @@ def matmul_peak(
                 rng = np.random.default_rng(0)
                 a = rng.standard_normal((n, n), dtype=np.float32)
                 b = rng.standard_normal((n, n), dtype=np.float32)
-                rates[lib] = _best_rate(lambda: a @ b, flops, repeats)
+                rates[lib] = _best_rate(functools.partial(np.matmul, a, b), flops, repeats)
             elif lib == "torch":
                 import torch
 
@@ -53,14 +57,14 @@ def matmul_peak(
                 g = torch.Generator().manual_seed(0)
                 ta = torch.randn(n, n, generator=g)
                 tb = torch.randn(n, n, generator=g)
-                rates[lib] = _best_rate(lambda: torch.mm(ta, tb), flops, repeats)
+                rates[lib] = _best_rate(functools.partial(torch.mm, ta, tb), flops, repeats)
             else:
                 raise ValueError(f"unknown library {lib!r}")
         except Exception as e:  # record, keep the other library's number
-            out["errors"][lib] = f"{type(e).__name__}: {e}"
+            out["errors"][lib] = describe(e)
         out[f"{lib}_gflops"] = rates.get(lib)
     if rates:
-        lib = max(rates, key=rates.get)
+        lib = max(rates, key=lambda k: rates[k])
         out["peak_gflops"] = rates[lib]
         out["peak_library"] = lib
     else:

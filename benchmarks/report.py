@@ -1,6 +1,8 @@
 """Write a benchmark result: CSV, Markdown (with the targets checked), PNG chart, JSON.
 
-Files, in ``benchmarks/results/<machine-kind>/``:
+Files, in the ``--out`` folder of ``liverseg-bench`` (``runs/bench/`` under the current
+folder by default; nothing is written into the installed package), each written
+atomically (a temporary file renamed over the final name):
 
 * ``bench-<stamp>.csv``: every row of every section (``model``, ``e2e``, ``scaling``),
   with the machine stamp repeated in columns so a row is never separated from what
@@ -10,13 +12,17 @@ Files, in ``benchmarks/results/<machine-kind>/``:
 * ``bench-<stamp>.png``: images/s per backend and case (bars), fraction of the
   measured fp32 matmul peak (second panel);
 * ``bench-<stamp>.json``: the whole result, options and notes included;
-* ``latest.md``: a copy of the newest Markdown, linked from ``benchmarks/README.md``.
+* ``latest.md``: a copy of the newest Markdown.
+
+Records worth keeping are copied by hand into the checkout's
+``benchmarks/results/<machine-kind>/`` (see ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import io
 import json
 import math
 from pathlib import Path
@@ -25,6 +31,8 @@ from typing import Any
 from liverseg.benchmarks.bench import COLUMNS
 from liverseg.benchmarks.e2e import E2E_COLUMNS
 from liverseg.benchmarks.scaling import SCALING_COLUMNS
+from liverseg.core.errors import describe
+from liverseg.core.io import atomic_path, ensure_writable_dir, write_text_atomic
 
 STAMP_COLUMNS = (
     "date",
@@ -69,18 +77,19 @@ def all_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_csv(result: dict[str, Any], path: Path) -> Path:
+    """Every row of every section, the machine stamp repeated in each, to ``path`` (atomically)."""
     cols: list[str] = []
     for c in (*COLUMNS, *E2E_COLUMNS, *SCALING_COLUMNS):
         if c not in cols:
             cols.append(c)
     cols += [c for c in STAMP_COLUMNS if c not in cols]
     extra = _stamp_cols(result["stamp"])
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
-        w.writeheader()
-        for row in all_rows(result):
-            w.writerow({**{k: _csv_value(v) for k, v in row.items()}, **extra})
-    return path
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+    w.writeheader()
+    for row in all_rows(result):
+        w.writerow({**{k: _csv_value(v) for k, v in row.items()}, **extra})
+    return write_text_atomic(path, buf.getvalue())
 
 
 def _csv_value(v: Any) -> Any:
@@ -107,7 +116,17 @@ def _find(rows: list[dict[str, Any]], **kw: Any) -> dict[str, Any] | None:
 
 def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets against this run's numbers: ``[{target, value, met, detail}]``."""
-    rows = result.get("rows", [])
+    out = _model_targets(result.get("rows", []))
+    for e in result.get("e2e", []):
+        out += _e2e_targets(e)
+    sc = [s for s in result.get("scaling", []) if s.get("peak_rss_mb")]
+    if len(sc) >= 2:
+        out.append(_memory_target(sc))
+    return out
+
+
+def _model_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per width: ORT fp32 vs eager, ORT fp32's fraction of peak, int8 vs fp32 (batch 1, 512x512)."""
     out: list[dict[str, Any]] = []
     widths = sorted({r["width"] for r in rows if r.get("section") == "model"})
     for w in widths:
@@ -128,7 +147,8 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             fr = ort["frac_of_peak"]
             out.append(
                 {
-                    "target": f"width {w}: ORT fp32 at batch 1, 512x512 >= {TARGET_ORT_FRAC_PEAK:.0%} of fp32 matmul peak",
+                    "target": f"width {w}: ORT fp32 at batch 1, 512x512 >= {TARGET_ORT_FRAC_PEAK:.0%} of fp32 matmul "
+                    "peak",
                     "value": fr,
                     "met": fr >= TARGET_ORT_FRAC_PEAK,
                     "detail": f"{ort['achieved_gflops']:.1f} of {ort['peak_gflops']:.1f} GFLOP/s",
@@ -138,46 +158,56 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             ratio = int8["images_per_s"] / ort["images_per_s"]
             out.append(
                 {
-                    "target": f"width {w}: ORT int8 QDQ / ORT fp32 images/s at batch 1, 512x512 >= {TARGET_INT8_VS_ORT}",
+                    "target": f"width {w}: ORT int8 QDQ / ORT fp32 images/s at batch 1, 512x512 >= "
+                    f"{TARGET_INT8_VS_ORT}",
                     "value": ratio,
                     "met": ratio >= TARGET_INT8_VS_ORT,
                     "detail": f"{int8['images_per_s']:.3f} vs {ort['images_per_s']:.3f} img/s",
                 }
             )
-    for e in result.get("e2e", []):
-        if e.get("e2e_vs_model") is not None:
-            out.append(
-                {
-                    "target": f"liverseg-infer end to end >= {TARGET_E2E:.0%} of model-only ({e['backend']}, width {e['width']})",
-                    "value": e["e2e_vs_model"],
-                    "met": e["e2e_vs_model"] >= TARGET_E2E,
-                    "detail": f"{e['e2e_images_per_s']:.3f} vs {e['model_only_images_per_s']:.3f} img/s over {e['images']} slices",
-                }
-            )
-        if e.get("backend") == "ort-int8" and e.get("dice_delta_vs_fp32") is not None:
-            d = e["dice_delta_vs_fp32"]
-            random_w = str(e.get("weights", "")).startswith("random")
-            out.append(
-                {
-                    "target": f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices (width {e['width']}, {e['weights']})",
-                    "value": d,
-                    "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
-                    "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"
-                    + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
-                }
-            )
-    sc = [s for s in result.get("scaling", []) if s.get("peak_rss_mb")]
-    if len(sc) >= 2:
-        g = sc[-1]["peak_rss_mb"] / sc[0]["peak_rss_mb"]
+    return out
+
+
+def _e2e_targets(e: dict[str, Any]) -> list[dict[str, Any]]:
+    """End to end vs model only, and int8's Dice change (judged only on trained weights)."""
+    out: list[dict[str, Any]] = []
+    if e.get("e2e_vs_model") is not None:
         out.append(
             {
-                "target": f"peak memory at {sc[-1]['inputs']} inputs within {TARGET_MEMORY_GROWTH - 1:.0%} of {sc[0]['inputs']}",
-                "value": g,
-                "met": g <= TARGET_MEMORY_GROWTH,
-                "detail": f"{sc[-1]['peak_rss_mb']:.0f} MB vs {sc[0]['peak_rss_mb']:.0f} MB",
+                "target": f"liverseg-infer end to end >= {TARGET_E2E:.0%} of model-only ({e['backend']}, width "
+                f"{e['width']})",
+                "value": e["e2e_vs_model"],
+                "met": e["e2e_vs_model"] >= TARGET_E2E,
+                "detail": f"{e['e2e_images_per_s']:.3f} vs {e['model_only_images_per_s']:.3f} img/s over "
+                f"{e['images']} slices",
+            }
+        )
+    if e.get("backend") == "ort-int8" and e.get("dice_delta_vs_fp32") is not None:
+        d = e["dice_delta_vs_fp32"]
+        random_w = str(e.get("weights", "")).startswith("random")
+        out.append(
+            {
+                "target": f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices (width {e['width']}, "
+                f"{e['weights']})",
+                "value": d,
+                "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
+                "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"
+                + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
             }
         )
     return out
+
+
+def _memory_target(sc: list[dict[str, Any]]) -> dict[str, Any]:
+    """Peak memory of the largest input count against the smallest."""
+    g = sc[-1]["peak_rss_mb"] / sc[0]["peak_rss_mb"]
+    return {
+        "target": f"peak memory at {sc[-1]['inputs']} inputs within {TARGET_MEMORY_GROWTH - 1:.0%} of "
+        f"{sc[0]['inputs']}",
+        "value": g,
+        "met": g <= TARGET_MEMORY_GROWTH,
+        "detail": f"{sc[-1]['peak_rss_mb']:.0f} MB vs {sc[0]['peak_rss_mb']:.0f} MB",
+    }
 
 
 def _verdict(met: bool | None) -> str:
@@ -190,7 +220,8 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     return out
 
 
-def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
+def _header(result: dict[str, Any]) -> list[str]:
+    """Title, date, command, CPU, versions, git, threads and the measured peak."""
     st = result["stamp"]
     v = st.get("versions", {})
     peak = result.get("peak", {})
@@ -199,16 +230,25 @@ def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
     md += [
         f"- **date**: {st['date']} (run took {result.get('seconds', 0):.0f} s)",
         f"- **command**: `{st['command']}`",
-        f"- **CPU**: {st['cpu_model']} ({st.get('cpu_family', '')}), {st['cores']} cores usable; ISA: {' '.join(st['isa_flags'])}",
+        f"- **CPU**: {st['cpu_model']} ({st.get('cpu_family', '')}), {st['cores']} cores usable; ISA: "
+        f"{' '.join(st['isa_flags'])}",
         "- **versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- **git**: {st.get('git_commit')}; platform {st.get('platform')}",
         f"- **threads**: {result.get('options', {}).get('threads') or st['cores']}; idle threads spin: "
-        f"{'yes' if result.get('options', {}).get('spinning') else 'no'} (ORT allow_spinning, OMP_WAIT_POLICY {st.get('omp_wait_policy')})",
-        f"- **fp32 matmul peak** ({ps.get('n')}x{ps.get('n')}, best of {ps.get('repeats')}): start numpy {_f(ps.get('numpy_gflops'), '.1f')} / "
+        f"{'yes' if result.get('options', {}).get('spinning') else 'no'} (ORT allow_spinning, OMP_WAIT_POLICY "
+        f"{st.get('omp_wait_policy')})",
+        f"- **fp32 matmul peak** ({ps.get('n')}x{ps.get('n')}, best of {ps.get('repeats')}): start numpy "
+        f"{_f(ps.get('numpy_gflops'), '.1f')} / "
         f"torch {_f(ps.get('torch_gflops'), '.1f')} GFLOP/s, end numpy {_f(pe.get('numpy_gflops'), '.1f')} / torch "
-        f"{_f(pe.get('torch_gflops'), '.1f')} GFLOP/s; reference = the highest, **{_f(peak.get('peak_gflops'), '.1f')} GFLOP/s**",
+        f"{_f(pe.get('torch_gflops'), '.1f')} GFLOP/s; reference = the highest, **{_f(peak.get('peak_gflops'), '.1f')} "
+        "GFLOP/s**",
         "",
     ]
+    return md
+
+
+def _targets_section(result: dict[str, Any]) -> list[str]:
+    md: list[str] = []
     targets = check_targets(result)
     if targets:
         md += ["## Targets", ""]
@@ -217,157 +257,194 @@ def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
             [[t["target"], _f(t["value"], ".3f"), _verdict(t["met"]), t["detail"]] for t in targets],
         )
         md += [""]
+    return md
+
+
+def _model_line(r: dict[str, Any]) -> list[str]:
+    """The cells of one model row in the model-only table."""
+    par = f"{r['parity_mask_px_diff']} / {r['parity_px']}" if r.get("parity_px") else ""
+    return [
+        f"{r.get('model')} w{r.get('width')}",
+        r["backend"],
+        str(r["size"]),
+        str(r["batch"]),
+        _f(r.get("images_per_s"), ".3f"),
+        f"{_f(r.get('latency_ms_p50'), '.0f')} / {_f(r.get('latency_ms_p90'), '.0f')} / "
+        f"{_f(r.get('latency_ms_p99'), '.0f')}"
+        if r.get("latency_ms_p50") is not None
+        else "",
+        _f(r.get("speedup_vs_eager"), ".2f"),
+        _f(r.get("gflop_per_image"), ".2f"),
+        _f(r.get("achieved_gflops"), ".1f"),
+        _f(100 * r["frac_of_peak"], ".0f") + "%" if r.get("frac_of_peak") is not None else "",
+        _f(r.get("peak_rss_mb"), ".0f"),
+        _f(r.get("parity_max_abs_prob"), ".1e"),
+        par,
+        _f(r.get("dice_delta"), "+.4f") if r["backend"] != "eager" else _f(r.get("dice"), ".4f") + " (Dice)",
+        str(r.get("rounds") or ""),
+        (r.get("error") or "") + ((" " + r["notes"]) if r.get("notes") else ""),
+    ]
+
+
+def _model_section(result: dict[str, Any], png_name: str | None) -> list[str]:
+    """The model-only table (and the chart)."""
     rows = result.get("rows", [])
-    if rows:
-        md += [
-            "## Model only (interleaved round by round, one process)",
-            "",
-            "images/s = batch / median batch latency; latency per batch in ms; x eager = images/s over eager's in the same case; "
-            "% peak = achieved GFLOP/s (layer-counted FLOPs x images/s) over the measured fp32 matmul peak (int8 rows can "
-            "exceed 100%); peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the same "
-            "real slices: max |probability difference|, mask pixels that differ / pixels compared, Dice change (backend - eager).",
-            "",
-        ]
-        lines = []
-        for r in rows:
-            par = f"{r['parity_mask_px_diff']} / {r['parity_px']}" if r.get("parity_px") else ""
-            lines.append(
-                [
-                    f"{r.get('model')} w{r.get('width')}",
-                    r["backend"],
-                    str(r["size"]),
-                    str(r["batch"]),
-                    _f(r.get("images_per_s"), ".3f"),
-                    f"{_f(r.get('latency_ms_p50'), '.0f')} / {_f(r.get('latency_ms_p90'), '.0f')} / {_f(r.get('latency_ms_p99'), '.0f')}"
-                    if r.get("latency_ms_p50") is not None
-                    else "",
-                    _f(r.get("speedup_vs_eager"), ".2f"),
-                    _f(r.get("gflop_per_image"), ".2f"),
-                    _f(r.get("achieved_gflops"), ".1f"),
-                    _f(100 * r["frac_of_peak"], ".0f") + "%" if r.get("frac_of_peak") is not None else "",
-                    _f(r.get("peak_rss_mb"), ".0f"),
-                    _f(r.get("parity_max_abs_prob"), ".1e"),
-                    par,
-                    _f(r.get("dice_delta"), "+.4f")
-                    if r["backend"] != "eager"
-                    else _f(r.get("dice"), ".4f") + " (Dice)",
-                    str(r.get("rounds") or ""),
-                    (r.get("error") or "") + ((" " + r["notes"]) if r.get("notes") else ""),
-                ]
-            )
-        md += _table(
-            [
-                "model",
-                "backend",
-                "size",
-                "batch",
-                "images/s",
-                "p50 / p90 / p99 ms",
-                "x eager",
-                "GFLOP/img",
-                "GFLOP/s",
-                "% peak",
-                "peak RSS MB",
-                "max abs dp",
-                "mask px diff",
-                "dDice",
-                "rounds",
-                "error / notes",
-            ],
-            lines,
-        )
-        if png_name:
-            md += ["", f"![images/s per backend]({png_name})"]
-        md += [""]
+    if not rows:
+        return []
+    md: list[str] = []
+    md += [
+        "## Model only (interleaved round by round, one process)",
+        "",
+        "images/s = batch / median batch latency; latency per batch in ms; x eager = images/s over eager's in the "
+        "same case; "
+        "% peak = achieved GFLOP/s (layer-counted FLOPs x images/s) over the measured fp32 matmul peak (int8 rows "
+        "can "
+        "exceed 100%); peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the "
+        "same "
+        "real slices: max |probability difference|, mask pixels that differ / pixels compared, Dice change "
+        "(backend - eager).",
+        "",
+    ]
+    lines = [_model_line(r) for r in rows]
+    md += _table(
+        [
+            "model",
+            "backend",
+            "size",
+            "batch",
+            "images/s",
+            "p50 / p90 / p99 ms",
+            "x eager",
+            "GFLOP/img",
+            "GFLOP/s",
+            "% peak",
+            "peak RSS MB",
+            "max abs dp",
+            "mask px diff",
+            "dDice",
+            "rounds",
+            "error / notes",
+        ],
+        lines,
+    )
+    if png_name:
+        md += ["", f"![images/s per backend]({png_name})"]
+    md += [""]
+    return md
+
+
+def _e2e_section(result: dict[str, Any]) -> list[str]:
+    """The end-to-end table."""
     e2e = result.get("e2e", [])
-    if e2e:
-        md += [
-            "## End to end: liverseg-infer vs the model alone (same backend, same run)",
-            "",
-            "Real 512x512 CHAOS slices with expert masks, batch 1. model only = the runner's own session on decoded "
-            "slices; end to end = `liverseg.infer.runner.run_inference` wall time (listing, model load, PNG decode, model, "
-            "mask encode and write, metrics, CSV, summary, report.html). runner img/s = the runner's own rate from first "
-            "decode to last write; fixed overhead = wall time outside that window (listing, session, summary, report.html), "
-            "paid once per run. Median over rounds.",
-            "",
-        ]
-        md += _table(
+    if not e2e:
+        return []
+    md: list[str] = []
+    md += [
+        "## End to end: liverseg-infer vs the model alone (same backend, same run)",
+        "",
+        "Real 512x512 CHAOS slices with expert masks, batch 1 (--e2e-batch). model only = the runner's own session "
+        "on decoded "
+        "slices; end to end = `liverseg.infer.runner.run_inference` wall time (listing, model load, PNG decode, "
+        "model, "
+        "mask encode and write, metrics, CSV, summary, report.html). runner img/s = the runner's own rate from "
+        "first "
+        "decode to last write; fixed overhead = wall time outside that window (listing, session, summary, "
+        "report.html), "
+        "paid once per run. Median over rounds.",
+        "",
+    ]
+    md += _table(
+        [
+            "backend",
+            "width",
+            "weights",
+            "slices",
+            "model only img/s",
+            "end to end img/s",
+            "e2e / model",
+            "runner img/s",
+            "runner model img/s",
+            "fixed overhead s",
+            "macro Dice",
+            "dDice vs fp32",
+            "error",
+        ],
+        [
             [
-                "backend",
-                "width",
-                "weights",
-                "slices",
-                "model only img/s",
-                "end to end img/s",
-                "e2e / model",
-                "runner img/s",
-                "runner model img/s",
-                "fixed overhead s",
-                "macro Dice",
-                "dDice vs fp32",
-                "error",
-            ],
-            [
-                [
-                    e.get("backend") or "",
-                    str(e.get("width") or ""),
-                    e.get("weights") or "",
-                    str(e.get("images") or ""),
-                    _f(e.get("model_only_images_per_s"), ".3f"),
-                    _f(e.get("e2e_images_per_s"), ".3f"),
-                    _f(100 * e["e2e_vs_model"], ".1f") + "%" if e.get("e2e_vs_model") is not None else "",
-                    _f(e.get("runner_images_per_s"), ".3f"),
-                    _f(e.get("runner_model_images_per_s"), ".3f"),
-                    _f(e.get("fixed_overhead_s"), ".1f"),
-                    _f(e.get("dice"), ".4f"),
-                    _f(e.get("dice_delta_vs_fp32"), "+.4f"),
-                    e.get("error") or "",
-                ]
-                for e in e2e
-            ],
-        )
-        md += [""]
+                e.get("backend") or "",
+                str(e.get("width") or ""),
+                e.get("weights") or "",
+                str(e.get("images") or ""),
+                _f(e.get("model_only_images_per_s"), ".3f"),
+                _f(e.get("e2e_images_per_s"), ".3f"),
+                _f(100 * e["e2e_vs_model"], ".1f") + "%" if e.get("e2e_vs_model") is not None else "",
+                _f(e.get("runner_images_per_s"), ".3f"),
+                _f(e.get("runner_model_images_per_s"), ".3f"),
+                _f(e.get("fixed_overhead_s"), ".1f"),
+                _f(e.get("dice"), ".4f"),
+                _f(e.get("dice_delta_vs_fp32"), "+.4f"),
+                e.get("error") or "",
+            ]
+            for e in e2e
+        ],
+    )
+    md += [""]
+    return md
+
+
+def _scaling_section(result: dict[str, Any]) -> list[str]:
+    """The scaling table."""
     sc = result.get("scaling", [])
-    if sc:
-        md += [
-            "## Scaling: liverseg-infer on many inputs (one process per count)",
-            "",
-            "Synthetic PNG slices, tiny U-Net; images/s over the process's wall time (start-up included) and the runner's "
-            "own rate; peak RSS = the child's ru_maxrss from os.wait4.",
-            "",
-        ]
-        md += _table(
+    if not sc:
+        return []
+    md: list[str] = []
+    md += [
+        "## Scaling: liverseg-infer on many inputs (one process per count)",
+        "",
+        "Synthetic PNG slices, tiny U-Net; images/s over the process's wall time (start-up included) and the "
+        "runner's "
+        "own rate; peak RSS = the child's own VmHWM, read after the command returns.",
+        "",
+    ]
+    md += _table(
+        [
+            "inputs",
+            "size",
+            "width",
+            "wall s",
+            "images/s (process)",
+            "runner img/s",
+            "peak RSS MB",
+            "vs smallest",
+            "ok",
+            "failed",
+            "error",
+        ],
+        [
             [
-                "inputs",
-                "size",
-                "width",
-                "wall s",
-                "images/s (process)",
-                "runner img/s",
-                "peak RSS MB",
-                "vs smallest",
-                "ok",
-                "failed",
-                "error",
-            ],
-            [
-                [
-                    str(s.get("inputs")),
-                    str(s.get("size")),
-                    str(s.get("width")),
-                    _f(s.get("wall_s"), ".1f"),
-                    _f(s.get("images_per_s"), ".1f"),
-                    _f(s.get("runner_images_per_s"), ".1f"),
-                    _f(s.get("peak_rss_mb"), ".0f"),
-                    _f(s.get("rss_vs_smallest"), ".3f"),
-                    str(s.get("n_ok") or ""),
-                    str(s.get("n_failed") if s.get("n_failed") is not None else ""),
-                    s.get("error") or "",
-                ]
-                for s in sc
-            ],
-        )
-        md += [""]
+                str(s.get("inputs")),
+                str(s.get("size")),
+                str(s.get("width")),
+                _f(s.get("wall_s"), ".1f"),
+                _f(s.get("images_per_s"), ".1f"),
+                _f(s.get("runner_images_per_s"), ".1f"),
+                _f(s.get("peak_rss_mb"), ".0f"),
+                _f(s.get("rss_vs_smallest"), ".3f"),
+                str(s.get("n_ok") or ""),
+                str(s.get("n_failed") if s.get("n_failed") is not None else ""),
+                s.get("error") or "",
+            ]
+            for s in sc
+        ],
+    )
+    md += [""]
+    return md
+
+
+def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
+    """The run as Markdown: header, targets, model-only, end-to-end and scaling tables, notes."""
+    md = _header(result) + _targets_section(result) + _model_section(result, png_name)
+    md += _e2e_section(result) + _scaling_section(result)
     if result.get("notes"):
         md += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(md)
@@ -425,55 +502,26 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
         else f"liverseg backends on {st['machine_kind']}",
         fontsize=9,
     )
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return path
 
 
 def write_results(result: dict[str, Any], out_dir: Path, tag: str | None = None) -> dict[str, Path]:
     """Write CSV, Markdown, PNG and JSON into ``out_dir`` and refresh ``latest.md``; return the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(out_dir)
     tag = tag or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     stem = out_dir / f"bench-{tag}"
-    paths: dict[str, Path] = {}
-    paths["csv"] = write_csv(result, stem.with_suffix(".csv"))
+    paths: dict[str, Path] = {"csv": write_csv(result, stem.with_suffix(".csv"))}
     png = None
     try:
         png = plot(result, stem.with_suffix(".png"))
     except Exception as e:  # a chart failure never loses the numbers
-        result.setdefault("notes", []).append(f"chart failed: {type(e).__name__}: {e}")
+        result.setdefault("notes", []).append(f"chart failed: {describe(e)}")
     if png:
         paths["png"] = png
     md = markdown(result, png.name if png else None)
-    paths["md"] = stem.with_suffix(".md")
-    paths["md"].write_text(md)
-    paths["json"] = stem.with_suffix(".json")
-    paths["json"].write_text(json.dumps(result, indent=1, default=str))
-    paths["latest"] = out_dir / "latest.md"
-    paths["latest"].write_text(md)
+    paths["md"] = write_text_atomic(stem.with_suffix(".md"), md)
+    paths["json"] = write_text_atomic(stem.with_suffix(".json"), json.dumps(result, indent=1, default=str))
+    paths["latest"] = write_text_atomic(out_dir / "latest.md", md)
     return paths
-
-
-README = Path(__file__).resolve().parent / "README.md"
-LATEST_BEGIN = "<!-- latest-results:begin -->"
-LATEST_END = "<!-- latest-results:end -->"
-
-
-def update_readme(latest_md: Path, readme: Path = README) -> bool:
-    """Put ``latest_md`` (the newest run of this machine kind) between the README's markers."""
-    if not readme.is_file():
-        return False
-    text = readme.read_text()
-    if LATEST_BEGIN not in text or LATEST_END not in text:
-        return False
-    body = latest_md.read_text()
-    rel = latest_md.relative_to(readme.parent) if latest_md.is_relative_to(readme.parent) else latest_md
-    # demote the run's headings by one level under the README's section; fix the chart's relative path
-    body = "\n".join(("#" + line) if line.startswith("#") else line for line in body.splitlines())
-    body = body.replace("](bench-", f"]({Path(rel).parent.as_posix()}/bench-")
-    head, rest = text.split(LATEST_BEGIN, 1)
-    _, tail = rest.split(LATEST_END, 1)
-    readme.write_text(
-        f"{head}{LATEST_BEGIN}\n_From [`{Path(rel).as_posix()}`]({Path(rel).as_posix()})._\n\n{body}\n{LATEST_END}{tail}"
-    )
-    return True

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# All GPU benchmark rows in one call (a few minutes), results under $OUT/gpu-<card>/.
+# All GPU benchmark rows in one call (a few minutes), results under $OUT/gpu-<card>/
+# ($OUT defaults to runs/bench under the current folder; never the checkout's benchmarks/).
 #
 #   OUT=/tmp/out bash benchmarks/run_gpu.sh                 # defaults: U-Net w64, 512x512, batch 1,8,32
 #   OUT=/tmp/out bash benchmarks/run_gpu.sh --seconds 1     # extra arguments go to benchmarks/gpu.py
@@ -12,7 +13,7 @@
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
-OUT="${OUT:-$ROOT/benchmarks/results}"
+OUT="${OUT:-$PWD/runs/bench}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
 cd "$ROOT"

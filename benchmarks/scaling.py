@@ -30,7 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
+
+from liverseg.core.cli import command
+from liverseg.core.errors import UsageError, describe
 
 SCALING_COLUMNS = (
     "section",
@@ -102,19 +106,23 @@ def run_child(args: list[str], log_path: Path, timeout: float) -> tuple[int, flo
 CHILD_MARK = "LIVERSEG_BENCH_CHILD "
 
 
-def child_main(args: list[str]) -> int:
-    """Run ``liverseg-infer ARGS`` in this process, then print its exit code and VmHWM."""
+@command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--child", is_flag=True, help="Run liverseg-infer INFER_ARGS here, then print its exit code and VmHWM.")
+@click.argument("infer_args", nargs=-1, type=click.UNPROCESSED)
+def child_main(child: bool, infer_args: tuple[str, ...]) -> None:
+    """Internal: one count of the scaling section, run by :func:`run_child` in a fresh interpreter."""
     from liverseg.benchmarks.machine import rss_kb
     from liverseg.infer.cli import main as infer_main
 
+    if not child:
+        raise UsageError("usage: python -m liverseg.benchmarks.scaling --child LIVERSEG-INFER-ARGS...")
     code: Any = 0
     try:
-        infer_main.main(args=args, prog_name="liverseg-infer", standalone_mode=True)
+        infer_main.main(args=list(infer_args), prog_name="liverseg-infer", standalone_mode=True)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     sys.stdout.flush()
     print(CHILD_MARK + json.dumps({"exit_code": code, "vmhwm_kb": rss_kb().get("VmHWM")}), flush=True)
-    return 0
 
 
 def run_scaling(
@@ -151,7 +159,7 @@ def run_scaling(
         try:
             code, wall, peak_kb = run_child(args, workdir / f"log-{n}.txt", timeout)
         except Exception as e:
-            row["error"] = f"{type(e).__name__}: {e}"
+            row["error"] = describe(e)
             continue
         row.update(exit_code=code, wall_s=wall, peak_rss_mb=peak_kb / 1024 if peak_kb else None, images_per_s=n / wall)
         summary_path = out / "summary.json"
@@ -168,7 +176,8 @@ def run_scaling(
             row["error"] = f"liverseg-infer exited {code}: {' | '.join(tail)[:300]}"
         log(
             f"  scaling {n:6d} inputs: {row['images_per_s']:.1f} img/s (process wall), "
-            f"runner {row['runner_images_per_s'] or 0:.1f} img/s, peak RSS {row['peak_rss_mb'] or 0:.0f} MB, exit {code}"
+            f"runner {row['runner_images_per_s'] or 0:.1f} img/s, "
+            f"peak RSS {row['peak_rss_mb'] or 0:.0f} MB, exit {code}"
         )
         shutil.rmtree(out, ignore_errors=True)
     base = rows[0].get("peak_rss_mb")
@@ -179,6 +188,4 @@ def run_scaling(
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        raise SystemExit(child_main(sys.argv[2:]))
-    raise SystemExit("usage: python -m liverseg.benchmarks.scaling --child LIVERSEG-INFER-ARGS...")
+    child_main(prog_name="python -m liverseg.benchmarks.scaling")

@@ -1,5 +1,6 @@
 """liverseg.export: the whole pipeline as TorchScript and ONNX files, with measured parity.
 
+* :mod:`liverseg.export.common` -- :func:`prepare_export`, the prologue of both exporters
 * :mod:`liverseg.export.onnx` -- :func:`export_onnx` (fp32, dynamic N/H/W, contract in metadata_props)
 * :mod:`liverseg.export.torchscript` -- :func:`export_torchscript`, :func:`load_torchscript`
 * :mod:`liverseg.export.quantize` -- :func:`quantize_int8` (static QDQ), :func:`convert_fp16`

@@ -14,9 +14,10 @@ Output folder (default: the checkpoint's run folder + ``export/``, i.e.
 Every model file takes ``image`` uint8 [N,1,H,W] (float32 HU with ``--raw``) and
 returns ``probability`` float32 and ``mask`` uint8, both [N,1,H,W].
 
-Exit codes: 0 exported and within tolerance; 1 exported but some backend is out of
-tolerance (see parity.json); 2 bad usage or bad input (one-line message, no model
-file half-written).
+Exit codes (the one table of :mod:`liverseg.core.errors`): 0 exported and within
+tolerance; 1 exported but some backend is out of tolerance (see parity.json); 2 bad
+usage, or a bad checkpoint, data file, option or device (one ``error:`` line, no model
+file half-written); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,14 +26,19 @@ import json
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from liverseg.core.cli import CONTEXT_SETTINGS, command
-from liverseg.core.errors import ExportError, first_line
-from liverseg.core.io import ensure_writable_dir
+from liverseg.core.cli import CONTEXT_SETTINGS, command, raw_argv
+from liverseg.core.errors import EXIT_FAILED, DeviceError, ExportError
+from liverseg.core.io import ensure_writable_dir, write_text_atomic
+
+if TYPE_CHECKING:  # torch and onnx are imported when the command runs, not for --help
+    from liverseg.export.verify import ParityReport, RealSlices
+    from liverseg.models.checkpoint import Checkpoint
 
 FORMATS = ("torchscript", "onnx", "all")
 FILES = {
@@ -44,22 +50,17 @@ FILES = {
 PARITY_FILE = "parity.json"
 
 
-class BadInput(click.ClickException):
-    """A one-line error with exit code 2 (bad usage or bad input)."""
-
-    exit_code = 2
-
-
-def _shape(text: str, n: int, what: str) -> tuple[int, ...]:
+def _shape(text: str, what: str) -> tuple[int, int, int, int]:
+    """``Nx1xHxW`` of an example or check input (the model takes one channel)."""
     try:
         dims = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise click.BadParameter(f"{what} must look like {'x'.join(['N', '1', 'H', 'W'][-n:])}, got {text!r}") from None
-    if len(dims) != n or min(dims) < 1:
-        raise click.BadParameter(f"{what} must be {n} positive integers joined by 'x', got {text!r}")
-    if n == 4 and dims[1] != 1:
+        raise click.BadParameter(f"{what} must look like Nx1xHxW, got {text!r}") from None
+    if len(dims) != 4 or min(dims) < 1:
+        raise click.BadParameter(f"{what} must be 4 positive integers joined by 'x', got {text!r}")
+    if dims[1] != 1:
         raise click.BadParameter(f"{what}: the model takes one channel, got {text!r}")
-    return dims
+    return dims[0], dims[1], dims[2], dims[3]
 
 
 def default_out_dir(ckpt_path: Path) -> Path:
@@ -71,12 +72,12 @@ def default_out_dir(ckpt_path: Path) -> Path:
 
 
 def _file_info(path: Path) -> dict[str, Any]:
-    from liverseg.models.checkpoint import file_sha256
+    from liverseg.core.contract import file_sha256
 
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
-def _load_slices(source: Path, root: Path | None, start: int, count: int, what: str) -> Any:
+def _load_slices(source: Path, root: Path | None, start: int, count: int, what: str) -> RealSlices:
     from liverseg.core.data import discover
     from liverseg.export.verify import RealSlices
 
@@ -85,6 +86,211 @@ def _load_slices(source: Path, root: Path | None, start: int, count: int, what: 
     if not part:
         raise ExportError(f"{source}: no {what} slices (found {len(samples)}, skipping {start})")
     return RealSlices.from_samples(part, f"{source} [{start}:{start + len(part)}]")
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What one ``liverseg-export`` run makes and checks (its options, validated)."""
+
+    fmt: str
+    opset: int
+    exporter: str
+    threshold: float | None
+    raw: bool
+    fp16: bool
+    int8: bool
+    calibration_method: str
+    export_shape: tuple[int, int, int, int]
+    check_shape: tuple[int, int, int, int]
+    device: str
+    timing: int
+
+    @property
+    def onnx(self) -> bool:
+        return self.fmt in ("onnx", "all")
+
+    @property
+    def torchscript(self) -> bool:
+        return self.fmt in ("torchscript", "all")
+
+
+@dataclass
+class RealData:
+    """Real slices for int8 calibration and for the parity check's Dice (None when not given)."""
+
+    calibration: RealSlices | None = None
+    validation: RealSlices | None = None
+
+
+def _require_cuda() -> None:
+    """``--device cuda`` needs torch's CUDA and onnxruntime's CUDA provider; never a silent CPU fallback."""
+    import onnxruntime as ort
+    import torch
+
+    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise DeviceError(
+            "--device cuda: no CUDA device (torch.cuda.is_available() is False or onnxruntime has no "
+            "CUDAExecutionProvider); the check never falls back to the CPU silently"
+        )
+
+
+def _checkpoint_path(checkpoint: Path | None, runs_dir: Path) -> Path:
+    """CHECKPOINT, or the newest run's best.pt (said on stderr)."""
+    from liverseg.models.checkpoint import latest_run_checkpoint
+
+    if checkpoint is not None:
+        return checkpoint
+    found = latest_run_checkpoint(runs_dir)
+    if found is None:
+        raise ExportError(f"no CHECKPOINT given and no {runs_dir}/*/checkpoints/best.pt found")
+    click.echo(f"liverseg-export: no CHECKPOINT given; using the newest run's best: {found}", err=True)
+    return found
+
+
+def _real_data(
+    calibration: Path | None, validation: Path | None, root: Path | None, n_calibration: int, n_validation: int
+) -> RealData:
+    """Calibration slices, and validation slices: from --validation, else those after the calibration ones."""
+    data = RealData()
+    if calibration is not None:
+        data.calibration = _load_slices(calibration, root, 0, n_calibration, "calibration")
+        if validation is None:
+            data.validation = _load_slices(calibration, root, n_calibration, n_validation, "held-apart validation")
+    if validation is not None:
+        data.validation = _load_slices(validation, root, 0, n_validation, "validation")
+    return data
+
+
+def _export_files(ckpt: Checkpoint, out: Path, sha: str, plan: ExportPlan, data: RealData) -> dict[str, Path]:
+    """Write every model file the plan asks for; label -> path."""
+    from liverseg.export.onnx import export_onnx
+
+    artifacts: dict[str, Path] = {}
+    common: dict[str, Any] = {
+        "threshold": plan.threshold,
+        "raw": plan.raw,
+        "checkpoint_sha256": sha,
+        "example_shape": plan.export_shape,
+    }
+    if plan.torchscript:
+        from liverseg.export.torchscript import export_torchscript
+
+        t0 = time.time()
+        artifacts["torchscript"] = export_torchscript(ckpt, out / FILES["torchscript"], **common)
+        click.echo(f"wrote {artifacts['torchscript']} ({time.time() - t0:.1f} s)", err=True)
+    if plan.onnx:
+        t0 = time.time()
+        onnx_path = export_onnx(ckpt, out / FILES["onnx"], opset=plan.opset, exporter=plan.exporter, **common)
+        artifacts["onnx"] = onnx_path
+        click.echo(
+            f"wrote {onnx_path} (opset {plan.opset}, {plan.exporter} exporter, onnx.checker full check and "
+            f"onnxruntime load passed, {time.time() - t0:.1f} s)",
+            err=True,
+        )
+    if plan.fp16:
+        from liverseg.export.quantize import convert_fp16
+
+        providers = ["CUDAExecutionProvider"] if plan.device == "cuda" else None
+        artifacts["onnx-fp16"] = convert_fp16(artifacts["onnx"], out / FILES["onnx-fp16"], check_providers=providers)
+        click.echo(f"wrote {artifacts['onnx-fp16']}", err=True)
+    if plan.int8 and data.calibration is not None:  # _check_options made --calibration required with --int8
+        from liverseg.export.quantize import quantize_int8
+
+        t0 = time.time()
+        images = data.calibration.images
+        int8_path = quantize_int8(artifacts["onnx"], out / FILES["onnx-int8"], images, method=plan.calibration_method)
+        artifacts["onnx-int8"] = int8_path
+        click.echo(f"wrote {int8_path} (calibrated on {len(images)} slices, {time.time() - t0:.1f} s)", err=True)
+    return artifacts
+
+
+def _check_parity(
+    ckpt: Checkpoint, artifacts: dict[str, Path], plan: ExportPlan, val: RealSlices | None
+) -> ParityReport:
+    """verify() every file against eager PyTorch; with --timing, also time them at batch 1."""
+    from liverseg.export.verify import time_backends, verify
+
+    click.echo(
+        f"verifying against eager PyTorch (random {'x'.join(map(str, plan.check_shape))}"
+        f"{f', {len(val.images)} real slices' if val is not None else ''}) ...",
+        err=True,
+    )
+    report = verify(
+        ckpt,
+        artifacts,
+        real=val,
+        threshold=plan.threshold,
+        raw=plan.raw,
+        check_shape=plan.check_shape,
+        device=plan.device,
+    )
+    if plan.timing:
+        import numpy as np
+
+        if val is not None:
+            img = val.images[0]
+        else:
+            img = np.random.default_rng(0).integers(0, 256, size=(256, 256), dtype=np.uint8)
+        report.timing = time_backends(ckpt, artifacts, img, runs=plan.timing, threshold=plan.threshold, raw=plan.raw)
+    return report
+
+
+def _write_parity(
+    report: ParityReport,
+    out: Path,
+    sha: str,
+    plan: ExportPlan,
+    artifacts: dict[str, Path],
+    data: RealData,
+    seconds: float,
+) -> Path:
+    """parity.json: the report, the command, the export settings and every file's size and hash."""
+    from liverseg.export.verify import _finite
+
+    parity = report.to_dict()
+    parity["command"] = " ".join(shlex.quote(a) for a in raw_argv("liverseg-export"))
+    parity["checkpoint_sha256"] = sha
+    parity["export"] = {
+        "format": plan.fmt,
+        "opset": plan.opset if plan.fmt != "torchscript" else None,
+        "exporter": plan.exporter,
+        "raw": plan.raw,
+        "threshold": report.threshold,
+        "export_shape": list(plan.export_shape),
+        "check_shape": list(plan.check_shape),
+        "calibration": data.calibration.source if data.calibration is not None else None,
+        "validation": data.validation.source if data.validation is not None else None,
+        "seconds": round(seconds, 1),
+    }
+    parity["files"] = {k: _file_info(p) for k, p in artifacts.items()}
+    return write_text_atomic(out / PARITY_FILE, json.dumps(_finite(parity), indent=2) + "\n")
+
+
+def _print_summary(report: ParityReport, out: Path, artifacts: dict[str, Path]) -> None:
+    stale = [out / f for k, f in FILES.items() if k not in artifacts and (out / f).exists()]
+    click.echo(report.summary())
+    if report.timing:
+        click.echo(
+            "timing, ms per slice at batch 1: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in report.timing["ms_per_slice"].items())
+        )
+    for s in stale:
+        click.echo(f"note: {s} is from an earlier export and is not covered by this parity.json", err=True)
+    click.echo(f"wrote {out / PARITY_FILE}: {'all backends within tolerance' if report.ok else 'OUT OF TOLERANCE'}")
+
+
+def _check_options(plan: ExportPlan, calibration: Path | None) -> None:
+    """Option combinations that cannot work, and a CUDA check that is not there: before any work."""
+    if plan.int8 and calibration is None:
+        raise click.BadParameter(
+            "--int8 needs --calibration DATA (a folder or CSV of real slices)", param_hint="--int8"
+        )
+    if (plan.int8 or plan.fp16) and plan.fmt == "torchscript":
+        raise click.BadParameter(
+            "--int8/--fp16 derive from the ONNX model; use --format onnx or all", param_hint="--format"
+        )
+    if plan.device == "cuda":
+        _require_cuda()
 
 
 @command(context_settings={**CONTEXT_SETTINGS, "max_content_width": 100})
@@ -198,156 +404,31 @@ def main(
 ) -> None:
     """Export CHECKPOINT (default: the newest runs/*/checkpoints/best.pt) with its pre- and post-processing
     inside, and measure parity against eager PyTorch into parity.json."""
-    from liverseg.core.contract import ContractError
-    from liverseg.core.data import DataError
-    from liverseg.models.checkpoint import CheckpointError, file_sha256, latest_run_checkpoint, load_checkpoint
+    from liverseg.core.contract import file_sha256
+    from liverseg.export.onnx import check_opset
+    from liverseg.models.checkpoint import load_checkpoint
 
-    exp_shape = _shape(export_shape, 4, "--export-shape")
-    chk_shape = _shape(check_shape, 4, "--check-shape")
-    if int8 and calibration is None:
-        raise click.BadParameter(
-            "--int8 needs --calibration DATA (a folder or CSV of real slices)", param_hint="--int8"
-        )
-    if (int8 or fp16) and fmt == "torchscript":
-        raise click.BadParameter(
-            "--int8/--fp16 derive from the ONNX model; use --format onnx or all", param_hint="--format"
-        )
-    if device == "cuda":
-        import onnxruntime as ort
-        import torch
-
-        if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BadInput(
-                "--device cuda: no CUDA device (torch.cuda.is_available() is False or onnxruntime has no "
-                "CUDAExecutionProvider); the check never falls back to the CPU silently"
-            )
+    exp_shape, chk_shape = _shape(export_shape, "--export-shape"), _shape(check_shape, "--check-shape")
+    plan = ExportPlan(
+        fmt, opset, exporter, threshold, raw, fp16, int8, calibration_method, exp_shape, chk_shape, device, timing
+    )
+    _check_options(plan, calibration)
     started = time.time()
-    try:
-        if checkpoint is None:
-            checkpoint = latest_run_checkpoint(runs_dir)
-            if checkpoint is None:
-                raise ExportError(f"no CHECKPOINT given and no {runs_dir}/*/checkpoints/best.pt found")
-            click.echo(f"liverseg-export: no CHECKPOINT given; using the newest run's best: {checkpoint}", err=True)
-        ckpt = load_checkpoint(checkpoint)
-        ckpt.build_model()  # weights must fit the named model exactly (strict), before anything is written
-        sha = file_sha256(checkpoint)
-        from liverseg.export.onnx import check_opset, export_onnx
-
-        if fmt in ("onnx", "all"):
-            check_opset(opset, exporter)
-        out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(checkpoint), ExportError)
-        calib = val = None
-        if calibration is not None:
-            calib = _load_slices(calibration, data_root, 0, calibration_count, "calibration")
-            if validation is None:
-                val = _load_slices(calibration, data_root, calibration_count, validation_count, "held-apart validation")
-        if validation is not None:
-            val = _load_slices(validation, data_root, 0, validation_count, "validation")
-
-        artifacts: dict[str, Path] = {}
-        if fmt in ("torchscript", "all"):
-            from liverseg.export.torchscript import export_torchscript
-
-            t0 = time.time()
-            artifacts["torchscript"] = export_torchscript(
-                ckpt,
-                out / FILES["torchscript"],
-                threshold=threshold,
-                raw=raw,
-                checkpoint_sha256=sha,
-                example_shape=exp_shape,
-            )
-            click.echo(f"wrote {artifacts['torchscript']} ({time.time() - t0:.1f} s)", err=True)
-        if fmt in ("onnx", "all"):
-            t0 = time.time()
-            artifacts["onnx"] = export_onnx(
-                ckpt,
-                out / FILES["onnx"],
-                opset=opset,
-                threshold=threshold,
-                raw=raw,
-                checkpoint_sha256=sha,
-                exporter=exporter,
-                example_shape=exp_shape,
-            )
-            click.echo(
-                f"wrote {artifacts['onnx']} (opset {opset}, {exporter} exporter, onnx.checker full check and "
-                f"onnxruntime load passed, {time.time() - t0:.1f} s)",
-                err=True,
-            )
-        if fp16:
-            from liverseg.export.quantize import convert_fp16
-
-            artifacts["onnx-fp16"] = convert_fp16(
-                artifacts["onnx"],
-                out / FILES["onnx-fp16"],
-                check_providers=["CUDAExecutionProvider"] if device == "cuda" else None,
-            )
-            click.echo(f"wrote {artifacts['onnx-fp16']}", err=True)
-        if int8:
-            from liverseg.export.quantize import quantize_int8
-
-            t0 = time.time()
-            artifacts["onnx-int8"] = quantize_int8(
-                artifacts["onnx"], out / FILES["onnx-int8"], calib.images, method=calibration_method
-            )
-            click.echo(
-                f"wrote {artifacts['onnx-int8']} (calibrated on {len(calib.images)} slices, {time.time() - t0:.1f} s)",
-                err=True,
-            )
-
-        from liverseg.export.verify import time_backends, verify
-
-        click.echo(
-            f"verifying against eager PyTorch (random {check_shape}"
-            f"{f', {len(val.images)} real slices' if val is not None else ''}) ...",
-            err=True,
-        )
-        report = verify(ckpt, artifacts, real=val, threshold=threshold, raw=raw, check_shape=chk_shape, device=device)
-        if timing:
-            img = val.images[0] if val is not None else None
-            if img is None:
-                import numpy as np
-
-                img = np.random.default_rng(0).integers(0, 256, size=(256, 256), dtype=np.uint8)
-            report.timing = time_backends(ckpt, artifacts, img, runs=timing, threshold=threshold, raw=raw)
-    except (ExportError, CheckpointError, ContractError, DataError) as e:
-        raise BadInput(str(e).splitlines()[0]) from None
-    except OSError as e:
-        raise BadInput(f"{getattr(e, 'filename', '') or ''}: {e.strerror or first_line(e)}".lstrip(": ")) from None
-
-    parity = report.to_dict()
-    parity["command"] = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
-    parity["checkpoint_sha256"] = sha
-    parity["export"] = {
-        "format": fmt,
-        "opset": opset if fmt != "torchscript" else None,
-        "exporter": exporter,
-        "raw": raw,
-        "threshold": report.threshold,
-        "export_shape": list(exp_shape),
-        "check_shape": list(chk_shape),
-        "calibration": calib.source if calib is not None else None,
-        "validation": val.source if val is not None else None,
-        "seconds": round(time.time() - started, 1),
-    }
-    parity["files"] = {k: _file_info(p) for k, p in artifacts.items()}
-    from liverseg.core.io import write_text_atomic
-    from liverseg.export.verify import _finite
-
-    write_text_atomic(out / PARITY_FILE, json.dumps(_finite(parity), indent=2) + "\n")
-    stale = [out / f for k, f in FILES.items() if k not in artifacts and (out / f).exists()]
-    click.echo(report.summary())
-    if report.timing:
-        click.echo(
-            "timing, ms per slice at batch 1: "
-            + ", ".join(f"{k} {v:.1f}" for k, v in report.timing["ms_per_slice"].items())
-        )
-    for s in stale:
-        click.echo(f"note: {s} is from an earlier export and is not covered by this parity.json", err=True)
-    click.echo(f"wrote {out / PARITY_FILE}: {'all backends within tolerance' if report.ok else 'OUT OF TOLERANCE'}")
+    # Every error below is a LiversegError (or OSError) that Command turns into one line and exit 2.
+    path = _checkpoint_path(checkpoint, runs_dir)
+    ckpt = load_checkpoint(path)
+    ckpt.build_model()  # weights must fit the named model exactly (strict), before anything is written
+    sha = file_sha256(path)
+    if plan.onnx:
+        check_opset(opset, exporter)
+    out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(path), ExportError)
+    data = _real_data(calibration, validation, data_root, calibration_count, validation_count)
+    artifacts = _export_files(ckpt, out, sha, plan, data)
+    report = _check_parity(ckpt, artifacts, plan, data.validation)
+    _write_parity(report, out, sha, plan, artifacts, data, time.time() - started)
+    _print_summary(report, out, artifacts)
     if not report.ok:
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # python -m liverseg.export.cli

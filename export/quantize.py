@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from liverseg.core.contract import CONTRACT_KEY, INPUT_NAME
+from liverseg.core.contract import CONTRACT_KEY, INPUT_NAME, validate_contract
 from liverseg.core.errors import ExportError, first_line
 from liverseg.core.io import atomic_path
 
@@ -36,12 +36,17 @@ FP16_OP_TYPES = ("Conv", "ConvTranspose", "Relu", "MaxPool", "Concat", "BatchNor
 
 
 def _load_contract(model: Any, source: str) -> dict[str, Any]:
+    """The contract in an ``onnx.ModelProto``'s metadata, checked by ``validate_contract`` (ContractError)."""
     import json
 
     meta = {p.key: p.value for p in model.metadata_props}
     if CONTRACT_KEY not in meta:
         raise ExportError(f"{source}: has no liverseg contract; quantize a model written by export_onnx")
-    return json.loads(meta[CONTRACT_KEY])
+    try:
+        contract = json.loads(meta[CONTRACT_KEY])
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{source}: liverseg contract is not valid JSON ({e})") from None
+    return validate_contract(contract, source)
 
 
 def load_calibration_images(
@@ -86,6 +91,65 @@ def _last_conv(model: Any) -> list[str]:
     return [last.name]
 
 
+_CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def _check_calibration(images: Sequence[np.ndarray], method: str) -> None:
+    if method not in _CALIBRATION_METHODS:
+        raise ExportError(f"unknown calibration method {method!r}; valid: {', '.join(_CALIBRATION_METHODS)}")
+    if not images:
+        raise ExportError("int8 calibration needs at least one image")
+    for i, img in enumerate(images):
+        if np.asarray(img).ndim != 2:
+            raise ExportError(f"calibration image {i} has shape {np.asarray(img).shape}; expected [H, W]")
+
+
+def _quantize_static(
+    fp32_onnx: Path,
+    out: Path,
+    reader: _SliceReader,
+    *,
+    per_channel: bool,
+    op_types: list[str],
+    keep_last_conv_float: bool,
+    method: str,
+) -> list[str]:
+    """onnxruntime's static QDQ quantization of ``fp32_onnx`` into ``out``; the nodes kept float."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    with tempfile.TemporaryDirectory(prefix="liverseg-int8-") as work:
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        exclude: list[str] = []
+        if keep_last_conv_float:
+            pre_model = onnx.load(str(pre))
+            exclude = _last_conv(pre_model)
+            onnx.save(pre_model, str(pre))
+        quantize_static(
+            str(pre),
+            str(out),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            calibrate_method=methods[method],
+            op_types_to_quantize=op_types,
+            nodes_to_exclude=exclude,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    return exclude
+
+
 def quantize_int8(
     fp32_onnx: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -102,124 +166,96 @@ def quantize_int8(
     FLOPs) stays float32, so the logits near the threshold are not rounded to the
     uint8 grid of their whole range.
     """
-    import tempfile
-
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from liverseg.export.onnx import check_and_load, write_contract
 
     fp32_onnx, out_path = Path(fp32_onnx), Path(out_path)
-    methods = {
-        "minmax": CalibrationMethod.MinMax,
-        "percentile": CalibrationMethod.Percentile,
-        "entropy": CalibrationMethod.Entropy,
-    }
-    if method not in methods:
-        raise ExportError(f"unknown calibration method {method!r}; valid: {', '.join(methods)}")
-    if not calibration_images:
-        raise ExportError("int8 calibration needs at least one image")
-    for i, img in enumerate(calibration_images):
-        if np.asarray(img).ndim != 2:
-            raise ExportError(f"calibration image {i} has shape {np.asarray(img).shape}; expected [H, W]")
-    model = onnx.load(str(fp32_onnx))
-    contract = _load_contract(model, str(fp32_onnx))
+    _check_calibration(calibration_images, method)
+    ops = list(op_types)
+    contract = _load_contract(onnx.load(str(fp32_onnx)), str(fp32_onnx))
     dtype = np.dtype(np.float32 if contract["inputs"][0]["dtype"] == "float32" else np.uint8)
-    with tempfile.TemporaryDirectory(prefix="liverseg-int8-") as work, atomic_path(out_path) as tmp:
-        pre = Path(work) / "pre.onnx"
+    with atomic_path(out_path) as tmp:
         try:
-            quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
-            exclude: list[str] = []
-            if keep_last_conv_float:
-                pre_model = onnx.load(str(pre))
-                exclude = _last_conv(pre_model)
-                onnx.save(pre_model, str(pre))
-            quantize_static(
-                str(pre),
-                str(tmp),
+            exclude = _quantize_static(
+                fp32_onnx,
+                tmp,
                 _SliceReader(calibration_images, dtype),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
                 per_channel=per_channel,
-                calibrate_method=methods[method],
-                op_types_to_quantize=list(op_types),
-                nodes_to_exclude=exclude,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                op_types=ops,
+                keep_last_conv_float=keep_last_conv_float,
+                method=method,
             )
-        except ExportError:
-            raise
         except Exception as e:
             raise ExportError(f"int8 quantization failed: {first_line(e)}") from None
+        quantization = {
+            "format": "QDQ static",
+            "activations": "uint8 asymmetric",
+            "weights": "int8 symmetric",
+            "per_channel": per_channel,
+            "calibration": method,
+            "calibration_images": len(calibration_images),
+            "op_types": ops,
+            "float_nodes": exclude,
+        }
+        contract = dict(contract, precision="int8", quantization=quantization)
         q = onnx.load(str(tmp))
-        contract = dict(
-            contract,
-            precision="int8",
-            quantization={
-                "format": "QDQ static",
-                "activations": "uint8 asymmetric",
-                "weights": "int8 symmetric",
-                "per_channel": per_channel,
-                "calibration": method,
-                "calibration_images": len(calibration_images),
-                "op_types": list(op_types),
-                "float_nodes": exclude,
-            },
-        )
         write_contract(q, contract)
         onnx.save(q, str(tmp))
         check_and_load(tmp, contract)
     return out_path
 
 
-def _float16_graph(model: Any, op_types: Iterable[str]) -> int:
-    """Rewrite ``op_types`` nodes of the main graph to float16 in place; return how many."""
-    import onnx
+def _retype_inputs(g: Any, f16_nodes: list[Any], consumers: dict[str, list[Any]]) -> list[Any]:
+    """Feed the float16 nodes float16 inputs; returns the Cast nodes this needs.
+
+    A float32 initializer read only by float16 nodes is converted in place; one that
+    float32 nodes read too gets a float16 copy; any other float32 tensor gets a Cast.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
-    g = model.graph
-    op_types = set(op_types)
-    f16_nodes = [n for n in g.node if n.op_type in op_types]
-    if not f16_nodes:
-        return 0
     f16_ids = {id(n) for n in f16_nodes}
     produced_f16 = {o for n in f16_nodes for o in n.output}
     inits = {t.name: t for t in g.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    graph_outputs = {o.name for o in g.output}
-    new_inits, casts_in, cast_nodes = [], {}, []
+    new_inits: list[Any] = []
+    made: set[str] = set()
+    cast_nodes: list[Any] = []
 
     def to_f16(name: str) -> str:
         if name in produced_f16 or not name:
             return name
         init = inits.get(name)
         if init is not None and init.data_type == TensorProto.FLOAT:
-            users = consumers.get(name, [])
-            if all(id(u) in f16_ids for u in users):  # only float16 users: convert in place
-                arr = numpy_helper.to_array(init).astype(np.float16)
-                init.CopyFrom(numpy_helper.from_array(arr, name))
+            if all(id(u) in f16_ids for u in consumers.get(name, [])):  # only float16 users: convert in place
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), name))
                 return name
             key = name + "__fp16"
-            if key not in casts_in:
+            if key not in made:
                 new_inits.append(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), key))
-                casts_in[key] = key
+                made.add(key)
             return key
         if init is not None:  # int64 shapes etc.
             return name
         key = name + "__to_fp16"
-        if key not in casts_in:
+        if key not in made:
             cast_nodes.append(helper.make_node("Cast", [name], [key], name=key, to=TensorProto.FLOAT16))
-            casts_in[key] = key
+            made.add(key)
         return key
 
     for n in f16_nodes:
         for k, name in enumerate(n.input):
             n.input[k] = to_f16(name)
-    # float16 outputs read by float32 nodes or by the graph's outputs get a Cast back
+    g.initializer.extend(new_inits)
+    return cast_nodes
+
+
+def _cast_outputs_back(g: Any, f16_nodes: list[Any], consumers: dict[str, list[Any]]) -> list[Any]:
+    """A Cast back to float32 for each float16 output read by a float32 node or by the graph's outputs."""
+    from onnx import TensorProto, helper
+
+    f16_ids = {id(n) for n in f16_nodes}
+    graph_outputs = {o.name for o in g.output}
+    cast_nodes: list[Any] = []
     for n in f16_nodes:
         for k, out in enumerate(n.output):
             f32_users = [u for u in consumers.get(out, []) if id(u) not in f16_ids]
@@ -239,11 +275,14 @@ def _float16_graph(model: Any, op_types: Iterable[str]) -> int:
                 for j, name in enumerate(u.input):
                     if name == out:
                         u.input[j] = back
-    g.initializer.extend(new_inits)
-    # re-order: put each Cast right after its producer by a topological sort
-    nodes = list(g.node) + cast_nodes
+    return cast_nodes
+
+
+def _topological_order(g: Any, nodes: list[Any]) -> list[Any]:
+    """``nodes`` ordered so every input is produced before it is read (each Cast right after its producer)."""
     available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
-    ordered, pending = [], nodes
+    ordered: list[Any] = []
+    pending = nodes
     while pending:
         ready = [n for n in pending if all(i in available for i in n.input)]
         if not ready:
@@ -253,6 +292,25 @@ def _float16_graph(model: Any, op_types: Iterable[str]) -> int:
             ordered.append(n)
             available.update(n.output)
         pending = [n for n in pending if id(n) not in ready_ids]
+    return ordered
+
+
+def _float16_graph(model: Any, op_types: Iterable[str]) -> int:
+    """Rewrite ``op_types`` nodes of the main graph to float16 in place; return how many."""
+    import onnx
+
+    g = model.graph
+    wanted = set(op_types)
+    f16_nodes = [n for n in g.node if n.op_type in wanted]
+    if not f16_nodes:
+        return 0
+    consumers: dict[str, list[Any]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    casts = _retype_inputs(g, f16_nodes, consumers)
+    casts += _cast_outputs_back(g, f16_nodes, consumers)
+    ordered = _topological_order(g, [*g.node, *casts])
     del g.node[:]
     g.node.extend(ordered)
     del g.value_info[:]  # types changed; shape inference recomputes them

@@ -1,10 +1,14 @@
 """liverseg.infer: batch inference on ONNX Runtime (``liverseg-infer``), without torch.
 
 * :mod:`liverseg.infer.cli` -- the command line (``liverseg-infer INPUT ...``).
-* :mod:`liverseg.infer.runner` -- the streamed decode -> model -> encode pipeline, resume, reports.
+* :mod:`liverseg.infer.runner` -- one run as a short sequence of steps: inputs, model, run folder, schedule, report.
+* :mod:`liverseg.infer.schedule` -- the decode -> model -> write threads, same-size batches, ordered completion.
+* :mod:`liverseg.infer.resume` -- the run folder, run.json, journal.jsonl and what an earlier run finished.
+* :mod:`liverseg.infer.rows` -- one input's outputs and per_image.csv row; per_image.csv in input order.
+* :mod:`liverseg.infer.outcome` -- the run report: counts, failures, metrics, timings, exit code, summary.
 * :mod:`liverseg.infer.session` -- model lookup, contract, device rules, CUDA I/O binding.
-* :mod:`liverseg.infer.io` -- input listing and label discovery, output names, atomic writes, journal.
-* :mod:`liverseg.infer.bench` -- end-to-end vs model-only images/s in one process.
+* :mod:`liverseg.infer.io` -- input listing and label discovery, output names, decoding, PNG encoding.
+* :mod:`liverseg.infer.report` -- report.html from a run folder (``liverseg-report``).
 
 Nothing in this package imports torch (tests/test_infer.py checks it).
 """

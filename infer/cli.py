@@ -1,35 +1,25 @@
 """``liverseg-infer``: batch inference with ONNX Runtime (see :mod:`liverseg.infer.runner`).
 
 Exit codes: 0 every input succeeded, 1 some failed (or were skipped by --fail-fast),
-2 usage error (bad option, no model, model without contract, unusable device),
-130 interrupted (finish with ``--resume``).
+2 usage error (bad option, no model, model without contract, unusable device), reported
+before any work as one ``error:`` line by :class:`liverseg.core.cli.Command`,
+3 the disk filled up, 130 interrupted (Ctrl-C or SIGTERM; finish with ``--resume``).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
 import click
 
-from liverseg.infer.runner import EXIT_USAGE, Options, run_inference, summary_table
+from liverseg.core.cli import command, raw_argv
+from liverseg.infer.outcome import summary_table
+from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
 
 
-class _RecordArgs(click.Command):
-    """Keeps the raw arguments, so summary.json records the command as typed (also under CliRunner)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["liverseg_argv"] = list(args)
-        return super().parse_args(ctx, args)
-
-
-def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
-
-
-@click.command(cls=_RecordArgs, context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--model",
@@ -135,27 +125,15 @@ def main(
         spinning=spinning,
         progress=progress,
         report=report,
-        command=["liverseg-infer", *click.get_current_context().meta.get("liverseg_argv", sys.argv[1:])],
+        command=raw_argv("liverseg-infer"),
     )
-    old = signal.signal(signal.SIGTERM, _sigterm) if _main_thread() else None
-    try:
-        res = run_inference(opts, log=lambda s: click.echo(s, err=True))
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
-    if res.exit_code == EXIT_USAGE:
-        click.echo(f"Error: {res.message}", err=True)
-    elif res.summary is None:
+    # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.
+    res = Runner(opts, log=lambda s: click.echo(s, err=True)).run()
+    if res.summary is None:  # interrupted: the message says how to resume
         click.echo(res.message, err=True)
     else:
         click.echo(summary_table(res.summary, res.out_dir))
     sys.exit(res.exit_code)
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

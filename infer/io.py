@@ -1,4 +1,4 @@
-"""Inputs and outputs of the inference runner: listing, naming, decoding, atomic writes, journal.
+"""Inputs and outputs of the inference runner: listing, naming, decoding, PNG encoding, per_image.csv lines.
 
 Nothing here imports torch: the runner is onnxruntime + numpy + Pillow.
 
@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +27,11 @@ import numpy as np
 from PIL import Image
 
 from liverseg.core.data import IMAGE_EXTENSIONS, DataError, discover, read_image, read_mask
-from liverseg.core.errors import UsageError
+from liverseg.core.errors import UsageError, describe
 
 MASK_DIR = "masks"
 PROB_DIR = "probabilities"
 OVERLAY_DIR = "overlays"
-TMP_MARK = ".tmp-"
 PNG_LEVEL = 1  # zlib level 1: ~4x faster than the default 6 on masks, files ~30% larger
 
 PER_IMAGE_COLUMNS = (
@@ -130,7 +127,8 @@ def list_inputs(
 
 def ignored_files(folder: Path, limit: int = 100) -> tuple[int, list[str]]:
     """Files in a folder input that are skipped for lack of an image extension (count, first few)."""
-    n, names = 0, []
+    n = 0
+    names: list[str] = []
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith("."):
             n += 1
@@ -200,9 +198,8 @@ def inputs_digest(items: list[Item]) -> str:
     """SHA-256 of the input list (paths, labels, keys): a resumed run must see the same list."""
     h = hashlib.sha256()
     for it in items:
-        h.update(
-            f"{it.index}\t{os.path.abspath(it.image)}\t{os.path.abspath(it.label) if it.label else ''}\t{it.key}\n".encode()
-        )
+        label = os.path.abspath(it.label) if it.label else ""
+        h.update(f"{it.index}\t{os.path.abspath(it.image)}\t{label}\t{it.key}\n".encode())
     return h.hexdigest()
 
 
@@ -220,6 +217,13 @@ class Loaded:
     label_error: str | None = None
     t0: float = 0.0  # perf_counter when decoding started
 
+    @property
+    def pixels(self) -> np.ndarray:
+        """The decoded image; only for an input that decoded (``error`` is None)."""
+        if self.image is None:
+            raise ValueError(f"{self.item.image}: not decoded ({self.error})")
+        return self.image
+
 
 def load(item: Item) -> Loaded:
     """Decode an input and its label; a bad file becomes ``error``, never an exception."""
@@ -230,7 +234,7 @@ def load(item: Item) -> Loaded:
         out.error = str(e)
         return out
     except Exception as e:  # anything Pillow throws on hostile files
-        out.error = f"{item.image}: cannot read image ({type(e).__name__}: {e})"
+        out.error = f"{item.image}: cannot read image ({describe(e)})"
         return out
     if item.label is not None:
         try:
@@ -244,11 +248,11 @@ def load(item: Item) -> Loaded:
         except DataError as e:
             out.label_error = str(e)
         except Exception as e:
-            out.label_error = f"{item.label}: cannot read label ({type(e).__name__}: {e})"
+            out.label_error = f"{item.label}: cannot read label ({describe(e)})"
     return out
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """(height, width) from the file header alone, or None when unreadable."""
     try:
         with Image.open(path) as im:
@@ -267,85 +271,7 @@ def encode_png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def atomic_write(path: Path, data: bytes) -> int:
-    """Write ``data`` under a temporary name in the same folder, then rename: never a partial file.
-
-    Not fsync'ed: a killed process cannot leave a partial file either way (the rename
-    happens only after the write); only a power loss could, and then ``--resume``
-    rewrites the mask because its size no longer matches the journal.
-    """
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return len(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, text.encode("utf-8"))
-
-
-def remove_stale_temporaries(out_dir: Path) -> int:
-    """Delete temporary files a killed run left behind (they are never complete outputs)."""
-    n = 0
-    for sub in (out_dir, out_dir / MASK_DIR, out_dir / PROB_DIR, out_dir / OVERLAY_DIR):
-        if sub.is_dir():
-            for p in sub.iterdir():
-                if p.name.startswith(".") and TMP_MARK in p.name:
-                    p.unlink(missing_ok=True)
-                    n += 1
-    return n
-
-
-# ---------------------------------------------------------------- journal
-
-
-class Journal:
-    """Append-only JSON-lines record of finished inputs, flushed per row.
-
-    A SIGKILL can cut only the last line short; :func:`read_journal` ignores such a
-    line, so every row that was flushed survives and nothing else is believed.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        cut = False
-        if path.exists() and path.stat().st_size > 0:
-            with open(path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                cut = f.read(1) != b"\n"
-        self._f = open(path, "a", encoding="utf-8")
-        if cut:  # a kill cut the last line short: end it, so the next row starts on a line of its own
-            self._f.write("\n")
-
-    def append(self, row: dict[str, Any]) -> None:
-        self._f.write(json.dumps(row, separators=(",", ":")) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-
-
-def read_journal(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # cut short by a kill
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "index" in row:
-                yield row
+# ---------------------------------------------------------------- per_image.csv
 
 
 def csv_line(row: dict[str, Any]) -> str:

@@ -162,6 +162,12 @@ def _pred_path(row: dict[str, str], run_dir: Path) -> Path | None:
     return p
 
 
+def _section(summary: dict[str, Any], key: str) -> dict[str, Any]:
+    """``summary[key]`` when it is a JSON object, else an empty one (a part of summary.json may be missing)."""
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _status(row: dict[str, str]) -> str:
     return (row.get("status") or "").strip().lower() or "ok"
 
@@ -258,6 +264,13 @@ def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
     return f'<figure style="width:{strip.shape[1]}px">{body}<figcaption>{" — ".join(caption)}</figcaption></figure>'
 
 
+def _png(chart: Path | bytes) -> bytes:
+    """The PNG bytes of a chart drawn without a file (``out_path=None``, as everywhere in this page)."""
+    if not isinstance(chart, bytes):
+        raise TypeError(f"expected PNG bytes from a chart drawn in memory, got {chart!r}")
+    return chart
+
+
 def _cases(figures: list[str]) -> str:
     return '<div class="cases">' + "".join(figures) + "</div>"
 
@@ -301,12 +314,12 @@ def _pcts(d: Any) -> str | None:
     return " / ".join(fmt(_num(d.get(k)), 1) for k in ("p50", "p90", "p99"))
 
 
-def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+def _cards(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+    """The counts and the end-to-end speed as cards (counted from per_image.csv when summary.json lacks them)."""
     n_in = summary.get("n_inputs", len(rows) if rows else None)
     n_ok = summary.get("n_ok", sum(_status(r) == "ok" for r in rows) if rows else None)
     n_failed = summary.get("n_failed", sum(_status(r) == "failed" for r in rows) if rows else None)
     n_skipped = summary.get("n_skipped", sum(_status(r) == "skipped" for r in rows) if rows else None)
-    lat = summary.get("latency_ms") if isinstance(summary.get("latency_ms"), dict) else {}
     ips = _num(summary.get("images_per_second"))
     cards = [
         ("inputs", n_in, False),
@@ -322,6 +335,13 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
             f'<div class="k">{esc(k)}</div></div>'
         )
     out.append("</div>")
+    return "".join(out)
+
+
+def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+    lat = _section(summary, "latency_ms")
+    ips = _num(summary.get("images_per_second"))
+    out = [_cards(summary, rows)]
     provider = summary.get("provider")
     requested = summary.get("providers_requested")
     # Only an explicit request can be contradicted: with --device auto, falling back to the
@@ -332,8 +352,8 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
             f'<p class="warn">Asked for {esc(", ".join(map(str, requested)))} but the model ran on '
             f"<b>{esc(provider)}</b>.</p>"
         )
-    model = summary.get("model") if isinstance(summary.get("model"), dict) else {}
-    inputs = summary.get("inputs") if isinstance(summary.get("inputs"), dict) else {}
+    model = _section(summary, "model")
+    inputs = _section(summary, "inputs")
     kv: list[tuple[str, Any]] = [
         ("execution provider", provider),
         ("providers requested", ", ".join(map(str, requested)) if isinstance(requested, list) else requested),
@@ -377,7 +397,7 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
 
 def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
     computed = _metrics_from_rows(ok)
-    sm = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    sm = _section(summary, "metrics")
     macro_src, micro_src = sm.get("macro") or computed["macro"], sm.get("micro") or computed["micro"]
     names = [
         ("mPA", "mPA (study)"),
@@ -415,8 +435,8 @@ def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir:
     ]
     dice = [v for v in (_num(r.get("dice")) for r in ok) if v is not None]
     if dice:
-        png = plot_histogram(
-            dice, None, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0), title="Per-image Dice"
+        png = _png(
+            plot_histogram(dice, None, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0), title="Per-image Dice")
         )
         out.append(
             f"<figure>{img_tag(png, 'histogram of per-image Dice')}<figcaption>Per-image Dice of "
@@ -444,8 +464,10 @@ def _unlabelled_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -
     ]
     lf = [100 * v for v in (_num(r.get("liver_fraction")) for r in ok) if v is not None]
     if lf:
-        png = plot_histogram(
-            lf, None, xlabel="predicted liver (% of the image)", bins=20, title="Predicted liver fraction per image"
+        png = _png(
+            plot_histogram(
+                lf, None, xlabel="predicted liver (% of the image)", bins=20, title="Predicted liver fraction per image"
+            )
         )
         out.append(f"<figure>{img_tag(png, 'histogram of predicted liver fraction')}</figure>")
     if ok:

@@ -1,21 +1,19 @@
 """Batch inference on ONNX Runtime: streamed, pipelined, resumable.
 
-Pipeline (three stages, memory bounded by the number of images in flight, never by
-the number of inputs)::
+:class:`Runner` is one ``liverseg-infer`` invocation, a short sequence of steps:
 
-    decode threads  --(in order, bounded prefetch)-->  batcher + model (main thread)
-                    --(bounded)-->  encode/write threads  -->  journal + per_image.csv
-
-* Decoding (PNG inflate) and encoding (deflate) run in thread pools; Pillow and
-  onnxruntime release the GIL, so the model does not wait for the disk.
-* The batcher groups images of the same size; a group is run when it is full, when
-  its oldest image is ``MAX_AGE`` inputs behind (so a rare size never waits for the
-  end), or when too many images are pending.
-* Every finished input is appended to ``journal.jsonl`` (flushed per row) *after*
-  its files were written atomically, so a killed run loses at most the inputs in
-  flight, and ``--resume`` knows exactly which outputs are complete.
-* ``per_image.csv`` is written in input order through a small reorder buffer and
-  renamed into place at the end; ``summary.json`` likewise.
+1. list the inputs and open the model (:mod:`liverseg.infer.session`);
+2. choose the run folder and read its resume state (:mod:`liverseg.infer.resume`):
+   ``run.json`` says which inputs and model the folder is for, ``journal.jsonl``
+   which inputs are already done;
+3. run the rest through decode -> model -> write (:mod:`liverseg.infer.schedule`);
+   every finished input is appended to the journal (flushed per row) *after* its
+   files were written atomically (:mod:`liverseg.infer.rows`), so a killed run loses
+   at most the inputs in flight, and ``--resume`` knows exactly which outputs are complete;
+4. every row, in input order, goes to ``per_image.csv`` and to the run report
+   (:mod:`liverseg.infer.outcome`), which owns the counts, the metrics, the exit code
+   and ``summary.json``; both files are renamed into place at the end, then
+   ``report.html`` is written from them.
 
 Timing: ``model_images_per_second`` counts only the time inside ``session.run``;
 ``images_per_second`` is the wall time of the whole pipeline (first decode to last
@@ -27,54 +25,40 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import sys
-import time
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from liverseg.core.contract import ContractError
-from liverseg.core.metrics import SegmentationMetrics, confusion, scores
+from liverseg.core.errors import LiversegError, UsageError, describe
+from liverseg.core.io import versions, write_text_atomic
 from liverseg.infer.io import (
     MASK_DIR,
     OVERLAY_DIR,
-    PER_IMAGE_COLUMNS,
     PROB_DIR,
-    TMP_MARK,
     Item,
-    Journal,
-    Loaded,
-    UsageError,
-    atomic_write,
-    atomic_write_text,
-    csv_line,
-    encode_png,
     ignored_files,
     image_size,
     inputs_digest,
     list_inputs,
-    load,
-    read_journal,
-    remove_stale_temporaries,
 )
-from liverseg.infer.session import DeviceError, ModelSession, find_model, open_session
+from liverseg.infer.outcome import RunReport
+from liverseg.infer.resume import JOURNAL, Journal, ResumeState, RunIdentity, choose_run_dir, default_runs_dir
+from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
+from liverseg.infer.schedule import Plan, Scheduler
+from liverseg.infer.session import ModelSession, find_model, open_session
 
-RUN_STATE = "run.json"
-JOURNAL = "journal.jsonl"
+__all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "run_inference"]
+
 PER_IMAGE = "per_image.csv"
 SUMMARY = "summary.json"
-RUN_FORMAT = "liverseg-infer-run"
-MAX_AGE = 64  # a partial same-size group runs once its first image is this many inputs behind
 DELAY_ENV = "LIVERSEG_INFER_TEST_DELAY_S"  # tests only: sleep this long before each batch
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+Log = Callable[[str], None]
+Row = dict[str, Any]
 
 
 @dataclass
@@ -106,6 +90,8 @@ class Options:
 
 @dataclass
 class RunResult:
+    """A run's folder, summary.json content (None when interrupted or refused), exit code and message."""
+
     out_dir: Path | None
     summary: dict[str, Any] | None
     exit_code: int
@@ -116,196 +102,107 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def versions() -> dict[str, str]:
-    import onnxruntime
-    import PIL
-
-    from liverseg import __version__
-
-    return {
-        "liverseg": __version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-        "Pillow": PIL.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+def _resume_hint(out: Path) -> str:
+    return (
+        f"interrupted; completed inputs are kept in {out / JOURNAL}. Finish with the same "
+        f"command plus --resume --out {out}"
+    )
 
 
-def _percentiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    p = np.percentile(np.asarray(values, dtype=np.float64), [50, 90, 99])
-    return {"p50": round(float(p[0]), 3), "p90": round(float(p[1]), 3), "p99": round(float(p[2]), 3)}
+class _Finished:
+    """Where each finished input's row goes: the journal first, then per_image.csv and the report in input order."""
 
+    def __init__(self, journal: Journal, csv: OrderedCsv, report: RunReport, bar: Any, fail_fast: bool) -> None:
+        self.journal, self.csv, self.report, self.bar, self.fail_fast = journal, csv, report, bar, fail_fast
 
-def default_runs_dir() -> Path:
-    env = os.environ.get("LIVERSEG_RUNS_DIR")
-    return Path(env) if env else Path("runs")
-
-
-def _marked_read_only(runs: Path) -> bool:
-    """True when ``runs`` (or the nearest existing folder above it) has no write bit at all.
-
-    Checked on the mode bits, not with ``os.access``: as root every folder is writable,
-    and a data folder shipped read-only (``../shared/data``) must still not be written.
-    """
-    p = runs.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        return (p.stat().st_mode & 0o222) == 0
-    except OSError:
-        return True
-
-
-def _writable_runs_dir(runs: Path, log: Callable[[str], None]) -> Path:
-    try:
-        if _marked_read_only(runs):
-            raise PermissionError(f"{runs} is read-only")
-        runs.mkdir(parents=True, exist_ok=True)
-        probe = runs / f".probe{TMP_MARK}{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return runs
-    except OSError:
-        alt = Path.home() / "liverseg-runs"
-        log(
-            f"note: {runs.absolute()} is not writable (read-only folder); writing the run to {alt} instead (--out chooses)"
-        )
-        alt.mkdir(parents=True, exist_ok=True)
-        return alt
-
-
-def _new_run_dir(runs: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for k in range(1, 1000):
-        d = runs / (f"infer-{stamp}" if k == 1 else f"infer-{stamp}-{k}")
-        try:
-            d.mkdir(parents=True)
-            return d
-        except FileExistsError:
-            continue
-    raise UsageError(f"{runs}: cannot create a new run folder")
-
-
-def _latest_run_dir(runs: Path) -> Path | None:
-    found = [p.parent for p in runs.glob(f"infer-*/{RUN_STATE}")] if runs.is_dir() else []
-    return max(found, key=lambda p: (p / RUN_STATE).stat().st_mtime) if found else None
-
-
-def _row_complete(row: dict[str, Any], out: Path, want: set[str]) -> bool:
-    if row.get("status") != "ok":
-        return False
-    files = row.get("_files") or {}
-    if not want <= set(files):
-        return False
-    for name, size in files.values():
-        p = out / name
-        if not p.is_file() or p.stat().st_size != size:
-            return False
-    return True
-
-
-class _OrderedCsv:
-    """per_image.csv rows in input order through a reorder buffer (bounded by the images in flight)."""
-
-    def __init__(self, path: Path, n: int) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-        self.f = open(self.tmp, "w", encoding="utf-8", newline="")
-        self.f.write(",".join(PER_IMAGE_COLUMNS) + "\n")
-        self.n = n
-        self.next = 0
-        self.pending: dict[int, dict[str, Any]] = {}
-        self.metrics = SegmentationMetrics()
-        self.latency: list[float] = []
-        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
-        self.failed: list[dict[str, str]] = []
-        self.n_labelled = 0
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.pending[int(row["index"])] = row
-        while self.next in self.pending:
-            self._write(self.pending.pop(self.next))
-            self.next += 1
-
-    def _write(self, row: dict[str, Any]) -> None:
-        self.f.write(csv_line(row))
-        st = row["status"]
-        self.counts[st] = self.counts.get(st, 0) + 1
-        if st == "failed" and len(self.failed) < 10000:
-            self.failed.append({"input": row["input"], "error": row["error"]})
-        if row.get("tp") not in (None, ""):
-            self.metrics.add_confusion(row["tp"], row["fp"], row["fn"], row["tn"])
-        if st == "ok" and row.get("latency_ms") not in (None, ""):
-            self.latency.append(float(row["latency_ms"]))
-
-    def finish(self, make_skipped: Callable[[int], dict[str, Any]]) -> None:
-        for i in range(self.next, self.n):
-            self.add(self.pending.get(i) or make_skipped(i))
-        self.f.flush()
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-    def abandon(self) -> None:
-        if not self.f.closed:
-            self.f.close()
-        self.tmp.unlink(missing_ok=True)
-
-
-def _base_row(it: Item) -> dict[str, Any]:
-    return {
-        "index": it.index,
-        "input": str(it.image),
-        "label": str(it.label) if it.label else "",
-        "output": "",
-        "status": "failed",
-        "error": "",
-        "height": "",
-        "width": "",
-        "latency_ms": "",
-        "liver_fraction": "",
-    }
-
-
-def _overlay_fn() -> Callable[..., np.ndarray]:
-    from liverseg.core.overlay import overlay_rgb
-
-    return overlay_rgb
+    def __call__(self, row: Row) -> bool:
+        """Record ``row``; False (stop taking inputs) when it failed under ``--fail-fast``."""
+        self.journal.append(row)
+        for r in self.csv.add(row):
+            self.report.add(r)
+        self.bar.update(1)
+        return not (self.fail_fast and row["status"] == "failed")
 
 
 class Runner:
     """One invocation of ``liverseg-infer``; :meth:`run` returns a :class:`RunResult`."""
 
-    def __init__(self, opts: Options, log: Callable[[str], None] | None = None) -> None:
+    def __init__(self, opts: Options, log: Log | None = None) -> None:
         self.o = opts
-        self.log = log or (lambda s: print(s, file=sys.stderr))
+        self.log: Log = log or (lambda s: print(s, file=sys.stderr))
+        self.runs = opts.runs_dir or default_runs_dir()
+
+    def run(self) -> RunResult:
+        """Run the inference; raises a :class:`~liverseg.core.errors.LiversegError` before any work when it cannot.
+
+        The exit code is the report's: 0 all inputs done, 1 some failed or skipped,
+        130 interrupted (then ``summary`` is None and ``message`` says how to resume).
+        """
+        started = _now()
+        items = self._inputs()
+        sess = self._open_model(items)
+        plan = self._plan(sess)
+        state = self._open_run_folder(items, sess, started)
+        report = RunReport(len(items), n_resumed=len(state.done))
+        csv = OrderedCsv(state.out / PER_IMAGE, len(items))
+        for row in csv.add_all(state.done.values()):
+            report.add(row)
+        scheduler = self._schedule(items, plan, sess, state, csv, report)
+        if report.interrupted:
+            csv.abandon()
+            return RunResult(state.out, None, report.return_code, _resume_hint(state.out))
+        report.timed(scheduler.wall_seconds, scheduler.model_seconds, scheduler.n_model)
+        for row in csv.finish(lambda i: skipped_row(items[i])):
+            report.add(row)
+        summary = report.summary(self._about(items, sess, plan, started))
+        write_text_atomic(state.out / SUMMARY, json.dumps(summary, indent=2, default=str))
+        self._write_report_html(state.out)
+        return RunResult(state.out, summary, report.return_code)
+
+    def _schedule(
+        self, items: list[Item], plan: Plan, sess: ModelSession, state: ResumeState, csv: OrderedCsv, report: RunReport
+    ) -> Scheduler:
+        """Run the inputs not done yet; every finished row goes to the journal, per_image.csv and the report."""
+        todo = [it for it in items if it.index not in state.done]
+        journal = state.journal()
+        bar = self._progress_bar(len(items), len(state.done))
+        finished = _Finished(journal, csv, report, bar, self.o.fail_fast)
+        scheduler = Scheduler(plan, sess.run, OutputWriter(state.out, self.o.overlays), failed_row, finished)
+        try:
+            report.interrupted = scheduler.run(todo)
+        finally:
+            bar.close()
+            journal.close()
+        return scheduler
 
     # ------------------------------------------------------------ setup
 
-    def _prepare(self) -> None:
+    def _inputs(self) -> list[Item]:
         o = self.o
-        self.started = _now()
         if o.batch_size is not None and o.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {o.batch_size}")
         if o.limit is not None and o.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {o.limit}")
-        self.items = list_inputs(o.source, o.labels, o.data_root, o.limit)
-        if not self.items:
+        items = list_inputs(o.source, o.labels, o.data_root, o.limit)
+        if not items:
             raise UsageError(f"{o.source}: no inputs")
-        runs = o.runs_dir or default_runs_dir()
+        return items
+
+    def _open_model(self, items: list[Item]) -> ModelSession:
+        """``--model``, else the newest export under the runs folder (said in the log either way)."""
+        o = self.o
         if o.model is not None:
             model, how = Path(o.model), "--model"
         else:
-            model, how = find_model([runs])
-            if model is None:
+            found, how = find_model([self.runs])
+            if found is None:
                 raise UsageError(f"no model: {how}; pass --model FILE.onnx (export one with liverseg-export)")
+            model = found
         self.log(f"model: {model} ({how})")
         sizes = []
-        if o.device != "cpu":
-            sizes = [s for s in (image_size(it.image) for it in self.items[:64]) if s]
-        self.sess: ModelSession = open_session(
+        if o.device != "cpu":  # the cuDNN algorithm search depends on how many sizes the inputs come in
+            sizes = [s for s in (image_size(it.image) for it in items[:64]) if s]
+        sess = open_session(
             model,
             device=o.device,
             threads=o.threads,
@@ -314,334 +211,93 @@ class Runner:
             sizes=sizes,
             want_probability=o.save_probabilities,
         )
-        for n in self.sess.notes:
-            self.log(n)
-        cuda = self.sess.device.startswith("cuda")
-        self.batch_size = o.batch_size or (8 if cuda else 1)
+        for note in sess.notes:
+            self.log(note)
+        return sess
+
+    def _plan(self, sess: ModelSession) -> Plan:
+        o = self.o
+        cuda = sess.device.startswith("cuda")
         ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
         auto_workers = min(8, max(2, ncpu // 2)) if cuda else 2
-        self.decode_workers = o.decode_workers or auto_workers
-        self.write_workers = o.write_workers or auto_workers
-        self.overlay = _overlay_fn() if o.overlays else None
-        # Output folder.
-        if o.out is not None:
-            out = Path(o.out)
-            out.mkdir(parents=True, exist_ok=True)
-        elif o.resume:
-            out = _latest_run_dir(runs)
-            if out is None:
-                raise UsageError(f"--resume without --out: no earlier run under {runs}/infer-*/")
-        else:
-            out = _new_run_dir(_writable_runs_dir(runs, self.log))
-        self.out = out
-        self.digest = inputs_digest(self.items)
-        state_path = out / RUN_STATE
-        if state_path.exists():
-            if not o.resume:
-                raise UsageError(f"{out} holds an earlier run; pass --resume to finish it, or choose another --out")
-            try:
-                state = json.loads(state_path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
-                raise UsageError(f"{state_path}: unreadable run state ({e})") from None
-            if state.get("inputs_sha256") != self.digest:
-                raise UsageError(
-                    f"{out}: --resume with a different input list than the run there "
-                    f"({state.get('n_inputs')} inputs from {state.get('source')})"
-                )
-            if state.get("model_sha256") != self.sess.sha256:
-                raise UsageError(
-                    f"{out}: --resume with a different model (run there used {state.get('model')} "
-                    f"sha256 {str(state.get('model_sha256'))[:12]}...)"
-                )
-        else:
-            if o.resume:
-                self.log(f"resume: nothing to resume in {out}; starting fresh")
-            atomic_write_text(
-                state_path,
-                json.dumps(
-                    {
-                        "format": RUN_FORMAT,
-                        "inputs_sha256": self.digest,
-                        "n_inputs": len(self.items),
-                        "source": str(o.source),
-                        "labels": str(o.labels) if o.labels else None,
-                        "model": str(self.sess.path),
-                        "model_sha256": self.sess.sha256,
-                        "created": self.started,
-                    },
-                    indent=2,
-                ),
-            )
-        for d in (MASK_DIR, PROB_DIR if o.save_probabilities else None, OVERLAY_DIR if o.overlays else None):
+        return Plan(
+            batch_size=o.batch_size or (8 if cuda else 1),
+            decode_workers=o.decode_workers or auto_workers,
+            write_workers=o.write_workers or auto_workers,
+            delay_s=float(os.environ.get(DELAY_ENV, "0") or 0),
+        )
+
+    def _open_run_folder(self, items: list[Item], sess: ModelSession, started: str) -> ResumeState:
+        """Choose the run folder, create its output folders, and check or start its resume state."""
+        o = self.o
+        out = choose_run_dir(o.out, o.resume, self.runs, self.log)
+        self._make_output_folders(out)
+        identity = self._identity(items, sess, started)
+        return ResumeState.open(out, identity, items, self._wanted(), resume=o.resume, log=self.log)
+
+    def _wanted(self) -> set[str]:
+        """The kinds of file every input must have for ``--resume`` to count it as done."""
+        o = self.o
+        return {"mask"} | ({"probability"} if o.save_probabilities else set()) | ({"overlay"} if o.overlays else set())
+
+    def _make_output_folders(self, out: Path) -> None:
+        for d in (MASK_DIR, PROB_DIR if self.o.save_probabilities else None, OVERLAY_DIR if self.o.overlays else None):
             if d:
                 (out / d).mkdir(exist_ok=True)
-        removed = remove_stale_temporaries(out)
-        if removed:
-            self.log(f"removed {removed} partial file(s) left by an interrupted run")
-        # Completed inputs from an earlier (interrupted) run.
-        self.want = (
-            {"mask"} | ({"probability"} if o.save_probabilities else set()) | ({"overlay"} if o.overlays else set())
-        )
-        self.done: dict[int, dict[str, Any]] = {}
-        if o.resume:
-            by_index = {it.index: it for it in self.items}
-            for row in read_journal(out / JOURNAL):
-                i = int(row["index"])
-                if i in by_index and row.get("input") == str(by_index[i].image):
-                    if _row_complete(row, out, self.want):
-                        self.done[i] = row
-                    else:
-                        self.done.pop(i, None)
-            if self.done:
-                self.log(f"resume: {len(self.done)} of {len(self.items)} inputs already complete in {out}")
 
-    # ------------------------------------------------------------ stages
-
-    def _write(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None, latency_ms: float) -> dict[str, Any]:
-        """Encode and write one input's outputs, then build its row (runs in a write thread)."""
-        it = ld.item
-        row = _base_row(it)
-        h, w = ld.image.shape
-        row.update(height=h, width=w, latency_ms=round(latency_ms, 3))
-        try:
-            pred = mask.astype(bool, copy=False)
-            files: dict[str, list[Any]] = {}
-            files["mask"] = [it.mask_name, atomic_write(self.out / it.mask_name, encode_png(mask * np.uint8(255)))]
-            if prob is not None:
-                p16 = np.rint(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
-                files["probability"] = [it.prob_name, atomic_write(self.out / it.prob_name, encode_png(p16))]
-            if self.overlay is not None:
-                rgb = self.overlay(ld.image, pred, ld.truth)
-                files["overlay"] = [it.overlay_name, atomic_write(self.out / it.overlay_name, encode_png(rgb))]
-        except Exception as e:
-            row["error"] = f"{it.image}: writing outputs failed ({type(e).__name__}: {e})"
-            return row
-        row["output"] = it.mask_name
-        row["liver_fraction"] = float(np.count_nonzero(pred)) / pred.size
-        row["_files"] = files
-        if ld.truth is not None:
-            tp, fp, fn, tn = confusion(pred, ld.truth)
-            row.update(scores(tp, fp, fn, tn))
-            row.update(tp=tp, fp=fp, fn=fn, tn=tn)
-        if ld.label_error:
-            row["error"] = f"label: {ld.label_error}"
-        else:
-            row["status"] = "ok"
-        row["_e2e_ms"] = round((time.perf_counter() - ld.t0) * 1000.0, 3)
-        return row
-
-    def run(self) -> RunResult:
-        try:
-            self._prepare()
-        except (UsageError, ContractError, DeviceError) as e:
-            return RunResult(None, None, EXIT_USAGE, str(e))
+    def _identity(self, items: list[Item], sess: ModelSession, started: str) -> RunIdentity:
         o = self.o
-        journal = Journal(self.out / JOURNAL)
-        csv = _OrderedCsv(self.out / PER_IMAGE, len(self.items))
-        for row in self.done.values():
-            csv.add(row)
-        todo = [it for it in self.items if it.index not in self.done]
+        return RunIdentity(
+            inputs_sha256=inputs_digest(items),
+            n_inputs=len(items),
+            source=str(o.source),
+            labels=str(o.labels) if o.labels else None,
+            model=str(sess.path),
+            model_sha256=sess.sha256,
+            created=started,
+        )
+
+    def _progress_bar(self, total: int, initial: int) -> Any:
         from tqdm import tqdm
 
-        bar = tqdm(
-            total=len(self.items),
-            initial=len(self.done),
+        return tqdm(
+            total=total,
+            initial=initial,
             unit="img",
             desc="liverseg-infer",
-            disable=(None if o.progress is None else not o.progress),
+            disable=(None if self.o.progress is None else not self.o.progress),
             file=sys.stderr,
             dynamic_ncols=True,
             smoothing=0.1,
         )
-        delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-        e2e_ms: list[float] = [float(r["_e2e_ms"]) for r in self.done.values() if r.get("_e2e_ms") is not None]
-        stop = False
-        model_s = 0.0
-        n_model = 0
-        bs = self.batch_size
-        prefetch = 2 * bs + self.decode_workers + 2
-        max_writes = 2 * bs + self.write_workers + 2
-        dec = ThreadPoolExecutor(self.decode_workers, thread_name_prefix="liverseg-decode")
-        wr = ThreadPoolExecutor(self.write_workers, thread_name_prefix="liverseg-encode")
-        decoding: deque[Future] = deque()
-        writing: deque[Future] = deque()
-        groups: dict[tuple[int, int], list[Loaded]] = {}
-        todo_iter = iter(todo)
-        interrupted = False
-
-        def emit(row: dict[str, Any]) -> None:
-            nonlocal stop
-            journal.append(row)
-            csv.add(row)
-            if row.get("_e2e_ms") is not None:
-                e2e_ms.append(float(row["_e2e_ms"]))
-            bar.update(1)
-            if row["status"] == "failed" and o.fail_fast:
-                stop = True
-
-        def harvest(block: bool = False) -> None:
-            while writing and (block or writing[0].done()):
-                emit(writing.popleft().result())
-
-        def refill() -> None:
-            while not stop and len(decoding) < prefetch:
-                it = next(todo_iter, None)
-                if it is None:
-                    return
-                decoding.append(dec.submit(load, it))
-
-        def run_group(group: list[Loaded]) -> None:
-            nonlocal model_s, n_model
-            if delay:
-                time.sleep(delay)
-            try:
-                batch = np.stack([g.image for g in group])[:, None]
-                t = time.perf_counter()
-                mask, prob = self.sess.run(batch)
-                dt = time.perf_counter() - t
-            except Exception as e:
-                if len(group) > 1:  # isolate the input that breaks the batch
-                    for g in group:
-                        run_group([g])
-                    return
-                row = _base_row(group[0].item)
-                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-                row["error"] = f"{group[0].item.image}: model failed ({first})"
-                emit(row)
-                return
-            model_s += dt
-            n_model += len(group)
-            per = dt * 1000.0 / len(group)
-            for k, g in enumerate(group):
-                while len(writing) >= max_writes:  # bounded: memory stays flat
-                    emit(writing.popleft().result())
-                writing.append(wr.submit(self._write, g, mask[k, 0], None if prob is None else prob[k, 0], per))
-            harvest()
-
-        t_start = time.perf_counter()
-        try:
-            refill()
-            while (decoding or groups) and not stop:
-                if decoding:
-                    ld: Loaded = decoding.popleft().result()
-                    refill()
-                    if ld.error is not None:
-                        row = _base_row(ld.item)
-                        row["error"] = ld.error
-                        emit(row)
-                        continue
-                    shape = ld.image.shape
-                    grp = groups.setdefault(shape, [])
-                    grp.append(ld)
-                    if len(grp) >= bs:
-                        run_group(groups.pop(shape))
-                    for s in [s for s, g in groups.items() if ld.item.index - g[0].item.index >= MAX_AGE]:
-                        run_group(groups.pop(s))
-                    while sum(len(g) for g in groups.values()) > 2 * bs + 2:
-                        run_group(groups.pop(next(iter(groups))))
-                else:
-                    run_group(groups.pop(next(iter(groups))))
-                harvest()
-            harvest(block=True)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            for f in decoding:
-                f.cancel()
-            dec.shutdown(wait=True, cancel_futures=True)
-            try:
-                while writing:  # finish what is being written, so the journal knows it
-                    emit(writing.popleft().result())
-            except KeyboardInterrupt:
-                interrupted = True
-            wr.shutdown(wait=True)
-            bar.close()
-        wall = time.perf_counter() - t_start
-        if interrupted:
-            journal.close()
-            csv.abandon()
-            return RunResult(
-                self.out,
-                None,
-                EXIT_INTERRUPTED,
-                f"interrupted; completed inputs are kept in {self.out / JOURNAL}. Finish with the same "
-                f"command plus --resume --out {self.out}",
-            )
-        journal.close()
-
-        def skipped(i: int) -> dict[str, Any]:
-            row = _base_row(self.items[i])
-            row.update(status="skipped", error="not run: --fail-fast stopped the run after a failure")
-            return row
-
-        csv.finish(skipped)
-        summary = self._summary(csv, wall, model_s, n_model, e2e_ms)
-        atomic_write_text(self.out / SUMMARY, json.dumps(summary, indent=2, default=str))
-        try:
-            if o.report:
-                from liverseg.infer.report import write_report
-
-                write_report(self.out)
-        except Exception as e:  # the report is a convenience; never lose the run over it
-            self.log(f"warning: report.html not written ({type(e).__name__}: {e})")
-        code = EXIT_OK if summary["n_failed"] == 0 and summary["n_skipped"] == 0 else EXIT_FAILED
-        return RunResult(self.out, summary, code)
 
     # ------------------------------------------------------------ report
 
-    def _summary(
-        self, csv: _OrderedCsv, wall: float, model_s: float, n_model: int, e2e_ms: list[float]
-    ) -> dict[str, Any]:
+    def _about(self, items: list[Item], sess: ModelSession, plan: Plan, started: str) -> dict[str, Any]:
+        """summary.json's description of the run: engine, device, threads, model, inputs, outputs, versions."""
         o = self.o
-        m = csv.metrics.compute() if len(csv.metrics) else None
-        metrics = None
-        if m is not None:
-            metrics = {
-                "n_images": m["n_images"],
-                "macro": {k: v for k, v in m.items() if not k.startswith("micro_") and k != "n_images"},
-                "micro": {k[len("micro_") :]: v for k, v in m.items() if k.startswith("micro_")},
-            }
-        ips = n_model / wall if n_model and wall > 0 else 0.0
-        mips = n_model / model_s if n_model and model_s > 0 else 0.0
         src = Path(o.source)
-        ign = ignored_files(src) if src.is_dir() else (0, [])
+        n_ignored, ignored = ignored_files(src) if src.is_dir() else (0, [])
         return {
-            "n_inputs": len(self.items),
-            "n_ok": csv.counts.get("ok", 0),
-            "n_failed": csv.counts.get("failed", 0),
-            "n_skipped": csv.counts.get("skipped", 0),
-            "n_resumed": len(self.done),
-            "n_run": n_model,
-            "failed": csv.failed,
-            "metrics": metrics,
-            "mPA": metrics["macro"]["mPA"] if metrics else None,
-            "mIoU": metrics["macro"]["mIoU"] if metrics else None,
-            "images_per_second": round(ips, 4),
-            "model_images_per_second": round(mips, 4),
-            "pipeline_efficiency": round(ips / mips, 4) if mips else None,
-            "wall_seconds": round(wall, 3),
-            "model_seconds": round(model_s, 3),
-            "latency_ms": _percentiles(csv.latency),
-            "end_to_end_latency_ms": _percentiles(e2e_ms),
-            "provider": self.sess.provider,
-            "providers": list(self.sess.session.get_providers()),
-            "providers_requested": self.sess.providers_requested,
-            "device": self.sess.device,
+            "provider": sess.provider,
+            "providers": list(sess.session.get_providers()),
+            "providers_requested": sess.providers_requested,
+            "device": sess.device,
             "device_requested": o.device,
-            "device_notes": self.sess.notes,
-            "cudnn_conv_algo_search": self.sess.cudnn_conv_algo_search,
-            "threads": self.sess.threads,
-            "spinning": self.sess.spinning,
-            "batch_size": self.batch_size,
-            "io_threads": {"decode": self.decode_workers, "encode": self.write_workers},
-            "threshold": self.sess.threshold,
-            "model": self.sess.info(),
+            "device_notes": sess.notes,
+            "cudnn_conv_algo_search": sess.cudnn_conv_algo_search,
+            "threads": sess.threads,
+            "spinning": sess.spinning,
+            "batch_size": plan.batch_size,
+            "io_threads": {"decode": plan.decode_workers, "encode": plan.write_workers},
+            "threshold": sess.threshold,
+            "model": sess.info(),
             "inputs": {
                 "source": str(o.source),
                 "labels": str(o.labels) if o.labels else None,
-                "n_with_labels": sum(1 for it in self.items if it.label is not None),
-                "ignored_files": ign[0],
-                "ignored_examples": ign[1][:20],
+                "n_with_labels": sum(1 for it in items if it.label is not None),
+                "ignored_files": n_ignored,
+                "ignored_examples": ignored[:20],
                 "limit": o.limit,
             },
             "outputs": {
@@ -651,43 +307,30 @@ class Runner:
             },
             "versions": versions(),
             "command": shlex.join(o.command),
-            "started": self.started,
+            "started": started,
             "finished": _now(),
         }
 
+    def _write_report_html(self, out: Path) -> None:
+        if not self.o.report:
+            return
+        try:
+            from liverseg.infer.report import write_report
 
-def run_inference(opts: Options, log: Callable[[str], None] | None = None) -> RunResult:
-    """Run ``liverseg-infer`` with ``opts``; never raises for bad inputs (see :class:`RunResult`)."""
-    return Runner(opts, log).run()
+            write_report(out)
+        except Exception as e:  # the report is a convenience; never lose the run over it
+            self.log(f"warning: report.html not written ({describe(e)})")
 
 
-def summary_table(s: dict[str, Any], out_dir: Path) -> str:
-    """A few lines for the terminal at the end of a run."""
-    lines = [
-        f"inputs {s['n_inputs']}: ok {s['n_ok']}, failed {s['n_failed']}, skipped {s['n_skipped']}"
-        + (f" (resumed {s['n_resumed']})" if s["n_resumed"] else "")
-    ]
-    if s["metrics"]:
-        ma, mi = s["metrics"]["macro"], s["metrics"]["micro"]
-        lines.append(
-            f"{'':8s} {'Dice':>7s} {'IoU':>7s} {'mPA':>7s} {'mIoU':>7s} {'prec':>7s} {'recall':>7s}"
-            f"   ({s['metrics']['n_images']} labelled)"
-        )
-        for name, d in (("macro", ma), ("micro", mi)):
-            lines.append(
-                f"{name:8s} " + " ".join(f"{d[k]:7.4f}" for k in ("dice", "iou", "mPA", "mIoU", "precision", "recall"))
-            )
-    if s["n_run"]:
-        eff = f" ({100 * s['pipeline_efficiency']:.1f}% of model-only)" if s["pipeline_efficiency"] else ""
-        lat = s["latency_ms"] or {}
-        lines.append(
-            f"speed    {s['images_per_second']:.2f} img/s end-to-end, {s['model_images_per_second']:.2f} img/s "
-            f"model-only{eff}; model latency p50 {lat.get('p50', float('nan')):.1f} ms, p99 {lat.get('p99', float('nan')):.1f} ms"
-        )
-    lines.append(f"device   {s['device']} ({s['provider']}), {s['threads']} threads, batch {s['batch_size']}")
-    for f in s["failed"][:20]:
-        lines.append(f"failed   {f['error']}")
-    if len(s["failed"]) > 20:
-        lines.append(f"failed   ... and {len(s['failed']) - 20} more (see per_image.csv)")
-    lines.append(f"outputs  {out_dir}")
-    return "\n".join(lines)
+def run_inference(opts: Options, log: Log | None = None) -> RunResult:
+    """Run ``liverseg-infer`` with ``opts``; never raises for bad inputs.
+
+    A usage-type error (a :class:`~liverseg.core.errors.LiversegError`: bad option,
+    input list, model, contract or device) comes back as its exit code (2; 3 for a
+    full disk) with the message; the command line lets it reach
+    :class:`liverseg.core.cli.Command` instead.
+    """
+    try:
+        return Runner(opts, log).run()
+    except LiversegError as e:
+        return RunResult(None, None, e.exit_code, str(e))

@@ -113,7 +113,7 @@ class ModelSession:
             want.append(PROB_NAME)
         res = dict(zip(want, self.session.run(want, {in_name: batch})))
         prob = res.get(PROB_NAME)
-        mask = res[MASK_NAME] if has_mask else (prob > self.threshold).astype(np.uint8)
+        mask = res[MASK_NAME] if has_mask else (np.asarray(prob) > self.threshold).astype(np.uint8)
         return mask, (prob if self.want_probability else None)
 
     def _run_cuda(self, batch: np.ndarray, in_name: str, has_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -130,7 +130,7 @@ class ModelSession:
         io.synchronize_outputs()
         values = dict(zip(bound, io.get_outputs()))
         prob = values[PROB_NAME].numpy() if PROB_NAME in values else None
-        mask = values[MASK_NAME].numpy() if has_mask else (prob > self.threshold).astype(np.uint8)
+        mask = values[MASK_NAME].numpy() if has_mask else (np.asarray(prob) > self.threshold).astype(np.uint8)
         return mask, (prob if self.want_probability else None)
 
     def info(self) -> dict[str, Any]:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
+from liverseg.core.errors import ConfigError
 from liverseg.models.baseline import BaselineCNN
 from liverseg.models.pipeline import SegmentationPipeline
 from liverseg.models.unet import UNet
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, type[UNet] | type[BaselineCNN]] = {
     "unet": UNet,
     "baseline": BaselineCNN,
 }
@@ -25,11 +25,11 @@ def create_model(name: str, **args: Any) -> nn.Module:
     try:
         factory = MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}") from None
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}") from None
     try:
         return factory(**args)
     except TypeError as e:
-        raise ValueError(f"bad arguments for model {name!r}: {e}") from None
+        raise ConfigError(f"bad arguments for model {name!r}: {e}") from None
 
 
 def required_multiple(name: str) -> int:

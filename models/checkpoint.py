@@ -117,13 +117,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         d = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({first_line(e, 200)})") from None
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({_load_failure(e)})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         kind = type(d).__name__ if not isinstance(d, dict) else f"dict with keys {sorted(map(str, d))[:8]}"
         raise CheckpointError(f"{path}: not a liverseg checkpoint (found {kind}; expected format={FORMAT!r})")
     if d.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format_version {d.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            f"{path}: checkpoint format_version {d.get('format_version')!r} is not supported "
+            f"(expected {FORMAT_VERSION})"
         )
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
@@ -158,6 +159,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         scaler=d.get("scaler"),
         path=path,
     )
+
+
+def _load_failure(e: BaseException) -> str:
+    """The informative part of a ``torch.load`` failure.
+
+    With ``weights_only=True`` torch puts a paragraph about its defaults first and the
+    actual reason after ``WeightsUnpickler error:``; a file that is not a checkpoint at
+    all (text, a truncated download) says so in that reason.
+    """
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+        return f"refused by weights_only loading: {reason[:200]}" if reason else "refused by weights_only loading"
+    return first_line(e, 200)
 
 
 def latest_run_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +23,7 @@ from liverseg.benchmarks.report import check_targets, markdown, write_results
 
 
 def test_flops_match_reference_numbers():
-    # PERFORMANCE.md: 384.7 GFLOP (width 64) and 24.1 (width 16) per 512x512 slice.
+    # 384.7 GFLOP (width 64) and 24.1 (width 16) per 512x512 slice, counted by hand from the layers.
     assert model_gflop_per_image("unet", {"width": 64}, 512) == pytest.approx(384.7, rel=1e-3)
     assert model_gflop_per_image("unet", {"width": 16}, 512) == pytest.approx(24.1, rel=2e-3)
     # cost scales with pixels: a 256x256 slice is a quarter
@@ -213,7 +215,7 @@ def test_report_files(tiny_result, tmp_path):
 
 
 def _row(backend, ips, width=16, size=512, batch=1, frac=None):
-    r = {c: None for c in COLUMNS}
+    r: dict[str, Any] = {c: None for c in COLUMNS}
     r.update(
         {
             "section": "model",
@@ -364,7 +366,11 @@ def test_gpu_script_records_errors_without_gpu(tmp_path):
     assert fp16_peak_for("NVIDIA H200")[0] == pytest.approx(989.4)
     assert fp16_peak_for("NVIDIA A100-SXM4-80GB")[0] == pytest.approx(312.0)
     assert fp16_peak_for("Some Card")[0] is None
-    assert main(["--out", str(tmp_path), "--width", "4", "--size", "32", "--batches", "1,2", "--seconds", "0.01"]) == 0
+    from click.testing import CliRunner
+
+    args = ["--out", str(tmp_path), "--width", "4", "--size", "32", "--batches", "1,2", "--seconds", "0.01"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
     (md,) = tmp_path.glob("gpu-*/latest.md")
     (csv_path,) = tmp_path.glob("gpu-*/bench-gpu-*.csv")
     with open(csv_path) as f:
@@ -374,20 +380,41 @@ def test_gpu_script_records_errors_without_gpu(tmp_path):
     assert "torch-cuda-fp16" in md.read_text()
 
 
-def test_readme_section_is_replaced(tmp_path):
-    from liverseg.benchmarks.report import LATEST_BEGIN, LATEST_END, update_readme
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if "__pycache__" not in p.parts)
 
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# t\n\nintro\n\n{LATEST_BEGIN}\nold\n{LATEST_END}\n\nafter\n")
-    latest = tmp_path / "results" / "kind" / "latest.md"
-    latest.parent.mkdir(parents=True)
-    latest.write_text("# run\n\n| a |\n|---|\n| 1 |\n\n![chart](bench-x.png)\n")
-    assert update_readme(latest, readme)
-    text = readme.read_text()
-    assert "old" not in text and "intro" in text and "after" in text
-    assert "## run" in text and "| 1 |" in text and "](results/kind/bench-x.png)" in text
-    assert update_readme(latest, readme) and readme.read_text() == text  # idempotent
-    assert not update_readme(latest, tmp_path / "missing.md")
+
+def test_cli_writes_only_under_out(tmp_path, monkeypatch):
+    """Nothing is written into the package folder: the default --out is runs/bench/ under the current folder."""
+    from click.testing import CliRunner
+
+    import liverseg.benchmarks
+    from liverseg.benchmarks.cli import main
+
+    package = Path(liverseg.benchmarks.__file__).parent
+    before = _listing(package)
+    readme = (package / "README.md").read_bytes()
+    monkeypatch.chdir(tmp_path)
+    args = ["--case", "4:32:1", "--backends", "eager", "--rounds", "1", "--peak-n", "128", "--no-memory", "--no-e2e"]
+    res = CliRunner().invoke(main, [*args, "--scaling", "", "--synthetic"])
+    assert res.exit_code == 0, res.output
+    written = _listing(tmp_path)
+    assert written[0] == "runs" and all(p.startswith("runs") for p in written), written
+    assert (tmp_path / "runs" / "bench" / "latest.md").is_file()
+    assert {p.suffix for p in (tmp_path / "runs" / "bench").glob("bench-*")} == {".csv", ".md", ".png", ".json"}
+    assert _listing(package) == before and (package / "README.md").read_bytes() == readme
+
+
+def test_checkpoint_with_two_widths_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from liverseg.benchmarks.artifacts import random_checkpoint
+    from liverseg.benchmarks.cli import main
+
+    ckpt = random_checkpoint("unet", 4).save(tmp_path / "best.pt")
+    res = CliRunner().invoke(main, ["--checkpoint", str(ckpt), "--widths", "4,8", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "fixes the width" in res.stderr
+    assert not (tmp_path / "r").exists()  # reported before any measurement or output
 
 
 def test_profile_summary(tmp_path):
@@ -460,7 +487,10 @@ def test_gpu_script_rows_with_simulated_card(tmp_path, monkeypatch):
         "--backends",
         "torch-cuda-fp32,torch-cuda-fp16,ort-cuda-fp32",
     ]
-    assert gpu.main(args) == 0
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(gpu.main, args)
+    assert res.exit_code == 0, res.output
     (csv_path,) = tmp_path.glob("gpu-nvidia-h100-80gb-hbm3/bench-gpu-*.csv")
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))

@@ -19,6 +19,7 @@ def make_ckpt(name: str = "unet", width: int = 4, **kw) -> Checkpoint:
     # non-trivial BatchNorm statistics, so the round trip checks buffers too
     for m in net.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.9, 1.1)
     args = {"in_channels": 1, "out_channels": 1, "width": width}
@@ -75,6 +76,7 @@ def test_optimizer_state_round_trips(tmp_path):
     ck = Checkpoint("unet", {"width": 4}, Preprocessing(), net.state_dict(), optimizer=opt.state_dict())
     back = load_checkpoint(ck.save(tmp_path / "last.pt"))
     opt2 = torch.optim.Adam(create_model("unet", width=4).parameters(), lr=1e-3)
+    assert back.optimizer is not None
     opt2.load_state_dict(back.optimizer)
     assert opt2.state_dict()["param_groups"][0]["lr"] == 1e-3
 

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from liverseg.apps import figures
-from liverseg.core import overlay
 from liverseg.apps.figures import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+from liverseg.core import overlay
 from liverseg.trainer.curves import read_epochs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -280,16 +280,16 @@ def test_panel_from_runs_and_cli(tmp_path, rng):
     from click.testing import CliRunner
 
     res = CliRunner().invoke(
-        figures._cli(),
+        figures.main,
         ["panel", str(a), str(b), "--image", "s1", "--name", "A", "--name", "B", "--out", str(tmp_path / "cli.png")],
     )
     assert res.exit_code == 0, res.output
     assert_png(tmp_path / "cli.png")
-    res = CliRunner().invoke(figures._cli(), ["panel", str(tmp_path / "data")])
+    res = CliRunner().invoke(figures.main, ["panel", str(tmp_path / "data")])
     assert res.exit_code == 2 and "no per_image.csv" in res.output
     csv = _epochs(tmp_path / "r1" / "epochs.csv", n=3)
-    res = CliRunner().invoke(figures._cli(), ["curves", str(csv), "--out", str(tmp_path / "c")])
+    res = CliRunner().invoke(figures.main, ["curves", str(csv), "--out", str(tmp_path / "c")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "c" / "curves_loss.png").exists()
-    res = CliRunner().invoke(figures._cli(), ["curves", str(data / "s0.png")])
+    res = CliRunner().invoke(figures.main, ["curves", str(data / "s0.png")])
     assert res.exit_code == 2

@@ -16,6 +16,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,9 +25,11 @@ from PIL import Image
 
 from liverseg.core.contract import CONTRACT_KEY
 from liverseg.core.data import read_mask
+from liverseg.core.io import TMP_MARK
 from liverseg.core.metrics import confusion, scores
 from liverseg.infer.cli import main as infer_main
-from liverseg.infer.io import PER_IMAGE_COLUMNS, output_keys, read_journal
+from liverseg.infer.io import PER_IMAGE_COLUMNS, output_keys
+from liverseg.infer.resume import read_journal
 from liverseg.infer.runner import DELAY_ENV, Options, run_inference
 from liverseg.infer.session import DeviceError, cudnn_search_for, open_session
 
@@ -116,7 +119,12 @@ def _study_layout(root: Path, n: int = 3, seed: int = 0, sizes=None) -> Path:
     return root
 
 
-def _run(tmp: Path, source: Path, model: Path, **kw) -> tuple[int, dict | None, Path | None, list[dict]]:
+def _run(tmp: Path, source: Path, model: Path, **kw) -> tuple[int, Any, Any, list[dict]]:
+    """(exit code, summary.json content, run folder, per_image.csv rows) of one run_inference call.
+
+    On exit 2 the summary and folder are None and the rows hold the message; they are
+    typed ``Any`` because the tests index them directly.
+    """
     kw.setdefault("report", False)  # report.html costs seconds (matplotlib); one test keeps it
     opts = Options(source=source, model=model, out=kw.pop("out", tmp / "out"), progress=False, **kw)
     res = run_inference(opts, log=lambda s: None)
@@ -169,7 +177,8 @@ def _bad_files(folder: Path) -> dict[str, str]:
 
 def test_infer_does_not_import_torch():
     code = (
-        "import sys, liverseg.infer.cli, liverseg.infer.runner, liverseg.infer.session, liverseg.infer.io\n"
+        "import sys, liverseg.infer.cli, liverseg.infer.runner, liverseg.infer.session, liverseg.infer.io,"
+        " liverseg.infer.outcome, liverseg.infer.resume, liverseg.infer.rows, liverseg.infer.schedule\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print(bad[:5]); sys.exit(1 if bad else 0)"
     )
@@ -305,7 +314,7 @@ def test_bad_files_are_listed_and_the_run_continues(tmp_path, tiny_model):
     assert s["n_failed"] == len(expect) and s["n_ok"] == 3
     assert {Path(f["input"]).name for f in s["failed"]} == set(expect)
     assert s["inputs"]["ignored_files"] == 1
-    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
 
 
 def test_missing_files_in_a_csv_and_bad_labels(tmp_path, tiny_model):
@@ -536,7 +545,7 @@ def test_sigkill_then_resume_gives_identical_outputs(tmp_path, tiny_model):
     assert got == sorted(p.name for p in (ref / "masks").iterdir()) and len(got) == 30
     for name in got:
         assert (killed / "masks" / name).read_bytes() == (ref / "masks" / name).read_bytes(), name
-    assert not [p for p in killed.rglob("*") if ".tmp-" in p.name], "partial files left behind"
+    assert not [p for p in killed.rglob("*") if TMP_MARK in p.name], "partial files left behind"
     import pandas as pd
 
     a = pd.read_csv(killed / "per_image.csv").drop(columns=["latency_ms"])
@@ -565,7 +574,7 @@ def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, s
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "--resume" in err and not (out / "summary.json").exists()
-    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not [p for p in out.rglob("*") if TMP_MARK in p.name]
     # --resume without --out finds the newest run folder under the runs folder.
     monkeypatch.setenv("LIVERSEG_RUNS_DIR", str(tmp_path / "runs"))
     (tmp_path / "runs").mkdir()
@@ -578,8 +587,105 @@ def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, s
     assert s["n_ok"] == 16 and s["n_resumed"] >= 3 and s["n_run"] == 16 - s["n_resumed"]
 
 
+def test_run_report_owns_counts_failures_metrics_and_exit_code():
+    from liverseg.infer.outcome import RunReport
+
+    report = RunReport(n_inputs=3)
+    assert report.return_code == 0 and report.metrics_summary() is None
+    report.add(
+        {
+            "index": 0,
+            "input": "a.png",
+            "status": "ok",
+            "latency_ms": 2.0,
+            "_e2e_ms": 5.0,
+            "tp": 3,
+            "fp": 1,
+            "fn": 0,
+            "tn": 4,
+        }
+    )
+    assert report.return_code == 0
+    report.add({"index": 1, "input": "b.png", "status": "failed", "error": "b.png: corrupt"})
+    report.add({"index": 2, "input": "c.png", "status": "skipped", "error": "not run"})
+    assert report.return_code == 1
+    report.timed(wall_seconds=2.0, model_seconds=0.5, n_run=1)
+    s = report.summary({"device": "cpu"})
+    assert (s["n_ok"], s["n_failed"], s["n_skipped"], s["n_run"]) == (1, 1, 1, 1)
+    assert s["failed"] == [{"input": "b.png", "error": "b.png: corrupt"}]
+    assert s["images_per_second"] == 0.5 and s["model_images_per_second"] == 2.0 and s["pipeline_efficiency"] == 0.25
+    assert s["metrics"]["macro"]["dice"] == pytest.approx(scores(3, 1, 0, 4)["dice"]) and s["device"] == "cpu"
+    assert s["latency_ms"]["p50"] == 2.0 and s["end_to_end_latency_ms"]["p99"] == 5.0
+    report.interrupted = True
+    assert report.return_code == 130
+
+
+def test_scheduler_batches_by_size_isolates_a_failing_input_and_stops_when_told(tmp_path):
+    from liverseg.infer.io import Item
+    from liverseg.infer.rows import failed_row
+    from liverseg.infer.schedule import Plan, Scheduler
+
+    sizes = [(8, 8), (8, 12), (8, 8), (8, 8), (8, 12), (8, 8), (8, 8)]
+    items = []
+    for i, (h, w) in enumerate(sizes):
+        img = np.full((h, w), 7 if i == 3 else 1, np.uint8)  # input 3 breaks the model
+        items.append(Item(i, str(_png(tmp_path / f"{i}.png", img)), None, str(i)))
+    (tmp_path / "bad.png").write_bytes(b"")
+    items.append(Item(len(items), str(tmp_path / "bad.png"), None, "bad"))
+    batches: list[tuple[int, ...]] = []
+
+    def model(batch: np.ndarray) -> tuple[np.ndarray, None]:
+        batches.append(batch.shape)
+        if (batch == 7).any():
+            raise RuntimeError("boom\nsecond line")
+        return (batch > 0).astype(np.uint8), None
+
+    def write(ld, mask, prob, latency_ms):
+        return {"index": ld.item.index, "status": "ok", "shape": mask.shape}
+
+    rows: list[dict] = []
+
+    def keep(row: dict) -> bool:
+        rows.append(row)
+        return True
+
+    def keep_until_a_failure(row: dict) -> bool:
+        rows.append(row)
+        return row["status"] == "ok"
+
+    sched = Scheduler(
+        Plan(batch_size=2, decode_workers=2, write_workers=2),
+        model,
+        write,
+        failed_row,
+        keep,
+    )
+    assert sched.run(items) is False
+    assert sorted(r["index"] for r in rows) == list(range(len(items))), "every input reaches the sink once"
+    by_index = {r["index"]: r for r in rows}
+    assert by_index[3]["status"] == "failed" and by_index[3]["error"].endswith("model failed (boom)")
+    assert by_index[len(sizes)]["status"] == "failed" and "bad.png" in by_index[len(sizes)]["error"]
+    assert all(by_index[i]["status"] == "ok" and by_index[i]["shape"] == sizes[i] for i in range(len(sizes)) if i != 3)
+    assert {b[2:] for b in batches} == {(8, 8), (8, 12)} and max(b[0] for b in batches) == 2
+    # (8, 8) inputs 0, 2, 3, 5, 6: [0, 2], [3, 5] fails -> [3], [5] one at a time, then [6] left at the end.
+    assert batches == [(2, 1, 8, 8), (2, 1, 8, 12), (2, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8), (1, 1, 8, 8)], batches
+    assert sched.n_model == len(sizes) - 1 and sched.wall_seconds >= sched.model_seconds > 0
+    # The sink answering False (--fail-fast) stops new inputs; what was started still reaches it.
+    rows.clear()
+    sched = Scheduler(
+        Plan(batch_size=1, decode_workers=1, write_workers=1),
+        model,
+        write,
+        failed_row,
+        keep_until_a_failure,
+    )
+    assert sched.run(items) is False
+    got = sorted((r["index"], r["status"]) for r in rows)
+    assert got == [(0, "ok"), (1, "ok"), (2, "ok"), (3, "failed")], got
+
+
 def test_journal_survives_a_line_cut_short(tmp_path):
-    from liverseg.infer.io import Journal
+    from liverseg.infer.resume import Journal
 
     path = tmp_path / "journal.jsonl"
     path.write_text('{"index": 0, "status": "ok"}\n{"index": 1, "sta')  # killed mid-write

@@ -10,10 +10,10 @@ exists, an import from a higher layer (or from a sibling layer of the same rank:
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPTOOLS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -64,16 +64,20 @@ LAYERS: dict[str, str] = {
     "liverseg.trainer.train": "trainer",
     "liverseg.export": "export",
     "liverseg.export.cli": "export",
+    "liverseg.export.common": "export",
     "liverseg.export.onnx": "export",
     "liverseg.export.quantize": "export",
     "liverseg.export.torchscript": "export",
     "liverseg.export.verify": "export",
     "liverseg.infer": "infer",
-    "liverseg.infer.bench": "infer",
     "liverseg.infer.cli": "infer",
     "liverseg.infer.io": "infer",
+    "liverseg.infer.outcome": "infer",
     "liverseg.infer.report": "infer",
+    "liverseg.infer.resume": "infer",
+    "liverseg.infer.rows": "infer",
     "liverseg.infer.runner": "infer",
+    "liverseg.infer.schedule": "infer",
     "liverseg.infer.session": "infer",
     "liverseg.apps": "apps",
     "liverseg.apps.demo": "apps",
@@ -94,6 +98,7 @@ LAYERS: dict[str, str] = {
     "liverseg.benchmarks.memprobe": "benchmarks",
     "liverseg.benchmarks.peak": "benchmarks",
     "liverseg.benchmarks.report": "benchmarks",
+    "liverseg.benchmarks.rounds": "benchmarks",
     "liverseg.benchmarks.scaling": "benchmarks",
 }
 
@@ -207,7 +212,8 @@ def test_typecheck_tree_links_every_package(pkg):
     tree = ROOT / ".typecheck"
     installed = tree / Path(*pkg.split("."))
     if pkg != "liverseg":  # the root is a real folder of links to its modules
-        assert installed.resolve() == (ROOT / PACKAGE_DIR[pkg]).resolve(), f"{installed} must link to {PACKAGE_DIR[pkg]}"
+        target = (ROOT / PACKAGE_DIR[pkg]).resolve()
+        assert installed.resolve() == target, f"{installed} must link to {PACKAGE_DIR[pkg]}"
     for py in (ROOT / PACKAGE_DIR[pkg]).glob("*.py"):
         linked = installed / py.name
         assert linked.exists() and linked.resolve() == py.resolve(), f"{linked} must lead to {py} for mypy"

@@ -1,6 +1,6 @@
 """The model registry, the networks' structure, and the whole pipeline's shapes.
 
-One tester parametrised over the registry (STYLE.md point 12): a model added to
+One tester parametrised over the registry: a model added to
 ``MODELS`` is checked here without new tests.
 """
 
@@ -128,7 +128,7 @@ def test_gradients_reach_every_parameter(name):
     assert not missing
 
 
-# ---------------------------------------------------------------- U-Net structure (PERFORMANCE.md)
+# ---------------------------------------------------------------- U-Net structure
 
 
 def test_unet_width_64_is_the_studys_31_million_parameters():
@@ -170,6 +170,7 @@ def test_baseline_is_five_conv_relu_pool_then_1x1_and_x32_upsample():
     assert required_multiple("baseline") == 32
     # the ReLU sits between conv and pool: a negative-only conv output gives zeros after the stage
     st = net.stages[0]
+    assert isinstance(st.conv, torch.nn.Conv2d) and st.conv.bias is not None
     with torch.no_grad():
         st.conv.weight.zero_()
         st.conv.bias.fill_(-1.0)

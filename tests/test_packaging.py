@@ -1,4 +1,4 @@
-"""The wheel holds every module (STYLE.md, "packaging trap").
+"""The wheel holds every module (the package-dir packaging trap).
 
 The top-level folders (models/, trainer/, ...) install as ``liverseg.models``, ... through
 setuptools ``package-dir``. A sub-folder missing from ``[tool.setuptools] packages``
@@ -155,6 +155,16 @@ def test_wheel_holds_only_the_liverseg_namespace(built_wheel):
     assert not missing, (
         f"modules missing from the wheel (a sub-package not listed in pyproject [tool.setuptools] packages?): {missing}"
     )
+
+
+def test_wheel_carries_code_only(built_wheel):
+    """No benchmark results, READMEs or scripts in the wheel: only modules and the typing marker."""
+    with zipfile.ZipFile(built_wheel) as z:
+        payload = [n for n in z.namelist() if n.startswith("liverseg/") and not n.endswith("/")]
+    assert not [n for n in payload if "/results/" in n], "benchmark results are in the wheel"
+    other = sorted(n for n in payload if not n.endswith(".py") and n != "liverseg/py.typed")
+    assert not other, f"non-code files in the wheel: {other}"
+    assert "liverseg/py.typed" in payload
 
 
 def test_every_module_imports_from_the_clean_install(clean_env):

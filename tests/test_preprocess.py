@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -95,7 +97,7 @@ def test_preprocessing_validation():
     with pytest.raises(ValueError, match="size"):
         Preprocessing(size=(0, 10))
     with pytest.raises(ValueError, match="size"):
-        Preprocessing(size=(10, 10, 10))
+        Preprocessing(size=(10, 10, 10))  # type: ignore[arg-type]  # the wrong shape is the point
     with pytest.raises(ValueError, match="pad_multiple"):
         Preprocessing(pad_multiple=0)
     with pytest.raises(ValueError, match="window"):
@@ -119,5 +121,5 @@ def test_preprocessing_dict_round_trip():
 
 def test_preprocessing_is_frozen():
     pp = Preprocessing()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         pp.normalize = "zscore"  # type: ignore[misc]

@@ -101,7 +101,7 @@ def disk(h, w, cy, cx, r):
 def make_run(
     root: Path, *, labels: bool = True, n_ok: int = 8, summary: bool = True, missing_image: bool = False
 ) -> Path:
-    """A fabricated inference run folder in the agreed format (shared_api.md)."""
+    """A fabricated inference run folder in the runner's format (per_image.csv columns, summary.json keys)."""
     rng = np.random.default_rng(1)
     data = root / "data"
     run = root / "runs" / "infer-20250101-000000"
@@ -260,3 +260,17 @@ def test_report_cli(tmp_path):
     assert res.output.strip().endswith("report.html")
     c = check_html(run / "report.html")
     assert len(c.imgs) == 1 + 1 + 1
+
+
+@pytest.mark.parametrize("make", [lambda t: t / "no_such_run", lambda t: _file(t / "per_image.csv")])
+def test_report_cli_bad_run_dir_is_one_line_exit_2(tmp_path, make):
+    res = CliRunner().invoke(main, [str(make(tmp_path))])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
+    errors = [ln for ln in res.stderr.splitlines() if ln.lower().startswith("error:")]
+    assert len(errors) == 1 and "RUN_DIR" in errors[0], res.stderr
+
+
+def _file(path: Path) -> Path:
+    path.write_text("index\n")
+    return path

@@ -111,11 +111,11 @@ def test_cli_errors(tmp_path: Path, monkeypatch):
     make_volumes(tmp_path / "ds", [2, 2, 2])
     monkeypatch.chdir(tmp_path)
     r = CliRunner().invoke(main, ["ds/pairs.csv", "--group-by", "patient"])
-    assert r.exit_code == 1 and "no column 'patient'" in r.output and "volume" in r.output
+    assert r.exit_code == 2 and "no column 'patient'" in r.output and "volume" in r.output
     r = CliRunner().invoke(main, ["ds", "--group-by", "volume"])
-    assert r.exit_code == 1 and "--group-pattern" in r.output
+    assert r.exit_code == 2 and "--group-pattern" in r.output
     r = CliRunner().invoke(main, ["ds", "--group-pattern", "patient(\\d+)"])
-    assert r.exit_code == 1 and "does not match" in r.output
+    assert r.exit_code == 2 and "does not match" in r.output
     r = CliRunner().invoke(main, ["ds", "--group-by", "a", "--group-pattern", "b"])
     assert r.exit_code == 2
     # a manifest row whose file is missing is named by row
@@ -125,7 +125,7 @@ def test_cli_errors(tmp_path: Path, monkeypatch):
     _png(tmp_path / "x" / "a.png")
     _png(tmp_path / "y" / "a.png")
     r = CliRunner().invoke(main, ["m.csv", "--group-by", "pid"])
-    assert r.exit_code == 1 and "m.csv row 3" in r.output and "image file not found" in r.output
+    assert r.exit_code == 2 and "m.csv row 3" in r.output and "image file not found" in r.output
     _png(tmp_path / "x" / "b.png")
     _png(tmp_path / "y" / "b.png")
     r = CliRunner().invoke(

@@ -183,9 +183,10 @@ def test_grouped_split_keeps_each_patient_in_one_split(tmp_path):
 
     write_dataset(tmp_path, 40, size=(32, 32), seed=0, slices_per_patient=5)
     samples, groups = load_source(tmp_path / "data" / "manifest.csv", root=tmp_path, group_by="patient")
+    assert groups is not None
     assert len(samples) == 40 and len(set(groups)) == 8
     parts = split_indices(len(samples), groups, 0.2, 0.2, seed=0)
-    owner = {}
+    owner: dict[str, str] = {}
     for name, idx in parts.items():
         for i in idx:
             assert owner.setdefault(groups[i], name) == name

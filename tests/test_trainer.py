@@ -19,6 +19,7 @@ from PIL import Image
 
 from liverseg.checkpoint import load_checkpoint
 from liverseg.core.data import DataError, discover
+from liverseg.core.errors import DeviceError
 from liverseg.trainer.augment import AugmentConfig, augment_batch
 from liverseg.trainer.cli import eval_main, train_main
 from liverseg.trainer.config import ConfigError, TrainConfig
@@ -84,7 +85,7 @@ def write_dataset(
 
 
 def tiny_config(root: Path, **over) -> TrainConfig:
-    d = {
+    d: dict[str, object] = {
         **STUDY_CONFIG,
         "lr": 3e-3,
         "train_batch_size": 4,
@@ -95,7 +96,7 @@ def tiny_config(root: Path, **over) -> TrainConfig:
         **over,
     }
     for k in ("tdata_x_path", "tdata_y_path", "vdata_x_path", "vdata_y_path"):
-        d[k] = str(root / STUDY_CONFIG[k])
+        d[k] = str(root / str(STUDY_CONFIG[k]))
     return TrainConfig.from_dict(d)
 
 
@@ -115,6 +116,18 @@ def one_thread(request):
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
     return write_dataset(tmp_path)
+
+
+def saved(path: Path | None) -> Path:
+    """A checkpoint path of a run that saves its model."""
+    assert path is not None
+    return path
+
+
+def known(best: dict | None) -> dict:
+    """A ``best`` record that a finished epoch has set."""
+    assert best is not None
+    return best
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -143,8 +156,8 @@ def test_run_writes_epoch_table_checkpoints_and_round_trips(data: Path):
     best = load_checkpoint(res.best)
     assert (last.model_name, last.model_args) == ("unet", {"in_channels": 1, "out_channels": 1, "width": 4})
     assert last.epoch == 2 and len(last.history) == 2 and last.optimizer is not None
-    assert best.optimizer is None and best.epoch == best.best["epoch"]
-    assert best.best["metric"] == "dice"
+    assert best.optimizer is None and best.epoch == known(best.best)["epoch"]
+    assert known(best.best)["metric"] == "dice"
     assert last.preprocessing.pad_multiple == 16 and last.preprocessing.normalize == "scale"
     assert last.data_summary["train"]["n_images"] == 8 and last.data_summary["val"]["n_images"] == 4
     assert 0 < last.data_summary["train"]["mean_liver_fraction"] < 0.5
@@ -170,7 +183,7 @@ def test_seed_determinism_and_resume_continue_exactly(data: Path):
     assert resumed.run_dir == first.run_dir
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     assert [int(r["epoch"]) for r in _read_csv(first.run_dir / "epochs.csv")] == [1, 2]
-    assert load_checkpoint(resumed.last).epoch == 2
+    assert load_checkpoint(saved(resumed.last)).epoch == 2
     assert resumed.history[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-5)
     # a different seed gives a different first epoch (so the checks above can fail)
     other = train(tiny_config(data, **{**base, "epochs": 1, "seed": 8}), data_root=data, progress=False)
@@ -191,7 +204,7 @@ def test_early_stopping(data: Path):
     # min_delta 1.0: dice can never improve by that much, so the run stops after `patience` epochs
     res = train(tiny_config(data, epochs=6, early_stopping=2, min_delta=1.0), data_root=data, progress=False)
     assert res.stopped_early and [h["epoch"] for h in res.history] == [1, 2, 3]
-    assert res.best_info["epoch"] == 1
+    assert known(res.best_info)["epoch"] == 1
     assert "early stopping" in (res.run_dir / "train.log").read_text()
 
 
@@ -203,7 +216,7 @@ def test_save_model_false_and_path(data: Path, tmp_path: Path):
     res = train(
         tiny_config(data, save_model=str(dest), keep_best="val_loss", loss="bce+dice"), data_root=data, progress=False
     )
-    assert dest.exists() and load_checkpoint(dest).best["metric"] == "val_loss"
+    assert dest.exists() and known(load_checkpoint(dest).best)["metric"] == "val_loss"
 
 
 def test_mixed_sizes_need_image_size_then_resize(tmp_path: Path):
@@ -212,7 +225,7 @@ def test_mixed_sizes_need_image_size_then_resize(tmp_path: Path):
     with pytest.raises(DataError, match="image_size"):
         train(tiny_config(root), data_root=root, progress=False)
     res = train(tiny_config(root, image_size=[32, 32], normalize="zscore", loss="dice"), data_root=root, progress=False)
-    ck = load_checkpoint(res.last)
+    ck = load_checkpoint(saved(res.last))
     assert ck.preprocessing.size == (32, 32) and ck.preprocessing.normalize == "zscore"
     # validation ran at the native sizes (one 32x32 and one 48x40 slice)
     assert ck.data_summary["val"]["sizes"] == {"32x32": 1, "48x40": 1}
@@ -237,7 +250,7 @@ def test_device_and_amp_errors(data: Path):
     with pytest.raises(ConfigError, match="amp"):
         tiny_config(data, device="cpu", amp="bf16")
     if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="CUDA is not available"):
+        with pytest.raises(DeviceError, match="CUDA is not available"):
             train(tiny_config(data, device="cuda"), data_root=data, progress=False)
         with pytest.raises(ConfigError, match="amp"):
             train(tiny_config(data, amp="fp16"), data_root=data, progress=False)
@@ -250,11 +263,11 @@ def test_cuda_training_with_amp(data: Path, amp: str):
         tiny_config(data, device="cuda", amp=amp, epochs=2, augment=True, num_workers=1), data_root=data, progress=False
     )
     assert all(np.isfinite(h["train_loss"]) for h in res.history)
-    ck = load_checkpoint(res.last)
+    ck = load_checkpoint(saved(res.last))
     assert ck.state_dict["outc.conv.weight"].device.type == "cpu"
     val = discover(str(data / "data/val_x.csv"), root=data, need_labels=True)
-    ev_gpu = evaluate(res.last, val, device="cuda", progress=False)
-    ev_cpu = evaluate(res.last, val, device="cpu", progress=False)
+    ev_gpu = evaluate(saved(res.last), val, device="cuda", progress=False)
+    ev_cpu = evaluate(saved(res.last), val, device="cpu", progress=False)
     assert ev_gpu["dice"] == pytest.approx(ev_cpu["dice"], abs=1e-3)
     if amp == "off":  # fp32 validation on the GPU matches the evaluation of the saved weights
         assert ev_gpu["dice"] == pytest.approx(res.history[-1]["dice"], abs=1e-3)
@@ -299,11 +312,11 @@ def test_train_cli_bad_config_exit_2(tmp_path: Path):
     assert r.exit_code == 2 and "key=value" in r.output
 
 
-def test_train_cli_missing_data_exit_1(tmp_path: Path, monkeypatch):
+def test_train_cli_missing_data_exit_2(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.json").write_text(json.dumps(STUDY_CONFIG))
     r = CliRunner().invoke(train_main, ["c.json", "-q"])
-    assert r.exit_code == 1 and "train_x.csv" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "train_x.csv" in r.output and "Traceback" not in r.output
 
 
 def test_eval_cli(data: Path, tmp_path: Path):
@@ -332,7 +345,7 @@ def test_eval_cli(data: Path, tmp_path: Path):
     assert doc["n_images"] == 4 and len(doc["per_image"]) == 4
     assert doc["checkpoint"]["model"]["args"]["width"] == 4 and doc["checkpoint"]["threshold"] == 0.5
     val = discover(data / "data" / "val_x.csv", root=data, need_labels=True)
-    direct = evaluate(res.best, val, device="cpu", batch_size=1, progress=False)
+    direct = evaluate(saved(res.best), val, device="cpu", batch_size=1, progress=False)
     for k in ("mPA", "mIoU", "dice", "micro_dice", "micro_iou"):
         assert doc[k] == pytest.approx(direct[k], abs=1e-7)
     # the study's per-image-then-average (macro) differs from pooled (micro) in general
@@ -340,7 +353,7 @@ def test_eval_cli(data: Path, tmp_path: Path):
     r = CliRunner().invoke(eval_main, [str(res.best), "--x", str(data / "data" / "val_x.csv"), "--device", "gpu"])
     assert r.exit_code == 2 and "--device" in r.output
     r = CliRunner().invoke(eval_main, [str(data / "data" / "val_x.csv"), "--x", str(data / "data" / "val_x.csv")])
-    assert r.exit_code == 1 and "not a loadable checkpoint" in r.output
+    assert r.exit_code == 2 and "not a loadable checkpoint" in r.output
 
 
 # ---------------------------------------------------------------- the study's config on its own data

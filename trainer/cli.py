@@ -1,22 +1,23 @@
 """``liverseg-train`` and ``liverseg-eval``.
 
-Exit codes: 0 done; 1 bad data or checkpoint (the message names the file and CSV row);
-2 usage error: a bad config or option (one line, no traceback).
+Exit codes (the one table of :mod:`liverseg.core.errors`): 0 done; 2 a usage error, or a
+bad config, data file, checkpoint or device: one ``error:`` line that names the key, the
+file and CSV row, no traceback; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import click
 
 from liverseg.core.cli import command
-from liverseg.core.data import DataError, discover
-from liverseg.models.checkpoint import CheckpointError, load_checkpoint
-from liverseg.trainer.config import ConfigError, TrainConfig, parse_override
+from liverseg.core.data import Sample, discover
+from liverseg.core.io import write_text_atomic
+from liverseg.models.checkpoint import load_checkpoint
+from liverseg.trainer.config import DEVICE_RE, TrainConfig, parse_override
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N; a requested CUDA device that is absent is an error"
 
@@ -31,9 +32,11 @@ def _console_warnings() -> None:
         root.addHandler(handler)
 
 
-def _fail(msg: str, code: int) -> None:
-    click.echo(f"error: {msg}", err=True)
-    sys.exit(code)
+def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A device name that is not one is a usage error; an absent device is a DeviceError later."""
+    if not DEVICE_RE.match(value):
+        raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    return value
 
 
 @command()
@@ -59,20 +62,15 @@ def train_main(config: Path, data_root: Path | None, overrides: tuple[str, ...],
     from liverseg.trainer.train import train
 
     _console_warnings()
-    try:
-        extra = dict(parse_override(o) for o in overrides)
-        cfg = TrainConfig.from_json(config, overrides=extra)
-        result = train(cfg, data_root=data_root, progress=not quiet)
-    except ConfigError as e:
-        _fail(str(e), 2)
-    except (DataError, CheckpointError) as e:
-        _fail(str(e), 1)
+    extra = dict(parse_override(o) for o in overrides)
+    cfg = TrainConfig.from_json(config, overrides=extra)
+    result = train(cfg, data_root=data_root, progress=not quiet)
     click.echo(f"run folder: {result.run_dir}")
     if result.best is not None:
         click.echo(f"best checkpoint: {result.best}")
 
 
-def _samples(x: Path, y: Path | None, data_root: Path | None):
+def _samples(x: Path, y: Path | None, data_root: Path | None) -> list[Sample]:
     return discover(x, labels=y, root=data_root, need_labels=True)
 
 
@@ -99,7 +97,7 @@ def _samples(x: Path, y: Path | None, data_root: Path | None):
     help="Folder that relative paths in the CSVs resolve against first (default: current directory).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--device", default="auto", show_default=True, help=DEVICE_HELP)
+@click.option("--device", default="auto", show_default=True, callback=_device_name, help=DEVICE_HELP)
 @click.option(
     "--json",
     "json_out",
@@ -122,16 +120,10 @@ def eval_main(
     from liverseg.trainer.evaluate import checkpoint_info, evaluate, format_table
     from liverseg.trainer.train import resolve_device
 
-    try:
-        dev = resolve_device(device)
-    except (ConfigError, RuntimeError) as e:
-        raise click.BadParameter(str(e), param_hint="--device") from None
-    try:
-        ckpt = load_checkpoint(checkpoint)
-        samples = _samples(x, y, data_root)
-        result = evaluate(ckpt, samples, device=str(dev), batch_size=batch_size, progress=not quiet)
-    except (DataError, CheckpointError) as e:
-        _fail(str(e), 1)
+    dev = resolve_device(device)  # DeviceError (exit 2) when a requested CUDA device is absent
+    ckpt = load_checkpoint(checkpoint)
+    samples = _samples(x, y, data_root)
+    result = evaluate(ckpt, samples, device=str(dev), batch_size=batch_size, progress=not quiet)
     click.echo(f"{checkpoint} on {x} ({len(samples)} slices, threshold {ckpt.threshold}, device {dev})")
     click.echo(format_table(result))
     if json_out is not None:
@@ -142,7 +134,7 @@ def eval_main(
             **result,
         }
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(doc, indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
         click.echo(f"wrote {json_out}")
 
 

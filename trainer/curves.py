@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from liverseg.core.charts import figure, finish
 
@@ -83,6 +84,12 @@ def _draw_lines(ax, df, lines, ylabel: str, *, best_of: str | None = None) -> bo
     return drawn
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """``finish`` to a file: it returns the path (bytes only when given no path)."""
+    out = finish(fig, path)
+    return out if isinstance(out, Path) else path
+
+
 def plot_training_curves(
     epochs_csv: PathLike | Sequence[PathLike], out_dir: PathLike, labels: Sequence[str] | None = None
 ) -> list[Path]:
@@ -95,8 +102,7 @@ def plot_training_curves(
     loss below, on shared axes. Labels default to the run folder names. Returns the
     written paths. Raises ValueError naming the file for a missing or empty table.
     """
-    single = isinstance(epochs_csv, (str, os.PathLike))
-    paths = [Path(epochs_csv)] if single else [Path(p) for p in epochs_csv]
+    paths = [Path(epochs_csv)] if isinstance(epochs_csv, (str, os.PathLike)) else [Path(p) for p in epochs_csv]
     if not paths:
         raise ValueError("plot_training_curves needs at least one epochs table")
     tables = [read_epochs(p) for p in paths]
@@ -124,12 +130,12 @@ def plot_training_curves(
         ax = fig.subplots()
         _draw_lines(ax, df, _METRIC_LINES, "validation score", best_of=best)
         ax.set_title(f"{label}: mPA and mIoU per epoch", fontsize=10)
-        written.append(finish(fig, out_dir / f"{prefix}metrics.png"))
+        written.append(_save(fig, out_dir / f"{prefix}metrics.png"))
         fig = figure(6.4, 4.2)
         ax = fig.subplots()
         _draw_lines(ax, df, _LOSS_LINES, "loss")
         ax.set_title(f"{label}: training and validation loss per epoch", fontsize=10)
-        written.append(finish(fig, out_dir / f"{prefix}loss.png"))
+        written.append(_save(fig, out_dir / f"{prefix}loss.png"))
     if len(tables) > 1:
         n = len(tables)
         fig = figure(4.6 * n, 7.2)
@@ -139,5 +145,5 @@ def plot_training_curves(
             axes[0, j].set_title(f"{label}: mPA / mIoU", fontsize=10)
             _draw_lines(axes[1, j], df, _LOSS_LINES, "loss" if j == 0 else "")
             axes[1, j].set_title(f"{label}: loss", fontsize=10)
-        written.append(finish(fig, out_dir / "curves_compare.png"))
+        written.append(_save(fig, out_dir / "curves_compare.png"))
     return written

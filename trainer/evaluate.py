@@ -11,32 +11,53 @@ numbers with these, so nothing here may differ from that definition.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from liverseg.core.batching import consecutive_batches
 from liverseg.core.data import DataError, Sample, read_pair
 from liverseg.core.metrics import METRIC_NAMES, SegmentationMetrics, scores
 from liverseg.models.checkpoint import Checkpoint, load_checkpoint
 from liverseg.trainer.train import resolve_device
 
 
-def _batches(samples: list[Sample], batch_size: int):
-    """Consecutive samples of one size, at most ``batch_size`` at a time, read once each."""
-    pending: list[tuple[Sample, np.ndarray, np.ndarray]] = []
+def _read_pairs(samples: list[Sample]) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+    """(sample, image, mask) of each sample, read once, in order."""
     for s in samples:
         try:
             img, mask = read_pair(s)
         except DataError as e:  # read_pair already names the file and where it was listed
             raise DataError(f"test data: {e}") from None
-        if pending and (len(pending) == batch_size or pending[0][1].shape != img.shape):
-            yield pending
-            pending = []
-        pending.append((s, img, mask))
-    if pending:
-        yield pending
+        yield s, img, mask
+
+
+def _image_shape(item: tuple[Sample, np.ndarray, np.ndarray]) -> tuple[int, ...]:
+    return tuple(item[1].shape)
+
+
+def _image_row(
+    s: Sample, img: np.ndarray, truth: np.ndarray, pred: np.ndarray, cm: tuple[int, int, int, int]
+) -> dict[str, Any]:
+    """One slice's entry of ``per_image``: where it came from, its size, liver fractions and scores."""
+    tp, fp, fn, tn = cm
+    return {
+        "image": str(s.image),
+        "mask": str(s.mask),
+        "origin": s.origin,
+        "height": int(img.shape[0]),
+        "width": int(img.shape[1]),
+        "liver_fraction": float(truth.mean()),
+        "predicted_fraction": float(pred.mean()),
+        **scores(tp, fp, fn, tn),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
 
 
 @torch.inference_mode()
@@ -58,32 +79,16 @@ def evaluate(
     pipeline = ckpt.build_pipeline().to(dev).eval()
     metrics = SegmentationMetrics()
     per_image: list[dict[str, Any]] = []
-    bar = tqdm(total=len(samples), desc="evaluating", unit="img", disable=not progress, leave=False)
-    for chunk in _batches(samples, batch_size):
-        x = torch.from_numpy(np.stack([c[1] for c in chunk]))[:, None].to(dev, non_blocking=True)  # uint8 [N,1,H,W]
-        _, mask = pipeline(x)  # mask = probability > threshold, uint8
-        preds = mask[:, 0].bool().cpu().numpy()
-        for (s, img, truth), pred in zip(chunk, preds):
-            metrics.update(pred, truth)
-            tp, fp, fn, tn = metrics.per_image[-1]
-            per_image.append(
-                {
-                    "image": str(s.image),
-                    "mask": str(s.mask),
-                    "origin": s.origin,
-                    "height": int(img.shape[0]),
-                    "width": int(img.shape[1]),
-                    "liver_fraction": float(truth.mean()),
-                    "predicted_fraction": float(pred.mean()),
-                    **scores(tp, fp, fn, tn),
-                    "tp": tp,
-                    "fp": fp,
-                    "fn": fn,
-                    "tn": tn,
-                }
-            )
-        bar.update(len(chunk))
-    bar.close()
+    # closed on an error too, so the error line does not continue the bar's line
+    with tqdm(total=len(samples), desc="evaluating", unit="img", disable=not progress, leave=False) as bar:
+        for chunk in consecutive_batches(_read_pairs(samples), _image_shape, batch_size):  # one size per batch
+            x = torch.from_numpy(np.stack([c[1] for c in chunk]))[:, None].to(dev, non_blocking=True)  # [N,1,H,W]
+            _, mask = pipeline(x)  # mask = probability > threshold, uint8
+            preds = mask[:, 0].bool().cpu().numpy()
+            for (s, img, truth), pred in zip(chunk, preds):
+                metrics.update(pred, truth)
+                per_image.append(_image_row(s, img, truth, pred, metrics.per_image[-1]))
+            bar.update(len(chunk))
     out: dict[str, Any] = metrics.compute()
     out["per_image"] = per_image
     return out

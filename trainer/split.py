@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,9 @@ import numpy as np
 import pandas as pd
 
 from liverseg.core.cli import command
-from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of
+from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of, read_csv
+from liverseg.core.errors import UsageError
+from liverseg.core.io import write_text_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -68,9 +69,12 @@ def _resolve_existing(value: str, manifest: Path, root: Path | None) -> Path | N
 
 
 def read_manifest(path: Path, root: Path | None = None) -> tuple[list[Sample], pd.DataFrame]:
-    """Samples of a manifest CSV (``id`` -> images/ and masks/ beside it, or path columns)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    df.columns = [c.strip() for c in df.columns]
+    """Samples of a manifest CSV (``id`` -> images/ and masks/ beside it, or path columns).
+
+    The CSV is read by :mod:`liverseg.core.data`'s reader, so an unreadable or empty file
+    is a :class:`DataError` naming it, as for every other list; a bad row names its row.
+    """
+    df = read_csv(path)
     img_dir = next((path.parent / d for d in ("images", "Images") if (path.parent / d).is_dir()), None)
     mask_dir = next(
         (path.parent / d for d in ("masks", "Labels", "labels", "Masks") if (path.parent / d).is_dir()), None
@@ -96,9 +100,9 @@ def read_manifest(path: Path, root: Path | None = None) -> tuple[list[Sample], p
             what = "image" if image is None else "mask"
             tried = []
             if "id" in df.columns:
-                tried.append(
-                    f"{img_dir or path.parent / 'images'}/{row['id']}.* and {mask_dir or path.parent / 'masks'}/{row['id']}.*"
-                )
+                images = img_dir or path.parent / "images"
+                masks = mask_dir or path.parent / "masks"
+                tried.append(f"{images}/{row['id']}.* and {masks}/{row['id']}.*")
             if path_cols is not None:
                 tried.append(f"columns {path_cols[0]}={row[path_cols[0]]!r}, {path_cols[1]}={row[path_cols[1]]!r}")
             raise DataError(f"{path}: {where}: {what} file not found (tried {'; '.join(tried)})")
@@ -118,13 +122,11 @@ def load_source(
     """(samples with masks, group of each sample or None); every file must exist."""
     table: pd.DataFrame | None = None
     if source.is_file() and source.suffix.lower() == ".csv":
-        head = pd.read_csv(source, dtype=str, keep_default_na=False, nrows=0)
-        cols = [c.strip() for c in head.columns]
-        if "X" in cols or "Y" in cols:
+        head = read_csv(source)  # DataError naming the file when it is empty or not a CSV
+        if "X" in head.columns or "Y" in head.columns:
             samples = discover(source, labels=labels, root=root, need_labels=True)
             if group_by is not None:
-                table = pd.read_csv(source, dtype=str, keep_default_na=False)
-                table.columns = [c.strip() for c in table.columns]
+                table = head
         else:
             samples, table = read_manifest(source, root)
     else:
@@ -200,7 +202,9 @@ def split_indices(
 # ---------------------------------------------------------------- writing
 
 
-def _written(p: Path, output_root: Path | None, absolute: bool) -> str:
+def _written(p: Path | None, output_root: Path | None, absolute: bool) -> str:
+    if p is None:  # load_source only returns samples with masks
+        raise DataError("a sample without a mask cannot be written to a split")
     full = os.path.abspath(p)
     if absolute:
         return Path(full).as_posix()
@@ -228,8 +232,10 @@ def write_split(
         if not idx:
             continue
         x_csv, y_csv = out_dir / f"{name}_x.csv", out_dir / f"{name}_y.csv"
-        pd.DataFrame({"X": [_written(samples[i].image, output_root, absolute) for i in idx]}).to_csv(x_csv, index=False)
-        pd.DataFrame({"Y": [_written(samples[i].mask, output_root, absolute) for i in idx]}).to_csv(y_csv, index=False)
+        xs = pd.DataFrame({"X": [_written(samples[i].image, output_root, absolute) for i in idx]})
+        ys = pd.DataFrame({"Y": [_written(samples[i].mask, output_root, absolute) for i in idx]})
+        write_text_atomic(x_csv, xs.to_csv(index=False))  # a half-written list would train on part of a split
+        write_text_atomic(y_csv, ys.to_csv(index=False))
         files[name] = {"x": x_csv.name, "y": y_csv.name}
     n = len(samples)
     summary: dict[str, Any] = {
@@ -245,9 +251,7 @@ def write_split(
         per = {name: sorted({groups[i] for i in parts[name]}, key=_natural) for name in SPLITS}
         summary["groups"] = {name: len(per[name]) for name in SPLITS} | {"total": len(set(groups))}
         summary["group_ids"] = per
-    path = out_dir / "split.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+    return write_text_atomic(out_dir / "split.json", json.dumps(summary, indent=2) + "\n")
 
 
 def _natural(s: str) -> list[Any]:
@@ -332,19 +336,13 @@ def main(
             re.compile(group_pattern)
         except re.error as e:
             raise click.BadParameter(f"not a regular expression: {e}", param_hint="--group-pattern") from None
-    try:
-        samples, groups = load_source(source, labels, data_root, group_by, group_pattern)
-    except DataError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    samples, groups = load_source(source, labels, data_root, group_by, group_pattern)  # DataError: exit 2
     parts = split_indices(len(samples), groups, test_fraction, val_fraction, seed)
     if not parts["train"]:
-        click.echo(
-            f"error: the training split is empty ({len(samples)} slices"
-            f"{f', {len(set(groups))} groups' if groups else ''}); lower the fractions",
-            err=True,
+        raise UsageError(
+            f"the training split is empty ({len(samples)} slices"
+            f"{f', {len(set(groups))} groups' if groups else ''}); lower the fractions"
         )
-        sys.exit(1)
     info = {
         "source": str(source),
         "seed": seed,

@@ -27,6 +27,7 @@ resumed from ``last.pt`` sees the same batches as one that never stopped.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -34,10 +35,11 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -47,8 +49,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from liverseg.core.batching import consecutive_batches
 from liverseg.core.data import DataError, Sample, discover, read_pair
-from liverseg.core.metrics import SegmentationMetrics
+from liverseg.core.errors import DeviceError, first_line
+from liverseg.core.io import write_text_atomic
+from liverseg.core.metrics import SegmentationMetrics, confusion_counts
 from liverseg.core.preprocess import Preprocessing, postprocess, preprocess
 from liverseg.models import create_model, required_multiple
 from liverseg.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -90,17 +95,20 @@ class TrainResult:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when present, else CPU. A requested CUDA device that is absent is an error."""
+    """``auto`` -> CUDA when present, else CPU. A requested device that is absent or unknown is a DeviceError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceError(f"device {name!r} is not a device ({first_line(e)}); use 'auto', 'cpu' or 'cuda:N'") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(
+            raise DeviceError(
                 f"device {name!r} requested but CUDA is not available (torch {torch.__version__}); use 'cpu' or 'auto'"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+            raise DeviceError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 
@@ -152,14 +160,12 @@ def _list_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[
     return batch
 
 
-def group_by_shape(items: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Stack runs of consecutive equal-shaped (image, mask) pairs into batches, order kept."""
-    start = 0
-    for i in range(1, len(items) + 1):
-        if i == len(items) or items[i][0].shape != items[start][0].shape:
-            chunk = items[start:i]
-            yield torch.stack([c[0] for c in chunk]), torch.stack([c[1] for c in chunk])
-            start = i
+def _stack(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def _image_shape(pair: tuple[torch.Tensor, torch.Tensor]) -> tuple[int, ...]:
+    return tuple(pair[0].shape)
 
 
 def load_split(name: str, x_path: str, y_path: str | None, root: Path | None) -> list[Sample]:
@@ -229,20 +235,11 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
+# ---------------------------------------------------------------- the run folder
 
 
-# ---------------------------------------------------------------- the run
-
-
-def _new_run_dir(out: Path, cfg: TrainConfig) -> Path:
+def new_run_dir(out: Path, cfg: TrainConfig) -> Path:
+    """``<out>/<model>-w<width>-<YYYYmmdd-HHMMSS>`` (with ``-2``, ``-3``, ... when taken)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = out / f"{cfg.model}-w{cfg.model_width}-{stamp}"
     run_dir, k = base, 2
@@ -257,11 +254,109 @@ def _fmt(v: Any) -> str:
 
 
 def _write_epochs(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _fmt(r.get(k, "")) for k in EPOCH_COLUMNS})
+    """The epoch table, rewritten whole and atomically: a killed run never leaves a half-written row."""
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt(r.get(k, "")) for k in EPOCH_COLUMNS})
+    write_text_atomic(path, buf.getvalue())
+
+
+class RunFolder:
+    """A run's folder: ``config.json``, ``epochs.csv``, ``train.log`` and ``checkpoints/``.
+
+    ``with RunFolder(...)`` creates it, writes the config and the epoch table so far,
+    and routes the trainer's log to ``train.log`` until the block ends.
+    """
+
+    def __init__(self, path: Path, cfg: TrainConfig, progress: bool) -> None:
+        self.path = path
+        self.cfg = cfg
+        self.progress = progress
+        self.checkpoints = path / "checkpoints"
+        self.epochs_csv = path / "epochs.csv"
+        self._handler: logging.Handler | None = None
+
+    def open(self, history: list[dict[str, Any]]) -> RunFolder:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.cfg.save_model is not False:
+            self.checkpoints.mkdir(exist_ok=True)
+        write_text_atomic(self.path / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        self.write_epochs(history)
+        handler = logging.FileHandler(self.path / "train.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+        self._handler = handler
+        return self
+
+    def close(self) -> None:
+        if self._handler is not None:
+            log.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def say(self, line: str) -> None:
+        """One line to ``train.log`` and, with progress on, to the console."""
+        log.info(line)
+        if self.progress:
+            tqdm.write(line, file=sys.stderr)
+
+    def write_epochs(self, history: list[dict[str, Any]]) -> None:
+        _write_epochs(self.epochs_csv, history)
+
+
+# ---------------------------------------------------------------- what is trained, and its state
+
+
+@dataclass
+class Prepared:
+    """Everything checked before any work: the resolved config, device, data and resume checkpoint."""
+
+    cfg: TrainConfig
+    device: torch.device
+    pp: Preprocessing
+    train_samples: list[Sample]
+    val_samples: list[Sample]
+    summary: dict[str, Any]
+    resume: Checkpoint | None
+
+
+@dataclass
+class Trainee:
+    """The network and what updates it."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    amp_dtype: torch.dtype | None
+
+
+@dataclass
+class Progress:
+    """Where the run stands: the metric history, the best epoch so far and the next epoch."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    start_epoch: int = 1
+    run_dir: Path | None = None  # the folder of a resumed run, which continues there
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    shuffle: torch.Generator  # re-seeded per epoch
+    augment: torch.Generator | None  # re-seeded per epoch; None without augmentation
 
 
 def _improved(value: float, best: dict[str, Any] | None, metric: str, min_delta: float) -> bool:
@@ -292,9 +387,8 @@ def _check_resume(ckpt: Checkpoint, cfg: TrainConfig, pp: Preprocessing) -> None
         )
 
 
-def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Run one training as the config says (module docstring); everything is checked first."""
-    # ---- everything that can fail on bad input, before any work
+def preflight(cfg: TrainConfig, data_root: str | Path | None, progress: bool) -> Prepared:
+    """Everything that can fail on bad input (device, data, resume checkpoint), before any work."""
     device = resolve_device(cfg.device)
     if cfg.amp != "off" and device.type != "cuda":
         raise ConfigError(f"key 'amp': {cfg.amp!r} needs CUDA but the device is {device} (set amp to 'off')")
@@ -324,8 +418,11 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         _check_resume(resume, cfg, pp)
+    return Prepared(cfg, device, pp, train_samples, val_samples, summary, resume)
 
-    # ---- model, optimiser, data
+
+def build_trainee(cfg: TrainConfig, device: torch.device) -> Trainee:
+    """Seeded network, optimizer, GradScaler and loss (cuDNN flags set first)."""
     if cfg.deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -333,45 +430,56 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
     net = create_model(cfg.model, **cfg.model_args()).to(device)
-    optimizer = make_optimizer(cfg.optim, net.parameters(), cfg.lr, cfg.weight_decay)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
-    loss_fn = make_loss(cfg.loss)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    start_epoch = 1
-    run_dir = None
-    if resume is not None:
-        net.load_state_dict(resume.state_dict)
-        optimizer.load_state_dict(resume.optimizer)
-        for g in optimizer.param_groups:
-            g["lr"] = cfg.lr
-        if resume.scaler and scaler.is_enabled():
-            scaler.load_state_dict(resume.scaler)
-        history = [dict(h) for h in resume.history]
-        best = dict(resume.best) if resume.best else None
-        start_epoch = resume.epoch + 1
-        ck_dir = resume.path.parent if resume.path else None
-        if ck_dir is not None and ck_dir.name == "checkpoints" and (ck_dir.parent / "epochs.csv").exists():
-            run_dir = ck_dir.parent  # continue in the run's own folder
-    if run_dir is None:
-        run_dir = _new_run_dir(Path(cfg.output_dir), cfg)
+    return Trainee(
+        net=net,
+        optimizer=make_optimizer(cfg.optim, net.parameters(), cfg.lr, cfg.weight_decay),
+        scaler=torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16"),
+        loss_fn=make_loss(cfg.loss),
+        amp_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp),
+    )
 
-    pin = device.type == "cuda"
-    loader_gen = torch.Generator()
+
+def restore(resume: Checkpoint | None, trainee: Trainee, cfg: TrainConfig) -> Progress:
+    """Load a resume checkpoint's weights, optimizer and scaler state; the progress it had reached."""
+    if resume is None:
+        return Progress()
+    trainee.net.load_state_dict(resume.state_dict)
+    if resume.optimizer is not None:  # always there: _check_resume refused a checkpoint without it
+        trainee.optimizer.load_state_dict(resume.optimizer)
+    for g in trainee.optimizer.param_groups:
+        g["lr"] = cfg.lr
+    if resume.scaler and trainee.scaler.is_enabled():
+        trainee.scaler.load_state_dict(resume.scaler)
+    ck_dir = resume.path.parent if resume.path else None
+    run_dir = None
+    if ck_dir is not None and ck_dir.name == "checkpoints" and (ck_dir.parent / "epochs.csv").exists():
+        run_dir = ck_dir.parent  # continue in the run's own folder
+    return Progress(
+        history=[dict(h) for h in resume.history],
+        best=dict(resume.best) if resume.best else None,
+        start_epoch=resume.epoch + 1,
+        run_dir=run_dir,
+    )
+
+
+def make_loaders(prep: Prepared) -> Loaders:
+    """Shuffled training batches at ``image_size``; validation lists of native-size pairs."""
+    cfg = prep.cfg
+    pin = prep.device.type == "cuda"
+    shuffle = torch.Generator()
     train_loader = DataLoader(
-        SliceDataset(train_samples, cfg.image_size),
+        SliceDataset(prep.train_samples, cfg.image_size),
         batch_size=cfg.train_batch_size,
         shuffle=True,
         num_workers=cfg.num_workers,
         pin_memory=pin,
-        generator=loader_gen,
+        generator=shuffle,
         worker_init_fn=_worker_init,
         persistent_workers=cfg.num_workers > 0,
         drop_last=False,
     )
     val_loader = DataLoader(
-        SliceDataset(val_samples, None),
+        SliceDataset(prep.val_samples, None),
         batch_size=cfg.valid_batch_size,
         shuffle=False,
         num_workers=cfg.num_workers,
@@ -380,184 +488,217 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
         worker_init_fn=_worker_init,
         persistent_workers=cfg.num_workers > 0,
     )
-    aug_gen = torch.Generator(device=device) if cfg.augment is not None else None
+    augment = torch.Generator(device=prep.device) if cfg.augment is not None else None
+    return Loaders(train_loader, val_loader, shuffle, augment)
 
-    # ---- the run folder
-    ckpt_dir = run_dir / "checkpoints"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.save_model is not False:
-        ckpt_dir.mkdir(exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-    epochs_csv = run_dir / "epochs.csv"
-    _write_epochs(epochs_csv, history)
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if log.level == logging.NOTSET or log.level > logging.INFO:
-        log.setLevel(logging.INFO)
 
-    def say(line: str) -> None:
-        log.info(line)
-        if progress:
-            tqdm.write(line, file=sys.stderr)
+# ---------------------------------------------------------------- checkpoints
 
-    best_path = ckpt_dir / "best.pt" if cfg.save_model is not False else None
-    last_path = ckpt_dir / "last.pt" if cfg.save_model is not False else None
 
-    def checkpoint(epoch: int, with_optimizer: bool) -> Checkpoint:
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+class Checkpointer:
+    """Writes ``best.pt`` (weights only) and ``last.pt`` (with optimizer state); none when ``save_model`` is false."""
+
+    def __init__(self, run: RunFolder, prep: Prepared, trainee: Trainee) -> None:
+        self.prep = prep
+        self.trainee = trainee
+        saving = prep.cfg.save_model is not False
+        self.best_path = run.checkpoints / "best.pt" if saving else None
+        self.last_path = run.checkpoints / "last.pt" if saving else None
+
+    def build(self, epoch: int, progress: Progress, with_optimizer: bool) -> Checkpoint:
+        cfg, t = self.prep.cfg, self.trainee
         return Checkpoint(
             model_name=cfg.model,
             model_args=cfg.model_args(),
-            preprocessing=pp,
-            state_dict=net.state_dict(),
+            preprocessing=self.prep.pp,
+            state_dict=t.net.state_dict(),
             threshold=cfg.threshold,
             config=cfg.to_dict(),
             epoch=epoch,
-            history=[dict(h) for h in history],
-            best=dict(best) if best else None,
-            data_summary=summary,
-            optimizer=_to_cpu(optimizer.state_dict()) if with_optimizer else None,
-            scaler=scaler.state_dict() if (with_optimizer and scaler.is_enabled()) else None,
+            history=[dict(h) for h in progress.history],
+            best=dict(progress.best) if progress.best else None,
+            data_summary=self.prep.summary,
+            optimizer=_to_cpu(t.optimizer.state_dict()) if with_optimizer else None,
+            scaler=t.scaler.state_dict() if (with_optimizer and t.scaler.is_enabled()) else None,
         )
 
-    stopped_early = False
+    def save(self, epoch: int, progress: Progress, is_best: bool) -> None:
+        if self.best_path is None or self.last_path is None:
+            return
+        if is_best:
+            self.build(epoch, progress, with_optimizer=False).save(self.best_path)
+        self.build(epoch, progress, with_optimizer=True).save(self.last_path)
+
+
+# ---------------------------------------------------------------- the epoch loop
+
+
+def run_epoch(epoch: int, prep: Prepared, trainee: Trainee, loaders: Loaders, progress: bool) -> dict[str, Any]:
+    """Train one epoch (lr and random streams set from the epoch), validate; the epochs.csv row."""
+    cfg = prep.cfg
+    t0 = time.perf_counter()
+    for g in trainee.optimizer.param_groups:
+        g["lr"] = lr_at(cfg, epoch)
+    loaders.shuffle.manual_seed(cfg.seed * 100003 + epoch)
+    if loaders.augment is not None:
+        loaders.augment.manual_seed(cfg.seed * 100019 + epoch)
+    desc = f"epoch {epoch}/{cfg.epochs}"
+    train_loss = _train_epoch(trainee, loaders.train, prep, loaders.augment, desc, progress)
+    val = validate(trainee.net, loaders.val, prep.pp, prep.device, trainee.loss_fn, cfg.threshold, trainee.amp_dtype)
+    return {
+        "epoch": epoch,
+        "mPA": val["mPA"],
+        "mIoU": val["mIoU"],
+        "train_loss": train_loss,
+        "val_loss": val["val_loss"],
+        "dice": val["dice"],
+        "iou": val["iou"],
+        "precision": val["precision"],
+        "recall": val["recall"],
+        "lr": float(trainee.optimizer.param_groups[0]["lr"]),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _epoch_line(cfg: TrainConfig, row: dict[str, Any], is_best: bool) -> str:
+    shown = dict.fromkeys([*cfg.val_metrics, cfg.keep_best] if cfg.keep_best != "val_loss" else cfg.val_metrics)
+    metrics = " ".join(f"{m} {row[m]:.4f}" for m in shown)
+    return (
+        f"epoch {row['epoch']}/{cfg.epochs}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+        f"{metrics} ({row['seconds']:.1f} s){'  * best' if is_best else ''}"
+    )
+
+
+def epoch_loop(
+    prep: Prepared, trainee: Trainee, loaders: Loaders, state: Progress, run: RunFolder, saver: Checkpointer
+) -> bool:
+    """Epochs ``state.start_epoch..cfg.epochs``: table, checkpoints and log line after each; True if stopped early."""
+    cfg = prep.cfg
+    for epoch in range(state.start_epoch, cfg.epochs + 1):
+        row = run_epoch(epoch, prep, trainee, loaders, run.progress)
+        state.history.append(row)
+        value = float(row[cfg.keep_best])
+        is_best = _improved(value, state.best, cfg.keep_best, cfg.min_delta)
+        best: dict[str, Any] | None = (
+            {"metric": cfg.keep_best, "value": value, "epoch": epoch} if is_best else state.best
+        )
+        assert best is not None  # the first epoch always improves on None
+        state.best = best
+        run.write_epochs(state.history)
+        saver.save(epoch, state, is_best)
+        run.say(_epoch_line(cfg, row, is_best))
+        since_best = epoch - best["epoch"]
+        if cfg.early_stopping is not None and since_best >= cfg.early_stopping and epoch < cfg.epochs:
+            run.say(
+                f"early stopping: {cfg.keep_best} has not improved by more than {cfg.min_delta} "
+                f"for {since_best} epoch(s) (best {best['value']:.4f} at epoch {best['epoch']})"
+            )
+            return True
+    return False
+
+
+def _finish(cfg: TrainConfig, state: Progress, run: RunFolder, saver: Checkpointer) -> None:
+    """The closing line, the copy of best.pt to a ``save_model`` path, and the training curves."""
+    best = state.best
+    if best is not None:
+        run.say(
+            f"best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
+            + (f"; checkpoints in {run.checkpoints}" if saver.best_path is not None else "")
+        )
+    if isinstance(cfg.save_model, str) and saver.best_path is not None and saver.best_path.exists():
+        dest = Path(cfg.save_model)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(saver.best_path, dest)
+        run.say(f"copied the best checkpoint to {dest}")
     try:
-        say(
-            f"run {run_dir}: {cfg.model} width {cfg.model_width} on {device}"
-            f"{f' amp {cfg.amp}' if amp_dtype else ''}; train {len(train_samples)} / val {len(val_samples)} slices; "
-            f"epochs {start_epoch}..{cfg.epochs}"
-        )
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(cfg, epoch)
-            loader_gen.manual_seed(cfg.seed * 100003 + epoch)
-            if aug_gen is not None:
-                aug_gen.manual_seed(cfg.seed * 100019 + epoch)
-            train_loss = _train_epoch(
-                net,
-                train_loader,
-                optimizer,
-                scaler,
-                loss_fn,
-                pp,
-                cfg,
-                device,
-                amp_dtype,
-                aug_gen,
-                f"epoch {epoch}/{cfg.epochs}",
-                progress,
-            )
-            val = validate(net, val_loader, pp, device, loss_fn, cfg.threshold, amp_dtype)
-            row = {
-                "epoch": epoch,
-                "mPA": val["mPA"],
-                "mIoU": val["mIoU"],
-                "train_loss": train_loss,
-                "val_loss": val["val_loss"],
-                "dice": val["dice"],
-                "iou": val["iou"],
-                "precision": val["precision"],
-                "recall": val["recall"],
-                "lr": float(optimizer.param_groups[0]["lr"]),
-                "seconds": time.perf_counter() - t0,
-            }
-            history.append(row)
-            value = float(row[cfg.keep_best])
-            is_best = _improved(value, best, cfg.keep_best, cfg.min_delta)
-            if is_best:
-                best = {"metric": cfg.keep_best, "value": value, "epoch": epoch}
-            _write_epochs(epochs_csv, history)
-            if best_path is not None:
-                if is_best:
-                    checkpoint(epoch, with_optimizer=False).save(best_path)
-                checkpoint(epoch, with_optimizer=True).save(last_path)
-            shown = dict.fromkeys([*cfg.val_metrics, cfg.keep_best] if cfg.keep_best != "val_loss" else cfg.val_metrics)
-            metrics = " ".join(f"{m} {row[m]:.4f}" for m in shown)
-            say(
-                f"epoch {epoch}/{cfg.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} {metrics} "
-                f"({row['seconds']:.1f} s){'  * best' if is_best else ''}"
-            )
-            since_best = epoch - best["epoch"]
-            if cfg.early_stopping is not None and since_best >= cfg.early_stopping and epoch < cfg.epochs:
-                say(
-                    f"early stopping: {cfg.keep_best} has not improved by more than {cfg.min_delta} "
-                    f"for {since_best} epoch(s) (best {best['value']:.4f} at epoch {best['epoch']})"
-                )
-                stopped_early = True
-                break
-        if best is not None:
-            say(
-                f"best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}"
-                + (f"; checkpoints in {ckpt_dir}" if best_path is not None else "")
-            )
-        if isinstance(cfg.save_model, str) and best_path is not None and best_path.exists():
-            dest = Path(cfg.save_model)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(best_path, dest)
-            say(f"copied the best checkpoint to {dest}")
-        try:
-            from liverseg.trainer.curves import plot_training_curves
+        from liverseg.trainer.curves import plot_training_curves
 
-            plot_training_curves(epochs_csv, run_dir)
-        except ImportError as e:
-            log.warning("training curves not drawn: matplotlib is not available (%s)", e)
-        except Exception as e:  # a figure must never lose a finished run
-            log.warning("training curves not drawn: %s: %s", type(e).__name__, e)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+        plot_training_curves(run.epochs_csv, run.path)
+    except ImportError as e:
+        log.warning("training curves not drawn: matplotlib is not available (%s)", e)
+    except Exception as e:  # a figure must never lose a finished run
+        log.warning("training curves not drawn: %s: %s", type(e).__name__, e)
+
+
+def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Run one training as the config says (module docstring); everything is checked first."""
+    prep = preflight(cfg, data_root, progress)
+    cfg = prep.cfg
+    trainee = build_trainee(cfg, prep.device)
+    state = restore(prep.resume, trainee, cfg)
+    loaders = make_loaders(prep)
+    run = RunFolder(state.run_dir or new_run_dir(Path(cfg.output_dir), cfg), cfg, progress)
+    with run.open(state.history):
+        saver = Checkpointer(run, prep, trainee)
+        run.say(
+            f"run {run.path}: {cfg.model} width {cfg.model_width} on {prep.device}"
+            f"{f' amp {cfg.amp}' if trainee.amp_dtype else ''}; train {len(prep.train_samples)} / "
+            f"val {len(prep.val_samples)} slices; epochs {state.start_epoch}..{cfg.epochs}"
+        )
+        stopped_early = epoch_loop(prep, trainee, loaders, state, run, saver)
+        _finish(cfg, state, run, saver)
     return TrainResult(
-        run_dir=run_dir,
-        best=best_path,
-        last=last_path,
-        history=history,
+        run_dir=run.path,
+        best=saver.best_path,
+        last=saver.last_path,
+        history=state.history,
         stopped_early=stopped_early,
-        best_info=best,
-        data_summary=summary,
+        best_info=state.best,
+        data_summary=prep.summary,
     )
 
 
 def _train_epoch(
-    net: nn.Module,
+    trainee: Trainee,
     loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    loss_fn,
-    pp: Preprocessing,
-    cfg: TrainConfig,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
+    prep: Prepared,
     aug_gen: torch.Generator | None,
     desc: str,
     progress: bool,
 ) -> float:
+    """One pass over the training batches; the mean loss per image."""
+    net, optimizer, scaler, amp_dtype = trainee.net, trainee.optimizer, trainee.scaler, trainee.amp_dtype
+    augment, pp, device = prep.cfg.augment, prep.pp, prep.device
     net.train()
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True)
-    for step, (images, masks) in enumerate(bar):
-        x = images.to(device, non_blocking=True)
-        t = masks.to(device, non_blocking=True)
-        if aug_gen is not None:
-            x, t = augment_batch(x, t, cfg.augment, aug_gen)
-        t = t.float()
-        h, w = x.shape[-2], x.shape[-1]
-        z = preprocess(x, pp)  # [N, 1, H', W'] padded
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = net(z)
-        logits = postprocess(logits.float(), pp, h, w)  # padding cropped: it never enters the loss
-        loss = loss_fn(logits, t)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}, batch {step + 1}: loss is {loss.item()} (lower lr, or set amp to 'off')")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        n = x.shape[0]
-        value = float(loss.detach())
-        total += value * n
-        count += n
-        bar.set_postfix(loss=f"{value:.4f}")
+    # closed on an error too, so an error line does not continue the bar's line
+    with tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch", dynamic_ncols=True) as bar:
+        for step, (images, masks) in enumerate(bar):
+            x = images.to(device, non_blocking=True)
+            t = masks.to(device, non_blocking=True)
+            if aug_gen is not None and augment is not None:
+                x, t = augment_batch(x, t, augment, aug_gen)
+            t = t.float()
+            h, w = x.shape[-2], x.shape[-1]
+            z = preprocess(x, pp)  # [N, 1, H', W'] padded
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                logits = net(z)
+            logits = postprocess(logits.float(), pp, h, w)  # padding cropped: it never enters the loss
+            loss = trainee.loss_fn(logits, t)
+            if not torch.isfinite(loss):
+                # a diverging run is a config problem (learning rate, mixed precision): one line, not a traceback
+                raise ConfigError(
+                    f"{desc}, batch {step + 1}: loss is {loss.item()}; lower key 'lr', or set key 'amp' to 'off'"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = x.shape[0]
+            value = float(loss.detach())
+            total += value * n
+            count += n
+            bar.set_postfix(loss=f"{value:.4f}")
     return total / max(count, 1)
 
 
@@ -576,7 +717,8 @@ def validate(
     metrics = SegmentationMetrics()
     total, count = 0.0, 0
     for batch in loader:
-        for images, masks in group_by_shape(batch):
+        for chunk in consecutive_batches(batch, _image_shape, len(batch)):  # native sizes: one shape per stack
+            images, masks = _stack(chunk)
             x = images.to(device, non_blocking=True)
             truth = masks.to(device, non_blocking=True).bool()
             h, w = x.shape[-2], x.shape[-1]
@@ -586,13 +728,7 @@ def validate(
             total += float(loss_fn(logits, truth.float())) * x.shape[0]
             count += x.shape[0]
             pred = torch.sigmoid(logits) > threshold
-            # confusion counts on the device; the same definitions as liverseg.core.metrics.confusion
-            dims = (1, 2, 3)
-            tp = (pred & truth).sum(dims)
-            fp = (pred & ~truth).sum(dims)
-            fn = (~pred & truth).sum(dims)
-            tn = h * w - tp - fp - fn
-            for row in torch.stack([tp, fp, fn, tn], 1).cpu().tolist():
+            for row in confusion_counts(pred, truth).cpu().tolist():  # counted on the device
                 metrics.add_confusion(*row)
     out = metrics.compute()
     out["val_loss"] = total / max(count, 1)

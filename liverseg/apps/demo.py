@@ -5,21 +5,33 @@ that reads what earlier stages left in the :class:`DemoContext` (or, when run al
 with ``--stages``, finds it in the run folder) and adds its own results. The runner
 prints a header and the wall time of every stage and writes ``demo.json``.
 
-Stages now:
+The stages, in order (:data:`STAGES`):
 
 1. ``data``: synthesize slices of a few patients (:mod:`liverseg.apps.synthetic`) in the
    study's layout: ``<run>/synthetic/data/Images``, ``Labels``, ``data_pairs.csv``,
    ``manifest.csv`` (with a ``patient`` column);
 2. ``split``: train/val/test grouped by patient, with ``liverseg-split``'s library
    functions, into the study's ``*_x.csv``/``*_y.csv`` lists in ``<run>/splits``;
-3. ``train``: write ``<run>/config.json`` in the study's format and train a small
+3. ``eda``: the data summary of the three splits (:func:`liverseg.apps.eda.run_eda`):
+   liver-pixel histograms, mean and std per split, ``<run>/eda/eda.html``;
+4. ``train``: write ``<run>/config.json`` in the study's format and train a small
    U-Net with :func:`liverseg.trainer.train.train` (run folder ``<run>/runs/unet-w*``);
-4. ``evaluate``: the study's test mode on the test split
+5. ``evaluate``: the study's test mode on the test split
    (:func:`liverseg.trainer.evaluate.evaluate`); prints the metric table and writes
-   ``<run>/metrics.json``.
+   ``<run>/metrics.json``;
+6. ``export``: ``liverseg-export`` of the best checkpoint to TorchScript, ONNX fp32
+   and int8 with measured parity, into ``<run>/export``;
+7. ``infer``: ``liverseg-infer`` with ``<run>/export/model.onnx`` on the test split:
+   masks, overlays and the run report in ``<run>/infer``;
+8. ``bench``: ``liverseg-bench`` (in a fresh interpreter, ``python -m liverseg.benchmarks``)
+   of eager, ONNX Runtime fp32 and int8 on the demo model, into ``<run>/bench``.
 
-Extending: write ``def stage_export(ctx: DemoContext) -> None`` and add it with
-``register_stage(Stage("export", stage_export, "..."), after="evaluate")`` (or edit
+Exit codes: 0 every stage ran; 1 a stage failed (``error: <why>``, e.g. what it needs
+from an earlier stage is missing, or its input data is bad); 2 a bad option or an
+unusable run folder; 130 interrupted.
+
+Extending: write ``def stage_report(ctx: DemoContext) -> None`` and add it with
+``register_stage(Stage("report", stage_report, "..."), after="infer")`` (or edit
 :data:`STAGES`). Put results in ``ctx.results[name]`` (JSON types: they land in
 ``demo.json``) and files under ``ctx.run_dir``; use :meth:`DemoContext.checkpoint_path`
 and friends to find earlier outputs when run alone.
@@ -28,7 +40,6 @@ and friends to find earlier outputs when run alone.
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,12 +52,16 @@ from typing import Any
 import click
 
 from liverseg.core.cli import command
+from liverseg.core.errors import EXIT_FAILED, LiversegError, UsageError
+from liverseg.core.io import versions, write_text_atomic
 
 DEFAULT_RUN_DIR = Path("runs/demo")
 
 
-class DemoError(RuntimeError):
-    """A stage cannot run (e.g. what it needs from an earlier stage is missing)."""
+class DemoError(LiversegError):
+    """A stage cannot run or failed (e.g. what it needs from an earlier stage is missing): exit 1."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass
@@ -68,7 +83,7 @@ class DemoSettings:
 
     @classmethod
     def quick(cls, **kw: Any) -> DemoSettings:
-        base = dict(n_slices=24, slices_per_patient=4, size=64, width=4, epochs=1, batch_size=4)
+        base: dict[str, Any] = dict(n_slices=24, slices_per_patient=4, size=64, width=4, epochs=1, batch_size=4)
         base.update(kw)
         return cls(**base)
 
@@ -165,6 +180,8 @@ def stage_split(ctx: DemoContext) -> None:
     root = ctx.synthetic_root()
     manifest = ctx.manifest or root / "data" / "manifest.csv"
     samples, groups = load_source(manifest, root=root, group_by="patient")
+    if groups is None:
+        raise DemoError(f"{manifest}: no patient column")
     parts = split_indices(len(samples), groups, s.test_fraction, s.val_fraction, s.seed)
     if not all(parts[k] for k in ("train", "val", "test")):
         raise DemoError(f"a split is empty ({ {k: len(v) for k, v in parts.items()} }); use more slices or patients")
@@ -224,7 +241,7 @@ def stage_train(ctx: DemoContext) -> None:
     from liverseg.trainer.train import train
 
     cfg_path = ctx.run_dir / "config.json"
-    cfg_path.write_text(json.dumps(demo_config(ctx), indent=2) + "\n")
+    write_text_atomic(cfg_path, json.dumps(demo_config(ctx), indent=2) + "\n")
     cfg = TrainConfig.from_json(cfg_path)  # exactly what `liverseg-train <run>/config.json` would do
     ctx.config_path = cfg_path
     ctx.echo(
@@ -255,17 +272,17 @@ def stage_evaluate(ctx: DemoContext) -> None:
     ckpt = ctx.checkpoint_path()
     result = evaluate(ckpt, samples, device=ctx.settings.device, progress=ctx.progress)
     metrics = {k: v for k, v in result.items() if k != "per_image"}
-    (ctx.run_dir / "metrics.json").write_text(json.dumps({"checkpoint": str(ckpt), **result}, indent=2) + "\n")
+    write_text_atomic(ctx.run_dir / "metrics.json", json.dumps({"checkpoint": str(ckpt), **result}, indent=2) + "\n")
     ctx.results["evaluate"] = {"checkpoint": str(ckpt), **metrics}
     ctx.echo(f"test split: {len(samples)} slices, checkpoint {ckpt}")
     ctx.echo(format_table(result))
 
 
-def _run_cli(ctx: DemoContext, command: Any, args: list[str], name: str) -> int:
+def _run_cli(ctx: DemoContext, cmd: click.Command, args: list[str], name: str) -> int:
     """Run a liverseg click command exactly as a user would type it; returns its exit code."""
     ctx.echo("$ " + name + " " + " ".join(args))
     try:
-        command.main(args=args, prog_name=name, standalone_mode=False)
+        cmd.main(args=args, prog_name=name, standalone_mode=False)
     except SystemExit as e:  # commands that own their exit code (0 all good, 1 some inputs failed)
         return int(e.code or 0)
     except click.ClickException as e:
@@ -408,13 +425,13 @@ def register_stage(stage: Stage, after: str | None = None) -> None:
     """Add a stage at the end, or right after the stage named ``after``; a name is used once."""
     names = [s.name for s in STAGES]
     if stage.name in names:
-        raise ValueError(f"stage {stage.name!r} is already registered")
+        raise UsageError(f"stage {stage.name!r} is already registered")
     if after is None:
         STAGES.append(stage)
     elif after in names:
         STAGES.insert(names.index(after) + 1, stage)
     else:
-        raise ValueError(f"no stage {after!r}; stages: {', '.join(names)}")
+        raise UsageError(f"no stage {after!r}; stages: {', '.join(names)}")
 
 
 def select_stages(spec: str | None) -> list[Stage]:
@@ -425,7 +442,7 @@ def select_stages(spec: str | None) -> list[Stage]:
     names = [s.name for s in STAGES]
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(names)}")
+        raise UsageError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(names)}")
     return [s for s in STAGES if s.name in wanted]
 
 
@@ -452,6 +469,7 @@ def run_demo(
             echo(f"-- {stage.name} done in {ctx.timings[stage.name]:.1f} s")
     finally:
         total = round(time.perf_counter() - t_all, 3)
+        v = versions()
         summary = {
             "run_dir": str(run_dir),
             "settings": settings.to_dict(),
@@ -459,10 +477,11 @@ def run_demo(
             "timings_s": ctx.timings,
             "total_s": total,
             "results": ctx.results,
-            "python": platform.python_version(),
+            "python": v["python"],
+            "versions": v,
             "command": sys.argv,
         }
-        (run_dir / "demo.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        write_text_atomic(run_dir / "demo.json", json.dumps(summary, indent=2, default=str) + "\n")
     echo(f"\ndemo finished in {total:.1f} s; summary in {run_dir / 'demo.json'}")
     return ctx
 
@@ -525,14 +544,17 @@ def main(
     device: str,
     quiet: bool,
 ) -> None:
-    """Run liverseg end to end on synthetic CT: data, split by patient, train, evaluate."""
+    """Run liverseg end to end on synthetic CT: data, split by patient, EDA, train, evaluate, export, infer, bench.
+
+    Exit code 0: every stage ran; 1: a stage failed (one error line says why); 2: a bad option.
+    """
     if list_stages:
         for s in STAGES:
             click.echo(f"{s.name:<12} {s.help}")
         return
     try:
         selected = select_stages(stages)
-    except ValueError as e:
+    except UsageError as e:
         raise click.BadParameter(str(e), param_hint="--stages") from None
     from liverseg.trainer.config import DEVICE_RE
 
@@ -550,18 +572,15 @@ def main(
             setattr(settings, key, value)
     import torch
 
-    from liverseg.core.data import DataError
-    from liverseg.models.checkpoint import CheckpointError
-    from liverseg.trainer.config import ConfigError
-
     threads_before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         run_demo(run_dir, settings, selected, progress=not quiet)
-    except (DemoError, DataError, CheckpointError, ConfigError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    except DemoError:
+        raise
+    except LiversegError as e:  # bad data, config, checkpoint or device inside a stage: that stage failed
+        raise DemoError(str(e)) from e
     finally:
         torch.set_num_threads(threads_before)
 

@@ -13,7 +13,9 @@ percentage of every mask. It writes, into one folder:
   ``eda.md`` and a self-contained ``eda.html``.
 
 Standard deviations are population ones (numpy ``ddof=0``). A pair that cannot be
-read is listed with its reason and the rest go on; the exit code is then 1.
+read is listed with its reason and the rest go on; the exit code is then 1. A source
+that cannot be listed at all (no such file, an empty list, a folder without masks) is
+one ``error:`` line and exit code 2, before anything is written.
 Identical images (same pixels) that appear in more than one split are reported:
 they would leak training data into the test numbers.
 """
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -36,10 +37,14 @@ import click
 import numpy as np
 
 from liverseg.core.cli import command
-from liverseg.core.data import DataError, Sample, discover, read_pair
+from liverseg.core.data import Sample, discover, read_pair
+from liverseg.core.errors import EXIT_FAILED, EXIT_OK, DataError, UsageError
+from liverseg.core.html import esc, fmt, html_page, html_table, img_tag
+from liverseg.core.io import versions, write_text_atomic
 
 ALL = "all"
 MAX_LISTED_ERRORS = 200  # in eda.md / eda.html; all are in eda.json
+Table = tuple[str, list[str], list[list[str]], list[bool]]  # title, header, rows, numeric columns
 
 
 def split_name(source: Path) -> str:
@@ -140,6 +145,88 @@ def _summarise(stats: list[ImageStats], hist: np.ndarray, n_listed: int, n_error
     }
 
 
+@dataclass
+class _Split:
+    """One split as listed and as read."""
+
+    samples: list[Sample]
+    stats: list[ImageStats] = field(default_factory=list)
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))  # gray levels of all pixels
+    n_errors: int = 0
+
+
+def _unique_names(sources: list[Path], names: list[str] | None) -> list[str]:
+    """A split name per source (given or from the file name), made unique (``x``, ``x-2``, ...), never ``all``."""
+    if names is not None and len(names) != len(sources):
+        raise UsageError(f"{len(sources)} data sources but {len(names)} names")
+    out: list[str] = []
+    for n in names or [split_name(s) for s in sources]:
+        base, k, n2 = n, 2, n
+        while n2 in out or n2 == ALL:
+            n2, k = f"{base}-{k}", k + 1
+        out.append(n2)
+    return out
+
+
+def _read_split(name: str, split: _Split, errors: list[dict[str, str]], progress: bool) -> None:
+    """Measure every pair of ``split``; an unreadable pair goes to ``errors`` with its reason."""
+    from tqdm import tqdm
+
+    for s in tqdm(split.samples, desc=f"eda {name}", unit="img", disable=not progress, file=sys.stderr):
+        try:
+            st, h = _measure(name, s)
+        except DataError as e:
+            errors.append({"split": name, "image": str(s.image), "error": str(e)})
+            split.n_errors += 1
+            continue
+        split.stats.append(st)
+        split.hist += h
+
+
+def _identical_across_splits(images: list[ImageStats]) -> list[dict[str, Any]]:
+    """Every image whose pixels also appear in another split, with the other splits' names."""
+    by_digest: dict[str, set[str]] = {}
+    for st in images:
+        by_digest.setdefault(st.digest, set()).add(st.split)
+    return [
+        {"split": st.split, "image": st.image, "also_in": sorted(by_digest[st.digest] - {st.split})}
+        for st in images
+        if len(by_digest[st.digest]) > 1
+    ]
+
+
+def _color(i: int, name: str) -> str:
+    return "0.35" if name == ALL else f"C{i % 10}"
+
+
+def _draw_figures(out_dir: Path, parts: dict[str, _Split], splits: dict[str, dict[str, Any]], bins: int) -> list[Path]:
+    """The liver-pixel histograms (per split and, for several, all together), mean/std bars, gray levels."""
+    from liverseg.apps import figures
+
+    images = [st for sp in parts.values() for st in sp.stats]
+    top = max(max((s.liver_percent for s in images), default=0.0), 1e-6)  # one x range for every histogram
+    files: list[Path] = []
+    for i, name in enumerate(list(parts) + ([ALL] if len(parts) > 1 else [])):
+        pct = [s.liver_percent for s in (images if name == ALL else parts[name].stats)]
+        png = out_dir / f"liver_hist_{_file_part(name)}.png"
+        title = f"Liver-pixel percentage per mask: {name}"
+        hist = figures.plot_liver_histogram(pct, png, bins=bins, max_percent=top, color=_color(i, name), title=title)
+        files.append(figures.written(hist))
+    names = list(splits)
+    bars = figures.plot_split_bars(
+        names,
+        [splits[n]["liver_percent"]["mean"] or 0.0 for n in names],
+        [splits[n]["liver_percent"]["std"] or 0.0 for n in names],
+        out_dir / "liver_mean_std.png",
+        colors=[_color(i, n) for i, n in enumerate(names)],
+        title="Liver pixels per mask: mean and standard deviation per split",
+    )
+    files.append(figures.written(bars))
+    gray = figures.plot_intensity_histograms({n: sp.hist for n, sp in parts.items()}, out_dir / "intensity.png")
+    files.append(figures.written(gray))
+    return files
+
+
 def run_eda(
     sources: list[Path],
     out_dir: Path,
@@ -151,92 +238,32 @@ def run_eda(
 ) -> EdaResult:
     """Measure every split, write the figures and summaries into ``out_dir``.
 
-    Raises :class:`liverseg.core.data.DataError` when a source cannot be listed at all
-    (bad CSV, folder without masks); unreadable pairs are collected instead.
+    Raises :class:`liverseg.core.errors.DataError` when a source cannot be listed at all
+    (bad CSV, folder without masks) and :class:`~liverseg.core.errors.UsageError` for
+    no sources or a wrong number of names; unreadable pairs are collected instead.
     """
-    from tqdm import tqdm
-
-    from liverseg.apps import figures
-
     if not sources:
-        raise ValueError("run_eda needs at least one data source")
-    if names is not None and len(names) != len(sources):
-        raise ValueError(f"{len(sources)} data sources but {len(names)} names")
-    raw_names = names or [split_name(s) for s in sources]
-    split_names: list[str] = []
-    for n in raw_names:
-        base, k, n2 = n, 2, n
-        while n2 in split_names or n2 == ALL:
-            n2, k = f"{base}-{k}", k + 1
-        split_names.append(n2)
-    listed = {name: discover(src, root=root, need_labels=True) for name, src in zip(split_names, sources)}
-
-    images: list[ImageStats] = []
+        raise UsageError("run_eda needs at least one data source")
+    split_names = _unique_names(sources, names)
+    parts = {name: _Split(discover(src, root=root, need_labels=True)) for name, src in zip(split_names, sources)}
     errors: list[dict[str, str]] = []
-    hists: dict[str, np.ndarray] = {}
-    per_split: dict[str, list[ImageStats]] = {}
-    n_err: dict[str, int] = {}
-    for name, samples in listed.items():
-        hists[name] = np.zeros(256, dtype=np.int64)
-        per_split[name] = []
-        n_err[name] = 0
-        for s in tqdm(samples, desc=f"eda {name}", unit="img", disable=not progress, file=sys.stderr):
-            try:
-                st, h = _measure(name, s)
-            except DataError as e:
-                errors.append({"split": name, "image": str(s.image), "error": str(e)})
-                n_err[name] += 1
-                continue
-            per_split[name].append(st)
-            hists[name] += h
-            images.append(st)
+    for name, part in parts.items():
+        _read_split(name, part, errors, progress)
+    images = [st for part in parts.values() for st in part.stats]
 
-    splits = {name: _summarise(per_split[name], hists[name], len(listed[name]), n_err[name]) for name in listed}
-    multi = len(listed) > 1
-    if multi:
-        hists[ALL] = np.sum([hists[n] for n in listed], axis=0)
-        splits[ALL] = _summarise(images, hists[ALL], sum(len(v) for v in listed.values()), len(errors))
-
-    by_digest: dict[str, set[str]] = {}
-    for st in images:
-        by_digest.setdefault(st.digest, set()).add(st.split)
-    overlap = []
-    for st in images:
-        if len(by_digest.get(st.digest, ())) > 1:
-            overlap.append({"split": st.split, "image": st.image, "also_in": sorted(by_digest[st.digest] - {st.split})})
+    splits = {n: _summarise(sp.stats, sp.hist, len(sp.samples), sp.n_errors) for n, sp in parts.items()}
+    if len(parts) > 1:
+        all_hist = np.sum([sp.hist for sp in parts.values()], axis=0)
+        splits[ALL] = _summarise(images, all_hist, sum(len(sp.samples) for sp in parts.values()), len(errors))
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    top = max((s.liver_percent for s in images), default=0.0)
-    top = max(top, 1e-6)
-    for i, name in enumerate(list(listed) + ([ALL] if multi else [])):
-        pct = [s.liver_percent for s in (images if name == ALL else per_split[name])]
-        files.append(
-            figures.plot_liver_histogram(
-                pct,
-                out_dir / f"liver_hist_{_file_part(name)}.png",
-                bins=bins,
-                max_percent=top,
-                color="0.35" if name == ALL else f"C{i % 10}",
-                title=f"Liver-pixel percentage per mask: {name}",
-            )
-        )
-    bar_names = list(splits)
-    files.append(
-        figures.plot_split_bars(
-            bar_names,
-            [splits[n]["liver_percent"]["mean"] or 0.0 for n in bar_names],
-            [splits[n]["liver_percent"]["std"] or 0.0 for n in bar_names],
-            out_dir / "liver_mean_std.png",
-            colors=["0.35" if n == ALL else f"C{i % 10}" for i, n in enumerate(bar_names)],
-            title="Liver pixels per mask: mean and standard deviation per split",
-        )
-    )
-    files.append(figures.plot_intensity_histograms({n: hists[n] for n in listed}, out_dir / "intensity.png"))
-
+    files = _draw_figures(out_dir, parts, splits, bins)
+    overlap = _identical_across_splits(images)
     result = EdaResult(out_dir=out_dir, splits=splits, images=images, errors=errors, overlap=overlap, files=files)
-    sources_info = [{"split": n, "source": str(s), "pairs": len(listed[n])} for n, s in zip(split_names, sources)]
+    sources_info = [
+        {"split": n, "source": str(s), "pairs": len(parts[n].samples)} for n, s in zip(split_names, sources)
+    ]
     files.append(_write_json(result, sources_info))
     files.append(_write_images_csv(result))
     files += _write_docs(result, sources_info)
@@ -251,10 +278,10 @@ def _file_part(name: str) -> str:
 
 
 def _write_json(r: EdaResult, sources: list[dict[str, Any]]) -> Path:
-    from liverseg import __version__
-
+    v = versions()
     data = {
-        "liverseg": __version__,
+        "liverseg": v["liverseg"],
+        "versions": v,
         "written": datetime.now().astimezone().isoformat(timespec="seconds"),
         "sources": sources,
         "std": "population standard deviation (ddof=0)",
@@ -262,9 +289,7 @@ def _write_json(r: EdaResult, sources: list[dict[str, Any]]) -> Path:
         "unreadable": r.errors,
         "identical_images_across_splits": r.overlap,
     }
-    path = r.out_dir / "eda.json"
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_text_atomic(r.out_dir / "eda.json", json.dumps(data, indent=2) + "\n")
 
 
 def _write_images_csv(r: EdaResult) -> Path:
@@ -284,38 +309,28 @@ def _write_images_csv(r: EdaResult) -> Path:
         "liver_gray_mean",
     ]
     df = pd.DataFrame([{c: getattr(s, c) for c in cols} for s in r.images], columns=cols)
-    path = r.out_dir / "eda_images.csv"
-    df.to_csv(path, index=False)
-    return path
+    return write_text_atomic(r.out_dir / "eda_images.csv", df.to_csv(index=False))
 
 
-def _f(v: Any, digits: int = 2) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def _tables(r: EdaResult, sources: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[str]], list[bool]]]:
+def _tables(r: EdaResult, sources: list[dict[str, Any]]) -> list[Table]:
     s = r.splits
     counts = [
         [
             n,
-            _f(v["n_listed"]),
-            _f(v["n_read"]),
-            _f(v["n_unreadable"]),
-            _f(v["n_empty_masks"]),
+            fmt(v["n_listed"]),
+            fmt(v["n_read"]),
+            fmt(v["n_unreadable"]),
+            fmt(v["n_empty_masks"]),
             ", ".join(f"{k} ({c})" for k, c in v["image_sizes"].items()) or "—",
         ]
         for n, v in s.items()
     ]
     liver = [
-        [n] + [_f(v["liver_percent"][k], 3 if k == "min" else 2) for k in ("mean", "std", "min", "median", "max")]
+        [n] + [fmt(v["liver_percent"][k], 3 if k == "min" else 2) for k in ("mean", "std", "min", "median", "max")]
         for n, v in s.items()
     ]
     gray = [
-        [n] + [_f(v["gray"][k], 1) for k in ("min", "max", "mean", "p1", "p99", "liver_mean")] for n, v in s.items()
+        [n] + [fmt(v["gray"][k], 1) for k in ("min", "max", "mean", "p1", "p99", "liver_mean")] for n, v in s.items()
     ]
     return [
         (
@@ -374,52 +389,50 @@ def _problems(r: EdaResult) -> list[str]:
     return out
 
 
-def _write_docs(r: EdaResult, sources: list[dict[str, Any]]) -> list[Path]:
-    from liverseg.infer.report import esc, html_page, html_table, img_tag, write_text_atomic
-
-    tables = _tables(r, sources)
-    figs = _figure_list(r)
-    problems = _problems(r)
+def _markdown(r: EdaResult, tables: list[Table], figs: list[tuple[Path, str]], problems: list[str]) -> str:
     errs = r.errors[:MAX_LISTED_ERRORS]
-    more = len(r.errors) - len(errs)
-
     md = ["# Data summary (liverseg-eda)", ""]
-    for p in problems:
-        md += [f"> **Note:** {p}", ""]
+    for note in problems:
+        md += [f"> **Note:** {note}", ""]
     for title, header, rows, _ in tables:
         md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         md += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         md.append("")
     md += ["Standard deviations are population ones (ddof=0).", "", "## Figures", ""]
-    md += [f"![{cap}]({p.name})\n\n*{cap}*\n" for p, cap in figs]
+    md += [f"![{cap}]({png.name})\n\n*{cap}*\n" for png, cap in figs]
     if r.errors:
         md += ["## Unreadable pairs", ""] + [f"- `{e['image']}` ({e['split']}): {e['error']}" for e in errs]
-        if more:
-            md.append(f"- ... and {more} more (all in eda.json)")
+        if len(r.errors) > len(errs):
+            md.append(f"- ... and {len(r.errors) - len(errs)} more (all in eda.json)")
         md.append("")
-    md_path = write_text_atomic(r.out_dir / "eda.md", "\n".join(md))
+    return "\n".join(md)
 
+
+def _html(r: EdaResult, tables: list[Table], figs: list[tuple[Path, str]], problems: list[str]) -> str:
+    errs = r.errors[:MAX_LISTED_ERRORS]
     body = ["<h1>Data summary</h1>", '<p class="sub">liverseg-eda: liver masks and images per split</p>']
-    body += [f'<p class="warn">{esc(p)}</p>' for p in problems]
+    body += [f'<p class="warn">{esc(note)}</p>' for note in problems]
     for title, header, rows, numeric in tables:
         body.append(f"<h2>{esc(title)}</h2>" + html_table(header, rows, numeric=numeric))
     body.append('<p class="note">Standard deviations are population ones (ddof=0).</p><h2>Figures</h2>')
     body.append('<div class="cases">')
-    for p, cap in figs:
-        body.append(f"<figure>{img_tag(p.read_bytes(), cap)}<figcaption>{esc(cap)}</figcaption></figure>")
+    for png, cap in figs:
+        body.append(f"<figure>{img_tag(png.read_bytes(), cap)}<figcaption>{esc(cap)}</figcaption></figure>")
     body.append("</div>")
     if r.errors:
         body.append("<h2>Unreadable pairs</h2>")
-        body.append(
-            html_table(
-                ["split", "image", "reason"],
-                [[e["split"], e["image"], e["error"]] for e in errs],
-                row_classes=["failed"] * len(errs),
-            )
-        )
-        if more:
-            body.append(f'<p class="note">... and {more} more (all in eda.json)</p>')
-    html_path = write_text_atomic(r.out_dir / "eda.html", html_page("liverseg data summary", "\n".join(body)))
+        rows = [[e["split"], e["image"], e["error"]] for e in errs]
+        body.append(html_table(["split", "image", "reason"], rows, row_classes=["failed"] * len(errs)))
+        if len(r.errors) > len(errs):
+            body.append(f'<p class="note">... and {len(r.errors) - len(errs)} more (all in eda.json)</p>')
+    return html_page("liverseg data summary", "\n".join(body))
+
+
+def _write_docs(r: EdaResult, sources: list[dict[str, Any]]) -> list[Path]:
+    """``eda.md`` and the self-contained ``eda.html`` (figures embedded), written atomically."""
+    tables, figs, problems = _tables(r, sources), _figure_list(r), _problems(r)
+    md_path = write_text_atomic(r.out_dir / "eda.md", _markdown(r, tables, figs, problems))
+    html_path = write_text_atomic(r.out_dir / "eda.html", _html(r, tables, figs, problems))
     return [md_path, html_path]
 
 
@@ -468,30 +481,26 @@ def main(
     """
     if names and len(names) != len(data):
         raise click.BadParameter(f"{len(names)} --name values for {len(data)} DATA arguments", param_hint="--name")
-    out = out_dir or _default_out()
-    try:
-        result = run_eda(
-            list(data),
-            out,
-            names=list(names) or None,
-            root=root,
-            bins=bins,
-            progress=sys.stderr.isatty() if progress is None else progress,
-        )
-    except DataError as e:
-        raise click.BadParameter(str(e), param_hint="DATA") from None
+    result = run_eda(
+        list(data),
+        out_dir or _default_out(),
+        names=list(names) or None,
+        root=root,
+        bins=bins,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
     for name, s in result.splits.items():
         lp = s["liver_percent"]
         click.echo(
             f"{name:>10}: {s['n_read']}/{s['n_listed']} pairs, {s['n_empty_masks']} empty masks, "
-            f"liver {_f(lp['mean'])} ± {_f(lp['std'])} % of the image"
+            f"liver {fmt(lp['mean'], 2)} ± {fmt(lp['std'], 2)} % of the image"
         )
-    for p in _problems(result):
-        click.echo(f"note: {p}")
-    for e in result.errors:
-        click.echo(f"unreadable: {e['image']}: {e['error']}", err=True)
+    for note in _problems(result):
+        click.echo(f"note: {note}")
+    for err in result.errors:
+        click.echo(f"unreadable: {err['image']}: {err['error']}", err=True)
     click.echo(f"wrote {os.fspath(result.out_dir / 'eda.html')}")
-    sys.exit(1 if result.errors else 0)
+    sys.exit(EXIT_FAILED if result.errors else EXIT_OK)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,8 @@
 * :func:`plot_liver_histogram`, :func:`plot_split_bars`,
   :func:`plot_intensity_histograms` -- data summaries (Figures 1-5); the plain
   :func:`liverseg.core.charts.plot_histogram` is re-exported.
+* :func:`panel_from_runs` and the ``liverseg-figures`` command (:func:`main`:
+  ``curves``, ``panel``) -- the same figures from training and inference run folders.
 
 matplotlib is imported inside the plotting functions only, on the pyplot-free Agg
 figures of :mod:`liverseg.core.charts`. Every plotting function takes ``out_path``:
@@ -21,11 +23,14 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import click
 import numpy as np
 
 from liverseg.core.charts import figure, finish, plot_histogram
 from liverseg.core.cli import group
+from liverseg.core.errors import DataError, LiversegError, UsageError
 from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb, save_overlay
 from liverseg.trainer.curves import plot_training_curves
 
@@ -41,21 +46,80 @@ __all__ = [
     "plot_split_bars",
     "plot_intensity_histograms",
     "panel_from_runs",
+    "written",
+    "main",
 ]
 
 
 # ---------------------------------------------------------------- panels (Figures 10-16)
 
 
-def _legend_handles(with_truth: bool):
+def _rgb01(color: tuple[int, int, int]) -> tuple[float, float, float]:
+    """An 8-bit RGB colour as matplotlib's 0..1 floats."""
+    return color[0] / 255, color[1] / 255, color[2] / 255
+
+
+def _legend_handles(with_truth: bool) -> list[Any]:
     from matplotlib.patches import Patch
 
     if not with_truth:
-        return [Patch(facecolor=np.array(OUTLINE_COLOR) / 255, edgecolor="black", label="predicted outline")]
+        return [Patch(facecolor=_rgb01(OUTLINE_COLOR), edgecolor="black", label="predicted outline")]
     return [
-        Patch(facecolor=np.array(c) / 255, edgecolor="black", label=n)
+        Patch(facecolor=_rgb01(c), edgecolor="black", label=n)
         for c, n in ((TP_COLOR, "true positive"), (FP_COLOR, "false positive"), (FN_COLOR, "false negative"))
     ]
+
+
+def _model_names(
+    images: Sequence[np.ndarray], truths: Sequence[np.ndarray | None], preds: Sequence[Mapping[str, np.ndarray]]
+) -> list[str]:
+    """The models every row names, in order; :class:`UsageError` when the rows do not fit together."""
+    n = len(images)
+    if n == 0:
+        raise UsageError("plot_panels needs at least one image")
+    if len(truths) != n or len(preds) != n:
+        raise UsageError(f"{n} images but {len(truths)} truths and {len(preds)} prediction sets")
+    names = list(preds[0].keys())
+    for i, p in enumerate(preds):
+        if list(p.keys()) != names:
+            raise UsageError(f"row {i} names models {list(p.keys())}, row 0 names {names}")
+    return names
+
+
+def _draw_panel_row(
+    axes: Sequence[Any],
+    img: np.ndarray,
+    truth: np.ndarray | None,
+    preds: Mapping[str, np.ndarray],
+    *,
+    first: bool,
+    truth_column: bool,
+    row_title: str | None,
+) -> None:
+    """One row: the image, the truth (when any row has one), then each model's overlay with its scores."""
+    from liverseg.core.metrics import image_scores
+
+    ax = axes[0]
+    ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_title("image" if first else "", fontsize=10)
+    if row_title is not None:
+        ax.set_ylabel(row_title, fontsize=9)
+    cols = iter(axes[1:])
+    if truth_column:
+        ax = next(cols)
+        if truth is not None:
+            ax.imshow(np.asarray(truth, dtype=bool), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes, fontsize=9)
+        ax.set_title("ground truth" if first else "", fontsize=10)
+    for (name, pred), ax in zip(preds.items(), cols):
+        mask = np.asarray(pred, dtype=bool)
+        ax.imshow(overlay_rgb(img, mask, truth), interpolation="nearest")
+        label = str(name)
+        if truth is not None:
+            sc = image_scores(mask, truth)
+            label += f"\nDice {sc['dice']:.3f}  mIoU {sc['mIoU']:.3f}"
+        ax.set_title(label, fontsize=9)
 
 
 def plot_panels(
@@ -71,52 +135,27 @@ def plot_panels(
     """Rows of image | ground truth | one overlay per model (the study's Figures 10-16).
 
     ``preds[i]`` maps a model name to its bool mask for ``images[i]``; every row
-    must name the same models. A row whose truth is None shows the outline of each
-    prediction instead of the study's colouring and no truth column cell.
+    must name the same models (else :class:`~liverseg.core.errors.UsageError`, a
+    ``ValueError``). A row whose truth is None shows the outline of each prediction
+    instead of the study's colouring and no truth column cell.
     """
-    from liverseg.core.metrics import image_scores
-
+    names = _model_names(images, truths, preds)
     n = len(images)
-    if n == 0:
-        raise ValueError("plot_panels needs at least one image")
-    if len(truths) != n or len(preds) != n:
-        raise ValueError(f"{n} images but {len(truths)} truths and {len(preds)} prediction sets")
-    names = list(preds[0].keys())
-    for i, p in enumerate(preds):
-        if list(p.keys()) != names:
-            raise ValueError(f"row {i} names models {list(p.keys())}, row 0 names {names}")
     any_truth = any(t is not None for t in truths)
     ncols = 1 + int(any_truth) + len(names)
     fig = figure(cell_inches * ncols, cell_inches * n + 0.9)
     axes = fig.subplots(n, ncols, squeeze=False)
     for i in range(n):
-        img = np.asarray(images[i])
-        truth = truths[i]
-        col = 0
-        ax = axes[i, col]
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        ax.set_title("image" if i == 0 else "", fontsize=10)
-        if row_titles is not None:
-            ax.set_ylabel(str(row_titles[i]), fontsize=9)
-        col += 1
-        if any_truth:
-            ax = axes[i, col]
-            if truth is not None:
-                ax.imshow(np.asarray(truth, dtype=bool), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            else:
-                ax.text(0.5, 0.5, "no ground truth", ha="center", va="center", transform=ax.transAxes, fontsize=9)
-            ax.set_title("ground truth" if i == 0 else "", fontsize=10)
-            col += 1
-        for name in names:
-            ax = axes[i, col]
-            mask = np.asarray(preds[i][name], dtype=bool)
-            ax.imshow(overlay_rgb(img, mask, truth), interpolation="nearest")
-            label = str(name)
-            if truth is not None:
-                s = image_scores(mask, truth)
-                label += f"\nDice {s['dice']:.3f}  mIoU {s['mIoU']:.3f}"
-            ax.set_title(label, fontsize=9)
-            col += 1
+        row_title = str(row_titles[i]) if row_titles is not None else None
+        _draw_panel_row(
+            axes[i],
+            np.asarray(images[i]),
+            truths[i],
+            preds[i],
+            first=i == 0,
+            truth_column=any_truth,
+            row_title=row_title,
+        )
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
@@ -226,6 +265,16 @@ def plot_intensity_histograms(
 
 
 # ---------------------------------------------------------------- command line (liverseg-figures)
+#
+# ``liverseg-figures curves`` / ``panel``: a group under the exit-code table of
+# liverseg.core.cli; a bad run folder or table is one ``error:`` line and exit 2.
+
+
+def written(result: Path | bytes) -> Path:
+    """The path a plotting function returns when it was given one (narrows ``Path | bytes``)."""
+    if not isinstance(result, Path):
+        raise TypeError("expected the path of the written PNG, got its bytes")
+    return result
 
 
 def _run_rows(run_dir: Path) -> dict[str, dict[str, str]]:
@@ -234,7 +283,7 @@ def _run_rows(run_dir: Path) -> dict[str, dict[str, str]]:
 
     path = run_dir / "per_image.csv"
     if not path.is_file():
-        raise ValueError(f"{run_dir}: no per_image.csv (not an inference run folder?)")
+        raise DataError(f"{run_dir}: no per_image.csv (not an inference run folder?)")
     with path.open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if (r.get("status") or "ok").strip() == "ok"]
     return {Path(r.get("input", "")).stem: r for r in rows if r.get("input")}
@@ -250,6 +299,61 @@ def _run_path(value: str, run_dir: Path) -> Path | None:
     return None
 
 
+def _column_names(runs: list[Path], names: Sequence[str] | None) -> list[str]:
+    """A model name per run (default: the folder name); repeated names get their run's number."""
+    out = [str(n) for n in names] if names else [r.resolve().name for r in runs]
+    if len(out) != len(runs):
+        raise UsageError(f"{len(runs)} run folders but {len(out)} names")
+    if len(set(out)) != len(out):
+        out = [f"{n} ({i + 1})" for i, n in enumerate(out)]
+    return out
+
+
+def _choose_stems(
+    runs: list[Path], tables: list[dict[str, dict[str, str]]], stems: Sequence[str] | None, n_auto: int
+) -> list[str]:
+    """``stems`` when every run has them; else the ``n_auto`` common inputs of lowest mean Dice."""
+    if stems:
+        for s in stems:
+            for r, t in zip(runs, tables):
+                if s not in t:
+                    some = ", ".join(sorted(t)[:5])
+                    raise DataError(
+                        f"{r}: no processed input named {s!r} in per_image.csv (it has {len(t)}: "
+                        f"{some}{', ...' if len(t) > 5 else ''})"
+                    )
+        return list(stems)
+    common = [s for s in tables[0] if all(s in t for t in tables[1:])]
+    if not common:
+        raise DataError("the runs have no processed input in common")
+
+    def mean_dice(stem: str) -> float:
+        vals = [float(t[stem]["dice"]) for t in tables if (t[stem].get("dice") or "").strip()]
+        return float(np.mean(vals)) if vals else math.inf
+
+    return sorted(common, key=lambda stem: (mean_dice(stem), stem))[:n_auto]
+
+
+def _panel_row(
+    stem: str, runs: list[Path], tables: list[dict[str, dict[str, str]]], names: list[str]
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """The image and truth of ``stem`` (from the first run's row) and each run's prediction."""
+    from liverseg.core.data import read_image, read_mask
+
+    row = tables[0][stem]
+    ip = _run_path(row.get("input", ""), runs[0])
+    if ip is None:
+        raise DataError(f"{runs[0]}: image {row.get('input')!r} not found")
+    lp = _run_path(row.get("label", ""), runs[0])
+    preds = {}
+    for name, r, t in zip(names, runs, tables):
+        mp = _run_path(t[stem].get("output", ""), r) or _run_path(f"masks/{stem}_pred.png", r)
+        if mp is None:
+            raise DataError(f"{r}: prediction mask of {stem!r} not found")
+        preds[name] = read_mask(mp)
+    return read_image(ip), read_mask(lp) if lp is not None else None, preds
+
+
 def panel_from_runs(
     run_dirs: Sequence[PathLike],
     out_path: PathLike,
@@ -262,129 +366,87 @@ def panel_from_runs(
 
     Every run must hold the chosen images (by input stem). The image and its truth
     come from the first run's row (``input``, ``label``); each run adds one column of
-    its prediction (``masks/<stem>_pred.png``). Without ``stems``: the ``n_auto``
-    images with the lowest mean Dice over the runs (or the first ones, without labels).
+    its prediction (the row's ``output``, else ``masks/<stem>_pred.png``). Without
+    ``stems``: the ``n_auto`` images with the lowest mean Dice over the runs (inputs
+    without a Dice sort last, by name). A run folder or file that does not fit raises
+    :class:`~liverseg.core.errors.DataError`, bad arguments
+    :class:`~liverseg.core.errors.UsageError` (both ``ValueError``).
     """
-    from liverseg.core.data import read_image, read_mask
-
     runs = [Path(r) for r in run_dirs]
     if not runs:
-        raise ValueError("panel_from_runs needs at least one run folder")
-    names = [str(n) for n in names] if names else [r.resolve().name for r in runs]
-    if len(names) != len(runs):
-        raise ValueError(f"{len(runs)} run folders but {len(names)} names")
-    if len(set(names)) != len(names):
-        names = [f"{n} ({i + 1})" for i, n in enumerate(names)]
+        raise UsageError("panel_from_runs needs at least one run folder")
+    columns = _column_names(runs, names)
     tables = [_run_rows(r) for r in runs]
-    common = [s for s in tables[0] if all(s in t for t in tables[1:])]
-    if stems:
-        for s in stems:
-            for r, t in zip(runs, tables):
-                if s not in t:
-                    some = ", ".join(sorted(t)[:5])
-                    raise ValueError(
-                        f"{r}: no processed input named {s!r} in per_image.csv (it has {len(t)}: "
-                        f"{some}{', ...' if len(t) > 5 else ''})"
-                    )
-        chosen = list(stems)
-    else:
-        if not common:
-            raise ValueError("the runs have no processed input in common")
-
-        def mean_dice(s: str) -> float:
-            vals = [float(t[s]["dice"]) for t in tables if (t[s].get("dice") or "").strip()]
-            return float(np.mean(vals)) if vals else math.inf
-
-        chosen = sorted(common, key=lambda s: (mean_dice(s), s))[:n_auto]
-    images, truths, preds = [], [], []
-    for s in chosen:
-        row = tables[0][s]
-        ip = _run_path(row.get("input", ""), runs[0])
-        if ip is None:
-            raise ValueError(f"{runs[0]}: image {row.get('input')!r} not found")
-        images.append(read_image(ip))
-        lp = _run_path(row.get("label", ""), runs[0])
-        truths.append(read_mask(lp) if lp is not None else None)
-        cols = {}
-        for name, r, t in zip(names, runs, tables):
-            mp = _run_path(t[s].get("output", ""), r) or _run_path(f"masks/{s}_pred.png", r)
-            if mp is None:
-                raise ValueError(f"{r}: prediction mask of {s!r} not found")
-            cols[name] = read_mask(mp)
-        preds.append(cols)
-    return plot_panels(images, truths, preds, out_path, row_titles=chosen)
+    chosen = _choose_stems(runs, tables, stems, n_auto)
+    rows = [_panel_row(s, runs, tables, columns) for s in chosen]
+    images, truths, preds = [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+    return written(plot_panels(images, truths, preds, out_path, row_titles=chosen))
 
 
-def _cli():
-    import click
+@group()
+def main() -> None:
+    """The study's figures from your own runs: training curves and model panels."""
 
-    @group()
-    def cli() -> None:
-        """The study's figures from your own runs: training curves and model panels."""
 
-    @cli.command("curves")
-    @click.argument("tables", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-    @click.option(
-        "--out",
-        "out_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=Path("."),
-        show_default=True,
-        help="Output folder.",
-    )
-    @click.option("--label", "labels", multiple=True, help="A name per table, in order (default: run folder).")
-    def curves(tables: tuple[Path, ...], out_dir: Path, labels: tuple[str, ...]) -> None:
-        """Training curves from epochs.csv files or training run folders (several: side by side)."""
-        try:
-            paths = plot_training_curves(
-                list(tables) if len(tables) > 1 else tables[0], out_dir, labels=list(labels) or None
-            )
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="TABLES") from None
-        for p in paths:
-            click.echo(str(p))
-
-    @cli.command("panel")
-    @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-    @click.option(
-        "--out",
-        "out_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=Path("panel.png"),
-        show_default=True,
-        help="PNG to write.",
-    )
-    @click.option(
-        "--image",
-        "stems",
-        multiple=True,
-        help="Input file stem to show (repeat). Default: the images with the lowest mean Dice.",
-    )
-    @click.option("--name", "names", multiple=True, help="A model name per run folder (default: folder name).")
-    @click.option(
-        "-n",
-        "n_auto",
-        type=click.IntRange(1, 20),
-        default=3,
-        show_default=True,
-        help="How many images to pick without --image.",
-    )
-    def panel(
-        runs: tuple[Path, ...], out_path: Path, stems: tuple[str, ...], names: tuple[str, ...], n_auto: int
-    ) -> None:
-        """Image | ground truth | prediction of each model, from inference run folders (liverseg-infer)."""
-        try:
-            p = panel_from_runs(runs, out_path, stems=list(stems) or None, names=list(names) or None, n_auto=n_auto)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="RUNS") from None
+@main.command("curves")
+@click.argument("tables", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option("--label", "labels", multiple=True, help="A name per table, in order (default: run folder).")
+def curves(tables: tuple[Path, ...], out_dir: Path, labels: tuple[str, ...]) -> None:
+    """Training curves from epochs.csv files or training run folders (several: side by side)."""
+    try:
+        paths = plot_training_curves(
+            list(tables) if len(tables) > 1 else tables[0], out_dir, labels=list(labels) or None
+        )
+    except ValueError as e:  # liverseg.trainer.curves reports a bad or missing table as a plain ValueError
+        if isinstance(e, LiversegError):
+            raise
+        raise DataError(str(e)) from None
+    for p in paths:
         click.echo(str(p))
 
-    return cli
+
+@main.command("panel")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("panel.png"),
+    show_default=True,
+    help="PNG to write.",
+)
+@click.option(
+    "--image",
+    "stems",
+    multiple=True,
+    help="Input file stem to show (repeat). Default: the images with the lowest mean Dice.",
+)
+@click.option("--name", "names", multiple=True, help="A model name per run folder (default: folder name).")
+@click.option(
+    "-n",
+    "n_auto",
+    type=click.IntRange(1, 20),
+    default=3,
+    show_default=True,
+    help="How many images to pick without --image.",
+)
+def panel(runs: tuple[Path, ...], out_path: Path, stems: tuple[str, ...], names: tuple[str, ...], n_auto: int) -> None:
+    """Image | ground truth | prediction of each model, from inference run folders (liverseg-infer)."""
+    p = panel_from_runs(runs, out_path, stems=list(stems) or None, names=list(names) or None, n_auto=n_auto)
+    click.echo(str(p))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``liverseg-figures`` (click is imported only here)."""
-    _cli()(args=list(argv) if argv is not None else None)
+def _cli() -> click.Group:
+    """The ``liverseg-figures`` group (:func:`main` itself; callers used to build it with this)."""
+    return main
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,14 +27,19 @@ Everything is vectorised numpy; a 128x128 slice takes a few milliseconds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from liverseg.core.errors import UsageError
+from liverseg.core.io import write_text_atomic
 
 LAYOUTS = ("study", "folders", "flat")
 
@@ -271,57 +276,65 @@ def _liver_size(p: Patient, z: float) -> float:
 
 
 # ---------------------------------------------------------------- one slice
+#
+# make_slice paints back to front: body wall and cavity, spine and ribs, the liver,
+# then the organs that cut into it or lie beside it, then the scanner. Each painter
+# draws its random numbers in a fixed order, so one seed always gives one slice.
 
 
-def make_slice(
-    rng: np.random.Generator,
-    size: tuple[int, int] = (128, 128),
-    *,
-    patient: Patient | None = None,
-    z: float | None = None,
-    p_empty: float = 0.15,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic slice: (uint8 [H, W] image, bool [H, W] liver mask).
+@dataclass(frozen=True)
+class _Body:
+    """Where the body lies in this slice, and the distances the organs inside it are clipped to."""
 
-    Without ``patient`` a new one is drawn; without ``z`` a height is drawn, below
-    the liver's tip with probability ``p_empty`` (an empty mask).
-    """
-    h, w = (int(size[0]), int(size[1]))
-    if h < 8 or w < 8:
-        raise ValueError(f"size must be at least 8x8, got {size!r}")
-    if patient is None:
-        patient = Patient.sample(rng)
-    if z is None:
-        tip = patient.liver_range[0]
-        z = float(rng.uniform(0.0, tip)) if rng.uniform() < p_empty else float(rng.uniform(tip + 0.02, 1.0))
-    p = patient
-    cv = _Canvas((h, w))
+    x: float  # centre
+    y: float
+    ax: float  # semi-axes at this height
+    ay: float
+    inner: float  # depth of skin and fat: where the muscle wall begins
+    d_body: np.ndarray  # signed distance to the skin (full image)
+    d_cav: np.ndarray  # signed distance to the abdominal cavity inside the wall (full image)
+
+    @property
+    def spine(self) -> tuple[float, float]:
+        """Centre of the vertebral body."""
+        return self.x, self.y + self.ay - self.inner - 0.24
+
+
+def _draw_height(rng: np.random.Generator, patient: Patient, p_empty: float) -> float:
+    """A slice height: below the liver's tip with probability ``p_empty``, else above it."""
+    tip = patient.liver_range[0]
+    return float(rng.uniform(0.0, tip)) if rng.uniform() < p_empty else float(rng.uniform(tip + 0.02, 1.0))
+
+
+def _paint_body(cv: _Canvas, rng: np.random.Generator, p: Patient, z: float) -> _Body:
+    """Skin, subcutaneous fat, muscle wall and the cavity's fat, mesentery and collapsed bowel."""
     u = rng.uniform
     # breathing / positioning jitter from slice to slice
     bx, by = p.body_center[0] + u(-0.01, 0.01), p.body_center[1] + u(-0.01, 0.01)
     ax, ay = p.body_axes[0] * (1 - 0.04 * z), p.body_axes[1] * (1 - 0.03 * z)
-
-    # body: super-ellipse distance (approximate, scaled by the shorter axis), flatter at the back
+    # super-ellipse distance (approximate, scaled by the shorter axis), flatter at the back
     qx = np.abs(cv.X - bx) * (1.0 / ax)
     qy = np.abs(cv.Y - by) * (1.0 / ay)
     qy = np.where(cv.Y > by, qy * 1.04, qy)
     d_body = ((qx**p.body_power + qy**p.body_power) ** (1.0 / p.body_power) - 1.0) * min(ax, ay)
     inner = p.fat + 0.012
-    cavity = inner + p.wall
     cv.paint(d_body, MUSCLE - 10)  # skin
     cv.paint(d_body + 0.012, FAT)  # subcutaneous fat
     cv.paint(d_body + inner, MUSCLE + u(-5, 5))  # abdominal wall muscle
-    d_cav = d_body + cavity
+    d_cav = d_body + (inner + p.wall)
     # the cavity: fat with mesentery and collapsed bowel (smooth-noise blobs, some gas)
-    n1 = _smooth_noise(rng, (h, w), 6.0 * cv.scale / 64)
-    n2 = _smooth_noise(rng, (h, w), 3.0 * cv.scale / 64)
+    n1 = _smooth_noise(rng, (cv.h, cv.w), 6.0 * cv.scale / 64)
+    n2 = _smooth_noise(rng, (cv.h, cv.w), 3.0 * cv.scale / 64)
     cav_hu = np.where(n1 > 0.35, 25.0 + 12.0 * n2, FAT + 25.0 * n2)
     cav_hu = np.where((n1 > 0.9) & (n2 > 1.2), AIR, cav_hu).astype(np.float32)
     cv.paint(d_cav, cav_hu)
+    return _Body(bx, by, ax, ay, inner, d_body, d_cav)
 
-    # posterior structures: paraspinal muscles, psoas, spine (the spinous process ends under the back's fat)
-    sx, sy = bx, by + ay - inner - 0.24
-    d_wall = d_body + inner
+
+def _paint_spine(cv: _Canvas, rng: np.random.Generator, z: float, body: _Body) -> None:
+    """Paraspinal muscles, psoas, vertebra (the spinous process ends under the back's fat)."""
+    sx, sy = body.spine
+    d_wall = body.d_body + body.inner
     for side in (-1, 1):
         cv.paint_ellipse(sx + side * 0.15, sy + 0.14, 0.13, 0.11, side * 0.2, MUSCLE + 5, inside=d_wall)
     if z < 0.55:  # psoas muscles at the lower levels
@@ -330,13 +343,16 @@ def make_slice(
             cv.paint_ellipse(sx + side * 0.12, sy - 0.03, 0.04 * k + 0.02, 0.05 * k + 0.02, 0.0, MUSCLE)
     rv = 0.08
     cv.paint_ellipse(sx, sy - 0.02, rv * 1.15, rv, 0.0, 650.0)  # cortex
-    cv.paint_ellipse(sx, sy - 0.02, rv * 1.15 - 0.018, rv - 0.018, 0.0, 190.0 + u(-20, 20))  # cancellous bone
+    cv.paint_ellipse(sx, sy - 0.02, rv * 1.15 - 0.018, rv - 0.018, 0.0, 190.0 + rng.uniform(-20, 20))  # cancellous
     cv.paint_ellipse(sx, sy + 0.09, 0.032, 0.028, 0.0, CSF)  # spinal canal
     for side in (-1, 1):  # pedicles and laminae
         cv.paint_ellipse(sx + side * 0.045, sy + 0.125, 0.04, 0.013, side * -0.6, 500.0)
     cv.paint_ellipse(sx, sy + 0.18, 0.014, 0.045, 0.0, 500.0)  # spinous process
 
-    # ribs: short bright ovals in the wall, lateral and posterior (none in front)
+
+def _paint_ribs(cv: _Canvas, rng: np.random.Generator, p: Patient, z: float, body: _Body) -> None:
+    """Short bright ovals in the wall, lateral and posterior (none in front); cartilage in front higher up."""
+    u = rng.uniform
     n_ribs = int(rng.integers(3, 7 + int(4 * z)))
     ang = (
         rng.choice(
@@ -350,130 +366,200 @@ def make_slice(
     if z > 0.5:  # costal cartilage meets in front at the upper levels
         ang = np.concatenate([ang, [-1.25 + u(-0.1, 0.1), -1.9 + u(-0.1, 0.1)]])
     rib_hu = float(u(250, 600))
+    ax, ay = body.ax, body.ay
     for a in ang:
         ca, sa = float(np.cos(a)), float(np.sin(a))
         # a point in the middle of the wall at angle a (super-ellipse radius)
         rr = (abs(ca) ** p.body_power + abs(sa) ** p.body_power) ** (-1.0 / p.body_power)
-        shrink = 1.0 - (inner + p.wall * 0.5) / min(ax, ay)
-        rx, ry = bx + ca * rr * ax * shrink, by + sa * rr * ay * shrink
+        shrink = 1.0 - (body.inner + p.wall * 0.5) / min(ax, ay)
+        rx, ry = body.x + ca * rr * ax * shrink, body.y + sa * rr * ay * shrink
         tangent = float(np.arctan2(ca * ay, -sa * ax))
         cv.paint_ellipse(rx, ry, u(0.03, 0.07), u(0.013, 0.02), tangent, rib_hu if abs(a) > 1.1 else 120.0)
 
-    # liver, painted before the organs that cut into it
-    size_l = _liver_size(p, z)
-    lx, ly = bx - 0.42 * ax, by - 0.1 * ay
-    if size_l > 0.05:
-        win = cv.window(lx + 0.15, ly, 0.75, 0.7) or FULL
-        X, Y = cv.X[win], cv.Y[win]
-        amp, ph, fr = p.liver_warp[0:4], p.liver_warp[4:8], p.liver_warp[8:12]
-        Xw = X + amp[0] * np.sin(fr[0] * Y + ph[0] + 3 * z) + amp[1] * np.sin(fr[1] * (X + Y) + ph[1])
-        Yw = Y + amp[2] * np.sin(fr[2] * X + ph[2] + 2 * z) + amp[3] * np.sin(fr[3] * (X - Y) + ph[3])
-        d_liver = np.full(X.shape, np.inf, dtype=np.float32)
-        for i, (dx, dy, lax, lay, la) in enumerate(p.liver_lobes):
-            s = size_l if i == 0 else size_l * float(np.clip((z - p.liver_range[0]) * 2.5, 0.0, 1.0))
-            if s < 0.05:
-                continue
-            k = 1.0 + 0.6 * max(z - 0.5, 0.0) if i == 1 else 1.0  # the left lobe reaches across higher up
-            c, sn = float(np.cos(la)), float(np.sin(la))
-            ddx, ddy = Xw - (lx + dx * k), Yw - (ly + dy)
-            uu = (c * ddx + sn * ddy) / (lax * s * k)
-            vv = (c * ddy - sn * ddx) / (lay * s)
-            d_liver = np.minimum(d_liver, (np.sqrt(uu * uu + vv * vv) - 1.0) * min(lax * s * k, lay * s))
-        d_liver = np.maximum(d_liver, d_cav[win] + 0.006)  # stays inside the cavity
-        tex = p.liver_hu + p.liver_texture * _smooth_noise(rng, X.shape, 4.0 * cv.scale / 64)
-        cv.paint(d_liver, tex, win, liver=True)
-        d_liver_full = np.full((h, w), 1.0, dtype=np.float32)
-        d_liver_full[win] = d_liver
-        # vessels: bright (portal phase) tubes inside the liver, part of the liver mask
-        for _ in range(int(rng.integers(1, 4))):
-            cv.paint_ellipse(
-                lx + u(-0.12, 0.15),
-                ly + u(-0.12, 0.15),
-                u(0.012, 0.025),
-                u(0.04, 0.12),
-                u(0, np.pi),
-                p.liver_hu + u(10, 35),
-                liver=True,
-                inside=d_liver_full + 0.02,
-            )
-        for les_dx, les_dy, rad, contrast in p.lesions:
-            rr = rad * (0.5 + 0.5 * np.sin(np.pi * min(1.0, size_l)))
-            cv.paint_ellipse(
-                lx + les_dx * size_l,
-                ly + les_dy * size_l,
-                rr,
-                rr * 0.85,
-                0.0,
-                p.liver_hu + contrast,
-                liver=True,
-                inside=d_liver_full + 0.01,
-            )
-        if 0.25 < z < 0.6:  # gallbladder at the liver's lower medial edge, not liver
-            cv.paint_ellipse(lx + 0.22, ly + 0.10, 0.07, 0.045, 0.5, 20.0 + u(-10, 10))
 
-    # IVC beside the liver and aorta in front of the spine
+def _liver_distance(
+    cv: _Canvas, p: Patient, z: float, size_l: float, centre: tuple[float, float], win: Window
+) -> np.ndarray:
+    """Signed distance to the liver on ``win``: the union of its warped lobes (no random draws)."""
+    lx, ly = centre
+    X, Y = cv.X[win], cv.Y[win]
+    amp, ph, fr = p.liver_warp[0:4], p.liver_warp[4:8], p.liver_warp[8:12]
+    Xw = X + amp[0] * np.sin(fr[0] * Y + ph[0] + 3 * z) + amp[1] * np.sin(fr[1] * (X + Y) + ph[1])
+    Yw = Y + amp[2] * np.sin(fr[2] * X + ph[2] + 2 * z) + amp[3] * np.sin(fr[3] * (X - Y) + ph[3])
+    d_liver = np.full(X.shape, np.inf, dtype=np.float32)
+    for i, (dx, dy, lax, lay, la) in enumerate(p.liver_lobes):
+        s = size_l if i == 0 else size_l * float(np.clip((z - p.liver_range[0]) * 2.5, 0.0, 1.0))
+        if s < 0.05:
+            continue
+        k = 1.0 + 0.6 * max(z - 0.5, 0.0) if i == 1 else 1.0  # the left lobe reaches across higher up
+        c, sn = float(np.cos(la)), float(np.sin(la))
+        ddx, ddy = Xw - (lx + dx * k), Yw - (ly + dy)
+        uu = (c * ddx + sn * ddy) / (lax * s * k)
+        vv = (c * ddy - sn * ddx) / (lay * s)
+        d_liver = np.minimum(d_liver, (np.sqrt(uu * uu + vv * vv) - 1.0) * min(lax * s * k, lay * s))
+    return d_liver
+
+
+def _paint_liver(cv: _Canvas, rng: np.random.Generator, p: Patient, z: float, body: _Body) -> None:
+    """The liver with texture, vessels and lesions (all liver), and the gallbladder (not liver).
+
+    Painted before the organs that cut into it; nothing (and no random draw) below the liver's tip.
+    """
+    u = rng.uniform
+    size_l = _liver_size(p, z)
+    if size_l <= 0.05:
+        return
+    lx, ly = body.x - 0.42 * body.ax, body.y - 0.1 * body.ay
+    win = cv.window(lx + 0.15, ly, 0.75, 0.7) or FULL
+    d_liver = _liver_distance(cv, p, z, size_l, (lx, ly), win)
+    d_liver = np.maximum(d_liver, body.d_cav[win] + 0.006)  # stays inside the cavity
+    tex = p.liver_hu + p.liver_texture * _smooth_noise(rng, d_liver.shape, 4.0 * cv.scale / 64)
+    cv.paint(d_liver, tex, win, liver=True)
+    d_liver_full = np.full((cv.h, cv.w), 1.0, dtype=np.float32)
+    d_liver_full[win] = d_liver
+    # vessels: bright (portal phase) tubes inside the liver, part of the liver mask
+    for _ in range(int(rng.integers(1, 4))):
+        cv.paint_ellipse(
+            lx + u(-0.12, 0.15),
+            ly + u(-0.12, 0.15),
+            u(0.012, 0.025),
+            u(0.04, 0.12),
+            u(0, np.pi),
+            p.liver_hu + u(10, 35),
+            liver=True,
+            inside=d_liver_full + 0.02,
+        )
+    for les_dx, les_dy, rad, contrast in p.lesions:
+        rr = rad * (0.5 + 0.5 * np.sin(np.pi * min(1.0, size_l)))
+        cv.paint_ellipse(
+            lx + les_dx * size_l,
+            ly + les_dy * size_l,
+            rr,
+            rr * 0.85,
+            0.0,
+            p.liver_hu + contrast,
+            liver=True,
+            inside=d_liver_full + 0.01,
+        )
+    if 0.25 < z < 0.6:  # gallbladder at the liver's lower medial edge, not liver
+        cv.paint_ellipse(lx + 0.22, ly + 0.10, 0.07, 0.045, 0.5, 20.0 + u(-10, 10))
+
+
+def _paint_retroperitoneum(cv: _Canvas, p: Patient, z: float, body: _Body) -> None:
+    """IVC beside the liver, aorta in front of the spine, kidneys (lower and middle levels), spleen (upper)."""
+    sx, sy = body.spine
     cv.paint_ellipse(sx - 0.12, sy - 0.16, 0.045, 0.035, 0.0, p.ivc_hu)
     cv.paint_ellipse(sx + 0.05, sy - 0.15, 0.04, 0.04, 0.0, p.aorta_hu)
-
-    # kidneys at the lower and middle levels (bright cortex, sinus fat opening medially)
-    if z < 0.6:
+    if z < 0.6:  # kidneys: bright cortex, sinus fat opening medially
         kk = float(np.clip((0.6 - z) / 0.25, 0.0, 1.0))
         for side, dz in ((-1, 0.0), (1, 0.04)):
             kx, ky = sx + side * 0.3, sy - 0.06 + dz
             cv.paint_ellipse(kx, ky, 0.085 * kk + 0.01, 0.12 * kk + 0.01, side * -0.4, p.kidney_hu)
             if kk > 0.6:
                 cv.paint_ellipse(kx - side * 0.05, ky, 0.035, 0.035, 0.0, FAT)
-
-    # spleen on the other side, upper levels
-    if z > 0.3:
+    if z > 0.3:  # spleen on the other side
         ks = min(1.0, (z - 0.3) / 0.3)
         cv.paint_ellipse(
-            bx + 0.6 * ax, by + 0.2 * ay, 0.1 * ks + 0.01, 0.2 * ks + 0.01, -0.5, p.spleen_hu, inside=d_cav
+            body.x + 0.6 * body.ax,
+            body.y + 0.2 * body.ay,
+            0.1 * ks + 0.01,
+            0.2 * ks + 0.01,
+            -0.5,
+            p.spleen_hu,
+            inside=body.d_cav,
         )
 
-    # stomach (upper, with gas) and bowel loops (some contrast-filled or with gas)
-    if z > 0.45:
-        ks = min(1.0, (z - 0.45) / 0.25)
-        gx, gy = bx + 0.25 * ax, by - 0.35 * ay
-        e = cv.ellipse(gx, gy, 0.2 * ks + 0.02, 0.14 * ks + 0.02, 0.3)
-        if e is not None:
-            d_st, win = e
-            d_st = np.maximum(d_st, d_cav[win])
-            beside = 1.0 - cv.liver[win]
-            cv.paint(d_st, 35.0 + u(-10, 15), win, where=beside)
-            cv.paint(
-                np.maximum(d_st + 0.02, cv.Y[win] - (gy - 0.03)), AIR, win, where=beside
-            )  # gas above the fluid level
+
+def _paint_stomach(cv: _Canvas, rng: np.random.Generator, z: float, body: _Body) -> None:
+    """The stomach at the upper levels: fluid with gas above its level, beside the liver."""
+    if z <= 0.45:
+        return
+    ks = min(1.0, (z - 0.45) / 0.25)
+    gx, gy = body.x + 0.25 * body.ax, body.y - 0.35 * body.ay
+    e = cv.ellipse(gx, gy, 0.2 * ks + 0.02, 0.14 * ks + 0.02, 0.3)
+    if e is None:
+        return
+    d_st, win = e
+    d_st = np.maximum(d_st, body.d_cav[win])
+    beside = 1.0 - cv.liver[win]
+    cv.paint(d_st, 35.0 + rng.uniform(-10, 15), win, where=beside)
+    cv.paint(np.maximum(d_st + 0.02, cv.Y[win] - (gy - 0.03)), AIR, win, where=beside)  # gas above the fluid level
+
+
+def _paint_bowel(cv: _Canvas, rng: np.random.Generator, p: Patient, z: float, body: _Body) -> None:
+    """Bowel loops (some contrast-filled, some with gas) beside the liver, never in it."""
+    u = rng.uniform
     for bxo, byo, rad, hu, phase in p.bowel:
         if np.sin(phase + 6.0 * z) < -0.3:
             continue
-        cx = bx + bxo * ax + 0.05 * np.cos(phase + 4 * z)
-        cy = by + byo * ay + 0.05 * np.sin(phase + 4 * z)
+        cx = body.x + bxo * body.ax + 0.05 * np.cos(phase + 4 * z)
+        cy = body.y + byo * body.ay + 0.05 * np.sin(phase + 4 * z)
         e = cv.ellipse(cx, cy, rad, rad * u(0.6, 1.0), u(0, np.pi))
         if e is None:
             continue
         d_b, win = e
-        d_b = np.maximum(d_b, d_cav[win])
-        cv.paint(d_b, hu + u(-10, 10), win, where=1.0 - cv.liver[win])  # bowel lies beside the liver, never in it
+        d_b = np.maximum(d_b, body.d_cav[win])
+        cv.paint(d_b, hu + u(-10, 10), win, where=1.0 - cv.liver[win])
         if hu < 100 and rng.uniform() < 0.4:
             cv.paint_ellipse(
-                cx + u(-0.3, 0.3) * rad, cy - 0.4 * rad, rad * 0.35, rad * 0.25, 0.0, AIR, inside=d_cav, keep_liver=True
+                cx + u(-0.3, 0.3) * rad,
+                cy - 0.4 * rad,
+                rad * 0.35,
+                rad * 0.25,
+                0.0,
+                AIR,
+                inside=body.d_cav,
+                keep_liver=True,
             )
 
-    # scanner: blur, noise, clip to the study's 0..255 window
+
+def _scan(cv: _Canvas, rng: np.random.Generator, p: Patient) -> np.ndarray:
+    """The scanner: blur (PSF), Gaussian noise, then the study's 0..255 window as uint8."""
     img = _gaussian_blur(cv.hu, p.blur * cv.scale / 64)
-    img += rng.normal(0.0, p.noise, size=(h, w)).astype(np.float32)
-    image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    mask = cv.liver >= 0.5
-    return image, mask
+    img += rng.normal(0.0, p.noise, size=(cv.h, cv.w)).astype(np.float32)
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def make_slice(
+    rng: np.random.Generator,
+    size: tuple[int, int] = (128, 128),
+    *,
+    patient: Patient | None = None,
+    z: float | None = None,
+    p_empty: float = 0.15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic slice: (uint8 [H, W] image, bool [H, W] liver mask).
+
+    Without ``patient`` a new one is drawn; without ``z`` a height is drawn, below
+    the liver's tip with probability ``p_empty`` (an empty mask). The mask is where
+    the liver (with its vessels and lesions) is at least half visible.
+    """
+    h, w = (int(size[0]), int(size[1]))
+    if h < 8 or w < 8:
+        raise UsageError(f"size must be at least 8x8, got {size!r}")
+    p = Patient.sample(rng) if patient is None else patient
+    if z is None:
+        z = _draw_height(rng, p, p_empty)
+    cv = _Canvas((h, w))
+    body = _paint_body(cv, rng, p, z)
+    _paint_spine(cv, rng, z, body)
+    _paint_ribs(cv, rng, p, z, body)
+    _paint_liver(cv, rng, p, z, body)
+    _paint_retroperitoneum(cv, p, z, body)
+    _paint_stomach(cv, rng, z, body)
+    _paint_bowel(cv, rng, p, z, body)
+    return _scan(cv, rng, p), cv.liver >= 0.5
 
 
 # ---------------------------------------------------------------- dataset
 
 
+MANIFEST_COLUMNS = ("id", "image", "mask", "patient", "slice_idx", "z", "liver_pixels", "height", "width")
+
+
 @dataclass
 class SliceRecord:
-    """One written pair and where it came from."""
+    """One written pair and where it came from (fields in the order of :data:`MANIFEST_COLUMNS`)."""
 
     id: str
     image: str
@@ -508,6 +594,27 @@ class DatasetInfo:
         }
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """The folders and file names of one layout."""
+
+    base: Path  # holds manifest.csv, synthetic.json and (study layout) data_pairs.csv
+    images: Path
+    labels: Path
+    suffix: str  # a mask's name is its image's stem + suffix
+    rgb: bool
+
+
+def _layout(root: Path, layout: str, rgb: bool | None) -> _Layout:
+    """Where ``layout`` puts its files under ``root``; RGB images by default only in the study layout."""
+    if layout == "study":
+        base = root / "data"
+        return _Layout(base, base / "Images", base / "Labels", "_mask", True if rgb is None else bool(rgb))
+    if layout == "folders":
+        return _Layout(root, root / "images", root / "masks", "", bool(rgb))
+    return _Layout(root, root, root, "_mask", bool(rgb))
+
+
 def patient_slices(rng: np.random.Generator, n: int) -> np.ndarray:
     """Heights of ``n`` consecutive slices covering most of a patient's abdomen (ascending)."""
     lo = rng.uniform(0.0, 0.15)
@@ -515,8 +622,68 @@ def patient_slices(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.linspace(lo, hi, n) if n > 1 else np.array([rng.uniform(lo, hi)])
 
 
+def _synthesize(
+    n: int, size: tuple[int, int], seed: int, slices_per_patient: int
+) -> Iterator[tuple[int, int, float, np.ndarray, np.ndarray]]:
+    """``(patient number, slice index, z, image, mask)`` of ``n`` slices, patient after patient.
+
+    Each patient draws from its own generator, seeded from one master generator.
+    """
+    master = np.random.default_rng(seed)
+    i = pid = 0
+    while i < n:
+        prng = np.random.default_rng(master.integers(2**63))
+        patient = Patient.sample(prng)
+        k = min(slices_per_patient, n - i)
+        for j, z in enumerate(patient_slices(prng, k)):
+            image, mask = make_slice(prng, size, patient=patient, z=float(z))
+            yield pid, j, float(z), image, mask
+        i += k
+        pid += 1
+
+
+def _save_pair(
+    lay: _Layout, root: Path, stem: str, where: tuple[int, int, float], image: np.ndarray, mask: np.ndarray
+) -> SliceRecord:
+    """Write one image and its mask (0/255) as PNGs; ``where`` is (patient number, slice index, z)."""
+    pid, j, z = where
+    ip = lay.images / f"{stem}.png"
+    mp = lay.labels / f"{stem}{lay.suffix}.png"
+    Image.fromarray(np.repeat(image[..., None], 3, axis=2) if lay.rgb else image).save(ip, compress_level=1)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(mp, compress_level=1)
+    h, w = image.shape
+    return SliceRecord(
+        stem,
+        ip.relative_to(root).as_posix(),
+        mp.relative_to(root).as_posix(),
+        f"synth{pid:03d}",
+        j,
+        round(z, 4),
+        int(mask.sum()),
+        h,
+        w,
+    )
+
+
+def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO(newline="")
+    wr = csv.writer(buf)
+    wr.writerow(header)
+    wr.writerows(rows)
+    return buf.getvalue()
+
+
+def _check_dataset_arguments(n: int, layout: str, slices_per_patient: int) -> None:
+    if layout not in LAYOUTS:
+        raise UsageError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    if n < 1:
+        raise UsageError(f"n must be >= 1, got {n}")
+    if slices_per_patient < 1:
+        raise UsageError(f"slices_per_patient must be >= 1, got {slices_per_patient}")
+
+
 def write_dataset(
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     n: int,
     size: tuple[int, int] = (128, 128),
     seed: int = 0,
@@ -537,84 +704,29 @@ def write_dataset(
 
     A ``manifest.csv`` beside the pairs (columns id, image, mask, patient,
     slice_idx, z, liver_pixels, height, width) names each slice's patient, and
-    ``synthetic.json`` records the arguments. Returns ``DatasetInfo.to_dict()`` plus
-    ``"info"``: the :class:`DatasetInfo`.
+    ``synthetic.json`` records the arguments; both (and the pairs CSV) are written
+    atomically. Returns ``DatasetInfo.to_dict()`` plus ``"info"``: the :class:`DatasetInfo`.
+    Bad arguments raise :class:`~liverseg.core.errors.UsageError` (a ``ValueError``).
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    if slices_per_patient < 1:
-        raise ValueError(f"slices_per_patient must be >= 1, got {slices_per_patient}")
-    root = Path(out_dir)
-    if layout == "study":
-        base = root / "data"
-        img_dir, lab_dir, suffix = base / "Images", base / "Labels", "_mask"
-        rgb = True if rgb is None else rgb
-    elif layout == "folders":
-        base = root
-        img_dir, lab_dir, suffix = root / "images", root / "masks", ""
-    else:
-        base = root
-        img_dir = lab_dir = root
-        suffix = "_mask"
-    rgb = bool(rgb)
-    img_dir.mkdir(parents=True, exist_ok=True)
-    lab_dir.mkdir(parents=True, exist_ok=True)
-
+    _check_dataset_arguments(n, layout, slices_per_patient)
     from tqdm import tqdm
 
-    master = np.random.default_rng(seed)
+    root = Path(out_dir)
+    lay = _layout(root, layout, rgb)
+    lay.images.mkdir(parents=True, exist_ok=True)
+    lay.labels.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(n - 1)))
-    bar = tqdm(total=n, desc="synthesizing", unit="slice", disable=not progress, leave=False)
     records: list[SliceRecord] = []
-    i = 0
-    pid = 0
-    while i < n:
-        prng = np.random.default_rng(master.integers(2**63))
-        patient = Patient.sample(prng)
-        k = min(slices_per_patient, n - i)
-        for j, z in enumerate(patient_slices(prng, k)):
-            image, mask = make_slice(prng, size, patient=patient, z=float(z))
-            stem = f"{i:0{width}d}"
-            ip = img_dir / f"{stem}.png"
-            mp = lab_dir / f"{stem}{suffix}.png"
-            Image.fromarray(np.repeat(image[..., None], 3, axis=2) if rgb else image).save(ip, compress_level=1)
-            Image.fromarray(mask.astype(np.uint8) * 255).save(mp, compress_level=1)
-            records.append(
-                SliceRecord(
-                    stem,
-                    ip.relative_to(root).as_posix(),
-                    mp.relative_to(root).as_posix(),
-                    f"synth{pid:03d}",
-                    j,
-                    round(float(z), 4),
-                    int(mask.sum()),
-                    size[0],
-                    size[1],
-                )
-            )
-            i += 1
+    with tqdm(total=n, desc="synthesizing", unit="slice", disable=not progress, leave=False) as bar:
+        for i, (pid, j, z, image, mask) in enumerate(_synthesize(n, size, seed, slices_per_patient)):
+            records.append(_save_pair(lay, root, f"{i:0{width}d}", (pid, j, z), image, mask))
             bar.update(1)
-        pid += 1
-    bar.close()
 
-    manifest = base / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        wr = csv.writer(f)
-        wr.writerow(["id", "image", "mask", "patient", "slice_idx", "z", "liver_pixels", "height", "width"])
-        for r in records:
-            wr.writerow([r.id, r.image, r.mask, r.patient, r.slice_idx, r.z, r.liver_pixels, r.height, r.width])
+    manifest = write_text_atomic(lay.base / "manifest.csv", _csv_text(MANIFEST_COLUMNS, map(astuple, records)))
+    source = root
     if layout == "study":
-        source = base / "data_pairs.csv"
-        with open(source, "w", newline="") as f:
-            wr = csv.writer(f)
-            wr.writerow(["X", "Y"])
-            for r in records:
-                wr.writerow([r.image, r.mask])
-    else:
-        source = root
-    info = DatasetInfo(root=root, layout=layout, source=source, manifest=manifest, records=records)
+        pairs = [(r.image, r.mask) for r in records]
+        source = write_text_atomic(lay.base / "data_pairs.csv", _csv_text(["X", "Y"], pairs))
     meta = {
         "generator": "liverseg.apps.synthetic",
         "seed": seed,
@@ -622,9 +734,10 @@ def write_dataset(
         "size": list(size),
         "layout": layout,
         "slices_per_patient": slices_per_patient,
-        "rgb": rgb,
+        "rgb": lay.rgb,
     }
-    (base / "synthetic.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(lay.base / "synthetic.json", json.dumps(meta, indent=2) + "\n")
+    info = DatasetInfo(root=root, layout=layout, source=source, manifest=manifest, records=records)
     out = info.to_dict()
     out["info"] = info
     return out
@@ -633,7 +746,7 @@ def write_dataset(
 def preview_grid(images: list[np.ndarray], masks: list[np.ndarray] | None = None, cols: int = 8) -> np.ndarray:
     """A uint8 RGB contact sheet; mask outlines in red (for looking at the data)."""
     if not images:
-        raise ValueError("no images")
+        raise UsageError("no images")
     h, w = images[0].shape
     rows = (len(images) + cols - 1) // cols
     sheet = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)

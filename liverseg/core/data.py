@@ -131,7 +131,8 @@ def _resolve(value: object, csv_path: Path, row: int, column: str, root: Path | 
     return candidates[0]
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV of strings; an unreadable, empty or malformed file is a DataError naming it."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
@@ -164,7 +165,7 @@ def read_csv_list(
     """Samples named by a study-style CSV (``X``, ``X,Y``, or ``X`` + partner ``Y`` CSV)."""
     path = Path(path)
     rootp = Path(root) if root is not None else None
-    df = _read_csv(path)
+    df = read_csv(path)
     if "X" not in df.columns:
         if "Y" in df.columns:
             raise DataError(f"{path}: has only a Y column; pass the *_x.csv (images) and the *_y.csv as labels")
@@ -175,7 +176,6 @@ def read_csv_list(
     ys: list[Path | None]
     if "Y" in df.columns:
         ys = [_resolve(v, path, i + 2, "Y", rootp) for i, v in enumerate(df["Y"])]
-        y_origin = path
     else:
         ycsv = Path(labels) if labels is not None else partner_csv(path)
         if ycsv is not None and ycsv.is_dir():
@@ -186,14 +186,12 @@ def read_csv_list(
             if need_labels:
                 raise DataError(f"{path}: no labels: no Y column and no partner *_y.csv next to it")
             return [Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)]
-        ydf = _read_csv(ycsv)
+        ydf = read_csv(ycsv)
         if "Y" not in ydf.columns:
             raise DataError(f"{ycsv}: no Y column (header is {list(ydf.columns)})")
         if len(ydf) != len(df):
             raise DataError(f"{ycsv}: has {len(ydf)} rows but {path} has {len(df)}; the lists must pair row by row")
         ys = [_resolve(v, ycsv, i + 2, "Y", rootp) for i, v in enumerate(ydf["Y"])]
-        y_origin = ycsv
-    del y_origin
     return [Sample(x, y, f"{path.name} row {i + 2}") for i, (x, y) in enumerate(zip(xs, ys))]
 
 
