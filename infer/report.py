@@ -36,6 +36,7 @@ from liverseg.core.data import DataError, read_image, read_mask
 from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag
 from liverseg.core.io import write_text_atomic
 from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+from liverseg.infer.io import PER_IMAGE_COLUMNS
 
 REPORT_NAME = "report.html"
 N_CASES = 6  # worst and best cases shown
@@ -93,24 +94,7 @@ def _read_summary(run_dir: Path, problems: list[str]) -> dict[str, Any]:
 
 # Numeric columns are held as floats: a run of 10,000 inputs keeps every row for the
 # page, and short strings cost two to three times a float each.
-_NUMERIC_COLUMNS = frozenset(
-    {
-        "height",
-        "width",
-        "latency_ms",
-        "liver_fraction",
-        "dice",
-        "iou",
-        "mPA",
-        "mIoU",
-        "precision",
-        "recall",
-        "tp",
-        "fp",
-        "fn",
-        "tn",
-    }
-)
+_NUMERIC_COLUMNS = frozenset(PER_IMAGE_COLUMNS[PER_IMAGE_COLUMNS.index("height") :])  # height ... tn
 
 
 def _compact_row(r: dict[str | None, str | None]) -> dict[str, Any]:
