@@ -380,6 +380,20 @@ def _check_options(plan: ExportPlan, calibration: Path | None) -> None:
     show_default=True,
     help="Where to look for the newest run when no CHECKPOINT is given.",
 )
+@click.option(
+    "--pixel-spacing",
+    type=click.FloatRange(min=0.0, max=10.0, min_open=True),
+    default=None,
+    help="In-plane pixel size (mm) of the training slices [default: the training config's pixel_spacing_mm]; "
+    "volume inference resamples to it.",
+)
+@click.option(
+    "--window-hu",
+    type=(float, float),
+    default=None,
+    help="HU window LOW HIGH mapped to gray 0..255 in the training slices [default: the config's window_hu, "
+    "else 0 255].",
+)
 def main(
     checkpoint: Path | None,
     fmt: str,
@@ -401,6 +415,8 @@ def main(
     device: str,
     timing: int,
     runs_dir: Path,
+    pixel_spacing: float | None,
+    window_hu: tuple[float, float] | None,
 ) -> None:
     """Export CHECKPOINT (default: the newest runs/*/checkpoints/best.pt) with its pre- and post-processing
     inside, and measure parity against eager PyTorch into parity.json."""
@@ -417,6 +433,12 @@ def main(
     # Every error below is a LiversegError (or OSError) that Command turns into one line and exit 2.
     path = _checkpoint_path(checkpoint, runs_dir)
     ckpt = load_checkpoint(path)
+    if pixel_spacing is not None or window_hu is not None:  # what the training slices were, into the contract
+        ckpt.config = {
+            **(ckpt.config or {}),
+            **({"pixel_spacing_mm": pixel_spacing} if pixel_spacing is not None else {}),
+            **({"window_hu": list(window_hu)} if window_hu is not None else {}),
+        }
     ckpt.build_model()  # weights must fit the named model exactly (strict), before anything is written
     sha = file_sha256(path)
     if plan.onnx:

@@ -62,3 +62,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if ("cuda" in item.keywords or "gpu" in item.keywords) and not has_cuda:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def lits_dir(shared_data) -> Path:
+    return _require(shared_data / "lits-117")

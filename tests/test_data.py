@@ -116,12 +116,50 @@ def test_16_bit_is_scaled_to_8_bit(tmp_path, ext):
     assert out.tolist() == [[0, 1, 128], [255, 4, 50]]
 
 
-def test_float_image_is_refused(tmp_path):
+def test_float_image_without_air_is_refused(tmp_path):
     p = tmp_path / "f.tif"
     Image.fromarray(np.ones((4, 4), np.float32)).save(p)
-    with pytest.raises(DataError, match="floating-point") as e:
+    with pytest.raises(DataError, match="cannot tell what its values are") as e:
         read_image(p)
     assert str(p) in str(e.value)
+
+
+def _ct_slice(rng) -> np.ndarray:
+    """Signed HU: air, fat, liver-like soft tissue and bone."""
+    hu = np.full((40, 40), -1000, np.int16)
+    hu[5:35, 5:35] = -100
+    hu[10:30, 10:30] = rng.integers(40, 160, (20, 20))
+    hu[18:22, 18:22] = 700
+    return hu
+
+
+def test_16_bit_hu_slice_gives_its_8_bit_png(tmp_path, rng):
+    """HU+1024 in a 16-bit PNG/TIFF and signed HU in a float TIFF read as the PNG sets' clip(HU, 0, 255)."""
+    hu = _ct_slice(rng)
+    expected = np.clip(hu, 0, 255).astype(np.uint8)
+    stored = (hu.astype(np.int32) + 1024).astype(np.uint16)
+    for ext in (".png", ".tif"):
+        p = tmp_path / f"hu1024{ext}"
+        Image.fromarray(stored).save(p)
+        assert np.array_equal(read_image(p), expected), ext
+    p = tmp_path / "hu.tif"
+    Image.fromarray(hu.astype(np.float32)).save(p)
+    assert np.array_equal(read_image(p), expected)
+    # the model's window, when it is another one
+    win = read_image(tmp_path / "hu1024.png", window=(-100.0, 200.0))
+    assert int(win[12, 12]) == round((int(hu[12, 12]) + 100) * 255 / 300)
+    # the rule can be overridden: read as gray, the same file is value / 257
+    assert np.array_equal(read_image(tmp_path / "hu1024.png", intensity="gray"), np.rint(stored / 257.0).astype(np.uint8))
+
+
+def test_dark_16_bit_gray_that_is_not_ct_is_refused_not_blank(tmp_path):
+    """A 16-bit image under 4096 whose values make no CT image (all below HU 0) is refused with the reason."""
+    p = tmp_path / "dark.png"
+    Image.fromarray(np.full((8, 8), 500, np.uint16)).save(p)
+    with pytest.raises(DataError, match="blank image") as e:
+        read_image(p)
+    assert "--intensity" in str(e.value)
+    assert read_image(p, intensity="gray").max() == 2  # 500 / 257
 
 
 # ---------------------------------------------------------------- masks: the binarisation rule

@@ -23,7 +23,10 @@ Such a file loads unchanged. Meanings that differ from a literal reading:
 Optional keys (defaults in :class:`TrainConfig`): ``device``, ``output_dir``,
 ``width``, ``image_size``, ``normalize``, ``augment``, ``amp``, ``resume``,
 ``keep_best``, ``early_stopping``, ``min_delta``, ``data_root``, ``threshold``,
-``deterministic``, ``weight_decay``, ``lr_schedule``.
+``deterministic``, ``weight_decay``, ``lr_schedule``, ``pixel_spacing_mm`` and
+``window_hu`` (what the training slices are: their in-plane pixel size in mm, and the
+HU window mapped to gray 0..255 -- [0, 255] for this project's PNG sets; both go into
+the exported model's contract, and volume inference resamples and windows by them).
 
 Paths in the config (the four CSVs, ``resume``, ``data_root``) are relative to the
 current directory, then to the config file's folder (:meth:`TrainConfig.from_json`).
@@ -101,6 +104,8 @@ class TrainConfig:
     deterministic: bool = False  # deterministic cuDNN algorithms (slower on CUDA)
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # constant (the study's) | cosine (lr * 0.5 (1 + cos(pi (epoch-1) / epochs)))
+    pixel_spacing_mm: float | None = None  # in-plane pixel size of the training slices; recorded in the contract
+    window_hu: tuple[float, float] = (0.0, 255.0)  # CT numbers -> gray 0..255 of the training slices (the PNG sets')
 
     # ------------------------------------------------------------ loading
 
@@ -171,6 +176,7 @@ class TrainConfig:
         d["val_metrics"] = list(self.val_metrics)
         d["image_size"] = list(self.image_size) if self.image_size is not None else None
         d["augment"] = self.augment.to_dict() if self.augment is not None else False
+        d["window_hu"] = list(self.window_hu)
         return d
 
 
@@ -323,6 +329,22 @@ def _bool(v: Any) -> bool:
     return v
 
 
+def _spacing(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = _float(0.0, 10.0, lo_open=True)(v)
+    return v
+
+
+def _window(v: Any) -> tuple[float, float]:
+    if not isinstance(v, list) or len(v) != 2:
+        raise _Bad(f"expected [low, high] in HU, got {_name(v)}")
+    lo, hi = (_float()(x) for x in v)
+    if not hi > lo:
+        raise _Bad(f"high must be above low, got {v}")
+    return (lo, hi)
+
+
 def _threshold(v: Any) -> float:
     v = _float(0.0, 1.0)(v)
     if v >= 1.0:
@@ -365,5 +387,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "deterministic": _bool,
     "weight_decay": _float(0.0),
     "lr_schedule": _str(LR_SCHEDULES),
+    "pixel_spacing_mm": _spacing,
+    "window_hu": _window,
 }
 assert set(_CHECKS) == {f.name for f in fields(TrainConfig)}, "every config key needs a type check"

@@ -30,6 +30,10 @@ CONTRACT_FORMAT = "liverseg-model"
 CONTRACT_VERSION = 1
 
 INPUT_NAME = "image"
+# How CT numbers become the model's gray input, when a model records nothing else:
+# the PNG sets of this project and the study store HU clipped to [0, 255].
+DEFAULT_WINDOW_HU = (0.0, 255.0)
+MODEL_VIEW = "axial slices, radiological view (anterior at the top, the patient's right on the viewer's left)"
 PROB_NAME = "probability"
 MASK_NAME = "mask"
 
@@ -58,9 +62,18 @@ def build_contract(
     checkpoint_sha256: str | None = None,
     opset: int | None = None,
     backend: str = "onnx",
+    pixel_spacing_mm: float | None = None,
+    window_hu: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """The contract dict for a :class:`liverseg.checkpoint.Checkpoint` being exported."""
+    """The contract dict for a :class:`liverseg.checkpoint.Checkpoint` being exported.
+
+    ``pixel_spacing_mm`` and ``window_hu`` default to the training config's keys of
+    those names (see :func:`ct_settings` for what they mean).
+    """
     thr = float(ckpt.threshold if threshold is None else threshold)
+    cfg = ckpt.config or {}
+    spacing = pixel_spacing_mm if pixel_spacing_mm is not None else cfg.get("pixel_spacing_mm")
+    window = window_hu if window_hu is not None else cfg.get("window_hu") or DEFAULT_WINDOW_HU
     return {
         "format": CONTRACT_FORMAT,
         "version": CONTRACT_VERSION,
@@ -70,6 +83,11 @@ def build_contract(
         "model": {"name": ckpt.model_name, "args": dict(ckpt.model_args)},
         "preprocessing": ckpt.preprocessing.to_dict(),
         "threshold": thr,
+        "ct": {
+            "window_hu": [float(window[0]), float(window[1])],
+            "pixel_spacing_mm": None if spacing is None else float(spacing),
+            "view": MODEL_VIEW,
+        },
         "input_kind": "hu" if raw else "uint8",
         "inputs": [{"name": INPUT_NAME, "dtype": "float32" if raw else "uint8", "shape": ["N", 1, "H", "W"]}],
         "outputs": [
@@ -118,6 +136,25 @@ def validate_contract(contract: Any, source: str = "model") -> dict[str, Any]:
         if key not in contract:
             raise ContractError(f"{source}: liverseg contract lacks {key!r}")
     return contract
+
+
+def ct_settings(contract: dict[str, Any]) -> tuple[tuple[float, float], float | None]:
+    """(HU window, in-plane pixel spacing in mm or None) of a model's contract.
+
+    The window maps CT numbers to the model's gray input: HU ``lo`` -> 0, ``hi`` -> 255,
+    clipped. The spacing is the pixel size the model was trained at; None when the
+    contract does not record it (a model exported before it was recorded, or trained on
+    slices of unknown spacing), and then inputs are used at their own spacing.
+    """
+    ct = contract.get("ct") or {}
+    window = ct.get("window_hu") or DEFAULT_WINDOW_HU
+    lo, hi = float(window[0]), float(window[1])
+    if not hi > lo:
+        raise ContractError(f"contract ct.window_hu must be [low, high] with high > low, got {window}")
+    spacing = ct.get("pixel_spacing_mm")
+    if spacing is not None and not 0 < float(spacing) <= 10:
+        raise ContractError(f"contract ct.pixel_spacing_mm must be in (0, 10] mm, got {spacing}")
+    return (lo, hi), (None if spacing is None else float(spacing))
 
 
 def read_onnx_contract(path: str | Path) -> dict[str, Any]:

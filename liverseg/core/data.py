@@ -17,7 +17,10 @@ Pixels (see :func:`read_image`, :func:`read_mask`):
 * PNG, JPEG, TIFF, BMP; 8- or 16-bit; grayscale or RGB(A).
 * RGB is converted to gray with ITU-R 601 luma (Pillow's ``convert("L")``), as the
   study's loader did; R=G=B images come out unchanged.
-* 16-bit images are scaled to 0..255 (value / 257) so the model sees the 8-bit range.
+* 16-bit and float images are read by :mod:`liverseg.core.intensity`: CT numbers
+  (signed HU, or HU+1024 as 12-bit CT exports store them) are windowed like CT volumes
+  (default window [0, 255] HU, the PNG sets' rule); a genuine 16-bit gray image is
+  scaled to 0..255 (value / 257); values that fit no rule are refused with the reason.
 * Masks are binarised: a pixel is liver when it is >= half the format's full scale
   (128 of 255, 32768 of 65535), which survives JPEG edge noise. A label map whose
   largest value is below that (0/1, or 0/1/2 with tumour as 2) counts every non-zero
@@ -36,7 +39,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from liverseg.core.errors import DataError
+from liverseg.core.intensity import check_windowed, interpret, window_to_gray
 
+DEFAULT_WINDOW_HU = (0.0, 255.0)  # the PNG sets' rule: HU clipped to [0, 255]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = "_mask"
 # Pillow raises DecompressionBombError above this many pixels (guards hostile files).
@@ -58,17 +63,23 @@ class Sample:
 # ---------------------------------------------------------------- pixels
 
 
-def _to_gray(img: Image.Image, path: Path) -> np.ndarray:
+def _to_gray(img: Image.Image, path: Path, intensity: str, window: tuple[float, float]) -> np.ndarray:
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F"):
+        arr = np.asarray(img)
         if arr.ndim != 2:
             raise DataError(f"{path}: unsupported {mode} image with shape {arr.shape}")
-        return np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
-    if mode == "F":
-        raise DataError(f"{path}: floating-point images are not supported; store 8- or 16-bit gray")
+        if arr.dtype.kind == "i" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            arr = arr.astype(np.uint16)  # Pillow widens 16-bit to int32 ("I"); the rule reads it as stored
+        kind = interpret(arr, intensity, str(path))
+        gray = window_to_gray(arr, kind, window, str(path))
+        check_windowed(gray, arr, kind, window, str(path))
+        return gray
     if mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "1", "L"):
-        return np.asarray(img.convert("L"), dtype=np.uint8)
+        gray = np.asarray(img.convert("L"), dtype=np.uint8)
+        if intensity in ("hu", "hu+1024"):
+            raise DataError(f"{path}: an 8-bit image cannot hold {intensity} CT numbers; use --intensity gray or auto")
+        return gray
     raise DataError(f"{path}: unsupported image mode {mode!r} (channels {img.getbands()})")
 
 
@@ -92,11 +103,13 @@ def _open(path: Path, what: str) -> Image.Image:
     return img
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 [H, W] gray image (rules in the module docstring)."""
+def read_image(
+    path: str | os.PathLike, *, intensity: str = "auto", window: tuple[float, float] = DEFAULT_WINDOW_HU
+) -> np.ndarray:
+    """uint8 [H, W] gray image (rules in the module docstring and :mod:`liverseg.core.intensity`)."""
     path = Path(path)
     with _open(path, "image") as img:
-        return _to_gray(img, path)
+        return _to_gray(img, path, intensity, window)
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

@@ -1,0 +1,108 @@
+"""How stored pixel values become the model's 8-bit gray input.
+
+The models see gray 0..255. The PNG sets of this project (and the study's) store CT
+numbers clipped to [0, 255] (HU 0 -> gray 0, HU 255 -> gray 255); a model's contract
+says which HU window it was trained on (``ct.window_hu``, default [0, 255]), and
+every CT input is windowed by it: ``gray = clip((HU - low) * 255 / (high - low), 0, 255)``,
+rounded. For the default window and integer HU this is exactly the PNG sets' rule, so
+a DICOM slice and its PNG give the same input.
+
+What the stored values are (``intensity``):
+
+* ``gray``: 8-bit gray as stored; 16-bit gray scaled by 1/257 to 0..255.
+* ``hu``: signed CT numbers in Hounsfield units.
+* ``hu+1024``: CT numbers stored with an offset of 1024 (unsigned 12-bit CT, the usual
+  16-bit TIFF/PNG export: air 0, water 1024).
+* ``auto`` (the default) decides per image by this stated rule:
+
+  - 8-bit images are ``gray``;
+  - signed integer or float data with a value below -200 (air is about -1000 HU) is ``hu``;
+  - unsigned 16-bit data whose maximum is at most 4095 (the 12-bit range CT scanners
+    store) is ``hu+1024``; 16-bit data above 4095 is ``gray`` (a genuine 16-bit image);
+  - float data without air, and signed data without negative values beyond -200 that
+    does not fit the 12-bit rule, cannot be interpreted: refused with the reason, rather
+    than given empty masks.
+
+A CT image whose every pixel falls outside the window (all black or all white after
+windowing) is refused too: its numbers are not what the rule assumed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liverseg.core.errors import DataError
+
+__all__ = ["AIR_BELOW_HU", "INTENSITY_MODES", "MAX_STORED_CT", "interpret", "window_to_gray"]
+
+INTENSITY_MODES = ("auto", "gray", "hu", "hu+1024")
+AIR_BELOW_HU = -200.0  # a CT image in HU holds air (about -1000) somewhere; nothing else goes this low
+MAX_STORED_CT = 4095  # 12-bit CT stored values: HU + 1024 from -1024 to 3071
+
+
+def interpret(arr: np.ndarray, mode: str, source: str) -> str:
+    """What ``arr``'s values are (``gray``, ``hu`` or ``hu+1024``) under ``mode`` (rule in the module docstring)."""
+    if mode not in INTENSITY_MODES:
+        raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    if arr.dtype == np.uint8:
+        return "gray"
+    lo = float(arr.min()) if arr.size else 0.0
+    hi = float(arr.max()) if arr.size else 0.0
+    if lo < AIR_BELOW_HU and (arr.dtype.kind in "if"):
+        return "hu"
+    if arr.dtype.kind in "ui" and lo >= 0:
+        return "hu+1024" if hi <= MAX_STORED_CT else "gray"
+    raise DataError(
+        f"{source}: cannot tell what its values are ({arr.dtype}, range {lo:g} .. {hi:g}): not 8-bit gray, no "
+        f"air below {AIR_BELOW_HU:g} HU, and not 12-bit stored CT numbers; pass --intensity gray, hu or hu+1024"
+    )
+
+
+def window_to_gray(
+    arr: np.ndarray, kind: str, window: tuple[float, float], source: str, out: np.ndarray | None = None
+) -> np.ndarray:
+    """uint8 gray of ``arr`` whose values are ``kind`` (see :func:`interpret`), windowed by ``window`` (HU).
+
+    ``out`` (uint8, ``arr``'s shape) is filled in place when given, so a volume is
+    converted slice by slice without a float copy of the whole of it.
+    """
+    if kind == "gray":
+        if arr.dtype == np.uint8:
+            gray = arr
+        elif arr.dtype.kind in "ui" and int(arr.max(initial=0)) <= 65535 and int(arr.min(initial=0)) >= 0:
+            gray = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+        else:
+            raise DataError(f"{source}: {arr.dtype} values cannot be read as gray (expected 8- or 16-bit)")
+        if out is None:
+            return gray
+        out[...] = gray
+        return out
+    lo, hi = window
+    offset = 1024.0 if kind == "hu+1024" else 0.0
+    scale = 255.0 / (hi - lo)
+    hu = arr.astype(np.float32) - np.float32(offset + lo)
+    hu *= np.float32(scale)
+    np.clip(hu, 0.0, 255.0, out=hu)
+    np.rint(hu, out=hu)
+    if out is None:
+        out = np.empty(arr.shape, dtype=np.uint8)
+    out[...] = hu
+    return out
+
+
+def check_windowed(gray: np.ndarray, arr: np.ndarray, kind: str, window: tuple[float, float], source: str) -> None:
+    """Refuse CT data that the window turned into one flat value (the numbers were not what was assumed)."""
+    if kind == "gray" or gray.size == 0:
+        return
+    g0 = int(gray.flat[0])
+    if g0 in (0, 255) and not np.any(gray != g0):
+        offset = 1024.0 if kind == "hu+1024" else 0.0
+        lo_hu, hi_hu = float(arr.min()) - offset, float(arr.max()) - offset
+        side = "below" if g0 == 0 else "above"
+        raise DataError(
+            f"{source}: read as {kind} its CT numbers span {lo_hu:g} .. {hi_hu:g} HU, all {side} the model's "
+            f"window [{window[0]:g}, {window[1]:g}] HU, so the model would see a blank image; check --intensity "
+            "or --window"
+        )
