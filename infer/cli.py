@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from liverseg.core.cli import command, raw_argv
+from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
@@ -31,7 +32,8 @@ from liverseg.infer.session import DEVICES
     "--labels",
     type=click.Path(exists=True, path_type=Path),
     default=None,
-    help="A *_y.csv or a folder of masks. Default: found next to INPUT (test_x.csv -> test_y.csv, Images/ -> Labels/).",
+    help="A mask file (PNG, or a NIfTI/NRRD label volume: label > 0 is liver), a *_y.csv or a folder of masks. "
+    "Default: found next to INPUT (test_x.csv -> test_y.csv, Images/ -> Labels/).",
 )
 @click.option(
     "--out",
@@ -85,6 +87,47 @@ from liverseg.infer.session import DEVICES
     show_default=True,
     help="Let onnxruntime's threads spin between runs (off: they would steal the decode/encode cores).",
 )
+@click.option(
+    "--spacing",
+    type=click.FloatRange(min=0.0, max=10.0, min_open=True),
+    default=None,
+    help="In-plane pixel size (mm) of 2D inputs, which have none; overrides a volume's header. Inputs are "
+    "resampled to the model's training spacing when its contract records one.",
+)
+@click.option(
+    "--window",
+    type=(float, float),
+    default=None,
+    metavar="LOW HIGH",
+    help="HU window mapped to gray 0..255 [default: the model's contract, else 0 255, the PNG sets' rule].",
+)
+@click.option(
+    "--intensity",
+    type=click.Choice(INTENSITY_MODES),
+    default="auto",
+    show_default=True,
+    help="What stored values are: gray, signed HU, or HU+1024; auto: 8-bit is gray, negative below -200 is HU, "
+    "16-bit up to 4095 is HU+1024, other 16-bit is gray.",
+)
+@click.option("--allow-gaps", is_flag=True, help="Process a DICOM series with missing slices or uneven spacing.")
+@click.option("--series", default=None, metavar="UID", help="SeriesInstanceUID to read from a DICOM folder.")
+@click.option(
+    "--largest-component", is_flag=True, help="Keep only the largest connected liver region (3D for volumes)."
+)
+@click.option(
+    "--min-blob",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Remove connected regions smaller than this many voxels (pixels for slices).",
+)
+@click.option(
+    "--output-format",
+    type=click.Choice(["nifti", "nifti+dicom-seg"]),
+    default="nifti",
+    show_default=True,
+    help="Volume masks: NIfTI (uint8, liver = 1); nifti+dicom-seg also writes a DICOM-SEG for DICOM inputs.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
@@ -103,10 +146,19 @@ def main(
     contract: Path | None,
     data_root: Path | None,
     spinning: bool,
+    spacing: float | None,
+    window: tuple[float, float] | None,
+    intensity: str,
+    allow_gaps: bool,
+    series: str | None,
+    largest_component: bool,
+    min_blob: int,
+    output_format: str,
     progress: bool | None,
     report: bool,
 ) -> None:
-    """Segment the liver in every image of INPUT (an image CSV, a pairs CSV or a folder)."""
+    """Segment the liver in INPUT: an image, a CT volume (.nii/.nii.gz/.nrrd/.mha/.mhd), a DICOM series
+    folder, a folder of images or volumes, or a CSV listing any of these."""
     opts = Options(
         source=input,
         model=model,
@@ -125,6 +177,14 @@ def main(
         spinning=spinning,
         progress=progress,
         report=report,
+        spacing=spacing,
+        window=window,
+        intensity=intensity,
+        allow_gaps=allow_gaps,
+        series=series,
+        largest_component=largest_component,
+        min_blob=min_blob,
+        output_format=output_format,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

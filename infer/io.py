@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from liverseg.core.data import IMAGE_EXTENSIONS, DataError, discover, read_image, read_mask
+from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, read_image, read_mask
+from liverseg.core.volume import VOLUME_SUFFIXES, is_volume_path
 from liverseg.core.errors import UsageError, describe
 
 MASK_DIR = "masks"
@@ -74,14 +75,19 @@ class Item:
     image: str
     label: str | None
     key: str
+    kind: str = "image"  # "image" (a 2D slice), "volume" (NIfTI/NRRD/MetaImage) or "dicom" (a series folder)
+
+    @property
+    def is_volume(self) -> bool:
+        return self.kind != "image"
 
     @property
     def mask_name(self) -> str:
-        return f"{MASK_DIR}/{self.key}_pred.png"
+        return f"{MASK_DIR}/{self.key}.nii.gz" if self.is_volume else f"{MASK_DIR}/{self.key}_pred.png"
 
     @property
     def prob_name(self) -> str:
-        return f"{PROB_DIR}/{self.key}_prob.png"
+        return f"{PROB_DIR}/{self.key}_prob.nii.gz" if self.is_volume else f"{PROB_DIR}/{self.key}_prob.png"
 
     @property
     def overlay_name(self) -> str:
@@ -102,18 +108,20 @@ def list_inputs(
     """
     src = Path(source)
     if not src.exists():
-        raise UsageError(f"{src}: input not found (expected an image CSV, a pairs CSV or a folder)")
-    if labels is not None:
-        lab = Path(labels)
+        raise UsageError(
+            f"{src}: input not found (expected an image, a volume, a DICOM series folder, a CSV list or a folder)"
+        )
+    lab = Path(labels) if labels is not None else None
+    if lab is not None:
         if not lab.exists():
-            raise UsageError(f"{lab}: labels not found (expected a *_y.csv or a folder of masks)")
-        if src.is_dir() and lab.is_file():
+            raise UsageError(f"{lab}: labels not found (expected a mask file, a *_y.csv or a folder of masks)")
+        if src.is_dir() and lab.is_file() and not _is_dicom_dir(src):
             raise UsageError(
                 f"{lab}: a label CSV pairs row by row with an image CSV; for the folder {src} "
                 "pass a folder of masks as --labels"
             )
     try:
-        samples = discover(src, labels, root)
+        samples = _samples(src, lab, root)
     except DataError as e:
         raise UsageError(str(e)) from None
     if limit is not None:
@@ -122,7 +130,70 @@ def list_inputs(
     masks = [None if s.mask is None else str(s.mask) for s in samples]
     del samples  # the Path-based samples are transient; only the compact Items stay
     keys = output_keys(images)
-    return [Item(i, x, y, k) for i, (x, y, k) in enumerate(zip(images, masks, keys))]
+    return [Item(i, x, y, k, input_kind(x)) for i, (x, y, k) in enumerate(zip(images, masks, keys))]
+
+
+def input_kind(path: str) -> str:
+    """``volume`` for a volume file name, ``dicom`` for a folder, else ``image``."""
+    if is_volume_path(path):
+        return "volume"
+    return "dicom" if os.path.isdir(path) else "image"
+
+
+def _is_dicom_dir(folder: Path) -> bool:
+    from liverseg.core.dicom import is_dicom_folder
+
+    return is_dicom_folder(folder)
+
+
+def _volume_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and is_volume_path(p) and not p.name.startswith("."))
+
+
+def volume_stem(path: str | os.PathLike[str]) -> str:
+    """``case_0000.nii.gz`` -> ``case_0000``: the file name without its volume or image suffix."""
+    name = Path(path).name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _label_for(volume: Path, labels: Path) -> Path | None:
+    """The mask of ``volume`` in the folder ``labels``: the same name, or without nnU-Net's ``_0000`` channel."""
+    stem = volume_stem(volume)
+    wanted = {stem, stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem}
+    for p in _volume_files(labels):
+        if volume_stem(p) in wanted:
+            return p
+    return None
+
+
+def _samples(src: Path, labels: Path | None, root: str | os.PathLike | None) -> list[Sample]:
+    """Samples of a single file, a volume folder, a DICOM folder, or what :func:`discover` reads."""
+    if src.is_file() and src.suffix.lower() != ".csv":
+        if not (is_volume_path(src) or src.suffix.lower() in IMAGE_EXTENSIONS):
+            raise DataError(
+                f"{src}: not an input liverseg reads (an image {', '.join(IMAGE_EXTENSIONS)}, a volume "
+                f"{', '.join(VOLUME_SUFFIXES)}, a DICOM series folder or a CSV list)"
+            )
+        if labels is not None and labels.is_dir():
+            raise DataError(f"{labels}: for the single input {src} pass the mask file itself as --labels")
+        return [Sample(src, labels, "")]
+    if src.is_dir():
+        has_images = any(p.suffix.lower() in IMAGE_EXTENSIONS for p in src.rglob("*") if p.is_file())
+        volumes = _volume_files(src)
+        if volumes and not has_images:
+            label_dir = labels if labels is not None and labels.is_dir() else None
+            in_labels = {p.resolve() for p in _volume_files(label_dir)} if label_dir else set()
+            return [
+                Sample(v, _label_for(v, label_dir) if label_dir else None, f"{src.name}/")
+                for v in volumes
+                if v.resolve() not in in_labels
+            ]
+        if not has_images and _is_dicom_dir(src):
+            return [Sample(src, labels, "")]
+    return discover(src, labels, root)
 
 
 def ignored_files(folder: Path, limit: int = 100) -> tuple[int, list[str]]:
@@ -144,7 +215,7 @@ def _safe(part: str) -> str:
 
 def output_keys(paths: list[str] | list[Path]) -> list[str]:
     """Unique, deterministic output keys for the inputs (rule in the module docstring)."""
-    stems = [_safe(Path(p).stem) for p in paths]
+    stems = [_safe(volume_stem(p)) for p in paths]
     # Parent folders only for inputs whose stem collides (computed lazily: most runs have none).
     parents: dict[int, tuple[str, ...]] = {}
 
@@ -208,14 +279,21 @@ def inputs_digest(items: list[Item]) -> str:
 
 @dataclass
 class Loaded:
-    """A decoded input (or the reason it could not be decoded)."""
+    """A decoded input (or the reason it could not be decoded).
+
+    For a 2D slice, ``image`` is the model's input (resized to the model's pixel
+    spacing when ``--spacing`` says the slice's) and ``shape`` the slice's own size; for
+    a volume, ``volume`` holds everything (:class:`liverseg.infer.volumes.VolumeInput`).
+    """
 
     item: Item
-    image: np.ndarray | None = None  # uint8 [H, W]
+    image: np.ndarray | None = None  # uint8 [H', W'] at the model's spacing
     truth: np.ndarray | None = None  # bool [H, W]
     error: str | None = None
     label_error: str | None = None
     t0: float = 0.0  # perf_counter when decoding started
+    gray: np.ndarray | None = None  # uint8 [H, W]: the slice on its own grid, when ``image`` was resized
+    volume: Any = None  # VolumeInput of a volume input
 
     @property
     def pixels(self) -> np.ndarray:
@@ -224,25 +302,54 @@ class Loaded:
             raise ValueError(f"{self.item.image}: not decoded ({self.error})")
         return self.image
 
+    @property
+    def original(self) -> np.ndarray:
+        """The slice on its own grid (what masks, overlays and metrics use)."""
+        return self.gray if self.gray is not None else self.pixels
 
-def load(item: Item) -> Loaded:
-    """Decode an input and its label; a bad file becomes ``error``, never an exception."""
+
+def load(item: Item, prep: Any = None) -> Loaded:
+    """Decode an input and its label; a bad file becomes ``error``, never an exception.
+
+    ``prep`` (:class:`liverseg.infer.volumes.Prep`) gives the intensity rule, the HU
+    window, the spacings, and how volumes are read; None: the defaults.
+    """
+    from liverseg.infer.volumes import Prep, load_volume
+
+    prep = prep if prep is not None else Prep()
     out = Loaded(item, t0=time.perf_counter())
+    if item.is_volume:
+        try:
+            out.volume = load_volume(item.image, item.label, item.kind, prep)
+        except DataError as e:
+            out.error = str(e)
+        except MemoryError:
+            out.error = f"{item.image}: not enough memory to read this volume"
+        except Exception as e:  # anything a reader throws on a hostile file
+            out.error = f"{item.image}: cannot read volume ({describe(e)})"
+        return out
     try:
-        out.image = read_image(item.image)
+        image = read_image(item.image, intensity=prep.intensity, window=prep.window)
     except DataError as e:
         out.error = str(e)
         return out
     except Exception as e:  # anything Pillow throws on hostile files
         out.error = f"{item.image}: cannot read image ({describe(e)})"
         return out
+    out.image = image
+    if prep.spacing is not None:
+        from liverseg.core.resample import resize_gray, target_shape
+
+        shape = target_shape(image.shape, (prep.spacing, prep.spacing), prep.model_spacing)
+        if shape != image.shape:
+            out.gray, out.image = image, resize_gray(image, shape)
     if item.label is not None:
         try:
             truth = read_mask(item.label)
-            if truth.shape != out.image.shape:
+            if truth.shape != image.shape:
                 raise DataError(
                     f"{item.label}: label is {truth.shape[1]}x{truth.shape[0]} but image "
-                    f"{item.image} is {out.image.shape[1]}x{out.image.shape[0]} (width x height)"
+                    f"{item.image} is {image.shape[1]}x{image.shape[0]} (width x height)"
                 )
             out.truth = truth
         except DataError as e:

@@ -19,6 +19,7 @@ import numpy as np
 
 from liverseg.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from liverseg.core.metrics import SegmentationMetrics
+from liverseg.infer.volumes import VOLUME_COLUMNS, volume_summary
 
 Row = dict[str, Any]
 MAX_FAILURES_LISTED = 10000  # summary.json lists this many failed inputs at most (all are in per_image.csv)
@@ -51,6 +52,8 @@ class RunReport:
     model_seconds: float = 0.0
     wall_seconds: float = 0.0
     interrupted: bool = False
+    volume_rows: list[Row] = field(default_factory=list)  # the per_volume.csv columns of every volume input
+    removed_voxels: int = 0  # by the cleanup (largest component, small blobs), over the volumes
 
     # ------------------------------------------------------------ taking rows
 
@@ -64,6 +67,10 @@ class RunReport:
             self.metrics.add_confusion(row["tp"], row["fp"], row["fn"], row["tn"])
         if row.get("_e2e_ms") is not None:
             self.end_to_end_ms.append(float(row["_e2e_ms"]))
+        if row.get("kind"):  # a volume input (rows.py sets it)
+            self.volume_rows.append({k: row.get(k) for k in (*VOLUME_COLUMNS, "_files")})
+            if _present(row.get("removed_voxels")):
+                self.removed_voxels += int(row["removed_voxels"])
 
     def done(self, row: Row) -> None:
         """An input whose outputs were written."""
@@ -127,6 +134,8 @@ class RunReport:
             "model_seconds": round(self.model_seconds, 3),
             "latency_ms": percentiles(self.latency_ms),
             "end_to_end_latency_ms": percentiles(self.end_to_end_ms),
+            "volume_metrics": volume_summary(self.volume_rows),
+            "removed_voxels": self.removed_voxels,
             **about,
         }
 

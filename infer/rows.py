@@ -39,7 +39,9 @@ FSYNC_PER_IMAGE = False
 
 
 def _base_row(it: Item) -> Row:
+    volume = {"kind": it.kind} if it.is_volume else {}
     return {
+        **volume,
         "index": it.index,
         "input": str(it.image),
         "label": str(it.label) if it.label else "",
@@ -68,10 +70,23 @@ def skipped_row(it: Item) -> Row:
 
 
 class OutputWriter:
-    """Writes one input's files into the run folder and returns its row (called from the write threads)."""
+    """Writes one input's files into the run folder and returns its row (called from the write threads).
 
-    def __init__(self, out: Path, overlays: bool) -> None:
+    2D slices: a slice that was resized to the model's pixel spacing gets its
+    probability map resized back and thresholded on its own grid; the 2D cleanup
+    (largest component, small blobs) follows when asked. Volumes go to
+    :class:`liverseg.infer.volumes.VolumeWriter`.
+    """
+
+    def __init__(
+        self, out: Path, overlays: bool, prep: Any = None, threshold: float = 0.5, software_version: str = ""
+    ) -> None:
+        from liverseg.infer.volumes import Prep, VolumeWriter
+
         self.out = out
+        self.prep = prep if prep is not None else Prep()
+        self.threshold = threshold
+        self.volumes = VolumeWriter(out, self.prep, overlays, software_version)
         self.overlay: Callable[..., np.ndarray] | None = None
         if overlays:
             from liverseg.core.overlay import overlay_rgb
@@ -82,17 +97,51 @@ class OutputWriter:
         """Encode ``arr`` as PNG at ``name``; [name, size] for the journal."""
         return [name, write_bytes_atomic(self.out / name, encode_png(arr), fsync=FSYNC_PER_IMAGE)]
 
+    def _on_own_grid(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None) -> tuple[np.ndarray, Any]:
+        """(mask, probability) on the slice's own grid, cleaned up as asked."""
+        if ld.gray is not None:  # resized to the model's spacing: back, then threshold
+            from liverseg.core.resample import resize_probability
+
+            if prob is None:
+                raise RuntimeError("a resized slice needs the probability output")
+            prob = resize_probability(prob, ld.gray.shape)
+            mask = (prob > self.threshold).astype(np.uint8)
+        if self.prep.largest_component or self.prep.min_blob > 1:
+            from liverseg.core.cleanup import largest_component, remove_small
+
+            pred = mask.astype(bool)
+            if self.prep.largest_component:
+                pred, _ = largest_component(pred)
+            pred, _ = remove_small(pred, self.prep.min_blob)
+            mask = pred.astype(np.uint8)
+        return mask, prob
+
     def __call__(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None, latency_ms: float) -> Row:
-        """Encode and write ``mask`` (uint8 0/1 [H, W]), ``prob`` and the overlay; the row, ``ok`` or why not."""
+        """Encode and write ``mask`` (uint8 0/1), ``prob`` and the overlay; the row, ``ok`` or why not."""
         it = ld.item
-        image = ld.pixels
         row = _base_row(it)
+        row["latency_ms"] = round(latency_ms, 3)
+        if ld.volume is not None:
+            try:
+                row = self.volumes.write(row, it, ld.volume, mask, prob)
+            except Exception as e:  # a full disk, a failing metric: this input fails, the run goes on
+                row["status"] = "failed"
+                row["error"] = f"{it.image}: writing outputs failed ({describe(e)})"
+            row["_e2e_ms"] = round((time.perf_counter() - ld.t0) * 1000.0, 3)
+            row["seconds"] = round(row["_e2e_ms"] / 1000.0, 3)
+            return row
+        try:
+            mask, prob = self._on_own_grid(ld, mask, prob)
+        except Exception as e:
+            row["error"] = f"{it.image}: post-processing failed ({describe(e)})"
+            return row
+        image = ld.original
         h, w = image.shape
-        row.update(height=h, width=w, latency_ms=round(latency_ms, 3))
+        row.update(height=h, width=w)
         pred = mask.astype(bool, copy=False)
         try:
             files: dict[str, list[Any]] = {"mask": self._put(it.mask_name, mask * np.uint8(255))}
-            if prob is not None:
+            if prob is not None and self.prep.save_probabilities:
                 p16 = np.rint(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
                 files["probability"] = self._put(it.prob_name, p16)
             if self.overlay is not None:

@@ -23,6 +23,7 @@ time; ``end_to_end_latency_ms`` in the summary is decode start to files written.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shlex
@@ -33,7 +34,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from liverseg.core.contract import ct_settings
 from liverseg.core.errors import LiversegError, UsageError, describe
+from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import versions, write_text_atomic
 from liverseg.infer.io import (
     MASK_DIR,
@@ -44,16 +47,19 @@ from liverseg.infer.io import (
     image_size,
     inputs_digest,
     list_inputs,
+    load,
 )
 from liverseg.infer.outcome import RunReport
 from liverseg.infer.resume import JOURNAL, Journal, ResumeState, RunIdentity, choose_run_dir, default_runs_dir
 from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
 from liverseg.infer.schedule import Plan, Scheduler
 from liverseg.infer.session import ModelSession, find_model, open_session
+from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table
 
 __all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "run_inference"]
 
 PER_IMAGE = "per_image.csv"
+PER_VOLUME = "per_volume.csv"
 SUMMARY = "summary.json"
 DELAY_ENV = "LIVERSEG_INFER_TEST_DELAY_S"  # tests only: sleep this long before each batch
 
@@ -85,6 +91,14 @@ class Options:
     decode_workers: int | None = None  # None: 2 on CPU (the model needs the cores), up to 8 on CUDA
     write_workers: int | None = None
     runs_dir: Path | None = None
+    spacing: float | None = None  # --spacing: in-plane mm of 2D inputs; overrides a volume's header
+    window: tuple[float, float] | None = None  # --window LOW HIGH in HU; default: the contract's
+    intensity: str = "auto"  # what stored values are (liverseg.core.intensity)
+    allow_gaps: bool = False
+    series: str | None = None  # SeriesInstanceUID to read from a DICOM folder holding several
+    largest_component: bool = False
+    min_blob: int = 0
+    output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -112,12 +126,17 @@ def _resume_hint(out: Path) -> str:
 class _Finished:
     """Where each finished input's row goes: the journal first, then per_image.csv and the report in input order."""
 
-    def __init__(self, journal: Journal, csv: OrderedCsv, report: RunReport, bar: Any, fail_fast: bool) -> None:
+    def __init__(
+        self, journal: Journal, csv: OrderedCsv, report: RunReport, bar: Any, fail_fast: bool, log: Log
+    ) -> None:
         self.journal, self.csv, self.report, self.bar, self.fail_fast = journal, csv, report, bar, fail_fast
+        self.log = log
 
     def __call__(self, row: Row) -> bool:
         """Record ``row``; False (stop taking inputs) when it failed under ``--fail-fast``."""
         self.journal.append(row)
+        if row.get("notes"):  # a volume's assumptions are said as well as recorded
+            self.log(f"note: {row['input']}: {row['notes']}")
         for r in self.csv.add(row):
             self.report.add(r)
         self.bar.update(1)
@@ -131,6 +150,8 @@ class Runner:
         self.o = opts
         self.log: Log = log or (lambda s: print(s, file=sys.stderr))
         self.runs = opts.runs_dir or default_runs_dir()
+        self.prep = Prep()
+        self._has_volumes = False
 
     def run(self) -> RunResult:
         """Run the inference; raises a :class:`~liverseg.core.errors.LiversegError` before any work when it cannot.
@@ -141,6 +162,7 @@ class Runner:
         started = _now()
         items = self._inputs()
         sess = self._open_model(items)
+        self.prep = self._prep(sess)
         plan = self._plan(sess)
         state = self._open_run_folder(items, sess, started)
         report = RunReport(len(items), n_resumed=len(state.done))
@@ -155,6 +177,8 @@ class Runner:
         for row in csv.finish(lambda i: skipped_row(items[i])):
             report.add(row)
         summary = report.summary(self._about(items, sess, plan, started))
+        if report.volume_rows:
+            write_text_atomic(state.out / PER_VOLUME, per_volume_table(report.volume_rows))
         write_text_atomic(state.out / SUMMARY, json.dumps(summary, indent=2, default=str))
         self._write_report_html(state.out)
         return RunResult(state.out, summary, report.return_code)
@@ -166,8 +190,19 @@ class Runner:
         todo = [it for it in items if it.index not in state.done]
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
-        finished = _Finished(journal, csv, report, bar, self.o.fail_fast)
-        scheduler = Scheduler(plan, sess.run, OutputWriter(state.out, self.o.overlays), failed_row, finished)
+        finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log)
+        writer = OutputWriter(
+            state.out, self.o.overlays, self.prep, sess.threshold, versions().get("liverseg", "")
+        )
+        scheduler = Scheduler(
+            plan,
+            sess.run,
+            writer,
+            failed_row,
+            finished,
+            load=functools.partial(load, prep=self.prep),
+            threshold=sess.threshold,
+        )
         try:
             report.interrupted = scheduler.run(todo)
         finally:
@@ -186,6 +221,7 @@ class Runner:
         items = list_inputs(o.source, o.labels, o.data_root, o.limit)
         if not items:
             raise UsageError(f"{o.source}: no inputs")
+        self._has_volumes = any(it.is_volume for it in items)
         return items
 
     def _open_model(self, items: list[Item]) -> ModelSession:
@@ -209,11 +245,42 @@ class Runner:
             spinning=o.spinning,
             contract_path=o.contract,
             sizes=sizes,
-            want_probability=o.save_probabilities,
+            want_probability=True,
         )
         for note in sess.notes:
             self.log(note)
         return sess
+
+    def _prep(self, sess: ModelSession) -> Prep:
+        """How inputs become model input: the contract's HU window and pixel spacing, then the options."""
+        o = self.o
+        window, model_spacing = ct_settings(sess.contract)
+        if o.window is not None:
+            lo, hi = (float(v) for v in o.window)
+            if not hi > lo:
+                raise UsageError(f"--window: HIGH must be above LOW, got {lo:g} {hi:g}")
+            window = (lo, hi)
+        if o.intensity not in INTENSITY_MODES:
+            raise UsageError(f"--intensity must be one of {INTENSITY_MODES}, got {o.intensity!r}")
+        if o.spacing is not None and not 0 < o.spacing <= 10:
+            raise UsageError(f"--spacing must be in (0, 10] mm, got {o.spacing:g}")
+        if model_spacing is None and o.spacing is not None:
+            self.log("note: the model records no training pixel spacing; --spacing is recorded, nothing is resampled")
+        prep = Prep(
+            window=window,
+            model_spacing=model_spacing,
+            spacing=o.spacing,
+            intensity=o.intensity,
+            allow_gaps=o.allow_gaps,
+            series=o.series,
+            largest_component=o.largest_component,
+            min_blob=o.min_blob,
+            dicom_seg="dicom-seg" in o.output_format,
+            save_probabilities=o.save_probabilities,
+        )
+        # Probabilities come back only when needed: saved, or resized back from the model's spacing.
+        sess.want_probability = o.save_probabilities or prep.resamples
+        return prep
 
     def _plan(self, sess: ModelSession) -> Plan:
         o = self.o
@@ -241,7 +308,12 @@ class Runner:
         return {"mask"} | ({"probability"} if o.save_probabilities else set()) | ({"overlay"} if o.overlays else set())
 
     def _make_output_folders(self, out: Path) -> None:
-        for d in (MASK_DIR, PROB_DIR if self.o.save_probabilities else None, OVERLAY_DIR if self.o.overlays else None):
+        for d in (
+            MASK_DIR,
+            PROB_DIR if self.o.save_probabilities else None,
+            OVERLAY_DIR if self.o.overlays else None,
+            SLICES_DIR if self._has_volumes else None,
+        ):
             if d:
                 (out / d).mkdir(exist_ok=True)
 
@@ -291,6 +363,23 @@ class Runner:
             "batch_size": plan.batch_size,
             "io_threads": {"decode": plan.decode_workers, "encode": plan.write_workers},
             "threshold": sess.threshold,
+            "preprocessing": {
+                "window_hu": list(self.prep.window),
+                "window_from": "--window" if o.window is not None else "the model's contract",
+                "model_pixel_spacing_mm": self.prep.model_spacing,
+                "spacing_mm": o.spacing,
+                "intensity": o.intensity,
+                "resampling": (
+                    "none: the model records no training pixel spacing"
+                    if self.prep.model_spacing is None
+                    else f"slices resized to {self.prep.model_spacing:g} mm pixels and back"
+                    + ("" if o.spacing is not None else "; 2D inputs have no spacing (pass --spacing): used as they are")
+                ),
+            },
+            "postprocessing": {
+                "largest_component": o.largest_component,
+                "min_blob_voxels": o.min_blob,
+            },
             "model": sess.info(),
             "inputs": {
                 "source": str(o.source),
@@ -304,6 +393,8 @@ class Runner:
                 "masks": MASK_DIR,
                 "probabilities": PROB_DIR if o.save_probabilities else None,
                 "overlays": OVERLAY_DIR if o.overlays else None,
+                "volumes": PER_VOLUME if self._has_volumes else None,
+                "dicom_seg": self.prep.dicom_seg,
             },
             "versions": versions(),
             "command": shlex.join(o.command),

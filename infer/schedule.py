@@ -13,6 +13,10 @@
   ``2 * batch_size + 2`` images are pending.
 * A batch that fails is run again one image at a time, so only the input that breaks
   it fails.
+* A volume is one input: it is decoded whole, its slices go through the model
+  ``batch_size`` at a time (:func:`liverseg.infer.volumes.predict_volume`), and its
+  outputs are written in one write task. At most one volume is decoded ahead and one
+  is being written, so memory holds a few volumes, never the prefetch depth of them.
 * Writes complete in the order they were submitted; the sink sees every finished
   input once. Memory is bounded by the images in flight, never by the input count.
 
@@ -71,8 +75,19 @@ class Plan:
 class Scheduler:
     """Pushes inputs through decode, model and write, and hands each finished row to ``sink``. Used once."""
 
-    def __init__(self, plan: Plan, model: Model, write: Write, fail: Fail, sink: Sink) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        model: Model,
+        write: Write,
+        fail: Fail,
+        sink: Sink,
+        load: Callable[[Item], Loaded] = load,
+        threshold: float = 0.5,
+    ) -> None:
         self.plan = plan
+        self.load = load
+        self.threshold = threshold
         self.model = model
         self.write = write
         self.fail = fail
@@ -86,6 +101,8 @@ class Scheduler:
         self._decoding: deque[Future[Loaded]] = deque()
         self._writing: deque[Future[Row]] = deque()
         self._groups: dict[tuple[int, ...], list[Loaded]] = {}
+        self._held: Item | None = None  # the next input, held back while a volume is being decoded
+        self._volumes_decoding: deque[Future[Loaded]] = deque()
 
     def run(self, todo: Iterable[Item]) -> bool:
         """Run every input of ``todo`` (until the sink says stop); True when interrupted (Ctrl-C, SIGTERM).
@@ -108,7 +125,14 @@ class Scheduler:
         self._refill(todo)
         while (self._decoding or self._groups) and not self._stop:
             if self._decoding:
-                ld = self._decoding.popleft().result()
+                fut = self._decoding.popleft()
+                ld = fut.result()
+                if fut in self._volumes_decoding:
+                    self._volumes_decoding.remove(fut)
+                if ld.volume is not None:
+                    self._run_volume(ld)  # before the next volume is decoded: one in memory besides this one
+                    self._refill(todo)
+                    continue
                 self._refill(todo)
                 self._place(ld)
             else:  # everything is decoded: run what is left, oldest group first
@@ -118,10 +142,18 @@ class Scheduler:
 
     def _refill(self, todo: Iterator[Item]) -> None:
         while not self._stop and len(self._decoding) < self.plan.prefetch:
-            it = next(todo, None)
+            if self._held is None:
+                self._held = next(todo, None)
+            it = self._held
             if it is None:
                 return
-            self._decoding.append(self._decoder.submit(load, it))
+            if it.is_volume and self._volumes_decoding:
+                return  # one volume decoded ahead at most: memory stays a volume or two, not the prefetch depth
+            self._held = None
+            fut = self._decoder.submit(self.load, it)
+            self._decoding.append(fut)
+            if it.is_volume:
+                self._volumes_decoding.append(fut)
 
     def _place(self, ld: Loaded) -> None:
         """Put a decoded input into its same-size group; run the groups that are full, old or too many."""
@@ -163,6 +195,26 @@ class Scheduler:
                 self._emit(self._writing.popleft().result())
             p = None if prob is None else prob[k, 0]
             self._writing.append(self._writer.submit(self.write, g, mask[k, 0], p, per_ms))
+        self._harvest()
+
+    def _run_volume(self, ld: Loaded) -> None:
+        """A volume's slices through the model, ``batch_size`` at a time; then its writes."""
+        from liverseg.infer.volumes import predict_volume
+
+        if self.plan.delay_s:
+            time.sleep(self.plan.delay_s)
+        item = ld.item
+        try:
+            mask, prob, dt = predict_volume(ld.volume, self.model, self.plan.batch_size, self.threshold)
+        except Exception as e:
+            self._emit(self.fail(item, f"{item.image}: model failed ({first_line(e)})"))
+            return
+        n = int(ld.volume.model_in.shape[0])
+        self.model_seconds += dt
+        self.n_model += n
+        while len(self._writing) >= 1:  # a volume's outputs are large: finish the previous one's first
+            self._emit(self._writing.popleft().result())
+        self._writing.append(self._writer.submit(self.write, ld, mask, prob, dt * 1000.0 / max(n, 1)))
         self._harvest()
 
     def _harvest(self, block: bool = False) -> None:

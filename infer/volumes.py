@@ -1,0 +1,466 @@
+"""CT volumes in the inference runner: reading, windowing, resampling, the model over slices, outputs, metrics.
+
+One volume (a NIfTI/NRRD/MetaImage file or a DICOM series folder) is one input of a
+run, with its own row, failure isolation and ``--resume`` like a slice:
+
+1. :func:`load_volume` (a decode thread) reads it (:mod:`liverseg.core.volume`,
+   :mod:`liverseg.core.dicom`), windows its CT numbers to the model's gray input by the
+   contract's HU window (:mod:`liverseg.core.intensity`), reorients it to the model's
+   view (axial, radiological), and resamples each slice to the model's pixel spacing
+   (:mod:`liverseg.core.resample`). The HU array is dropped once windowed: a volume
+   holds its uint8 slices (and the resampled copy) while it is in flight.
+2. :func:`predict_volume` (the model thread) runs the slices through the same model
+   call as 2D inputs, ``batch_size`` at a time, and resizes each probability map back
+   to the input grid, where it is thresholded.
+3. :class:`VolumeWriter` (a write thread) cleans the mask up when asked (largest 3D
+   component, small blobs), writes the NIfTI mask with the input's shape and affine
+   (a DICOM series gets the affine of its geometry), the probability volume and
+   DICOM-SEG when asked, overlays of a few axial slices and one coronal slice, the
+   per-slice table, and scores the volume against its label: Dice, IoU, the study's
+   mPA/mIoU over voxels, HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and
+   the liver volume in mL.
+
+Spacing rules: a volume's voxel size comes from its header; ``--spacing`` overrides the
+in-plane size (and gives 2D slices one). A header whose spacing cannot be trusted
+(an identity affine, zero or >10 mm pixels) is used with a stated assumption: the
+pixels are taken to be at the model's training spacing (so nothing is resampled) or,
+when the model records none, at 1 mm; the note is printed and recorded in the row.
+No patient identifiers from DICOM headers reach the rows, the logs or the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from liverseg.core.errors import DataError, describe
+from liverseg.core.intensity import check_windowed, interpret, window_to_gray
+from liverseg.core.io import write_bytes_atomic, write_text_atomic
+from liverseg.core.resample import resize_gray, resize_probability, target_shape
+from liverseg.core.volume import Volume, read_volume, write_nifti
+
+__all__ = [
+    "OVERLAY_SLICES",
+    "SLICES_DIR",
+    "VOLUME_COLUMNS",
+    "Prep",
+    "VolumeInput",
+    "VolumeWriter",
+    "load_volume",
+    "per_volume_table",
+    "predict_volume",
+    "volume_summary",
+]
+
+SLICES_DIR = "slices"
+OVERLAY_SLICES = 3  # axial overlays per volume (at 25, 50 and 75% of the liver's extent), plus one coronal
+NSD_TOLERANCE_MM = 2.0
+
+VOLUME_COLUMNS = (
+    "index",
+    "input",
+    "label",
+    "output",
+    "status",
+    "error",
+    "kind",
+    "shape",
+    "spacing_mm",
+    "n_slices",
+    "model_grid",
+    "dice",
+    "iou",
+    "mPA",
+    "mIoU",
+    "hd95_mm",
+    "assd_mm",
+    "nsd_2mm",
+    "volume_ml",
+    "volume_ml_true",
+    "removed_voxels",
+    "seconds",
+    "notes",
+)
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Prep:
+    """How every input becomes the model's input, and what is done to its mask (from options and contract)."""
+
+    window: tuple[float, float] = (0.0, 255.0)  # HU -> gray 0..255
+    model_spacing: float | None = None  # the contract's ct.pixel_spacing_mm
+    spacing: float | None = None  # --spacing: in-plane mm of 2D inputs; overrides a volume's
+    intensity: str = "auto"
+    allow_gaps: bool = False
+    series: str | None = None
+    largest_component: bool = False
+    min_blob: int = 0  # connected regions below this many voxels (pixels for slices) are removed
+    dicom_seg: bool = False
+    save_probabilities: bool = False
+
+    @property
+    def resamples(self) -> bool:
+        """True when some input may be resampled (so the probability map is needed to go back)."""
+        return self.model_spacing is not None
+
+
+@dataclass
+class VolumeInput:
+    """A decoded volume: geometry, the model's slices, the label; the HU voxels are gone."""
+
+    volume: Volume
+    gray: np.ndarray  # uint8 [K, R, C]: windowed slices on the input grid, in the model's view
+    model_in: np.ndarray  # uint8 [K, R', C']: the same at the model's pixel spacing (``gray`` itself if equal)
+    spacing: tuple[float, float, float]  # (slice, row, column) mm of ``gray``, as used
+    truth: np.ndarray | None = None  # bool [K, R, C]
+    notes: list[str] = field(default_factory=list)
+    label_error: str | None = None
+
+    @property
+    def resampled(self) -> bool:
+        return self.model_in.shape != self.gray.shape
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read(path: str, kind: str, prep: Prep) -> Volume:
+    if kind == "dicom":
+        from liverseg.core.dicom import read_series
+
+        return read_series(path, prep.series, allow_gaps=prep.allow_gaps)
+    return read_volume(path)
+
+
+def _spacing(vol: Volume, prep: Prep, notes: list[str]) -> tuple[float, float, float]:
+    """(slice, row, column) mm used for ``vol``: the header's, ``--spacing``, or a stated assumption."""
+    sl, row, col = vol.axial_spacing()
+    if prep.spacing is not None:
+        if vol.spacing_trusted and (abs(row - prep.spacing) > 1e-3 or abs(col - prep.spacing) > 1e-3):
+            notes.append(f"--spacing {prep.spacing:g} mm overrides the header's {col:g} x {row:g} mm pixels")
+        return sl, prep.spacing, prep.spacing
+    if vol.spacing_trusted:
+        return sl, row, col
+    assumed = prep.model_spacing if prep.model_spacing is not None else 1.0
+    why = "the model's training spacing, so nothing is resampled" if prep.model_spacing else "the model records none"
+    notes.append(
+        f"assumed {assumed:g} mm pixels and {sl:g} mm slices ({why}); volume in mL and distances in mm rest "
+        "on that; pass --spacing MM to give the true pixel size"
+    )
+    return sl, assumed, assumed
+
+
+def _windowed(vol: Volume, prep: Prep, notes: list[str]) -> np.ndarray:
+    """uint8 [K, R, C] slices in the model's view, windowed by the contract (slice by slice, no float copy)."""
+    ax = vol.axial()
+    modality = str(vol.meta.get("modality") or "")
+    if modality and modality.upper() not in ("CT", ""):
+        raise DataError(f"{vol.source}: modality is {modality}, not CT")
+    kind = interpret(_sample(ax), prep.intensity, vol.source)
+    if kind == "gray" and vol.data.dtype != np.uint8:
+        raise DataError(
+            f"{vol.source}: its values ({vol.data.dtype}, no air below -200) do not look like CT numbers in HU "
+            "(an MR scan, a mask, or stored values without their rescale?); pass --intensity hu or hu+1024 if "
+            "they are CT"
+        )
+    gray = np.empty(ax.shape, dtype=np.uint8)
+    for k in range(ax.shape[0]):
+        window_to_gray(ax[k], kind, prep.window, vol.source, out=gray[k])
+    check_windowed(gray, _sample(ax), kind, prep.window, vol.source)
+    if kind != "hu":
+        notes.append(f"intensities read as {kind}")
+    return gray
+
+
+def _sample(ax: np.ndarray) -> np.ndarray:
+    """Every 8th slice: enough to tell what the values are without a pass over all of them."""
+    return np.asarray(ax[:: max(1, ax.shape[0] // 16)])
+
+
+def _label(path: str, vol: Volume) -> np.ndarray:
+    """bool [K, R, C] label in the model's view; label > 0 is liver. Must lie on the input's grid."""
+    from liverseg.core.dicom import read_seg_mask
+
+    if path.lower().endswith(".dcm") and vol.kind == "dicom":  # a DICOM-SEG of this series
+        seg = np.asarray(read_seg_mask(path, vol), dtype=bool)  # [K, R, C] in the series' slice order
+        lab = Volume(seg.transpose(2, 1, 0), vol.affine, path, "dicom-seg", view_affine=vol.view_affine)
+        return np.ascontiguousarray(lab.axial())
+    lab = read_volume(path)
+    if lab.shape != vol.shape:
+        raise DataError(f"{path}: label has shape {lab.shape} but the volume {vol.source} has {vol.shape}")
+    if not np.allclose(lab.affine, vol.affine, atol=1e-3):
+        raise DataError(f"{path}: label's affine differs from the volume's ({vol.source}); they must share the grid")
+    lab.view_affine = vol.view_affine
+    return np.ascontiguousarray(lab.axial() > 0)
+
+
+def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeInput:
+    """Read, window, reorient and resample one volume; its label too. Raises DataError naming the file."""
+    vol = _read(image, kind, prep)
+    notes = list(vol.notes)
+    gray = _windowed(vol, prep, notes)
+    vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)  # free the HU voxels
+    spacing = _spacing(vol, prep, notes)
+    k, r, c = gray.shape
+    shape = target_shape((r, c), spacing[1:], prep.model_spacing)
+    if shape != (r, c):
+        model_in = np.empty((k, *shape), dtype=np.uint8)
+        for i in range(k):
+            model_in[i] = resize_gray(gray[i], shape)
+    else:
+        model_in = gray
+    vi = VolumeInput(vol, gray, model_in, spacing, notes=notes)
+    if label is not None:
+        try:
+            vi.truth = _label(label, vol)
+        except DataError as e:
+            vi.label_error = str(e)
+        except Exception as e:
+            vi.label_error = f"{label}: cannot read label ({describe(e)})"
+    return vi
+
+
+# ---------------------------------------------------------------- the model
+
+
+def predict_volume(
+    vi: VolumeInput, model: Any, batch_size: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """(mask uint8 [K, R, C], probability float32 [K, R, C] or None, seconds inside the model)."""
+    k, r, c = vi.gray.shape
+    mask = np.empty((k, r, c), dtype=np.uint8)
+    prob_out: np.ndarray | None = None
+    seconds = 0.0
+    for k0 in range(0, k, batch_size):
+        batch = np.ascontiguousarray(vi.model_in[k0 : k0 + batch_size, None])
+        t = time.perf_counter()
+        m, p = model(batch)
+        seconds += time.perf_counter() - t
+        if p is not None and prob_out is None:
+            prob_out = np.empty((k, r, c), dtype=np.float32)
+        for j in range(batch.shape[0]):
+            if vi.resampled:
+                if p is None:
+                    raise RuntimeError("resampled slices need the probability output")
+                back = resize_probability(p[j, 0], (r, c))
+                mask[k0 + j] = back > threshold
+                if prob_out is not None:
+                    prob_out[k0 + j] = back
+            else:
+                mask[k0 + j] = m[j, 0]
+                if prob_out is not None and p is not None:
+                    prob_out[k0 + j] = p[j, 0]
+    return mask, prob_out, seconds
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fmt(v: Any) -> Any:
+    return "" if v is None else (round(v, 6) if isinstance(v, float) else v)
+
+
+def _overlay_slices(pred: np.ndarray, truth: np.ndarray | None) -> list[int]:
+    """Axial slices to draw: 25/50/75% through the liver's extent (truth's, else the prediction's)."""
+    ref = truth if truth is not None and truth.any() else pred
+    ks = np.flatnonzero(ref.any(axis=(1, 2)))
+    if ks.size == 0:
+        return [pred.shape[0] // 2]
+    lo, hi = int(ks[0]), int(ks[-1])
+    picks = sorted({int(round(lo + f * (hi - lo))) for f in (0.25, 0.5, 0.75)})
+    return picks[:OVERLAY_SLICES]
+
+
+def _coronal(arr: np.ndarray, row: int, stretch: float) -> np.ndarray:
+    """The coronal slice at image row ``row`` of a [K, R, C] array, superior at the top, in true proportions."""
+    img = np.ascontiguousarray(arr[::-1, row, :])  # slices run inferior -> superior; the top is superior
+    rows = max(1, int(round(img.shape[0] * stretch)))
+    if rows == img.shape[0]:
+        return img
+    idx = np.minimum((np.arange(rows) / stretch).astype(int), img.shape[0] - 1)
+    return img[idx]
+
+
+class VolumeWriter:
+    """Writes one volume's files and returns its row (called from a write thread)."""
+
+    def __init__(self, out: Path, prep: Prep, overlays: bool, software_version: str) -> None:
+        self.out, self.prep, self.overlays, self.version = out, prep, overlays, software_version
+
+    def _put_png(self, name: str, arr: np.ndarray) -> list[Any]:
+        from liverseg.infer.io import encode_png
+
+        return [name, write_bytes_atomic(self.out / name, encode_png(arr), fsync=False)]
+
+    def _cleanup(self, mask: np.ndarray, notes: list[str]) -> tuple[np.ndarray, int]:
+        removed = 0
+        pred = mask.astype(bool)
+        if self.prep.largest_component:
+            from liverseg.core.cleanup import largest_component
+
+            pred, n = largest_component(pred)
+            removed += n
+        if self.prep.min_blob > 1:
+            from liverseg.core.cleanup import remove_small
+
+            pred, n = remove_small(pred, self.prep.min_blob)
+            removed += n
+        return pred, removed
+
+    def write(self, row: Row, it: Any, vi: VolumeInput, mask: np.ndarray, prob: np.ndarray | None) -> Row:
+        """Fill ``row`` (the per_image.csv base row of ``it``) with the volume's files, metrics and columns."""
+        vol = vi.volume
+        pred, removed = self._cleanup(mask, vi.notes)
+        files: dict[str, list[Any]] = {}
+        mask_file = vol.from_axial(pred.astype(np.uint8))
+        files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]
+        del mask_file
+        if prob is not None and self.prep.save_probabilities:
+            files["probability"] = [
+                it.prob_name,
+                write_nifti(self.out / it.prob_name, vol.from_axial(prob), vol, dtype=np.float32, fsync=False),
+            ]
+        if self.prep.dicom_seg and vol.kind == "dicom":
+            from liverseg.core.dicom import write_seg
+
+            name = f"masks/{it.key}_seg.dcm"
+            source_order = vol.from_axial(pred.astype(np.uint8)).transpose(2, 1, 0)
+            write_seg(vol, source_order, self.out / name, software_version=self.version)
+            files["seg"] = [name, (self.out / name).stat().st_size]
+        if self.overlays:
+            files.update(self._overlays(it.key, vi, pred))
+        metrics = self._metrics(vi, pred)
+        files["slices"] = self._slices_table(it.key, vi, pred)
+        k, r, c = pred.shape
+        tp, fp, fn, tn = (metrics.get(n) for n in ("tp", "fp", "fn", "tn"))
+        row.update(
+            output=it.mask_name,
+            height=r,
+            width=c,
+            liver_fraction=float(np.count_nonzero(pred)) / pred.size,
+            _files=files,
+            kind=vol.kind,
+            shape="x".join(str(s) for s in vol.shape),
+            spacing_mm="x".join(f"{s:g}" for s in (vi.spacing[2], vi.spacing[1], vi.spacing[0])),
+            n_slices=k,
+            model_grid="x".join(str(s) for s in vi.model_in.shape[1:]),
+            removed_voxels=removed,
+            notes="; ".join(vi.notes),
+            volume_ml=metrics["volume_ml"],
+            volume_ml_true=metrics.get("volume_ml_true"),
+        )
+        if tp is not None:
+            from liverseg.core.metrics import scores
+
+            row.update(scores(tp, fp, fn, tn))
+            row.update(tp=tp, fp=fp, fn=fn, tn=tn)
+            for key in ("dice", "iou", "mPA", "mIoU", "hd95_mm", "assd_mm", "nsd_2mm"):
+                row[key] = metrics[key]
+        if vi.label_error:
+            row["error"] = f"label: {vi.label_error}"
+        else:
+            row["status"] = "ok"
+        return row
+
+    def _metrics(self, vi: VolumeInput, pred: np.ndarray) -> dict[str, Any]:
+        from liverseg.core.metrics3d import volume_metrics, volume_ml
+
+        spacing = vi.spacing  # (slice, row, column), the axes of pred
+        if vi.truth is None:
+            return {"volume_ml": volume_ml(pred, spacing)}
+        return dict(volume_metrics(pred, vi.truth, spacing, tolerance_mm=NSD_TOLERANCE_MM))
+
+    def _slices_table(self, key: str, vi: VolumeInput, pred: np.ndarray) -> list[Any]:
+        """slices/<key>.csv: per axial slice (model view order), liver pixels predicted and true, and Dice."""
+        lines = ["slice,position_mm,pred_pixels,true_pixels,dice"]
+        npred = pred.reshape(pred.shape[0], -1).sum(axis=1)
+        ntrue = vi.truth.reshape(pred.shape[0], -1).sum(axis=1) if vi.truth is not None else None
+        inter = (pred & vi.truth).reshape(pred.shape[0], -1).sum(axis=1) if vi.truth is not None else None
+        for k in range(pred.shape[0]):
+            pos = f"{k * vi.spacing[0]:.3f}"
+            if ntrue is None or inter is None:
+                lines.append(f"{k},{pos},{int(npred[k])},,")
+                continue
+            denom = int(npred[k]) + int(ntrue[k])
+            dice = "" if denom == 0 else f"{2.0 * int(inter[k]) / denom:.6f}"
+            lines.append(f"{k},{pos},{int(npred[k])},{int(ntrue[k])},{dice}")
+        name = f"{SLICES_DIR}/{key}.csv"
+        write_text_atomic(self.out / name, "\n".join(lines) + "\n", fsync=False)
+        return [name, (self.out / name).stat().st_size]
+
+    def _overlays(self, key: str, vi: VolumeInput, pred: np.ndarray) -> dict[str, list[Any]]:
+        from liverseg.core.overlay import overlay_rgb
+
+        files: dict[str, list[Any]] = {}
+        truth = vi.truth
+        for n, k in enumerate(_overlay_slices(pred, truth)):
+            img = overlay_rgb(vi.gray[k], pred[k], None if truth is None else truth[k])
+            files[f"overlay_axial_{n}"] = self._put_png(f"overlays/{key}_axial_{k:04d}.png", img)
+        ref = truth if truth is not None and truth.any() else pred
+        rows = np.flatnonzero(ref.any(axis=(0, 2)))
+        row = int(rows[len(rows) // 2]) if rows.size else pred.shape[1] // 2
+        stretch = vi.spacing[0] / vi.spacing[2]
+        img = overlay_rgb(
+            _coronal(vi.gray, row, stretch),
+            _coronal(pred, row, stretch),
+            None if truth is None else _coronal(truth, row, stretch),
+        )
+        files["overlay_coronal"] = self._put_png(f"overlays/{key}_coronal.png", img)
+        return files
+
+
+def volume_csv_line(row: Row) -> str:
+    """One per_volume.csv line in :data:`VOLUME_COLUMNS` order."""
+    cells = []
+    for c in VOLUME_COLUMNS:
+        v = _fmt(row.get(c))
+        s = "" if v is None else str(v)
+        if any(ch in s for ch in ',"\n\r'):
+            s = '"' + s.replace('"', '""') + '"'
+        cells.append(s)
+    return ",".join(cells) + "\n"
+
+
+def per_volume_table(rows: list[Row]) -> str:
+    """per_volume.csv: a header and one line per volume input, in input order."""
+    return ",".join(VOLUME_COLUMNS) + "\n" + "".join(volume_csv_line(r) for r in sorted(rows, key=lambda r: r["index"]))
+
+
+def volume_summary(rows: list[Row]) -> dict[str, Any] | None:
+    """summary.json's ``volume_metrics``: counts, means and medians over the volumes, or None without volumes."""
+    if not rows:
+        return None
+    ok = [r for r in rows if r.get("status") == "ok" or r.get("_files")]
+    out: dict[str, Any] = {"n_volumes": len(rows), "n_ok": sum(1 for r in rows if r.get("status") == "ok")}
+    labelled = [r for r in ok if r.get("dice") not in (None, "")]
+    out["n_labelled"] = len(labelled)
+    for key in ("dice", "iou", "mPA", "mIoU", "hd95_mm", "assd_mm", "nsd_2mm"):
+        vals = [float(r[key]) for r in labelled if r.get(key) not in (None, "")]
+        out[key] = (
+            {"mean": float(np.mean(vals)), "median": float(np.median(vals)), "n": len(vals)} if vals else None
+        )
+    out["n_undefined_distance"] = sum(1 for r in labelled if r.get("hd95_mm") in (None, ""))
+    vols = [float(r["volume_ml"]) for r in ok if r.get("volume_ml") not in (None, "")]
+    out["volume_ml"] = {"mean": float(np.mean(vols)), "total": float(np.sum(vols))} if vols else None
+    pairs = [
+        (float(r["volume_ml"]), float(r["volume_ml_true"]))
+        for r in labelled
+        if r.get("volume_ml_true") not in (None, "")
+    ]
+    out["volume_error_ml"] = (
+        {"mean_abs": float(np.mean([abs(p - t) for p, t in pairs])), "mean": float(np.mean([p - t for p, t in pairs]))}
+        if pairs
+        else None
+    )
+    out["rules"] = (
+        "Dice/IoU/mPA/mIoU over voxels; hd95 = max of the two directed 95th-percentile boundary distances "
+        "(MONAI); assd = mean of both directions' boundary distances; nsd_2mm = boundary fraction within 2 mm; "
+        "distances are undefined (empty cells) when exactly one of prediction and label is empty"
+    )
+    return out
