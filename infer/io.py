@@ -15,7 +15,6 @@ function of the input path and the input list only, and stable across ``--resume
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 from collections import Counter
@@ -27,13 +26,12 @@ import numpy as np
 from PIL import Image
 
 from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, read_image, read_mask
-from liverseg.core.volume import VOLUME_SUFFIXES, is_volume_path
 from liverseg.core.errors import UsageError, describe
+from liverseg.core.volume import VOLUME_SUFFIXES, is_volume_path
 
 MASK_DIR = "masks"
 PROB_DIR = "probabilities"
 OVERLAY_DIR = "overlays"
-PNG_LEVEL = 1  # zlib level 1: ~4x faster than the default 6 on masks, files ~30% larger
 
 PER_IMAGE_COLUMNS = (
     "index",
@@ -369,13 +367,6 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
 
 
 # ---------------------------------------------------------------- writing
-
-
-def encode_png(arr: np.ndarray) -> bytes:
-    """PNG bytes of a uint8 [H, W] (gray), uint16 [H, W] or uint8 [H, W, 3] (RGB) array."""
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=PNG_LEVEL)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- per_image.csv

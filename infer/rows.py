@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from liverseg.core.data import encode_png
 from liverseg.core.errors import describe
 from liverseg.core.io import TMP_MARK, write_bytes_atomic
 from liverseg.core.metrics import confusion, scores
-from liverseg.infer.io import PER_IMAGE_COLUMNS, Item, Loaded, csv_line, encode_png
+from liverseg.infer.io import PER_IMAGE_COLUMNS, Item, Loaded, csv_line
 
 Row = dict[str, Any]
 

@@ -191,9 +191,7 @@ class Runner:
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
         finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log)
-        writer = OutputWriter(
-            state.out, self.o.overlays, self.prep, sess.threshold, versions().get("liverseg", "")
-        )
+        writer = OutputWriter(state.out, self.o.overlays, self.prep, sess.threshold, versions().get("liverseg", ""))
         scheduler = Scheduler(
             plan,
             sess.run,
@@ -373,7 +371,11 @@ class Runner:
                     "none: the model records no training pixel spacing"
                     if self.prep.model_spacing is None
                     else f"slices resized to {self.prep.model_spacing:g} mm pixels and back"
-                    + ("" if o.spacing is not None else "; 2D inputs have no spacing (pass --spacing): used as they are")
+                    + (
+                        ""
+                        if o.spacing is not None
+                        else "; 2D inputs have no spacing (pass --spacing): used as they are"
+                    )
                 ),
             },
             "postprocessing": {

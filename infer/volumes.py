@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from liverseg.core.data import encode_png
 from liverseg.core.errors import DataError, describe
 from liverseg.core.intensity import check_windowed, interpret, window_to_gray
 from liverseg.core.io import write_bytes_atomic, write_text_atomic
@@ -294,8 +295,6 @@ class VolumeWriter:
         self.out, self.prep, self.overlays, self.version = out, prep, overlays, software_version
 
     def _put_png(self, name: str, arr: np.ndarray) -> list[Any]:
-        from liverseg.infer.io import encode_png
-
         return [name, write_bytes_atomic(self.out / name, encode_png(arr), fsync=False)]
 
     def _cleanup(self, mask: np.ndarray, notes: list[str]) -> tuple[np.ndarray, int]:
@@ -338,7 +337,7 @@ class VolumeWriter:
         metrics = self._metrics(vi, pred)
         files["slices"] = self._slices_table(it.key, vi, pred)
         k, r, c = pred.shape
-        tp, fp, fn, tn = (metrics.get(n) for n in ("tp", "fp", "fn", "tn"))
+        counts = [metrics.get(n) for n in ("tp", "fp", "fn", "tn")]
         row.update(
             output=it.mask_name,
             height=r,
@@ -355,9 +354,10 @@ class VolumeWriter:
             volume_ml=metrics["volume_ml"],
             volume_ml_true=metrics.get("volume_ml_true"),
         )
-        if tp is not None:
+        if counts[0] is not None:
             from liverseg.core.metrics import scores
 
+            tp, fp, fn, tn = (int(n or 0) for n in counts)
             row.update(scores(tp, fp, fn, tn))
             row.update(tp=tp, fp=fp, fn=fn, tn=tn)
             for key in ("dice", "iou", "mPA", "mIoU", "hd95_mm", "assd_mm", "nsd_2mm"):
@@ -442,9 +442,7 @@ def volume_summary(rows: list[Row]) -> dict[str, Any] | None:
     out["n_labelled"] = len(labelled)
     for key in ("dice", "iou", "mPA", "mIoU", "hd95_mm", "assd_mm", "nsd_2mm"):
         vals = [float(r[key]) for r in labelled if r.get(key) not in (None, "")]
-        out[key] = (
-            {"mean": float(np.mean(vals)), "median": float(np.median(vals)), "n": len(vals)} if vals else None
-        )
+        out[key] = {"mean": float(np.mean(vals)), "median": float(np.median(vals)), "n": len(vals)} if vals else None
     out["n_undefined_distance"] = sum(1 for r in labelled if r.get("hd95_mm") in (None, ""))
     vols = [float(r["volume_ml"]) for r in ok if r.get("volume_ml") not in (None, "")]
     out["volume_ml"] = {"mean": float(np.mean(vols)), "total": float(np.sum(vols))} if vols else None

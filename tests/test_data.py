@@ -149,7 +149,9 @@ def test_16_bit_hu_slice_gives_its_8_bit_png(tmp_path, rng):
     win = read_image(tmp_path / "hu1024.png", window=(-100.0, 200.0))
     assert int(win[12, 12]) == round((int(hu[12, 12]) + 100) * 255 / 300)
     # the rule can be overridden: read as gray, the same file is value / 257
-    assert np.array_equal(read_image(tmp_path / "hu1024.png", intensity="gray"), np.rint(stored / 257.0).astype(np.uint8))
+    assert np.array_equal(
+        read_image(tmp_path / "hu1024.png", intensity="gray"), np.rint(stored / 257.0).astype(np.uint8)
+    )
 
 
 def test_dark_16_bit_gray_that_is_not_ct_is_refused_not_blank(tmp_path):

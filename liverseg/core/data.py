@@ -29,6 +29,7 @@ Pixels (see :func:`read_image`, :func:`read_mask`):
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -328,3 +329,13 @@ def group_of(path: Path, pattern: str = _GROUP_RE_DEFAULT) -> str:
     if not m:
         raise DataError(f"{path}: group pattern {pattern!r} does not match the file name")
     return m.group(1) if m.groups() else m.group(0)
+
+
+PNG_LEVEL = 1  # zlib level 1: ~4x faster than the default 6 on masks, files ~30% larger
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 [H, W] (gray), uint16 [H, W] or uint8 [H, W, 3] (RGB) array."""
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=PNG_LEVEL)
+    return buf.getvalue()

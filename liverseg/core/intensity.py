@@ -19,9 +19,9 @@ What the stored values are (``intensity``):
   - signed integer or float data with a value below -200 (air is about -1000 HU) is ``hu``;
   - unsigned 16-bit data whose maximum is at most 4095 (the 12-bit range CT scanners
     store) is ``hu+1024``; 16-bit data above 4095 is ``gray`` (a genuine 16-bit image);
-  - float data without air, and signed data without negative values beyond -200 that
-    does not fit the 12-bit rule, cannot be interpreted: refused with the reason, rather
-    than given empty masks.
+  - float or signed integer data without air cannot be interpreted: refused with the
+    reason, rather than given empty masks (a signed volume with no value below -200 is
+    far more often MR, whose NIfTI files carry no modality, than CT stored with an offset).
 
 A CT image whose every pixel falls outside the window (all black or all white after
 windowing) is refused too: its numbers are not what the rule assumed.
@@ -52,11 +52,12 @@ def interpret(arr: np.ndarray, mode: str, source: str) -> str:
     hi = float(arr.max()) if arr.size else 0.0
     if lo < AIR_BELOW_HU and (arr.dtype.kind in "if"):
         return "hu"
-    if arr.dtype.kind in "ui" and lo >= 0:
+    if arr.dtype.kind == "u":
         return "hu+1024" if hi <= MAX_STORED_CT else "gray"
     raise DataError(
-        f"{source}: cannot tell what its values are ({arr.dtype}, range {lo:g} .. {hi:g}): not 8-bit gray, no "
-        f"air below {AIR_BELOW_HU:g} HU, and not 12-bit stored CT numbers; pass --intensity gray, hu or hu+1024"
+        f"{source}: cannot tell what its values are ({arr.dtype}, range {lo:g} .. {hi:g}); they do not look like "
+        f"CT numbers: not 8-bit gray, no air below {AIR_BELOW_HU:g} HU, and not unsigned 12-bit stored CT "
+        "(an MR scan or a mask?); pass --intensity gray, hu or hu+1024 if you know what they are"
     )
 
 

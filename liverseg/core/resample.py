@@ -22,9 +22,7 @@ __all__ = ["RESAMPLE_TOLERANCE", "resize_gray", "resize_probability", "target_sh
 RESAMPLE_TOLERANCE = 0.02  # spacings within 2% of the model's are used as they are
 
 
-def target_shape(
-    shape: tuple[int, int], spacing: tuple[float, float], model_spacing: float | None
-) -> tuple[int, int]:
+def target_shape(shape: tuple[int, int], spacing: tuple[float, float], model_spacing: float | None) -> tuple[int, int]:
     """(rows, columns) of a ``shape`` slice with ``spacing`` (row, column mm) at ``model_spacing`` mm.
 
     Unchanged without a model spacing, or when both spacings are within

@@ -242,7 +242,9 @@ def _read_itk(path: Path) -> Volume:
     meta: dict[str, Any] = {"format": "NRRD" if kind == "nrrd" else "MetaImage"}
     for key in ("Modality", "modality"):
         if img.HasMetaDataKey(key):
-            meta["modality"] = img.GetMetaData(key)
+            mod = img.GetMetaData(key).removeprefix("MET_MOD_")  # MetaImage writes MET_MOD_CT, MET_MOD_MR, ...
+            if mod and mod.upper() not in ("UNKNOWN", "OTHER"):
+                meta["modality"] = mod
     vol = Volume(data, affine, str(path), kind, meta=meta)
     _trust_spacing(vol)
     return vol
