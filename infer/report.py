@@ -30,7 +30,7 @@ from typing import Any
 import click
 import numpy as np
 
-from liverseg.core.charts import plot_histogram
+from liverseg.core.charts import plot_histogram, plot_slice_profile
 from liverseg.core.cli import command
 from liverseg.core.data import DataError, read_image, read_mask
 from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag
@@ -39,6 +39,8 @@ from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, o
 from liverseg.infer.io import PER_IMAGE_COLUMNS
 
 REPORT_NAME = "report.html"
+PER_VOLUME = "per_volume.csv"
+MAX_VOLUME_DETAILS = 6  # volumes shown with a slice profile and overlays (all are in the table)
 N_CASES = 6  # worst and best cases shown
 MAX_TABLE_ROWS = 1000  # per-image rows in the page (all are in per_image.csv)
 MAX_CELL = 384  # thumbnails are scaled down to this many pixels at most
@@ -516,6 +518,100 @@ def _per_image_section(rows: list[dict[str, str]], with_truth: bool) -> str:
     )
 
 
+# ---------------------------------------------------------------- volumes
+
+
+def _read_volume_rows(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
+    path = run_dir / PER_VOLUME
+    if not path.exists():
+        return []
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return [_compact_row(r) for r in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        problems.append(f"{PER_VOLUME} could not be read ({e}).")
+        return []
+
+
+def _volume_key(row: dict[str, Any]) -> str | None:
+    """The name a volume's outputs share: ``masks/<key>.nii.gz`` -> ``<key>``."""
+    out = str(row.get("output") or "")
+    if not out.endswith(".nii.gz"):
+        return None
+    return out.removesuffix(".nii.gz").split("/", 1)[-1]
+
+
+def _slice_profile(run_dir: Path, key: str, name: str) -> str:
+    """The per-slice chart of one volume from ``slices/<key>.csv``, or a note why not."""
+    path = run_dir / "slices" / f"{key}.csv"
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            table = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        return f'<p class="note">{esc(name)}: no slice table ({esc(str(e))})</p>'
+    pos = [_num(r.get("position_mm")) or 0.0 for r in table]
+    pred = [_num(r.get("pred_pixels")) or 0.0 for r in table]
+    labelled = any((r.get("true_pixels") or "") != "" for r in table)
+    true = [_num(r.get("true_pixels")) or 0.0 for r in table] if labelled else None
+    dice = [_num(r.get("dice")) for r in table] if labelled else None
+    png = _png(plot_slice_profile(pos, pred, true, dice, None, title=name))
+    return img_tag(png, f"{name}: liver pixels and Dice per slice")
+
+
+def _volume_overlays(run_dir: Path, key: str, name: str) -> str:
+    files = sorted((run_dir / "overlays").glob(f"{key}_axial_*.png")) + sorted(
+        (run_dir / "overlays").glob(f"{key}_coronal.png")
+    )
+    cells = []
+    for f in files:
+        try:
+            png = f.read_bytes()
+        except OSError:
+            continue
+        what = "coronal" if f.stem.endswith("_coronal") else "axial slice " + f.stem.rsplit("_", 1)[-1].lstrip("0")
+        cells.append(f"<figure>{img_tag(png, f'{name}: {what}')}<figcaption>{esc(what)}</figcaption></figure>")
+    return _cases(cells) if cells else ""
+
+
+def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path) -> str:
+    """Per-volume table (3D metrics, liver volume), then a slice profile and overlays of the first few volumes."""
+    if not vrows:
+        return ""
+    agg = _section(summary, "volume_metrics")
+    parts = [f"<h2>Volumes ({len(vrows)})</h2>"]
+    if agg.get("rules"):
+        parts.append(f'<p class="note">{esc(agg["rules"])}</p>')
+    cols = ["input", "status", "shape", "spacing mm", "Dice", "IoU", "HD95 mm", "ASSD mm", "NSD 2 mm"]
+    cols += ["liver mL", "true mL", "notes"]
+    table, classes = [], []
+    for r in vrows:
+        status = _status(r) if not r.get("error") else "failed"
+        table.append(
+            [Path(str(r.get("input", ""))).name, status, r.get("shape", ""), r.get("spacing_mm", "")]
+            + [fmt(_num(r.get(k))) for k in ("dice", "iou")]
+            + [fmt(_num(r.get(k)), 2) for k in ("hd95_mm", "assd_mm")]
+            + [fmt(_num(r.get("nsd_2mm")))]
+            + [fmt(_num(r.get(k)), 1) for k in ("volume_ml", "volume_ml_true")]
+            + [str(r.get("error") or r.get("notes") or "")]
+        )
+        classes.append("" if status == "ok" else status)
+    numeric = [False] * 4 + [True] * 7 + [False]
+    parts.append(html_table(cols, table, numeric=numeric, row_classes=classes))
+    shown = 0
+    for r in vrows:
+        key = _volume_key(r)
+        if key is None or r.get("error") or shown >= MAX_VOLUME_DETAILS:
+            continue
+        shown += 1
+        name = Path(str(r.get("input", ""))).name
+        parts.append(f"<h3>{esc(name)}</h3>")
+        parts.append(_slice_profile(run_dir, key, name))
+        parts.append(_volume_overlays(run_dir, key, name))
+    if shown < sum(1 for r in vrows if not r.get("error")):
+        parts.append(f'<p class="note">Details of the first {MAX_VOLUME_DETAILS} volumes; all are in {PER_VOLUME}.</p>')
+    return "\n".join(parts)
+
+
 # ---------------------------------------------------------------- entry points
 
 
@@ -529,17 +625,21 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
     problems: list[str] = []
     summary = _read_summary(run_dir, problems)
     rows = _read_rows(run_dir, problems)
-    ok = [r for r in rows if _status(r) == "ok"]
-    with_truth = any(_num(r.get("dice")) is not None for r in ok) or bool(summary.get("metrics"))
+    vrows = _read_volume_rows(run_dir, problems)
+    volume_index = {str(r.get("index", "")) for r in vrows}
+    slices = [r for r in rows if str(r.get("index", "")) not in volume_index]  # 2D inputs
+    ok = [r for r in slices if _status(r) == "ok"]
+    with_truth = any(_num(r.get("dice")) is not None for r in ok) or (bool(summary.get("metrics")) and not vrows)
     body = [
         f'<h1>liverseg inference report</h1><p class="sub">Run folder <code>{esc(run_dir.resolve().name)}</code></p>'
     ]
     body += [f'<p class="warn">{esc(p)}</p>' for p in problems]
     body.append(_run_section(summary, rows))
     body.append(_failed_section(summary, rows))
+    body.append(_volume_section(vrows, summary, run_dir))
     if with_truth:
         body.append(_metrics_section(summary, ok, run_dir, n_cases))
-    else:
+    elif ok or not vrows:
         body.append(_unlabelled_section(ok, run_dir, n_cases))
     body.append(_per_image_section(rows, with_truth))
     body.append(

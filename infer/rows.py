@@ -80,14 +80,23 @@ class OutputWriter:
     """
 
     def __init__(
-        self, out: Path, overlays: bool, prep: Any = None, threshold: float = 0.5, software_version: str = ""
+        self,
+        out: Path,
+        overlays: bool,
+        prep: Any = None,
+        threshold: float = 0.5,
+        software_version: str = "",
+        volume_overlays: bool | None = None,
     ) -> None:
         from liverseg.infer.volumes import Prep, VolumeWriter
 
         self.out = out
         self.prep = prep if prep is not None else Prep()
         self.threshold = threshold
-        self.volumes = VolumeWriter(out, self.prep, overlays, software_version)
+        # a volume's few overlays (3 axial, 1 coronal) are drawn for the report too: it cannot read volumes again
+        self.volumes = VolumeWriter(
+            out, self.prep, overlays if volume_overlays is None else volume_overlays, software_version
+        )
         self.overlay: Callable[..., np.ndarray] | None = None
         if overlays:
             from liverseg.core.overlay import overlay_rgb

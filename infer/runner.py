@@ -191,7 +191,14 @@ class Runner:
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
         finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log)
-        writer = OutputWriter(state.out, self.o.overlays, self.prep, sess.threshold, versions().get("liverseg", ""))
+        writer = OutputWriter(
+            state.out,
+            self.o.overlays,
+            self.prep,
+            sess.threshold,
+            versions().get("liverseg", ""),
+            volume_overlays=self.o.overlays or self.o.report,
+        )
         scheduler = Scheduler(
             plan,
             sess.run,
@@ -309,7 +316,7 @@ class Runner:
         for d in (
             MASK_DIR,
             PROB_DIR if self.o.save_probabilities else None,
-            OVERLAY_DIR if self.o.overlays else None,
+            OVERLAY_DIR if self.o.overlays or (self.o.report and self._has_volumes) else None,
             SLICES_DIR if self._has_volumes else None,
         ):
             if d:

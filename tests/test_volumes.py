@@ -119,6 +119,22 @@ def test_nifti_mask_has_the_input_shape_affine_and_metrics(tmp_path, model):
     assert len(per_slice) == hu.shape[2] and per_slice["true_pixels"].sum() == liver.sum()
 
 
+def test_report_has_a_volume_section_without_overlays_asked_for(tmp_path, model):
+    """report.html shows the volume's 3D metrics, its per-slice profile and a few overlays; 2D cases stay 2D."""
+    hu, liver = _phantom()
+    vol = _nifti(tmp_path / "case.nii.gz", hu, AFFINE)
+    lab = _nifti(tmp_path / "case_seg.nii.gz", liver.astype(np.uint8), AFFINE)
+    code, s, out, rows = _run(tmp_path, vol, model, labels=lab, report=True)
+    assert code == 0, s["failed"]
+    html = (out / "report.html").read_text()
+    assert "<h2>Volumes (1)</h2>" in html and "<h3>case.nii.gz</h3>" in html
+    assert "HD95 mm" in html and "liver pixels and Dice per slice" in html
+    assert f"{float(rows[0]['dice']):.4f}" in html
+    assert html.count("case.nii.gz: axial slice") == 3 and "case.nii.gz: coronal" in html
+    # the 2D sections (which read images and PNG masks) leave the volume alone
+    assert "<h2>Accuracy</h2>" not in html and "<h2>Predictions</h2>" not in html
+
+
 def test_orientation_round_trip_and_model_view(tmp_path, model):
     """A volume stored flipped and permuted gives the same mask, in its own order, as the plain one."""
     hu, liver = _phantom()
@@ -299,9 +315,9 @@ def test_lits_volume_with_labels(tmp_path, model, lits_dir):
 @pytest.mark.realdata
 def test_chaos_dicom_gives_the_masks_of_its_pngs(tmp_path, model_1mm, chaos_dir):
     """The DICOM series and its PNG slices (HU clipped to [0, 255]) at --spacing 0.727 give the same masks."""
-    code, s, out, rows = _run(tmp_path / "d", chaos_dir / "dicom", model_1mm)
+    code, s, out, rows = _run(tmp_path / "d", chaos_dir / "dicom", model_1mm, output_format="nifti+dicom-seg")
     assert code == 0, s["failed"]
-    from liverseg.core.dicom import read_series
+    from liverseg.core.dicom import read_seg_mask, read_series
 
     series = read_series(chaos_dir / "dicom")
     img = _nii(str(out / "masks/dicom.nii.gz"))
@@ -322,3 +338,6 @@ def test_chaos_dicom_gives_the_masks_of_its_pngs(tmp_path, model_1mm, chaos_dir)
         png = read_mask(out2 / f"masks/{77 - k:03d}_pred.png")
         assert np.array_equal(vol_mask[k].astype(bool), png), k
     assert json.loads((out / "summary.json").read_text())["preprocessing"]["model_pixel_spacing_mm"] == 1.4
+    # the DICOM-SEG reads back with highdicom and holds the NIfTI mask (SEG frames in the series' slice order)
+    seg = read_seg_mask(out / "masks/dicom_seg.dcm", series)
+    assert vol_mask.any() and np.array_equal(np.asarray(seg, dtype=bool), vol_mask.astype(bool))

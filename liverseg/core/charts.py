@@ -70,3 +70,40 @@ def plot_histogram(
     if title:
         ax.set_title(title, fontsize=10)
     return finish(fig, out_path)
+
+
+def plot_slice_profile(
+    position_mm: Sequence[float],
+    pred_pixels: Sequence[float],
+    true_pixels: Sequence[float] | None,
+    dice: Sequence[float | None] | None,
+    out_path: str | os.PathLike[str] | None,
+    *,
+    title: str = "",
+) -> Path | bytes:
+    """Liver area per axial slice (predicted, and true) against slice position, with per-slice Dice on a second axis.
+
+    Slices where neither mask has liver have no Dice and are left out of its line.
+    """
+    x = np.asarray(position_mm, dtype=np.float64)
+    fig = figure(6.4, 3.0)
+    ax = fig.subplots()
+    ax.plot(x, np.asarray(pred_pixels, dtype=np.float64), color="C0", linewidth=1.2, label="predicted liver pixels")
+    if true_pixels is not None:
+        ax.plot(x, np.asarray(true_pixels, dtype=np.float64), color="0.3", linestyle="--", linewidth=1, label="true")
+    ax.set_xlabel("slice position (mm, inferior to superior)")
+    ax.set_ylabel("liver pixels")
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if dice is not None:
+        d = np.asarray([np.nan if v is None else v for v in dice], dtype=np.float64)
+        ax2 = ax.twinx()
+        ax2.plot(x, d, color="C3", marker=".", markersize=3, linewidth=0.8, label="Dice per slice")
+        ax2.set_ylim(0, 1.02)
+        ax2.set_ylabel("Dice")
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=7, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return finish(fig, out_path)
