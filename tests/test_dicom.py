@@ -1,5 +1,5 @@
 """DICOM series reading and DICOM-SEG writing (liverseg/core/dicom.py) on synthetic series
-from tests/dicom_synth.py, and on the real CHAOS CT series when ../shared/data is there."""
+from liverseg.apps.dicom_synth, and on the real CHAOS CT series when ../shared/data is there."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_synth import encoder_missing, slice_positions, write_series
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
+from liverseg.apps.dicom_synth import encoder_missing, slice_positions, write_series
 from liverseg.core.dicom import find_series, is_dicom_folder, read_seg_mask, read_series, write_seg
 from liverseg.core.errors import DataError
 

@@ -88,6 +88,7 @@ LAYERS: dict[str, str] = {
     "liverseg.infer.volumes": "infer",
     "liverseg.apps": "apps",
     "liverseg.apps.demo": "apps",
+    "liverseg.apps.dicom_synth": "apps",
     "liverseg.apps.eda": "apps",
     "liverseg.apps.figures": "apps",
     "liverseg.apps.synthetic": "apps",
@@ -107,6 +108,7 @@ LAYERS: dict[str, str] = {
     "liverseg.benchmarks.report": "benchmarks",
     "liverseg.benchmarks.rounds": "benchmarks",
     "liverseg.benchmarks.scaling": "benchmarks",
+    "liverseg.benchmarks.volume": "benchmarks",
 }
 
 

@@ -24,7 +24,7 @@ from liverseg.infer.runner import Options, run_inference
 pytest.importorskip("pydicom")
 pytest.importorskip("scipy")
 
-from dicom_synth import write_series  # noqa: E402  (tests/ is on sys.path under pytest)
+from liverseg.apps.dicom_synth import write_series  # noqa: E402
 
 
 def _model(tmp: Path, spacing: float | None, window: tuple[float, float] | None = None) -> Path:

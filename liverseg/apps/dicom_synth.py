@@ -1,4 +1,4 @@
-"""Synthetic DICOM CT series for the tests: valid CT Image Storage files written with pydicom.
+"""Synthetic DICOM CT series (tests, the volume benchmark): valid CT Image Storage files written with pydicom.
 
 :func:`write_series` writes one file per slice of a [K, R, C] HU array with the full
 geometry (IPP, IOP, PixelSpacing, SliceThickness), rescale and UIDs, optionally
