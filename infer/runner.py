@@ -207,6 +207,7 @@ class Runner:
             finished,
             load=functools.partial(load, prep=self.prep),
             threshold=sess.threshold,
+            keep_probability=self.o.save_probabilities,
         )
         try:
             report.interrupted = scheduler.run(todo)

@@ -84,8 +84,10 @@ class Scheduler:
         sink: Sink,
         load: Callable[[Item], Loaded] = load,
         threshold: float = 0.5,
+        keep_probability: bool = False,
     ) -> None:
         self.plan = plan
+        self.keep_probability = keep_probability  # a volume's probability map is kept for writing
         self.load = load
         self.threshold = threshold
         self.model = model
@@ -205,7 +207,9 @@ class Scheduler:
             time.sleep(self.plan.delay_s)
         item = ld.item
         try:
-            mask, prob, dt = predict_volume(ld.volume, self.model, self.plan.batch_size, self.threshold)
+            mask, prob, dt = predict_volume(
+                ld.volume, self.model, self.plan.batch_size, self.threshold, self.keep_probability
+            )
         except Exception as e:
             self._emit(self.fail(item, f"{item.image}: model failed ({first_line(e)})"))
             return

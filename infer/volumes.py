@@ -231,9 +231,13 @@ def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeI
 
 
 def predict_volume(
-    vi: VolumeInput, model: Any, batch_size: int, threshold: float
+    vi: VolumeInput, model: Any, batch_size: int, threshold: float, keep_probability: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """(mask uint8 [K, R, C], probability float32 [K, R, C] or None, seconds inside the model)."""
+    """(mask uint8 [K, R, C], probability float32 [K, R, C] or None, seconds inside the model).
+
+    The probability volume (4 bytes a voxel) is kept only when ``keep_probability``
+    (``--save-probabilities``); otherwise each slice's map is used and dropped.
+    """
     k, r, c = vi.gray.shape
     mask = np.empty((k, r, c), dtype=np.uint8)
     prob_out: np.ndarray | None = None
@@ -243,7 +247,7 @@ def predict_volume(
         t = time.perf_counter()
         m, p = model(batch)
         seconds += time.perf_counter() - t
-        if p is not None and prob_out is None:
+        if keep_probability and p is not None and prob_out is None:
             prob_out = np.empty((k, r, c), dtype=np.float32)
         for j in range(batch.shape[0]):
             if vi.resampled:

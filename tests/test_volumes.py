@@ -119,6 +119,20 @@ def test_nifti_mask_has_the_input_shape_affine_and_metrics(tmp_path, model):
     assert len(per_slice) == hu.shape[2] and per_slice["true_pixels"].sum() == liver.sum()
 
 
+@pytest.mark.parametrize("fixture", ["model", "model_1mm"])
+def test_probability_volume_thresholds_to_the_mask(tmp_path, fixture, request):
+    """--save-probabilities writes a float32 volume on the input grid whose threshold is the mask (resampled too)."""
+    hu, _ = _phantom()
+    vol = _nifti(tmp_path / "case.nii.gz", hu, AFFINE)
+    code, s, out, _ = _run(tmp_path, vol, request.getfixturevalue(fixture), save_probabilities=True)
+    assert code == 0, s["failed"]
+    prob, mask = _nii(str(out / "probabilities/case_prob.nii.gz")), _nii(str(out / "masks/case.nii.gz"))
+    assert prob.shape == hu.shape and np.allclose(prob.affine, AFFINE) and prob.get_data_dtype() == np.float32
+    p = np.asarray(prob.dataobj)
+    assert 0.0 <= p.min() and p.max() <= 1.0
+    assert np.array_equal(p > 0.5, np.asarray(mask.dataobj) == 1)
+
+
 def test_report_has_a_volume_section_without_overlays_asked_for(tmp_path, model):
     """report.html shows the volume's 3D metrics, its per-slice profile and a few overlays; 2D cases stay 2D."""
     hu, liver = _phantom()
