@@ -16,8 +16,8 @@ MODELS: dict[str, type[UNet] | type[BaselineCNN]] = {
     "baseline": BaselineCNN,
 }
 
-# Widths that reproduce the study when no width is given.
-DEFAULT_WIDTH = {"unet": 64, "baseline": 16}
+# Widths that reproduce the study when no width is given (U-Net 64-...-1024, baseline 64-128-256-128-64).
+DEFAULT_WIDTH = {"unet": 64, "baseline": 64}
 
 
 def create_model(name: str, **args: Any) -> nn.Module:

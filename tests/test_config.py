@@ -88,7 +88,7 @@ def test_baseline_and_extensions():
         }
     )
     assert cfg.image_size == (256, 256) and cfg.augment == AugmentConfig() and cfg.save_model == "m.pt"
-    assert TrainConfig.from_dict({**STUDY, "model": "baseline"}).model_width == 16
+    assert TrainConfig.from_dict({**STUDY, "model": "baseline"}).model_width == 64
     rotated = TrainConfig.from_dict({**STUDY, "augment": {"rotate": 5}}).augment
     assert rotated is not None and rotated.rotate == 5.0
     assert TrainConfig.from_dict({**STUDY, "augment": False}).augment is None

@@ -156,26 +156,39 @@ def test_unet_smaller_widths_match_performance_md(width, millions):
 # ---------------------------------------------------------------- baseline structure
 
 
-def test_baseline_is_five_conv_relu_pool_then_1x1_and_x32_upsample():
-    net = BaselineCNN(width=16)
-    assert len(net.stages) == 5
-    chans = []
-    for st in net.stages:
-        assert isinstance(st.conv, nn.Conv2d) and st.conv.kernel_size == (3, 3) and st.conv.padding == (1, 1)
-        assert isinstance(st.pool, nn.MaxPool2d)
-        chans.append(st.conv.out_channels)
-    assert chans == [16, 32, 64, 128, 256]
-    assert net.classifier.kernel_size == (1, 1) and net.classifier.in_channels == 256
-    assert net.classifier.out_channels == 1
+def test_baseline_is_the_studys_738561_parameter_network():
+    net = BaselineCNN()  # width 64, the study's
+    assert n_params(net) == 738_561
+    convs = [net.conv1, net.conv2, net.conv3, net.conv4, net.conv5]
+    assert [c.out_channels for c in convs] == [64, 128, 256, 128, 64]
+    assert all(c.kernel_size == (3, 3) and c.padding == (1, 1) and c.bias is not None for c in convs)
+    assert net.output.kernel_size == (1, 1) and net.output.in_channels == 64 and net.output.out_channels == 1
     assert required_multiple("baseline") == 32
-    # the ReLU sits between conv and pool: a negative-only conv output gives zeros after the stage
-    st = net.stages[0]
-    assert isinstance(st.conv, torch.nn.Conv2d) and st.conv.bias is not None
+
+
+@pytest.mark.parametrize("width,chans", [(16, [16, 32, 64, 32, 16]), (8, [8, 16, 32, 16, 8])])
+def test_baseline_width_scales_the_studys_channels(width, chans):
+    net = BaselineCNN(width=width)
+    assert [c.out_channels for c in (net.conv1, net.conv2, net.conv3, net.conv4, net.conv5)] == chans
+
+
+def test_baseline_is_conv_relu_pool_then_1x1_then_x32_align_corners_upsample():
+    torch.manual_seed(0)
+    net = BaselineCNN(width=4).eval()
+    x = torch.rand(1, 1, 64, 96)
     with torch.no_grad():
-        st.conv.weight.zero_()
-        st.conv.bias.fill_(-1.0)
-        assert float(st(torch.rand(1, 1, 8, 8)).abs().max()) == 0.0
-        # x32 upsampling: 64x64 input -> 2x2 logits inside -> 64x64 out
-        feats = net.classifier(net.stages(torch.rand(1, 1, 64, 64)))
-        assert feats.shape == (1, 1, 2, 2)
-        assert net(torch.rand(1, 1, 64, 64)).shape == (1, 1, 64, 64)
+        feats = x
+        for conv in (net.conv1, net.conv2, net.conv3, net.conv4, net.conv5):
+            feats = nn.functional.max_pool2d(torch.relu(conv(feats)), 2)
+        low = net.output(feats)  # the 1x1 conv comes before the upsampling
+        assert low.shape == (1, 1, 2, 3)
+        up = nn.Upsample(scale_factor=32, mode="bilinear", align_corners=True)(low)
+        torch.testing.assert_close(net(x), up, atol=0, rtol=0)
+        # align_corners=True: the output's corner pixels are the low-resolution corners exactly
+        assert float(net(x)[0, 0, 0, 0]) == float(low[0, 0, 0, 0])
+        assert float(net(x)[0, 0, -1, -1]) == float(low[0, 0, -1, -1])
+        # the ReLU sits between conv and pool: a negative-only first conv gives all-zero features
+        assert net.conv1.bias is not None
+        net.conv1.weight.zero_()
+        net.conv1.bias.fill_(-1.0)
+        assert float(nn.functional.max_pool2d(torch.relu(net.conv1(x)), 2).abs().max()) == 0.0
