@@ -7,14 +7,20 @@ LIVERSEG_REQUIRE_DATA=1 (set by .ci/run), so CI can never pass by skipping.
 
 from __future__ import annotations
 
+import json
 import os
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LIVERSEG_SHARED_DATA", ROOT.parent / "shared" / "data"))
+# The original study's artefacts (its state-dict layouts, fixture.npz, result CSVs): ../shared/seed/README.md
+SHARED_SEED = Path(os.environ.get("LIVERSEG_SHARED_SEED", ROOT.parent / "shared" / "seed"))
 
 
 def _require(path: Path) -> Path:
@@ -67,3 +73,52 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def lits_dir(shared_data) -> Path:
     return _require(shared_data / "lits-117")
+
+
+@pytest.fixture(scope="session")
+def study_seed() -> Path:
+    """../shared/seed: the study's state-dict layouts, fixture.npz and results/."""
+    return _require(SHARED_SEED / "fixture.npz").parent
+
+
+def recipe_state_dict(seed_dir: Path, model: str) -> OrderedDict[str, torch.Tensor]:
+    """The study-format state dict of ``model`` with the weights of the seed README's recipe."""
+    layout = json.loads((seed_dir / f"{model}_state_dict.json").read_text())
+    sd: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for i, (key, shape, dtype) in enumerate(layout):
+        rng = np.random.default_rng(1000 + i)
+        shape = tuple(shape)
+        leaf = key.rsplit(".", 1)[1]
+        if leaf == "num_batches_tracked":
+            sd[key] = torch.tensor(10, dtype=torch.int64)
+            continue
+        if leaf == "running_var":
+            a = 0.5 + rng.random(shape)
+        elif leaf == "running_mean":
+            a = 0.1 * rng.standard_normal(shape)
+        elif leaf == "weight" and len(shape) == 4:
+            a = rng.standard_normal(shape) * np.sqrt(2 / (shape[1] * shape[2] * shape[3]))
+        elif leaf == "weight":
+            a = 1 + 0.1 * rng.standard_normal(shape)
+        elif leaf == "bias":
+            a = 0.05 * rng.standard_normal(shape)
+        else:
+            raise AssertionError(f"the recipe does not cover {key}")
+        assert dtype == "float32", key
+        sd[key] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    return sd
+
+
+@pytest.fixture(scope="session")
+def study_pth(study_seed, tmp_path_factory) -> Callable[[str], Path]:
+    """``study_pth("unet")``: a study ``trained_model.pth`` (a plain state dict) of recipe weights."""
+    made: dict[str, Path] = {}
+
+    def make(model: str) -> Path:
+        if model not in made:
+            path = tmp_path_factory.mktemp(f"study-{model}") / "trained_model.pth"
+            torch.save(recipe_state_dict(study_seed, model), path)
+            made[model] = path
+        return made[model]
+
+    return make

@@ -58,6 +58,7 @@ LAYERS: dict[str, str] = {
     "liverseg.models.baseline": "models",
     "liverseg.models.checkpoint": "models",
     "liverseg.models.pipeline": "models",
+    "liverseg.models.study": "models",
     "liverseg.models.unet": "models",
     "liverseg.checkpoint": "models",  # the stable public name of liverseg.models.checkpoint
     "liverseg.trainer": "trainer",
