@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from liverseg.core.metrics import METRIC_NAMES, SegmentationMetrics, confusion, image_scores, scores
+from liverseg.core.metrics import METRIC_NAMES, SegmentationMetrics, StudyBatchMetrics, confusion, image_scores, scores
 
 
 def masks_from_grid(pred_rows: list[str], truth_rows: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -192,3 +192,42 @@ def test_matches_a_brute_force_reference_on_random_masks():
             assert s["mPA"] == pytest.approx(0.5 * (tp / (tp + fn) + tn / (tn + fp)))
         if tp + fp + fn and tn + fp + fn:
             assert s["mIoU"] == pytest.approx(0.5 * (tp / (tp + fp + fn) + tn / (tn + fp + fn)))
+
+
+# ---------------------------------------------------------------- empty masks as NaN (nnU-Net's convention)
+
+
+def test_nan_rule_gives_nan_for_0_over_0_and_leaves_the_image_out_of_means():
+    empty = np.zeros((4, 4), bool)
+    liver = np.zeros((4, 4), bool)
+    liver[:2] = True
+    half = liver.copy()
+    half[1] = False  # 4 of the 8 liver pixels found
+    m = SegmentationMetrics(empty="nan")
+    assert np.isnan(m.update(empty, empty)["dice"])  # both empty: 0/0
+    m.update(half, liver)
+    out = m.compute()
+    assert out["dice"] == pytest.approx(2 * 4 / (2 * 4 + 4))  # only the second image counts
+    assert out["n_nan_dice"] == 1 and out["n_images"] == 2
+    assert not np.isnan(out["mPA"]) and out["n_nan_mPA"] == 1  # liver accuracy 0/0 on the empty image
+    rule = SegmentationMetrics()  # the default rule counts the empty image as perfect
+    rule.update(empty, empty)
+    rule.update(half, liver)
+    assert rule.compute()["dice"] == pytest.approx((1 + 2 * 4 / 12) / 2)
+    with pytest.raises(ValueError, match="empty"):
+        SegmentationMetrics(empty="zero")
+
+
+def test_study_batch_metrics_pool_per_batch_in_float32_and_propagate_nan():
+    rng = np.random.default_rng(3)
+    truth = rng.random((2, 8, 8)) > 0.5
+    pred = rng.random((2, 8, 8)) > 0.5
+    m = StudyBatchMetrics()
+    mpa, miou = m.update(pred, truth)  # one batch of two images: one pooled matrix
+    tp, fp, fn, tn = (np.float32(v) for v in confusion(pred, truth))
+    assert mpa == float(np.float32((tn / (tn + fp) + tp / (tp + fn)) / np.float32(2)))
+    assert miou == pytest.approx(0.5 * (tn / (tn + fp + fn) + tp / (tp + fp + fn)), rel=1e-6)
+    assert m.compute()["mPA"] == mpa
+    m.update(np.zeros((1, 8, 8), bool), np.zeros((1, 8, 8), bool))  # no liver anywhere: TP/(TP+FN) = 0/0
+    out = m.compute()
+    assert np.isnan(out["mPA"]) and np.isnan(out["mIoU"]) and out["n_batches"] == 2
