@@ -1,4 +1,4 @@
-"""``liverseg-train`` and ``liverseg-eval``.
+"""``liverseg-train``, ``liverseg-eval``, ``liverseg-predict`` and ``liverseg-import-study``.
 
 Exit codes (the one table of :mod:`liverseg.core.errors`): 0 done; 2 a usage error, or a
 bad config, data file, checkpoint or device: one ``error:`` line that names the key, the
@@ -15,9 +15,12 @@ import click
 
 from liverseg.core.cli import command
 from liverseg.core.data import Sample, discover
+from liverseg.core.errors import UsageError
 from liverseg.core.io import write_text_atomic
-from liverseg.models.checkpoint import load_checkpoint
+from liverseg.core.metrics import EMPTY_RULES
+from liverseg.models.study import STUDY_MODELS, import_study, load_model_file
 from liverseg.trainer.config import DEVICE_RE, TrainConfig, parse_override
+from liverseg.trainer.study import is_study_config
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N; a requested CUDA device that is absent is an error"
 
@@ -62,6 +65,10 @@ def train_main(config: Path, data_root: Path | None, overrides: tuple[str, ...],
     from liverseg.trainer.train import train
 
     _console_warnings()
+    kind = is_study_config(config)
+    if kind is not None and "model_path" in config.read_text(encoding="utf-8", errors="replace"):
+        runner = "liverseg-eval" if kind == "test" else "liverseg-predict"
+        raise UsageError(f"{config} is the study's {kind} config, not a training config: run {runner} {config}")
     extra = dict(parse_override(o) for o in overrides)
     cfg = TrainConfig.from_json(config, overrides=extra)
     result = train(cfg, data_root=data_root, progress=not quiet)
@@ -79,9 +86,10 @@ def _samples(x: Path, y: Path | None, data_root: Path | None) -> list[Sample]:
 @click.option(
     "--x",
     "x",
-    required=True,
     type=click.Path(exists=True, path_type=Path),
-    help="Images: a study *_x.csv (its *_y.csv partner is found), a pairs CSV (X,Y) or a folder.",
+    default=None,
+    help="Images: a study *_x.csv (its *_y.csv partner is found), a pairs CSV (X,Y) or a folder. "
+    "Required unless CHECKPOINT is the study's test config.",
 )
 @click.option(
     "--y",
@@ -105,37 +113,151 @@ def _samples(x: Path, y: Path | None, data_root: Path | None) -> list[Sample]:
     default=None,
     help="Also write the metrics, per-image scores and checkpoint details to this JSON file.",
 )
+@click.option(
+    "--study-semantics",
+    is_flag=True,
+    help="Also compute mPA and mIoU as the study's code did (BatchNorm on each batch's statistics, one "
+    "confusion matrix per batch, 0/0 = NaN) and print them beside the eval-mode numbers.",
+)
+@click.option(
+    "--empty-masks",
+    type=click.Choice(EMPTY_RULES),
+    default="rule",
+    show_default=True,
+    help="0/0 ratios: rule = 1 when nothing could be got wrong, else 0; nan = NaN, the image left out of "
+    "that metric's mean (nnU-Net's convention).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def eval_main(
     checkpoint: Path,
-    x: Path,
+    x: Path | None,
     y: Path | None,
     data_root: Path | None,
     batch_size: int,
     device: str,
     json_out: Path | None,
+    study_semantics: bool,
+    empty_masks: str,
     quiet: bool,
 ) -> None:
-    """Test metrics of a CHECKPOINT as the study's test mode computed them (per image, then averaged)."""
-    from liverseg.trainer.evaluate import checkpoint_info, evaluate, format_table
+    """Test metrics of a CHECKPOINT (liverseg's, or a study .pth) per image, then averaged.
+
+    CHECKPOINT may also be the study's configs/test_config.json: it runs as the study's
+    `python main.py test` did (its semantics, test_output/metric_values.csv) and prints the
+    eval-mode numbers beside its own.
+    """
+    from liverseg.trainer.evaluate import checkpoint_info, evaluate, evaluate_study, format_study, format_table
     from liverseg.trainer.train import resolve_device
 
+    if is_study_config(checkpoint) == "test":
+        _run_study_test(checkpoint, x, quiet)
+        return
+    if is_study_config(checkpoint) == "pred":
+        raise UsageError(f"{checkpoint} is the study's predict config: run liverseg-predict {checkpoint}")
+    if x is None:
+        raise click.UsageError("--x is required (the test images), unless CHECKPOINT is the study's test config")
     dev = resolve_device(device)  # DeviceError (exit 2) when a requested CUDA device is absent
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_model_file(checkpoint)
     samples = _samples(x, y, data_root)
-    result = evaluate(ckpt, samples, device=str(dev), batch_size=batch_size, progress=not quiet)
+    result = evaluate(ckpt, samples, device=str(dev), batch_size=batch_size, progress=not quiet, empty=empty_masks)
     click.echo(f"{checkpoint} on {x} ({len(samples)} slices, threshold {ckpt.threshold}, device {dev})")
     click.echo(format_table(result))
+    study = None
+    if study_semantics:
+        study = evaluate_study(ckpt, samples, device=str(dev), batch_size=batch_size, progress=not quiet)
+        click.echo(f"study semantics (batch size {batch_size}):")
+        click.echo(format_study(study, result))
     if json_out is not None:
         doc = {
             "checkpoint": checkpoint_info(ckpt),
             "data": {"x": str(x), "y": str(y) if y else None, "data_root": str(data_root) if data_root else None},
             "device": str(dev),
             **result,
+            **({"study_semantics": study} if study is not None else {}),
         }
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(json_out, json.dumps(doc, indent=2) + "\n")
         click.echo(f"wrote {json_out}")
+
+
+def _run_study_test(config: Path, x: Path | None, quiet: bool) -> None:
+    from liverseg.trainer.evaluate import format_study, format_table
+    from liverseg.trainer.study import StudyTestConfig, run_test_config
+
+    if x is not None:
+        raise click.UsageError("--x does not go with the study's test config (it names its data itself)")
+    cfg = StudyTestConfig.from_json(config)
+    doc = run_test_config(cfg, config, progress=not quiet)
+    click.echo(f"{config}: {cfg.model_path} on {cfg.data_x_path} (the study's semantics, as its main.py test)")
+    click.echo(format_study(doc["study_semantics"], doc["eval_mode"]))
+    click.echo("eval mode, per image:")
+    click.echo(format_table(doc["eval_mode"]))
+    for path in doc["written"]:
+        click.echo(f"wrote {path}")
+
+
+@command()
+@click.argument("study_pth", metavar="FILE.pth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", type=click.Choice(STUDY_MODELS), required=True, help="The study's model the file holds.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The liverseg checkpoint."
+)
+def import_study_main(study_pth: Path, model: str, output: Path) -> None:
+    """Turn the study's trained_model.pth (a plain state dict) into a self-describing liverseg checkpoint."""
+    ckpt = import_study(study_pth, model=model)
+    ckpt.save(output)
+    n = sum(v.numel() for k, v in ckpt.state_dict.items() if not k.endswith("num_batches_tracked"))
+    how = ckpt.config["imported_from"]["conversion"]
+    click.echo(f"{study_pth}: the study's {model}, {ckpt.model_args}; {n:,} values; {how}")
+    click.echo(f"wrote {output} (preprocessing /255, threshold {ckpt.threshold}); eval, export and inference take it")
+
+
+@command()
+@click.argument(
+    "source", metavar="IMAGE|PRED_CONFIG.json", type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "-m",
+    "--model",
+    "model_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A liverseg checkpoint, a study .pth or an exported .onnx model (not with a config).",
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mask PNG (0/255).")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None, help="Default: the model's.")
+@click.option("--study-semantics", is_flag=True, help="BatchNorm on this image's statistics, as the study's pred ran.")
+@click.option("--device", default="auto", show_default=True, callback=_device_name, help=DEVICE_HELP)
+def predict_main(
+    source: Path,
+    model_file: Path | None,
+    output: Path | None,
+    threshold: float | None,
+    study_semantics: bool,
+    device: str,
+) -> None:
+    """One slice's liver mask (0/255 PNG), from an IMAGE and --model, or from the study's pred_config.json."""
+    from liverseg.trainer.study import StudyPredConfig, is_study_config, run_pred_config
+
+    if is_study_config(source) is not None:
+        if model_file is not None or output is not None:
+            raise click.UsageError("--model and --output do not go with the study's predict config (it names both)")
+        cfg = StudyPredConfig.from_json(source)
+        res = run_pred_config(cfg)
+        click.echo(
+            f"wrote {res['written']}: {res['liver_pixels']} liver pixels (the study's semantics, as its main.py pred)"
+        )
+        click.echo(
+            f"eval mode gives {res['liver_pixels_eval_mode']} ({res['pixels_differing']} pixels differ): "
+            "the study never put the model in eval mode, so BatchNorm used this image's statistics"
+        )
+        return
+    if model_file is None or output is None:
+        raise click.UsageError("give --model and --output with an image (or the study's pred_config.json alone)")
+    from liverseg.trainer.predict import predict_file
+
+    res = predict_file(source, model_file, output, threshold=threshold, study=study_semantics, device=device)
+    click.echo(f"wrote {res['written']}: {res['liver_pixels']} liver pixels ({res['how']})")
 
 
 if __name__ == "__main__":  # python -m liverseg.trainer.cli CONFIG.json
