@@ -13,8 +13,8 @@ depend on the weights), and measures, ``--rounds`` times, alternating the order:
   timed around the whole command (interpreter start, imports, listing and reading the
   DICOM files, windowing, the model, the NIfTI mask, ``per_image.csv``,
   ``per_volume.csv``, ``summary.json``; ``--report`` adds ``report.html`` and its
-  overlays). Its peak resident memory is the child's ``ru_maxrss``, compared with the
-  issue's budget: the input volume (int16) + the output mask (uint8) + 500 MB.
+  overlays). Its peak resident memory is the child's own ``VmHWM`` at exit, compared
+  with the budget: the input volume (int16) + the output mask (uint8) + 500 MB.
 
 The result (machine, versions, date, every round) goes to ``OUT/volume.json`` and one
 line per round to ``OUT/volume.csv``; a summary is printed.
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -113,16 +112,29 @@ def end_to_end(
     args += ["--no-progress", "--report" if report else "--no-report"]
     if threads:
         args += ["--threads", str(threads)]
-    code = "import sys; from liverseg.infer.cli import main; sys.argv[0] = 'liverseg-infer'; main()"
+    # The child reports its own high-water mark (VmHWM) at exit: the rusage of a forked child
+    # also counts the parent's pages it shared before exec, which is not the command's memory.
+    hwm_file = out.parent / f".{out.name}-hwm"
+    code = (
+        "import atexit, sys\n"
+        "def _hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        f"            open({str(hwm_file)!r}, 'w').write(line.split()[1])\n"
+        "atexit.register(_hwm)\n"
+        "from liverseg.infer.cli import main\n"
+        "sys.argv[0] = 'liverseg-infer'\n"
+        "main()\n"
+    )
+    hwm_file.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    err = proc.stderr.decode(errors="replace")
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"_stderr": err[-2000:]}
-    return wall, usage.ru_maxrss / 1024.0, summary, proc.returncode
+    peak_mb = int(hwm_file.read_text()) / 1024.0 if hwm_file.exists() else float("nan")
+    return wall, peak_mb, summary, proc.returncode
 
 
 @command()

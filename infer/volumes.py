@@ -258,7 +258,7 @@ def predict_volume(
                 if prob_out is not None:
                     prob_out[k0 + j] = back
             else:
-                mask[k0 + j] = m[j, 0]
+                np.not_equal(m[j, 0], 0, out=mask[k0 + j].view(bool))  # 0/1 whatever the model's mask holds
                 if prob_out is not None and p is not None:
                     prob_out[k0 + j] = p[j, 0]
     return mask, prob_out, seconds
@@ -303,7 +303,7 @@ class VolumeWriter:
 
     def _cleanup(self, mask: np.ndarray, notes: list[str]) -> tuple[np.ndarray, int]:
         removed = 0
-        pred = mask.astype(bool)
+        pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
         if self.prep.largest_component:
             from liverseg.core.cleanup import largest_component
 
@@ -321,7 +321,7 @@ class VolumeWriter:
         vol = vi.volume
         pred, removed = self._cleanup(mask, vi.notes)
         files: dict[str, list[Any]] = {}
-        mask_file = vol.from_axial(pred.astype(np.uint8))
+        mask_file = vol.from_axial(pred.view(np.uint8))
         files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]
         del mask_file
         if prob is not None and self.prep.save_probabilities:
@@ -333,7 +333,7 @@ class VolumeWriter:
             from liverseg.core.dicom import write_seg
 
             name = f"masks/{it.key}_seg.dcm"
-            source_order = vol.from_axial(pred.astype(np.uint8)).transpose(2, 1, 0)
+            source_order = vol.from_axial(pred.view(np.uint8)).transpose(2, 1, 0)
             write_seg(vol, source_order, self.out / name, software_version=self.version)
             files["seg"] = [name, (self.out / name).stat().st_size]
         if self.overlays:

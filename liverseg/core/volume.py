@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from liverseg.core.errors import DataError, describe
-from liverseg.core.io import write_bytes_atomic
+from liverseg.core.io import atomic_path
 
 __all__ = [
     "MAX_PLAUSIBLE_MM",
@@ -290,10 +290,14 @@ def write_nifti(
     img.header.set_xyzt_units("mm", "sec")
     if arr.dtype == np.uint8:
         img.header["cal_min"], img.header["cal_max"] = 0, 1
-    raw = img.to_bytes()
-    if str(path).lower().endswith(".gz"):
-        import gzip
+    # Streamed to the file (through gzip for .gz): no uncompressed copy of the volume in memory.
+    # Level 1: a mask is mostly runs of zeros; higher levels cost seconds and save little.
+    with atomic_path(path, fsync=fsync) as tmp, open(tmp, "wb") as f:
+        if str(path).lower().endswith(".gz"):
+            import gzip
 
-        # level 1: a mask is mostly runs of zeros; higher levels cost seconds and save little
-        raw = gzip.compress(raw, compresslevel=1, mtime=0)
-    return write_bytes_atomic(path, raw, fsync=fsync)
+            with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=1, mtime=0) as gz:
+                img.to_stream(gz)
+        else:
+            img.to_stream(f)
+    return Path(path).stat().st_size
