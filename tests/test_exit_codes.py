@@ -88,7 +88,7 @@ def _commands() -> dict[str, click.Command]:
     from liverseg.export.cli import main as export
     from liverseg.infer.cli import main as infer
     from liverseg.infer.report import main as report
-    from liverseg.trainer.cli import eval_main, train_main
+    from liverseg.trainer.cli import eval_main, import_study_main, predict_main, train_main
     from liverseg.trainer.split import main as split
 
     cmds: dict[str, click.Command] = {
@@ -102,17 +102,25 @@ def _commands() -> dict[str, click.Command]:
         "bench": bench,
         "demo": demo,
         "figures": figures,
+        "predict": predict_main,
+        "import-study": import_study_main,
     }
     return cmds
 
 
 CASES: dict[str, list[Case]] = {
     "train": [
+        ("the study's test config", lambda t: [str(_study_config(t, "test"))]),
         ("bad checkpoint", lambda t: [str(_config(t, resume=str(_garbage(t / "last.pt"))))]),
         ("bad config value", lambda t: [str(_config(t, epochs="seven"))]),
         ("bad input", lambda t: [str(_config(t, tdata_x_path=str(t / "missing_x.csv")))]),
     ],
     "eval": [
+        ("study config: unknown key", lambda t: [str(_study_config(t, "test", learning_rate=1))]),
+        (
+            "study config: bad model_path",
+            lambda t: [str(_study_config(t, "test", model_path=str(_garbage(t / "m.pth"))))],
+        ),
         ("bad checkpoint", lambda t: [str(_garbage(t / "best.pt")), "--x", str(_study_csvs(t))]),
         ("bad config value", lambda t: [str(_garbage(t / "best.pt")), "--x", str(_study_csvs(t)), "--batch-size", "0"]),
         ("bad input", lambda t: [str(_tiny_checkpoint(t)), "--x", str(_study_csvs(t, missing=True))]),
@@ -178,6 +186,16 @@ CASES: dict[str, list[Case]] = {
         ),
         ("bad input", lambda t: ["curves", str(_garbage(t / "epochs.csv", "nothing,useful\n"))]),
     ],
+    "predict": [
+        ("bad checkpoint", lambda t: [str(_png(t / "a.png")), "--model", str(_garbage(t / "m.pth")), "-o", "o.png"]),
+        ("bad config value", lambda t: [str(_study_config(t, "pred", threshold=2))]),
+        ("bad input", lambda t: [str(_garbage(t / "a.png")), "--model", str(_tiny_checkpoint(t)), "-o", "o.png"]),
+    ],
+    "import-study": [
+        ("bad checkpoint", lambda t: [str(_garbage(t / "trained_model.pth")), "--model", "unet", "-o", "o.pt"]),
+        ("bad config value", lambda t: [str(_garbage(t / "trained_model.pth")), "--model", "resnet", "-o", "o.pt"]),
+        ("bad input", lambda t: [str(_foreign_state_dict(t)), "--model", "baseline", "-o", "o.pt"]),
+    ],
     "bench": [
         ("bad checkpoint", lambda t: ["--checkpoint", str(_garbage(t / "best.pt")), "--out", str(t / "b")]),
         ("bad config value", lambda t: ["--case", "garbage", "--out", str(t / "b")]),
@@ -187,6 +205,30 @@ CASES: dict[str, list[Case]] = {
         ("bad input", lambda t: ["--out", str(_garbage(t / "d")), "--stages", "no_such_stage"]),
     ],
 }
+
+
+def _study_config(tmp: Path, kind: str, **over: object) -> Path:
+    """The study's test or pred config (its keys verbatim) with ``over`` replacing some."""
+    x = _study_csvs(tmp)
+    common = {"model": "unet", "in_dim": 1, "out_dim": 1, "out_activation": "sigmoid", "model_path": "m.pth"}
+    if kind == "test":
+        cfg = {**common, "data_x_path": str(x), "data_y_path": str(x.with_name("test_y.csv")), "batch_size": 1}
+        cfg.update({"test_metrics": ["mPA", "mIoU"], "save_metrics": True})
+    else:
+        cfg = {**common, "threshold": 0.5, "image_in_path": str(tmp / "data" / "Images" / "000.png")}
+        cfg["image_out_path"] = "pred_output/000_pred.png"
+    path = tmp / "configs" / f"{kind}_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**cfg, **over}))
+    return path
+
+
+def _foreign_state_dict(tmp: Path) -> Path:
+    import torch
+
+    path = tmp / "resnet.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    return path
 
 
 def _tiny_checkpoint(tmp: Path) -> Path:
