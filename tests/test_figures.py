@@ -293,3 +293,21 @@ def test_panel_from_runs_and_cli(tmp_path, rng):
     assert (tmp_path / "c" / "curves_loss.png").exists()
     res = CliRunner().invoke(figures.main, ["curves", str(data / "s0.png")])
     assert res.exit_code == 2
+
+
+@pytest.mark.realdata
+def test_curves_draw_the_studys_own_results_beside_a_liverseg_run(study_seed, tmp_path):
+    """The study's metric_values.csv (unnamed index = epoch - 1) reads as epochs 1..n and draws beside epochs.csv."""
+    from click.testing import CliRunner
+
+    study = study_seed / "results" / "metrics__metric_values_unet.csv"
+    path, df = read_epochs(study)
+    raw = study.read_text().splitlines()
+    assert raw[0].startswith(",mPA,mIoU") and raw[1].startswith("0,")
+    assert df["epoch"].tolist() == list(range(1, 11))
+    assert df["mIoU"].iloc[0] == pytest.approx(float(raw[1].split(",")[2]))
+    ours = _epochs(tmp_path / "unet-w8-20250101-000000" / "epochs.csv")
+    res = CliRunner().invoke(figures.main, ["curves", str(study), str(ours), "--out", str(tmp_path / "fig")])
+    assert res.exit_code == 0, res.output
+    assert_png(tmp_path / "fig" / "curves_compare.png")
+    assert_png(tmp_path / "fig" / "curves_metrics__metric_values_unet_metrics.png")

@@ -1,4 +1,8 @@
-"""Training curves (the study's Figures 6-9) from the trainer's ``epochs.csv``.
+"""Training curves (the study's Figures 6-9) from the trainer's ``epochs.csv`` or the study's ``metric_values.csv``.
+
+The study's per-epoch ``metric_values.csv`` has an unnamed index column (epoch - 1),
+then ``mPA,mIoU,train_loss,val_loss``; :func:`read_epochs` reads it as epochs 1..n, so
+the study's Table 1 and a liverseg run draw side by side.
 
 :func:`plot_training_curves` draws mPA/mIoU/Dice and train/validation loss per
 epoch, per model and models side by side, on the pyplot-free figures of
@@ -39,6 +43,11 @@ def read_epochs(path: Path):
         raise ValueError(f"{path}: epochs table not found") from None
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: epochs table is empty") from None
+    first = str(df.columns[0]) if len(df.columns) else ""
+    if "epoch" not in df.columns and (first == "" or first.startswith("Unnamed:")) and "mPA" in df.columns:
+        df = df.rename(columns={df.columns[0]: "epoch"})  # the study's metric_values.csv: index = epoch - 1
+        df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce") + 1
+        df.attrs["study"] = True  # it kept the final epoch: no best-epoch marker
     if "epoch" not in df.columns:
         raise ValueError(f"{path}: no 'epoch' column (columns: {list(df.columns)})")
     if len(df) == 0:
@@ -48,8 +57,10 @@ def read_epochs(path: Path):
     return path, df.sort_values("epoch")
 
 
-def _keep_best(path: Path, df) -> str:
-    """The metric that picked best.pt (``keep_best`` in the run's config.json), else mIoU."""
+def _keep_best(path: Path, df) -> str | None:
+    """The metric that picked best.pt (``keep_best`` in the run's config.json), else mIoU; None for the study's."""
+    if df.attrs.get("study"):
+        return None
     try:
         key = json.loads((path.parent / "config.json").read_text(encoding="utf-8")).get("keep_best")
     except (OSError, ValueError, AttributeError):
@@ -108,7 +119,7 @@ def plot_training_curves(
     tables = [read_epochs(p) for p in paths]
     best_of = [_keep_best(p, df) for p, df in tables]
     if labels is None:
-        labels = [p.parent.name or p.stem for p, _ in tables]
+        labels = [p.stem if p.name != "epochs.csv" else (p.parent.name or p.stem) for p, _ in tables]
     labels = [str(x) for x in labels]
     if len(labels) != len(tables):
         raise ValueError(f"{len(tables)} epochs tables but {len(labels)} labels")

@@ -400,7 +400,7 @@ def main() -> None:
 )
 @click.option("--label", "labels", multiple=True, help="A name per table, in order (default: run folder).")
 def curves(tables: tuple[Path, ...], out_dir: Path, labels: tuple[str, ...]) -> None:
-    """Training curves from epochs.csv files or training run folders (several: side by side)."""
+    """Training curves from epochs.csv files, run folders or the study's metric_values.csv (several: side by side)."""
     try:
         paths = plot_training_curves(
             list(tables) if len(tables) > 1 else tables[0], out_dir, labels=list(labels) or None
