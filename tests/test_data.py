@@ -443,11 +443,19 @@ def test_empty_lists(tmp_path):
     assert "empty_dir" in str(e.value)
 
 
-def test_csv_without_x_column(tmp_path):
-    bad = write_csv(tmp_path / "bad.csv", "path,label", ["a.png,b.png"])
-    with pytest.raises(DataError, match="no X column") as e:
-        discover(bad)
-    assert str(bad) in str(e.value) and "path" in str(e.value)
+def test_csv_without_x_header_is_read_by_its_first_column_with_a_note(tmp_path, caplog):
+    other = write_csv(tmp_path / "other.csv", "path,label", ["a.png,b.png", "c.png,d.png"])
+    with caplog.at_level("WARNING"):
+        samples = discover(other, root=tmp_path)
+    assert [s.image.name for s in samples] == ["a.png", "c.png"]  # the first column, as the study read it
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 1 and str(other) in notes[0] and "'path'" in notes[0]
+    caplog.clear()
+    bare = tmp_path / "bare.csv"
+    bare.write_text("x0.png\nx1.png\n")  # no header at all: the first line is an entry too
+    with caplog.at_level("WARNING"):
+        assert [s.image.name for s in discover(bare, root=tmp_path)] == ["x0.png", "x1.png"]
+    assert "no header" in caplog.records[0].getMessage()
     only_y = write_csv(tmp_path / "t_y.csv", "Y", ["a.png"])
     with pytest.raises(DataError, match="only a Y column"):
         discover(only_y)
@@ -462,11 +470,14 @@ def test_y_csv_with_a_different_row_count(tmp_path, img, mask):
     assert "test_y.csv" in msg and "2 rows" in msg and "3" in msg
 
 
-def test_y_csv_without_y_column(tmp_path, img, mask):
+def test_y_csv_without_y_header_is_read_by_its_first_column(tmp_path, img, mask, caplog):
     study_tree(tmp_path, img, mask)
-    write_csv(tmp_path / "data" / "test_y.csv", "mask", ["a", "b", "c"])
-    with pytest.raises(DataError, match="no Y column"):
-        discover(tmp_path / "data" / "test_x.csv", root=tmp_path)
+    rows = ["data/Labels/000_mask.png", "data/Labels/001_mask.png", "data/Labels/002_mask.png"]
+    write_csv(tmp_path / "data" / "test_y.csv", "mask", rows)
+    with caplog.at_level("WARNING"):
+        samples = discover(tmp_path / "data" / "test_x.csv", root=tmp_path)
+    assert [s.mask.name for s in samples if s.mask] == [Path(r).name for r in rows]
+    assert any("test_y.csv" in r.getMessage() and "'mask'" in r.getMessage() for r in caplog.records)
 
 
 def test_empty_cell_names_the_row(tmp_path, img):

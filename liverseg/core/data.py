@@ -30,6 +30,7 @@ Pixels (see :func:`read_image`, :func:`read_mask`):
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -159,6 +160,26 @@ def read_csv(path: Path) -> pd.DataFrame:
     return df
 
 
+def first_column(df: pd.DataFrame, path: Path, name: str) -> pd.DataFrame:
+    """A list without the study's ``X``/``Y`` header, read as the study read it: its first column.
+
+    A header that is itself an image path means the file has no header; that line is an
+    entry too (the study's ``pd.read_csv`` would have taken it as the header and skipped it).
+    One note says which reading was used.
+    """
+    if len(df.columns) == 0:
+        raise DataError(f"{path}: no columns")
+    head = str(df.columns[0])
+    rows = list(df.iloc[:, 0])
+    if Path(head).suffix.lower() in IMAGE_EXTENSIONS:
+        rows = [head, *rows]
+        note = f"no header; reading the first column as the {name} list, its first line included"
+    else:
+        note = f"header {list(df.columns)} has no {name}; reading the first column ({head!r}) as the study did"
+    logging.getLogger(__name__).warning("%s: %s", path, note)
+    return pd.DataFrame({name: rows})
+
+
 def partner_csv(x_csv: Path) -> Path | None:
     """``test_x.csv`` -> ``test_y.csv`` (and ``X.csv`` -> ``Y.csv``) when it exists."""
     name = x_csv.name
@@ -183,7 +204,7 @@ def read_csv_list(
     if "X" not in df.columns:
         if "Y" in df.columns:
             raise DataError(f"{path}: has only a Y column; pass the *_x.csv (images) and the *_y.csv as labels")
-        raise DataError(f"{path}: no X column (header is {list(df.columns)}); expected the study's header X or X,Y")
+        df = first_column(df, path, "X")
     if len(df) == 0:
         raise DataError(f"{path}: the list is empty (header only)")
     xs = [_resolve(v, path, i + 2, "X", rootp) for i, v in enumerate(df["X"])]
@@ -202,7 +223,7 @@ def read_csv_list(
             return [Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)]
         ydf = read_csv(ycsv)
         if "Y" not in ydf.columns:
-            raise DataError(f"{ycsv}: no Y column (header is {list(ydf.columns)})")
+            ydf = first_column(ydf, ycsv, "Y")
         if len(ydf) != len(df):
             raise DataError(f"{ycsv}: has {len(ydf)} rows but {path} has {len(df)}; the lists must pair row by row")
         ys = [_resolve(v, ycsv, i + 2, "Y", rootp) for i, v in enumerate(ydf["Y"])]
