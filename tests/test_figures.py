@@ -311,3 +311,12 @@ def test_curves_draw_the_studys_own_results_beside_a_liverseg_run(study_seed, tm
     assert res.exit_code == 0, res.output
     assert_png(tmp_path / "fig" / "curves_compare.png")
     assert_png(tmp_path / "fig" / "curves_metrics__metric_values_unet_metrics.png")
+
+
+def test_the_studys_one_percent_categories():
+    assert figures.STUDY_CATEGORIES[0] == "<1%" and figures.STUDY_CATEGORIES[1] == "1-2%"
+    assert figures.STUDY_CATEGORIES[-2:] == ["18-19%", ">19%"] and len(figures.STUDY_CATEGORIES) == 20
+    counts = figures.study_categories([0.0, 0.99, 1.0, 1.5, 2.0, 18.99, 19.0, 42.0, float("nan")])
+    assert counts[0] == 2 and counts[1] == 2 and counts[2] == 1 and counts[18] == 1 and counts[19] == 2
+    assert sum(counts) == 8
+    assert_png(figures.plot_liver_histogram([0.5, 3.2, 25.0], None, categories=True))

@@ -199,7 +199,9 @@ def _color(i: int, name: str) -> str:
     return "0.35" if name == ALL else f"C{i % 10}"
 
 
-def _draw_figures(out_dir: Path, parts: dict[str, _Split], splits: dict[str, dict[str, Any]], bins: int) -> list[Path]:
+def _draw_figures(
+    out_dir: Path, parts: dict[str, _Split], splits: dict[str, dict[str, Any]], bins: int, categories: bool = False
+) -> list[Path]:
     """The liver-pixel histograms (per split and, for several, all together), mean/std bars, gray levels."""
     from liverseg.apps import figures
 
@@ -210,7 +212,9 @@ def _draw_figures(out_dir: Path, parts: dict[str, _Split], splits: dict[str, dic
         pct = [s.liver_percent for s in (images if name == ALL else parts[name].stats)]
         png = out_dir / f"liver_hist_{_file_part(name)}.png"
         title = f"Liver-pixel percentage per mask: {name}"
-        hist = figures.plot_liver_histogram(pct, png, bins=bins, max_percent=top, color=_color(i, name), title=title)
+        hist = figures.plot_liver_histogram(
+            pct, png, bins=bins, max_percent=top, color=_color(i, name), title=title, categories=categories
+        )
         files.append(figures.written(hist))
     names = list(splits)
     bars = figures.plot_split_bars(
@@ -234,6 +238,7 @@ def run_eda(
     names: list[str] | None = None,
     root: Path | None = None,
     bins: int = 20,
+    study_categories: bool = False,
     progress: bool = False,
 ) -> EdaResult:
     """Measure every split, write the figures and summaries into ``out_dir``.
@@ -258,7 +263,7 @@ def run_eda(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = _draw_figures(out_dir, parts, splits, bins)
+    files = _draw_figures(out_dir, parts, splits, bins, study_categories)
     overlap = _identical_across_splits(images)
     result = EdaResult(out_dir=out_dir, splits=splits, images=images, errors=errors, overlap=overlap, files=files)
     sources_info = [
@@ -463,6 +468,11 @@ def _default_out() -> Path:
     help="Folder that relative CSV paths are resolved against (default: the current folder, then the CSV's folder).",
 )
 @click.option("--bins", type=click.IntRange(2, 500), default=20, show_default=True, help="Histogram bins.")
+@click.option(
+    "--study-categories",
+    is_flag=True,
+    help="Figures 1-4 in the study's 1%-wide categories (<1%, 1-2%, ..., >19%) instead of --bins bins.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 def main(
     data: tuple[Path, ...],
@@ -470,6 +480,7 @@ def main(
     names: tuple[str, ...],
     root: Path | None,
     bins: int,
+    study_categories: bool,
     progress: bool | None,
 ) -> None:
     """Figures and numbers of the liver masks in DATA (CSV lists, pairs CSVs or folders; one per split).
@@ -487,6 +498,7 @@ def main(
         names=list(names) or None,
         root=root,
         bins=bins,
+        study_categories=study_categories,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     for name, s in result.splits.items():

@@ -180,6 +180,18 @@ def plot_panel(
 # ---------------------------------------------------------------- data summaries (Figures 1-5)
 
 
+STUDY_CATEGORIES = ["<1%", *(f"{k}-{k + 1}%" for k in range(1, 19)), ">19%"]
+
+
+def study_categories(percent: Sequence[float]) -> list[int]:
+    """Counts in the study's 1%-wide categories: <1%, 1-2%, ..., 18-19%, >19% (k <= v < k+1; >= 19 is >19%)."""
+    counts = [0] * len(STUDY_CATEGORIES)
+    for v in percent:
+        if v is not None and math.isfinite(v):
+            counts[0 if v < 1 else min(int(v), len(STUDY_CATEGORIES) - 1)] += 1
+    return counts
+
+
 def plot_liver_histogram(
     percent: Sequence[float],
     out_path: PathLike | None,
@@ -188,16 +200,22 @@ def plot_liver_histogram(
     bins: int = 20,
     color: str = "C0",
     max_percent: float | None = None,
+    categories: bool = False,
 ) -> Path | bytes:
     """Histogram of the liver-pixel percentage per mask (the study's Figures 1-4).
 
     ``max_percent`` fixes the x range (0..max_percent), so that the histograms of
-    several splits share their bins and compare at a glance.
+    several splits share their bins and compare at a glance. ``categories``: the
+    study's own 1%-wide categories (:data:`STUDY_CATEGORIES`) as bars instead.
     """
     v = np.asarray([x for x in percent if x is not None and math.isfinite(x)], dtype=np.float64)
     fig = figure(5.6, 3.9)
     ax = fig.subplots()
-    if v.size:
+    if v.size and categories:
+        ax.bar(range(len(STUDY_CATEGORIES)), study_categories(v.tolist()), color=color, edgecolor="white")
+        ax.set_xticks(range(len(STUDY_CATEGORIES)), STUDY_CATEGORIES, rotation=60, fontsize=7)
+        ax.text(0.98, 0.95, f"n = {v.size}", ha="right", va="top", fontsize=8, transform=ax.transAxes)
+    elif v.size:
         top = max(float(max_percent if max_percent is not None else v.max()), 1e-9)
         ax.hist(v, bins=bins, range=(0.0, top), color=color, edgecolor="white")
         mean, med = float(v.mean()), float(np.median(v))
