@@ -14,7 +14,9 @@ from pathlib import Path
 import click
 
 from liverseg.core.cli import command, raw_argv
+from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
+from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
@@ -128,6 +130,14 @@ from liverseg.infer.session import DEVICES
     show_default=True,
     help="Volume masks: NIfTI (uint8, liver = 1); nifti+dicom-seg also writes a DICOM-SEG for DICOM inputs.",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_PIXELS,
+    show_default=True,
+    help="Images declaring more pixels than this are refused from their header, before decoding. Slices above "
+    f"{MODEL_MAX_PIXELS:,} pixels are run downscaled and their masks resized back.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
@@ -154,6 +164,7 @@ def main(
     largest_component: bool,
     min_blob: int,
     output_format: str,
+    max_pixels: int,
     progress: bool | None,
     report: bool,
 ) -> None:
@@ -185,6 +196,7 @@ def main(
         largest_component=largest_component,
         min_blob=min_blob,
         output_format=output_format,
+        max_pixels=max_pixels,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

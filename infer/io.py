@@ -33,6 +33,11 @@ MASK_DIR = "masks"
 PROB_DIR = "probabilities"
 OVERLAY_DIR = "overlays"
 
+# A slice above this many pixels is downscaled for the model and its probability map
+# resized back: memory per model call stays bounded (a 4000 x 4000 slice needed 3.2 GB in
+# a width-16 U-Net). 2048 x 2048 is four times the largest usual CT slice (1024 x 1024).
+MODEL_MAX_PIXELS = 2048 * 2048
+
 PER_IMAGE_COLUMNS = (
     "index",
     "input",
@@ -54,6 +59,7 @@ PER_IMAGE_COLUMNS = (
     "fp",
     "fn",
     "tn",
+    "notes",
 )
 
 
@@ -292,6 +298,7 @@ class Loaded:
     t0: float = 0.0  # perf_counter when decoding started
     gray: np.ndarray | None = None  # uint8 [H, W]: the slice on its own grid, when ``image`` was resized
     volume: Any = None  # VolumeInput of a volume input
+    notes: list[str] | None = None  # what was assumed or done beyond the rules (per_image.csv ``notes``)
 
     @property
     def pixels(self) -> np.ndarray:
@@ -326,8 +333,11 @@ def load(item: Item, prep: Any = None) -> Loaded:
         except Exception as e:  # anything a reader throws on a hostile file
             out.error = f"{item.image}: cannot read volume ({describe(e)})"
         return out
+    notes: list[str] = []
     try:
-        image = read_image(item.image, intensity=prep.intensity, window=prep.window)
+        image = read_image(
+            item.image, intensity=prep.intensity, window=prep.window, max_pixels=prep.max_pixels, notes=notes
+        )
     except DataError as e:
         out.error = str(e)
         return out
@@ -335,15 +345,26 @@ def load(item: Item, prep: Any = None) -> Loaded:
         out.error = f"{item.image}: cannot read image ({describe(e)})"
         return out
     out.image = image
+    shape = image.shape
     if prep.spacing is not None:
-        from liverseg.core.resample import resize_gray, target_shape
+        from liverseg.core.resample import target_shape
 
         shape = target_shape(image.shape, (prep.spacing, prep.spacing), prep.model_spacing)
-        if shape != image.shape:
-            out.gray, out.image = image, resize_gray(image, shape)
+    if shape[0] * shape[1] > MODEL_MAX_PIXELS:  # bound the model's memory per call
+        f = (MODEL_MAX_PIXELS / (shape[0] * shape[1])) ** 0.5
+        shape = (max(1, int(shape[0] * f)), max(1, int(shape[1] * f)))
+        notes.append(
+            f"{image.shape[1]}x{image.shape[0]} is larger than the model takes in one call "
+            f"({MODEL_MAX_PIXELS / 1e6:.1f} M pixels): run at {shape[1]}x{shape[0]} and the mask resized back"
+        )
+    if shape != image.shape:
+        from liverseg.core.resample import resize_gray
+
+        out.gray, out.image = image, resize_gray(image, shape)
+    out.notes = notes or None
     if item.label is not None:
         try:
-            truth = read_mask(item.label)
+            truth = read_mask(item.label, prep.max_pixels)
             if truth.shape != image.shape:
                 raise DataError(
                     f"{item.label}: label is {truth.shape[1]}x{truth.shape[0]} but image "

@@ -109,13 +109,14 @@ class OutputWriter:
 
     def _on_own_grid(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None) -> tuple[np.ndarray, Any]:
         """(mask, probability) on the slice's own grid, cleaned up as asked."""
-        if ld.gray is not None:  # resized to the model's spacing: back, then threshold
-            from liverseg.core.resample import resize_probability
+        if ld.gray is not None:  # resized for the model: back, then threshold
+            from liverseg.core.resample import resize_mask, resize_probability
 
-            if prob is None:
-                raise RuntimeError("a resized slice needs the probability output")
-            prob = resize_probability(prob, ld.gray.shape)
-            mask = (prob > self.threshold).astype(np.uint8)
+            if prob is None:  # only a slice shrunk to the model's size limit comes without it
+                mask = resize_mask(mask, ld.gray.shape)
+            else:
+                prob = resize_probability(prob, ld.gray.shape)
+                mask = (prob > self.threshold).astype(np.uint8)
         if self.prep.largest_component or self.prep.min_blob > 1:
             from liverseg.core.cleanup import largest_component, remove_small
 
@@ -160,6 +161,8 @@ class OutputWriter:
             row["error"] = f"{it.image}: writing outputs failed ({describe(e)})"
             return row
         row["output"] = it.mask_name
+        if ld.notes:
+            row["notes"] = "; ".join(ld.notes)
         row["liver_fraction"] = float(np.count_nonzero(pred)) / pred.size
         row["_files"] = files
         if ld.truth is not None:

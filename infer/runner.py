@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from liverseg.core.contract import ct_settings
+from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import LiversegError, UsageError, describe
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import versions, write_text_atomic
@@ -99,6 +100,7 @@ class Options:
     largest_component: bool = False
     min_blob: int = 0
     output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -283,6 +285,7 @@ class Runner:
             min_blob=o.min_blob,
             dicom_seg="dicom-seg" in o.output_format,
             save_probabilities=o.save_probabilities,
+            max_pixels=o.max_pixels,
         )
         # Probabilities come back only when needed: saved, or resized back from the model's spacing.
         sess.want_probability = o.save_probabilities or prep.resamples

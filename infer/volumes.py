@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from liverseg.core.data import encode_png
+from liverseg.core.data import DEFAULT_MAX_PIXELS, encode_png
 from liverseg.core.errors import DataError, describe
 from liverseg.core.intensity import check_windowed, interpret, window_to_gray
 from liverseg.core.io import write_bytes_atomic, write_text_atomic
@@ -104,6 +104,7 @@ class Prep:
     min_blob: int = 0  # connected regions below this many voxels (pixels for slices) are removed
     dicom_seg: bool = False
     save_probabilities: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
 
     @property
     def resamples(self) -> bool:

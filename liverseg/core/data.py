@@ -46,8 +46,13 @@ from liverseg.core.intensity import check_windowed, interpret, window_to_gray
 DEFAULT_WINDOW_HU = (0.0, 255.0)  # the PNG sets' rule: HU clipped to [0, 255]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = "_mask"
-# Pillow raises DecompressionBombError above this many pixels (guards hostile files).
-Image.MAX_IMAGE_PIXELS = 16384 * 16384
+# Images larger than this are refused from their header, before any pixel is decoded: a
+# 300 KB PNG can declare 17000 x 17000 pixels (289 M), and Pillow only warns below 537 M.
+# 8192 x 8192 is 64 times a 1024-pixel CT slice; --max-pixels changes it.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+# Pillow's own check (a warning on stderr, then an error at twice the limit) is replaced by
+# the one in _open, which names the file and the limit and never prints.
+Image.MAX_IMAGE_PIXELS = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def _to_gray(img: Image.Image, path: Path, intensity: str, window: tuple[float, 
     raise DataError(f"{path}: unsupported image mode {mode!r} (channels {img.getbands()})")
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def _open(path: Path, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: {what} file not found")
@@ -94,30 +99,56 @@ def _open(path: Path, what: str) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: {what} file is empty (0 bytes)")
     try:
-        img = Image.open(path)
-        img.load()
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{path}: {what} refused as a decompression bomb ({e})") from None
+        img = Image.open(path)  # reads the header only
+    except PermissionError as e:
+        raise DataError(f"{path}: {what} cannot be read: permission denied ({e.strerror})") from None
     except UnidentifiedImageError:
         raise DataError(f"{path}: {what} is not a readable image") from None
     except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: {what} is corrupt or truncated ({e})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise DataError(
+            f"{path}: {what} declares {w} x {h} = {w * h / 1e6:.0f} M pixels, over the limit of "
+            f"{max_pixels / 1e6:.0f} M (a decompression bomb or not a CT slice); refused before decoding "
+            "(--max-pixels raises the limit)"
+        )
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        img.close()
         raise DataError(f"{path}: {what} is corrupt or truncated ({e})") from None
     return img
 
 
 def read_image(
-    path: str | os.PathLike, *, intensity: str = "auto", window: tuple[float, float] = DEFAULT_WINDOW_HU
+    path: str | os.PathLike,
+    *,
+    intensity: str = "auto",
+    window: tuple[float, float] = DEFAULT_WINDOW_HU,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
-    """uint8 [H, W] gray image (rules in the module docstring and :mod:`liverseg.core.intensity`)."""
+    """uint8 [H, W] gray image (rules in the module docstring and :mod:`liverseg.core.intensity`).
+
+    A multi-page file (TIFF) gives its first page; ``notes``, when given, receives a line
+    saying so (the runner puts it in the row's ``notes``).
+    """
     path = Path(path)
-    with _open(path, "image") as img:
+    with _open(path, "image", max_pixels) as img:
+        pages = int(getattr(img, "n_frames", 1) or 1)
+        if pages > 1 and notes is not None:
+            notes.append(
+                f"{pages} pages: only the first was read (save a stack as a NIfTI volume to segment every slice)"
+            )
         return _to_gray(img, path, intensity, window)
 
 
-def read_mask(path: str | os.PathLike) -> np.ndarray:
+def read_mask(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """bool [H, W] liver mask (binarisation rule in the module docstring)."""
     path = Path(path)
-    with _open(path, "mask") as img:
+    with _open(path, "mask", max_pixels) as img:
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
             arr = np.asarray(img, dtype=np.int64)
             full = 65535

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-__all__ = ["RESAMPLE_TOLERANCE", "resize_gray", "resize_probability", "target_shape"]
+__all__ = ["RESAMPLE_TOLERANCE", "resize_gray", "resize_mask", "resize_probability", "target_shape"]
 
 RESAMPLE_TOLERANCE = 0.02  # spacings within 2% of the model's are used as they are
 
@@ -51,3 +51,11 @@ def resize_probability(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         return prob
     im = Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32), mode="F")
     return np.asarray(im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 0/1 [H, W] -> uint8 0/1 ``shape`` (nearest neighbour; when no probability map came back)."""
+    if tuple(mask.shape) == tuple(shape):
+        return mask
+    im = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
+    return np.asarray(im.resize((shape[1], shape[0]), Image.Resampling.NEAREST), dtype=np.uint8)
