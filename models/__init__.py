@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -18,6 +20,12 @@ MODELS: dict[str, type[UNet] | type[BaselineCNN]] = {
 
 # Widths that reproduce the study when no width is given (U-Net 64-...-1024, baseline 64-128-256-128-64).
 DEFAULT_WIDTH = {"unet": 64, "baseline": 64}
+# The largest base width: a 256-wide U-Net has 16x the study's 31 M parameters (2 GB of float32
+# weights); 3000 would ask for hundreds of GB before the first error.
+MAX_WIDTH = 256
+# Allowed range of every model argument (both networks take one gray channel and give one logit map,
+# which the preprocessing, the exported pipeline and the metrics assume).
+ARG_RANGES: dict[str, tuple[int, int]] = {"in_channels": (1, 1), "out_channels": (1, 1), "width": (1, MAX_WIDTH)}
 
 
 def create_model(name: str, **args: Any) -> nn.Module:
@@ -26,10 +34,26 @@ def create_model(name: str, **args: Any) -> nn.Module:
         factory = MODELS[name]
     except KeyError:
         raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}") from None
-    try:
-        return factory(**args)
-    except TypeError as e:
-        raise ConfigError(f"bad arguments for model {name!r}: {e}") from None
+    return factory(**check_model_args(name, args))
+
+
+def check_model_args(name: str, args: Mapping[str, Any]) -> dict[str, int]:
+    """The arguments of registered model ``name``, checked by :data:`ARG_RANGES`; a ConfigError names the argument."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
+    valid = [p for p in inspect.signature(MODELS[name]).parameters if p in ARG_RANGES]
+    out: dict[str, int] = {}
+    for key, value in args.items():
+        if key not in valid:
+            raise ConfigError(f"model {name!r} has no argument {key!r}; valid: {', '.join(valid)}")
+        lo, hi = ARG_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"model argument {key!r} must be an integer, got {type(value).__name__} {value!r}")
+        if not lo <= value <= hi:
+            allowed = f"{lo}" if lo == hi else f"between {lo} and {hi}"
+            raise ConfigError(f"model argument {key!r} must be {allowed}, got {value}")
+        out[key] = value
+    return out
 
 
 def required_multiple(name: str) -> int:
@@ -40,6 +64,9 @@ def required_multiple(name: str) -> int:
 __all__ = [
     "MODELS",
     "DEFAULT_WIDTH",
+    "MAX_WIDTH",
+    "ARG_RANGES",
+    "check_model_args",
     "create_model",
     "required_multiple",
     "UNet",

@@ -17,12 +17,20 @@ nothing in it is ever unpickled as an arbitrary object. Keys::
     versions          {"liverseg", "torch", "python", ...}
     state_dict        model weights
     optimizer         optimizer state (optional; for resume)
+
+:func:`load_checkpoint` checks every field before anything is built: a registered model
+name, its arguments within :data:`liverseg.models.ARG_RANGES` (width 1..MAX_WIDTH), a
+finite threshold strictly between 0 and 1, preprocessing fields of the right types and
+ranges, state-dict tensors with the model's keys and shapes and finite values. A file
+whose pickle would import anything (Python code or objects) is refused for safety.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +38,10 @@ import torch
 from torch import nn
 
 from liverseg.core.contract import file_sha256
-from liverseg.core.errors import CheckpointError, first_line
+from liverseg.core.errors import CheckpointError, ConfigError, first_line
 from liverseg.core.io import atomic_path, versions
-from liverseg.core.preprocess import Preprocessing
-from liverseg.models import SegmentationPipeline, create_model
+from liverseg.core.preprocess import NORMALIZATIONS, Preprocessing
+from liverseg.models import MODELS, SegmentationPipeline, check_model_args, create_model, required_multiple
 
 FORMAT = "liverseg-checkpoint"
 FORMAT_VERSION = 1
@@ -108,23 +116,17 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Load with ``weights_only=True``; any problem is one ``CheckpointError`` naming the file."""
+    """Load with ``weights_only=True`` and check every field; any problem is one ``CheckpointError`` naming
+    the file and the field."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
-    try:
-        d = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({_load_failure(e)})") from None
+    d = read_weights_only(path, map_location)
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         kind = type(d).__name__ if not isinstance(d, dict) else f"dict with keys {sorted(map(str, d))[:8]}"
         raise CheckpointError(f"{path}: not a liverseg checkpoint (found {kind}; expected format={FORMAT!r})")
-    if d.get("format_version") != FORMAT_VERSION:
+    version = d.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format_version {d.get('format_version')!r} is not supported "
-            f"(expected {FORMAT_VERSION})"
+            f"{path}: checkpoint format_version {version!r} is not supported (expected {FORMAT_VERSION})"
         )
     missing = [k for k in REQUIRED_KEYS if k not in d]
     if missing:
@@ -132,47 +134,189 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     unexpected = sorted(set(d) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unexpected:
         raise CheckpointError(f"{path}: checkpoint has unexpected key(s) {unexpected}")
-    model = d["model"]
-    if (
-        not isinstance(model, dict)
-        or not isinstance(model.get("name"), str)
-        or not isinstance(model.get("args", {}), dict)
-    ):
-        raise CheckpointError(f"{path}: checkpoint 'model' must be {{'name': str, 'args': dict}}, got {model!r}")
     try:
-        pp = Preprocessing.from_dict(d["preprocessing"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: bad preprocessing: {e}") from None
+        return _checked(d, path)
+    except _BadField as e:
+        raise CheckpointError(f"{path}: field {e.field!r}: {e.why}") from None
+
+
+def read_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)`` of a file; a missing, unreadable or unsafe file is a CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: {_load_failure(e)}") from None
+
+
+# ---------------------------------------------------------------- field checks
+
+# Largest preprocessing size side and pad multiple a checkpoint may ask for.
+MAX_SIDE = 16384
+MAX_PAD_MULTIPLE = 1024
+
+
+class _BadField(Exception):
+    def __init__(self, field: str, why: str) -> None:
+        super().__init__(f"{field}: {why}")
+        self.field, self.why = field, why
+
+
+def _got(v: Any) -> str:
+    return f"got {type(v).__name__} {v!r}"[:120]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _optional(d: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    """An optional container field: absent or None gives ``default``; else it must be a ``kind``."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, kind):
+        raise _BadField(key, f"must be a {kind.__name__}, {_got(v)}")
+    return v
+
+
+def _checked(d: dict[str, Any], path: Path) -> Checkpoint:
+    """A :class:`Checkpoint` from a loaded dict whose every field has been checked (``_BadField`` otherwise)."""
+    name, args = _check_model(d["model"])
+    pp = _check_preprocessing(d["preprocessing"], name)
+    threshold = d["threshold"]
+    if not _is_finite_number(threshold) or not 0.0 < threshold < 1.0:
+        raise _BadField("threshold", f"must be a number strictly between 0 and 1, {_got(threshold)}")
+    state_dict = _check_state_dict(d["state_dict"], name, args)
+    epoch = d.get("epoch", 0)
+    if not _is_int(epoch) or epoch < 0:
+        raise _BadField("epoch", f"must be an integer >= 0, {_got(epoch)}")
+    history = _optional(d, "history", list, [])
+    if not all(isinstance(h, dict) for h in history):
+        raise _BadField("history", "must be a list of per-epoch dicts")
     return Checkpoint(
-        model_name=model["name"],
-        model_args=dict(model.get("args", {})),
+        model_name=name,
+        model_args=args,
         preprocessing=pp,
-        state_dict=d["state_dict"],
-        threshold=float(d["threshold"]),
-        config=d.get("config") or {},
-        epoch=int(d.get("epoch") or 0),
-        history=list(d.get("history") or []),
-        best=d.get("best"),
-        data_summary=d.get("data_summary") or {},
-        versions=d.get("versions") or {},
-        optimizer=d.get("optimizer"),
-        scaler=d.get("scaler"),
+        state_dict=state_dict,
+        threshold=float(threshold),
+        config=_optional(d, "config", dict, {}),
+        epoch=epoch,
+        history=list(history),
+        best=_check_best(d.get("best")),
+        data_summary=_optional(d, "data_summary", dict, {}),
+        versions=_optional(d, "versions", dict, {}),
+        optimizer=_optional(d, "optimizer", dict, None),
+        scaler=_optional(d, "scaler", dict, None),
         path=path,
     )
 
 
-def _load_failure(e: BaseException) -> str:
-    """The informative part of a ``torch.load`` failure.
+def _check_model(model: Any) -> tuple[str, dict[str, int]]:
+    if not isinstance(model, dict) or set(model) - {"name", "args"}:
+        raise _BadField("model", f"must be {{'name': str, 'args': dict}}, {_got(model)}")
+    name = model.get("name")
+    if not isinstance(name, str) or name not in MODELS:
+        raise _BadField("model.name", f"must be one of {sorted(MODELS)}, {_got(name)}")
+    args = model.get("args", {})
+    if not isinstance(args, dict):
+        raise _BadField("model.args", f"must be a dict, {_got(args)}")
+    try:
+        return name, check_model_args(name, args)
+    except ConfigError as e:
+        raise _BadField("model.args", str(e)) from None
 
-    With ``weights_only=True`` torch puts a paragraph about its defaults first and the
-    actual reason after ``WeightsUnpickler error:``; a file that is not a checkpoint at
-    all (text, a truncated download) says so in that reason.
+
+def _pair(v: Any) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 2
+
+
+def _check_preprocessing(pp: Any, model: str) -> Preprocessing:
+    if not isinstance(pp, dict):
+        raise _BadField("preprocessing", f"must be a dict, {_got(pp)}")
+    known = {f.name for f in fields(Preprocessing)}
+    if set(pp) - known:
+        raise _BadField("preprocessing", f"unknown key(s) {sorted(map(str, set(pp) - known))}; valid: {sorted(known)}")
+    normalize, size = pp.get("normalize", "scale"), pp.get("size")
+    if not isinstance(normalize, str) or normalize not in NORMALIZATIONS:
+        raise _BadField("preprocessing.normalize", f"must be one of {list(NORMALIZATIONS)}, {_got(normalize)}")
+    if size is not None and not (_pair(size) and all(_is_int(s) and 1 <= s <= MAX_SIDE for s in size)):
+        raise _BadField("preprocessing.size", f"must be null or [height, width] in 1..{MAX_SIDE}, {_got(size)}")
+    multiple, pad = required_multiple(model), pp.get("pad_multiple", 16)
+    if not _is_int(pad) or not 1 <= pad <= MAX_PAD_MULTIPLE or pad % multiple:
+        raise _BadField(
+            "preprocessing.pad_multiple",
+            f"must be an integer multiple of {multiple} (model {model}) up to {MAX_PAD_MULTIPLE}, {_got(pad)}",
+        )
+    window = pp.get("window", (0.0, 255.0))
+    if not (_pair(window) and all(_is_finite_number(w) for w in window) and window[1] > window[0]):
+        raise _BadField("preprocessing.window", f"must be [low, high], finite numbers with high > low, {_got(window)}")
+    return Preprocessing.from_dict(pp)
+
+
+def _check_state_dict(sd: Any, name: str, args: dict[str, int]) -> dict[str, torch.Tensor]:
+    """Tensors with exactly the model's keys and shapes (compared on the meta device: nothing is allocated)."""
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise _BadField("state_dict", "must map parameter names to tensors")
+    with torch.device("meta"):
+        expected = create_model(name, **args).state_dict()
+    where = f"weights do not fit model {name} {args}"
+    missing, extra = sorted(set(expected) - set(sd)), sorted(set(sd) - set(expected))
+    if missing or extra:
+        raise _BadField("state_dict", f"{where}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for key, want in expected.items():
+        got = sd[key]
+        if got.shape != want.shape or got.is_floating_point() != want.is_floating_point():
+            raise _BadField(
+                "state_dict", f"{where}: {key} is {got.dtype} {list(got.shape)}, expected {list(want.shape)}"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise _BadField("state_dict", f"{key} holds NaN or infinite values")
+    return sd
+
+
+def _check_best(best: Any) -> dict[str, Any] | None:
+    if best is None:
+        return None
+    ok = (
+        isinstance(best, dict)
+        and isinstance(best.get("metric"), str)
+        and _is_finite_number(best.get("value"))
+        and _is_int(best.get("epoch"))
+    )
+    if not ok:
+        raise _BadField(
+            "best", f"must be null or {{'metric': str, 'value': finite number, 'epoch': int}}, {_got(best)}"
+        )
+    return best
+
+
+def _load_failure(e: BaseException) -> str:
+    """What a ``torch.load(weights_only=True)`` failure means, without torch's advice to turn the guard off.
+
+    With ``weights_only=True`` torch refuses a pickle that would import or call anything
+    (``Unsupported global``) or that uses pickle instructions plain tensors never need;
+    such a file holds Python code or objects. Other failures (text, a truncated download)
+    are files that are not checkpoints at all.
     """
     text = str(e)
-    if "WeightsUnpickler error:" in text:
-        reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
-        return f"refused by weights_only loading: {reason[:200]}" if reason else "refused by weights_only loading"
-    return first_line(e, 200)
+    if "WeightsUnpickler error:" not in text:
+        return f"not a loadable checkpoint ({first_line(e, 200)})"
+    reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
+    what = f"it would import {found.group(1)}" if found else f"pickle: {reason.split('. ')[0][:80]}"
+    return (
+        f"refused for safety: the file holds Python code or objects ({what}), not only tensors and plain "
+        "containers as a liverseg checkpoint does; it was not run"
+    )
 
 
 def latest_run_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path | None:
@@ -190,5 +334,6 @@ __all__ = [
     "file_sha256",
     "latest_run_checkpoint",
     "load_checkpoint",
+    "read_weights_only",
     "versions",
 ]

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 
 from liverseg.core.contract import file_sha256
-from liverseg.core.errors import CheckpointError, first_line
+from liverseg.core.errors import CheckpointError
 from liverseg.core.preprocess import Preprocessing
 from liverseg.models import required_multiple
-from liverseg.models.checkpoint import FORMAT, Checkpoint, load_checkpoint
+from liverseg.models.checkpoint import FORMAT, Checkpoint, load_checkpoint, read_weights_only
 
 STUDY_MODELS = ("unet", "baseline")
 # The first convolution of each model: its weight gives in_channels and the width.
@@ -155,10 +155,7 @@ def _wrap(state_dict: dict[str, torch.Tensor], name: str, path: Path) -> Checkpo
 def _torch_load(path: Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found" if not path.exists() else f"{path}: not a file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({first_line(e, 200)})") from None
+    return read_weights_only(path)  # a pickle holding code or objects is refused for safety, in plain words
 
 
 def load_model_file(path: str | os.PathLike, model: str | None = None) -> Checkpoint:
