@@ -15,6 +15,7 @@ function of the input path and the input list only, and stable across ``--resume
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections import Counter
@@ -98,11 +99,37 @@ class Item:
         return f"{OVERLAY_DIR}/{self.key}_overlay.png"
 
 
+RUN_STATE = "run.json"  # marks an inference run folder (liverseg.infer.resume writes it)
+RUN_FORMAT = "liverseg-infer-run"
+
+
+def run_folders_under(folder: Path) -> list[Path]:
+    """Inference run folders inside ``folder`` (a ``run.json`` of this tool): never inputs of a later run."""
+    found = []
+    for state in folder.rglob(RUN_STATE):
+        try:
+            if json.loads(state.read_text(encoding="utf-8")).get("format") == RUN_FORMAT:
+                found.append(state.parent)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
+
+
+def _same(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: str | os.PathLike, folders: list[str]) -> bool:
+    p = os.path.realpath(path) + os.sep
+    return any(p.startswith(f) for f in folders)
+
+
 def list_inputs(
     source: str | os.PathLike,
     labels: str | os.PathLike | None = None,
     root: str | os.PathLike | None = None,
     limit: int | None = None,
+    exclude: list[Path] | None = None,
 ) -> list[Item]:
     """The run's inputs, in list order, with labels found as :func:`liverseg.core.data.discover` does.
 
@@ -128,6 +155,13 @@ def list_inputs(
         samples = _samples(src, lab, root)
     except DataError as e:
         raise UsageError(str(e)) from None
+    if src.is_dir():  # the tool's own outputs (this run's --out, earlier run folders) are never inputs
+        inner = [p for p in exclude or [] if _inside(p, [os.path.realpath(src) + os.sep]) and not _same(p, src)]
+        skip = [os.path.realpath(p) + os.sep for p in [*inner, *run_folders_under(src)]]
+        if skip:
+            samples = [s for s in samples if not _inside(s.image, skip)]
+            if not samples:
+                raise UsageError(f"{src}: no inputs outside the run folders it holds")
     if limit is not None:
         samples = samples[: max(0, int(limit))]
     images = [str(s.image) for s in samples]
@@ -141,7 +175,9 @@ def input_kind(path: str) -> str:
     """``volume`` for a volume file name, ``dicom`` for a folder, else ``image``."""
     if is_volume_path(path):
         return "volume"
-    return "dicom" if os.path.isdir(path) else "image"
+    if os.path.isdir(path) and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
+        return "dicom"
+    return "image"  # a folder named like an image fails as such when read
 
 
 def _is_dicom_dir(folder: Path) -> bool:
@@ -200,15 +236,47 @@ def _samples(src: Path, labels: Path | None, root: str | os.PathLike | None) -> 
     return discover(src, labels, root)
 
 
-def ignored_files(folder: Path, limit: int = 100) -> tuple[int, list[str]]:
-    """Files in a folder input that are skipped for lack of an image extension (count, first few)."""
+def ignored_files(
+    folder: Path, items: list[Item] | None = None, exclude: list[Path] | None = None, limit: int = 100
+) -> tuple[int, list[str]]:
+    """Entries of a folder input that are not inputs, each with its reason (count, first few).
+
+    A file without an image extension; a mask file (``*_mask.*``) with no image of its
+    stem beside it; a file with an image extension that is neither an input nor a label
+    of one. The run's own output folders (``exclude``) are not walked.
+    """
+    used: set[str] = set()
+    for it in items or []:
+        used.add(os.path.abspath(it.image))
+        if it.label:
+            used.add(os.path.abspath(it.label))
+    skip = [os.path.realpath(p) + os.sep for p in exclude or []]
+    skip += [os.path.realpath(it.image) + os.sep for it in items or [] if os.path.isdir(it.image)]  # DICOM series
     n = 0
     names: list[str] = []
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS and not p.name.startswith("."):
-            n += 1
-            if len(names) < limit:
-                names.append(str(p))
+        if p.name.startswith(".") or _inside(p, skip):
+            continue
+        if p.is_dir() and not p.is_symlink() and p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        why = None
+        if is_volume_path(p):
+            if items is not None and os.path.abspath(p) not in used:
+                why = "a volume in a folder of image slices (run volumes on their own)"
+        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+            if p.is_file():
+                why = "no image extension"
+        elif os.path.abspath(p) not in used and items is not None:
+            stem = p.stem
+            if stem.endswith("_mask"):
+                why = f"a mask with no image {stem[: -len('_mask')]}.* beside it"
+            else:
+                why = "named like an image but neither an input nor a label of one"
+        if why is None:
+            continue
+        n += 1
+        if len(names) < limit:
+            names.append(f"{p} ({why})")
     return n, names
 
 
@@ -299,6 +367,7 @@ class Loaded:
     gray: np.ndarray | None = None  # uint8 [H, W]: the slice on its own grid, when ``image`` was resized
     volume: Any = None  # VolumeInput of a volume input
     notes: list[str] | None = None  # what was assumed or done beyond the rules (per_image.csv ``notes``)
+    stat: list[int] | None = None  # the input's [size, mtime_ns] before it was read: --resume redoes it if changed
 
     @property
     def pixels(self) -> np.ndarray:
@@ -322,7 +391,7 @@ def load(item: Item, prep: Any = None) -> Loaded:
     from liverseg.infer.volumes import Prep, load_volume
 
     prep = prep if prep is not None else Prep()
-    out = Loaded(item, t0=time.perf_counter())
+    out = Loaded(item, t0=time.perf_counter(), stat=input_stat(item))
     if item.is_volume:
         try:
             out.volume = load_volume(item.image, item.label, item.kind, prep)
@@ -378,9 +447,33 @@ def load(item: Item, prep: Any = None) -> Loaded:
     return out
 
 
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """(height, width) from the file header alone, or None when unreadable."""
+def input_stat(item: Item) -> list[int] | None:
+    """[size, mtime_ns] of an input (and its label: an edit of either changes it), or None when unreadable.
+
+    A DICOM series folder counts its files: size = total bytes, mtime = the newest.
+    """
+    total, newest = 0, 0
     try:
+        paths = [item.image] + ([item.label] if item.label else [])
+        for p in paths:
+            if os.path.isdir(p):
+                for dirpath, _, names in os.walk(p):
+                    for n in names:
+                        st = os.stat(os.path.join(dirpath, n))
+                        total, newest = total + st.st_size, max(newest, st.st_mtime_ns)
+            else:
+                st = os.stat(p)
+                total, newest = total + st.st_size, max(newest, st.st_mtime_ns)
+    except OSError:
+        return None
+    return [total, newest]
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(height, width) from the file header alone, or None when unreadable (or not a regular file)."""
+    try:
+        if not os.path.isfile(path):  # never open a FIFO: it would block
+            return None
         with Image.open(path) as im:
             return im.size[1], im.size[0]
     except Exception:

@@ -10,9 +10,10 @@ A run folder holds
   line short; :func:`read_journal` ignores such a line.
 
 An input counts as done on ``--resume`` when its last journal row is ``ok``, names
-the same input file, and every file the run wants (mask, and probability map or
-overlay when asked for) is there with the size the journal recorded. Anything else
-is run again.
+the same input file, the input (and its label) still has the size and modification
+time recorded when it was read, and every file the run wants (mask, and probability
+map or overlay when asked for) is there with the size the journal recorded. Anything
+else is run again.
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ from typing import Any
 
 from liverseg.core.errors import UsageError
 from liverseg.core.io import ensure_writable_dir, remove_stale_temporaries, write_text_atomic
-from liverseg.infer.io import MASK_DIR, OVERLAY_DIR, PROB_DIR, Item
+from liverseg.infer.io import MASK_DIR, OVERLAY_DIR, PROB_DIR, RUN_FORMAT, RUN_STATE, Item, input_stat
 
-RUN_STATE = "run.json"
 JOURNAL = "journal.jsonl"
-RUN_FORMAT = "liverseg-infer-run"
 RUNS_ENV = "LIVERSEG_RUNS_DIR"
 
 Row = dict[str, Any]
@@ -108,6 +107,88 @@ def choose_run_dir(out: Path | None, resume: bool, runs: Path, log: Log) -> Path
             raise UsageError(f"--resume without --out: no earlier run under {runs}/infer-*/")
         return latest
     return _new_run_dir(_writable_runs_dir(runs, log))
+
+
+def refuse_data_folder(out: Path, source: Path, items: list[Item]) -> None:
+    """Refuse an ``--out`` that would write into the data: the input folder, or a folder of inputs or labels.
+
+    Masks written there would mix with the data (``--out`` equal to a dataset folder
+    put predictions into its ``masks/``); a subfolder of the input folder is fine, since
+    a run folder is never listed as input.
+    """
+    o = os.path.realpath(out)
+    if source.is_dir() and o == os.path.realpath(source):
+        raise UsageError(f"--out {out} is the input folder; choose a folder outside it or a new subfolder of it")
+    data: dict[str, str] = {}
+    for it in items:
+        data.setdefault(os.path.realpath(it.image if os.path.isdir(it.image) else os.path.dirname(it.image)), "inputs")
+        if it.label:
+            data.setdefault(os.path.realpath(os.path.dirname(it.label)), "labels")
+    for d in (o, *(os.path.join(o, sub) for sub in (MASK_DIR, PROB_DIR, OVERLAY_DIR))):
+        what = data.get(os.path.realpath(d))
+        if what:
+            raise UsageError(
+                f"--out {out} would write into {d}, which holds the run's {what}; choose another --out "
+                "(predictions must never mix with the data)"
+            )
+
+
+# ---------------------------------------------------------------- the lock
+
+
+LOCK_NAME = ".liverseg-run.lock"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the length of a run (``flock`` on ``.liverseg-run.lock``).
+
+    A second run, or a ``--resume``, on a folder in use is refused with the holder's
+    process id, host, start time and command (read from the lock file). The kernel
+    releases the lock when its process ends, however it ends, so a lock left by a killed
+    run never blocks ``--resume``: the file stays, the lock does not.
+    """
+
+    def __init__(self, out: Path, command: str) -> None:
+        import fcntl
+        import socket
+
+        self.path = out / LOCK_NAME
+        self._f = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._f.seek(0)
+            holder = self._f.read().strip()
+            self._f.close()
+            try:
+                info = json.loads(holder)
+                who = (
+                    f"process {info.get('pid')} on {info.get('host')}, started {info.get('started')}: "
+                    f"{info.get('command')}"
+                )
+            except ValueError:
+                who = "another process"
+            raise UsageError(
+                f"{out} is in use by another liverseg-infer run ({who}); wait for it to end or choose another --out"
+            ) from None
+        self._f.seek(0)
+        self._f.truncate()
+        self._f.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": datetime.now().isoformat("T", "seconds"),
+                    "command": command,
+                }
+            )
+            + "\n"
+        )
+        self._f.flush()
+
+    def release(self) -> None:
+        if not self._f.closed:
+            self._f.close()  # closing the descriptor releases the flock
 
 
 # ---------------------------------------------------------------- run.json
@@ -215,6 +296,9 @@ def completed_rows(journal: Path, items: Iterable[Item], out: Path, want: set[st
                 done[i] = row
             else:  # a later row for the same input wins: it was run again and did not finish
                 done.pop(i, None)
+    # an input (or its label) replaced or edited since its row was written is run again
+    for i in [i for i, row in done.items() if row.get("_stat") != input_stat(by_index[i])]:
+        del done[i]
     return done
 
 

@@ -132,6 +132,7 @@ class OutputWriter:
         it = ld.item
         row = _base_row(it)
         row["latency_ms"] = round(latency_ms, 3)
+        row["_stat"] = ld.stat  # journal only: --resume redoes an input whose file changed since
         if ld.volume is not None:
             try:
                 row = self.volumes.write(row, it, ld.volume, mask, prob)

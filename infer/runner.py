@@ -51,7 +51,16 @@ from liverseg.infer.io import (
     load,
 )
 from liverseg.infer.outcome import RunReport
-from liverseg.infer.resume import JOURNAL, Journal, ResumeState, RunIdentity, choose_run_dir, default_runs_dir
+from liverseg.infer.resume import (
+    JOURNAL,
+    Journal,
+    ResumeState,
+    RunIdentity,
+    RunLock,
+    choose_run_dir,
+    default_runs_dir,
+    refuse_data_folder,
+)
 from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
 from liverseg.infer.schedule import Plan, Scheduler
 from liverseg.infer.session import ModelSession, find_model, open_session
@@ -154,6 +163,7 @@ class Runner:
         self.runs = opts.runs_dir or default_runs_dir()
         self.prep = Prep()
         self._has_volumes = False
+        self._lock: RunLock | None = None
 
     def run(self) -> RunResult:
         """Run the inference; raises a :class:`~liverseg.core.errors.LiversegError` before any work when it cannot.
@@ -166,6 +176,13 @@ class Runner:
         sess = self._open_model(items)
         self.prep = self._prep(sess)
         plan = self._plan(sess)
+        try:
+            return self._run(items, sess, plan, started)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _run(self, items: list[Item], sess: ModelSession, plan: Plan, started: str) -> RunResult:
         state = self._open_run_folder(items, sess, started)
         report = RunReport(len(items), n_resumed=len(state.done))
         csv = OrderedCsv(state.out / PER_IMAGE, len(items))
@@ -226,7 +243,9 @@ class Runner:
             raise UsageError(f"--batch-size must be >= 1, got {o.batch_size}")
         if o.limit is not None and o.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {o.limit}")
-        items = list_inputs(o.source, o.labels, o.data_root, o.limit)
+        # this run's --out and the default runs folder, when inside a folder input, are not inputs
+        exclude = [p for p in (o.out, self.runs) if p is not None]
+        items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude)
         if not items:
             raise UsageError(f"{o.source}: no inputs")
         self._has_volumes = any(it.is_volume for it in items)
@@ -304,9 +323,12 @@ class Runner:
         )
 
     def _open_run_folder(self, items: list[Item], sess: ModelSession, started: str) -> ResumeState:
-        """Choose the run folder, create its output folders, and check or start its resume state."""
+        """Choose and lock the run folder, create its output folders, and check or start its resume state."""
         o = self.o
+        if o.out is not None:
+            refuse_data_folder(Path(o.out), Path(o.source), items)
         out = choose_run_dir(o.out, o.resume, self.runs, self.log)
+        self._lock = RunLock(out, shlex.join(o.command))  # before anything in the folder is touched
         self._make_output_folders(out)
         identity = self._identity(items, sess, started)
         return ResumeState.open(out, identity, items, self._wanted(), resume=o.resume, log=self.log)
@@ -358,7 +380,8 @@ class Runner:
         """summary.json's description of the run: engine, device, threads, model, inputs, outputs, versions."""
         o = self.o
         src = Path(o.source)
-        n_ignored, ignored = ignored_files(src) if src.is_dir() else (0, [])
+        outs = [p for p in (o.out, self.runs) if p is not None]
+        n_ignored, ignored = ignored_files(src, items, outs) if src.is_dir() else (0, [])
         return {
             "provider": sess.provider,
             "providers": list(sess.session.get_providers()),

@@ -5,6 +5,7 @@ The model is a width-4 U-Net with seeded random weights; inputs are made in ``tm
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -97,3 +98,119 @@ def test_permission_denied_is_said_not_called_corrupt(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="permission denied") as e:
         read_image(path)
     assert "corrupt" not in str(e.value)
+
+
+# ---------------------------------------------------------------- 2. a lock on the run folder
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path, model):
+    from liverseg.infer.resume import RunLock
+
+    _png(tmp_path / "in" / "a.png", np.full((32, 32), 90, np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = RunLock(out, "liverseg-infer first --out out")  # as if another run held the folder
+    try:
+        res, _ = _run(tmp_path / "in", model, out, resume=True)
+        assert res.exit_code == 2 and re.search(
+            r"in use by another liverseg-infer run \(process \d+ on .*first", res.message
+        )
+        assert not (out / "per_image.csv").exists()  # nothing was touched
+    finally:
+        holder.release()
+    res, _ = _run(tmp_path / "in", model, out, resume=True)  # released (or its process killed): it goes on
+    assert res.exit_code == 0
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_resume(tmp_path, model):
+    import subprocess
+    import sys
+
+    _png(tmp_path / "in" / "a.png", np.full((32, 32), 90, np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import os; from pathlib import Path; from liverseg.infer.resume import RunLock; "
+        f"RunLock(Path({str(out)!r}), 'x'); os._exit(9)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert (out / ".liverseg-run.lock").read_text().strip()  # the file stays, the lock went with the process
+    res, _ = _run(tmp_path / "in", model, out, resume=True)
+    assert res.exit_code == 0
+
+
+# ---------------------------------------------------------------- 3. --out inside the input folder
+
+
+def test_out_inside_the_input_folder_is_never_read_back_as_input(tmp_path, model):
+    src = tmp_path / "data"
+    for i in range(3):
+        _png(src / f"{i:03d}.png", np.full((32, 32), 60 + i, np.uint8))
+    out = src / "predictions"
+    res, rows = _run(src, model, out)
+    assert res.exit_code == 0 and rows is not None and len(rows) == 3
+    res2, rows2 = _run(src, model, out, resume=True)  # same list: resumable, no *_pred_pred.png
+    assert res2.exit_code == 0 and rows2 is not None and len(rows2) == 3
+    assert res2.summary["n_resumed"] == 3
+    # a later run elsewhere does not take the earlier run's masks as inputs either
+    res3, rows3 = _run(src, model, tmp_path / "elsewhere")
+    assert rows3 is not None and sorted(Path(p).name for p in rows3["input"]) == ["000.png", "001.png", "002.png"]
+    assert not [p for p in (tmp_path / "elsewhere" / "masks").iterdir() if "_pred_pred" in p.name]
+
+
+@pytest.mark.parametrize("where", ["dataset", "masks", "source"])
+def test_out_that_would_write_into_the_data_is_refused(tmp_path, model, where):
+    ds = tmp_path / "ds"
+    _png(ds / "images" / "001.png", np.full((32, 32), 60, np.uint8))
+    _png(ds / "masks" / "001.png", np.zeros((32, 32), np.uint8))
+    src = ds if where != "source" else ds / "images"
+    out = {"dataset": ds, "masks": ds / "masks", "source": ds / "images"}[where]
+    before = sorted(p.relative_to(ds) for p in ds.rglob("*"))
+    res, _ = _run(src, model, out)
+    assert res.exit_code == 2 and re.search(
+        r"--out .*(holds the run's (labels|inputs)|is the input folder)", res.message
+    )
+    assert sorted(p.relative_to(ds) for p in ds.rglob("*")) == before
+
+
+# ---------------------------------------------------------------- 8. --resume sees a replaced input
+
+
+def test_resume_redoes_an_input_replaced_in_place(tmp_path, model):
+    src = tmp_path / "in"
+    _png(src / "a.png", np.full((32, 32), 90, np.uint8))
+    _png(src / "b.png", np.full((32, 32), 90, np.uint8))
+    out = tmp_path / "out"
+    res, _ = _run(src, model, out)
+    assert res.exit_code == 0
+    _png(src / "a.png", np.full((64, 48), 90, np.uint8))  # a new, bigger slice under the old name
+    res, rows = _run(src, model, out, resume=True)
+    assert res.exit_code == 0 and res.summary["n_resumed"] == 1 and rows is not None
+    a = rows[rows["input"].str.endswith("a.png")].iloc[0]
+    assert (int(a["height"]), int(a["width"])) == (64, 48)
+    assert np.asarray(Image.open(out / a["output"])).shape == (64, 48)
+
+
+# ---------------------------------------------------------------- 9. entries that are not regular files
+
+
+def test_entries_that_are_not_regular_files_are_reported(tmp_path, model):
+    import os
+
+    src = tmp_path / "in"
+    _png(src / "good.png", np.full((32, 32), 90, np.uint8))
+    (src / "broken.png").symlink_to(src / "nowhere.png")
+    (src / "loop.png").symlink_to(src / "loop.png")
+    os.mkfifo(src / "pipe.png")
+    (src / "folder.png").mkdir()
+    _png(src / "orphan_mask.png", np.zeros((32, 32), np.uint8))
+    res, rows = _run(src, model, tmp_path / "out")
+    assert res.exit_code == 1 and rows is not None
+    errors = {Path(r["input"]).name: r["error"] for _, r in rows.iterrows()}
+    assert errors["good.png"] == ""
+    assert "broken symbolic link" in errors["broken.png"]
+    assert "symbolic link loop" in errors["loop.png"]
+    assert "FIFO" in errors["pipe.png"]
+    assert "is a folder" in errors["folder.png"]
+    ignored = res.summary["inputs"]["ignored_examples"]
+    assert any("orphan_mask.png" in e and "a mask with no image orphan.*" in e for e in ignored), ignored

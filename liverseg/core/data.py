@@ -29,10 +29,12 @@ Pixels (see :func:`read_image`, :func:`read_mask`):
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +94,9 @@ def _to_gray(img: Image.Image, path: Path, intensity: str, window: tuple[float, 
 
 def _open(path: Path, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: {what} file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: {what} path is a folder, not an image")
+    problem = not_a_file(path, what)
+    if problem:
+        raise DataError(problem)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: {what} file is empty (0 bytes)")
     try:
@@ -262,8 +263,33 @@ def read_csv_list(
 
 
 def _images_in(folder: Path, recursive: bool = True) -> list[Path]:
+    """Entries named like images. Not only regular files: a broken link, a link loop, a FIFO or a
+    folder named ``x.png`` is listed too, so that reading it fails with its reason instead of the
+    entry vanishing from the run."""
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in it if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def not_a_file(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, broken link, link loop, folder, FIFO...), or None."""
+    try:
+        st = path.stat()  # follows links
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"{path}: {what} is a broken symbolic link (to {os.readlink(path)})"
+        return f"{path}: {what} file not found"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path}: {what} is a symbolic link loop"
+        if e.errno == errno.EACCES:
+            return f"{path}: {what} cannot be read: permission denied"
+        return f"{path}: {what} cannot be read ({e.strerror})"
+    if stat.S_ISDIR(st.st_mode):
+        return f"{path}: {what} path is a folder, not an image"
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "not a regular file (a socket or device)"
+        return f"{path}: {what} is {kind}; refused without reading"
+    return None
 
 
 def _by_stem(files: list[Path], strip_suffix: str = "") -> dict[str, Path]:
