@@ -210,3 +210,74 @@ def test_parse_override():
     assert parse_override("augment=true") == ("augment", True)
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("epochs")
+
+
+# ---------------------------------------------------------------- configs that used to fail late
+
+
+def _json_with(tmp_path: Path, text: str) -> Path:
+    """STUDY_TEXT with ``text`` (one or more ``"key": value`` pairs) added before the closing brace."""
+    path = tmp_path / "c.json"
+    path.write_text(STUDY_TEXT.rstrip().rstrip("}") + f",\n    {text}\n}}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ('"epochs": 100000', "epochs"),  # the study's "epochs": 7 is earlier in the file
+        ('"lr": 0.1, "lr": 0.2', "lr"),
+        ('"augment": {"rotate": 5, "rotate": 50}', "augment.rotate"),
+    ],
+)
+def test_duplicate_keys_are_refused_naming_the_key(tmp_path: Path, text: str, key: str):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_json(_json_with(tmp_path, text))
+    msg = str(e.value)
+    assert "c.json" in msg and f"key {key!r}" in msg and "duplicate" in msg, msg
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN"])
+@pytest.mark.parametrize(
+    "key,template",
+    [
+        ("lr", '"lr": {}'),
+        ("min_delta", '"min_delta": {}'),
+        ("weight_decay", '"weight_decay": {}'),
+        ("threshold", '"threshold": {}'),
+        ("pixel_spacing_mm", '"pixel_spacing_mm": {}'),
+        ("window_hu", '"window_hu": [0, {}]'),
+        ("augment.rotate", '"augment": {{"rotate": {}}}'),
+    ],
+)
+def test_non_finite_numbers_are_refused_by_key(tmp_path: Path, literal: str, key: str, template: str):
+    text = template.format(literal)
+    if key == "lr":  # replace the study's lr rather than duplicate it
+        path = tmp_path / "c.json"
+        path.write_text(STUDY_TEXT.replace('"lr"               : 1e-5', f'"lr": {literal}'))
+    else:
+        path = _json_with(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_json(path)
+    msg = str(e.value)
+    assert f"key {key!r}" in msg and "finite number" in msg, msg
+
+
+@pytest.mark.parametrize("key", ["lr", "min_delta", "weight_decay", "threshold", "pixel_spacing_mm"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_values_from_code_or_set_are_refused(key: str, value: float):
+    with pytest.raises(ConfigError) as e:
+        TrainConfig.from_dict({**STUDY, key: value})
+    assert f"key {key!r}" in str(e.value) and "finite number" in str(e.value), str(e.value)
+    with pytest.raises(ConfigError, match="rotate.*finite number"):
+        TrainConfig.from_dict({**STUDY, "augment": {"rotate": value}})
+
+
+def test_width_has_a_stated_maximum_and_threshold_is_strictly_inside_0_1():
+    from liverseg.models import MAX_WIDTH
+
+    assert TrainConfig.from_dict({**STUDY, "width": MAX_WIDTH}).model_width == MAX_WIDTH
+    with pytest.raises(ConfigError, match=f"key 'width'.*<= {MAX_WIDTH}"):
+        TrainConfig.from_dict({**STUDY, "width": 3000})
+    with pytest.raises(ConfigError, match="key 'threshold'"):  # a checkpoint with threshold 0 would not load
+        TrainConfig.from_dict({**STUDY, "threshold": 0})

@@ -396,3 +396,81 @@ def test_cosine_lr_schedule_is_a_function_of_the_epoch():
     assert [round(lr_at(cos, e), 7) for e in (1, 2, 3, 4)] == [0.01, 0.0085355, 0.005, 0.0014645]
     with pytest.raises(ConfigError, match="lr_schedule"):
         TrainConfig.from_dict({**base, "lr_schedule": "step"})
+
+
+# ---------------------------------------------------------------- runs that used to fail late
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file"])
+def test_output_dir_that_is_a_file_is_refused_before_any_work(data: Path, where: str):
+    blocker = data / "runs.txt"
+    blocker.write_text("not a folder\n")
+    out = blocker if where == "file" else blocker / "runs"
+    with pytest.raises(ConfigError) as e:
+        train(tiny_config(data, output_dir=str(out)), data_root=data, progress=False)
+    assert "key 'output_dir'" in str(e.value) and str(blocker) in str(e.value), str(e.value)
+    assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("where", ["folder", "under-a-file"])
+def test_save_model_that_is_a_folder_is_refused_before_any_work(data: Path, where: str):
+    target = data / "models"
+    target.mkdir()
+    if where == "under-a-file":
+        (data / "models.txt").write_text("x")
+        target = data / "models.txt" / "best.pt"
+    with pytest.raises(ConfigError) as e:
+        train(tiny_config(data, save_model=str(target)), data_root=data, progress=False)
+    assert "key 'save_model'" in str(e.value), str(e.value)
+    assert not (data / "runs").exists()  # no run folder was started
+
+
+def test_a_diverging_run_stops_with_one_line_and_never_saves_a_nan_best(data: Path, tmp_path: Path):
+    # one batch per epoch (8 training slices, batch 8): the first step blows the weights up with a finite
+    # but absurd learning rate, so the loss is NaN only in validation -- this used to write a NaN best.pt
+    # and exit 0.
+    cfg = tiny_config(data, lr=1e30, optim="sgd", train_batch_size=8, epochs=1)
+    with pytest.raises(ConfigError) as e:
+        train(cfg, data_root=data, progress=False)
+    msg = str(e.value)
+    assert "\n" not in msg and "epoch 1/1" in msg and "key 'lr'" in msg, msg
+    assert not list((data / "runs").glob("*/checkpoints/*.pt")), "a diverged epoch must never be saved"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    r = CliRunner().invoke(train_main, [str(path), "-q", "--data-root", str(data)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert len([ln for ln in r.stderr.splitlines() if ln.startswith("error:")]) == 1, r.stderr
+
+
+def test_a_nan_validation_metric_never_becomes_best(data: Path, monkeypatch):
+    import liverseg.trainer.train as train_module
+
+    real = train_module.validate
+    calls = []
+
+    def nan_in_epoch_2(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            out = {**out, "dice": float("nan")}
+        return out
+
+    monkeypatch.setattr(train_module, "validate", nan_in_epoch_2)
+    cfg = tiny_config(data, epochs=3)
+    with pytest.raises(ConfigError, match="epoch 2/3.*dice"):
+        train(cfg, data_root=data, progress=False)
+    (run_dir,) = (data / "runs").iterdir()
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert best.epoch == 1 and known(best.best)["epoch"] == 1
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt").epoch == 1
+    assert [int(r["epoch"]) for r in _read_csv(run_dir / "epochs.csv")] == [1]
+
+
+def test_lr_infinity_is_refused_before_a_run_folder(data: Path, tmp_path: Path):
+    cfg = tiny_config(data).to_dict()
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(cfg).replace('"lr": 0.003', '"lr": Infinity'))
+    assert "Infinity" in path.read_text()
+    r = CliRunner().invoke(train_main, [str(path), "-q", "--data-root", str(data)])
+    assert r.exit_code == 2 and "key 'lr'" in r.stderr and "Traceback" not in r.output, r.output
+    assert not (data / "runs").exists()

@@ -57,8 +57,8 @@ class AugmentConfig:
                 close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {known}"
                 raise ValueError(f"unknown augment key {key!r}{hint}")
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val >= 0:
-                raise ValueError(f"augment.{key} must be a number >= 0, got {val!r}")
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not (val >= 0 and math.isfinite(val)):
+                raise ValueError(f"augment.{key} must be a finite number >= 0, got {val!r}")
             out[key] = float(val)
         cfg = cls(**out)
         for key in ("hflip", "vflip"):

@@ -31,13 +31,17 @@ the exported model's contract, and volume inference resamples and windows by the
 Paths in the config (the four CSVs, ``resume``, ``data_root``) are relative to the
 current directory, then to the config file's folder (:meth:`TrainConfig.from_json`).
 Unknown keys, wrong types and bad values raise :class:`ConfigError` naming the key,
-before any work starts.
+before any work starts; so do a key given twice (Python's json would keep the last one
+silently) and a non-finite number (``Infinity``, ``NaN``, which JSON does not allow but
+Python's json reads). ``output_dir`` naming a file and a ``save_model`` path naming a
+folder are refused by :func:`liverseg.trainer.train.preflight`, before any run folder.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -47,7 +51,7 @@ from typing import Any
 
 from liverseg.core.errors import ConfigError
 from liverseg.core.preprocess import NORMALIZATIONS
-from liverseg.models import DEFAULT_WIDTH, MODELS
+from liverseg.models import DEFAULT_WIDTH, MAX_WIDTH, MODELS
 from liverseg.trainer.augment import AugmentConfig
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -144,9 +148,11 @@ class TrainConfig:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: cannot read the config ({e})") from None
         try:
-            d = json.loads(text)
+            d = _strict_json(json.loads(text, object_pairs_hook=_Pairs))
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        except _Bad as e:
+            raise ConfigError(f"{path}: {e}") from None
         if not isinstance(d, dict):
             raise ConfigError(f"{path}: the config must be a JSON object, got {type(d).__name__}")
         d = {**d, **(overrides or {})}
@@ -189,6 +195,34 @@ def resolve_config_path(value: str, config_dir: Path) -> str:
     return str(beside) if beside.exists() else value
 
 
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs in file order, so that a repeated key is seen."""
+
+
+def _strict_json(value: Any, where: str = "") -> Any:
+    """Objects as dicts; a duplicate key or a non-finite number (``Infinity``, ``NaN``) is refused by key.
+
+    Python's json module takes the last of duplicate keys silently (``"epochs": 7`` then
+    ``"epochs": 100000`` ran 100000 epochs) and reads ``Infinity``/``NaN``, which JSON does not allow.
+    """
+    if isinstance(value, _Pairs):
+        out: dict[str, Any] = {}
+        for key, item in value:
+            name = f"{where}.{key}" if where else key
+            if key in out:
+                raise _Bad(f"key {name!r}: duplicate key (given twice; refusing to guess which one counts)")
+            out[key] = _strict_json(item, name)
+        return out
+    if isinstance(value, list):
+        return [_strict_json(item, where) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Bad(f"key {where!r}: {_JSON_CONSTANT[str(value)]} is not a finite number")
+    return value
+
+
+_JSON_CONSTANT = {"inf": "Infinity", "-inf": "-Infinity", "nan": "NaN"}
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` from the command line; the value is JSON when it parses, else a string."""
     if "=" not in item:
@@ -229,8 +263,8 @@ def _float(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise _Bad(f"expected a number, got {_name(v)}")
         v = float(v)
-        if v != v:
-            raise _Bad("must not be NaN")
+        if not math.isfinite(v):
+            raise _Bad(f"must be a finite number, got {v}")
         if lo is not None and (v <= lo if lo_open else v < lo):
             raise _Bad(f"must be {'>' if lo_open else '>='} {lo}, got {v}")
         if hi is not None and v > hi:
@@ -295,7 +329,12 @@ def _model(v: Any) -> str:
 
 
 def _width(v: Any) -> int | None:
-    return None if v is None else _int(1)(v)
+    if v is None:
+        return None
+    v = _int(1)(v)
+    if v > MAX_WIDTH:
+        raise _Bad(f"must be <= {MAX_WIDTH} (a {v}-wide network would not fit in memory), got {v}")
+    return v
 
 
 def _image_size(v: Any) -> tuple[int, int] | None:
@@ -346,9 +385,9 @@ def _window(v: Any) -> tuple[float, float]:
 
 
 def _threshold(v: Any) -> float:
-    v = _float(0.0, 1.0)(v)
+    v = _float(0.0, 1.0, lo_open=True)(v)
     if v >= 1.0:
-        raise _Bad(f"must be in [0, 1), got {v}")
+        raise _Bad(f"must be strictly between 0 and 1, got {v}")
     return v
 
 

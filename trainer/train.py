@@ -19,6 +19,11 @@ Validation runs at each slice's native size, like ``liverseg-eval`` and inferenc
 metrics per image from ``sigmoid(logits) > threshold`` (the study's way: per image,
 then averaged), accumulated in :class:`liverseg.core.metrics.SegmentationMetrics`.
 
+Divergence: a NaN or infinite training loss (checked at every batch) or validation
+loss or ``keep_best`` metric (checked after every epoch) stops the run with a
+:class:`ConfigError` naming the epoch (exit 2); that epoch is never written to
+``epochs.csv`` nor saved, so ``best.pt`` and ``last.pt`` keep the last finite epoch.
+
 Reproducibility: the seed sets Python, NumPy and torch; the shuffle order and the
 augmentation random numbers are re-seeded from (seed, epoch) at each epoch, so a run
 resumed from ``last.pt`` sees the same batches as one that never stopped.
@@ -387,9 +392,36 @@ def _check_resume(ckpt: Checkpoint, cfg: TrainConfig, pp: Preprocessing) -> None
         )
 
 
+def _first_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_output_paths(cfg: TrainConfig) -> None:
+    """``output_dir`` must be (or be creatable as) a folder and a ``save_model`` path a file, before any work."""
+    out = Path(cfg.output_dir)
+    found = _first_existing(out)
+    if not found.is_dir():
+        what = "is a file" if found == out.absolute() else f"lies under {found}, which is a file"
+        raise ConfigError(f"key 'output_dir': {out} {what}; runs are written into a folder")
+    if isinstance(cfg.save_model, str):
+        dest = Path(cfg.save_model)
+        if dest.is_dir():
+            raise ConfigError(
+                f"key 'save_model': {dest} is a folder; give a file path for the copy of best.pt "
+                f"(e.g. {dest / 'best.pt'})"
+            )
+        found = _first_existing(dest.parent)
+        if not found.is_dir():
+            raise ConfigError(f"key 'save_model': {dest} lies under {found}, which is a file")
+
+
 def preflight(cfg: TrainConfig, data_root: str | Path | None, progress: bool) -> Prepared:
     """Everything that can fail on bad input (device, data, resume checkpoint), before any work."""
     device = resolve_device(cfg.device)
+    check_output_paths(cfg)
     if cfg.amp != "off" and device.type != "cuda":
         raise ConfigError(f"key 'amp': {cfg.amp!r} needs CUDA but the device is {device} (set amp to 'off')")
     if cfg.amp == "bf16" and not torch.cuda.is_bf16_supported():
@@ -586,6 +618,7 @@ def epoch_loop(
     cfg = prep.cfg
     for epoch in range(state.start_epoch, cfg.epochs + 1):
         row = run_epoch(epoch, prep, trainee, loaders, run.progress)
+        _check_finite(row, cfg, run, state)  # a diverged epoch is never written, let alone kept as best
         state.history.append(row)
         value = float(row[cfg.keep_best])
         is_best = _improved(value, state.best, cfg.keep_best, cfg.min_delta)
@@ -605,6 +638,23 @@ def epoch_loop(
             )
             return True
     return False
+
+
+def _check_finite(row: dict[str, Any], cfg: TrainConfig, run: RunFolder, state: Progress) -> None:
+    """Stop the run (ConfigError, exit 2) when an epoch's losses or its keep_best metric are NaN or infinite."""
+    watched = dict.fromkeys(["train_loss", "val_loss", cfg.keep_best])
+    bad = [f"{k} {row[k]}" for k in watched if not math.isfinite(float(row[k]))]
+    if not bad:
+        return
+    kept = (
+        f"; checkpoints of epoch {state.best['epoch']} (best) and earlier are kept in {run.checkpoints}"
+        if state.best is not None and cfg.save_model is not False
+        else "; nothing was saved"
+    )
+    raise ConfigError(
+        f"epoch {row['epoch']}/{cfg.epochs}: {', '.join(bad)}: training diverged and was stopped, this epoch is "
+        f"not saved{kept}; lower key 'lr' (now {cfg.lr:g}) or set key 'amp' to 'off'"
+    )
 
 
 def _finish(cfg: TrainConfig, state: Progress, run: RunFolder, saver: Checkpointer) -> None:
