@@ -18,6 +18,7 @@ else is run again.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from liverseg.core.errors import UsageError
-from liverseg.core.io import ensure_writable_dir, remove_stale_temporaries, write_text_atomic
+from liverseg.core.io import DiskFullError, ensure_writable_dir, remove_stale_temporaries, write_text_atomic
 from liverseg.infer.io import MASK_DIR, OVERLAY_DIR, PROB_DIR, RUN_FORMAT, RUN_STATE, Item, input_stat
 
 JOURNAL = "journal.jsonl"
@@ -245,8 +246,13 @@ class Journal:
             self._f.write("\n")
 
     def append(self, row: Row) -> None:
-        self._f.write(json.dumps(row, separators=(",", ":")) + "\n")
-        self._f.flush()
+        try:
+            self._f.write(json.dumps(row, separators=(",", ":")) + "\n")
+            self._f.flush()
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"{self.path}: no space left on the device ({e.strerror})") from None
+            raise
 
     def close(self) -> None:
         if not self._f.closed:

@@ -22,7 +22,7 @@ import numpy as np
 
 from liverseg.core.data import encode_png
 from liverseg.core.errors import describe
-from liverseg.core.io import TMP_MARK, write_bytes_atomic
+from liverseg.core.io import TMP_MARK, DiskFullError, write_bytes_atomic
 from liverseg.core.metrics import confusion, scores
 from liverseg.infer.io import PER_IMAGE_COLUMNS, Item, Loaded, csv_line
 
@@ -63,10 +63,10 @@ def failed_row(it: Item, error: str) -> Row:
     return row
 
 
-def skipped_row(it: Item) -> Row:
-    """The row of an input that ``--fail-fast`` left unrun."""
+def skipped_row(it: Item, why: str = "--fail-fast stopped the run after a failure") -> Row:
+    """The row of an input that the run left unrun (``--fail-fast``, a full disk)."""
     row = _base_row(it)
-    row.update(status="skipped", error="not run: --fail-fast stopped the run after a failure")
+    row.update(status="skipped", error=f"not run: {why}")
     return row
 
 
@@ -136,7 +136,9 @@ class OutputWriter:
         if ld.volume is not None:
             try:
                 row = self.volumes.write(row, it, ld.volume, mask, prob)
-            except Exception as e:  # a full disk, a failing metric: this input fails, the run goes on
+            except DiskFullError:
+                raise  # not this input's fault: the run stops (exit 3) and --resume continues
+            except Exception as e:  # a failing metric, a folder removed under the run: this input fails
                 row["status"] = "failed"
                 row["error"] = f"{it.image}: writing outputs failed ({describe(e)})"
             row["_e2e_ms"] = round((time.perf_counter() - ld.t0) * 1000.0, 3)
@@ -158,7 +160,9 @@ class OutputWriter:
                 files["probability"] = self._put(it.prob_name, p16)
             if self.overlay is not None:
                 files["overlay"] = self._put(it.overlay_name, self.overlay(image, pred, ld.truth))
-        except Exception as e:  # a full disk, a folder removed under the run: this input fails, the run goes on
+        except DiskFullError:
+            raise  # not this input's fault: the run stops (exit 3) and --resume continues
+        except Exception as e:  # a folder removed under the run: this input fails, the run goes on
             row["error"] = f"{it.image}: writing outputs failed ({describe(e)})"
             return row
         row["output"] = it.mask_name

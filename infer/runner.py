@@ -38,7 +38,7 @@ from liverseg.core.contract import ct_settings
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import LiversegError, UsageError, describe
 from liverseg.core.intensity import INTENSITY_MODES
-from liverseg.core.io import versions, write_text_atomic
+from liverseg.core.io import DiskFullError, versions, write_text_atomic
 from liverseg.infer.io import (
     MASK_DIR,
     OVERLAY_DIR,
@@ -189,6 +189,8 @@ class Runner:
         for row in csv.add_all(state.done.values()):
             report.add(row)
         scheduler = self._schedule(items, plan, sess, state, csv, report)
+        if scheduler.disk_full is not None and not report.interrupted:
+            self._stop_disk_full(scheduler, items, sess, plan, started, state.out, csv, report)
         if report.interrupted:
             csv.abandon()
             return RunResult(state.out, None, report.return_code, _resume_hint(state.out))
@@ -201,6 +203,35 @@ class Runner:
         write_text_atomic(state.out / SUMMARY, json.dumps(summary, indent=2, default=str))
         self._write_report_html(state.out)
         return RunResult(state.out, summary, report.return_code)
+
+    def _stop_disk_full(
+        self,
+        scheduler: Scheduler,
+        items: list[Item],
+        sess: ModelSession,
+        plan: Plan,
+        started: str,
+        out: Path,
+        csv: OrderedCsv,
+        report: RunReport,
+    ) -> None:
+        """The disk filled up: keep what was done, write the completed part's tables if they fit, raise (exit 3)."""
+        err = scheduler.disk_full
+        report.timed(scheduler.wall_seconds, scheduler.model_seconds, scheduler.n_model)
+        try:
+            for row in csv.finish(lambda i: skipped_row(items[i], "the disk filled up first (finish with --resume)")):
+                report.add(row)
+            summary = report.summary(self._about(items, sess, plan, started))
+            summary["stopped"] = f"disk full: {err}"
+            write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2, default=str))
+            kept = "per_image.csv and summary.json of the completed part are written"
+        except OSError:  # DiskFullError included: no room even for the tables
+            csv.abandon()
+            kept = "no room was left for per_image.csv and summary.json"
+        raise DiskFullError(
+            f"no space left on the device: {err}; the {report.counts['ok']} inputs done are kept in {out} ({kept}). "
+            f"Free some space and finish with the same command plus --resume --out {out}"
+        )
 
     def _schedule(
         self, items: list[Item], plan: Plan, sess: ModelSession, state: ResumeState, csv: OrderedCsv, report: RunReport
@@ -232,7 +263,10 @@ class Runner:
             report.interrupted = scheduler.run(todo)
         finally:
             bar.close()
-            journal.close()
+            try:
+                journal.close()
+            except OSError as e:  # its last fsync on a full disk
+                scheduler.disk_full = scheduler.disk_full or DiskFullError(f"{journal.path}: {e.strerror}")
         return scheduler
 
     # ------------------------------------------------------------ setup

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from liverseg.core.errors import first_line
+from liverseg.core.io import DiskFullError
 from liverseg.infer.io import Item, Loaded, load
 
 MAX_AGE = 64  # a partial same-size group runs once its first image is this many inputs behind
@@ -94,6 +95,7 @@ class Scheduler:
         self.write = write
         self.fail = fail
         self.sink = sink
+        self.disk_full: DiskFullError | None = None  # set when the disk filled up: the run stopped there
         self.model_seconds = 0.0
         self.n_model = 0  # inputs that went through the model
         self.wall_seconds = 0.0
@@ -118,6 +120,8 @@ class Scheduler:
             self._loop(iter(todo))
         except KeyboardInterrupt:
             interrupted = True
+        except DiskFullError as e:  # no input is to blame: stop taking inputs, keep what was written
+            self.disk_full = e
         finally:
             interrupted = self._shut_down() or interrupted
         self.wall_seconds = time.perf_counter() - t0
@@ -238,7 +242,10 @@ class Scheduler:
         interrupted = False
         try:
             while self._writing:  # finish what is being written, so the journal knows it
-                self._emit(self._writing.popleft().result())
+                try:
+                    self._emit(self._writing.popleft().result())
+                except DiskFullError as e:  # that input is not journaled: --resume runs it again
+                    self.disk_full = self.disk_full or e
         except KeyboardInterrupt:
             interrupted = True
         self._writer.shutdown(wait=True)

@@ -214,3 +214,36 @@ def test_entries_that_are_not_regular_files_are_reported(tmp_path, model):
     assert "is a folder" in errors["folder.png"]
     ignored = res.summary["inputs"]["ignored_examples"]
     assert any("orphan_mask.png" in e and "a mask with no image orphan.*" in e for e in ignored), ignored
+
+
+# ---------------------------------------------------------------- 4. a full disk
+
+
+def test_a_full_disk_stops_with_its_own_code_keeps_the_work_and_resumes(tmp_path, model, monkeypatch):
+    import json
+
+    import liverseg.infer.rows as rows_mod
+    from liverseg.core.io import DiskFullError, write_bytes_atomic
+
+    src = tmp_path / "in"
+    for i in range(6):
+        _png(src / f"{i:03d}.png", np.full((32, 32), 80 + i, np.uint8))
+    out = tmp_path / "out"
+    calls = {"n": 0}
+
+    def filling(path: Any, data: bytes, **kw: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] > 3:  # room for three masks
+            raise DiskFullError(f"{path}: disk full while writing (No space left on device)")
+        return write_bytes_atomic(path, data, **kw)
+
+    monkeypatch.setattr(rows_mod, "write_bytes_atomic", filling)
+    res, _ = _run(src, model, out, batch_size=1)
+    assert res.exit_code == 3 and "no space left" in res.message and "--resume --out" in res.message
+    rows = pd.read_csv(out / "per_image.csv", dtype=str, keep_default_na=False)
+    assert (rows["status"] == "ok").sum() == 3  # the completed part, in per_image.csv
+    assert set(rows.loc[rows["status"] != "ok", "status"]) == {"skipped"}  # not blamed on the inputs
+    assert "disk full" in json.loads((out / "summary.json").read_text())["stopped"]
+    monkeypatch.setattr(rows_mod, "write_bytes_atomic", write_bytes_atomic)  # space freed
+    res, rows = _run(src, model, out, resume=True)
+    assert res.exit_code == 0 and res.summary["n_resumed"] == 3 and res.summary["n_ok"] == 6
