@@ -317,3 +317,35 @@ def test_register_stage_extends_the_list(monkeypatch, tmp_path):
     )
     assert seen == [tmp_path] and "hello" in ctx.timings
     assert json.loads((tmp_path / "demo.json").read_text())["stages"] == ["hello"]
+
+
+# ids without the word "cuda": conftest skips items whose keywords hold it when no GPU is present
+@pytest.mark.parametrize("device", [pytest.param("cuda", id="plain"), pytest.param("cuda:0", id="indexed")])
+def test_demo_checks_the_device_before_any_stage(tmp_path, monkeypatch, device):
+    """A CUDA device that cannot be used is exit 2 before the first stage (it used to fail in 'train', the 4th)."""
+    import torch
+
+    from liverseg.apps.demo import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["--out", str(out), "--device", device, "--quick", "--quiet"])
+    assert result.exit_code == 2, result.output
+    assert "== [" not in result.output, "a stage ran before the device was checked"
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "CUDA" in errors[0], result.stderr
+    assert not (out / "data").exists()
+
+
+def test_demo_checks_onnxruntime_cuda_before_any_stage_when_infer_runs(tmp_path, monkeypatch):
+    import onnxruntime as ort
+    import torch
+
+    from liverseg.apps.demo import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # torch sees a GPU ...
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])  # ... ORT has no CUDA
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["--out", str(out), "--device", "cuda", "--quick", "--quiet"])
+    assert result.exit_code == 2 and "== [" not in result.output, result.output
+    assert "CUDA execution provider" in result.stderr and "'infer' stage" in result.stderr, result.stderr

@@ -27,8 +27,9 @@ The stages, in order (:data:`STAGES`):
    of eager, ONNX Runtime fp32 and int8 on the demo model, into ``<run>/bench``.
 
 Exit codes: 0 every stage ran; 1 a stage failed (``error: <why>``, e.g. what it needs
-from an earlier stage is missing, or its input data is bad); 2 a bad option or an
-unusable run folder; 130 interrupted.
+from an earlier stage is missing, or its input data is bad); 2 a bad option, an
+unusable run folder or a requested CUDA device that torch (or, for 'infer', ONNX
+Runtime) cannot use, checked before the first stage; 130 interrupted.
 
 Extending: write ``def stage_report(ctx: DemoContext) -> None`` and add it with
 ``register_stage(Stage("report", stage_report, "..."), after="infer")`` (or edit
@@ -52,7 +53,7 @@ from typing import Any
 import click
 
 from liverseg.core.cli import command
-from liverseg.core.errors import EXIT_FAILED, LiversegError, UsageError
+from liverseg.core.errors import EXIT_FAILED, DeviceError, LiversegError, UsageError
 from liverseg.core.io import versions, write_text_atomic
 
 DEFAULT_RUN_DIR = Path("runs/demo")
@@ -446,6 +447,28 @@ def select_stages(spec: str | None) -> list[Stage]:
     return [s for s in STAGES if s.name in wanted]
 
 
+def check_device(device: str, stages: list[Stage]) -> None:
+    """A requested CUDA device that the stages cannot use is a DeviceError before any stage runs.
+
+    torch must see the device (train and evaluate use it, checked as the trainer does) and,
+    when the 'infer' stage runs, ONNX Runtime must have its CUDA execution provider.
+    """
+    if not device.startswith("cuda"):
+        return
+    from liverseg.trainer.train import resolve_device
+
+    resolve_device(device)
+    if any(s.name == "infer" for s in stages):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceError(
+                f"--device {device}: the 'infer' stage needs ONNX Runtime's CUDA execution provider, but this "
+                f"onnxruntime ({ort.__version__}) has only {available}; install onnxruntime-gpu or use --device cpu"
+            )
+
+
 def run_demo(
     run_dir: Path,
     settings: DemoSettings,
@@ -560,6 +583,7 @@ def main(
 
     if not DEVICE_RE.match(device):
         raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {device!r}", param_hint="--device")
+    check_device(device, selected)  # DeviceError: exit 2 before the first stage, not in the fourth
     settings = DemoSettings.quick(seed=seed, device=device) if quick else DemoSettings(seed=seed, device=device)
     for key, value in (
         ("n_slices", n_slices),
