@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -723,6 +724,19 @@ def test_usage_errors_exit_2(tmp_path, tiny_model):
 # ---------------------------------------------------------------- real data
 
 
+def _tree_state(root: Path) -> dict[str, tuple[bool, int, int]]:
+    """Every entry under ``root``: (is a folder, size, mtime in ns); a write anywhere changes it."""
+    return {
+        str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _set_dir_modes(root: Path, mode: int) -> None:
+    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        d.chmod(mode)
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_seed_format_matches_liverseg_eval(seed_format, tmp_path, monkeypatch):
@@ -772,12 +786,23 @@ def test_seed_format_matches_liverseg_eval(seed_format, tmp_path, monkeypatch):
     model = _export(ckpt, tmp_path / "model.onnx")
     ref = evaluate(ckpt, samples, device="cpu", batch_size=1, progress=False)
 
-    monkeypatch.chdir(seed_format)
+    # Run inside a copy of seed-format whose mode bits this test sets: read-only, as the data folder is
+    # shipped. The outcome must not depend on whether ../shared happens to be writable on this machine
+    # (a writable folder receives runs/ by design); the shared folder itself is compared before and after.
+    shared_before = _tree_state(seed_format)
+    study = tmp_path / "seed-format"
+    shutil.copytree(seed_format, study, copy_function=shutil.copyfile)
+    copy_before = _tree_state(study)
+    monkeypatch.chdir(study)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    before = sorted(p.name for p in seed_format.iterdir())
-    r = CliRunner().invoke(infer_main, ["data/test_x.csv", "--model", str(model), "--no-progress", "--no-report"])
+    _set_dir_modes(study, 0o555)
+    try:
+        r = CliRunner().invoke(infer_main, ["data/test_x.csv", "--model", str(model), "--no-progress", "--no-report"])
+    finally:
+        _set_dir_modes(study, 0o755)
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in seed_format.iterdir()) == before, "nothing may be written into the data folder"
+    assert _tree_state(study) == copy_before, "nothing may be written into the data folder"
+    assert _tree_state(seed_format) == shared_before, "the shared data folder changed"
     run = next((tmp_path / "home" / "liverseg-runs").glob("infer-*"))
     assert sorted(p.name for p in (run / "masks").iterdir()) == ["000_pred.png", "001_pred.png"]
     s = json.loads((run / "summary.json").read_text())
