@@ -27,7 +27,7 @@ def random_checkpoint(model: str, width: int, seed: int = 0) -> Any:
     import torch
 
     from liverseg.core.preprocess import Preprocessing
-    from liverseg.models import create_model
+    from liverseg.models import create_model, required_multiple
     from liverseg.models.checkpoint import Checkpoint
 
     torch.manual_seed(seed)
@@ -36,7 +36,7 @@ def random_checkpoint(model: str, width: int, seed: int = 0) -> Any:
     return Checkpoint(
         model_name=model,
         model_args=args,
-        preprocessing=Preprocessing(),
+        preprocessing=Preprocessing(pad_multiple=required_multiple(model)),  # the baseline needs 32
         state_dict=net.state_dict(),
         config={"note": f"random weights (seed {seed}) for benchmarking"},
     )
