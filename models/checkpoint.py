@@ -302,21 +302,24 @@ def _check_best(best: Any) -> dict[str, Any] | None:
 def _load_failure(e: BaseException) -> str:
     """What a ``torch.load(weights_only=True)`` failure means, without torch's advice to turn the guard off.
 
-    With ``weights_only=True`` torch refuses a pickle that would import or call anything
-    (``Unsupported global``) or that uses pickle instructions plain tensors never need;
-    such a file holds Python code or objects. Other failures (text, a truncated download)
-    are files that are not checkpoints at all.
+    With ``weights_only=True`` torch refuses a pickle that would import a global or build
+    an object other than a tensor (``Unsupported global: GLOBAL ...``, ``Can only build
+    ...``): such a file holds Python code or objects and is refused for safety. Other
+    failures (text, a truncated download, pickle instructions torch never writes) are
+    files that are not checkpoints at all.
     """
     text = str(e)
     if "WeightsUnpickler error:" not in text:
         return f"not a loadable checkpoint ({first_line(e, 200)})"
-    reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split())
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", reason)
-    what = f"it would import {found.group(1)}" if found else f"pickle: {reason.split('. ')[0][:80]}"
-    return (
-        f"refused for safety: the file holds Python code or objects ({what}), not only tensors and plain "
-        "containers as a liverseg checkpoint does; it was not run"
-    )
+    reason = " ".join(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0].split())
+    found = re.search(r"GLOBAL (\S+)", reason)
+    if found or reason.startswith(("Can only create new object", "Can only build")):
+        what = f"it would import {found.group(1)}" if found else reason.split(" or ")[0][:80]
+        return (
+            f"refused for safety: the file holds Python code or objects ({what}), not only tensors and plain "
+            "containers as a liverseg checkpoint does; nothing in it was run"
+        )
+    return f"not a loadable checkpoint (not a torch checkpoint file: {reason.split('. ')[0][:120]})"
 
 
 def latest_run_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path | None:
