@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from liverseg.core.errors import first_line
+from liverseg.core.errors import ContractError, first_line
 from liverseg.core.io import DiskFullError
 from liverseg.infer.io import Item, Loaded, load
 
@@ -185,6 +185,8 @@ class Scheduler:
             t = time.perf_counter()
             mask, prob = self.model(batch)
             dt = time.perf_counter() - t
+        except ContractError:
+            raise  # the model breaks its contract: no input is to blame, the run stops (exit 2)
         except Exception as e:
             if len(group) > 1:  # isolate the input that breaks the batch
                 for g in group:
@@ -214,6 +216,8 @@ class Scheduler:
             mask, prob, dt = predict_volume(
                 ld.volume, self.model, self.plan.batch_size, self.threshold, self.keep_probability
             )
+        except ContractError:
+            raise
         except Exception as e:
             self._emit(self.fail(item, f"{item.image}: model failed ({first_line(e)})"))
             return

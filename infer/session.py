@@ -64,6 +64,8 @@ def read_contract(meta: dict[str, str], source: str, explicit: Path | None = Non
             contract = json.loads(Path(explicit).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ContractError(f"{explicit}: cannot read the contract JSON ({e})") from None
+        except RecursionError:
+            raise ContractError(f"{explicit}: the contract JSON is nested too deeply to be a contract") from None
         return validate_contract(contract, str(explicit))
     return contract_from_metadata(meta, source)
 
@@ -89,6 +91,9 @@ class ModelSession:
     cudnn_conv_algo_search: str | None = None
     device_id: int = 0
     want_probability: bool = False
+    # --contract given: its threshold is applied to the probability, the model's own mask is not used
+    own_threshold: bool = False
+    _checked: bool = False  # the first batch's outputs were checked against the contract
 
     @property
     def provider(self) -> str:
@@ -103,20 +108,50 @@ class ModelSession:
         return self.session.get_inputs()[0].name, outs
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 [N, 1, H, W] -> (mask uint8 [N, 1, H, W] 0/1, probability float32 or None)."""
+        """uint8 [N, 1, H, W] -> (mask uint8 [N, 1, H, W] 0/1, probability float32 or None).
+
+        Every batch's outputs must have the batch's shape and the contract's dtypes and
+        a mask of 0/1; the first batch's probabilities must lie in [0, 1]. A
+        model that breaks this is a :class:`ContractError`: the run stops with one usage
+        error instead of writing wrong masks or failing every input on its own.
+        """
         in_name, outs = self._names()
-        has_mask = MASK_NAME in outs
+        has_mask = MASK_NAME in outs and not self.own_threshold
         if self.device.startswith("cuda"):
-            return self._run_cuda(batch, in_name, has_mask)
-        want = [MASK_NAME] if has_mask else []
-        if self.want_probability or not has_mask:
-            want.append(PROB_NAME)
-        res = dict(zip(want, self.session.run(want, {in_name: batch})))
-        prob = res.get(PROB_NAME)
-        mask = res[MASK_NAME] if has_mask else (np.asarray(prob) > self.threshold).astype(np.uint8)
+            mask, prob = self._run_cuda(batch, in_name, has_mask)
+        else:
+            want = [MASK_NAME] if has_mask else []
+            if self.want_probability or not has_mask:
+                want.append(PROB_NAME)
+            res = dict(zip(want, self.session.run(want, {in_name: batch})))
+            prob = res.get(PROB_NAME)
+            mask = res[MASK_NAME] if has_mask else None
+        self._check(batch, mask, prob)
+        if mask is None:
+            mask = (np.asarray(prob) > self.threshold).astype(np.uint8)
         return mask, (prob if self.want_probability else None)
 
-    def _run_cuda(self, batch: np.ndarray, in_name: str, has_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _check(self, batch: np.ndarray, mask: np.ndarray | None, prob: np.ndarray | None) -> None:
+        want = tuple(batch.shape)
+        for name, arr, dtype in ((MASK_NAME, mask, np.uint8), (PROB_NAME, prob, np.float32)):
+            if arr is None:
+                continue
+            if tuple(arr.shape) != want or arr.dtype != dtype:
+                raise ContractError(
+                    f"{self.path}: output {name!r} is {arr.dtype} {list(arr.shape)} for an input of {list(want)}; "
+                    f"the contract says {np.dtype(dtype).name} [N, 1, H, W] of the input's size"
+                )
+        if mask is not None and mask.size and int(mask.max()) > 1:  # every batch: a max over bytes is cheap
+            raise ContractError(
+                f"{self.path}: output {MASK_NAME!r} holds values up to {int(mask.max())}; the contract says 0/1"
+            )
+        if self._checked:
+            return
+        if prob is not None and prob.size and not (np.isfinite(prob).all() and prob.min() >= 0 and prob.max() <= 1):
+            raise ContractError(f"{self.path}: output {PROB_NAME!r} is not a probability (values outside [0, 1])")
+        self._checked = True
+
+    def _run_cuda(self, batch: np.ndarray, in_name: str, has_mask: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         io = self.session.io_binding()
         io.bind_cpu_input(in_name, np.ascontiguousarray(batch))
         bound = []
@@ -130,8 +165,8 @@ class ModelSession:
         io.synchronize_outputs()
         values = dict(zip(bound, io.get_outputs()))
         prob = values[PROB_NAME].numpy() if PROB_NAME in values else None
-        mask = values[MASK_NAME].numpy() if has_mask else (np.asarray(prob) > self.threshold).astype(np.uint8)
-        return mask, (prob if self.want_probability else None)
+        mask = values[MASK_NAME].numpy() if has_mask else None
+        return mask, prob
 
     def info(self) -> dict[str, Any]:
         return {
@@ -185,6 +220,11 @@ def open_session(
         raise ContractError(f"{path}: has neither a {MASK_NAME!r} nor a {PROB_NAME!r} output (outputs {sorted(outs)})")
     if want_probability and PROB_NAME not in outs:
         raise ContractError(f"{path}: has no {PROB_NAME!r} output, so probability maps cannot be saved")
+    if contract_path is not None and MASK_NAME in outs and PROB_NAME not in outs:
+        raise ContractError(
+            f"{contract_path}: its threshold {contract['threshold']:g} cannot be applied: {path} returns only a "
+            f"thresholded {MASK_NAME!r} (no {PROB_NAME!r} output)"
+        )
     on_cuda = engine.provider == CUDA_PROVIDER
     requested = ["CPUExecutionProvider"] if device == "cpu" else [CUDA_PROVIDER, "CPUExecutionProvider"]
     return ModelSession(
@@ -200,4 +240,5 @@ def open_session(
         cudnn_conv_algo_search=search if on_cuda else None,
         device_id=device_id,
         want_probability=want_probability,
+        own_threshold=contract_path is not None,  # the given contract's threshold is the one applied
     )

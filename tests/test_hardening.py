@@ -245,5 +245,120 @@ def test_a_full_disk_stops_with_its_own_code_keeps_the_work_and_resumes(tmp_path
     assert set(rows.loc[rows["status"] != "ok", "status"]) == {"skipped"}  # not blamed on the inputs
     assert "disk full" in json.loads((out / "summary.json").read_text())["stopped"]
     monkeypatch.setattr(rows_mod, "write_bytes_atomic", write_bytes_atomic)  # space freed
-    res, rows = _run(src, model, out, resume=True)
+    res, _ = _run(src, model, out, resume=True)
     assert res.exit_code == 0 and res.summary["n_resumed"] == 3 and res.summary["n_ok"] == 6
+
+
+# ---------------------------------------------------------------- 5-7. doctored contracts and models
+
+
+def _contract_of(model: Path) -> dict[str, Any]:
+    import json
+
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    return json.loads(meta["liverseg.contract"])
+
+
+def _with_contract(model: Path, out: Path, contract_json: str) -> Path:
+    import onnx
+
+    m = onnx.load(str(model))
+    for p in m.metadata_props:
+        if p.key == "liverseg.contract":
+            p.value = contract_json
+    onnx.save(m, str(out))
+    return out
+
+
+def _doctored(tmp_path: Path, model: Path, kind: str) -> Path:
+    """A model with the contract of ``model`` whose mask output breaks it (``kind``)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 1, "H", "W"])
+    prob = helper.make_tensor_value_info("probability", TensorProto.FLOAT, None)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["scale"], value=helper.make_tensor("s", TensorProto.FLOAT, [], [1 / 255])),
+        helper.make_node("Mul", ["xf", "scale"], ["probability"]),
+    ]
+    if kind == "half_size":
+        nodes += [
+            helper.make_node("MaxPool", ["probability"], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]),
+            helper.make_node("Cast", ["pooled"], ["mask"], to=TensorProto.UINT8),
+        ]
+        mask = helper.make_tensor_value_info("mask", TensorProto.UINT8, None)
+    elif kind == "not_binary":
+        nodes.append(helper.make_node("Identity", ["image"], ["mask"]))
+        mask = helper.make_tensor_value_info("mask", TensorProto.UINT8, None)
+    else:  # float
+        nodes.append(helper.make_node("Identity", ["probability"], ["mask"]))
+        mask = helper.make_tensor_value_info("mask", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "doctored", [x], [prob, mask])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9)
+    helper.set_model_props(m, {"liverseg.contract": json.dumps(_contract_of(model))})
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+def _folder(tmp_path: Path, n: int = 4) -> Path:
+    for i in range(n):
+        _png(tmp_path / "in" / f"{i:03d}.png", np.full((32, 32), 30 + 60 * (i % 3), np.uint8))
+    return tmp_path / "in"
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        ({"threshold": "abc"}, "'threshold' must be a number in (0, 1)"),
+        ({"threshold": None}, "'threshold' must be a number in (0, 1)"),
+        ({"threshold": 7.5}, "'threshold' must be a number in (0, 1)"),
+        ({"outputs": "nope"}, "'outputs' must be a list"),
+        ({"ct": {"window_hu": [255, 0]}}, "high > low"),
+        ("nested", "nested too deeply"),
+    ],
+)
+def test_a_bad_contract_stops_the_run_before_any_input(tmp_path, model, change, word):
+    import json
+
+    if change == "nested":
+        text = "[" * 100_000 + "]" * 100_000
+    else:
+        text = json.dumps({**_contract_of(model), **change})
+    bad = _with_contract(model, tmp_path / "bad.onnx", text)
+    res, _ = _run(_folder(tmp_path), bad, tmp_path / "out")
+    assert res.exit_code == 2 and word in res.message, res.message
+    assert not (tmp_path / "out").exists()  # refused before the run folder was made
+
+
+@pytest.mark.parametrize(
+    "kind, word", [("half_size", "for an input of"), ("not_binary", "the contract says 0/1"), ("float", "float32")]
+)
+def test_a_model_whose_outputs_break_the_contract_stops_with_one_usage_error(tmp_path, model, kind, word):
+    res, _ = _run(_folder(tmp_path), _doctored(tmp_path, model, kind), tmp_path / "out")
+    assert res.exit_code == 2 and word in res.message and "'mask'" in res.message, res.message
+    assert not list((tmp_path / "out" / "masks").glob("*.png"))  # no wrong mask was written
+
+
+def test_the_threshold_of_contract_is_applied(tmp_path, model):
+    """The random-weight model's probabilities lie near 0.59: at 0.591 its own mask (0.5) and the contract's differ."""
+    import json
+
+    src = _folder(tmp_path)
+    contract = tmp_path / "c.json"
+    contract.write_text(json.dumps({**_contract_of(model), "threshold": 0.591}))
+    res, rows = _run(src, model, tmp_path / "a", contract=contract, save_probabilities=True)
+    assert res.exit_code == 0 and rows is not None and res.summary["model"]["contract"]["threshold"] == 0.591
+    split = False
+    for _, r in rows.iterrows():
+        prob = np.asarray(Image.open(res.out_dir / f"probabilities/{Path(r['input']).stem}_prob.png")) / 65535.0
+        mask = np.asarray(Image.open(res.out_dir / r["output"])) > 0
+        clear = np.abs(prob - 0.591) > 1e-4  # away from the threshold by more than the 16-bit rounding
+        assert np.array_equal(mask[clear], (prob > 0.591)[clear])
+        split = split or 0 < mask.mean() < 1
+    assert split  # the model's own 0.5 mask would be all liver here

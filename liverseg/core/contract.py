@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -126,15 +127,71 @@ def contract_from_metadata(meta: dict[str, str], source: str) -> dict[str, Any]:
         contract = json.loads(meta[CONTRACT_KEY])
     except json.JSONDecodeError as e:
         raise ContractError(f"{source}: liverseg contract is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ContractError(f"{source}: liverseg contract JSON is nested too deeply to be a contract") from None
     return validate_contract(contract, source)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _io_list(contract: dict[str, Any], key: str, source: str) -> None:
+    value = contract[key]
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("dtype"), str) for v in value
+        )
+    )
+    if not ok:
+        raise ContractError(
+            f"{source}: liverseg contract {key!r} must be a list of {{name, dtype, shape}} entries, got {value!r:.80}"
+        )
+
+
 def validate_contract(contract: Any, source: str = "model") -> dict[str, Any]:
+    """The contract, every field the runner uses type- and range-checked; else ContractError naming the key.
+
+    Called before any input is read, so a bad contract stops a run at once (exit 2)
+    instead of failing at the summary after every input was processed.
+    """
     if not isinstance(contract, dict) or contract.get("format") != CONTRACT_FORMAT:
         raise ContractError(f"{source}: not a liverseg model contract")
     for key in ("preprocessing", "threshold", "inputs", "outputs", "input_kind"):
         if key not in contract:
             raise ContractError(f"{source}: liverseg contract lacks {key!r}")
+    thr = contract["threshold"]
+    if not _number(thr) or not 0 < thr < 1:
+        raise ContractError(f"{source}: liverseg contract 'threshold' must be a number in (0, 1), got {thr!r:.40}")
+    if contract["input_kind"] not in ("uint8", "hu"):
+        raise ContractError(
+            f"{source}: liverseg contract 'input_kind' must be 'uint8' or 'hu', got {contract['input_kind']!r:.40}"
+        )
+    if not isinstance(contract["preprocessing"], dict):
+        raise ContractError(f"{source}: liverseg contract 'preprocessing' must be an object")
+    _io_list(contract, "inputs", source)
+    _io_list(contract, "outputs", source)
+    names = {o["name"] for o in contract["outputs"]}
+    if not names & {PROB_NAME, MASK_NAME}:
+        raise ContractError(f"{source}: liverseg contract 'outputs' names neither {PROB_NAME!r} nor {MASK_NAME!r}")
+    ct = contract.get("ct")
+    if ct is not None:
+        if not isinstance(ct, dict):
+            raise ContractError(f"{source}: liverseg contract 'ct' must be an object")
+        window = ct.get("window_hu")
+        if window is not None and not (isinstance(window, list) and len(window) == 2 and all(map(_number, window))):
+            raise ContractError(f"{source}: liverseg contract 'ct.window_hu' must be [low, high], got {window!r:.40}")
+        spacing = ct.get("pixel_spacing_mm")
+        if spacing is not None and not _number(spacing):
+            raise ContractError(
+                f"{source}: liverseg contract 'ct.pixel_spacing_mm' must be a number, got {spacing!r:.40}"
+            )
+        try:
+            ct_settings(contract)
+        except ContractError as e:
+            raise ContractError(f"{source}: {e}") from None
     return contract
 
 
