@@ -281,3 +281,11 @@ def test_width_has_a_stated_maximum_and_threshold_is_strictly_inside_0_1():
         TrainConfig.from_dict({**STUDY, "width": 3000})
     with pytest.raises(ConfigError, match="key 'threshold'"):  # a checkpoint with threshold 0 would not load
         TrainConfig.from_dict({**STUDY, "threshold": 0})
+
+
+def test_set_overrides_refuse_duplicates_and_non_finite_numbers():
+    with pytest.raises(ConfigError, match="key 'lr'.*Infinity is not a finite number"):
+        parse_override("lr=Infinity")
+    with pytest.raises(ConfigError, match="key 'augment.rotate'.*duplicate"):
+        parse_override('augment={"rotate": 1, "rotate": 2}')
+    assert parse_override('augment={"rotate": 1}') == ("augment", {"rotate": 1})

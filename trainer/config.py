@@ -230,9 +230,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = json.loads(raw)
+        value = _strict_json(json.loads(raw, object_pairs_hook=_Pairs), key)
     except json.JSONDecodeError:
         value = raw
+    except _Bad as e:
+        raise ConfigError(f"--set {item!r}: {e}") from None
     return key, value
 
 
