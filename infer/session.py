@@ -94,6 +94,7 @@ class ModelSession:
     # --contract given: its threshold is applied to the probability, the model's own mask is not used
     own_threshold: bool = False
     _checked: bool = False  # the first batch's outputs were checked against the contract
+    _quiet: Any = None  # onnxruntime.RunOptions that keep the run's own errors off stderr
 
     @property
     def provider(self) -> str:
@@ -123,13 +124,23 @@ class ModelSession:
             want = [MASK_NAME] if has_mask else []
             if self.want_probability or not has_mask:
                 want.append(PROB_NAME)
-            res = dict(zip(want, self.session.run(want, {in_name: batch})))
+            res = dict(zip(want, self.session.run(want, {in_name: batch}, self._run_options())))
             prob = res.get(PROB_NAME)
             mask = res[MASK_NAME] if has_mask else None
         self._check(batch, mask, prob)
         if mask is None:
             mask = (np.asarray(prob) > self.threshold).astype(np.uint8)
         return mask, (prob if self.want_probability else None)
+
+    def _run_options(self) -> Any:
+        """Quiet run options: a failing call raises with its message (recorded in the input's row);
+        onnxruntime's own coloured log line of it would only repeat that on stderr."""
+        if self._quiet is None:
+            import onnxruntime as ort
+
+            self._quiet = ort.RunOptions()
+            self._quiet.log_severity_level = 4
+        return self._quiet
 
     def _check(self, batch: np.ndarray, mask: np.ndarray | None, prob: np.ndarray | None) -> None:
         want = tuple(batch.shape)
@@ -161,7 +172,7 @@ class ModelSession:
         if self.want_probability or not has_mask:
             io.bind_output(PROB_NAME, "cpu")  # else unbound: it stays an intermediate on the GPU
             bound.append(PROB_NAME)
-        self.session.run_with_iobinding(io)
+        self.session.run_with_iobinding(io, self._run_options())
         io.synchronize_outputs()
         values = dict(zip(bound, io.get_outputs()))
         prob = values[PROB_NAME].numpy() if PROB_NAME in values else None

@@ -362,3 +362,43 @@ def test_the_threshold_of_contract_is_applied(tmp_path, model):
         assert np.array_equal(mask[clear], (prob > 0.591)[clear])
         split = split or 0 < mask.mean() < 1
     assert split  # the model's own 0.5 mask would be all liver here
+
+
+def test_a_model_failing_on_one_input_prints_no_onnxruntime_log_line(tmp_path, model):
+    """The failure is the input's row; onnxruntime's coloured '[E:onnxruntime...' line no longer reaches stderr."""
+    import json
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node(
+            "Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [4], [1, 1, 32, 32])
+        ),
+        helper.make_node("Reshape", ["xf", "shape"], ["r"]),  # fails for any other size
+        helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])),
+        helper.make_node("Mul", ["r", "zero"], ["probability"]),
+        helper.make_node("Cast", ["probability"], ["mask"], to=TensorProto.UINT8),
+    ]
+    outs = [
+        helper.make_tensor_value_info("probability", TensorProto.FLOAT, None),
+        helper.make_tensor_value_info("mask", TensorProto.UINT8, None),
+    ]
+    x = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", 1, "H", "W"])
+    m = helper.make_model(
+        helper.make_graph(nodes, "g", [x], outs), opset_imports=[helper.make_opsetid("", 18)], ir_version=9
+    )
+    helper.set_model_props(m, {"liverseg.contract": json.dumps(_contract_of(model))})
+    onnx.save(m, str(tmp_path / "fixed32.onnx"))
+    _png(tmp_path / "in" / "a.png", np.zeros((32, 32), np.uint8))
+    _png(tmp_path / "in" / "b.png", np.zeros((48, 48), np.uint8))
+    cmd = [sys.executable, "-c", "from liverseg.infer.cli import main; main()", str(tmp_path / "in")]
+    cmd += ["--model", str(tmp_path / "fixed32.onnx"), "--out", str(tmp_path / "out"), "--device", "cpu", "--no-report"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "\x1b[" not in proc.stderr and "[E:onnxruntime" not in proc.stderr, proc.stderr
+    rows = pd.read_csv(tmp_path / "out" / "per_image.csv", dtype=str, keep_default_na=False)
+    assert "model failed" in rows.loc[rows["input"].str.endswith("b.png"), "error"].iloc[0]
