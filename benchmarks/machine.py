@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time as _time
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,47 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- a command in a fresh interpreter
+
+
+def _cli_code(module: str, prog: str, hwm_file: Path) -> str:
+    """``python -c`` code that runs ``module``'s click ``main`` and writes its VmHWM (KiB) to ``hwm_file`` at exit.
+
+    The child reports its own high-water mark: the rusage of a forked child also counts
+    the parent's pages it shared before exec, which is not the command's memory.
+    """
+    return (
+        "import atexit, sys\n"
+        "def _hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        f"            open({str(hwm_file)!r}, 'w').write(line.split()[1])\n"
+        "atexit.register(_hwm)\n"
+        f"from {module} import main\n"
+        f"sys.argv[0] = {prog!r}\n"
+        "main()\n"
+    )
+
+
+def start_cli(module: str, prog: str, args: list[str], hwm_file: Path, **popen: Any) -> subprocess.Popen:
+    """Start ``prog ARGS`` (``module``'s ``main``) in a fresh interpreter; its peak memory goes to ``hwm_file``."""
+    hwm_file.unlink(missing_ok=True)
+    return subprocess.Popen([sys.executable, "-c", _cli_code(module, prog, hwm_file), *args], **popen)
+
+
+def peak_mb(hwm_file: Path) -> float:
+    """The peak resident memory a :func:`start_cli` child wrote at exit (MB), NaN when it wrote none (killed)."""
+    try:
+        return int(hwm_file.read_text()) / 1024.0
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def run_cli(module: str, prog: str, args: list[str], hwm_file: Path) -> tuple[int, float, float, str]:
+    """(exit code, wall seconds, peak MB, stderr) of ``prog ARGS`` run to its end in a fresh interpreter."""
+    t0 = _time.perf_counter()
+    proc = start_cli(module, prog, args, hwm_file, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, err = proc.communicate()
+    return proc.returncode, _time.perf_counter() - t0, peak_mb(hwm_file), err.decode(errors="replace")

@@ -25,8 +25,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 import click
 import numpy as np
 
-from liverseg.benchmarks.machine import stamp
+from liverseg.benchmarks.machine import run_cli, stamp
 from liverseg.core.cli import command
 
 BUDGET_EXTRA_MB = 500.0
@@ -112,29 +110,11 @@ def end_to_end(
     args += ["--no-progress", "--report" if report else "--no-report"]
     if threads:
         args += ["--threads", str(threads)]
-    # The child reports its own high-water mark (VmHWM) at exit: the rusage of a forked child
-    # also counts the parent's pages it shared before exec, which is not the command's memory.
     hwm_file = out.parent / f".{out.name}-hwm"
-    code = (
-        "import atexit, sys\n"
-        "def _hwm():\n"
-        "    for line in open('/proc/self/status'):\n"
-        "        if line.startswith('VmHWM:'):\n"
-        f"            open({str(hwm_file)!r}, 'w').write(line.split()[1])\n"
-        "atexit.register(_hwm)\n"
-        "from liverseg.infer.cli import main\n"
-        "sys.argv[0] = 'liverseg-infer'\n"
-        "main()\n"
-    )
-    hwm_file.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.decode(errors="replace")
+    code, wall, peak, err = run_cli("liverseg.infer.cli", "liverseg-infer", args, hwm_file)
     summary_path = out / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {"_stderr": err[-2000:]}
-    peak_mb = int(hwm_file.read_text()) / 1024.0 if hwm_file.exists() else float("nan")
-    return wall, peak_mb, summary, proc.returncode
+    return wall, peak, summary, code
 
 
 @command()

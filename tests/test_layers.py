@@ -105,6 +105,7 @@ LAYERS: dict[str, str] = {
     "liverseg.benchmarks.e2e": "benchmarks",
     "liverseg.benchmarks.flops": "benchmarks",
     "liverseg.benchmarks.gpu": "benchmarks",
+    "liverseg.benchmarks.hostile": "benchmarks",
     "liverseg.benchmarks.machine": "benchmarks",
     "liverseg.benchmarks.memprobe": "benchmarks",
     "liverseg.benchmarks.peak": "benchmarks",

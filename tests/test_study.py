@@ -274,3 +274,21 @@ def test_predict_takes_an_image_with_a_checkpoint_or_onnx_and_agrees(seed_format
     assert 0 < int((outs[0] == 255).sum()) < outs[0].size  # threshold 0.2 cuts through these weights' outputs
     np.testing.assert_array_equal(outs[0], outs[1])
     assert int((outs[0] != outs[2]).sum()) <= 0.001 * outs[0].size  # ONNX within float tolerance at the threshold
+
+
+@pytest.mark.parametrize(
+    "text, word",
+    [
+        ('{"model": "baseline", "batch_size": 1, "batch_size": 100000}', "'batch_size': duplicate key"),
+        ('{"model": "baseline", "threshold": NaN}', "NaN is not a finite number"),
+    ],
+)
+def test_study_configs_refuse_duplicate_keys_and_non_finite_numbers(tmp_path, text, word):
+    from liverseg.core.errors import ConfigError
+    from liverseg.trainer.study import StudyPredConfig, StudyTestConfig
+
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    for cls in (StudyTestConfig, StudyPredConfig):
+        with pytest.raises(ConfigError, match=word):
+            cls.from_json(path)

@@ -36,7 +36,18 @@ from liverseg.core.data import discover, read_image
 from liverseg.core.errors import ConfigError
 from liverseg.core.io import write_text_atomic
 from liverseg.models.study import STUDY_MODELS, load_model_file
-from liverseg.trainer.config import _Bad, _bool, _device, _exact, _int, _str, _threshold, resolve_config_path
+from liverseg.trainer.config import (
+    _Bad,
+    _bool,
+    _device,
+    _exact,
+    _int,
+    _Pairs,
+    _str,
+    _strict_json,
+    _threshold,
+    resolve_config_path,
+)
 from liverseg.trainer.evaluate import STUDY_WHY, checkpoint_info, evaluate, evaluate_study
 from liverseg.trainer.predict import predict_probability, write_mask
 
@@ -65,14 +76,16 @@ _COMMON: dict[str, Callable[[Any], Any]] = {
 
 def _load(cls: type, path: Path, checks: dict[str, Callable[[Any], Any]], paths: tuple[str, ...]) -> Any:
     """Read ``path`` (JSON object), check every key by name, resolve ``paths``, build ``cls``."""
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+    try:  # duplicate keys and Infinity/NaN are refused by key, as for training configs
+        d = _strict_json(json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_Pairs))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read the config ({e})") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except _Bad as e:
+        raise ConfigError(f"{path}: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: the config must be a JSON object, got {type(d).__name__}")
     known = [f.name for f in fields(cls)]
