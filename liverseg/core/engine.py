@@ -22,8 +22,16 @@ are kept out of normal output: the default logger is set to errors only and stde
 captured at the file-descriptor level while the session is built; the captured text
 becomes the reason in the error message instead.
 
-:data:`ENGINES` maps an engine name to its class; ONNX Runtime is the first. Another
-engine (OpenVINO, say) subclasses :class:`Engine` and registers itself there.
+:data:`ENGINES` maps an engine name to its class: ONNX Runtime (CPU, CUDA) and OpenVINO
+(CPU; the optional extra ``liverseg[openvino]``, imported only when used).
+
+Precision (:attr:`EngineOptions.precision`, one of :data:`PRECISIONS`) is what the engine
+is asked to compute in. For ONNX Runtime it is a property of the file (``model.onnx``
+fp32, ``model.int8.onnx`` static QDQ, ``model.fp16.onnx``); the engine only refuses
+``bf16``, which its CPU provider cannot do. For OpenVINO ``fp32`` and ``bf16`` are
+``INFERENCE_PRECISION_HINT`` on the same file, ``int8`` is the QDQ file under OpenVINO's
+own choice for the remaining layers; the precision it actually chose is in
+:attr:`Engine.notes` (``bf16`` on a CPU without bf16 arithmetic runs in fp32).
 """
 
 from __future__ import annotations
@@ -48,6 +56,9 @@ DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
+OPENVINO_MISSING = "OpenVINO is not installed; install the extra: pip install 'liverseg[openvino]'"
+CACHE_ENV = "LIVERSEG_CACHE_DIR"  # overrides $XDG_CACHE_HOME/liverseg
 
 
 def usable_cores() -> int:
@@ -68,10 +79,14 @@ class EngineOptions:
     optimization: str = "all"  # graph optimisation level
     cuda_options: Mapping[str, str] = field(default_factory=dict)  # extra CUDA provider options
     profile_prefix: str | None = None  # write an onnxruntime profile with this file prefix
+    precision: str = "fp32"  # what the engine computes in (module docstring); not a file choice
+    cache: bool = True  # OpenVINO: keep compiled models under cache_root() (a run does not recompile)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.optimization not in OPTIMIZATION_LEVELS:
             raise UsageError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {self.optimization!r}")
         if self.threads is not None and int(self.threads) < 1:
@@ -225,6 +240,11 @@ class OrtEngine(Engine):
 
     def __init__(self, path: Path, options: EngineOptions) -> None:
         super().__init__(path, options)
+        if options.precision == "bf16":
+            raise UsageError(
+                "onnxruntime's CPU provider has no bf16 precision; use --engine openvino (pip install "
+                "'liverseg[openvino]') or --precision fp32/int8"
+            )
         ort = _ort()
         providers = self._providers(ort)
         requested = [p if isinstance(p, str) else p[0] for p in providers]
@@ -294,7 +314,227 @@ class OrtEngine(Engine):
         return list(self.session.run(outputs, dict(feeds)))
 
 
-ENGINES: dict[str, type[Engine]] = {"onnxruntime": OrtEngine}
+# ------------------------------------------------------------------ OpenVINO
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else :func:`platform.processor`."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cpu_class(flags: frozenset[str] | None = None) -> str:
+    """What the CPU offers a convolution: ``amx``, ``avx512_vnni``, ``avx512``, ``avx_vnni``, ``avx2`` or ``basic``."""
+    flags = cpu_flags() if flags is None else flags
+    if {"amx_bf16", "amx_tile"} <= flags:
+        return "amx"
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    if "avx_vnni" in flags:
+        return "avx_vnni"
+    return "avx2" if "avx2" in flags else "basic"
+
+
+def cache_root() -> Path:
+    """``$LIVERSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/liverseg``, else ``~/.cache/liverseg``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "liverseg"
+
+
+def _openvino() -> ModuleType:
+    try:
+        import openvino
+    except ImportError as e:
+        raise UsageError(f"{OPENVINO_MISSING} ({first_line(e)})") from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    """True when the OpenVINO extra is installed (nothing is imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+# liverseg precision -> OpenVINO INFERENCE_PRECISION_HINT (None: OpenVINO's own choice, for the QDQ file)
+_OV_HINTS: dict[str, str | None] = {"fp32": "f32", "bf16": "bf16", "int8": None}
+
+
+class OpenVinoEngine(Engine):
+    """A model file compiled by OpenVINO for the CPU; compiled models are cached.
+
+    The cache folder is ``cache_root()/openvino/<key>``, the key a hash of the file's
+    SHA-256, OpenVINO's version, the precision and the CPU (name and flags), so a
+    changed file, engine, precision or machine compiles afresh and an unchanged one
+    loads the compiled blob (OpenVINO's ``CACHE_DIR``). The file's metadata is kept
+    beside it (``metadata.json``), so a cached run does not parse the ONNX file.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: Path, options: EngineOptions) -> None:
+        super().__init__(path, options)
+        if options.device == "cuda":
+            raise DeviceError("--device cuda: the OpenVINO engine runs on the CPU here; use --engine onnxruntime")
+        if options.precision not in _OV_HINTS:
+            raise UsageError(
+                f"the OpenVINO engine runs fp32, bf16 or int8 on the CPU, not {options.precision} "
+                "(fp16 is for CUDA: --engine onnxruntime --device cuda)"
+            )
+        ov = _openvino()
+        self.version = str(ov.get_version())
+        core = ov.Core()
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_NUM_THREADS": options.n_threads,
+        }
+        hint = _OV_HINTS[options.precision]
+        if hint is not None:
+            config["INFERENCE_PRECISION_HINT"] = hint
+        self.cache_dir: Path | None = None
+        meta: dict[str, str] | None = None
+        if options.cache:
+            self.cache_dir = cache_root() / "openvino" / self.cache_key(path, options.precision)
+            meta = self._cached_metadata()
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(self.cache_dir)
+            except OSError as e:  # a read-only home: compile every time, and say so
+                self.notes.append(f"openvino: no compiled-model cache ({first_line(e)})")
+                self.cache_dir = None
+        try:
+            if meta is None:
+                model = core.read_model(str(path))
+                meta = self._read_metadata(model)
+                compiled = core.compile_model(model if self.cache_dir is None else str(path), "CPU", config)
+                self._save_metadata(meta)
+                cached = False
+            else:
+                compiled = core.compile_model(str(path), "CPU", config)
+                cached = True
+        except Exception as e:
+            raise ContractError(f"{path}: OpenVINO cannot load it ({first_line(e)})") from None
+        self.compiled: Any = compiled
+        self.request: Any = compiled.create_infer_request()
+        self._meta = meta
+        self._out_names: list[str] | None = None
+        self.actual_precision = _ov_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        asked = options.precision if hint is not None else "int8 (QDQ file)"
+        self.notes.append(
+            f"device {options.device}: CPU (OpenVINO {self.version}, precision {asked} -> {self.actual_precision}"
+            f"{', compiled model from the cache' if cached else ''})"
+        )
+
+    @staticmethod
+    def cache_key(path: Path, precision: str) -> str:
+        """The compiled-model cache key: file hash, OpenVINO version, precision and CPU."""
+        import hashlib
+
+        from liverseg.core.contract import file_sha256
+
+        ov = _openvino()
+        parts = [file_sha256(path), str(ov.get_version()), precision, cpu_name(), " ".join(sorted(cpu_flags()))]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+    def _cached_metadata(self) -> dict[str, str] | None:
+        import json
+
+        assert self.cache_dir is not None
+        try:
+            meta = json.loads((self.cache_dir / "metadata.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else None
+
+    def _save_metadata(self, meta: dict[str, str]) -> None:
+        if self.cache_dir is None:
+            return
+        import json
+
+        from liverseg.core.io import write_text_atomic
+
+        try:
+            write_text_atomic(self.cache_dir / "metadata.json", json.dumps(meta))
+        except OSError:
+            pass
+
+    @staticmethod
+    def _read_metadata(model: Any) -> dict[str, str]:
+        """The ONNX file's metadata_props, which OpenVINO keeps under rt_info["framework"]."""
+        if not model.has_rt_info(["framework"]):
+            return {}
+        keys = model.get_rt_info(["framework"]).astype(dict)
+        return {str(k): str(model.get_rt_info(["framework", k]).astype(str)) for k in keys}
+
+    @property
+    def device(self) -> str:
+        return "cpu"
+
+    @property
+    def provider(self) -> str:
+        return f"OpenVINO CPU {self.actual_precision}"
+
+    @staticmethod
+    def _spec(port: Any) -> TensorSpec:
+        shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+        # A tensor has several names (ONNX's own output name and the exporter's "/Greater_output_0"
+        # style ones); get_any_name() picks any. The graph's name is the one without a path.
+        names = sorted(port.get_names(), key=lambda n: (n.startswith("/"), n))
+        return TensorSpec(names[0], np.dtype(port.get_element_type().to_dtype()).name, shape)
+
+    def inputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self.compiled.inputs]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [self._spec(p) for p in self.compiled.outputs]
+
+    def metadata(self) -> dict[str, str]:
+        return dict(self._meta)
+
+    def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
+        res = self.request.infer({k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        if outputs is None:
+            if self._out_names is None:
+                self._out_names = [o.name for o in self.outputs()]
+            outputs = self._out_names
+        return [np.asarray(res[n]) for n in outputs]
+
+
+def _ov_precision(value: Any) -> str:
+    """OpenVINO's element type (``<Type: 'float32'>``, ``bf16``) as a liverseg precision name."""
+    text = str(getattr(value, "get_type_name", lambda: value)()).lower()
+    for name, words in (("bf16", ("bf16", "bfloat16")), ("fp16", ("f16", "float16")), ("fp32", ("f32", "float32"))):
+        if any(w in text for w in words):
+            return name
+    return text
+
+
+ENGINES: dict[str, type[Engine]] = {"onnxruntime": OrtEngine, "openvino": OpenVinoEngine}
 
 
 def open_engine(
