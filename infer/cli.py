@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
 from liverseg.core.cli import command, raw_argv
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
@@ -49,6 +50,20 @@ from liverseg.infer.session import DEVICES
     default="auto",
     show_default=True,
     help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINE_CHOICES),
+    default="auto",
+    show_default=True,
+    help="auto: the fastest engine for this machine (CPU features, installed engines, GPU); it says which and why.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISION_CHOICES),
+    default="auto",
+    show_default=True,
+    help="auto: a reduced precision (bf16, int8) only where the export's accuracy gate passed.",
 )
 @click.option(
     "--batch-size",
@@ -165,6 +180,8 @@ def main(
     min_blob: int,
     output_format: str,
     max_pixels: int,
+    engine: str,
+    precision: str,
     progress: bool | None,
     report: bool,
 ) -> None:
@@ -197,6 +214,8 @@ def main(
         min_blob=min_blob,
         output_format=output_format,
         max_pixels=max_pixels,
+        engine=engine,
+        precision=precision,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

@@ -110,6 +110,8 @@ class Options:
     min_blob: int = 0
     output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
+    engine: str = "auto"  # auto | onnxruntime | openvino (liverseg.core.choose)
+    precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16; auto: the fastest that passed its gate
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -307,6 +309,8 @@ class Runner:
             contract_path=o.contract,
             sizes=sizes,
             want_probability=True,
+            engine=o.engine,
+            precision=o.precision,
         )
         for note in sess.notes:
             self.log(note)
@@ -418,7 +422,10 @@ class Runner:
         n_ignored, ignored = ignored_files(src, items, outs) if src.is_dir() else (0, [])
         return {
             "provider": sess.provider,
-            "providers": list(sess.session.get_providers()),
+            "engine": sess.engine_name,
+            "precision": sess.precision,
+            "engine_choice": sess.choice,
+            "providers": sess.providers,
             "providers_requested": sess.providers_requested,
             "device": sess.device,
             "device_requested": o.device,

@@ -411,3 +411,23 @@ def test_chaos_series(chaos_dir, tmp_path):
     out = tmp_path / "chaos-seg.dcm"
     write_seg(vol, mask, out, software_version="0.1.0")
     np.testing.assert_array_equal(read_seg_mask(out, vol), mask)
+
+
+@pytest.mark.parametrize(
+    "dtype, lo, hi, intercept",
+    [
+        (np.uint16, 0, 4095, -1024),
+        (np.uint16, 30000, 65535, -32768),
+        (np.int16, -2000, 3000, 100),
+        (np.int16, -32000, 32000, 0),
+    ],
+)
+def test_the_16_bit_fast_path_equals_int32_arithmetic(rng, dtype, lo, hi, intercept):
+    """Stored + intercept in wrapping 16-bit arithmetic is exact whenever the result fits int16."""
+    from liverseg.core.dicom import _Filler
+
+    raw = rng.integers(lo, hi, size=(16, 16), endpoint=True).astype(dtype)
+    filler = _Filler((1, 16, 16), np.int16, [])
+    filler.put(0, raw, 1.0, float(intercept))
+    np.testing.assert_array_equal(filler.stack[0], raw.astype(np.int64) + intercept)
+    assert filler.stack.dtype == np.int16

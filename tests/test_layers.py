@@ -39,6 +39,7 @@ LAYERS: dict[str, str] = {
     "liverseg.core.batching": "foundation",
     "liverseg.core.charts": "foundation",
     "liverseg.core.cleanup": "foundation",
+    "liverseg.core.choose": "foundation",
     "liverseg.core.cli": "foundation",
     "liverseg.core.contract": "foundation",
     "liverseg.core.data": "foundation",

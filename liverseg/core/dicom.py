@@ -499,6 +499,17 @@ class _Filler:
         self.notes = notes
 
     def put(self, k: int, raw: np.ndarray, slope: float, intercept: float) -> None:
+        if self.stack.dtype == np.int16 and slope == 1 and raw.dtype.kind in "iu" and raw.dtype.itemsize <= 2:
+            # The usual CT slice: HU = stored + intercept. The range is known from the stored one, and
+            # 16-bit arithmetic that wraps gives the exact result whenever that result fits in int16,
+            # so no int32 copy of the slice is needed (9 -> 1 ms per 512x512 slice).
+            lo, hi = int(raw.min()) + int(intercept), int(raw.max()) + int(intercept)
+            if -32768 <= lo and hi <= 32767:
+                out = self.stack[k]
+                out[...] = raw.view(np.int16) if raw.dtype == np.uint16 else raw
+                if intercept:
+                    out += np.int16((int(intercept) + 32768) % 65536 - 32768)
+                return
         if self.stack.dtype == np.int16:
             v = raw.astype(np.int32)
             if slope != 1:
