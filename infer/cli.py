@@ -153,6 +153,21 @@ from liverseg.infer.session import DEVICES
     help="Images declaring more pixels than this are refused from their header, before decoding. Slices above "
     f"{MODEL_MAX_PIXELS:,} pixels are run downscaled and their masks resized back.",
 )
+@click.option(
+    "--num-parts",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Split the inputs into N parts by sorted output key; run one with --part-id. All parts may write "
+    "into one --out at once; liverseg-merge OUT then writes the whole run's tables and report.",
+)
+@click.option(
+    "--part-id",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="K",
+    help="Which part (0..N-1) of --num-parts N this process runs.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
@@ -182,6 +197,8 @@ def main(
     max_pixels: int,
     engine: str,
     precision: str,
+    num_parts: int,
+    part_id: int | None,
     progress: bool | None,
     report: bool,
 ) -> None:
@@ -216,6 +233,8 @@ def main(
         max_pixels=max_pixels,
         engine=engine,
         precision=precision,
+        num_parts=num_parts,
+        part_id=part_id,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

@@ -147,16 +147,23 @@ class RunLock:
     process id, host, start time and command (read from the lock file). The kernel
     releases the lock when its process ends, however it ends, so a lock left by a killed
     run never blocks ``--resume``: the file stays, the lock does not.
+
+    ``shared=True`` takes a shared lock instead: the parts of a split run
+    (:mod:`liverseg.infer.shard`) hold the folder together, each with its own part
+    folder locked exclusively, so a whole run (or ``liverseg-merge``) is refused while
+    any part runs, and a part while a whole run does. A shared holder writes nothing
+    into the file (there may be many); ``busy`` words the refusal.
     """
 
-    def __init__(self, out: Path, command: str) -> None:
+    def __init__(self, out: Path, command: str, *, shared: bool = False, busy: str = "") -> None:
         import fcntl
         import socket
 
         self.path = out / LOCK_NAME
+        self.shared = shared
         self._f = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(self._f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._f.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             self._f.seek(0)
             holder = self._f.read().strip()
@@ -168,10 +175,13 @@ class RunLock:
                     f"{info.get('command')}"
                 )
             except ValueError:
-                who = "another process"
+                who = "parts of a split run, or another process"
             raise UsageError(
-                f"{out} is in use by another liverseg-infer run ({who}); wait for it to end or choose another --out"
+                busy
+                or f"{out} is in use by another liverseg-infer run ({who}); wait for it to end or choose another --out"
             ) from None
+        if shared:
+            return
         self._f.seek(0)
         self._f.truncate()
         self._f.write(
@@ -189,6 +199,8 @@ class RunLock:
 
     def release(self) -> None:
         if not self._f.closed:
+            if not self.shared:  # a later refusal must not name a holder that is gone
+                self._f.truncate(0)
             self._f.close()  # closing the descriptor releases the flock
 
 
@@ -206,6 +218,7 @@ class RunIdentity:
     model: str
     model_sha256: str
     created: str
+    part: dict[str, Any] | None = None  # a split run's part (liverseg.infer.shard): its place and indices
 
     def to_json(self) -> str:
         return json.dumps({"format": RUN_FORMAT, **asdict(self)}, indent=2)
@@ -312,22 +325,39 @@ def completed_rows(journal: Path, items: Iterable[Item], out: Path, want: set[st
 
 
 class ResumeState:
-    """One run folder's resume state: its run.json, its journal, and the inputs already done."""
+    """One run folder's resume state: its run.json, its journal, and the inputs already done.
 
-    def __init__(self, out: Path, done: dict[int, Row]) -> None:
+    ``out`` holds the outputs (masks, ...); ``state_dir`` the run's own files (run.json,
+    the journal, per_image.csv, summary.json): ``out`` itself for a whole run, the
+    part's folder for a part of a split run (:mod:`liverseg.infer.shard`).
+    """
+
+    def __init__(self, out: Path, done: dict[int, Row], state_dir: Path | None = None) -> None:
         self.out = out
         self.done = done
+        self.state_dir = state_dir or out
 
     @classmethod
     def open(
-        cls, out: Path, identity: RunIdentity, items: list[Item], want: set[str], *, resume: bool, log: Log
+        cls,
+        out: Path,
+        identity: RunIdentity,
+        items: list[Item],
+        want: set[str],
+        *,
+        resume: bool,
+        log: Log,
+        state_dir: Path | None = None,
     ) -> ResumeState:
         """Check (``--resume``) or write run.json, remove a killed run's partial files, read what is done.
 
         Raises :class:`UsageError` for a folder that holds another run, or an earlier
-        run without ``--resume``.
+        run without ``--resume``. A part (``state_dir`` given) removes partial files in
+        its own folder only: the shared output folders may hold other parts' files in
+        flight (``liverseg-merge``, which runs alone, clears them).
         """
-        state_path = out / RUN_STATE
+        state_dir = state_dir or out
+        state_path = state_dir / RUN_STATE
         if state_path.exists():
             if not resume:
                 raise UsageError(f"{out} holds an earlier run; pass --resume to finish it, or choose another --out")
@@ -340,14 +370,15 @@ class ResumeState:
             if resume:
                 log(f"resume: nothing to resume in {out}; starting fresh")
             write_text_atomic(state_path, identity.to_json())
-        removed = remove_stale_temporaries([out, out / MASK_DIR, out / PROB_DIR, out / OVERLAY_DIR])
+        shared = [] if state_dir != out else [out, out / MASK_DIR, out / PROB_DIR, out / OVERLAY_DIR]
+        removed = remove_stale_temporaries([state_dir, *shared])
         if removed:
             log(f"removed {removed} partial file(s) left by an interrupted run")
-        done = completed_rows(out / JOURNAL, items, out, want) if resume else {}
+        done = completed_rows(state_dir / JOURNAL, items, out, want) if resume else {}
         if done:
-            log(f"resume: {len(done)} of {len(items)} inputs already complete in {out}")
-        return cls(out, done)
+            log(f"resume: {len(done)} of {len(items)} inputs already complete in {state_dir}")
+        return cls(out, done, state_dir)
 
     def journal(self) -> Journal:
         """The journal, opened for appending this run's rows."""
-        return Journal(self.out / JOURNAL)
+        return Journal(self.state_dir / JOURNAL)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,24 +186,26 @@ class OrderedCsv:
     """per_image.csv in input order, through a reorder buffer (bounded by the inputs in flight).
 
     Rows are written under a temporary name; :meth:`finish` fsyncs it and renames it to
-    per_image.csv, so that name only ever holds a complete table.
+    per_image.csv, so that name only ever holds a complete table. ``indices`` are the
+    rows' indices in order (a split run's part has some of the inputs); default 0..n-1.
     """
 
-    def __init__(self, path: Path, n: int) -> None:
+    def __init__(self, path: Path, n: int, indices: Sequence[int] | None = None) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.stem}{TMP_MARK}{os.getpid()}{path.suffix}")
         self.f = open(self.tmp, "w", encoding="utf-8", newline="")
         self.f.write(",".join(PER_IMAGE_COLUMNS) + "\n")
         self.n = n
-        self.next = 0
+        self.order: Sequence[int] = range(n) if indices is None else list(indices)
+        self.next = 0  # position in ``order`` of the next row to write
         self.pending: dict[int, Row] = {}
 
     def add(self, row: Row) -> list[Row]:
         """Take one row (any index); write every row whose turn has come. Returns those, in input order."""
         self.pending[int(row["index"])] = row
         written = []
-        while self.next in self.pending:
-            ready = self.pending.pop(self.next)
+        while self.next < self.n and self.order[self.next] in self.pending:
+            ready = self.pending.pop(self.order[self.next])
             self.f.write(csv_line(ready))
             written.append(ready)
             self.next += 1
@@ -216,7 +218,7 @@ class OrderedCsv:
         """Fill the indices no row came for with ``missing(index)``, then put per_image.csv in place."""
         written: list[Row] = []
         while self.next < self.n:  # the next index is never pending here: add() would have written it
-            written += self.add(missing(self.next))
+            written += self.add(missing(self.order[self.next]))
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()

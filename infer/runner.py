@@ -64,6 +64,14 @@ from liverseg.infer.resume import (
 from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
 from liverseg.infer.schedule import Plan, Scheduler
 from liverseg.infer.session import ModelSession, find_model, open_session
+from liverseg.infer.shard import (
+    check_part,
+    claim_split,
+    contract_sha256,
+    part_dir,
+    refuse_split_folder,
+    select_part,
+)
 from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table
 
 __all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "run_inference"]
@@ -112,6 +120,8 @@ class Options:
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
     engine: str = "auto"  # auto | onnxruntime | openvino (liverseg.core.choose)
     precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16; auto: the fastest that passed its gate
+    num_parts: int = 1  # --num-parts/--part-id: run one part of a split run (liverseg.infer.shard)
+    part_id: int | None = None
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -129,9 +139,9 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def _resume_hint(out: Path) -> str:
+def _resume_hint(out: Path, state_dir: Path | None = None) -> str:
     return (
-        f"interrupted; completed inputs are kept in {out / JOURNAL}. Finish with the same "
+        f"interrupted; completed inputs are kept in {(state_dir or out) / JOURNAL}. Finish with the same "
         f"command plus --resume --out {out}"
     )
 
@@ -165,7 +175,9 @@ class Runner:
         self.runs = opts.runs_dir or default_runs_dir()
         self.prep = Prep()
         self._has_volumes = False
-        self._lock: RunLock | None = None
+        self._locks: list[RunLock] = []
+        self.all_items: list[Item] = []  # the whole run's inputs; a split run's part runs some of them
+        self.part = 0
 
     def run(self) -> RunResult:
         """Run the inference; raises a :class:`~liverseg.core.errors.LiversegError` before any work when it cannot.
@@ -181,29 +193,31 @@ class Runner:
         try:
             return self._run(items, sess, plan, started)
         finally:
-            if self._lock is not None:
-                self._lock.release()
+            for lock in reversed(self._locks):
+                lock.release()
 
     def _run(self, items: list[Item], sess: ModelSession, plan: Plan, started: str) -> RunResult:
         state = self._open_run_folder(items, sess, started)
         report = RunReport(len(items), n_resumed=len(state.done))
-        csv = OrderedCsv(state.out / PER_IMAGE, len(items))
+        by_index = {it.index: it for it in items}
+        csv = OrderedCsv(state.state_dir / PER_IMAGE, len(items), list(by_index))
         for row in csv.add_all(state.done.values()):
             report.add(row)
         scheduler = self._schedule(items, plan, sess, state, csv, report)
         if scheduler.disk_full is not None and not report.interrupted:
-            self._stop_disk_full(scheduler, items, sess, plan, started, state.out, csv, report)
+            self._stop_disk_full(scheduler, items, sess, plan, started, state.state_dir, csv, report)
         if report.interrupted:
             csv.abandon()
-            return RunResult(state.out, None, report.return_code, _resume_hint(state.out))
+            return RunResult(state.out, None, report.return_code, _resume_hint(state.out, state.state_dir))
         report.timed(scheduler.wall_seconds, scheduler.model_seconds, scheduler.n_model)
-        for row in csv.finish(lambda i: skipped_row(items[i])):
+        for row in csv.finish(lambda i: skipped_row(by_index[i])):
             report.add(row)
         summary = report.summary(self._about(items, sess, plan, started))
         if report.volume_rows:
-            write_text_atomic(state.out / PER_VOLUME, per_volume_table(report.volume_rows))
-        write_text_atomic(state.out / SUMMARY, json.dumps(summary, indent=2, default=str))
-        self._write_report_html(state.out)
+            write_text_atomic(state.state_dir / PER_VOLUME, per_volume_table(report.volume_rows))
+        write_text_atomic(state.state_dir / SUMMARY, json.dumps(summary, indent=2, default=str))
+        if self.o.num_parts == 1:  # a part's rows are a share: liverseg-merge writes the report
+            self._write_report_html(state.out)
         return RunResult(state.out, summary, report.return_code)
 
     def _stop_disk_full(
@@ -221,7 +235,9 @@ class Runner:
         err = scheduler.disk_full
         report.timed(scheduler.wall_seconds, scheduler.model_seconds, scheduler.n_model)
         try:
-            for row in csv.finish(lambda i: skipped_row(items[i], "the disk filled up first (finish with --resume)")):
+            by_index = {it.index: it for it in items}
+            why = "the disk filled up first (finish with --resume)"
+            for row in csv.finish(lambda i: skipped_row(by_index[i], why)):
                 report.add(row)
             summary = report.summary(self._about(items, sess, plan, started))
             summary["stopped"] = f"disk full: {err}"
@@ -285,6 +301,13 @@ class Runner:
         if not items:
             raise UsageError(f"{o.source}: no inputs")
         self._has_volumes = any(it.is_volume for it in items)
+        self.all_items = items
+        self.part = check_part(o.num_parts, o.part_id)
+        if o.num_parts > 1:
+            if o.out is None:
+                raise UsageError("--num-parts needs --out: every part of a split run writes into the same folder")
+            items = select_part(items, o.num_parts, self.part)
+            self.log(f"part {self.part} of {o.num_parts}: {len(items)} of {len(self.all_items)} inputs")
         return items
 
     def _open_model(self, items: list[Item]) -> ModelSession:
@@ -366,10 +389,49 @@ class Runner:
         if o.out is not None:
             refuse_data_folder(Path(o.out), Path(o.source), items)
         out = choose_run_dir(o.out, o.resume, self.runs, self.log)
-        self._lock = RunLock(out, shlex.join(o.command))  # before anything in the folder is touched
+        command = shlex.join(o.command)
+        state_dir = None
+        if o.num_parts > 1:  # the folder shared with the other parts, the part's own folder alone
+            self._locks.append(RunLock(out, command, shared=True))
+            state_dir = part_dir(out, self.part, o.num_parts)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            self._locks.append(RunLock(state_dir, command))
+            claim_split(out, self._split_record(sess))
+        else:
+            self._locks.append(RunLock(out, command))  # before anything in the folder is touched
+            refuse_split_folder(out)
         self._make_output_folders(out)
         identity = self._identity(items, sess, started)
-        return ResumeState.open(out, identity, items, self._wanted(), resume=o.resume, log=self.log)
+        return ResumeState.open(
+            out, identity, items, self._wanted(), resume=o.resume, log=self.log, state_dir=state_dir
+        )
+
+    def _split_record(self, sess: ModelSession) -> dict[str, Any]:
+        """What every part of a split run must share (``split.json``, :mod:`liverseg.infer.shard`)."""
+        o = self.o
+        return {
+            "num_parts": o.num_parts,
+            "inputs_sha256": inputs_digest(self.all_items),
+            "n_inputs": len(self.all_items),
+            "source": str(o.source),
+            "model": str(sess.path),
+            "model_sha256": sess.sha256,
+            "contract_sha256": contract_sha256(sess.contract),
+            "settings": {
+                "window_hu": list(self.prep.window),
+                "spacing_mm": o.spacing,
+                "intensity": o.intensity,
+                "allow_gaps": o.allow_gaps,
+                "series": o.series,
+                "largest_component": o.largest_component,
+                "min_blob": o.min_blob,
+                "output_format": o.output_format,
+                "max_pixels": o.max_pixels,
+                "overlays": o.overlays,
+                "save_probabilities": o.save_probabilities,
+                "report": o.report,
+            },
+        }
 
     def _wanted(self) -> set[str]:
         """The kinds of file every input must have for ``--resume`` to count it as done."""
@@ -396,6 +458,7 @@ class Runner:
             model=str(sess.path),
             model_sha256=sess.sha256,
             created=started,
+            part=None if o.num_parts == 1 else {"id": self.part, "num_parts": o.num_parts},
         )
 
     def _progress_bar(self, total: int, initial: int) -> Any:
@@ -419,7 +482,8 @@ class Runner:
         o = self.o
         src = Path(o.source)
         outs = [p for p in (o.out, self.runs) if p is not None]
-        n_ignored, ignored = ignored_files(src, items, outs) if src.is_dir() else (0, [])
+        n_ignored, ignored = ignored_files(src, self.all_items, outs) if src.is_dir() else (0, [])
+        part = {"part": {"id": self.part, "num_parts": o.num_parts, "n_inputs": len(items)}} if o.num_parts > 1 else {}
         return {
             "provider": sess.provider,
             "engine": sess.engine_name,
@@ -461,7 +525,7 @@ class Runner:
             "inputs": {
                 "source": str(o.source),
                 "labels": str(o.labels) if o.labels else None,
-                "n_with_labels": sum(1 for it in items if it.label is not None),
+                "n_with_labels": sum(1 for it in self.all_items if it.label is not None),
                 "ignored_files": n_ignored,
                 "ignored_examples": ignored[:20],
                 "limit": o.limit,
@@ -477,6 +541,7 @@ class Runner:
             "command": shlex.join(o.command),
             "started": started,
             "finished": _now(),
+            **part,
         }
 
     def _write_report_html(self, out: Path) -> None:

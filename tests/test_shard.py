@@ -1,0 +1,150 @@
+"""Split inference runs: ``liverseg-infer --num-parts N --part-id K`` into one folder, then ``liverseg-merge``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_infer import _checkpoint, _export, _png, _slice, _study_layout  # tests/ is on sys.path under pytest
+
+from liverseg.infer.io import Item
+from liverseg.infer.merge import main as merge_main
+from liverseg.infer.resume import read_journal
+from liverseg.infer.runner import DELAY_ENV
+from liverseg.infer.shard import part_dir, select_part
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return _export(_checkpoint(), tmp_path_factory.mktemp("model") / "model.onnx")
+
+
+def _infer(args: list[str], delay: float = 0.0) -> subprocess.Popen:
+    env = {**os.environ, DELAY_ENV: str(delay)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "liverseg.infer.cli", *args, "--device", "cpu", "--no-progress", "--threads", "1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _done(proc: subprocess.Popen) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out + err
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: v for k, v in row.items() if k != "latency_ms"} for row in csv.DictReader(f)]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_parts_are_blocks_of_sorted_keys_whatever_the_listing_order():
+    keys = [f"k{i:02d}" for i in range(10)]
+    random.Random(0).shuffle(keys)
+    items = [Item(i, f"/x/{k}.png", None, k, "png") for i, k in enumerate(keys)]
+    parts = [select_part(items, 3, k) for k in range(3)]
+    assert [len(p) for p in parts] == [3, 3, 4]
+    assert [[it.key for it in sorted(p, key=lambda it: it.key)] for p in parts] == [
+        ["k00", "k01", "k02"],
+        ["k03", "k04", "k05"],
+        ["k06", "k07", "k08", "k09"],
+    ]
+    assert all([it.index for it in p] == sorted(it.index for it in p) for p in parts), "input order within a part"
+    shuffled = list(reversed(items))  # another listing order: the same shares
+    assert [{it.key for it in select_part(shuffled, 3, k)} for k in range(3)] == [{it.key for it in p} for p in parts]
+
+
+def test_three_parts_at_once_then_merge_equal_one_run(tmp_path, tiny_model):
+    root = _study_layout(tmp_path / "study", n=11, sizes=[(48, 48)] * 6 + [(40, 56)] * 5)
+    src = root / "data/test_x.csv"
+    base = [str(src), "--model", str(tiny_model), "--batch-size", "2", "--data-root", str(root)]
+    one, split = tmp_path / "one", tmp_path / "split"
+    code, log = _done(_infer([*base, "--out", str(one)]))
+    assert code == 0, log
+    procs = [_infer([*base, "--out", str(split), "--num-parts", "3", "--part-id", str(k)], 1.0) for k in range(3)]
+    deadline = time.time() + 60
+    while time.time() < deadline and not (part_dir(split, 1, 3) / "run.json").exists():
+        time.sleep(0.05)
+    rival = _infer([*base, "--out", str(split), "--num-parts", "3", "--part-id", "1"])  # part 1 again
+    whole = _infer([*base, "--out", str(split)])  # a whole run into the split folder
+    for p in (rival, whole):
+        code, log = _done(p)
+        assert code == 2 and "in use" in log, log
+    results = [_done(p) for p in procs]
+    assert [c for c, _ in results] == [0, 0, 0], results
+    assert not (split / "per_image.csv").exists() and not (split / "report.html").exists()
+    for k in range(3):
+        assert (part_dir(split, k, 3) / "summary.json").exists()
+
+    r = CliRunner().invoke(merge_main, [str(split)])
+    assert r.exit_code == 0, r.output
+    assert _files(split / "masks") == _files(one / "masks"), "byte-identical masks"
+    assert _table(split / "per_image.csv") == _table(one / "per_image.csv")
+    import json
+
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (split, one))
+    assert a["metrics"] == b["metrics"] and a["n_ok"] == b["n_ok"] == 11
+    assert a["inputs"] == b["inputs"] and a["model"] == b["model"]
+    assert [p["n_inputs"] for p in a["parts"]] == [3, 4, 4]
+    assert (split / "report.html").stat().st_size > 1000
+
+    other = _export(_checkpoint(seed=1), tmp_path / "other.onnx")  # another model into the same split
+    code, log = _done(
+        _infer([str(src), "--model", str(other), "--out", str(split), "--num-parts", "3", "--part-id", "2"])
+    )
+    assert code == 2 and "another split run" in log, log
+    code, log = _done(_infer([*base, "--out", str(split), "--num-parts", "2", "--part-id", "0"]))
+    assert code == 2 and "num_parts" in log, log
+
+
+def test_merge_refuses_missing_or_running_parts_and_a_part_resumes(tmp_path, tiny_model):
+    src = tmp_path / "in"
+    rng = np.random.default_rng(5)
+    for i in range(24):
+        _png(src / f"{i:03d}.png", _slice(rng, 40, 40)[0])
+    out = tmp_path / "out"
+    base = [str(src), "--model", str(tiny_model), "--out", str(out), "--num-parts", "2", "--no-report"]
+    code, log = _done(_infer([*base, "--part-id", "0"]))
+    assert code == 0, log
+    r = CliRunner().invoke(merge_main, [str(out)])
+    assert r.exit_code == 2 and "part 1 of 2 has not run" in r.output, r.output
+
+    slow = _infer([*base, "--part-id", "1"], delay=0.2)
+    journal = part_dir(out, 1, 2) / "journal.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(read_journal(journal))) < 3:
+        time.sleep(0.05)
+    r = CliRunner().invoke(merge_main, [str(out)])
+    assert r.exit_code == 2 and "still running" in r.output, r.output
+    slow.send_signal(signal.SIGKILL)
+    slow.wait(timeout=30)
+    n_before = len(list(read_journal(journal)))
+    assert 3 <= n_before < 12
+    r = CliRunner().invoke(merge_main, [str(out)])
+    assert r.exit_code == 2 and "has not finished" in r.output, r.output
+
+    code, log = _done(_infer([*base, "--part-id", "1", "--resume"]))
+    assert code == 0 and f"{n_before} of 12 inputs already complete" in log, log
+    r = CliRunner().invoke(merge_main, [str(out), "--no-report"])
+    assert r.exit_code == 0, r.output
+    rows = _table(out / "per_image.csv")
+    assert [int(r["index"]) for r in rows] == list(range(24)) and {r["status"] for r in rows} == {"ok"}
+    assert len(list((out / "masks").iterdir())) == 24
