@@ -340,7 +340,10 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         )
     model = _section(summary, "model")
     inputs = _section(summary, "inputs")
+    choice = _section(summary, "engine_choice")
+    engine = f"{choice['engine']} {choice.get('precision')}: {choice.get('reason')}" if choice.get("engine") else None
     kv: list[tuple[str, Any]] = [
+        ("engine", engine),
         ("execution provider", provider),
         ("providers requested", ", ".join(map(str, requested)) if isinstance(requested, list) else requested),
         ("device", summary.get("device")),

@@ -1,8 +1,11 @@
-"""The model session of the runner: model lookup, contract checks, CUDA I/O binding.
+"""The model session of the runner: model lookup, engine choice, contract checks, CUDA I/O binding.
 
 The session itself comes from :func:`liverseg.core.engine.open_engine`, which holds
 the thread and spinning settings and the device rule (``cuda`` must load or it is a
-:class:`~liverseg.core.errors.DeviceError`; ``auto`` says what it chose).
+:class:`~liverseg.core.errors.DeviceError`; ``auto`` says what it chose). The engine
+(ONNX Runtime or OpenVINO) and the precision come from :func:`liverseg.core.choose.choose`
+(``auto``: the fastest gated combination for this machine); both engines run behind
+the one :class:`ModelSession` interface, and the choice is in :attr:`ModelSession.choice`.
 
 CUDA settings: inputs are bound from host memory (uint8, the smallest form of the
 data; the pipeline converts on the GPU) with I/O binding; the mask output is bound to
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from liverseg.core.choose import choose, describe, onnx_metadata
 from liverseg.core.contract import (
     INPUT_NAME,
     MASK_NAME,
@@ -32,7 +36,7 @@ from liverseg.core.contract import (
     file_sha256,
     validate_contract,
 )
-from liverseg.core.engine import CUDA_PROVIDER, DEVICES, EngineOptions, OrtEngine, open_engine
+from liverseg.core.engine import CUDA_PROVIDER, DEVICES, EngineOptions, open_engine
 from liverseg.core.errors import ContractError, DeviceError
 
 __all__ = ["DEVICES", "DeviceError", "ModelSession", "find_model", "open_session", "read_contract", "cudnn_search_for"]
@@ -77,7 +81,7 @@ def cudnn_search_for(sizes: list[tuple[int, int]]) -> str:
 
 @dataclass
 class ModelSession:
-    """An onnxruntime session plus what the runner needs to know about it."""
+    """A loaded model (ONNX Runtime session or OpenVINO engine) plus what the runner needs to know about it."""
 
     path: Path
     session: Any
@@ -95,16 +99,28 @@ class ModelSession:
     own_threshold: bool = False
     _checked: bool = False  # the first batch's outputs were checked against the contract
     _quiet: Any = None  # onnxruntime.RunOptions that keep the run's own errors off stderr
+    engine: Any = None  # the liverseg.core.engine.Engine; None: ``session`` is a bare onnxruntime session
+    engine_name: str = "onnxruntime"
+    precision: str = "fp32"
+    choice: dict[str, Any] = field(default_factory=dict)  # liverseg.core.choose.Choice.to_dict()
 
     @property
     def provider(self) -> str:
-        return self.session.get_providers()[0]
+        return self.providers[0]
+
+    @property
+    def providers(self) -> list[str]:
+        if self.engine_name == "onnxruntime":
+            return list(self.session.get_providers())
+        return [str(self.engine.provider)]
 
     @property
     def threshold(self) -> float:
         return float(self.contract["threshold"])
 
     def _names(self) -> tuple[str, list[str]]:
+        if self.engine is not None:
+            return self.engine.inputs()[0].name, [o.name for o in self.engine.outputs()]
         outs = [o.name for o in self.session.get_outputs()]
         return self.session.get_inputs()[0].name, outs
 
@@ -124,7 +140,11 @@ class ModelSession:
             want = [MASK_NAME] if has_mask else []
             if self.want_probability or not has_mask:
                 want.append(PROB_NAME)
-            res = dict(zip(want, self.session.run(want, {in_name: batch}, self._run_options())))
+            if self.engine_name == "onnxruntime":
+                got = self.session.run(want, {in_name: batch}, self._run_options())
+            else:
+                got = self.engine.run({in_name: batch}, want)
+            res = dict(zip(want, got))
             prob = res.get(PROB_NAME)
             mask = res[MASK_NAME] if has_mask else None
         self._check(batch, mask, prob)
@@ -197,9 +217,20 @@ def open_session(
     sizes: list[tuple[int, int]] | None = None,
     device_id: int = 0,
     want_probability: bool = False,
+    engine: str = "auto",
+    precision: str = "auto",
 ) -> ModelSession:
-    """Open the model under the engine's device rule; check its contract and its inputs and outputs."""
+    """Open the model in the chosen engine under its device rule; check its contract and its inputs and outputs.
+
+    ``engine``/``precision`` (``auto`` or a name) are resolved by :func:`liverseg.core.choose.choose`
+    from ``path`` (the fp32 export; its siblings lie beside it) and this machine.
+    """
     search = cudnn_search_for(sizes or [])
+    try:  # the contract only guides the choice; a file without one fails below with the usual message
+        own = read_contract(onnx_metadata(path), str(path), contract_path)
+    except ContractError:
+        own = {}
+    chosen = choose(path, engine=engine, precision=precision, device=device, contract=own)
     options = EngineOptions(
         device=device,
         device_id=device_id,
@@ -210,23 +241,23 @@ def open_session(
             "cudnn_conv_use_max_workspace": "1",
             "do_copy_in_default_stream": "1",
         },
+        precision=chosen.precision,
     )
-    engine = open_engine(path, options)
-    assert isinstance(engine, OrtEngine)
-    path = Path(path)
-    contract = read_contract(engine.metadata(), str(path), contract_path)
+    loaded = open_engine(chosen.path, options, engine=chosen.engine)
+    path = chosen.path
+    contract = read_contract(loaded.metadata(), str(path), contract_path)
     if contract.get("input_kind", "uint8") != "uint8":
         raise ContractError(
             f"{path}: the model expects {contract.get('input_kind')!r} input (raw intensities); this "
             "runner reads 8-bit/16-bit image files. Export the model without raw=True."
         )
-    inputs = engine.inputs()
+    inputs = loaded.inputs()
     if len(inputs) != 1 or inputs[0].dtype != "uint8":
         raise ContractError(
             f"{path}: expected one uint8 input [N,1,H,W] named {INPUT_NAME!r}, got "
             f"{[(i.name, i.dtype, list(i.shape)) for i in inputs]}"
         )
-    outs = {o.name for o in engine.outputs()}
+    outs = {o.name for o in loaded.outputs()}
     if not outs & {MASK_NAME, PROB_NAME}:
         raise ContractError(f"{path}: has neither a {MASK_NAME!r} nor a {PROB_NAME!r} output (outputs {sorted(outs)})")
     if want_probability and PROB_NAME not in outs:
@@ -236,20 +267,26 @@ def open_session(
             f"{contract_path}: its threshold {contract['threshold']:g} cannot be applied: {path} returns only a "
             f"thresholded {MASK_NAME!r} (no {PROB_NAME!r} output)"
         )
-    on_cuda = engine.provider == CUDA_PROVIDER
+    on_cuda = loaded.provider == CUDA_PROVIDER
     requested = ["CPUExecutionProvider"] if device == "cpu" else [CUDA_PROVIDER, "CPUExecutionProvider"]
+    if chosen.engine != "onnxruntime":
+        requested = [f"OpenVINO CPU {chosen.precision}"]
     return ModelSession(
         path=path,
-        session=engine.session,
+        session=getattr(loaded, "session", loaded),
         contract=contract,
         sha256=file_sha256(path),
-        device=engine.device,
+        device=loaded.device,
         providers_requested=requested,
         threads=options.n_threads,
         spinning=spinning,
-        notes=list(engine.notes),
+        notes=[describe(chosen), *chosen.notes, *loaded.notes],
         cudnn_conv_algo_search=search if on_cuda else None,
         device_id=device_id,
         want_probability=want_probability,
         own_threshold=contract_path is not None,  # the given contract's threshold is the one applied
+        engine=loaded,
+        engine_name=chosen.engine,
+        precision=chosen.precision,
+        choice=chosen.to_dict(),
     )

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_infer import _checkpoint, _study_layout  # the tests folder is on sys.path
 
+from liverseg.core.choose import choose, onnx_metadata
 from liverseg.core.engine import (
     OPENVINO_MISSING,
     EngineOptions,
@@ -20,23 +22,12 @@ from liverseg.core.engine import (
     openvino_available,
 )
 from liverseg.core.errors import UsageError
+from liverseg.infer.cli import main as infer_main
+from liverseg.infer.session import open_session
 
 needs_openvino = pytest.mark.skipif(
     not openvino_available(), reason="OpenVINO is not installed (pip install 'liverseg[openvino]')"
 )
-
-
-def _checkpoint(width: int = 4, seed: int = 0):
-    import torch
-
-    from liverseg.checkpoint import Checkpoint
-    from liverseg.core.preprocess import Preprocessing
-    from liverseg.models import create_model
-
-    torch.manual_seed(seed)
-    args = {"in_channels": 1, "out_channels": 1, "width": width}
-    net = create_model("unet", **args)
-    return Checkpoint("unet", args, Preprocessing(), {k: v.clone() for k, v in net.state_dict().items()})
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +97,96 @@ def test_openvino_refuses_cuda_and_fp16(tiny_model):
         open_engine(tiny_model, EngineOptions(device="cuda"), engine="openvino")
     with pytest.raises(UsageError, match="fp16"):
         open_engine(tiny_model, EngineOptions(precision="fp16"), engine="openvino")
+
+
+# ------------------------------------------------------------------ the auto rule
+
+AMX = frozenset({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_tile"})
+AVX2 = frozenset({"avx2", "fma"})
+
+
+def _contract(**gates: bool) -> dict:
+    return {"precision": "fp32", "gates": {k.replace("__", "/"): {"passed": v} for k, v in gates.items()}}
+
+
+@pytest.fixture
+def files(tmp_path) -> Path:
+    for name in ("model.onnx", "model.int8.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    return tmp_path / "model.onnx"
+
+
+def test_auto_takes_the_fastest_gated_combination_for_the_cpu(files):
+    def pick(flags, ov=True, **kw):
+        c = choose(files, flags=flags, openvino=ov, gpu=False, **kw)
+        return c.engine, c.precision, c.path.name
+
+    passed = _contract(openvino__int8=True, openvino__bf16=True, onnxruntime__int8=True)
+    assert pick(AMX, contract=passed) == ("openvino", "int8", "model.int8.onnx")
+    no_int8 = _contract(openvino__int8=False, openvino__bf16=True, onnxruntime__int8=False)
+    assert pick(AMX, contract=no_int8) == ("openvino", "bf16", "model.onnx")
+    ungated = choose(files, flags=AMX, openvino=True, gpu=False, contract=_contract())
+    assert (ungated.engine, ungated.precision) == ("openvino", "fp32")
+    assert "no accuracy gate measured" in ungated.reason and ungated.gated is None
+    # without the extra: ONNX Runtime, and a one-line hint where OpenVINO would be faster
+    bare = choose(files, flags=AMX, openvino=False, gpu=False, contract=passed)
+    assert (bare.engine, bare.precision) == ("onnxruntime", "int8") and bare.gated is True
+    assert any("pip install 'liverseg[openvino]'" in n for n in bare.notes)
+    # AVX2 only: ONNX Runtime first; int8 only when gated; no hint
+    assert pick(AVX2, contract=passed) == ("onnxruntime", "int8", "model.int8.onnx")
+    failed = choose(files, flags=AVX2, openvino=False, gpu=False, contract=_contract(onnxruntime__int8=False))
+    assert (failed.engine, failed.precision) == ("onnxruntime", "fp32") and "failed its gate" in failed.reason
+    assert not failed.notes
+    # asked for: used, and the note says it was not gated
+    bf16 = choose(files, flags=AVX2, openvino=True, gpu=False, precision="bf16", contract=_contract())
+    assert (bf16.engine, bf16.precision) == ("openvino", "bf16") and "no accuracy gate" in bf16.notes[0]
+    with pytest.raises(UsageError, match="liverseg\\[openvino\\]"):
+        choose(files, engine="openvino", openvino=False, contract=_contract())
+    with pytest.raises(UsageError, match="nothing on this"):
+        choose(files, engine="onnxruntime", precision="bf16", flags=AVX2, openvino=True, gpu=False, contract={})
+    gpu = choose(files, flags=AMX, openvino=True, gpu=True, contract=passed)
+    assert (gpu.engine, gpu.precision, gpu.device) == ("onnxruntime", "fp32", "auto")
+
+
+def test_onnx_metadata_reads_the_contract_without_loading(tiny_model):
+    assert onnx_metadata(tiny_model) == open_engine(tiny_model).metadata()
+
+
+# ------------------------------------------------------------------ the runner's session and liverseg-infer
+
+
+@needs_openvino
+def test_session_runs_either_engine_with_equal_masks(tiny_model):
+    x = _batch(3, 40, 56)
+    ort = open_session(tiny_model, device="cpu", engine="onnxruntime", want_probability=True)
+    ov = open_session(tiny_model, device="cpu", engine="openvino", precision="fp32", want_probability=True)
+    assert ort.providers == ["CPUExecutionProvider"] and ov.providers == ["OpenVINO CPU fp32"]
+    assert ov.engine_name == "openvino" and ov.choice["engine"] == "openvino" and ov.choice["precision"] == "fp32"
+    assert ov.notes[0].startswith("engine: openvino fp32 on cpu")
+    m_ort, p_ort = ort.run(x)
+    m_ov, p_ov = ov.run(x)
+    assert np.array_equal(m_ov, m_ort)
+    assert p_ov is not None and p_ort is not None and np.abs(p_ov - p_ort).max() < 1e-5
+
+
+@needs_openvino
+def test_infer_cli_engine_choice_is_recorded(tiny_model, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    src = _study_layout(tmp_path / "study", n=2) / "data" / "Images"
+    out = tmp_path / "o"
+    args = [str(src), "--model", str(tiny_model), "--out", str(out), "--device", "cpu", "--no-report"]
+    r = CliRunner().invoke(infer_main, [*args, "--engine", "openvino", "--precision", "fp32"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["engine"] == "openvino" and s["precision"] == "fp32" and s["providers"] == ["OpenVINO CPU fp32"]
+    assert s["engine_choice"]["reason"] and s["engine_choice"]["cpu_class"]
+    auto = tmp_path / "auto"
+    r = CliRunner().invoke(infer_main, [*args[:4], str(auto), *args[5:]])
+    assert r.exit_code == 0, r.output
+    a = json.loads((auto / "summary.json").read_text())
+    assert a["engine_choice"]["engine"] == a["engine"] and "engine:" in r.output
+    for name in ("000_pred.png", "001_pred.png"):  # OpenVINO fp32 and the auto choice write the same masks
+        assert (out / "masks" / name).read_bytes() == (auto / "masks" / name).read_bytes()

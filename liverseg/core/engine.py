@@ -455,11 +455,14 @@ class OpenVinoEngine(Engine):
         """The compiled-model cache key: file hash, OpenVINO version, precision and CPU."""
         import hashlib
 
-        from liverseg.core.contract import file_sha256
-
         ov = _openvino()
-        parts = [file_sha256(path), str(ov.get_version()), precision, cpu_name(), " ".join(sorted(cpu_flags()))]
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+        key = hashlib.sha256()
+        with open(path, "rb") as f:  # the file's own hash (liverseg.core.contract imports this module)
+            while block := f.read(1 << 20):
+                key.update(block)
+        for part in (str(ov.get_version()), precision, cpu_name(), " ".join(sorted(cpu_flags()))):
+            key.update(b"\n" + part.encode())
+        return key.hexdigest()[:24]
 
     def _cached_metadata(self) -> dict[str, str] | None:
         import json

@@ -1,0 +1,281 @@
+"""Which engine and precision run a model on this machine: the ``auto`` rule.
+
+``--engine auto|onnxruntime|openvino`` and ``--precision auto|fp32|bf16|int8|fp16`` are
+resolved here, by :func:`choose`, for ``liverseg-infer``, the Python API, export
+verification and the benchmark. The answer (:class:`Choice`) names the engine, the
+precision, the file to load and why, and is recorded in ``summary.json``.
+
+The rule (first row that applies):
+
+1. A GPU is present (``--device cuda``, or ``auto`` with an NVIDIA device node) and
+   the engine is not forced to OpenVINO: ONNX Runtime, its device rule decides (CUDA
+   when it loads), fp32 unless a precision is asked for.
+2. Otherwise the CPU: candidates in order of measured speed for the CPU's class
+   (:func:`liverseg.core.engine.cpu_class`), see :data:`CPU_ORDER`; the first one whose
+   engine is installed and allowed, whose file exists and, for a reduced precision
+   under ``--precision auto``, whose accuracy gate passed.
+
+A reduced precision (bf16, int8, fp16) is taken by ``auto`` only when the export's
+gate for that engine and precision passed (the contract's ``gates``, written by
+``liverseg-export`` from real labelled slices: Dice within 0.005 of fp32). Asked for
+explicitly, it is used either way and the note says whether it was gated.
+
+The model's contract is read from the ONNX file's metadata without loading the model
+(:func:`onnx_metadata` walks the file's top-level protobuf fields and skips the graph).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liverseg.core.engine import (
+    DEVICES,
+    OPENVINO_MISSING,
+    PRECISIONS,
+    cpu_class,
+    cpu_name,
+    openvino_available,
+)
+from liverseg.core.errors import ContractError, UsageError
+
+ENGINE_CHOICES = ("auto", "onnxruntime", "openvino")
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+# What each engine can run, and on what.
+SUPPORTED = {"onnxruntime": ("fp32", "int8", "fp16"), "openvino": ("fp32", "bf16", "int8")}
+# Sibling files of model.onnx written by liverseg-export (bf16 is a hint on the fp32 file).
+SIBLINGS = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+
+# CPU class -> (engine, precision) from fastest to slowest. amx: measured on an Intel Xeon
+# with AMX (OpenVINO int8 5.8x, bf16 4.6x, fp32 1.2x ONNX Runtime fp32 at width 16, 512x512;
+# ONNX Runtime int8 1.5x). avx2: measured on an AMD EPYC (Zen 1, AVX2 only): OpenVINO fp32
+# 0.64x ONNX Runtime fp32, bf16 runs as fp32, int8 of both engines alike (~1.3x). The VNNI
+# and AVX-512 rows are not measured: int8 first (VNNI is its instruction), fp32 on ONNX Runtime
+# (it reached ~100% of the fp32 peak on the AVX-512 Zen 4).
+CPU_ORDER: dict[str, list[tuple[str, str]]] = {
+    "amx": [("openvino", "int8"), ("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "int8"),
+            ("onnxruntime", "fp32")],
+    "avx512_vnni": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+                    ("openvino", "bf16")],
+    "avx_vnni": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+                 ("openvino", "bf16")],
+    "avx512": [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+               ("openvino", "bf16")],
+    "avx2": [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+             ("openvino", "bf16")],
+}  # fmt: skip
+CPU_ORDER["basic"] = CPU_ORDER["avx2"]
+# CPU classes where OpenVINO heads the list: without the extra, a run there prints a hint.
+OPENVINO_FASTER = frozenset(k for k, v in CPU_ORDER.items() if v[0][0] == "openvino")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The engine, precision and file that run the model, and why."""
+
+    engine: str
+    precision: str
+    path: Path
+    device: str
+    reason: str
+    cpu: str = ""
+    cpu_class: str = ""
+    gated: bool | None = None  # reduced precision: whether its gate passed (None: no gate was measured)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+# ------------------------------------------------------------------ metadata without loading the model
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    shift = value = 0
+    while True:
+        if i >= len(data):
+            raise ValueError("truncated varint")
+        b = data[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(data: bytes) -> list[tuple[int, int, bytes | int]]:
+    """(field number, wire type, value) of one protobuf message held in ``data``."""
+    out: list[tuple[int, int, bytes | int]] = []
+    i = 0
+    while i < len(data):
+        tag, i = _varint(data, i)
+        num, wire = tag >> 3, tag & 7
+        if wire == 0:
+            v, i = _varint(data, i)
+            out.append((num, wire, v))
+        elif wire == 2:
+            n, i = _varint(data, i)
+            out.append((num, wire, data[i : i + n]))
+            i += n
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+    return out
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """An ONNX file's ``metadata_props`` (ModelProto field 14), read without parsing its graph."""
+    out: dict[str, str] = {}
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            while f.tell() < size:
+                head = f.read(20)
+                tag, i = _varint(head, 0)
+                num, wire = tag >> 3, tag & 7
+                if wire == 0:
+                    _, i = _varint(head, i)
+                    f.seek(f.tell() - len(head) + i)
+                    continue
+                if wire in (1, 5):
+                    f.seek(f.tell() - len(head) + i + (8 if wire == 1 else 4))
+                    continue
+                if wire != 2:
+                    raise ValueError(f"unsupported wire type {wire}")
+                n, i = _varint(head, i)
+                start = f.tell() - len(head) + i
+                if num == 14:
+                    f.seek(start)
+                    entry = dict((k, v) for k, _, v in _fields(f.read(n)))
+                    key, value = entry.get(1, b""), entry.get(2, b"")
+                    if isinstance(key, bytes) and isinstance(value, bytes):
+                        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+                f.seek(start + n)
+    except (OSError, ValueError) as e:
+        raise ContractError(f"{path}: cannot read its ONNX metadata ({e})") from None
+    return out
+
+
+# ------------------------------------------------------------------ the rule
+
+
+def gate(contract: dict[str, Any], engine: str, precision: str) -> dict[str, Any] | None:
+    """The contract's gate row for ``engine/precision`` (``{"passed": bool, ...}``), or None when not measured."""
+    row = (contract.get("gates") or {}).get(f"{engine}/{precision}")
+    return row if isinstance(row, dict) else None
+
+
+def gpu_present() -> bool:
+    """An NVIDIA device node exists (onnxruntime-gpu lists CUDA as available even where there is none)."""
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
+
+
+def _sibling(path: Path, contract: dict[str, Any], precision: str) -> Path:
+    """The file holding ``precision``: the fp32 file itself for fp32/bf16, else the export's sibling."""
+    if precision in ("fp32", "bf16"):
+        return path
+    listed = (contract.get("variants") or {}).get(precision)
+    name = listed.get("file") if isinstance(listed, dict) else None
+    return path.with_name(str(name or SIBLINGS[precision]))
+
+
+def choose(
+    path: str | os.PathLike[str],
+    *,
+    engine: str = "auto",
+    precision: str = "auto",
+    device: str = "auto",
+    flags: frozenset[str] | None = None,
+    openvino: bool | None = None,
+    gpu: bool | None = None,
+    contract: dict[str, Any] | None = None,
+) -> Choice:
+    """The engine, precision and file for ``path`` under the rule of the module docstring.
+
+    ``path`` is the fp32 export (its siblings are found beside it) or a reduced-precision
+    file, which is then run as it is. ``flags``, ``openvino``, ``gpu`` and ``contract``
+    default to this machine and the file's own metadata (tests pass them).
+    """
+    if engine not in ENGINE_CHOICES:
+        raise UsageError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
+    if precision not in PRECISION_CHOICES:
+        raise UsageError(f"precision must be one of {', '.join(PRECISION_CHOICES)}, got {precision!r}")
+    if device not in DEVICES:
+        raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: model file not found")
+    if contract is None:
+        from liverseg.core.contract import contract_from_metadata
+
+        contract = contract_from_metadata(onnx_metadata(path), str(path))
+    ov = openvino_available() if openvino is None else openvino
+    klass = cpu_class(flags)
+    cpu = cpu_name()
+    notes: list[str] = []
+    if engine == "openvino" and not ov:
+        raise UsageError(OPENVINO_MISSING)
+    own = str(contract.get("precision", "fp32"))
+    if own != "fp32":  # a reduced-precision file given itself: it is run as it is
+        if precision not in ("auto", own):
+            raise UsageError(f"{path} is the {own} model; --precision {precision} needs the fp32 model.onnx")
+        engines = [e for e in ("openvino", "onnxruntime") if own in SUPPORTED[e] and (ov or e != "openvino")]
+        engines = [e for e in engines if engine in ("auto", e)]
+        if own == "int8" and engine == "auto" and klass not in OPENVINO_FASTER:
+            engines.reverse()  # ONNX Runtime first where OpenVINO is not faster
+        if not engines:
+            raise UsageError(f"{path} is a {own} model, which {engine} does not run")
+        g = gate(contract, engines[0], own)
+        return Choice(engines[0], own, path, device, f"{path.name} is the {own} model", cpu, klass,
+                      None if g is None else bool(g.get("passed")), notes)  # fmt: skip
+    if device == "cuda" or (device == "auto" and engine != "openvino" and (gpu_present() if gpu is None else gpu)):
+        if engine == "openvino":
+            raise UsageError("--device cuda: the OpenVINO engine runs on the CPU here; use --engine onnxruntime")
+        prec = "fp32" if precision == "auto" else precision
+        if prec not in SUPPORTED["onnxruntime"]:
+            raise UsageError(f"onnxruntime does not run {prec}; use --engine openvino on the CPU")
+        file = _sibling(path, contract, prec)
+        if not file.is_file():
+            raise UsageError(f"--precision {prec}: {file} does not exist (export it with liverseg-export)")
+        g = gate(contract, "onnxruntime", prec) if prec != "fp32" else None
+        return Choice("onnxruntime", prec, file, device, "a GPU is present: onnxruntime (CUDA when it loads)", cpu,
+                      klass, None if g is None else bool(g.get("passed")), notes)  # fmt: skip
+    skipped: list[str] = []
+    for eng, prec in CPU_ORDER.get(klass, CPU_ORDER["avx2"]):
+        if engine not in ("auto", eng) or precision not in ("auto", prec):
+            continue
+        if eng == "openvino" and not ov:
+            skipped.append(f"{eng} {prec}: not installed")
+            continue
+        file = _sibling(path, contract, prec)
+        if not file.is_file():
+            skipped.append(f"{eng} {prec}: no {file.name}")
+            continue
+        g = gate(contract, eng, prec) if prec != "fp32" else None
+        if prec != "fp32" and precision == "auto" and not (g and g.get("passed")):
+            skipped.append(f"{eng} {prec}: {'failed its gate' if g else 'no accuracy gate measured'}")
+            continue
+        if prec != "fp32" and precision != "auto":
+            notes.append(
+                f"--precision {prec}: "
+                + ("its accuracy gate passed" if g and g.get("passed") else "used as asked, although "
+                   + ("it failed its accuracy gate" if g else "no accuracy gate was measured for it"))
+            )  # fmt: skip
+        why = "fastest measured" if not skipped else "first usable"
+        reason = f"{why} on this {klass} CPU" + (f" ({'; '.join(skipped)})" if skipped else "")
+        if not ov and engine == "auto" and klass in OPENVINO_FASTER:
+            notes.append(f"hint: OpenVINO would be faster on this {klass} CPU: pip install 'liverseg[openvino]'")
+        gated = None if prec == "fp32" else (None if g is None else bool(g.get("passed")))
+        return Choice(eng, prec, file, "cpu" if device == "auto" else device, reason, cpu, klass, gated, notes)
+    asked = f"--engine {engine} --precision {precision}"
+    raise UsageError(f"{asked}: nothing on this {klass} CPU can run it ({'; '.join(skipped) or 'not supported'})")
+
+
+def describe(choice: Choice) -> str:
+    """One line for the log: what was chosen and why."""
+    return f"engine: {choice.engine} {choice.precision} on {choice.device} ({choice.reason}) -- {choice.path.name}"
