@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from liverseg.core.engine import EngineOptions, OrtEngine, open_engine
+from liverseg.core.engine import OPENVINO_MISSING, EngineOptions, OrtEngine, open_engine, openvino_available
 from liverseg.core.errors import DeviceError, UsageError
 
 
@@ -321,6 +321,49 @@ class OrtBackend(Backend):
         self.sess = None
 
 
+class OvBackend(Backend):
+    """An exported ONNX file compiled by OpenVINO for the CPU: fp32, bf16 (a hint on the fp32 file) or int8 (QDQ file).
+
+    The compiled model comes from liverseg's cache when it is there (the same as
+    ``liverseg-infer --engine openvino``); the row's provider says the precision
+    OpenVINO actually ran (bf16 asked on a CPU without bf16 runs fp32).
+    """
+
+    engine = "openvino"
+    ov: Any = None  # the liverseg.core.engine.OpenVinoEngine; None after teardown
+
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        *,
+        name: str = "ov-fp32",
+        precision: str = "fp32",
+        needs: str = "onnx",
+    ) -> None:
+        super().__init__(path, threads)
+        self.name, self.precision, self.needs = name, precision, needs
+
+    def setup(self) -> None:
+        if not openvino_available():
+            raise BackendUnavailable(OPENVINO_MISSING)
+        options = EngineOptions(threads=self.threads, precision=self.precision)
+        self.ov = open_engine(self.path, options, engine="openvino")
+        self.provider = self.ov.provider
+        self.input_name = self.ov.inputs()[0].name
+        self.output_names = [o.name for o in self.ov.outputs()]
+
+    def run(self, prepared: Any) -> Any:
+        return self.ov.run({self.input_name: prepared}, self.output_names)
+
+    def fetch(self, outputs: Any) -> tuple[np.ndarray, np.ndarray]:
+        named = dict(zip(self.output_names, outputs))
+        return np.asarray(named["probability"], dtype=np.float32), np.asarray(named["mask"])
+
+    def teardown(self) -> None:
+        self.ov = None
+
+
 # --------------------------------------------------------------- registry
 
 
@@ -356,6 +399,13 @@ def _defs() -> dict[str, BackendDef]:
             description="PyTorch eager, channels_last",
         ),
         BackendDef(
+            "eager-bf16",
+            TorchEager,
+            "checkpoint",
+            options={"amp": "bf16"},
+            description="PyTorch eager, CPU bf16 autocast",
+        ),
+        BackendDef(
             "torchscript",
             lambda p, t, name: _named(TorchScriptBackend(p, t), name),
             "torchscript",
@@ -374,6 +424,21 @@ def _defs() -> dict[str, BackendDef]:
             "int8",
             options={"precision": "int8-qdq", "needs": "int8"},
             description="ONNX Runtime int8 static QDQ, CPU",
+        ),
+        BackendDef("ov-fp32", OvBackend, "onnx", options={"precision": "fp32"}, description="OpenVINO fp32, CPU"),
+        BackendDef(
+            "ov-bf16",
+            OvBackend,
+            "onnx",
+            options={"precision": "bf16"},
+            description="OpenVINO bf16 (INFERENCE_PRECISION_HINT), CPU",
+        ),
+        BackendDef(
+            "ov-int8",
+            OvBackend,
+            "int8",
+            options={"precision": "int8", "needs": "int8"},
+            description="OpenVINO int8 (the static QDQ file), CPU",
         ),
         BackendDef(
             "torch-cuda-fp32",
@@ -433,7 +498,17 @@ def _named(b: Backend, name: str) -> Backend:
 
 
 BACKENDS: dict[str, BackendDef] = _defs()
-CPU_BACKENDS = ("eager", "eager-cl", "torchscript", "ort-fp32", "ort-int8")
+CPU_BACKENDS = (
+    "eager",
+    "eager-cl",
+    "eager-bf16",
+    "torchscript",
+    "ort-fp32",
+    "ort-int8",
+    "ov-fp32",
+    "ov-bf16",
+    "ov-int8",
+)
 GPU_BACKENDS = ("torch-cuda-fp32", "torch-cuda-fp16", "ort-cuda-fp32", "ort-cuda-fp16")
 
 

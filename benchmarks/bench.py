@@ -396,7 +396,10 @@ class Bench:
 
         self.log(f"fp32 matmul peak{when} ({self.o.peak_n}x{self.o.peak_n}) ...")
         p = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
-        self.log(f"  numpy {p.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {p.get('torch_gflops') or 0:.1f} GFLOP/s")
+        self.log(
+            f"  numpy {p.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {p.get('torch_gflops') or 0:.1f} GFLOP/s, "
+            f"torch bf16 {p.get('torch_bf16_gflops') or 0:.1f} GFLOP/s"
+        )
         return p
 
     def _apply_peak(self, start: dict[str, Any], end: dict[str, Any]) -> float | None:

@@ -190,3 +190,55 @@ def test_infer_cli_engine_choice_is_recorded(tiny_model, tmp_path):
     assert a["engine_choice"]["engine"] == a["engine"] and "engine:" in r.output
     for name in ("000_pred.png", "001_pred.png"):  # OpenVINO fp32 and the auto choice write the same masks
         assert (out / "masks" / name).read_bytes() == (auto / "masks" / name).read_bytes()
+
+
+# ------------------------------------------------------------------ benchmark rows
+
+
+def test_bf16_matmul_rate_is_reported_beside_fp32_not_as_the_peak():
+    from liverseg.benchmarks.peak import matmul_peak
+
+    p = matmul_peak(n=128, repeats=1)
+    assert p["torch_bf16_gflops"] > 0 and p["torch_gflops"] > 0
+    assert p["peak_gflops"] == max(p["numpy_gflops"], p["torch_gflops"])
+
+
+def test_bench_rows_for_openvino_and_bf16_autocast(tmp_path, monkeypatch):
+    from test_benchmarks import _tiny_opts
+
+    from liverseg.benchmarks import backends as bk
+    from liverseg.benchmarks.bench import Bench
+
+    names = ["eager", "ort-fp32", "eager-bf16", "ov-fp32", "ov-bf16"]
+    if not openvino_available():  # the rows run and record why they could not
+        monkeypatch.setattr(bk, "openvino_available", lambda: False)
+    opts = _tiny_opts(tmp_path, names, cases=[bk_case(4, 48, 1)])
+    rows = {r["backend"]: r for r in Bench(opts, log=lambda s: None, argv=["liverseg-bench"]).run()["rows"]}
+    assert set(names) <= set(rows)
+    assert rows["eager-bf16"]["error"] == "" and rows["eager-bf16"]["precision"] == "bf16"
+    if openvino_available():
+        for name in ("ov-fp32", "ov-bf16"):
+            r = rows[name]
+            assert r["error"] == "" and r["images_per_s"] > 0 and r["engine"] == "openvino", r["error"]
+            assert r["provider"].startswith("OpenVINO CPU")
+        assert rows["ov-fp32"]["parity_mask_px_diff"] <= 2 and rows["ov-fp32"]["parity_max_abs_prob"] < 1e-4
+    else:
+        assert "liverseg[openvino]" in rows["ov-fp32"]["error"]
+
+
+def test_ov_rows_without_the_extra_record_the_install_command(tmp_path, monkeypatch):
+    from test_benchmarks import _tiny_opts
+
+    from liverseg.benchmarks import backends as bk
+    from liverseg.benchmarks.bench import Bench
+
+    monkeypatch.setattr(bk, "openvino_available", lambda: False)
+    opts = _tiny_opts(tmp_path, ["ov-int8"], cases=[bk_case(4, 48, 1)])
+    rows = Bench(opts, log=lambda s: None, argv=["liverseg-bench"]).run()["rows"]
+    assert rows and all("pip install 'liverseg[openvino]'" in r["error"] for r in rows)
+
+
+def bk_case(width: int, size: int, batch: int):
+    from liverseg.benchmarks.bench import Case
+
+    return Case(width, size, batch)
