@@ -332,17 +332,10 @@ class OvBackend(Backend):
     engine = "openvino"
     ov: Any = None  # the liverseg.core.engine.OpenVinoEngine; None after teardown
 
-    def __init__(
-        self,
-        path: Path,
-        threads: int | None = None,
-        *,
-        name: str = "ov-fp32",
-        precision: str = "fp32",
-        needs: str = "onnx",
-    ) -> None:
+    def __init__(self, path: Path, threads: int | None = None, *, name: str = "ov-fp32", precision: str = "fp32"):
         super().__init__(path, threads)
-        self.name, self.precision, self.needs = name, precision, needs
+        self.name, self.precision = name, precision
+        self.needs = "int8" if precision == "int8" else "onnx"
 
     def setup(self) -> None:
         if not openvino_available():
@@ -437,7 +430,7 @@ def _defs() -> dict[str, BackendDef]:
             "ov-int8",
             OvBackend,
             "int8",
-            options={"precision": "int8", "needs": "int8"},
+            options={"precision": "int8"},
             description="OpenVINO int8 (the static QDQ file), CPU",
         ),
         BackendDef(
