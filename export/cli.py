@@ -235,6 +235,26 @@ def _check_parity(
     return report
 
 
+def _gate_engines(report: ParityReport, artifacts: dict[str, Path], val: RealSlices | None) -> None:
+    """Gate every engine and precision on the real slices (into parity.json) and write the
+    siblings and the gates into each ONNX file's contract, where ``liverseg-infer``'s auto reads them."""
+    from liverseg.export.onnx import update_contract
+    from liverseg.export.verify import engine_gates, gates_for_contract
+
+    if "onnx" not in artifacts:
+        return
+    siblings = (("onnx-int8", "int8"), ("onnx-fp16", "fp16"))
+    variants = {p: {"file": artifacts[k].name} for k, p in siblings if k in artifacts}
+    gates: dict[str, Any] = {}
+    if val is not None and val.images:
+        click.echo(f"gating the engines and precisions on {len(val.images)} real slices ...", err=True)
+        report.gates = engine_gates(artifacts["onnx"], val, int8_onnx=artifacts.get("onnx-int8"))
+        gates = gates_for_contract(report.gates)
+    for key in ("onnx", "onnx-int8", "onnx-fp16"):
+        if key in artifacts:
+            update_contract(artifacts[key], variants=variants, gates=gates)
+
+
 def _write_parity(
     report: ParityReport,
     out: Path,
@@ -447,6 +467,7 @@ def main(
     data = _real_data(calibration, validation, data_root, calibration_count, validation_count)
     artifacts = _export_files(ckpt, out, sha, plan, data)
     report = _check_parity(ckpt, artifacts, plan, data.validation)
+    _gate_engines(report, artifacts, data.validation)
     _write_parity(report, out, sha, plan, artifacts, data, time.time() - started)
     _print_summary(report, out, artifacts)
     if not report.ok:

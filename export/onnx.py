@@ -98,6 +98,20 @@ def write_contract(model: Any, contract: dict[str, Any]) -> None:
     )
 
 
+def update_contract(path: str | Path, **changes: Any) -> dict[str, Any]:
+    """Set top-level keys (``variants``, ``gates``) in the contract of the ONNX file ``path``, atomically."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    contract = {**json.loads(meta[CONTRACT_KEY]), **changes}
+    write_contract(model, contract)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return contract
+
+
 def name_dynamic_dims(model: Any) -> None:
     """Name the graph's input/output dims N, 1, H, W (the dynamo exporter writes formulas)."""
     for vi in [*model.graph.input, *model.graph.output]:

@@ -23,6 +23,14 @@ are judged on every input by probability differences and off-threshold mask
 flips; float16 and int8 are judged on real slices by mask agreement and Dice change
 (random inputs are reported, not judged: near-threshold pixels flip under any
 rounding). A failure message names the measured value and the limit.
+
+Engine gates (:func:`engine_gates`): every engine and precision ``liverseg-infer`` can
+choose (ONNX Runtime fp32/int8, OpenVINO fp32/bf16/int8) is run on the real labelled
+slices and compared with ONNX Runtime fp32: max probability difference, mask pixels
+changed and the change of mean Dice. A row passes with at least
+:data:`GATE_MIN_SLICES` labelled slices and a Dice change no worse than
+``-GATE_MAX_DICE_DROP``; ``auto`` uses a reduced precision only where its row passed
+(:mod:`liverseg.core.choose`). The rows go into parity.json and each file's contract.
 """
 
 from __future__ import annotations
@@ -71,6 +79,11 @@ INT8_MAX_MASK_FRACTION = 0.02
 INT8_MAX_DICE_DROP = 0.02
 
 DEFAULT_CHECK_SHAPE = (3, 1, 512, 384)
+# Engine gates: a reduced precision is chosen by ``auto`` only within this Dice of fp32 on real slices.
+GATE_MAX_DICE_DROP = 0.005
+GATE_MIN_SLICES = 16
+GATE_ROWS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
+             ("openvino", "int8"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -153,6 +166,7 @@ class ParityReport:
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     versions: dict[str, str] = field(default_factory=dict)
     timing: dict[str, Any] | None = None
+    gates: list[dict[str, Any]] = field(default_factory=list)  # engine_gates() rows
 
     @property
     def ok(self) -> bool:
@@ -183,6 +197,9 @@ class ParityReport:
                 lines.append("  ".join(parts))
             lines += [f"  FAIL: {f}" for f in r.failures]
             lines += [f"  note: {n}" for n in r.notes]
+        for g in self.gates:
+            verdict = "PASS" if g["passed"] else "no  "
+            lines.append(f"gate {g['engine']:<11} {g['precision']:<5} {verdict} {g['reason']}")
         return "\n".join(lines)
 
 
@@ -574,3 +591,114 @@ def time_backends(
     if "eager" in med:
         out["speedup_vs_eager"] = {k: med["eager"] / v for k, v in med.items() if v > 0 and k != "eager"}
     return out
+
+
+# ---------------------------------------------------------------- engine gates
+
+
+def _gate_row(engine: str, precision: str, path: Path | None) -> dict[str, Any]:
+    return {"engine": engine, "precision": precision, "file": path.name if path else None, "passed": False}
+
+
+def engine_gates(
+    fp32_onnx: str | Path,
+    real: RealSlices,
+    *,
+    int8_onnx: str | Path | None = None,
+    rows: tuple[tuple[str, str], ...] = GATE_ROWS,
+    threads: int | None = None,
+    real_batch: int = 8,
+) -> list[dict[str, Any]]:
+    """Each engine and precision on ``real`` against ONNX Runtime fp32: the gate rows (module docstring).
+
+    A row that cannot run (OpenVINO not installed, no int8 file) is recorded with its
+    reason and does not pass. ``ran_as`` is the precision the engine actually used
+    (OpenVINO runs bf16 as fp32 on a CPU without bf16 arithmetic: such a row is
+    recorded but does not pass, since bf16 itself was not measured).
+    """
+    from liverseg.core.engine import openvino_available
+
+    fp32_onnx = Path(fp32_onnx)
+    int8 = Path(int8_onnx) if int8_onnx is not None else None
+    batches = _real_batches(real, real_batch)
+    labelled = sum(m is not None for m in real.masks)
+
+    def outputs(engine: str, precision: str, path: Path) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
+        eng = open_engine(path, EngineOptions(device="cpu", threads=threads, precision=precision), engine=engine)
+        ps, ms = [], []
+        for b, _ in batches:
+            p, m = eng.run({INPUT_NAME: b}, ["probability", "mask"])
+            ps.append(p)
+            ms.append(m)
+        return ps, ms, eng
+
+    ref_p, ref_m, _ = outputs("onnxruntime", "fp32", fp32_onnx)
+    ref_dice = _labelled_dice(ref_m, [(b, idx) for b, idx in batches], real)
+    out = []
+    for engine, precision in rows:
+        path = int8 if precision == "int8" else fp32_onnx
+        row = _gate_row(engine, precision, path)
+        if path is None or not path.is_file():
+            row["reason"] = f"no {precision} file"
+        elif engine == "openvino" and not openvino_available():
+            row["reason"] = "OpenVINO is not installed here: not measured"
+        else:
+            try:
+                ps, ms, eng = outputs(engine, precision, path)
+            except Exception as e:
+                row["reason"] = f"run failed: {first_line(e)}"
+                out.append(row)
+                continue
+            ran_as = str(getattr(eng, "actual_precision", precision))
+            d = _compare(_flat(ref_p), _flat(ref_m), _flat(ps), _flat(ms), 0.5, FP32_PROB_ATOL)
+            dice = _labelled_dice(ms, [(b, idx) for b, idx in batches], real)
+            change = float(np.mean(list(dice.values())) - np.mean([ref_dice[i] for i in dice])) if dice else None
+            row.update(
+                ran_as=ran_as if precision != "int8" else "int8",
+                engine_version=_engine_version(engine),
+                n_slices=len(real.images),
+                n_labelled=labelled,
+                prob_max_abs=d["prob_max_abs"],
+                mask_pixels_changed=d["mask_pixels_differ"],
+                mask_pixels=d["mask_pixels"],
+                dice_fp32=float(np.mean(list(ref_dice.values()))) if ref_dice else None,
+                dice_change=change,
+            )
+            row["passed"], row["reason"] = _gate_verdict(row, precision)
+        out.append(row)
+    return out
+
+
+def _engine_version(engine: str) -> str:
+    import importlib.metadata
+
+    for dist in ("onnxruntime", "onnxruntime-gpu") if engine == "onnxruntime" else ("openvino",):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
+def _gate_verdict(row: dict[str, Any], precision: str) -> tuple[bool, str]:
+    change, n = row["dice_change"], row["n_labelled"]
+    what = (
+        f"Dice {change:+.4f} vs ONNX Runtime fp32 on {n} labelled slices, {row['mask_pixels_changed']} of "
+        f"{row['mask_pixels']} mask pixels changed"
+        if change is not None
+        else f"no labelled slices among {row['n_slices']}"
+    )
+    if n < GATE_MIN_SLICES or change is None:
+        return False, f"{what}: fewer than {GATE_MIN_SLICES} labelled slices, not judged"
+    if precision not in ("fp32", "int8") and row["ran_as"] != precision:
+        return False, f"{what}: this CPU ran {precision} as {row['ran_as']}, so {precision} was not measured"
+    if change < -GATE_MAX_DICE_DROP:
+        return False, f"{what}: more than {GATE_MAX_DICE_DROP} below fp32"
+    return True, f"{what}: within {GATE_MAX_DICE_DROP}"
+
+
+def gates_for_contract(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The contract's ``gates``: ``"engine/precision" -> {passed, dice_change, ...}`` (read by ``auto``)."""
+    keep = ("passed", "reason", "dice_change", "prob_max_abs", "mask_pixels_changed", "n_labelled", "ran_as",
+            "engine_version")  # fmt: skip
+    return {f"{r['engine']}/{r['precision']}": {k: r.get(k) for k in keep} for r in rows}

@@ -6,6 +6,7 @@ the tests of the choice rule and of the missing-extra message run everywhere.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from test_infer import _checkpoint, _study_layout  # the tests folder is on sys.path
 
 from liverseg.core.choose import choose, onnx_metadata
+from liverseg.core.contract import file_sha256
 from liverseg.core.engine import (
     OPENVINO_MISSING,
     EngineOptions,
@@ -242,3 +244,69 @@ def bk_case(width: int, size: int, batch: int):
     from liverseg.benchmarks.bench import Case
 
     return Case(width, size, batch)
+
+
+# ------------------------------------------------------------------ accuracy gates
+
+
+def test_engine_gates_rows_go_into_the_contract_and_guide_auto(tmp_path):
+    from test_infer import _slice
+
+    from liverseg.export.onnx import export_onnx, update_contract
+    from liverseg.export.quantize import quantize_int8
+    from liverseg.export.verify import GATE_MIN_SLICES, RealSlices, engine_gates, gates_for_contract
+
+    rng = np.random.default_rng(0)
+    pairs = [_slice(rng) for _ in range(GATE_MIN_SLICES)]
+    real = RealSlices([p[0] for p in pairs], [p[1] for p in pairs], "synthetic")
+    fp = export_onnx(_checkpoint(), tmp_path / "model.onnx", example_shape=(1, 1, 64, 64))
+    q = quantize_int8(fp, tmp_path / "model.int8.onnx", real.images[:4])
+    rows = engine_gates(fp, real, int8_onnx=q, threads=1)
+    by = {(r["engine"], r["precision"]): r for r in rows}
+    assert set(by) == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
+                       ("openvino", "int8")}  # fmt: skip
+    ref = by["onnxruntime", "fp32"]
+    assert ref["passed"] and ref["dice_change"] == 0 and ref["mask_pixels_changed"] == 0 and ref["n_labelled"] == 16
+    i8 = by["onnxruntime", "int8"]
+    assert i8["passed"] == (i8["dice_change"] >= -0.005) and i8["file"] == "model.int8.onnx"
+    if openvino_available():
+        assert by["openvino", "fp32"]["passed"] and by["openvino", "fp32"]["mask_pixels_changed"] <= 2
+        bf16 = by["openvino", "bf16"]
+        if bf16["ran_as"] != "bf16":  # a CPU without bf16 arithmetic: recorded, not passed
+            assert not bf16["passed"] and "was not measured" in bf16["reason"]
+    else:
+        assert not by["openvino", "fp32"]["passed"] and "not installed" in by["openvino", "fp32"]["reason"]
+    few = engine_gates(fp, RealSlices(real.images[:4], real.masks[:4]), rows=(("onnxruntime", "fp32"),))
+    assert not few[0]["passed"] and "fewer than 16" in few[0]["reason"]
+    # into the contract: auto takes int8 on this AVX2 rule only where its gate passed
+    update_contract(fp, variants={"int8": {"file": q.name}}, gates=gates_for_contract(rows))
+    contract = json.loads(onnx_metadata(fp)["liverseg.contract"])
+    assert contract["gates"]["onnxruntime/int8"]["passed"] == i8["passed"] and contract["variants"]["int8"]
+    chosen = choose(fp, flags=AVX2, openvino=False, gpu=False)
+    assert (chosen.engine, chosen.precision) == ("onnxruntime", "int8" if i8["passed"] else "fp32")
+    sess = open_session(fp, device="cpu", engine="onnxruntime", precision="fp32")  # the updated contract still loads
+    assert sess.contract["gates"] == contract["gates"]
+
+
+@pytest.mark.realdata
+def test_export_cli_gates_on_16_real_slices(tmp_path, msd_dir):
+    from click.testing import CliRunner
+
+    from liverseg.export.cli import main as export_main
+
+    ckpt = _checkpoint()
+    ckpt.save(tmp_path / "c.pt")
+    out = tmp_path / "export"
+    args = [str(tmp_path / "c.pt"), "--format", "onnx", "--out", str(out), "--export-shape", "1x1x64x64"]
+    args += ["--check-shape", "1x1x40x40", "--int8", "--calibration", str(msd_dir), "--calibration-count", "4"]
+    res = CliRunner().invoke(export_main, [*args, "--validation-count", "16"], catch_exceptions=False)
+    assert res.exit_code in (0, 1), res.output  # random weights: int8 may miss its parity tolerance
+    parity = json.loads((out / "parity.json").read_text())
+    gates = {(g["engine"], g["precision"]): g for g in parity["gates"]}
+    assert gates["onnxruntime", "fp32"]["n_labelled"] == 16 and gates["onnxruntime", "fp32"]["passed"]
+    assert {"prob_max_abs", "mask_pixels_changed", "dice_change"} <= set(gates["onnxruntime", "int8"])
+    for name in ("model.onnx", "model.int8.onnx"):
+        contract = json.loads(onnx_metadata(out / name)["liverseg.contract"])
+        assert contract["variants"] == {"int8": {"file": "model.int8.onnx"}}
+        assert contract["gates"]["onnxruntime/int8"]["passed"] == gates["onnxruntime", "int8"]["passed"]
+    assert parity["files"]["onnx"]["sha256"] == file_sha256(out / "model.onnx")  # hashed after the contract update
