@@ -63,10 +63,12 @@ LAYERS: dict[str, str] = {
     "liverseg.models.unet": "models",
     "liverseg.checkpoint": "models",  # the stable public name of liverseg.models.checkpoint
     "liverseg.trainer": "trainer",
+    "liverseg.trainer.__main__": "trainer",
     "liverseg.trainer.augment": "trainer",
     "liverseg.trainer.cli": "trainer",
     "liverseg.trainer.config": "trainer",
     "liverseg.trainer.curves": "trainer",
+    "liverseg.trainer.distributed": "trainer",
     "liverseg.trainer.evaluate": "trainer",
     "liverseg.trainer.predict": "trainer",
     "liverseg.trainer.split": "trainer",

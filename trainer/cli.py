@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -60,10 +64,23 @@ def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--set image_size=[256,256] --set augment=true. Repeatable.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or epoch lines (train.log still has them).")
-def train_main(config: Path, data_root: Path | None, overrides: tuple[str, ...], quiet: bool) -> None:
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Train with N processes on this machine (DistributedDataParallel: one per GPU, or N CPU processes "
+    "over gloo), through torch's launcher: the same as torchrun --standalone --nproc-per-node N "
+    "-m liverseg.trainer CONFIG. train_batch_size stays the global batch.",
+)
+def train_main(
+    config: Path, data_root: Path | None, overrides: tuple[str, ...], quiet: bool, nproc_per_node: int | None
+) -> None:
     """Train a model from the study's JSON CONFIG (its keys verbatim, plus optional ones)."""
     from liverseg.trainer.train import train
 
+    if nproc_per_node is not None:
+        _launch(nproc_per_node, config, data_root, overrides, quiet)
     _console_warnings()
     kind = is_study_config(config)
     if kind is not None and "model_path" in config.read_text(encoding="utf-8", errors="replace"):
@@ -72,9 +89,21 @@ def train_main(config: Path, data_root: Path | None, overrides: tuple[str, ...],
     extra = dict(parse_override(o) for o in overrides)
     cfg = TrainConfig.from_json(config, overrides=extra)
     result = train(cfg, data_root=data_root, progress=not quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 says it
+        return
     click.echo(f"run folder: {result.run_dir}")
     if result.best is not None:
         click.echo(f"best checkpoint: {result.best}")
+
+
+def _launch(n: int, config: Path, data_root: Path | None, overrides: tuple[str, ...], quiet: bool) -> NoReturn:
+    """Run this training in ``n`` processes through torch's launcher (torchrun) and exit with its code."""
+    if "LOCAL_RANK" in os.environ:
+        raise UsageError("--nproc-per-node inside a torchrun process; launch liverseg-train once, or torchrun alone")
+    args = [str(config), *(["--data-root", str(data_root)] if data_root else [])]
+    args += [a for o in overrides for a in ("--set", o)] + (["--quiet"] if quiet else [])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n)]
+    sys.exit(subprocess.call([*cmd, "-m", "liverseg.trainer", *args]))
 
 
 def _samples(x: Path, y: Path | None, data_root: Path | None) -> list[Sample]:

@@ -23,7 +23,8 @@ Such a file loads unchanged. Meanings that differ from a literal reading:
 Optional keys (defaults in :class:`TrainConfig`): ``device``, ``output_dir``,
 ``width``, ``image_size``, ``normalize``, ``augment``, ``amp``, ``resume``,
 ``keep_best``, ``early_stopping``, ``min_delta``, ``data_root``, ``threshold``,
-``deterministic``, ``weight_decay``, ``lr_schedule``, ``pixel_spacing_mm`` and
+``deterministic``, ``weight_decay``, ``lr_schedule``, ``sync_batchnorm`` (SyncBatchNorm
+when several processes train, :mod:`liverseg.trainer.distributed`), ``pixel_spacing_mm`` and
 ``window_hu`` (what the training slices are: their in-plane pixel size in mm, and the
 HU window mapped to gray 0..255 -- [0, 255] for this project's PNG sets; both go into
 the exported model's contract, and volume inference resamples and windows by them).
@@ -106,6 +107,7 @@ class TrainConfig:
     data_root: str | None = None  # relative CSV entries resolve here first
     threshold: float = 0.5  # probability threshold of the mask
     deterministic: bool = False  # deterministic cuDNN algorithms (slower on CUDA)
+    sync_batchnorm: bool = False  # several processes (torchrun): BatchNorm statistics over the global batch
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # constant (the study's) | cosine (lr * 0.5 (1 + cos(pi (epoch-1) / epochs)))
     pixel_spacing_mm: float | None = None  # in-plane pixel size of the training slices; recorded in the contract
@@ -426,6 +428,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "data_root": _str(optional=True),
     "threshold": _threshold,
     "deterministic": _bool,
+    "sync_batchnorm": _bool,
     "weight_decay": _float(0.0),
     "lr_schedule": _str(LR_SCHEDULES),
     "pixel_spacing_mm": _spacing,

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from liverseg.core.batching import consecutive_batches
@@ -64,6 +64,19 @@ from liverseg.models import create_model, required_multiple
 from liverseg.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from liverseg.trainer.augment import augment_batch
 from liverseg.trainer.config import ConfigError, TrainConfig
+from liverseg.trainer.distributed import (
+    World,
+    all_true,
+    env_world,
+    from_main,
+    gather,
+    per_process_batch,
+    process_device,
+    shard,
+    start,
+    stop,
+    sum_all,
+)
 
 log = logging.getLogger("liverseg.trainer")
 
@@ -275,15 +288,18 @@ class RunFolder:
     and routes the trainer's log to ``train.log`` until the block ends.
     """
 
-    def __init__(self, path: Path, cfg: TrainConfig, progress: bool) -> None:
+    def __init__(self, path: Path, cfg: TrainConfig, progress: bool, writes: bool = True) -> None:
         self.path = path
         self.cfg = cfg
-        self.progress = progress
+        self.writes = writes  # False in every training process but rank 0
+        self.progress = progress and writes
         self.checkpoints = path / "checkpoints"
         self.epochs_csv = path / "epochs.csv"
         self._handler: logging.Handler | None = None
 
     def open(self, history: list[dict[str, Any]]) -> RunFolder:
+        if not self.writes:
+            return self
         self.path.mkdir(parents=True, exist_ok=True)
         if self.cfg.save_model is not False:
             self.checkpoints.mkdir(exist_ok=True)
@@ -311,12 +327,15 @@ class RunFolder:
 
     def say(self, line: str) -> None:
         """One line to ``train.log`` and, with progress on, to the console."""
+        if not self.writes:
+            return
         log.info(line)
         if self.progress:
             tqdm.write(line, file=sys.stderr)
 
     def write_epochs(self, history: list[dict[str, Any]]) -> None:
-        _write_epochs(self.epochs_csv, history)
+        if self.writes:
+            _write_epochs(self.epochs_csv, history)
 
 
 # ---------------------------------------------------------------- what is trained, and its state
@@ -333,6 +352,7 @@ class Prepared:
     val_samples: list[Sample]
     summary: dict[str, Any]
     resume: Checkpoint | None
+    world: World = field(default_factory=World)  # the training processes (liverseg.trainer.distributed)
 
 
 @dataclass
@@ -344,6 +364,7 @@ class Trainee:
     scaler: torch.amp.GradScaler
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     amp_dtype: torch.dtype | None
+    ddp: nn.Module | None = None  # net wrapped in DistributedDataParallel when several processes train
 
 
 @dataclass
@@ -362,6 +383,7 @@ class Loaders:
     val: DataLoader
     shuffle: torch.Generator  # re-seeded per epoch
     augment: torch.Generator | None  # re-seeded per epoch; None without augmentation
+    sampler: DistributedSampler | None = None  # several processes: reshuffled per epoch by set_epoch
 
 
 def _improved(value: float, best: dict[str, Any] | None, metric: str, min_delta: float) -> bool:
@@ -420,7 +442,13 @@ def check_output_paths(cfg: TrainConfig) -> None:
 
 def preflight(cfg: TrainConfig, data_root: str | Path | None, progress: bool) -> Prepared:
     """Everything that can fail on bad input (device, data, resume checkpoint), before any work."""
-    device = resolve_device(cfg.device)
+    world = env_world()
+    device = process_device(world, resolve_device(cfg.device), cfg.device)
+    per_process_batch(world, cfg.train_batch_size)
+    if cfg.sync_batchnorm and world.active and device.type != "cuda":
+        raise ConfigError(
+            "key 'sync_batchnorm': SyncBatchNorm needs CUDA (DDP refuses it on CPU modules); set it false"
+        )
     check_output_paths(cfg)
     if cfg.amp != "off" and device.type != "cuda":
         raise ConfigError(f"key 'amp': {cfg.amp!r} needs CUDA but the device is {device} (set amp to 'off')")
@@ -450,18 +478,21 @@ def preflight(cfg: TrainConfig, data_root: str | Path | None, progress: bool) ->
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         _check_resume(resume, cfg, pp)
-    return Prepared(cfg, device, pp, train_samples, val_samples, summary, resume)
+    return Prepared(cfg, device, pp, train_samples, val_samples, summary, resume, world)
 
 
-def build_trainee(cfg: TrainConfig, device: torch.device) -> Trainee:
-    """Seeded network, optimizer, GradScaler and loss (cuDNN flags set first)."""
+def build_trainee(cfg: TrainConfig, device: torch.device, world: World | None = None) -> Trainee:
+    """Seeded network, optimizer, GradScaler and loss (cuDNN flags set first); SyncBatchNorm when asked."""
     if cfg.deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.seed)
-    net = create_model(cfg.model, **cfg.model_args()).to(device)
+    net = create_model(cfg.model, **cfg.model_args())
+    if cfg.sync_batchnorm and world is not None and world.active:  # same state_dict keys: checkpoints load anywhere
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device)
     return Trainee(
         net=net,
         optimizer=make_optimizer(cfg.optim, net.parameters(), cfg.lr, cfg.weight_decay),
@@ -495,14 +526,26 @@ def restore(resume: Checkpoint | None, trainee: Trainee, cfg: TrainConfig) -> Pr
 
 
 def make_loaders(prep: Prepared) -> Loaders:
-    """Shuffled training batches at ``image_size``; validation lists of native-size pairs."""
-    cfg = prep.cfg
+    """Shuffled training batches at ``image_size``; validation lists of native-size pairs.
+
+    With several processes each takes its share of every global batch (a
+    DistributedSampler) and a contiguous block of the validation slices.
+    """
+    cfg, world = prep.cfg, prep.world
     pin = prep.device.type == "cuda"
     shuffle = torch.Generator()
+    train_set = SliceDataset(prep.train_samples, cfg.image_size)
+    sampler: DistributedSampler | None = None
+    if world.active:
+        sampler = DistributedSampler(train_set, world.size, world.rank, shuffle=True, seed=cfg.seed, drop_last=False)
+    val_set: Dataset = SliceDataset(prep.val_samples, None)
+    if world.active:
+        val_set = Subset(val_set, list(shard(len(prep.val_samples), world)))
     train_loader = DataLoader(
-        SliceDataset(prep.train_samples, cfg.image_size),
-        batch_size=cfg.train_batch_size,
-        shuffle=True,
+        train_set,
+        batch_size=per_process_batch(world, cfg.train_batch_size),
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=cfg.num_workers,
         pin_memory=pin,
         generator=shuffle,
@@ -511,7 +554,7 @@ def make_loaders(prep: Prepared) -> Loaders:
         drop_last=False,
     )
     val_loader = DataLoader(
-        SliceDataset(prep.val_samples, None),
+        val_set,
         batch_size=cfg.valid_batch_size,
         shuffle=False,
         num_workers=cfg.num_workers,
@@ -521,7 +564,7 @@ def make_loaders(prep: Prepared) -> Loaders:
         persistent_workers=cfg.num_workers > 0,
     )
     augment = torch.Generator(device=prep.device) if cfg.augment is not None else None
-    return Loaders(train_loader, val_loader, shuffle, augment)
+    return Loaders(train_loader, val_loader, shuffle, augment, sampler)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -543,6 +586,7 @@ class Checkpointer:
     def __init__(self, run: RunFolder, prep: Prepared, trainee: Trainee) -> None:
         self.prep = prep
         self.trainee = trainee
+        self.writes = run.writes
         saving = prep.cfg.save_model is not False
         self.best_path = run.checkpoints / "best.pt" if saving else None
         self.last_path = run.checkpoints / "last.pt" if saving else None
@@ -565,7 +609,7 @@ class Checkpointer:
         )
 
     def save(self, epoch: int, progress: Progress, is_best: bool) -> None:
-        if self.best_path is None or self.last_path is None:
+        if self.best_path is None or self.last_path is None or not self.writes:
             return
         if is_best:
             self.build(epoch, progress, with_optimizer=False).save(self.best_path)
@@ -582,11 +626,22 @@ def run_epoch(epoch: int, prep: Prepared, trainee: Trainee, loaders: Loaders, pr
     for g in trainee.optimizer.param_groups:
         g["lr"] = lr_at(cfg, epoch)
     loaders.shuffle.manual_seed(cfg.seed * 100003 + epoch)
-    if loaders.augment is not None:
-        loaders.augment.manual_seed(cfg.seed * 100019 + epoch)
+    if loaders.sampler is not None:
+        loaders.sampler.set_epoch(epoch)  # DistributedSampler: order from (seed, epoch)
+    if loaders.augment is not None:  # each process its own stream; rank 0's is one process's
+        loaders.augment.manual_seed(cfg.seed * 100019 + epoch + 1000003 * prep.world.rank)
     desc = f"epoch {epoch}/{cfg.epochs}"
     train_loss = _train_epoch(trainee, loaders.train, prep, loaders.augment, desc, progress)
-    val = validate(trainee.net, loaders.val, prep.pp, prep.device, trainee.loss_fn, cfg.threshold, trainee.amp_dtype)
+    val = validate(
+        trainee.net,
+        loaders.val,
+        prep.pp,
+        prep.device,
+        trainee.loss_fn,
+        cfg.threshold,
+        trainee.amp_dtype,
+        world=prep.world,
+    )
     return {
         "epoch": epoch,
         "mPA": val["mPA"],
@@ -683,20 +738,36 @@ def _finish(cfg: TrainConfig, state: Progress, run: RunFolder, saver: Checkpoint
 def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Run one training as the config says (module docstring); everything is checked first."""
     prep = preflight(cfg, data_root, progress)
-    cfg = prep.cfg
-    trainee = build_trainee(cfg, prep.device)
-    state = restore(prep.resume, trainee, cfg)
-    loaders = make_loaders(prep)
-    run = RunFolder(state.run_dir or new_run_dir(Path(cfg.output_dir), cfg), cfg, progress)
-    with run.open(state.history):
-        saver = Checkpointer(run, prep, trainee)
-        run.say(
-            f"run {run.path}: {cfg.model} width {cfg.model_width} on {prep.device}"
-            f"{f' amp {cfg.amp}' if trainee.amp_dtype else ''}; train {len(prep.train_samples)} / "
-            f"val {len(prep.val_samples)} slices; epochs {state.start_epoch}..{cfg.epochs}"
-        )
-        stopped_early = epoch_loop(prep, trainee, loaders, state, run, saver)
-        _finish(cfg, state, run, saver)
+    cfg, world = prep.cfg, prep.world
+    backend = start(world, prep.device)
+    try:
+        trainee = build_trainee(cfg, prep.device, world)
+        state = restore(prep.resume, trainee, cfg)
+        if world.active:  # after the resume's weights: DDP broadcasts rank 0's at construction
+            ids = [prep.device.index] if prep.device.type == "cuda" else None
+            trainee.ddp = nn.parallel.DistributedDataParallel(trainee.net, device_ids=ids)
+        loaders = make_loaders(prep)
+        path = from_main(state.run_dir or (new_run_dir(Path(cfg.output_dir), cfg) if world.is_main else None), world)
+        run = RunFolder(path, cfg, progress, writes=world.is_main)
+        with run.open(state.history):
+            saver = Checkpointer(run, prep, trainee)
+            procs = (
+                f"; {world.size} processes (DistributedDataParallel, {backend}), global batch "
+                f"{cfg.train_batch_size} = {per_process_batch(world, cfg.train_batch_size)} per process"
+                f"{', SyncBatchNorm' if cfg.sync_batchnorm else ''}"
+                if world.active
+                else "; 1 process"
+            )
+            run.say(
+                f"run {run.path}: {cfg.model} width {cfg.model_width} on {prep.device}"
+                f"{f' amp {cfg.amp}' if trainee.amp_dtype else ''}{procs}; train {len(prep.train_samples)} / "
+                f"val {len(prep.val_samples)} slices; epochs {state.start_epoch}..{cfg.epochs}"
+            )
+            stopped_early = epoch_loop(prep, trainee, loaders, state, run, saver)
+            if world.is_main:
+                _finish(cfg, state, run, saver)
+    finally:
+        stop(world)
     return TrainResult(
         run_dir=run.path,
         best=saver.best_path,
@@ -718,7 +789,8 @@ def _train_epoch(
 ) -> float:
     """One pass over the training batches; the mean loss per image."""
     net, optimizer, scaler, amp_dtype = trainee.net, trainee.optimizer, trainee.scaler, trainee.amp_dtype
-    augment, pp, device = prep.cfg.augment, prep.pp, prep.device
+    model = trainee.ddp or net  # the DDP wrapper averages the gradients over the processes
+    augment, pp, device, world = prep.cfg.augment, prep.pp, prep.device, prep.world
     net.train()
     total, count = 0.0, 0
     # closed on an error too, so an error line does not continue the bar's line
@@ -732,13 +804,15 @@ def _train_epoch(
             h, w = x.shape[-2], x.shape[-1]
             z = preprocess(x, pp)  # [N, 1, H', W'] padded
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                logits = net(z)
+                logits = model(z)
             logits = postprocess(logits.float(), pp, h, w)  # padding cropped: it never enters the loss
             loss = trainee.loss_fn(logits, t)
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            if not (all_true(finite, world) if world.active else finite):  # every process stops together
                 # a diverging run is a config problem (learning rate, mixed precision): one line, not a traceback
+                said = f"{loss.item()}" if not finite else "not finite in another process"
                 raise ConfigError(
-                    f"{desc}, batch {step + 1}: loss is {loss.item()}; lower key 'lr', or set key 'amp' to 'off'"
+                    f"{desc}, batch {step + 1}: loss is {said}; lower key 'lr', or set key 'amp' to 'off'"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -749,7 +823,8 @@ def _train_epoch(
             total += value * n
             count += n
             bar.set_postfix(loss=f"{value:.4f}")
-    return total / max(count, 1)
+    total, count_all = sum_all([total, float(count)], world)  # the mean over every process's images
+    return total / max(count_all, 1)
 
 
 @torch.inference_mode()
@@ -761,10 +836,19 @@ def validate(
     loss_fn,
     threshold: float,
     amp_dtype: torch.dtype | None = None,
+    world: World | None = None,
 ) -> dict[str, float]:
-    """Per-image metrics at native size (``sigmoid > threshold``), averaged; plus the mean loss."""
+    """Per-image metrics at native size (``sigmoid > threshold``), averaged; plus the mean loss.
+
+    With several processes (``world``) each validates its block of the slices; the
+    per-image counts are gathered in slice order and the metrics computed from them as
+    one process does, so they are one process's numbers (``val_loss`` may differ in its
+    last digits: the batches differ).
+    """
     net.eval()
+    world = world or World()
     metrics = SegmentationMetrics()
+    rows: list[list[int]] = []
     total, count = 0.0, 0
     for batch in loader:
         for chunk in consecutive_batches(batch, _image_shape, len(batch)):  # native sizes: one shape per stack
@@ -778,8 +862,10 @@ def validate(
             total += float(loss_fn(logits, truth.float())) * x.shape[0]
             count += x.shape[0]
             pred = torch.sigmoid(logits) > threshold
-            for row in confusion_counts(pred, truth).cpu().tolist():  # counted on the device
-                metrics.add_confusion(*row)
+            rows += confusion_counts(pred, truth).cpu().tolist()  # counted on the device
+    for row in gather(rows, world):
+        metrics.add_confusion(*row)
+    total, count_all = sum_all([total, float(count)], world)
     out = metrics.compute()
-    out["val_loss"] = total / max(count, 1)
+    out["val_loss"] = total / max(count_all, 1)
     return out
