@@ -126,7 +126,7 @@ class BenchOptions:
     e2e_slices: int | None = None
     e2e_rounds: int = 2
     e2e_batch: int = 1
-    e2e_backends: tuple[str, ...] = ("ort-fp32", "ort-int8")
+    e2e_backends: tuple[str, ...] = ("auto", "ort-fp32", "ort-int8")
     scaling: tuple[int, ...] = (100, 1000, 10000)
     scaling_width: int = 4
     scaling_size: int = 64

@@ -140,9 +140,10 @@ def set_wait_policy(spinning: bool) -> str:
 )
 @click.option(
     "--e2e-backends",
-    default="ort-fp32,ort-int8",
+    default="auto,ort-fp32,ort-int8",
     show_default=True,
-    help="Comma-separated ONNX Runtime rows for the end-to-end section (ort-cuda-* run the runner on CUDA).",
+    help="Comma-separated rows for the end-to-end section: ONNX Runtime (ort-cuda-* run the runner on CUDA), "
+    "OpenVINO (ov-*), and auto (liverseg-infer's defaults).",
 )
 @click.option(
     "--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip)."
@@ -199,12 +200,12 @@ def main(**kw: Any) -> None:
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
-def _names(value: str | None, option: str) -> list[str] | None:
-    """Comma-separated backend names, each checked against the registry; None for none given."""
+def _names(value: str | None, option: str, also: tuple[str, ...] = ()) -> list[str] | None:
+    """Comma-separated backend names, each checked against the registry (or ``also``); None for none given."""
     if not value:
         return None
     names = [b.strip() for b in value.split(",") if b.strip()]
-    bad = [b for b in names if b not in BACKENDS]
+    bad = [b for b in names if b not in BACKENDS and b not in also]
     if bad:
         raise click.BadParameter(f"unknown backend(s) {bad}; valid: {', '.join(BACKENDS)}", param_hint=option)
     return names
@@ -244,7 +245,7 @@ def options_from(kw: dict[str, Any]) -> BenchOptions:
         e2e_slices=kw["e2e_slices"],
         e2e_rounds=kw["e2e_rounds"],
         e2e_batch=kw["e2e_batch"],
-        e2e_backends=tuple(_names(kw["e2e_backends"], "--e2e-backends") or ()),
+        e2e_backends=tuple(_names(kw["e2e_backends"], "--e2e-backends", also=("auto",)) or ()),
         scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
         scaling_width=kw["scaling_width"],
         scaling_size=kw["scaling_size"],

@@ -24,6 +24,11 @@ inputs, opening the session, writing the summary and ``report.html``; a cost per
 run, not per image, so it weighs most on small runs of a cheap model -- and its macro
 Dice over the labelled slices are recorded beside them; the int8 row's
 ``dice_delta_vs_fp32`` is judged on all labelled slices, not just the few timed ones.
+
+OpenVINO rows (``ov-*``) run the runner with ``--engine openvino --precision P``; the
+row ``auto`` runs it with its defaults on the fp32 file (``--engine auto --precision
+auto``, the combination liverseg.core.choose takes on this machine) and records what
+was chosen in ``engine_choice``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import numpy as np
 
 from liverseg.benchmarks.backends import BACKENDS
 from liverseg.core.errors import describe
+
+AUTO = "auto"  # the e2e row of liverseg-infer's defaults
 
 E2E_COLUMNS = (
     "section",
@@ -60,6 +67,7 @@ E2E_COLUMNS = (
     "n_failed",
     "threads",
     "provider",
+    "engine_choice",
     "error",
     "device",
     "spinning",
@@ -86,7 +94,19 @@ def _weights(art: Any) -> str:
 
 
 def _device(name: str) -> str:
+    if name == AUTO:
+        return "auto"
     return "cuda" if BACKENDS[name].gpu else "cpu"
+
+
+def _engine_of(name: str) -> tuple[str, str, str]:
+    """(engine, precision, artifact) a row runs: ``auto`` is liverseg-infer's defaults on the fp32 file."""
+    if name == AUTO:
+        return "auto", "auto", "onnx"
+    d = BACKENDS[name]
+    if d.name.startswith("ov-"):
+        return "openvino", str(d.options["precision"]), d.needs
+    return "onnxruntime", "fp32" if d.needs == "onnx" else "auto", d.needs
 
 
 def model_only_rate(sess: Any, batches: list[np.ndarray]) -> float:
@@ -101,11 +121,14 @@ def model_only_rate(sess: Any, batches: list[np.ndarray]) -> float:
     return n / t
 
 
-def end_to_end(model: Path, device: str, s: E2ESettings, out: Path, n: int) -> tuple[float, dict[str, Any]]:
+def end_to_end(
+    model: Path, device: str, s: E2ESettings, out: Path, n: int, engine: str = "auto", precision: str = "auto"
+) -> tuple[float, dict[str, Any]]:
     """(images/s over the wall time of one ``run_inference`` call, its summary with ``_fixed_overhead_s``)."""
     from liverseg.infer.runner import Options, run_inference
 
     command = ["liverseg-infer", str(s.folder), "--model", str(model), "--device", device, "--batch-size", str(s.batch)]
+    command += ["--engine", engine, "--precision", precision]
     opts = Options(
         source=s.folder,
         model=model,
@@ -118,6 +141,8 @@ def end_to_end(model: Path, device: str, s: E2ESettings, out: Path, n: int) -> t
         report=s.report,
         limit=s.slices,
         command=command,
+        engine=engine,
+        precision=precision,
     )
     t0 = time.perf_counter()
     res = run_inference(opts, log=lambda _: None)
@@ -160,10 +185,14 @@ def run_backend(
     from liverseg.infer.session import open_session
 
     device = _device(name)
+    engine, precision, needs = _engine_of(name)
     try:
-        path = art.path(BACKENDS[name].needs)
-        sess = open_session(path, device=device, threads=s.threads, spinning=s.spinning)
+        path = art.path(needs)
+        sess = open_session(
+            path, device=device, threads=s.threads, spinning=s.spinning, engine=engine, precision=precision
+        )
         row["provider"] = sess.provider
+        row["engine_choice"] = f"{sess.engine_name} {sess.precision}: {sess.choice.get('reason')}"
         batches = [np.concatenate(images[i : i + s.batch]) for i in range(0, len(images), s.batch)]
         sess.run(batches[0])  # warm-up (allocations, cuDNN search)
     except Exception as e:  # a file that cannot be made, a device that cannot be used
@@ -178,9 +207,9 @@ def run_backend(
         try:
             if r % 2 == 0:  # alternate, so both see the same machine load
                 m = model_only_rate(sess, batches)
-                rate, summary = end_to_end(path, device, s, out, len(images))
+                rate, summary = end_to_end(path, device, s, out, len(images), engine, precision)
             else:
-                rate, summary = end_to_end(path, device, s, out, len(images))
+                rate, summary = end_to_end(path, device, s, out, len(images), engine, precision)
                 m = model_only_rate(sess, batches)
         except Exception as ex:  # the row records the error; the next backend still runs
             row["error"] = describe(ex)
@@ -231,12 +260,12 @@ def run_e2e(
             batch=batch,
             threads=threads,
             error="",
-            device=_device(name) if name in BACKENDS else None,
+            device=_device(name) if name in BACKENDS or name == AUTO else None,
             spinning=spinning,
             report=report,
         )
         rows.append(row)
-        if name not in BACKENDS:
+        if name not in BACKENDS and name != AUTO:
             row["error"] = f"unknown backend {name!r}"
             continue
         run_backend(art, name, row, images, rounds, s, log)

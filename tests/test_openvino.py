@@ -310,3 +310,19 @@ def test_export_cli_gates_on_16_real_slices(tmp_path, msd_dir):
         assert contract["variants"] == {"int8": {"file": "model.int8.onnx"}}
         assert contract["gates"]["onnxruntime/int8"]["passed"] == gates["onnxruntime", "int8"]["passed"]
     assert parity["files"]["onnx"]["sha256"] == file_sha256(out / "model.onnx")  # hashed after the contract update
+
+
+@pytest.mark.realdata
+def test_e2e_rows_for_auto_and_openvino(chaos_dir, tmp_path):
+    from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
+    from liverseg.benchmarks.e2e import run_e2e
+
+    art = Artifacts(random_checkpoint("unet", 4), tmp_path / "m")
+    names = ["auto", "ov-fp32"] if openvino_available() else ["auto"]
+    rows = run_e2e(art, names, threads=2, slices=2, rounds=1, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e")
+    for r in rows:
+        assert r["error"] == "", r["error"]
+        assert r["model_only_images_per_s"] > 0 and r["e2e_images_per_s"] > 0 and r["engine_choice"]
+    assert rows[0]["device"] == "auto"
+    if openvino_available():
+        assert rows[1]["engine_choice"].startswith("openvino fp32") and rows[1]["provider"] == "OpenVINO CPU fp32"
