@@ -11,7 +11,10 @@ keeping the higher shows how much the machine moved in between.
 
 Beside it, the same product in bfloat16 through torch (``torch_bf16_gflops``): AMX or
 AVX-512 BF16 make it several times the fp32 rate; on a CPU without them it is emulated
-and slower. It is reported, never taken as the peak.
+and far slower (0.5 GFLOP/s on the AVX2-only EPYC: a 4096 product would take minutes),
+so its size grows from 512 by doubling only while one product takes under
+:data:`BF16_STEP_S`, up to ``n`` (``torch_bf16_n`` says where it stopped). It is
+reported, never taken as the peak.
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ from collections.abc import Callable
 from typing import Any
 
 from liverseg.core.errors import describe
+
+BF16_STEP_S = 0.25  # the bf16 product grows while one takes less than this
+
+
+def _bf16_inputs(n: int) -> tuple[Any, Any, int]:
+    """Two bf16 matrices of the largest size (512, 1024, ... <= n) whose product takes under BF16_STEP_S."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    m = min(512, n)
+    while True:
+        a = torch.randn(m, m, generator=g).to(torch.bfloat16)
+        b = torch.randn(m, m, generator=g).to(torch.bfloat16)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if m * 2 > n or time.perf_counter() - t0 > BF16_STEP_S:
+            return a, b, m
+        m *= 2
 
 
 def _best_rate(fn: Callable[[], Any], flops: float, repeats: int) -> float:
@@ -57,16 +78,23 @@ def matmul_peak(
                 a = rng.standard_normal((n, n), dtype=np.float32)
                 b = rng.standard_normal((n, n), dtype=np.float32)
                 rates[lib] = _best_rate(functools.partial(np.matmul, a, b), flops, repeats)
-            elif lib in ("torch", "torch_bf16"):
+            elif lib == "torch":
                 import torch
 
                 if threads:
                     torch.set_num_threads(threads)
                 g = torch.Generator().manual_seed(0)
-                dtype = torch.bfloat16 if lib == "torch_bf16" else torch.float32
-                ta = torch.randn(n, n, generator=g).to(dtype)
-                tb = torch.randn(n, n, generator=g).to(dtype)
+                ta = torch.randn(n, n, generator=g)
+                tb = torch.randn(n, n, generator=g)
                 rates[lib] = _best_rate(functools.partial(torch.mm, ta, tb), flops, repeats)
+            elif lib == "torch_bf16":
+                import torch
+
+                if threads:
+                    torch.set_num_threads(threads)
+                ta, tb, m = _bf16_inputs(n)
+                out["torch_bf16_n"] = m
+                rates[lib] = _best_rate(functools.partial(torch.mm, ta, tb), 2.0 * m**3, repeats)
             else:
                 raise ValueError(f"unknown library {lib!r}")
         except Exception as e:  # record, keep the other library's number

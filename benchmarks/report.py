@@ -242,7 +242,8 @@ def _header(result: dict[str, Any]) -> list[str]:
         f"torch {_f(ps.get('torch_gflops'), '.1f')} GFLOP/s, end numpy {_f(pe.get('numpy_gflops'), '.1f')} / torch "
         f"{_f(pe.get('torch_gflops'), '.1f')} GFLOP/s; reference = the highest, **{_f(peak.get('peak_gflops'), '.1f')} "
         "GFLOP/s**",
-        f"- **bf16 matmul** (torch, same size, same run): start {_f(ps.get('torch_bf16_gflops'), '.1f')}, end "
+        f"- **bf16 matmul** (torch, {ps.get('torch_bf16_n')}x{ps.get('torch_bf16_n')}, same run): start "
+        f"{_f(ps.get('torch_bf16_gflops'), '.1f')}, end "
         f"{_f(pe.get('torch_bf16_gflops'), '.1f')} GFLOP/s (AMX/AVX-512 BF16 raise it above fp32; without them it "
         "is emulated)",
         "",
