@@ -8,6 +8,7 @@ before any work as one ``error:`` line by :class:`liverseg.core.cli.Command`,
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,12 @@ from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
+
+
+def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value in DEVICES or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise click.BadParameter(f"must be {', '.join(DEVICES)} or cuda:N, got {value!r}")
 
 
 @command()
@@ -46,10 +53,12 @@ from liverseg.infer.session import DEVICES
 )
 @click.option(
     "--device",
-    type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
-    help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which.",
+    callback=_device_name,
+    metavar="|".join((*DEVICES, "cuda:N")),
+    help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which; cuda:N takes GPU N "
+    "(one part of a split run per GPU).",
 )
 @click.option(
     "--engine",

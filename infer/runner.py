@@ -93,7 +93,7 @@ class Options:
     model: Path | None = None
     labels: Path | None = None
     out: Path | None = None
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     batch_size: int | None = None  # None: 1 on CPU (never faster per slice on 2 cores), 8 on CUDA
     threads: int | None = None
     overlays: bool = False
@@ -324,9 +324,11 @@ class Runner:
         sizes = []
         if o.device != "cpu":  # the cuDNN algorithm search depends on how many sizes the inputs come in
             sizes = [s for s in (image_size(it.image) for it in items[:64]) if s]
+        device, _, index = o.device.partition(":")  # cuda:N: GPU N
         sess = open_session(
             model,
-            device=o.device,
+            device=device,
+            device_id=int(index or 0),
             threads=o.threads,
             spinning=o.spinning,
             contract_path=o.contract,

@@ -148,3 +148,21 @@ def test_merge_refuses_missing_or_running_parts_and_a_part_resumes(tmp_path, tin
     rows = _table(out / "per_image.csv")
     assert [int(r["index"]) for r in rows] == list(range(24)) and {r["status"] for r in rows} == {"ok"}
     assert len(list((out / "masks").iterdir())) == 24
+
+
+def test_device_names_a_gpu_or_is_refused(tmp_path, tiny_model):
+    from liverseg.infer.cli import main as infer_main
+
+    _png(tmp_path / "in" / "a.png", _slice(np.random.default_rng(0), 32, 32)[0])
+    r = CliRunner().invoke(infer_main, [str(tmp_path / "in"), "--model", str(tiny_model), "--device", "gpu"])
+    assert r.exit_code == 2 and "cuda:N" in r.output
+    r = CliRunner().invoke(
+        infer_main,
+        [str(tmp_path / "in"), "--model", str(tiny_model), "--device", "cuda:0", "--out", str(tmp_path / "o")],
+    )
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert r.exit_code == 2 and "error:" in r.output, r.output
+    else:
+        assert r.exit_code in (0, 2), r.output  # 2 when the provider is listed but its libraries do not load
