@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -166,3 +167,37 @@ def test_device_names_a_gpu_or_is_refused(tmp_path, tiny_model):
         assert r.exit_code == 2 and "error:" in r.output, r.output
     else:
         assert r.exit_code in (0, 2), r.output  # 2 when the provider is listed but its libraries do not load
+
+
+def test_volume_parts_merge_to_one_runs_per_volume_table(tmp_path):
+    nib = pytest.importorskip("nibabel")
+    pytest.importorskip("scipy")
+    from test_volumes import AFFINE, _model, _nifti, _phantom
+
+    from liverseg.infer.merge import merge_parts
+    from liverseg.infer.runner import Options, run_inference
+
+    model = _model(tmp_path, None)
+    (tmp_path / "in").mkdir()
+    for n in range(3):
+        _nifti(tmp_path / "in" / f"v{n}.nii.gz", _phantom(seed=n)[0], AFFINE)
+
+    def run(out: Path, **kw) -> int:
+        opts = Options(source=tmp_path / "in", model=model, out=out, progress=False, report=False, device="cpu", **kw)
+        return run_inference(opts, log=lambda s: None).exit_code
+
+    assert run(tmp_path / "one") == 0
+    assert [run(tmp_path / "split", num_parts=2, part_id=k) for k in (1, 0)] == [0, 0]
+    summary = merge_parts(tmp_path / "split", report=False, log=lambda s: None)
+    assert summary["n_ok"] == 3 and [p["n_inputs"] for p in summary["parts"]] == [1, 2]
+
+    def table(path: Path) -> list[dict[str, str]]:
+        with open(path, newline="") as f:
+            return [{k: v for k, v in r.items() if "ms" not in k and "second" not in k} for r in csv.DictReader(f)]
+
+    for name in ("per_volume.csv", "per_image.csv"):
+        assert table(tmp_path / "split" / name) == table(tmp_path / "one" / name), name
+    for n in range(3):
+        a, b = (nib.load(str(tmp_path / d / "masks" / f"v{n}.nii.gz")) for d in ("split", "one"))
+        assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)) and np.allclose(a.affine, b.affine)
+    assert summary["volume_metrics"] == json.loads((tmp_path / "one" / "summary.json").read_text())["volume_metrics"]
