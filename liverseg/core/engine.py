@@ -500,7 +500,8 @@ class OpenVinoEngine(Engine):
 
     @property
     def provider(self) -> str:
-        return f"OpenVINO CPU {self.actual_precision}"
+        """``OpenVINO CPU <precision it runs>``; the int8 file is ``int8`` (its other layers: see the notes)."""
+        return f"OpenVINO CPU {'int8' if self.options.precision == 'int8' else self.actual_precision}"
 
     @staticmethod
     def _spec(port: Any) -> TensorSpec:
