@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,22 @@ def claim_split(out: Path, record: dict[str, Any]) -> None:
         )
     record = {"format": SPLIT_FORMAT, **record}
     path = out / SPLIT_STATE
-    tmp = out / f".split{TMP_MARK}{os.getpid()}.json"
-    tmp.write_text(json.dumps(record, indent=2))
+    fd, name = tempfile.mkstemp(prefix=f".split{TMP_MARK}", suffix=".json", dir=out)  # unique across hosts too
+    tmp = Path(name)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(record, indent=2))
     try:
         os.link(tmp, path)
         return
     except FileExistsError:
         pass
+    except OSError:  # a file system without hard links: create it exclusively, then fill it
+        try:
+            with open(path, "x", encoding="utf-8") as f:
+                f.write(json.dumps(record, indent=2))
+            return
+        except FileExistsError:
+            pass
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()

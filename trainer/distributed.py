@@ -136,6 +136,17 @@ def all_true(flag: bool, world: World) -> bool:
     return sum_all([0.0 if flag else 1.0], world)[0] == 0.0
 
 
+def same_buffers(module: torch.nn.Module, world: World) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) in every process.
+
+    DDP broadcasts them before each training forward, after which every process
+    updates them from its own batch; validation must run the weights rank 0 saves.
+    """
+    if world.active:
+        for b in module.buffers():
+            dist.broadcast(b, src=0)
+
+
 def from_main(obj: Any, world: World) -> Any:
     """Rank 0's ``obj`` in every process."""
     if not world.active:

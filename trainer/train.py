@@ -72,6 +72,7 @@ from liverseg.trainer.distributed import (
     gather,
     per_process_batch,
     process_device,
+    same_buffers,
     shard,
     start,
     stop,
@@ -632,6 +633,7 @@ def run_epoch(epoch: int, prep: Prepared, trainee: Trainee, loaders: Loaders, pr
         loaders.augment.manual_seed(cfg.seed * 100019 + epoch + 1000003 * prep.world.rank)
     desc = f"epoch {epoch}/{cfg.epochs}"
     train_loss = _train_epoch(trainee, loaders.train, prep, loaders.augment, desc, progress)
+    same_buffers(trainee.net, prep.world)  # every process validates the weights rank 0 saves
     val = validate(
         trainee.net,
         loaders.val,
