@@ -142,3 +142,21 @@ def test_global_batch_must_split_and_launcher_refuses_nesting(tmp_path: Path, mo
     assert r.exit_code == 2 and "inside a torchrun process" in r.output, r.output
     r = CliRunner().invoke(train_main, [str(_config(root, sync_batchnorm=True)), "-q"])
     assert r.exit_code == 2 and "SyncBatchNorm needs CUDA" in r.output, r.output
+
+
+def test_train_cli_launches_torchrun(tmp_path: Path):
+    """``liverseg-train --nproc-per-node 2`` runs the same through torch's launcher."""
+    root = write_dataset(tmp_path, n_train=4, n_val=2)
+    config = _config(root)
+    proc = subprocess.run(
+        [sys.executable, "-m", "liverseg.trainer", "--nproc-per-node", "2", str(config), "-q"],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = _the_run(root)
+    assert "2 processes (DistributedDataParallel, gloo)" in (run / "train.log").read_text()
+    assert proc.stdout.count("run folder:") == 1
