@@ -104,12 +104,16 @@ RUN_FORMAT = "liverseg-infer-run"
 
 
 def run_folders_under(folder: Path) -> list[Path]:
-    """Inference run folders inside ``folder`` (a ``run.json`` of this tool): never inputs of a later run."""
+    """Inference run folders inside ``folder`` (a ``run.json`` of this tool): never inputs of a later run.
+
+    A split run's part keeps its run.json in ``OUT/parts/part-K-of-N/``: the whole ``OUT`` is the run folder.
+    """
     found = []
     for state in folder.rglob(RUN_STATE):
         try:
-            if json.loads(state.read_text(encoding="utf-8")).get("format") == RUN_FORMAT:
-                found.append(state.parent)
+            data = json.loads(state.read_text(encoding="utf-8"))
+            if data.get("format") == RUN_FORMAT:
+                found.append(state.parents[2] if data.get("part") else state.parent)
         except (OSError, ValueError, AttributeError):
             continue
     return found

@@ -201,3 +201,20 @@ def test_volume_parts_merge_to_one_runs_per_volume_table(tmp_path):
         a, b = (nib.load(str(tmp_path / d / "masks" / f"v{n}.nii.gz")) for d in ("split", "one"))
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)) and np.allclose(a.affine, b.affine)
     assert summary["volume_metrics"] == json.loads((tmp_path / "one" / "summary.json").read_text())["volume_metrics"]
+
+
+def test_a_split_folder_inside_the_inputs_is_never_listed_as_inputs(tmp_path, tiny_model):
+    from liverseg.infer.io import list_inputs
+    from liverseg.infer.runner import Options, run_inference
+
+    src = tmp_path / "in"
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        _png(src / f"{i}.png", _slice(rng, 32, 32)[0])
+    for k in range(2):
+        opts = Options(
+            source=src, model=tiny_model, out=src / "split", num_parts=2, part_id=k, progress=False, report=False
+        )
+        assert run_inference(opts, log=lambda s: None).exit_code == 0
+    assert len(list((src / "split" / "masks").iterdir())) == 4
+    assert sorted(Path(it.image).name for it in list_inputs(src)) == ["0.png", "1.png", "2.png", "3.png"]
