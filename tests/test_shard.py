@@ -103,6 +103,9 @@ def test_three_parts_at_once_then_merge_equal_one_run(tmp_path, tiny_model):
 
     a, b = (json.loads((d / "summary.json").read_text()) for d in (split, one))
     assert a["metrics"] == b["metrics"] and a["n_ok"] == b["n_ok"] == 11
+    timings = {"images_per_second", "model_images_per_second", "pipeline_efficiency", "wall_seconds"}
+    timings |= {"model_seconds", "latency_ms", "end_to_end_latency_ms", "started", "finished", "command"}
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} <= timings | {"parts"}
     assert a["inputs"] == b["inputs"] and a["model"] == b["model"]
     assert [p["n_inputs"] for p in a["parts"]] == [3, 4, 4]
     assert (split / "report.html").stat().st_size > 1000
