@@ -153,6 +153,16 @@ def test_merge_refuses_missing_or_running_parts_and_a_part_resumes(tmp_path, tin
     assert [int(r["index"]) for r in rows] == list(range(24)) and {r["status"] for r in rows} == {"ok"}
     assert len(list((out / "masks").iterdir())) == 24
 
+    table = part_dir(out, 0, 2) / "per_image.csv"
+    text = table.read_text()
+    first = text.splitlines()[1]
+    table.write_text(text.replace(first, "12" + first[1:]))  # part 0 claims part 1's input 12, loses its 0
+    r = CliRunner().invoke(merge_main, [str(out), "--no-report"])
+    assert r.exit_code == 2 and "parts overlap: input(s) 12 (parts 0 and 1)" in r.output, r.output
+    table.write_text(text.replace(first, "99" + first[1:]))
+    r = CliRunner().invoke(merge_main, [str(out), "--no-report"])
+    assert r.exit_code == 2 and "no part has input(s) 0" in r.output and "unknown input(s) 99" in r.output, r.output
+
 
 def test_device_names_a_gpu_or_is_refused(tmp_path, tiny_model):
     from liverseg.infer.cli import main as infer_main
