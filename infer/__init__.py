@@ -9,6 +9,8 @@
 * :mod:`liverseg.infer.session` -- model lookup, contract, device rules, CUDA I/O binding.
 * :mod:`liverseg.infer.io` -- input listing and label discovery, output names, decoding, PNG encoding.
 * :mod:`liverseg.infer.report` -- report.html from a run folder (``liverseg-report``).
+* :mod:`liverseg.infer.shard` -- split runs: which inputs part K of N runs, split.json, the shared folder.
+* :mod:`liverseg.infer.merge` -- the whole run's tables and report from a split run's parts (``liverseg-merge``).
 
 Nothing in this package imports torch (tests/test_infer.py checks it).
 """
