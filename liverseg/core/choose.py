@@ -50,10 +50,11 @@ SIBLINGS = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": "model.int8.onnx
 
 # CPU class -> (engine, precision) from fastest to slowest. amx: measured on an Intel Xeon
 # with AMX (OpenVINO int8 5.8x, bf16 4.6x, fp32 1.2x ONNX Runtime fp32 at width 16, 512x512;
-# ONNX Runtime int8 1.5x). avx2: measured on an AMD EPYC (Zen 1, AVX2 only): OpenVINO fp32
-# 0.64x ONNX Runtime fp32, bf16 runs as fp32, int8 of both engines alike (~1.3x). The VNNI
-# and AVX-512 rows are not measured: int8 first (VNNI is its instruction), fp32 on ONNX Runtime
-# (it reached ~100% of the fp32 peak on the AVX-512 Zen 4).
+# ONNX Runtime int8 1.5x). avx2: measured on the 2-vCPU AMD EPYC (AVX2 only), width 16,
+# 512x512, interleaved: OpenVINO int8 1.74-1.90x ONNX Runtime fp32 and 1.17-1.23x ONNX Runtime
+# int8; OpenVINO fp32 1.09-1.14x on a quiet machine but 0.64x while another process loaded
+# the 2 cores, so fp32 stays on ONNX Runtime; bf16 runs as fp32 there. The VNNI and AVX-512
+# rows are not measured: int8 first (VNNI is its instruction), then as on AVX2.
 CPU_ORDER: dict[str, list[tuple[str, str]]] = {
     "amx": [("openvino", "int8"), ("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "int8"),
             ("onnxruntime", "fp32")],
@@ -61,9 +62,9 @@ CPU_ORDER: dict[str, list[tuple[str, str]]] = {
                     ("openvino", "bf16")],
     "avx_vnni": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
                  ("openvino", "bf16")],
-    "avx512": [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+    "avx512": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
                ("openvino", "bf16")],
-    "avx2": [("onnxruntime", "int8"), ("openvino", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
+    "avx2": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
              ("openvino", "bf16")],
 }  # fmt: skip
 CPU_ORDER["basic"] = CPU_ORDER["avx2"]
