@@ -701,4 +701,5 @@ def gates_for_contract(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The contract's ``gates``: ``"engine/precision" -> {passed, dice_change, ...}`` (read by ``auto``)."""
     keep = ("passed", "reason", "dice_change", "prob_max_abs", "mask_pixels_changed", "n_labelled", "ran_as",
             "engine_version")  # fmt: skip
-    return {f"{r['engine']}/{r['precision']}": {k: r.get(k) for k in keep} for r in rows}
+    # _finite: a NaN would make the contract invalid JSON for its reader (which refuses non-finite numbers)
+    return {f"{r['engine']}/{r['precision']}": _finite({k: r.get(k) for k in keep}) for r in rows}
