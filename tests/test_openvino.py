@@ -327,3 +327,14 @@ def test_e2e_rows_for_auto_and_openvino(chaos_dir, tmp_path):
     assert rows[0]["device"] == "auto"
     if openvino_available():
         assert rows[1]["engine_choice"].startswith("openvino fp32") and rows[1]["provider"] == "OpenVINO CPU fp32"
+
+
+def test_onnx_metadata_refuses_what_is_not_a_model_and_the_session_says_why(tmp_path):
+    from liverseg.core.errors import ContractError
+
+    zeros = tmp_path / "zeros.onnx"
+    zeros.write_bytes(bytes(1 << 20))
+    with pytest.raises(ContractError, match="not a protobuf message"):
+        onnx_metadata(zeros)
+    with pytest.raises(ContractError, match="onnxruntime cannot load it"):  # the engine's own message, as before
+        open_session(zeros, device="cpu")

@@ -129,16 +129,23 @@ def _fields(data: bytes) -> list[tuple[int, int, bytes | int]]:
     return out
 
 
+MAX_TOP_FIELDS = 100_000  # top-level fields read before giving up (metadata entries are one field each)
+
+
 def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """An ONNX file's ``metadata_props`` (ModelProto field 14), read without parsing its graph."""
     out: dict[str, str] = {}
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            while f.tell() < size:
+            for _ in range(MAX_TOP_FIELDS):  # a ModelProto has a handful; a file of zeros must not loop long
+                if f.tell() >= size:
+                    break
                 head = f.read(20)
                 tag, i = _varint(head, 0)
                 num, wire = tag >> 3, tag & 7
+                if num == 0:
+                    raise ValueError("field number 0: not a protobuf message")
                 if wire == 0:
                     _, i = _varint(head, i)
                     f.seek(f.tell() - len(head) + i)
