@@ -509,3 +509,12 @@ def test_gpu_script_rows_with_simulated_card(tmp_path, monkeypatch):
             assert float(r["max_memory_allocated_mb"]) == pytest.approx(123.0)
         if r["backend"] != "torch-cuda-fp32":
             assert float(r["parity_max_abs_prob"]) < 1e-4 and int(r["parity_px"]) == int(r["batch"]) * 32 * 32
+
+
+def test_eager_bf16_is_a_default_row_only_where_the_cpu_has_native_bf16():
+    from liverseg.benchmarks.backends import default_backends
+
+    assert "eager-bf16" not in default_backends(cuda=False, flags=["avx2", "fma"])
+    assert "eager-bf16" in default_backends(cuda=False, flags=["avx512f", "avx512_bf16"])
+    assert "eager-bf16" in default_backends(cuda=False, flags=["amx_tile", "amx_bf16"])
+    assert "ort-fp32" in default_backends(cuda=False, flags=["avx2"])
