@@ -8,26 +8,19 @@ before any work as one ``error:`` line by :class:`liverseg.core.cli.Command`,
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import click
 
 from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
-from liverseg.core.cli import command, raw_argv
+from liverseg.core.cli import command, device_name, raw_argv
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
-
-
-def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if value in DEVICES or re.fullmatch(r"cuda:\d+", value):
-        return value
-    raise click.BadParameter(f"must be {', '.join(DEVICES)} or cuda:N, got {value!r}")
 
 
 @command()
@@ -55,7 +48,7 @@ def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--device",
     default="auto",
     show_default=True,
-    callback=_device_name,
+    callback=device_name,
     metavar="|".join((*DEVICES, "cuda:N")),
     help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which; cuda:N takes GPU N "
     "(one part of a split run per GPU).",

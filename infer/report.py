@@ -114,16 +114,21 @@ def _compact_row(r: dict[str | None, str | None]) -> dict[str, Any]:
     return out
 
 
-def _read_rows(run_dir: Path, problems: list[str]) -> list[dict[str, str]]:
-    path = run_dir / "per_image.csv"
+def _read_rows(run_dir: Path, problems: list[str], name: str = "per_image.csv") -> list[dict[str, str]]:
+    """The rows of a run's table (``per_image.csv``, ``per_volume.csv``); a problem is said, never raised.
+
+    per_image.csv is always written, so its absence is a problem; per_volume.csv only with volumes.
+    """
+    path = run_dir / name
     if not path.exists():
-        problems.append("per_image.csv is missing: no per-image results to show.")
+        if name == "per_image.csv":
+            problems.append("per_image.csv is missing: no per-image results to show.")
         return []
     try:
         with path.open(newline="", encoding="utf-8") as f:
             return [_compact_row(r) for r in csv.DictReader(f)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        problems.append(f"per_image.csv could not be read ({e}).")
+        problems.append(f"{name} could not be read ({e}).")
         return []
 
 
@@ -524,18 +529,6 @@ def _per_image_section(rows: list[dict[str, str]], with_truth: bool) -> str:
 # ---------------------------------------------------------------- volumes
 
 
-def _read_volume_rows(run_dir: Path, problems: list[str]) -> list[dict[str, Any]]:
-    path = run_dir / PER_VOLUME
-    if not path.exists():
-        return []
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            return [_compact_row(r) for r in csv.DictReader(f)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        problems.append(f"{PER_VOLUME} could not be read ({e}).")
-        return []
-
-
 def _volume_key(row: dict[str, Any]) -> str | None:
     """The name a volume's outputs share: ``masks/<key>.nii.gz`` -> ``<key>``."""
     out = str(row.get("output") or "")
@@ -628,7 +621,7 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
     problems: list[str] = []
     summary = _read_summary(run_dir, problems)
     rows = _read_rows(run_dir, problems)
-    vrows = _read_volume_rows(run_dir, problems)
+    vrows: list[dict[str, Any]] = list(_read_rows(run_dir, problems, PER_VOLUME))
     volume_index = {str(r.get("index", "")) for r in vrows}
     slices = [r for r in rows if str(r.get("index", "")) not in volume_index]  # 2D inputs
     ok = [r for r in slices if _status(r) == "ok"]

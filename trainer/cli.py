@@ -17,13 +17,13 @@ from typing import NoReturn
 
 import click
 
-from liverseg.core.cli import command
+from liverseg.core.cli import command, device_name
 from liverseg.core.data import Sample, discover
 from liverseg.core.errors import UsageError
 from liverseg.core.io import write_text_atomic
 from liverseg.core.metrics import EMPTY_RULES
 from liverseg.models.study import STUDY_MODELS, import_study, load_model_file
-from liverseg.trainer.config import DEVICE_RE, TrainConfig, parse_override
+from liverseg.trainer.config import TrainConfig, parse_override
 from liverseg.trainer.study import is_study_config
 
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N; a requested CUDA device that is absent is an error"
@@ -37,13 +37,6 @@ def _console_warnings() -> None:
         handler.setLevel(logging.WARNING)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-
-
-def _device_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """A device name that is not one is a usage error; an absent device is a DeviceError later."""
-    if not DEVICE_RE.match(value):
-        raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
-    return value
 
 
 @command()
@@ -134,7 +127,7 @@ def _samples(x: Path, y: Path | None, data_root: Path | None) -> list[Sample]:
     help="Folder that relative paths in the CSVs resolve against first (default: current directory).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--device", default="auto", show_default=True, callback=_device_name, help=DEVICE_HELP)
+@click.option("--device", default="auto", show_default=True, callback=device_name, help=DEVICE_HELP)
 @click.option(
     "--json",
     "json_out",
@@ -256,7 +249,7 @@ def import_study_main(study_pth: Path, model: str, output: Path) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mask PNG (0/255).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None, help="Default: the model's.")
 @click.option("--study-semantics", is_flag=True, help="BatchNorm on this image's statistics, as the study's pred ran.")
-@click.option("--device", default="auto", show_default=True, callback=_device_name, help=DEVICE_HELP)
+@click.option("--device", default="auto", show_default=True, callback=device_name, help=DEVICE_HELP)
 def predict_main(
     source: Path,
     model_file: Path | None,

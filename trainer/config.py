@@ -45,7 +45,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -118,23 +118,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
         """Validate every key by name and build the config; raises :class:`ConfigError`."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: the config must be a JSON object, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
-                raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-        for key in REQUIRED:
-            if key not in d:
-                raise ConfigError(f"{source}: missing required key {key!r}")
-        values = {}
-        for key, value in d.items():
-            try:
-                values[key] = _CHECKS[key](value)
-            except _Bad as e:
-                raise ConfigError(f"{source}: key {key!r}: {e}") from None
+        values = checked_keys(d, [f.name for f in fields(cls)], REQUIRED, _CHECKS, source)
         cfg = cls(**values)
         cfg._check_relations(source)
         return cfg
@@ -195,6 +179,32 @@ def resolve_config_path(value: str, config_dir: Path) -> str:
         return value
     beside = config_dir / p
     return str(beside) if beside.exists() else value
+
+
+def checked_keys(
+    d: Any, known: list[str], required: Iterable[str], checks: dict[str, Callable[[Any], Any]], source: str
+) -> dict[str, Any]:
+    """Every key of a config object checked by name: unknown (with a close match), missing, or a bad value.
+
+    Raises :class:`ConfigError` naming ``source`` and the key; returns the checked values.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"{source}: the config must be a JSON object, got {type(d).__name__}")
+    for key in d:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(known)}"
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    for key in required:
+        if key not in d:
+            raise ConfigError(f"{source}: missing required key {key!r}")
+    values = {}
+    for key, value in d.items():
+        try:
+            values[key] = checks[key](value)
+        except _Bad as e:
+            raise ConfigError(f"{source}: key {key!r}: {e}") from None
+    return values
 
 
 class _Pairs(list):

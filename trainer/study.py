@@ -46,6 +46,7 @@ from liverseg.trainer.config import (
     _str,
     _strict_json,
     _threshold,
+    checked_keys,
     resolve_config_path,
 )
 from liverseg.trainer.evaluate import STUDY_WHY, checkpoint_info, evaluate, evaluate_study
@@ -86,22 +87,8 @@ def _load(cls: type, path: Path, checks: dict[str, Callable[[Any], Any]], paths:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except _Bad as e:
         raise ConfigError(f"{path}: {e}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: the config must be a JSON object, got {type(d).__name__}")
-    known = [f.name for f in fields(cls)]
-    unknown = [k for k in d if k not in known]
-    if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys: {', '.join(known)}")
     required = [f.name for f in fields(cls) if f.default is _REQUIRED]
-    missing = [k for k in required if k not in d]
-    if missing:
-        raise ConfigError(f"{path}: missing required key {missing[0]!r}")
-    values = {}
-    for key, value in d.items():
-        try:
-            values[key] = checks[key](value)
-        except _Bad as e:
-            raise ConfigError(f"{path}: key {key!r}: {e}") from None
+    values = checked_keys(d, [f.name for f in fields(cls)], required, checks, str(path))
     for key in paths:
         if isinstance(values.get(key), str):
             values[key] = resolve_config_path(values[key], path.parent)

@@ -139,3 +139,14 @@ def raw_argv(prog: str) -> list[str]:
     ctx = click.get_current_context(silent=True)
     args = ctx.meta.get("liverseg_argv") if ctx is not None else None
     return [prog, *(args if args is not None else sys.argv[1:])]
+
+
+def device_name(ctx: click.Context | None, param: click.Parameter | None, value: str) -> str:
+    """click callback for ``--device``: auto, cpu, cuda or cuda:N; any other name is a usage error.
+
+    A device that is named right but absent is a :class:`~liverseg.core.errors.DeviceError` later,
+    where the engine or torch is asked for it.
+    """
+    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
