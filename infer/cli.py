@@ -27,9 +27,11 @@ from liverseg.infer.session import DEVICES
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--model",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=str,
     default=None,
-    help="Exported ONNX model. Default: the newest runs/*/export/model.onnx (always printed).",
+    metavar="FILE|latest|reference",
+    help="Exported ONNX model file; 'latest': the newest runs/*/export/model.onnx; 'reference' (the default): "
+    "the reference model shipped with liverseg. Always printed.",
 )
 @click.option(
     "--labels",
@@ -174,7 +176,7 @@ from liverseg.infer.session import DEVICES
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
     input: Path,
-    model: Path | None,
+    model: str | None,
     labels: Path | None,
     out: Path | None,
     device: str,

@@ -63,7 +63,7 @@ from liverseg.infer.resume import (
 )
 from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
 from liverseg.infer.schedule import Plan, Scheduler
-from liverseg.infer.session import ModelSession, find_model, open_session
+from liverseg.infer.session import ModelSession, open_session
 from liverseg.infer.shard import (
     check_part,
     claim_split,
@@ -73,6 +73,7 @@ from liverseg.infer.shard import (
     select_part,
 )
 from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table
+from liverseg.reference import resolve_model
 
 __all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "run_inference"]
 
@@ -90,7 +91,7 @@ class Options:
     """Everything ``liverseg-infer`` accepts (see :mod:`liverseg.infer.cli`)."""
 
     source: Path
-    model: Path | None = None
+    model: str | Path | None = None  # a file, 'latest' or 'reference' (None: the reference model)
     labels: Path | None = None
     out: Path | None = None
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -311,15 +312,14 @@ class Runner:
         return items
 
     def _open_model(self, items: list[Item]) -> ModelSession:
-        """``--model``, else the newest export under the runs folder (said in the log either way)."""
+        """``--model`` (a path, ``latest`` or ``reference``), else the shipped reference model; said in the log."""
         o = self.o
-        if o.model is not None:
-            model, how = Path(o.model), "--model"
-        else:
-            found, how = find_model([self.runs])
-            if found is None:
-                raise UsageError(f"no model: {how}; pass --model FILE.onnx (export one with liverseg-export)")
-            model = found
+        found, how = resolve_model(o.model, [self.runs])
+        if found is None:
+            raise UsageError(f"no model: {how}; pass --model FILE.onnx (export one with liverseg-export)")
+        if how == "--model" and not found.is_file():
+            raise UsageError(f"--model {found}: no such file (or 'latest' / 'reference')")
+        model = found
         self.log(f"model: {model} ({how})")
         sizes = []
         if o.device != "cpu":  # the cuDNN algorithm search depends on how many sizes the inputs come in

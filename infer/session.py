@@ -39,26 +39,9 @@ from liverseg.core.contract import (
 from liverseg.core.engine import CUDA_PROVIDER, DEVICES, EngineOptions, open_engine
 from liverseg.core.errors import ContractError, DeviceError
 
-__all__ = ["DEVICES", "DeviceError", "ModelSession", "find_model", "open_session", "read_contract", "cudnn_search_for"]
+__all__ = ["DEVICES", "DeviceError", "ModelSession", "open_session", "read_contract", "cudnn_search_for"]
 
 EXHAUSTIVE_MAX_SHAPES = 4  # more distinct input sizes than this -> HEURISTIC search
-# A reference model shipped with the package takes the place of "newest export" once
-# one exists (none ships yet; see the runner's model lookup).
-REFERENCE_MODEL = Path(__file__).with_name("reference") / "model.onnx"
-
-
-def find_model(runs_dirs: list[Path]) -> tuple[Path | None, str]:
-    """(path, how it was chosen) of the model to use when ``--model`` is not given."""
-    found = []
-    for d in runs_dirs:
-        if d.is_dir():
-            found += [p for p in d.glob("*/export/model.onnx") if p.is_file()]
-    if found:
-        newest = max(found, key=lambda p: p.stat().st_mtime)
-        return newest, f"newest export in {newest.parent.parent.parent}"
-    if REFERENCE_MODEL.is_file():
-        return REFERENCE_MODEL, "the reference model shipped with liverseg"
-    return None, "no export found under " + ", ".join(str(d / "*/export/model.onnx") for d in runs_dirs)
 
 
 def read_contract(meta: dict[str, str], source: str, explicit: Path | None = None) -> dict[str, Any]:

@@ -427,22 +427,24 @@ def test_model_without_contract_is_refused_unless_given_one(tmp_path, tiny_model
     assert code == 0 and s["model"]["contract"]["format"] == "liverseg-model"
 
 
-def test_newest_export_is_used_and_named(tmp_path, tiny_model, monkeypatch):
+def test_model_latest_picks_the_newest_export_and_says_so(tmp_path, tiny_model, monkeypatch):
     root = _study_layout(tmp_path / "study", n=1)
     monkeypatch.chdir(tmp_path)
     args = [str(root / "data/test_x.csv"), "--data-root", str(root), "--no-progress", "--no-report"]
-    r = CliRunner().invoke(infer_main, args)
-    assert r.exit_code == 2 and "no model" in r.output
+    r = CliRunner().invoke(infer_main, [*args, "--model", "latest"])
+    assert r.exit_code == 2 and "no model" in r.output and "--model latest" in r.output
     for name, age in (("old", 100), ("new", 0)):
         p = tmp_path / "runs" / name / "export" / "model.onnx"
         p.parent.mkdir(parents=True)
         p.write_bytes(tiny_model.read_bytes())
         os.utime(p, (time.time() - age, time.time() - age))
-    r = CliRunner().invoke(infer_main, args)
+    r = CliRunner().invoke(infer_main, [*args, "--model", "latest"])
     assert r.exit_code == 0, r.output
-    assert "model: runs/new/export/model.onnx (newest export" in r.output
+    assert "model: runs/new/export/model.onnx (--model latest: newest export" in r.output
     run_dirs = sorted((tmp_path / "runs").glob("infer-*"))
     assert len(run_dirs) == 1 and (run_dirs[0] / "masks" / "000_pred.png").is_file()
+    r = CliRunner().invoke(infer_main, [*args, "--model", "nowhere.onnx"])
+    assert r.exit_code == 2 and "--model nowhere.onnx: no such file" in r.output
 
 
 # ---------------------------------------------------------------- reports

@@ -8,6 +8,8 @@ Applied to gray images in the 0..255 range *before* :func:`liverseg.core.preproc
 * one affine warp per image: rotation by up to ``rotate`` degrees and zoom by a factor
   in ``[1 - scale, 1 + scale]``, about the image centre, zero fill outside (air);
   bilinear for the image, nearest for the mask, so the mask stays binary;
+* gamma: ``255 * (x / 255) ** ((1 + gamma) ** u)`` (u uniform in [-1, 1]): a non-linear
+  change of contrast between soft tissues, as other windows and contrast phases give;
 * intensity: multiply by ``1 + u * intensity_scale`` and add ``u' * intensity_shift * 255``
   (u, u' uniform in [-1, 1]), then clip to 0..255, the range of the stored slices.
 
@@ -36,6 +38,7 @@ class AugmentConfig:
     scale: float = 0.1  # max relative zoom either way
     intensity_scale: float = 0.1  # max relative contrast change
     intensity_shift: float = 0.05  # max brightness shift, as a fraction of 255
+    gamma: float = 0.0  # exponent in [1/(1+gamma), 1+gamma]
 
     @classmethod
     def from_value(cls, v: Any) -> AugmentConfig | None:
@@ -109,6 +112,10 @@ def augment_batch(
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         m = F.grid_sample(m, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+    if cfg.gamma > 0:
+        exponent = torch.pow(1 + cfg.gamma, _uniform(n, gen, dev)).view(n, 1, 1, 1)
+        x = 255.0 * torch.pow((x / 255.0).clamp(0.0, 1.0), exponent)
 
     if cfg.intensity_scale > 0 or cfg.intensity_shift > 0:
         gain = 1 + _uniform(n, gen, dev).view(n, 1, 1, 1) * cfg.intensity_scale
