@@ -36,6 +36,7 @@ RANK = {"foundation": 0, "models": 1, "trainer": 2, "export": 2, "infer": 3, "ap
 LAYERS: dict[str, str] = {
     "liverseg": "foundation",
     "liverseg.core": "foundation",
+    "liverseg.reference": "foundation",
     "liverseg.core.batching": "foundation",
     "liverseg.core.charts": "foundation",
     "liverseg.core.cleanup": "foundation",
@@ -100,8 +101,10 @@ LAYERS: dict[str, str] = {
     "liverseg.apps.eda": "apps",
     "liverseg.apps.figures": "apps",
     "liverseg.apps.synthetic": "apps",
+    "liverseg.apps.quickstart": "apps",
     "liverseg.benchmarks": "benchmarks",
     "liverseg.benchmarks.__main__": "benchmarks",
+    "liverseg.benchmarks.reference": "benchmarks",
     "liverseg.benchmarks.artifacts": "benchmarks",
     "liverseg.benchmarks.backends": "benchmarks",
     "liverseg.benchmarks.bench": "benchmarks",

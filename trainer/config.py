@@ -27,7 +27,9 @@ Optional keys (defaults in :class:`TrainConfig`): ``device``, ``output_dir``,
 when several processes train, :mod:`liverseg.trainer.distributed`), ``pixel_spacing_mm`` and
 ``window_hu`` (what the training slices are: their in-plane pixel size in mm, and the
 HU window mapped to gray 0..255 -- [0, 255] for this project's PNG sets; both go into
-the exported model's contract, and volume inference resamples and windows by them).
+the exported model's contract, and volume inference resamples and windows by them) and
+``provenance`` (an object of strings: where the training data came from, its licence...;
+copied into the exported model's contract so a model file says what it was trained on).
 
 Paths in the config (the four CSVs, ``resume``, ``data_root``) are relative to the
 current directory, then to the config file's folder (:meth:`TrainConfig.from_json`).
@@ -112,6 +114,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # constant (the study's) | cosine (lr * 0.5 (1 + cos(pi (epoch-1) / epochs)))
     pixel_spacing_mm: float | None = None  # in-plane pixel size of the training slices; recorded in the contract
     window_hu: tuple[float, float] = (0.0, 255.0)  # CT numbers -> gray 0..255 of the training slices (the PNG sets')
+    provenance: dict[str, str] | None = None  # what the training data is (names, sources, licences): the contract
 
     # ------------------------------------------------------------ loading
 
@@ -389,6 +392,14 @@ def _spacing(v: Any) -> float | None:
     return v
 
 
+def _provenance(v: Any) -> dict[str, str] | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
+        raise _Bad(f'expected null or an object of strings (e.g. {{"data": "..."}}), got {_name(v)}')
+    return dict(v)
+
+
 def _window(v: Any) -> tuple[float, float]:
     if not isinstance(v, list) or len(v) != 2:
         raise _Bad(f"expected [low, high] in HU, got {_name(v)}")
@@ -443,5 +454,6 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "lr_schedule": _str(LR_SCHEDULES),
     "pixel_spacing_mm": _spacing,
     "window_hu": _window,
+    "provenance": _provenance,
 }
 assert set(_CHECKS) == {f.name for f in fields(TrainConfig)}, "every config key needs a type check"

@@ -72,7 +72,7 @@ def build_contract(
     those names (see :func:`ct_settings` for what they mean).
     """
     thr = float(ckpt.threshold if threshold is None else threshold)
-    cfg = ckpt.config or {}
+    cfg = without_paths(ckpt.config or {})
     spacing = pixel_spacing_mm if pixel_spacing_mm is not None else cfg.get("pixel_spacing_mm")
     window = window_hu if window_hu is not None else cfg.get("window_hu") or DEFAULT_WINDOW_HU
     return {
@@ -95,16 +95,42 @@ def build_contract(
             {"name": PROB_NAME, "dtype": "float32", "shape": ["N", 1, "H", "W"]},
             {"name": MASK_NAME, "dtype": "uint8", "shape": ["N", 1, "H", "W"], "rule": f"probability > {thr}"},
         ],
+        "provenance": {
+            **(cfg.get("provenance") or {}),
+            "pixel_spacing_mm": None if spacing is None else float(spacing),
+            "window_hu": [float(window[0]), float(window[1])],
+            "liverseg_version": versions().get("liverseg"),
+        },
         "training": {
-            "config": ckpt.config,
+            "config": cfg,
             "epoch": ckpt.epoch,
             "best": ckpt.best,
-            "data_summary": ckpt.data_summary,
+            "data_summary": without_paths(ckpt.data_summary or {}),
             "last_metrics": ckpt.history[-1] if ckpt.history else None,
         },
         "checkpoint_sha256": checkpoint_sha256,
         "versions": {**versions(), "checkpoint": ckpt.versions},
     }
+
+
+# Config and data-summary keys whose values are paths of the machine that trained the model.
+PATH_KEYS = frozenset(
+    {"tdata_x_path", "tdata_y_path", "vdata_x_path", "vdata_y_path", "output_dir", "data_root", "resume", "source"}
+)
+
+
+def without_paths(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` (nested) with every path value cut to its file name: a model file names no folder of the machine
+    that built it (a string ``save_model`` is a path too)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out[key] = without_paths(value)
+        elif isinstance(value, str) and (key in PATH_KEYS or key == "save_model"):
+            out[key] = Path(value).name
+        else:
+            out[key] = value
+    return out
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -53,7 +53,7 @@ __all__ = [
 
 MODEL_AXCODES = ("L", "P", "S")
 MAX_PLAUSIBLE_MM = 10.0  # an in-plane voxel larger than this is not a CT header to trust
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mrc")
 EXTRA_HINT = "pip install 'liverseg[volumes]'"
 
 
@@ -92,7 +92,7 @@ class Volume:
 
     ``data``: [I, J, K] CT numbers (int16/float32 HU after any rescale) or a mask.
     ``affine``: 4x4 RAS+ (nibabel), voxel index -> mm.
-    ``kind``: "nifti", "nrrd", "metaimage" or "dicom". ``meta``: facts for the summary
+    ``kind``: "nifti", "nrrd", "metaimage", "mrc" or "dicom". ``meta``: facts for the summary
     (modality, series UID, transfer syntax, ...), never patient identifiers.
     ``notes``: what a reader had to assume or tolerate, said in the log and recorded.
     ``spacing_trusted``: False when the header's voxel sizes are implausible.
@@ -165,6 +165,8 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         return _read_nifti(path)
     if name.endswith((".nrrd", ".nhdr", ".mha", ".mhd")):
         return _read_itk(path)
+    if name.endswith(".mrc"):
+        return _read_mrc(path)
     raise DataError(f"{path}: not a volume file (expected one of {', '.join(VOLUME_SUFFIXES)})")
 
 
@@ -246,6 +248,40 @@ def _read_itk(path: Path) -> Volume:
             if mod and mod.upper() not in ("UNKNOWN", "OTHER"):
                 meta["modality"] = mod
     vol = Volume(data, affine, str(path), kind, meta=meta)
+    _trust_spacing(vol)
+    return vol
+
+
+def _read_mrc(path: Path) -> Volume:
+    """An MRC file as the one public CT in that format stores it (LiTS 117 in liver-ct-segmentation-package).
+
+    MRC is a cryo-EM format; that package wrote its CT arrays in NIfTI axis order (i, j, k;
+    axial slices along the last axis) and left the voxel size 0. So the array is taken in
+    its stored order; a voxel size in the header (MRC's x, y, z) is used when it is a
+    plausible CT size in mm, else the spacing is untrusted and said so, as for an identity
+    affine in NIfTI.
+    """
+    mrcfile = need("mrcfile", f"{path}: reading .mrc files")
+    try:
+        with mrcfile.open(str(path), mode="r", permissive=True) as m:
+            if m.data is None:
+                raise DataError(f"{path}: MRC file holds no data (bad header)")
+            data = np.array(m.data)
+            size = m.voxel_size
+            zooms = [float(size.x), float(size.y), float(size.z)]
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: not a readable MRC file ({describe(e)})") from None
+    shape = _squeeze_to_3d(data, path)
+    data = data.reshape(shape)
+    if data.dtype.kind not in "iuf":
+        raise DataError(f"{path}: holds {data.dtype} voxels, not CT numbers")
+    plausible = all(0.05 <= z <= MAX_PLAUSIBLE_MM for z in zooms)
+    affine = np.diag([*zooms, 1.0]) if plausible else np.eye(4)
+    vol = Volume(data, affine, str(path), "mrc", meta={"format": "MRC", "header_voxel_size": zooms})
+    if not plausible:
+        vol.notes.append(f"the MRC header's voxel size {tuple(zooms)} is not a CT size in mm")
     _trust_spacing(vol)
     return vol
 

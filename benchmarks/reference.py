@@ -1,0 +1,334 @@
+"""How well a model does on the real data in ``../shared/data``: the reference model's numbers.
+
+``python -m liverseg.benchmarks.reference --model M.onnx --split DIR --out result.json``
+
+Every row runs the model file through liverseg's own session (the engine and precision
+``liverseg-infer`` would use, or the ones asked for), on slices read the way
+``liverseg-infer`` reads them, and scores the masks against the expert masks:
+
+* ``msd-val``: the held-out validation patients of ``msd-liver-256`` (``--split``: the
+  ``val_x.csv``/``val_y.csv`` that ``liverseg-split --group-by volume_idx`` wrote).
+  ``dice_pooled_per_patient``: all slices of a patient pooled, then averaged over
+  patients; ``dice_macro``: per slice, averaged over slices with liver; ``dice_micro``:
+  all pixels pooled.
+* robustness rows on the same slices, each compared with ``msd-val``: the image
+  re-windowed so the mean liver gray sits near 60 or near 170 (a linear map, clipped to
+  0..255), the background made gray, the image upside down (the study's storage; the
+  mask is flipped back before scoring), and the image at other pixel sizes: upscaled
+  to 384 and 512 pixels (about 1 and 0.75 mm), and shrunk by 3/4 into a 256-pixel
+  frame of air (about 2 mm).
+* ``chaos``: ``chaos-ct-case`` at 512x512 as given (another dataset, scanner and pixel
+  size: never trained on): pooled Dice over its 78 slices, macro over the 71 with
+  liver; and on its 7 slices without liver the predicted liver area in percent of the
+  image (the target: under 0.5% on at least 95% of them).
+* ``lits-117``: the LiTS volume (HU windowed to the model's window), each axial slice.
+
+The slices are run in batches of equal size; the numbers are deterministic for a
+given model file, engine and precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from liverseg.benchmarks.machine import stamp
+from liverseg.core.data import read_image, read_mask
+from liverseg.core.io import write_text_atomic
+from liverseg.infer.session import ModelSession, open_session
+
+__all__ = ["Slice", "dice", "evaluate", "main"]
+
+Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+NO_LIVER_MAX_PERCENT = 0.5  # the issue's bar for a slice without liver
+
+
+@dataclass
+class Slice:
+    image: np.ndarray  # uint8 [H, W]
+    mask: np.ndarray  # bool [H, W]
+    group: str  # patient
+
+
+@dataclass
+class Scores:
+    """Confusion sums per slice, kept so any pooling can be computed."""
+
+    tp: list[int] = field(default_factory=list)
+    fp: list[int] = field(default_factory=list)
+    fn: list[int] = field(default_factory=list)
+    truth: list[int] = field(default_factory=list)
+    pred_fraction: list[float] = field(default_factory=list)
+    group: list[str] = field(default_factory=list)
+
+    def add(self, pred: np.ndarray, truth: np.ndarray, group: str) -> None:
+        p, t = pred.astype(bool), truth.astype(bool)
+        self.tp.append(int(np.count_nonzero(p & t)))
+        self.fp.append(int(np.count_nonzero(p & ~t)))
+        self.fn.append(int(np.count_nonzero(~p & t)))
+        self.truth.append(int(np.count_nonzero(t)))
+        self.pred_fraction.append(float(np.count_nonzero(p)) / p.size)
+        self.group.append(group)
+
+    def summary(self) -> dict[str, Any]:
+        df = pd.DataFrame(
+            {"tp": self.tp, "fp": self.fp, "fn": self.fn, "truth": self.truth, "group": self.group}
+        ).assign(pred_pct=[100 * f for f in self.pred_fraction])
+        liver = df[df.truth > 0]
+        empty = df[df.truth == 0]
+        per_patient = liver.groupby("group")[["tp", "fp", "fn"]].sum()
+        out: dict[str, Any] = {
+            "slices": len(df),
+            "slices_with_liver": len(liver),
+            "patients": int(per_patient.shape[0]),
+            "dice_pooled_per_patient": _mean(_dices(per_patient)),
+            "dice_macro": _mean(_dices(liver)),
+            "dice_micro": dice(int(df.tp.sum()), int(df.fp.sum()), int(df.fn.sum())),
+        }
+        if len(empty):
+            out["no_liver"] = {
+                "slices": len(empty),
+                "predicted_percent": [round(float(v), 4) for v in empty.pred_pct],
+                "share_under_0.5_percent": float((empty.pred_pct < NO_LIVER_MAX_PERCENT).mean()),
+            }
+        return out
+
+
+def dice(tp: int, fp: int, fn: int) -> float:
+    """2TP / (2TP + FP + FN); 1 when both masks are empty."""
+    den = 2 * tp + fp + fn
+    return 1.0 if den == 0 else 2 * tp / den
+
+
+def _dices(df: pd.DataFrame) -> list[float]:
+    """Dice of each row of a frame with tp, fp and fn columns."""
+    return [dice(int(tp), int(fp), int(fn)) for tp, fp, fn in df[["tp", "fp", "fn"]].to_numpy()]
+
+
+def _mean(values: Iterable[float]) -> float:
+    v = list(values)
+    return float(np.mean(v)) if v else float("nan")
+
+
+# ---------------------------------------------------------------- data
+
+
+def msd_val(data: Path, split: Path) -> list[Slice]:
+    """The validation slices of a ``liverseg-split`` of msd-liver-256, with their patients."""
+    manifest = pd.read_csv(data / "msd-liver-256" / "manifest.csv", dtype={"id": str})
+    patient = {f"{r.id}.png": str(r.volume_idx) for r in manifest.itertuples()}
+    xs = pd.read_csv(split / "val_x.csv")["X"].tolist()
+    ys = pd.read_csv(split / "val_y.csv")["Y"].tolist()
+    root = split
+    out = []
+    for x, y in zip(xs, ys):
+        xp, yp = (root / x).resolve(), (root / y).resolve()
+        out.append(Slice(read_image(xp), read_mask(yp), patient[xp.name]))
+    return out
+
+
+def chaos(data: Path) -> list[Slice]:
+    folder = data / "chaos-ct-case"
+    return [
+        Slice(read_image(p), read_mask(folder / "masks" / p.name), "chaos")
+        for p in sorted((folder / "images").glob("*.png"))
+    ]
+
+
+def lits(data: Path, window: tuple[float, float]) -> list[Slice]:
+    """The LiTS volume's axial slices in the model's view (as ``liverseg-infer`` orients them)."""
+    from liverseg.core.volume import read_volume
+
+    folder = data / "lits-117"
+    vol = read_volume(folder / "volume.nii.gz").axial().astype(np.float32)
+    seg = read_volume(folder / "segmentation.nii.gz").axial() > 0
+    lo, hi = window
+    gray = np.round((np.clip(vol, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return [Slice(np.ascontiguousarray(gray[k]), np.ascontiguousarray(seg[k]), "lits-117") for k in range(len(gray))]
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def rewindow(target: float) -> Transform:
+    """A linear map of the gray values that puts the slice's mean liver gray at ``target``."""
+
+    def t(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        liver = float(img[mask].mean()) if mask.any() else 120.0
+        out = np.clip(img.astype(np.float32) * (target / liver), 0, 255)
+        return np.round(out).astype(np.uint8), mask
+
+    return t
+
+
+def gray_background(level: float = 60.0) -> Transform:
+    """Air and fat (gray 0) at ``level``, the rest squeezed linearly above it."""
+
+    def t(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = level + img.astype(np.float32) * ((255.0 - level) / 255.0)
+        return np.round(out).astype(np.uint8), mask
+
+    return t
+
+
+def upside_down(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.ascontiguousarray(img[::-1]), np.ascontiguousarray(mask[::-1])
+
+
+def resized(size: int) -> Transform:
+    """Bilinear image, nearest mask, to ``size`` x ``size`` (a smaller pixel size)."""
+
+    def t(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        im = Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR)
+        mk = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.Resampling.NEAREST)
+        return np.asarray(im), np.asarray(mk) > 127
+
+    return t
+
+
+def shrunk(factor: float) -> Transform:
+    """The slice shrunk by ``factor`` and centred in a frame of air of its own size (a larger pixel size)."""
+
+    def t(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        h, w = img.shape
+        sh, sw = round(h * factor), round(w * factor)
+        im = np.asarray(Image.fromarray(img).resize((sw, sh), Image.Resampling.BILINEAR))
+        mk = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((sw, sh), Image.Resampling.NEAREST)) > 127
+        oi, om = np.zeros_like(img), np.zeros_like(mask)
+        y, x = (h - sh) // 2, (w - sw) // 2
+        oi[y : y + sh, x : x + sw], om[y : y + sh, x : x + sw] = im, mk
+        return oi, om
+
+    return t
+
+
+ROBUSTNESS: dict[str, tuple[Transform, bool]] = {  # name -> (transform, flip the prediction back)
+    "liver near 60 gray": (rewindow(60.0), False),
+    "liver near 170 gray": (rewindow(170.0), False),
+    "gray background (air at 60)": (gray_background(60.0), False),
+    "upside down (the study's storage)": (upside_down, True),
+    "upscaled to 384 (about 1 mm)": (resized(384), False),
+    "upscaled to 512 (about 0.75 mm)": (resized(512), False),
+    "shrunk 3/4 in a 256 frame (about 2 mm)": (shrunk(0.75), False),
+}
+
+
+# ---------------------------------------------------------------- running
+
+
+def predict(sess: ModelSession, images: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+    """Masks of ``images`` (same-size runs batched), in order."""
+    out: list[np.ndarray] = [np.empty(0)] * len(images)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        by_size.setdefault(im.shape, []).append(i)
+    for idx in by_size.values():
+        for k in range(0, len(idx), batch):
+            part = idx[k : k + batch]
+            x = np.stack([images[i] for i in part])[:, None]
+            mask, _ = sess.run(np.ascontiguousarray(x))
+            for j, i in enumerate(part):
+                out[i] = mask[j, 0].astype(bool)
+    return out
+
+
+def score(sess: ModelSession, slices: list[Slice], transform: Transform | None = None, unflip: bool = False) -> dict:
+    pairs = [transform(s.image, s.mask) if transform else (s.image, s.mask) for s in slices]
+    preds = predict(sess, [p[0] for p in pairs])
+    sc = Scores()
+    for s, (_, truth), pred in zip(slices, pairs, preds):
+        if unflip:
+            pred, truth = pred[::-1], truth[::-1]
+        sc.add(pred, truth, s.group)
+    return sc.summary()
+
+
+def evaluate(
+    model: Path, data: Path, split: Path | None, engine: str = "auto", precision: str = "auto"
+) -> dict[str, Any]:
+    """Every row of the module docstring that the data present allows."""
+    sess = open_session(model, device="cpu", engine=engine, precision=precision)
+    window = tuple(sess.contract.get("ct", {}).get("window_hu") or (0.0, 255.0))
+    rows: dict[str, Any] = {}
+    t0 = time.time()
+    if split is not None:
+        val = msd_val(data, split)
+        rows["msd-val"] = score(sess, val)
+        rows["robustness"] = {}
+        for name, (tf, unflip) in ROBUSTNESS.items():
+            r = score(sess, val, tf, unflip)
+            r["dice_pooled_change"] = r["dice_pooled_per_patient"] - rows["msd-val"]["dice_pooled_per_patient"]
+            rows["robustness"][name] = r
+    if (data / "chaos-ct-case").is_dir():
+        rows["chaos"] = score(sess, chaos(data))
+    if (data / "lits-117").is_dir():
+        rows["lits-117"] = score(sess, lits(data, (float(window[0]), float(window[1]))))
+    return {
+        "model": model.name,
+        "model_sha256": sess.sha256,
+        "engine": sess.engine_name,
+        "precision": sess.precision,
+        "rows": rows,
+        "seconds": round(time.time() - t0, 1),
+        **stamp(),
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    """A Markdown table of the rows."""
+    lines = ["| rows | slices | pooled Dice per patient | macro Dice (slices with liver) | micro Dice | change |"]
+    lines.append("|---|---|---|---|---|---|")
+    rows = result["rows"]
+    flat = [(k, v) for k, v in rows.items() if k != "robustness"]
+    flat += [(f"msd-val, {k}", v) for k, v in rows.get("robustness", {}).items()]
+    for name, r in flat:
+        change = r.get("dice_pooled_change")
+        lines.append(
+            f"| {name} | {r['slices']} | {r['dice_pooled_per_patient']:.4f} | {r['dice_macro']:.4f} | "
+            f"{r['dice_micro']:.4f} | {'' if change is None else f'{change:+.4f}'} |"
+        )
+    for name, r in flat:
+        if "no_liver" in r:
+            nl = r["no_liver"]
+            lines.append(
+                f"\n{name}: {nl['slices']} slices without liver, predicted area % {nl['predicted_percent']}, "
+                f"share under {NO_LIVER_MAX_PERCENT}%: {nl['share_under_0.5_percent']:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="python -m liverseg.benchmarks.reference")
+    ap.add_argument("--model", type=Path, default=None, help="ONNX model [default: the shipped reference model]")
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--split", type=Path, default=None, help="liverseg-split output folder of msd-liver-256")
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file for the result")
+    a = ap.parse_args(argv)
+    model = a.model
+    if model is None:
+        from liverseg.reference import model_path
+
+        model = model_path()
+        if model is None:
+            raise SystemExit("no --model and no reference model in this installation")
+    result = evaluate(model, a.data, a.split, a.engine, a.precision)
+    text = table(result)
+    print(text)
+    if a.out is not None:
+        write_text_atomic(a.out, json.dumps(result, indent=1) + "\n")
+        print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
