@@ -134,16 +134,28 @@ def _require_cuda() -> None:
         )
 
 
-def _checkpoint_path(checkpoint: Path | None, runs_dir: Path) -> Path:
-    """CHECKPOINT, or the newest run's best.pt (said on stderr)."""
+def _checkpoint_path(checkpoint: str | None, runs_dir: Path) -> Path:
+    """CHECKPOINT; 'latest': the newest run's best.pt; none: the reference model's checkpoint (said on stderr)."""
     from liverseg.models.checkpoint import latest_run_checkpoint
+    from liverseg.reference import checkpoint_path
 
-    if checkpoint is not None:
-        return checkpoint
+    if checkpoint is None or checkpoint == "reference":
+        shipped = checkpoint_path()
+        if shipped is None:
+            raise ExportError("no CHECKPOINT given and the reference model's checkpoint is missing from this install")
+        click.echo(
+            f"liverseg-export: no CHECKPOINT given; using the reference model shipped with liverseg: {shipped}",
+            err=True,
+        )
+        return shipped
+    if checkpoint != "latest":
+        if not Path(checkpoint).exists():
+            raise ExportError(f"{checkpoint}: checkpoint not found (or name 'latest' or 'reference')")
+        return Path(checkpoint)
     found = latest_run_checkpoint(runs_dir)
     if found is None:
-        raise ExportError(f"no CHECKPOINT given and no {runs_dir}/*/checkpoints/best.pt found")
-    click.echo(f"liverseg-export: no CHECKPOINT given; using the newest run's best: {found}", err=True)
+        raise ExportError(f"CHECKPOINT latest: no {runs_dir}/*/checkpoints/best.pt found")
+    click.echo(f"liverseg-export: CHECKPOINT latest: the newest run's best: {found}", err=True)
     return found
 
 
@@ -314,7 +326,7 @@ def _check_options(plan: ExportPlan, calibration: Path | None) -> None:
 
 
 @command(context_settings={**CONTEXT_SETTINGS, "max_content_width": 100})
-@click.argument("checkpoint", required=False, type=click.Path(path_type=Path))
+@click.argument("checkpoint", required=False, metavar="[CHECKPOINT|latest|reference]")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="all", show_default=True, help="What to export.")
 @click.option(
     "--out",
@@ -415,7 +427,7 @@ def _check_options(plan: ExportPlan, calibration: Path | None) -> None:
     "else 0 255].",
 )
 def main(
-    checkpoint: Path | None,
+    checkpoint: str | None,
     fmt: str,
     out_dir: Path | None,
     opset: int,
@@ -438,8 +450,8 @@ def main(
     pixel_spacing: float | None,
     window_hu: tuple[float, float] | None,
 ) -> None:
-    """Export CHECKPOINT (default: the newest runs/*/checkpoints/best.pt) with its pre- and post-processing
-    inside, and measure parity against eager PyTorch into parity.json."""
+    """Export CHECKPOINT ('latest': the newest runs/*/checkpoints/best.pt; default: the reference model shipped with
+    liverseg) with its pre- and post-processing inside, and measure parity against eager PyTorch into parity.json."""
     from liverseg.core.contract import file_sha256
     from liverseg.export.onnx import check_opset
     from liverseg.models.checkpoint import load_checkpoint
@@ -463,7 +475,12 @@ def main(
     sha = file_sha256(path)
     if plan.onnx:
         check_opset(opset, exporter)
-    out = ensure_writable_dir(out_dir if out_dir is not None else default_out_dir(path), ExportError)
+    if out_dir is None:
+        from liverseg.reference import checkpoint_path
+
+        # never into the installed package's folder
+        out_dir = runs_dir / "reference-export" if path == checkpoint_path() else default_out_dir(path)
+    out = ensure_writable_dir(out_dir, ExportError)
     data = _real_data(calibration, validation, data_root, calibration_count, validation_count)
     artifacts = _export_files(ckpt, out, sha, plan, data)
     report = _check_parity(ckpt, artifacts, plan, data.validation)

@@ -322,6 +322,18 @@ def _load_failure(e: BaseException) -> str:
     return f"not a loadable checkpoint (not a torch checkpoint file: {reason.split('. ')[0][:120]})"
 
 
+def release_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, provenance: dict[str, str]) -> Path:
+    """``src`` as a checkpoint to ship: weights, config and history without the optimiser state or any path of
+    the machine that trained it (config paths cut to file names), with ``provenance`` in its config."""
+    from liverseg.core.contract import without_paths
+
+    ckpt = load_checkpoint(src)
+    ckpt.optimizer, ckpt.scaler = None, None
+    ckpt.config = {**without_paths(ckpt.config or {}), "provenance": dict(provenance)}
+    ckpt.data_summary = without_paths(ckpt.data_summary or {})
+    return ckpt.save(dst)
+
+
 def latest_run_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path | None:
     """The newest ``runs/*/checkpoints/<name>`` (by modification time), or None."""
     runs = Path(runs_dir)
@@ -335,6 +347,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "file_sha256",
+    "release_checkpoint",
     "latest_run_checkpoint",
     "load_checkpoint",
     "read_weights_only",

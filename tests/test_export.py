@@ -408,6 +408,7 @@ def test_cli_all_formats_from_the_newest_run(tmp_path, msd_dir):
     ckpt.save(runs / "baseline-w4-20260101-000000" / "checkpoints" / "best.pt")
     res = _run(
         [
+            "latest",
             "--runs-dir",
             str(runs),
             "--export-shape",
@@ -425,7 +426,7 @@ def test_cli_all_formats_from_the_newest_run(tmp_path, msd_dir):
         ]
     )
     assert res.exit_code == 0, res.output
-    assert "using the newest run's best" in res.output and "best.pt" in res.output
+    assert "CHECKPOINT latest: the newest run's best" in res.output and "best.pt" in res.output
     out = runs / "baseline-w4-20260101-000000" / "export"
     assert sorted(p.name for p in out.iterdir()) == sorted([*FILES.values(), PARITY_FILE])
     parity = json.loads((out / PARITY_FILE).read_text())
@@ -486,7 +487,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "output is a file": ([str(tmp / "good.pt"), "--out", str(tmp / "a_file")], "is a file"),
         "opset too new": ([str(tmp / "good.pt"), "--opset", "99", *out], "opset 99 cannot be produced"),
         "opset too old": ([str(tmp / "good.pt"), "--opset", "9", *out], "supported:"),
-        "no run to take": (["--runs-dir", str(tmp / "no_runs"), *out], "no CHECKPOINT given"),
+        "no run to take": (["latest", "--runs-dir", str(tmp / "no_runs"), *out], "CHECKPOINT latest: no"),
         "int8 without data": ([str(tmp / "good.pt"), "--int8", *out], "--calibration"),
         "bad shape": ([str(tmp / "good.pt"), "--check-shape", "3x512", *out], "check-shape"),
         "cuda without a GPU": ([str(tmp / "good.pt"), "--device", "cuda", *out], "no CUDA device"),

@@ -242,9 +242,11 @@ def import_study_main(study_pth: Path, model: str, output: Path) -> None:
     "-m",
     "--model",
     "model_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=str,
     default=None,
-    help="A liverseg checkpoint, a study .pth or an exported .onnx model (not with a config).",
+    metavar="FILE|latest|reference",
+    help="A liverseg checkpoint, a study .pth or an exported .onnx model (not with a config); 'latest': the newest "
+    "runs/*/export/model.onnx; default: the reference model shipped with liverseg (said so).",
 )
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mask PNG (0/255).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None, help="Default: the model's.")
@@ -252,7 +254,7 @@ def import_study_main(study_pth: Path, model: str, output: Path) -> None:
 @click.option("--device", default="auto", show_default=True, callback=device_name, help=DEVICE_HELP)
 def predict_main(
     source: Path,
-    model_file: Path | None,
+    model_file: str | None,
     output: Path | None,
     threshold: float | None,
     study_semantics: bool,
@@ -274,11 +276,20 @@ def predict_main(
             "the study never put the model in eval mode, so BatchNorm used this image's statistics"
         )
         return
-    if model_file is None or output is None:
-        raise click.UsageError("give --model and --output with an image (or the study's pred_config.json alone)")
+    if output is None:
+        raise click.UsageError("give --output with an image (or the study's pred_config.json alone)")
+    from liverseg.reference import checkpoint_path, resolve_model
     from liverseg.trainer.predict import predict_file
 
-    res = predict_file(source, model_file, output, threshold=threshold, study=study_semantics, device=device)
+    if model_file is None and study_semantics:  # train-mode BatchNorm needs the network: the shipped checkpoint
+        found, how = checkpoint_path(), "the reference model shipped with liverseg (its checkpoint)"
+    else:
+        found, how = resolve_model(model_file, [Path("runs")])
+    if found is None or not found.is_file():
+        raise click.UsageError(f"no model: {how if found is None else f'--model {found}: no such file'}")
+    if model_file is None or model_file in ("latest", "reference"):
+        click.echo(f"model: {found} ({how})", err=True)
+    res = predict_file(source, found, output, threshold=threshold, study=study_semantics, device=device)
     click.echo(f"wrote {res['written']}: {res['liver_pixels']} liver pixels ({res['how']})")
 
 
