@@ -241,9 +241,23 @@ def predict(sess: ModelSession, images: list[np.ndarray], batch: int = 8) -> lis
     return out
 
 
-def score(sess: ModelSession, slices: list[Slice], transform: Transform | None = None, unflip: bool = False) -> dict:
+def score(
+    sess: ModelSession,
+    slices: list[Slice],
+    transform: Transform | None = None,
+    unflip: bool = False,
+    cleanup: str | None = None,
+) -> dict:
+    """Scores of the masks of ``slices`` (after ``transform``); ``cleanup``: None, "2d" (largest component
+    per slice) or "3d" (largest component of the slices stacked in order, for one contiguous volume)."""
+    from liverseg.core.cleanup import largest_component
+
     pairs = [transform(s.image, s.mask) if transform else (s.image, s.mask) for s in slices]
     preds = predict(sess, [p[0] for p in pairs])
+    if cleanup == "2d":
+        preds = [largest_component(p)[0] for p in preds]
+    elif cleanup == "3d":
+        preds = list(largest_component(np.stack(preds))[0])
     sc = Scores()
     for s, (_, truth), pred in zip(slices, pairs, preds):
         if unflip:
@@ -268,10 +282,16 @@ def evaluate(
             r = score(sess, val, tf, unflip)
             r["dice_pooled_change"] = r["dice_pooled_per_patient"] - rows["msd-val"]["dice_pooled_per_patient"]
             rows["robustness"][name] = r
+        rows["msd-val, largest component per slice"] = score(sess, val, cleanup="2d")
     if (data / "chaos-ct-case").is_dir():
-        rows["chaos"] = score(sess, chaos(data))
+        slices = chaos(data)
+        rows["chaos"] = score(sess, slices)
+        rows["chaos, largest component per slice"] = score(sess, slices, cleanup="2d")
+        rows["chaos, largest 3D component (--largest-component)"] = score(sess, slices, cleanup="3d")
     if (data / "lits-117").is_dir():
-        rows["lits-117"] = score(sess, lits(data, (float(window[0]), float(window[1]))))
+        slices = lits(data, (float(window[0]), float(window[1])))
+        rows["lits-117"] = score(sess, slices)
+        rows["lits-117, largest 3D component (--largest-component)"] = score(sess, slices, cleanup="3d")
     return {
         "model": model.name,
         "model_sha256": sess.sha256,

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# the wheel build and clean install of the packaging tests (pytest puts tests/ on sys.path)
+from test_packaging import built_wheel, clean_env, run  # noqa: F401  (fixtures, used by name)
+
 from liverseg.reference import checkpoint_path, model_path, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,3 +243,32 @@ def test_shipped_model_on_the_external_chaos_case(chaos_dir):
     r = score(sess, chaos(chaos_dir.parent))
     assert r["slices"] == 78 and r["slices_with_liver"] == 71
     assert r["dice_micro"] >= 0.93, r
+
+
+# ---------------------------------------------------------------- from an installed wheel
+
+
+@pytest.mark.slow
+def test_shipped_model_loads_from_an_installed_wheel(built_wheel, clean_env):  # noqa: F811
+    """The model files are package data: a wheel install (no source checkout on the path) finds and runs them."""
+    import zipfile
+
+    _shipped()
+    with zipfile.ZipFile(built_wheel) as z:
+        names = set(z.namelist())
+    for name in ("model.onnx", "model.pt", "MODEL_CARD.md", "train_config.json"):
+        assert f"liverseg/reference/{name}" in names, name
+    script = """
+import json, numpy as np
+from liverseg.reference import model_path, resolve_model
+from liverseg.infer.session import open_session
+path, how = resolve_model(None, [])
+sess = open_session(path, device="cpu", engine="onnxruntime", precision="fp32")
+mask, _ = sess.run(np.zeros((1, 1, 256, 256), np.uint8))
+print(json.dumps({"path": str(path), "how": how, "shape": list(mask.shape), "liver": int(mask.sum())}))
+"""
+    proc = run([str(clean_env["python"]), "-c", script], cwd=clean_env["cwd"], env=clean_env["env"], timeout=600)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["path"].startswith(str(clean_env["site"])), out
+    assert "shipped with liverseg" in out["how"] and out["shape"] == [1, 1, 256, 256]
+    assert out["liver"] == 0  # an all-air slice holds no liver
