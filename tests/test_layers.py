@@ -37,6 +37,7 @@ LAYERS: dict[str, str] = {
     "liverseg": "foundation",
     "liverseg.core": "foundation",
     "liverseg.reference": "foundation",
+    "liverseg.launch": "foundation",  # console scripts that import their command by name (liverseg/launch.py)
     "liverseg.core.batching": "foundation",
     "liverseg.core.charts": "foundation",
     "liverseg.core.cleanup": "foundation",
@@ -47,6 +48,7 @@ LAYERS: dict[str, str] = {
     "liverseg.core.dicom": "foundation",
     "liverseg.core.engine": "foundation",
     "liverseg.core.errors": "foundation",
+    "liverseg.core.extras": "foundation",
     "liverseg.core.html": "foundation",
     "liverseg.core.intensity": "foundation",
     "liverseg.core.io": "foundation",
@@ -96,6 +98,7 @@ LAYERS: dict[str, str] = {
     "liverseg.infer.shard": "infer",
     "liverseg.infer.volumes": "infer",
     "liverseg.apps": "apps",
+    "liverseg.api": "apps",  # the Python API: an application of liverseg.infer, re-exported lazily by liverseg
     "liverseg.apps.demo": "apps",
     "liverseg.apps.dicom_synth": "apps",
     "liverseg.apps.eda": "apps",

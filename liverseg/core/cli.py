@@ -5,6 +5,8 @@
 * a ``--debug`` flag (also ``LIVERSEG_DEBUG=1``) that shows the traceback of an error;
 * :class:`~liverseg.core.errors.LiversegError` -> ``error: <one line>`` on stderr and
   its exit code (2, or 3 for a full disk), before or during the work;
+* ``ModuleNotFoundError`` for a package of an optional extra (torch, pydicom, ...) ->
+  ``error: <command> needs <package>, which the '<extra>' extra installs: pip install ...``, exit 2;
 * ``KeyboardInterrupt`` (Ctrl-C, and SIGTERM, which is turned into it) -> exit 130;
 * ``OSError`` (a file the user named cannot be read or written) -> ``error: <file>: <reason>``
   and exit 2, or 3 when the disk is full.
@@ -28,6 +30,7 @@ from typing import Any, NoReturn
 import click
 
 from liverseg.core.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, LiversegError, describe, first_line
+from liverseg.core.extras import missing_extra
 
 DEBUG_ENV = "LIVERSEG_DEBUG"
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -80,6 +83,11 @@ def _invoke_under_table(invoke: Callable[[click.Context], Any], ctx: click.Conte
         if debug_enabled(ctx):
             raise
         fail(first_line(e), e.exit_code)
+    except ModuleNotFoundError as e:  # a package of an optional extra: say which extra installs it
+        message = missing_extra(e, ctx.command_path or "this command")
+        if message is None or debug_enabled(ctx):
+            raise
+        fail(message)
     except KeyboardInterrupt:
         if debug_enabled(ctx):
             raise

@@ -51,6 +51,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from liverseg.core.errors import ContractError, DeviceError, UsageError, first_line
+from liverseg.core.extras import GPU_LIBRARIES, RUNTIME_CHOICE, installed, runtime_clash
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -153,7 +154,14 @@ _ORT_TYPES = {
 
 
 def _ort() -> ModuleType:
-    import onnxruntime as ort
+    """onnxruntime, or a UsageError naming the extra to install (or the clash of its two builds to resolve)."""
+    clash = runtime_clash()
+    if clash is not None:
+        raise UsageError(clash)
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise UsageError(f"ONNX Runtime is not installed ({first_line(e)}): {RUNTIME_CHOICE}") from None
 
     ort.set_default_logger_severity(3)  # errors only; warnings such as node placement are noise here
     return ort
@@ -193,6 +201,39 @@ def cuda_reason(log: str) -> str:
         return "Failed to create CUDAExecutionProvider." + m.group(1).split("Please install")[0].rstrip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "onnxruntime gave no reason"
+
+
+def _driver_loads() -> bool:
+    """True when the NVIDIA driver's libcuda.so.1 loads (a machine without it has no usable GPU)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+def cuda_missing(reason: str) -> tuple[str, str]:
+    """(one short line, the full line) of what CUDA lacks: the driver, the library and its pip package.
+
+    ``reason`` is :func:`cuda_reason`'s line. The full line also lists the pip packages of
+    the CUDA libraries that are not installed (``liverseg[gpu]`` installs them all).
+    """
+    m = re.search(r"(lib[A-Za-z]+)\.so[.0-9]*(?=: cannot open shared object file)", reason)
+    lib = m.group(0) if m else None
+    absent = sorted(set(GPU_LIBRARIES.values()) - set(installed(set(GPU_LIBRARIES.values()))))
+    fix = "pip install 'liverseg[gpu]' installs CUDA 13 and cuDNN 9 for onnxruntime-gpu"
+    pkgs = f"; not installed: {', '.join(absent)}" if absent else ""
+    if (lib or "").startswith("libcuda.so") or not _driver_loads():
+        short = "no NVIDIA driver on this machine (libcuda.so.1 does not load)"
+        return short, short + pkgs
+    if lib is not None:
+        pkg = GPU_LIBRARIES.get(lib.split(".so")[0])
+        short = f"{lib} is missing" + (f" (pip package {pkg})" if pkg else "")
+    else:
+        short = reason
+    return short, f"{short}{pkgs}; {fix}"
 
 
 def _preload_cuda_libraries(ort: ModuleType) -> None:
@@ -260,14 +301,13 @@ class OrtEngine(Engine):
         self.session: Any = sess
         actual = sess.get_providers()
         if CUDA_PROVIDER in requested and CUDA_PROVIDER not in actual:
-            reason = cuda_reason(log[0])
+            short, missing = cuda_missing(cuda_reason(log[0]))
             if options.device == "cuda":
                 raise DeviceError(
-                    f"--device cuda: the CUDA execution provider did not load ({reason}); onnxruntime "
-                    "would have run on the CPU instead. Use --device cpu or auto, or install the CUDA "
-                    "and cuDNN libraries this onnxruntime-gpu needs."
+                    f"--device cuda: the CUDA execution provider of onnxruntime-gpu {ort.__version__} did not load "
+                    f"({missing}); onnxruntime would have run on the CPU instead. Use --device cpu or auto."
                 )
-            self.notes.append(f"device auto: CPU (CUDA did not load: {reason})")
+            self.notes.append(f"device auto: CPU (CUDA not usable: {short})")
         elif CUDA_PROVIDER in actual:
             search = options.cuda_options.get("cudnn_conv_algo_search")
             self.notes.append(
@@ -282,8 +322,9 @@ class OrtEngine(Engine):
         available = ort.get_available_providers()
         if CUDA_PROVIDER not in available:
             msg = (
-                f"this onnxruntime build ({ort.__version__}, providers {available}) has no CUDA execution "
-                "provider; install onnxruntime-gpu"
+                f"this onnxruntime ({', '.join(installed(('onnxruntime', 'onnxruntime-gpu'))) or 'build'} "
+                f"{ort.__version__}, providers {available}) has no CUDA execution provider; for CUDA: pip uninstall "
+                "-y onnxruntime && pip install 'liverseg[gpu]'"
             )
             if self.options.device == "cuda":
                 raise DeviceError(f"--device cuda: {msg}")

@@ -1,0 +1,1 @@
+../../liverseg/launch.py
