@@ -30,8 +30,9 @@ from liverseg.infer.session import DEVICES
     type=str,
     default=None,
     metavar="FILE|latest|reference",
-    help="Exported ONNX model file; 'latest': the newest runs/*/export/model.onnx; 'reference' (the default): "
-    "the reference model shipped with liverseg. Always printed.",
+    help="Exported ONNX model file, or a liverseg checkpoint (.pt: exported once into the cache); 'latest': the "
+    "newest runs/*/export/model.onnx; 'reference' (the default): the reference model shipped with liverseg. "
+    "Always printed.",
 )
 @click.option(
     "--labels",

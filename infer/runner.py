@@ -37,6 +37,7 @@ from typing import Any
 from liverseg.core.contract import ct_settings
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import LiversegError, UsageError, describe
+from liverseg.core.extras import missing_extra
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import DiskFullError, versions, write_text_atomic
 from liverseg.infer.io import (
@@ -75,7 +76,7 @@ from liverseg.infer.shard import (
 from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table
 from liverseg.reference import resolve_model
 
-__all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "run_inference"]
+__all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "exported_checkpoint", "is_checkpoint", "run_inference"]
 
 PER_IMAGE = "per_image.csv"
 PER_VOLUME = "per_volume.csv"
@@ -321,6 +322,8 @@ class Runner:
             raise UsageError(f"--model {found}: no such file (or 'latest' / 'reference')")
         model = found
         self.log(f"model: {model} ({how})")
+        if is_checkpoint(model):
+            model = exported_checkpoint(model, self.log)
         sizes = []
         if o.device != "cpu":  # the cuDNN algorithm search depends on how many sizes the inputs come in
             sizes = [s for s in (image_size(it.image) for it in items[:64]) if s]
@@ -555,6 +558,45 @@ class Runner:
             write_report(out)
         except Exception as e:  # the report is a convenience; never lose the run over it
             self.log(f"warning: report.html not written ({describe(e)})")
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True for a liverseg checkpoint file name (``--model best.pt``), which is exported before it runs."""
+    return path.suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def exported_checkpoint(path: Path, log: Log) -> Path:
+    """The ONNX export of the liverseg checkpoint ``path``, made once and kept in the cache.
+
+    The cache folder is ``cache_root()/checkpoints/<sha256 of the checkpoint>/model.onnx``
+    (``$LIVERSEG_CACHE_DIR``, else ``~/.cache/liverseg``): the same checkpoint is exported
+    once, a changed one again. Exporting needs the ``train`` extra (torch, onnx); the
+    export is said in the log, and so is a cached one.
+    """
+    from liverseg.core.contract import file_sha256
+    from liverseg.core.engine import cache_root
+
+    sha = file_sha256(path)
+    out = cache_root() / "checkpoints" / sha / "model.onnx"
+    if out.is_file():
+        log(f"model: {path} is a checkpoint; its ONNX export from the cache: {out} (sha256 {sha[:12]})")
+        return out
+    try:
+        from liverseg.export.onnx import export_onnx
+        from liverseg.models.checkpoint import load_checkpoint
+    except ModuleNotFoundError as e:
+        raise UsageError(
+            missing_extra(e, f"--model {path} (a checkpoint, exported to ONNX before it runs)") or str(e)
+        ) from None
+    log(f"model: {path} is a checkpoint; exporting it to ONNX once, into the cache: {out} (sha256 {sha[:12]})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the model cache {out.parent} ({e.strerror}); set LIVERSEG_CACHE_DIR") from None
+    return export_onnx(load_checkpoint(path), out, checkpoint_sha256=sha)
 
 
 def run_inference(opts: Options, log: Log | None = None) -> RunResult:

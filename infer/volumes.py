@@ -54,6 +54,7 @@ __all__ = [
     "load_volume",
     "per_volume_table",
     "predict_volume",
+    "volume_input",
     "volume_summary",
 ]
 
@@ -204,7 +205,19 @@ def _label(path: str, vol: Volume) -> np.ndarray:
 
 def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeInput:
     """Read, window, reorient and resample one volume; its label too. Raises DataError naming the file."""
-    vol = _read(image, kind, prep)
+    vi = volume_input(_read(image, kind, prep), prep)
+    if label is not None:
+        try:
+            vi.truth = _label(label, vi.volume)
+        except DataError as e:
+            vi.label_error = str(e)
+        except Exception as e:
+            vi.label_error = f"{label}: cannot read label ({describe(e)})"
+    return vi
+
+
+def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
+    """Window, reorient and resample a volume read from a file or given as an array (the Python API)."""
     notes = list(vol.notes)
     gray = _windowed(vol, prep, notes)
     vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)  # free the HU voxels
@@ -217,15 +230,7 @@ def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeI
             model_in[i] = resize_gray(gray[i], shape)
     else:
         model_in = gray
-    vi = VolumeInput(vol, gray, model_in, spacing, notes=notes)
-    if label is not None:
-        try:
-            vi.truth = _label(label, vol)
-        except DataError as e:
-            vi.label_error = str(e)
-        except Exception as e:
-            vi.label_error = f"{label}: cannot read label ({describe(e)})"
-    return vi
+    return VolumeInput(vol, gray, model_in, spacing, notes=notes)
 
 
 # ---------------------------------------------------------------- the model

@@ -1,0 +1,1 @@
+../../liverseg/api.py

@@ -1,0 +1,369 @@
+"""The Python API: an image, a CT volume or a file in, the liver mask out.
+
+.. code-block:: python
+
+    import liverseg
+
+    mask = liverseg.segment(ct_slice)                          # 2D array [H, W] -> uint8 0/1 [H, W]
+    mask = liverseg.segment(ct, spacing=(2.5, 0.8, 0.8))       # 3D array [slices, rows, cols], mm
+    mask = liverseg.segment(img.get_fdata(), affine=img.affine)  # 3D array in a NIfTI's [I, J, K] order
+    mask, prob = liverseg.segment("ct.nii.gz", probabilities=True)
+
+    with liverseg.Segmenter(device="cuda") as seg:             # the model stays loaded between calls
+        masks = [seg(s) for s in slices]
+
+Both take the model the command line takes (:func:`liverseg.reference.resolve_model`):
+``None`` or ``"reference"`` is the reference model shipped with liverseg, ``"latest"``
+the newest ``runs/*/export/model.onnx``, anything else a file: an exported ONNX model or
+a liverseg checkpoint (``.pt``, exported once into the cache). The engine, precision
+and device are chosen as ``liverseg-infer`` chooses them (:func:`liverseg.infer.session.open_session`):
+``device="cuda"`` that cannot load is an error, ``auto`` takes CUDA when it loads.
+
+Inputs, and the preprocessing of ``liverseg-infer``:
+
+* a 2D array ``[H, W]``: 8-bit gray, or CT numbers (HU, or HU+1024 as unsigned 16-bit),
+  read by the rule of :mod:`liverseg.core.intensity` and windowed by the model's contract;
+  ``spacing`` (mm, one number or ``(row, col)``) resizes it to the model's pixel spacing;
+* a 3D array with ``spacing=(slice, row, col)`` mm: taken as ``[slices, rows, cols]`` axial
+  slices as they are (no reorientation), the mask in the same order;
+* a 3D array with ``affine`` (4x4, voxel index to RAS+ mm, as nibabel gives it): in the
+  affine's ``[I, J, K]`` order, reoriented to the model's view like a NIfTI file, the mask
+  back in ``[I, J, K]`` order;
+* a path: an image (PNG, TIFF, JPEG, DICOM slice), a volume (NIfTI, NRRD, MetaImage, MRC)
+  or a DICOM series folder; a volume's mask is in the file's own voxel order.
+
+The result is a uint8 mask (1 = liver) of the input's shape and, with
+``probabilities=True``, also the float32 liver probability of the same shape.
+
+Nothing here imports torch (unless a checkpoint has to be exported).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import numpy as np
+
+from liverseg.core.contract import ct_settings
+from liverseg.core.errors import UsageError
+from liverseg.core.intensity import INTENSITY_MODES, check_windowed, interpret, window_to_gray
+from liverseg.core.resample import resize_gray, resize_probability, target_shape
+from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
+from liverseg.infer.resume import default_runs_dir
+from liverseg.infer.runner import exported_checkpoint, is_checkpoint
+from liverseg.infer.session import ModelSession, open_session
+from liverseg.infer.volumes import Prep, VolumeInput, load_volume, predict_volume, volume_input
+from liverseg.reference import resolve_model
+
+__all__ = ["Segmenter", "segment"]
+
+Image = np.ndarray | str | os.PathLike[str]
+Spacing = float | tuple[float, float] | tuple[float, float, float] | None
+Result = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+_log = logging.getLogger("liverseg")
+
+
+def _affine_of_axial(spacing: tuple[float, float, float]) -> np.ndarray:
+    """The affine of an array whose transpose (2, 1, 0) is already in the model's view, with these mm."""
+    from nibabel.orientations import axcodes2ornt
+
+    ornt = axcodes2ornt(MODEL_AXCODES)  # file axis j -> (RAS axis, flip)
+    zooms = (spacing[2], spacing[1], spacing[0])  # [C, R, K] order of the transposed array
+    affine = np.eye(4)
+    affine[:3, :3] = 0.0
+    for j, (axis, flip) in enumerate(ornt):
+        affine[int(axis), j] = float(flip) * zooms[j]
+    return affine
+
+
+class Segmenter:
+    """A model loaded once; call it (or :meth:`segment`) on images, volumes or files.
+
+    One Segmenter runs one call at a time; use one per thread. :attr:`notes` says which
+    model, engine and device were chosen and why.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        engine: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        batch_size: int | None = None,
+        runs_dir: str | os.PathLike[str] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.log = log or _log.info
+        runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        found, how = resolve_model(None if model is None else str(model), [runs])
+        if found is None:
+            raise UsageError(f"no model: {how}; pass model='path/to/model.onnx' (export one with liverseg-export)")
+        if how == "--model":
+            how = "given"
+            if not found.is_file():
+                raise UsageError(f"model {found}: no such file (or 'latest' / 'reference')")
+        self.log(f"model: {found} ({how})")
+        if is_checkpoint(found):
+            found = exported_checkpoint(found, self.log)
+        device_name, _, index = device.partition(":")
+        self.session: ModelSession | None = open_session(
+            found,
+            device=device_name,
+            device_id=int(index or 0),
+            threads=threads,
+            want_probability=True,
+            engine=engine,
+            precision=precision,
+        )
+        self.path = found
+        self.notes: list[str] = [f"model: {found} ({how})", *self.session.notes]
+        for note in self.session.notes:
+            self.log(note)
+        self.window, self.model_spacing = ct_settings(self.session.contract)
+        self.batch_size = batch_size or (8 if self.session.device.startswith("cuda") else 1)
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def device(self) -> str:
+        """Where the model runs: ``cpu`` or ``cuda:<id>``."""
+        return self._session().device
+
+    @property
+    def threshold(self) -> float:
+        return self._session().threshold
+
+    @overload
+    def segment(
+        self,
+        image: Image,
+        *,
+        spacing: Spacing = ...,
+        affine: np.ndarray | None = ...,
+        probabilities: Literal[False] = ...,
+        intensity: str = ...,
+        window: tuple[float, float] | None = ...,
+    ) -> np.ndarray: ...
+
+    @overload
+    def segment(
+        self,
+        image: Image,
+        *,
+        spacing: Spacing = ...,
+        affine: np.ndarray | None = ...,
+        probabilities: Literal[True],
+        intensity: str = ...,
+        window: tuple[float, float] | None = ...,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def segment(
+        self,
+        image: Image,
+        *,
+        spacing: Spacing = None,
+        affine: np.ndarray | None = None,
+        probabilities: bool = False,
+        intensity: str = "auto",
+        window: tuple[float, float] | None = None,
+    ) -> Result:
+        """The liver mask of ``image`` (and its probability when ``probabilities``); inputs in the module docstring.
+
+        ``intensity`` says what stored values are (``auto``, ``gray``, ``hu``, ``hu+1024``);
+        ``window`` (HU) overrides the model's contract.
+        """
+        if intensity not in INTENSITY_MODES:
+            raise UsageError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
+        prep = Prep(
+            window=self._window(window), model_spacing=self.model_spacing, intensity=intensity, save_probabilities=True
+        )
+        if isinstance(image, (str, os.PathLike)):
+            return self._path(Path(image), prep, spacing, probabilities)
+        arr = np.asarray(image)
+        if arr.ndim == 2:
+            return self._slice(arr, prep, _in_plane(spacing), probabilities, "array")
+        if arr.ndim == 3:
+            return self._array_volume(arr, prep, spacing, affine, probabilities)
+        raise UsageError(f"expected a 2D image [H, W] or a 3D volume, got an array of shape {arr.shape}")
+
+    __call__ = segment
+
+    def close(self) -> None:
+        """Release the model (its memory, and the GPU's)."""
+        self.session = None
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ inputs
+
+    def _session(self) -> ModelSession:
+        if self.session is None:
+            raise UsageError("this Segmenter is closed")
+        return self.session
+
+    def _window(self, window: tuple[float, float] | None) -> tuple[float, float]:
+        if window is None:
+            return self.window
+        lo, hi = (float(v) for v in window)
+        if not hi > lo:
+            raise UsageError(f"window: HIGH must be above LOW, got {lo:g} {hi:g}")
+        return lo, hi
+
+    def _path(self, path: Path, prep: Prep, spacing: Spacing, probabilities: bool) -> Result:
+        from liverseg.infer.io import input_kind
+
+        if not path.exists():
+            raise UsageError(f"{path}: no such file or folder")
+        if path.is_dir() or is_volume_path(path):
+            if spacing is not None:
+                prep = dataclasses.replace(prep, spacing=_in_plane(spacing))
+            vi = load_volume(str(path), None, input_kind(str(path)), prep)
+            mask, prob = self._volume(vi, probabilities)
+            vol = vi.volume
+            return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
+        from liverseg.core.data import read_image
+
+        gray = read_image(path, intensity=prep.intensity, window=prep.window, max_pixels=prep.max_pixels)
+        return self._slice(gray, dataclasses.replace(prep, intensity="gray"), _in_plane(spacing), probabilities)
+
+    def _slice(
+        self, arr: np.ndarray, prep: Prep, spacing: float | None, probabilities: bool, source: str = "image"
+    ) -> Result:
+        """One 2D slice: gray by the intensity rule, resized to the model's spacing when both are known."""
+        kind = interpret(arr, prep.intensity, source)
+        gray = window_to_gray(arr, kind, prep.window, source)
+        check_windowed(gray, arr, kind, prep.window, source)
+        shape = gray.shape
+        if spacing is not None:
+            shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)
+        model_in = resize_gray(gray, shape) if shape != gray.shape else gray
+        sess = self._session()
+        sess.want_probability = probabilities or shape != gray.shape
+        mask, prob = sess.run(np.ascontiguousarray(model_in[None, None]))
+        if shape != gray.shape:
+            assert prob is not None
+            back = resize_probability(prob[0, 0], gray.shape)
+            out_mask = (back > sess.threshold).astype(np.uint8)
+            return (out_mask, back) if probabilities else out_mask
+        out_mask = (mask[0, 0] != 0).astype(np.uint8)
+        if probabilities:
+            assert prob is not None
+            return out_mask, np.asarray(prob[0, 0], dtype=np.float32)
+        return out_mask
+
+    def _array_volume(
+        self, arr: np.ndarray, prep: Prep, spacing: Spacing, affine: np.ndarray | None, probabilities: bool
+    ) -> Result:
+        if affine is not None:
+            aff = np.asarray(affine, dtype=np.float64)
+            if aff.shape != (4, 4):
+                raise UsageError(f"affine must be a 4x4 matrix, got shape {aff.shape}")
+            problem = spacing_problem(aff)
+            if problem is not None:
+                raise UsageError(f"affine: {problem.replace('the header', 'it')}; pass spacing=(slice, row, col) mm")
+            vol = Volume(arr, aff, "array", "array")
+            axial_order = False
+        else:
+            if spacing is None or np.ndim(spacing) != 1 or len(spacing) != 3:  # type: ignore[arg-type]
+                raise UsageError(
+                    "a 3D volume needs spacing=(slice, row, col) in mm (the array as [slices, rows, cols]) or "
+                    "affine= (4x4, the array in its [I, J, K] order)"
+                )
+            mm = tuple(float(v) for v in spacing)  # type: ignore[union-attr]
+            if not all(0 < v <= 100 for v in mm):
+                raise UsageError(f"spacing must be positive millimetres, got {mm}")
+            vol = Volume(arr.transpose(2, 1, 0), _affine_of_axial((mm[0], mm[1], mm[2])), "array", "array")
+            axial_order = True
+        mask, prob = self._volume(volume_input(vol, prep), probabilities)
+        if axial_order:  # the array was given as [slices, rows, cols]: the model's view itself
+            return (mask, prob) if prob is not None else mask
+        return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
+
+    def _volume(self, vi: VolumeInput, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        sess = self._session()
+        sess.want_probability = probabilities or vi.resampled
+        mask, prob, _ = predict_volume(vi, sess.run, self.batch_size, sess.threshold, keep_probability=probabilities)
+        if probabilities and prob is None:
+            raise UsageError(f"{self.path}: the model gave no probability output")
+        return mask, prob
+
+
+def _in_plane(spacing: Spacing) -> float | None:
+    """A 2D input's pixel size: one number, or (row, col) when both are equal."""
+    if spacing is None:
+        return None
+    if isinstance(spacing, (int, float)):
+        return float(spacing)
+    values = [float(v) for v in spacing]
+    if len(values) == 3:
+        values = values[1:]
+    if len(values) != 2 or abs(values[0] - values[1]) > 1e-6:
+        raise UsageError(f"a 2D image needs one pixel size (or equal row and column sizes), got {spacing}")
+    return values[0]
+
+
+@overload
+def segment(
+    image: Image,
+    model: str | os.PathLike[str] | None = ...,
+    *,
+    spacing: Spacing = ...,
+    affine: np.ndarray | None = ...,
+    probabilities: Literal[False] = ...,
+    device: str = ...,
+    engine: str = ...,
+    precision: str = ...,
+    **options: Any,
+) -> np.ndarray: ...
+
+
+@overload
+def segment(
+    image: Image,
+    model: str | os.PathLike[str] | None = ...,
+    *,
+    spacing: Spacing = ...,
+    affine: np.ndarray | None = ...,
+    probabilities: Literal[True],
+    device: str = ...,
+    engine: str = ...,
+    precision: str = ...,
+    **options: Any,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def segment(
+    image: Image,
+    model: str | os.PathLike[str] | None = None,
+    *,
+    spacing: Spacing = None,
+    affine: np.ndarray | None = None,
+    probabilities: bool = False,
+    device: str = "auto",
+    engine: str = "auto",
+    precision: str = "auto",
+    **options: Any,
+) -> Result:
+    """Segment the liver in one image, volume or file with ``model`` (None: the shipped reference model).
+
+    Loads the model for this one call; :class:`Segmenter` keeps it loaded. ``options``:
+    ``intensity`` and ``window`` go to :meth:`Segmenter.segment`, the rest (``threads``,
+    ``batch_size``, ``runs_dir``, ``log``) to :class:`Segmenter`.
+    """
+    call = {k: options.pop(k) for k in ("intensity", "window") if k in options}
+    with Segmenter(model, device=device, engine=engine, precision=precision, **options) as seg:
+        if probabilities:
+            return seg.segment(image, spacing=spacing, affine=affine, probabilities=True, **call)
+        return seg.segment(image, spacing=spacing, affine=affine, **call)
