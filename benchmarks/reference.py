@@ -7,7 +7,8 @@ Every row runs the model file through liverseg's own session (the engine and pre
 ``liverseg-infer`` reads them, and scores the masks against the expert masks:
 
 * ``msd-val``: the held-out validation patients of ``msd-liver-256`` (``--split``: the
-  ``val_x.csv``/``val_y.csv`` that ``liverseg-split --group-by volume_idx`` wrote).
+  ``val_x.csv``/``val_y.csv`` that ``liverseg-split --group-by volume_idx`` wrote);
+  ``msd-test``: its test patients, never used to choose anything.
   ``dice_pooled_per_patient``: all slices of a patient pooled, then averaged over
   patients; ``dice_macro``: per slice, averaged over slices with liver; ``dice_micro``:
   all pixels pooled.
@@ -122,12 +123,12 @@ def _mean(values: Iterable[float]) -> float:
 # ---------------------------------------------------------------- data
 
 
-def msd_val(data: Path, split: Path) -> list[Slice]:
-    """The validation slices of a ``liverseg-split`` of msd-liver-256, with their patients."""
+def msd_val(data: Path, split: Path, part: str = "val") -> list[Slice]:
+    """The validation (or ``part``) slices of a ``liverseg-split`` of msd-liver-256, with their patients."""
     manifest = pd.read_csv(data / "msd-liver-256" / "manifest.csv", dtype={"id": str})
     patient = {f"{r.id}.png": str(r.volume_idx) for r in manifest.itertuples()}
-    xs = pd.read_csv(split / "val_x.csv")["X"].tolist()
-    ys = pd.read_csv(split / "val_y.csv")["Y"].tolist()
+    xs = pd.read_csv(split / f"{part}_x.csv")["X"].tolist()
+    ys = pd.read_csv(split / f"{part}_y.csv")["Y"].tolist()
     root = split
     out = []
     for x, y in zip(xs, ys):
@@ -283,6 +284,8 @@ def evaluate(
             r["dice_pooled_change"] = r["dice_pooled_per_patient"] - rows["msd-val"]["dice_pooled_per_patient"]
             rows["robustness"][name] = r
         rows["msd-val, largest component per slice"] = score(sess, val, cleanup="2d")
+        if (split / "test_x.csv").is_file():
+            rows["msd-test"] = score(sess, msd_val(data, split, "test"))
     if (data / "chaos-ct-case").is_dir():
         slices = chaos(data)
         rows["chaos"] = score(sess, slices)
