@@ -6,10 +6,16 @@ writes ``report.html`` beside them. The page needs nothing but itself: images ar
 embedded as base64 PNG data URIs, the style is inline, there are no scripts, fonts
 or links to fetch, so it opens from the folder alone, offline.
 
-It shows the run (model, execution provider, throughput, latency), the study's
-mPA/mIoU next to Dice/IoU/precision/recall, a histogram of per-image Dice, the worst
-and best images as overlays in the study's colours, and every failed or skipped
-input with its reason. Every optional part may be missing: without labels there is
+It shows, first, a provenance banner when the model's training data or scale differs
+from the inputs' (synthetic training data, another pixel size, another HU window, from
+the contract's ``provenance`` and ``ct`` and the run's preprocessing); then the run
+(model, execution provider, throughput, what each time measures, one line on the
+device), the study's mPA/mIoU next to Dice/IoU/precision/recall, a histogram of
+per-image Dice, the worst and best images among those with liver in the truth, false
+positives on slices without liver as a list of their own, and every failed or skipped
+input with its reason. Case thumbnails have one fixed size (:data:`THUMB` pixels a cell)
+whatever the input size; true positives are green so they show over bright liver,
+false positives and negatives keep the study's blue and red. Every optional part may be missing: without labels there is
 no metrics section and the predicted outlines are drawn instead; a missing
 ``summary.json``, image or mask is said on the page, never an exception.
 
@@ -22,6 +28,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +42,7 @@ from liverseg.core.cli import command
 from liverseg.core.data import DataError, read_image, read_mask
 from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag
 from liverseg.core.io import write_text_atomic
-from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_COLOR, overlay_rgb
+from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_VISIBLE_COLOR, overlay_rgb
 from liverseg.infer.io import PER_IMAGE_COLUMNS
 
 REPORT_NAME = "report.html"
@@ -43,7 +50,7 @@ PER_VOLUME = "per_volume.csv"
 MAX_VOLUME_DETAILS = 6  # volumes shown with a slice profile and overlays (all are in the table)
 N_CASES = 6  # worst and best cases shown
 MAX_TABLE_ROWS = 1000  # per-image rows in the page (all are in per_image.csv)
-MAX_CELL = 384  # thumbnails are scaled down to this many pixels at most
+THUMB = 200  # every cell of a case strip is THUMB x THUMB pixels (scaled to fit, letterboxed)
 GAP = 4  # pixels between the cells of a case strip
 
 
@@ -53,8 +60,9 @@ def legend_html(with_truth: bool) -> str:
 
     if with_truth:
         return (
-            f'<p class="legend">{sw(TP_COLOR)}true positive{sw(FP_COLOR)}false positive'
-            f"{sw(FN_COLOR)}false negative (the study's colours, blended over the image)</p>"
+            f'<p class="legend">{sw(TP_VISIBLE_COLOR)}true positive{sw(FP_COLOR)}false positive'
+            f"{sw(FN_COLOR)}false negative (blended over the image; false positives and negatives in the study's "
+            "colours, true positives green where the study's white would vanish over bright liver)</p>"
         )
     return f'<p class="legend">{sw(OUTLINE_COLOR)}outline of the predicted liver</p>'
 
@@ -166,23 +174,25 @@ def _status(row: dict[str, str]) -> str:
 # ---------------------------------------------------------------- pictures of cases
 
 
-def _scaled(arr: np.ndarray, scale: float) -> np.ndarray:
-    if scale >= 1.0:
-        return arr
+def _thumb(rgb: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """``rgb`` scaled to fit ``side`` x ``side`` (box filter down, nearest up: pixels stay pixels), centred on white."""
     from PIL import Image
 
-    h, w = arr.shape[:2]
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BOX))
+    h, w = rgb.shape[:2]
+    scale = side / max(h, w)
+    size = (max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale))))
+    how = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, how))
+    cell = np.full((side, side, 3), 255, dtype=np.uint8)
+    top, left = (side - size[1]) // 2, (side - size[0]) // 2
+    cell[top : top + size[1], left : left + size[0]] = small
+    return cell
 
 
 def _strip(cells: list[np.ndarray]) -> np.ndarray:
-    """Cells (gray or RGB, same size) side by side with a white gap, scaled to MAX_CELL."""
-    rgb = [np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c for c in cells]
-    h, w = rgb[0].shape[:2]
-    scale = min(1.0, MAX_CELL / max(h, w))
-    rgb = [_scaled(c, scale) for c in rgb]
-    gap = np.full((rgb[0].shape[0], GAP, 3), 255, dtype=np.uint8)
+    """Cells (gray or RGB, same size) side by side with a white gap, each THUMB x THUMB pixels."""
+    rgb = [_thumb(np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c) for c in cells]
+    gap = np.full((THUMB, GAP, 3), 255, dtype=np.uint8)
     parts: list[np.ndarray] = []
     for i, c in enumerate(rgb):
         if i:
@@ -224,7 +234,7 @@ def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
         if truth is not None:
             cells.append(truth.astype(np.uint8) * 255)
             parts.append("ground truth")
-        cells.append(overlay_rgb(image, pred, truth))
+        cells.append(overlay_rgb(image, pred, truth, tp_color=TP_VISIBLE_COLOR))
         parts.append("prediction" + (" vs truth" if truth is not None else " outline"))
     elif pred is not None:
         if truth is not None:
@@ -329,6 +339,84 @@ def _cards(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     return "".join(out)
 
 
+_LOADER = re.compile(r"(lib[\w.+-]+\.so[.\d]*): cannot open shared object file[^;)]*")
+
+
+def _device_line(notes: Any) -> str | None:
+    """The device notes as one line: the ``device ...`` notes only, a raw loader error cut to the missing library.
+
+    The engine choice has its own row; runs written before the notes were condensed still
+    carry onnxruntime's loader message (``libonnxruntime_providers_cuda.so failed to load:
+    libcublasLt.so.13: cannot open shared object file: ...``), which becomes
+    ``libcublasLt.so.13 missing``.
+    """
+    if not notes:
+        return None
+    items = [str(n) for n in notes] if isinstance(notes, list) else [str(notes)]
+    device = [n for n in items if n.startswith("device")] or items
+    line = "; ".join(device)
+    line = re.sub(r"CUDA did not load: \S+ failed to load: ", "CUDA not usable: ", line)
+    line = _LOADER.sub(lambda m: f"{m.group(1)} missing", line)
+    return line
+
+
+def _provenance(summary: dict[str, Any], vrows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[str]:
+    """Why the model's training data or scale may not fit these inputs (the banner's lines); empty when it fits.
+
+    From the contract (``provenance``: the training data, ``ct``: its pixel spacing and HU
+    window, ``training``: the config and data summary) and the run (``preprocessing``, the
+    volumes' spacing): synthetic training data; inputs at another pixel size than the
+    model's, or of unknown size; another HU window than the model's.
+    """
+    contract = _section(_section(summary, "model"), "contract")
+    if not contract:
+        return []
+    out: list[str] = []
+    prov, training = _section(contract, "provenance"), _section(contract, "training")
+    told = json.dumps([prov, training.get("data_summary"), (training.get("config") or {})], default=str).lower()
+    if "synthetic" in told:
+        what = str(prov.get("data") or "synthetic CT made by liverseg's generator")
+        out.append(
+            f"The model was trained on synthetic data ({what}). Its masks on real CT say little about what a model "
+            "trained on real scans would do: expect other organs labelled as liver."
+        )
+    ct = _section(contract, "ct")
+    model_mm = _num(ct.get("pixel_spacing_mm"))
+    prep = _section(summary, "preprocessing")
+    given_mm = _num(prep.get("spacing_mm"))
+    n_slices = sum(1 for r in rows if str(r.get("index", "")) not in {str(v.get("index", "")) for v in vrows})
+    if model_mm is not None and n_slices and given_mm is None:
+        out.append(
+            f"The model was trained at {model_mm:g} mm pixels; the {n_slices} 2D input(s) have no pixel size (pass "
+            "--spacing MM), so they were used at their own scale. An image at another scale than the training "
+            "data's shows the liver larger or smaller than the model learned it."
+        )
+    vol_mm = sorted({v for v in (_num(str(r.get("spacing_mm", "")).split("x")[-1]) for r in vrows) if v is not None})
+    if model_mm is None and (given_mm is not None or vol_mm):
+        seen = f"{given_mm:g} mm" if given_mm is not None else ", ".join(f"{v:g}" for v in vol_mm[:5]) + " mm"
+        out.append(
+            f"The model records no training pixel size, so inputs at {seen} pixels were used as they are; if it was "
+            "trained at another scale its masks suffer."
+        )
+    model_win = ct.get("window_hu")
+    run_win = prep.get("window_hu")
+    if isinstance(model_win, list) and isinstance(run_win, list) and len(model_win) == len(run_win) == 2:
+        if any(abs(float(a) - float(b)) > 1e-6 for a, b in zip(model_win, run_win)):
+            out.append(
+                f"The inputs were windowed to HU [{float(run_win[0]):g}, {float(run_win[1]):g}] (--window) but the "
+                f"model was trained on [{float(model_win[0]):g}, {float(model_win[1]):g}]: it sees other gray values "
+                "than it learned."
+            )
+    return out
+
+
+def _banner(lines: list[str]) -> str:
+    if not lines:
+        return ""
+    items = "".join(f"<li>{esc(line)}</li>" for line in lines)
+    return f'<div class="banner"><b>Read these results with care.</b><ul>{items}</ul></div>'
+
+
 def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     lat = _section(summary, "latency_ms")
     ips = _num(summary.get("images_per_second"))
@@ -361,20 +449,25 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
             if _num(summary.get("model_images_per_second")) is not None
             else None,
         ),
-        ("latency per image p50 / p90 / p99 (ms)", _pcts(lat)),
-        ("end-to-end latency p50 / p90 / p99 (ms)", _pcts(summary.get("end_to_end_latency_ms"))),
+        ("model time per image p50 / p90 / p99 (ms): its share of its batch's model call", _pcts(lat)),
+        (
+            "time in the pipeline per image p50 / p90 / p99 (ms): decode start to files written, including the "
+            "wait in the decode, model and write queues (not the model's speed)",
+            _pcts(summary.get("end_to_end_latency_ms")),
+        ),
         ("wall time (s)", fmt(_num(summary.get("wall_seconds")), 2) if _num(summary.get("wall_seconds")) else None),
         ("threshold", summary.get("threshold")),
         ("model", model.get("path")),
         ("model sha256", model.get("sha256")),
+        ("model trained on", _section(_section(model, "contract"), "provenance").get("data")),
         ("inputs", inputs.get("source")),
         ("labels", _labels_text(inputs)),
         ("started", summary.get("started")),
         ("finished", summary.get("finished")),
     ]
-    notes = summary.get("device_notes")
-    if notes:
-        kv.insert(3, ("device notes", "; ".join(map(str, notes)) if isinstance(notes, list) else notes))
+    device_line = _device_line(summary.get("device_notes"))
+    if device_line:
+        kv.insert(3, ("device choice", device_line))
     out.append(html_table(None, [(k, v if v not in (None, "") else "—") for k, v in kv], cls="kv"))
     cmd = summary.get("command")
     if cmd:
@@ -436,17 +529,51 @@ def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir:
             f"<figure>{img_tag(png, 'histogram of per-image Dice')}<figcaption>Per-image Dice of "
             f"{len(dice)} labelled images.</figcaption></figure>"
         )
+    out.append(_cases_section(ok, run_dir, n_cases))
+    return "".join(out)
+
+
+def _has_liver(row: dict[str, Any]) -> bool | None:
+    """True when the truth of ``row`` holds liver (tp + fn > 0), None when the row has no counts."""
+    tp, fn = _num(row.get("tp")), _num(row.get("fn"))
+    return None if tp is None or fn is None else tp + fn > 0
+
+
+def _cases_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
+    """Worst and best Dice among slices with liver; false positives on slices without liver, listed apart.
+
+    On a slice without liver Dice is 0 for a single false-positive pixel and 1 for an empty
+    prediction (liverseg.core.metrics' rule), so such slices would fill both lists with
+    numbers that say nothing about the liver's outline.
+    """
     scored = [r for r in ok if _num(r.get("dice")) is not None]
-    if scored:
-        order = sorted(scored, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
+    with_liver = [r for r in scored if _has_liver(r) is not False]
+    empty = [r for r in scored if _has_liver(r) is False]
+    out: list[str] = []
+    if with_liver:
+        order = sorted(with_liver, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
         worst = order[:n_cases]
         taken = {id(r) for r in worst}
         best = [r for r in reversed(order) if id(r) not in taken][:n_cases]
-        out.append("<h3>Worst cases (lowest Dice)</h3>" + legend_html(True))
+        out.append(f"<h3>Worst cases (lowest Dice of the {len(with_liver)} slices with liver)</h3>" + legend_html(True))
         out.append(_cases([_case_figure(r, run_dir, True) for r in worst]))
         if best:
-            out.append("<h3>Best cases (highest Dice)</h3>" + legend_html(True))
+            out.append("<h3>Best cases (highest Dice of the slices with liver)</h3>" + legend_html(True))
             out.append(_cases([_case_figure(r, run_dir, True) for r in best]))
+    if empty:
+        fps = sorted(
+            (r for r in empty if (_num(r.get("fp")) or 0) > 0),
+            key=lambda r: (-(_num(r.get("fp")) or 0), r.get("input", "")),
+        )
+        out.append(
+            f"<h3>False positives on slices without liver ({len(fps)} of {len(empty)} such slices)</h3>"
+            '<p class="note">The truth of these slices holds no liver; any predicted pixel is a false positive. '
+            "They are kept out of the Dice lists above, where one stray pixel would score 0.</p>"
+        )
+        if fps:
+            out.append(legend_html(True) + _cases([_case_figure(r, run_dir, True) for r in fps[:n_cases]]))
+        else:
+            out.append("<p>None: the model predicted no liver on any of them.</p>")
     return "".join(out)
 
 
@@ -629,6 +756,7 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
     body = [
         f'<h1>liverseg inference report</h1><p class="sub">Run folder <code>{esc(run_dir.resolve().name)}</code></p>'
     ]
+    body.append(_banner(_provenance(summary, vrows, rows)))
     body += [f'<p class="warn">{esc(p)}</p>' for p in problems]
     body.append(_run_section(summary, rows))
     body.append(_failed_section(summary, rows))

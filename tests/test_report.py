@@ -274,3 +274,184 @@ def test_report_cli_bad_run_dir_is_one_line_exit_2(tmp_path, make):
 def _file(path: Path) -> Path:
     path.write_text("index\n")
     return path
+
+
+# ---------------------------------------------------------------- issue 16: a report that explains itself
+
+
+def _summary(run: Path) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def _rewrite(run: Path, **changes) -> None:
+    s = _summary(run)
+    s.update(changes)
+    (run / "summary.json").write_text(json.dumps(s))
+
+
+def _add_empty_truth_rows(run: Path, fp_pixels: list[int]) -> list[str]:
+    """Rows whose truth holds no liver, with ``fp_pixels[i]`` predicted pixels each; their input names."""
+    rows = list(csv.DictReader((run / "per_image.csv").open()))
+    names = []
+    for j, n_fp in enumerate(fp_pixels):
+        i = 100 + j
+        img = np.full((48, 48), 30, np.uint8)
+        truth = np.zeros((48, 48), bool)
+        pred = np.zeros((48, 48), bool)
+        pred.flat[:n_fp] = True
+        ip = run.parent.parent / "data" / "images" / f"empty_{j}.png"
+        lp = run.parent.parent / "data" / "masks" / f"empty_{j}.png"
+        Image.fromarray(img).save(ip)
+        Image.fromarray(truth.astype(np.uint8)).save(lp)
+        Image.fromarray(pred.astype(np.uint8) * 255).save(run / "masks" / f"empty_{j}_pred.png")
+        cm = confusion(pred, truth)
+        r = {"index": i, "input": str(ip), "label": str(lp), "output": f"masks/empty_{j}_pred.png", "status": "ok"}
+        r.update(height=48, width=48, latency_ms=5, liver_fraction=pred.mean(), tp=cm[0], fp=cm[1], fn=cm[2], tn=cm[3])
+        r.update(scores(*cm))
+        rows.insert(0, r)
+        names.append(ip.name)
+    with (run / "per_image.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return names
+
+
+def _section_html(html: str, heading: str) -> str:
+    """The HTML from the <h3> whose text starts with ``heading`` to the next <h2>/<h3>."""
+    start = html.index("<h3>" + heading)
+    rest = html[start + 4 :]
+    ends = [i for i in (rest.find("<h3>"), rest.find("<h2>"), rest.find("<details")) if i >= 0]
+    return rest[: min(ends)] if ends else rest
+
+
+def test_best_and_worst_lists_hold_only_slices_with_liver(tmp_path):
+    run = make_run(tmp_path)
+    empty = _add_empty_truth_rows(run, [6, 0, 40])
+    html = write_report(run, n_cases=3).read_text()
+    check_html(run / "report.html")
+    worst, best = _section_html(html, "Worst cases"), _section_html(html, "Best cases")
+    fps = _section_html(html, "False positives on slices without liver")
+    for name in empty:  # a Dice 0 from 6 stray pixels no longer heads "worst", an empty 1.0 no longer "best"
+        assert name not in worst and name not in best
+    assert "slice_000.png" in worst, "the total miss of a slice with liver is the worst case"
+    assert "(2 of 3 such slices)" in fps
+    assert fps.index("empty_2.png") < fps.index("empty_0.png"), "most false-positive pixels first"
+    assert "empty_1.png" not in fps, "a slice without liver and without prediction is no false positive"
+
+
+def test_no_false_positive_section_without_empty_slices_and_none_when_all_clean(tmp_path):
+    run = make_run(tmp_path / "a")
+    assert "False positives on slices without liver" not in write_report(run).read_text()
+    run = make_run(tmp_path / "b")
+    _add_empty_truth_rows(run, [0, 0])
+    html = write_report(run).read_text()
+    assert "(0 of 2 such slices)" in html and "predicted no liver on any of them" in html
+
+
+def _case_images(html_path: Path) -> list[tuple[int, int]]:
+    c = check_html(html_path)
+    sizes = []
+    for img in c.imgs:
+        if "histogram" in img["alt"]:
+            continue
+        with Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))) as im:
+            sizes.append(im.size)
+    return sizes
+
+
+@pytest.mark.parametrize("side", [24, 300])
+def test_thumbnails_have_one_size_whatever_the_input_size(tmp_path, side):
+    from liverseg.infer.report import GAP, THUMB
+
+    run = make_run(tmp_path)
+    for f in (tmp_path / "data" / "images").glob("*.png"):  # every input, truth and mask at side x side
+        Image.fromarray(np.asarray(Image.open(f).convert("L").resize((side, side)))).save(f)
+    for f in list((tmp_path / "data" / "masks").glob("*.png")) + list((run / "masks").glob("*.png")):
+        Image.open(f).resize((side, side), Image.Resampling.NEAREST).save(f)
+    sizes = _case_images(write_report(run, n_cases=2))
+    assert sizes and set(sizes) == {(3 * THUMB + 2 * GAP, THUMB)}, sizes
+
+
+def test_true_positives_are_visible_and_errors_keep_the_studys_colours():
+    from liverseg.core.overlay import FN_COLOR, FP_COLOR, TP_VISIBLE_COLOR, overlay_rgb
+
+    img = np.full((4, 4), 230, np.uint8)  # bright liver tissue
+    pred = np.zeros((4, 4), bool)
+    truth = np.zeros((4, 4), bool)
+    pred[0, :2] = truth[0, :2] = True  # true positive
+    pred[1, 0] = True  # false positive
+    truth[2, 0] = True  # false negative
+    out = overlay_rgb(img, pred, truth, tp_color=TP_VISIBLE_COLOR, alpha=1.0)
+    assert tuple(out[0, 0]) == TP_VISIBLE_COLOR and tuple(out[1, 0]) == FP_COLOR and tuple(out[2, 0]) == FN_COLOR
+    tp = out[0, 0].astype(int)
+    assert abs(tp - np.array([230, 230, 230])).max() > 100, "a true positive stands out from bright liver"
+    assert tuple(overlay_rgb(img, pred, truth, alpha=1.0)[0, 0]) == (255, 255, 255), "the study's default stays"
+
+
+def test_latency_labels_say_what_they_measure(tmp_path):
+    run = make_run(tmp_path)
+    _rewrite(run, end_to_end_latency_ms={"p50": 490.0, "p90": 600.0, "p99": 700.0})
+    text = " ".join(check_html(write_report(run)).text)
+    assert "model time per image p50 / p90 / p99 (ms): its share of its batch's model call" in text
+    assert "including the wait in the decode, model and write queues" in text
+    assert "end-to-end latency" not in text
+
+
+def test_device_notes_are_one_line_without_the_raw_loader_error(tmp_path):
+    run = make_run(tmp_path)
+    raw = (
+        "device auto: CPU (CUDA did not load: libonnxruntime_providers_cuda.so failed to load: libcublasLt.so.13: "
+        "cannot open shared object file: No such file or directory)"
+    )
+    _rewrite(run, device_notes=["engine: onnxruntime fp32 on cpu (first usable) -- model.onnx", raw])
+    c = check_html(write_report(run))
+    text = " ".join(c.text)
+    assert "cannot open shared object file" not in text and "libonnxruntime_providers_cuda" not in text
+    assert "device auto: CPU (CUDA not usable: libcublasLt.so.13 missing)" in text
+    assert text.count("device choice") == 1
+
+
+def _contract(**ct) -> dict:
+    return {
+        "threshold": 0.5,
+        "ct": {"window_hu": [0.0, 255.0], "pixel_spacing_mm": None, **ct},
+        "provenance": {"data": "msd-liver-256: 448 axial slices"},
+        "training": {"config": {}, "data_summary": {}},
+    }
+
+
+def _banner_text(run: Path) -> str:
+    html = write_report(run).read_text()
+    if '<div class="banner">' not in html:
+        return ""
+    return html.split('<div class="banner">', 1)[1].split("</div>", 1)[0]
+
+
+def test_provenance_banner(tmp_path):
+    run = make_run(tmp_path)
+    model = {"path": "m.onnx", "sha256": "0" * 64}
+    pre = {"window_hu": [0.0, 255.0], "spacing_mm": 0.8}
+    _rewrite(run, model={**model, "contract": _contract()}, preprocessing={**pre, "spacing_mm": None})
+    assert _banner_text(run) == "", "real training data, same window, no scale to compare: no banner"
+
+    synthetic = _contract()
+    synthetic["provenance"]["data"] = "synthetic CT phantoms (liverseg-demo)"
+    _rewrite(run, model={**model, "contract": synthetic}, preprocessing=pre)
+    assert "trained on synthetic data (synthetic CT phantoms (liverseg-demo))" in _banner_text(run)
+    assert "msd-liver" not in _banner_text(run)
+
+    _rewrite(
+        run, model={**model, "contract": _contract(pixel_spacing_mm=1.5)}, preprocessing={**pre, "spacing_mm": None}
+    )
+    banner = _banner_text(run)
+    assert "trained at 1.5 mm pixels" in banner and "have no pixel size" in banner and "--spacing" in banner
+
+    _rewrite(run, model={**model, "contract": _contract()}, preprocessing={**pre, "window_hu": [-100.0, 200.0]})
+    banner = _banner_text(run)
+    assert "HU [-100, 200]" in banner and "trained on [0, 255]" in banner
+
+    _rewrite(run, model={**model, "contract": _contract()}, preprocessing=pre)
+    assert "inputs at 0.8 mm pixels were used as they are" in _banner_text(run)
+    html = write_report(run).read_text()
+    assert "model trained on" in html and "msd-liver-256: 448 axial slices" in html

@@ -29,6 +29,8 @@ tr.failed td{background:#fff0f0}tr.skipped td{background:#fffbe6}
 .card{border:1px solid #ddd;border-radius:6px;padding:10px 14px;min-width:130px}
 .card .v{font-size:1.5em;font-weight:600}.card .k{color:#555;font-size:0.85em}
 .card.bad{border-color:#d33;background:#fff5f5}
+.banner{background:#fdecea;border-left:6px solid #c62828;padding:8px 14px;margin:12px 0}
+.banner ul{margin:4px 0 0 0;padding-left:20px}
 .warn{background:#fff4e5;border-left:4px solid #f0a000;padding:8px 12px;margin:10px 0}
 .note{color:#555;font-size:0.92em}
 .cases{display:flex;flex-wrap:wrap;gap:6px 24px}

@@ -18,6 +18,9 @@ import numpy as np
 TP_COLOR = (255, 255, 255)
 FP_COLOR = (0, 0, 255)
 FN_COLOR = (255, 0, 0)
+# True positives where they must stand out from bright liver tissue (reports): green. The study drew
+# them white, which vanishes over the liver itself; false positives and negatives keep its colours.
+TP_VISIBLE_COLOR = (0, 200, 0)
 # Outline of a prediction when no truth is known.
 OUTLINE_COLOR = (0, 255, 0)
 DEFAULT_ALPHA = 0.65
@@ -66,12 +69,14 @@ def overlay_rgb(
     *,
     alpha: float = DEFAULT_ALPHA,
     thickness: int | None = None,
+    tp_color: Sequence[int] = TP_COLOR,
 ) -> np.ndarray:
     """uint8 [H, W, 3]: the prediction drawn on the gray image.
 
     With ``truth``: the study's colouring, blended with ``alpha`` over the image --
     true positive white, false positive blue, false negative red, true negative
-    left as the image. Without: the prediction's outline (green, opaque) of
+    left as the image (``tp_color``: :data:`TP_VISIBLE_COLOR` where white would not show). Without: the
+    prediction's outline (green, opaque) of
     ``thickness`` pixels (default: 1 per 256 pixels of the larger side, at least 1).
     """
     rgb = _as_rgb(image_u8)
@@ -86,7 +91,7 @@ def overlay_rgb(
     tr = np.asarray(truth, dtype=bool)
     if tr.shape != (h, w):
         raise ValueError(f"truth shape {tr.shape} != image shape {(h, w)}")
-    _blend(rgb, p & tr, TP_COLOR, alpha)
+    _blend(rgb, p & tr, tp_color, alpha)
     _blend(rgb, p & ~tr, FP_COLOR, alpha)
     _blend(rgb, ~p & tr, FN_COLOR, alpha)
     return rgb
