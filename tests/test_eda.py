@@ -127,7 +127,8 @@ def test_eda_synthetic_cli(tmp_path, rng):
     p = Tags()
     p.feed(html)
     assert not p.errors and not p.stack, (p.errors, p.stack)
-    assert len(p.srcs) == 5 and all(s.startswith("data:image/png;base64,") for s in p.srcs)
+    assert len(p.srcs) == 7 and all(s.startswith("data:image/png;base64,") for s in p.srcs)  # 5 charts, 2 samples
+    assert "Sample images of train" in html and "Sample images of val" in html
     Image.open(io.BytesIO(base64.b64decode(p.srcs[0].split(",", 1)[1]))).verify()
 
 
@@ -174,3 +175,61 @@ def test_eda_msd_splits_by_volume(msd_dir, tmp_path):
     for name in FIGURES:
         assert_png(out / name)
     assert not data["identical_images_across_splits"]
+
+
+# ---------------------------------------------------------------- issue 16: sample images, orientation
+
+
+def _liver_split(folder: Path, rng, n: int = 6, size: int = 48, flip=None) -> None:
+    """images/ + masks/ with the liver where the radiological view has it (left, upper middle), optionally flipped."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir(parents=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        cy, cx = size * (0.35 + 0.03 * rng.standard_normal()), size * (0.28 + 0.03 * rng.standard_normal())
+        mask = ((yy - cy) / (0.18 * size)) ** 2 + ((xx - cx) / (0.14 * size)) ** 2 < 1
+        img = rng.integers(0, 60, (size, size)).astype(np.uint8)
+        img[mask] = 130
+        if flip is not None:
+            img, mask = flip(img), flip(mask)
+        Image.fromarray(np.ascontiguousarray(img)).save(folder / "images" / f"s{i}.png")
+        Image.fromarray(np.ascontiguousarray(mask).astype(np.uint8) * 255).save(folder / "masks" / f"s{i}.png")
+
+
+@pytest.mark.parametrize(
+    ("flip", "verdict"),
+    [
+        (lambda a: a[::-1, :], "upside down"),
+        (lambda a: a[:, ::-1], "mirrored left-right"),
+        (lambda a: a[::-1, ::-1], "turned 180 degrees"),
+    ],
+)
+def test_eda_flags_a_split_stored_flipped(tmp_path, rng, flip, verdict):
+    _liver_split(tmp_path / "train", rng)
+    _liver_split(tmp_path / "val", rng)
+    _liver_split(tmp_path / "test", rng, flip=flip)
+    out = tmp_path / "eda"
+    res = CliRunner().invoke(main, [str(tmp_path / s) for s in ("train", "val", "test")] + ["--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"split test looks stored {verdict} relative to the others" in res.output
+    assert "split train looks" not in res.output and "split val looks" not in res.output
+    o = json.loads((out / "eda.json").read_text())["orientation"]["splits"]
+    assert o["test"]["flagged"] == verdict and o["train"]["flagged"] is None and o["val"]["flagged"] is None
+    assert "looks stored" in (out / "eda.html").read_text()
+
+
+def test_eda_same_orientation_is_not_flagged_and_samples_are_drawn(tmp_path, rng):
+    _liver_split(tmp_path / "train", rng, n=9)
+    _liver_split(tmp_path / "val", rng, n=3)
+    out = tmp_path / "eda"
+    res = CliRunner().invoke(main, [str(tmp_path / "train"), str(tmp_path / "val"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "looks stored" not in res.output
+    from liverseg.apps.eda import N_SAMPLES, SAMPLE_SIDE
+
+    train = np.asarray(Image.open(out / "samples_train.png"))
+    val = np.asarray(Image.open(out / "samples_val.png"))
+    assert train.shape == (SAMPLE_SIDE, N_SAMPLES * SAMPLE_SIDE + (N_SAMPLES - 1) * 4, 3)
+    assert val.shape == (SAMPLE_SIDE, 3 * SAMPLE_SIDE + 2 * 4, 3)
+    green = (train[..., 1] > 200) & (train[..., 0] < 80) & (train[..., 2] < 80)
+    assert green.sum() > 50, "the mask outline is drawn"

@@ -9,6 +9,8 @@ percentage of every mask. It writes, into one folder:
   liver-pixel percentage per mask (the study's Figures 1-4), on a shared x range;
 * ``liver_mean_std.png`` -- mean and standard deviation per split (Figure 5);
 * ``intensity.png`` -- the gray-level distribution per split;
+* ``samples_<split>.png`` -- a few images of each split (spread over its list, masks with
+  liver) with the mask's outline, so what the data looks like is seen, not only counted;
 * ``eda.json`` (all the numbers), ``eda_images.csv`` (one row per pair),
   ``eda.md`` and a self-contained ``eda.html``.
 
@@ -18,6 +20,13 @@ that cannot be listed at all (no such file, an empty list, a folder without mask
 one ``error:`` line and exit code 2, before anything is written.
 Identical images (same pixels) that appear in more than one split are reported:
 they would leak training data into the test numbers.
+
+Orientation: a set stored upside down or mirrored relative to the others (the study
+kept one split flipped) is flagged. Each split's masks, scaled to ``ATLAS`` pixels
+square and averaged, give where its liver lies; that map is compared (correlation)
+with the other splits' pooled map as it is, flipped upside down, mirrored left-right
+and turned 180 degrees. A split whose map matches a flipped version better (by
+``ORIENTATION_MARGIN``) than the stored one is named with that flip.
 """
 
 from __future__ import annotations
@@ -43,6 +52,16 @@ from liverseg.core.html import esc, fmt, html_page, html_table, img_tag
 from liverseg.core.io import versions, write_text_atomic
 
 ALL = "all"
+N_SAMPLES = 6  # sample images shown per split
+SAMPLE_SIDE = 160  # pixels of each sample image in samples_<split>.png
+ATLAS = 32  # masks are averaged at ATLAS x ATLAS pixels for the orientation check
+ORIENTATION_MARGIN = 0.15  # a flip must correlate this much better than the stored orientation to be flagged
+FLIPS = {
+    "as stored": lambda a: a,
+    "upside down": lambda a: a[::-1, :],
+    "mirrored left-right": lambda a: a[:, ::-1],
+    "turned 180 degrees": lambda a: a[::-1, ::-1],
+}
 MAX_LISTED_ERRORS = 200  # in eda.md / eda.html; all are in eda.json
 Table = tuple[str, list[str], list[list[str]], list[bool]]  # title, header, rows, numeric columns
 
@@ -85,9 +104,18 @@ class EdaResult:
     errors: list[dict[str, str]]
     overlap: list[dict[str, Any]]
     files: list[Path] = field(default_factory=list)
+    orientation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray]:
+def _small(mask: np.ndarray) -> np.ndarray:
+    """The mask as a float ATLAS x ATLAS map (fraction of liver per cell)."""
+    from PIL import Image
+
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((ATLAS, ATLAS), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.float64) / 255.0
+
+
+def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray, np.ndarray]:
     img, mask = read_pair(sample)
     liver = int(np.count_nonzero(mask))
     digest = hashlib.sha1(np.ascontiguousarray(img).tobytes() + str(img.shape).encode()).hexdigest()
@@ -105,7 +133,7 @@ def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray]:
         liver_gray_mean=float(img[mask].mean()) if liver else None,
         digest=digest,
     )
-    return stats, np.bincount(img.ravel(), minlength=256).astype(np.int64)
+    return stats, np.bincount(img.ravel(), minlength=256).astype(np.int64), _small(mask)
 
 
 def _percentile_from_hist(hist: np.ndarray, q: float) -> int | None:
@@ -153,6 +181,8 @@ class _Split:
     stats: list[ImageStats] = field(default_factory=list)
     hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))  # gray levels of all pixels
     n_errors: int = 0
+    atlas: np.ndarray = field(default_factory=lambda: np.zeros((ATLAS, ATLAS)))  # sum of the masks with liver
+    with_liver: list[int] = field(default_factory=list)  # indices into samples of the pairs with liver
 
 
 def _unique_names(sources: list[Path], names: list[str] | None) -> list[str]:
@@ -172,15 +202,77 @@ def _read_split(name: str, split: _Split, errors: list[dict[str, str]], progress
     """Measure every pair of ``split``; an unreadable pair goes to ``errors`` with its reason."""
     from tqdm import tqdm
 
-    for s in tqdm(split.samples, desc=f"eda {name}", unit="img", disable=not progress, file=sys.stderr):
+    for i, s in enumerate(tqdm(split.samples, desc=f"eda {name}", unit="img", disable=not progress, file=sys.stderr)):
         try:
-            st, h = _measure(name, s)
+            st, h, small = _measure(name, s)
         except DataError as e:
             errors.append({"split": name, "image": str(s.image), "error": str(e)})
             split.n_errors += 1
             continue
         split.stats.append(st)
         split.hist += h
+        if st.liver_pixels:
+            split.atlas += small
+            split.with_liver.append(i)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else None
+
+
+def check_orientation(parts: dict[str, _Split]) -> dict[str, dict[str, Any]]:
+    """Per split: how well its mean liver map matches the other splits' under each flip, and the verdict.
+
+    ``flagged`` names the flip (``upside down``, ``mirrored left-right``, ``turned 180
+    degrees``) when it beats the stored orientation by :data:`ORIENTATION_MARGIN`; None otherwise.
+    Splits without liver, or a single split, are not compared.
+    """
+    maps = {n: sp.atlas / len(sp.with_liver) for n, sp in parts.items() if sp.with_liver}
+    out: dict[str, dict[str, Any]] = {}
+    if len(maps) < 2:
+        return out
+    for name, own in maps.items():
+        others = np.mean([m for n, m in maps.items() if n != name], axis=0)
+        scores = {flip: _correlation(f(own), others) for flip, f in FLIPS.items()}
+        stored = scores["as stored"]
+        best = max((f for f in scores if scores[f] is not None), key=lambda f: scores[f] or 0.0, default=None)
+        flagged = None
+        if best not in (None, "as stored") and (scores[best] or 0.0) > (stored or 0.0) + ORIENTATION_MARGIN:
+            flagged = best
+        out[name] = {"correlation": scores, "flagged": flagged}
+    return out
+
+
+def _draw_samples(out_dir: Path, name: str, split: _Split) -> Path | None:
+    """``samples_<split>.png``: up to N_SAMPLES images with liver, spread over the list, with the mask outlined."""
+    from PIL import Image
+
+    from liverseg.core.overlay import overlay_rgb
+
+    if not split.with_liver:
+        return None
+    k = min(N_SAMPLES, len(split.with_liver))
+    picks = [split.with_liver[int(round(j))] for j in np.linspace(0, len(split.with_liver) - 1, k)]
+    cells = []
+    for i in picks:
+        img, mask = read_pair(split.samples[i])
+        rgb = overlay_rgb(img, mask, thickness=max(1, round(max(img.shape) / SAMPLE_SIDE)))
+        h, w = rgb.shape[:2]
+        scale = SAMPLE_SIDE / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        cell = np.full((SAMPLE_SIDE, SAMPLE_SIDE, 3), 255, np.uint8)
+        how = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST  # pixels stay pixels
+        small = np.asarray(Image.fromarray(rgb).resize(size, how))
+        top, left = (SAMPLE_SIDE - size[1]) // 2, (SAMPLE_SIDE - size[0]) // 2
+        cell[top : top + size[1], left : left + size[0]] = small
+        cells.append(cell)
+    gap = np.full((SAMPLE_SIDE, 4, 3), 255, np.uint8)
+    strip = np.concatenate([x for c in cells for x in (c, gap)][:-1], axis=1)
+    path = out_dir / f"samples_{_file_part(name)}.png"
+    Image.fromarray(strip).save(path, format="PNG", optimize=True)
+    return path
 
 
 def _identical_across_splits(images: list[ImageStats]) -> list[dict[str, Any]]:
@@ -264,8 +356,10 @@ def run_eda(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = _draw_figures(out_dir, parts, splits, bins, study_categories)
+    files += [p for p in (_draw_samples(out_dir, n, sp) for n, sp in parts.items()) if p is not None]
     overlap = _identical_across_splits(images)
     result = EdaResult(out_dir=out_dir, splits=splits, images=images, errors=errors, overlap=overlap, files=files)
+    result.orientation = check_orientation(parts)
     sources_info = [
         {"split": n, "source": str(s), "pairs": len(parts[n].samples)} for n, s in zip(split_names, sources)
     ]
@@ -293,6 +387,11 @@ def _write_json(r: EdaResult, sources: list[dict[str, Any]]) -> Path:
         "splits": r.splits,
         "unreadable": r.errors,
         "identical_images_across_splits": r.overlap,
+        "orientation": {
+            "rule": f"mean liver map per split at {ATLAS}x{ATLAS}, correlated with the other splits' under each flip; "
+            f"flagged when a flip beats the stored orientation by {ORIENTATION_MARGIN}",
+            "splits": r.orientation,
+        },
     }
     return write_text_atomic(r.out_dir / "eda.json", json.dumps(data, indent=2) + "\n")
 
@@ -374,6 +473,8 @@ def _figure_list(r: EdaResult) -> list[tuple[Path, str]]:
             cap = f"Liver-pixel percentage per mask: {p.stem[len('liver_hist_') :]}"
         elif p.name == "liver_mean_std.png":
             cap = "Mean and standard deviation of the liver-pixel percentage per split"
+        elif p.name.startswith("samples_"):
+            cap = f"Sample images of {p.stem[len('samples_') :]} with the liver mask outlined (green)"
         else:
             cap = "Gray-level distribution per split (fraction of pixels, log scale)"
         out.append((p, cap))
@@ -388,6 +489,14 @@ def _problems(r: EdaResult) -> list[str]:
             f"{n} image(s) have identical pixels to an image in another split (data leak between splits); "
             "see identical_images_across_splits in eda.json."
         )
+    for name, o in r.orientation.items():
+        if o["flagged"]:
+            c = o["correlation"]
+            out.append(
+                f"split {name} looks stored {o['flagged']} relative to the others: its mean liver map correlates "
+                f"{c[o['flagged']]:.2f} with theirs {o['flagged']}, {fmt(c['as stored'], 2)} as stored. Check the "
+                "sample images; a model trained on one orientation fails on the other."
+            )
     empty = sum(v["n_empty_masks"] for k, v in r.splits.items() if k != ALL)
     if empty:
         out.append(f"{empty} mask(s) contain no liver.")
