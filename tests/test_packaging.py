@@ -158,11 +158,16 @@ def test_wheel_holds_only_the_liverseg_namespace(built_wheel):
 
 
 def test_wheel_carries_code_only(built_wheel):
-    """No benchmark results, READMEs or scripts in the wheel: only modules and the typing marker."""
+    """No benchmark results, READMEs or scripts in the wheel: modules, the typing marker and the reference model."""
     with zipfile.ZipFile(built_wheel) as z:
         payload = [n for n in z.namelist() if n.startswith("liverseg/") and not n.endswith("/")]
     assert not [n for n in payload if "/results/" in n], "benchmark results are in the wheel"
-    other = sorted(n for n in payload if not n.endswith(".py") and n != "liverseg/py.typed")
+    # the reference model's files are the one package data: liverseg/reference/ (model card, config, models)
+    other = sorted(
+        n
+        for n in payload
+        if not n.endswith(".py") and n != "liverseg/py.typed" and not n.startswith("liverseg/reference/")
+    )
     assert not other, f"non-code files in the wheel: {other}"
     assert "liverseg/py.typed" in payload
 
