@@ -21,12 +21,11 @@ one ``error:`` line and exit code 2, before anything is written.
 Identical images (same pixels) that appear in more than one split are reported:
 they would leak training data into the test numbers.
 
-Orientation: a set stored upside down or mirrored relative to the others (the study
-kept one split flipped) is flagged. Each split's masks, scaled to ``ATLAS`` pixels
-square and averaged, give where its liver lies; that map is compared (correlation)
-with the other splits' pooled map as it is, flipped upside down, mirrored left-right
-and turned 180 degrees. A split whose map matches a flipped version better (by
-``ORIENTATION_MARGIN``) than the stored one is named with that flip.
+Orientation: a set stored upside down or mirrored relative to the others (the study's
+reference set is stored upside down) is flagged by :func:`check_orientation`: each
+split's images and masks, scaled to ``ATLAS`` pixels square and averaged, say where its
+spine and table lie (top or bottom) and on which side its liver lies (left or right),
+and each split is compared with every other.
 """
 
 from __future__ import annotations
@@ -55,13 +54,7 @@ ALL = "all"
 N_SAMPLES = 6  # sample images shown per split
 SAMPLE_SIDE = 160  # pixels of each sample image in samples_<split>.png
 ATLAS = 32  # masks are averaged at ATLAS x ATLAS pixels for the orientation check
-ORIENTATION_MARGIN = 0.15  # a flip must correlate this much better than the stored orientation to be flagged
-FLIPS = {
-    "as stored": lambda a: a,
-    "upside down": lambda a: a[::-1, :],
-    "mirrored left-right": lambda a: a[:, ::-1],
-    "turned 180 degrees": lambda a: a[::-1, ::-1],
-}
+ORIENTATION_MARGIN = 0.2  # asymmetries correlating below -this are taken as flipped
 MAX_LISTED_ERRORS = 200  # in eda.md / eda.html; all are in eda.json
 Table = tuple[str, list[str], list[list[str]], list[bool]]  # title, header, rows, numeric columns
 
@@ -107,15 +100,15 @@ class EdaResult:
     orientation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _small(mask: np.ndarray) -> np.ndarray:
-    """The mask as a float ATLAS x ATLAS map (fraction of liver per cell)."""
+def _small(gray: np.ndarray) -> np.ndarray:
+    """A uint8 image as a float ATLAS x ATLAS map in [0, 1] (box-averaged)."""
     from PIL import Image
 
-    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((ATLAS, ATLAS), Image.Resampling.BOX)
+    img = Image.fromarray(np.ascontiguousarray(gray)).resize((ATLAS, ATLAS), Image.Resampling.BOX)
     return np.asarray(img, dtype=np.float64) / 255.0
 
 
-def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray, np.ndarray]:
+def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray, np.ndarray, np.ndarray]:
     img, mask = read_pair(sample)
     liver = int(np.count_nonzero(mask))
     digest = hashlib.sha1(np.ascontiguousarray(img).tobytes() + str(img.shape).encode()).hexdigest()
@@ -133,7 +126,8 @@ def _measure(split: str, sample: Sample) -> tuple[ImageStats, np.ndarray, np.nda
         liver_gray_mean=float(img[mask].mean()) if liver else None,
         digest=digest,
     )
-    return stats, np.bincount(img.ravel(), minlength=256).astype(np.int64), _small(mask)
+    small_mask, small_img = _small(mask.astype(np.uint8) * 255), _small(img)
+    return stats, np.bincount(img.ravel(), minlength=256).astype(np.int64), small_mask, small_img
 
 
 def _percentile_from_hist(hist: np.ndarray, q: float) -> int | None:
@@ -182,6 +176,7 @@ class _Split:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))  # gray levels of all pixels
     n_errors: int = 0
     atlas: np.ndarray = field(default_factory=lambda: np.zeros((ATLAS, ATLAS)))  # sum of the masks with liver
+    image_atlas: np.ndarray = field(default_factory=lambda: np.zeros((ATLAS, ATLAS)))  # sum of all images
     with_liver: list[int] = field(default_factory=list)  # indices into samples of the pairs with liver
 
 
@@ -204,13 +199,14 @@ def _read_split(name: str, split: _Split, errors: list[dict[str, str]], progress
 
     for i, s in enumerate(tqdm(split.samples, desc=f"eda {name}", unit="img", disable=not progress, file=sys.stderr)):
         try:
-            st, h, small = _measure(name, s)
+            st, h, small, small_img = _measure(name, s)
         except DataError as e:
             errors.append({"split": name, "image": str(s.image), "error": str(e)})
             split.n_errors += 1
             continue
         split.stats.append(st)
         split.hist += h
+        split.image_atlas += small_img
         if st.liver_pixels:
             split.atlas += small
             split.with_liver.append(i)
@@ -222,26 +218,54 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     return float((a * b).sum() / den) if den > 0 else None
 
 
-def check_orientation(parts: dict[str, _Split]) -> dict[str, dict[str, Any]]:
-    """Per split: how well its mean liver map matches the other splits' under each flip, and the verdict.
+def _asymmetry_agreement(a: np.ndarray, b: np.ndarray, axis: int) -> float | None:
+    """How ``a`` and ``b`` agree in which end is heavier along ``axis`` (0: top-bottom, 1: left-right).
 
-    ``flagged`` names the flip (``upside down``, ``mirrored left-right``, ``turned 180
-    degrees``) when it beats the stored orientation by :data:`ORIENTATION_MARGIN`; None otherwise.
-    Splits without liver, or a single split, are not compared.
+    The maps are collapsed to their profile along ``axis`` (so a flip along the other axis
+    does not matter) and the parts of the profiles that change sign when reversed are
+    correlated: +1, lopsided the same way; -1, one is the other flipped.
     """
-    maps = {n: sp.atlas / len(sp.with_liver) for n, sp in parts.items() if sp.with_liver}
+    pa, pb = a.mean(axis=1 - axis), b.mean(axis=1 - axis)
+    return _correlation(pa - pa[::-1], pb - pb[::-1])
+
+
+def _compare(own: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Top-bottom agreement of the image maps, left-right agreement of the liver maps, and the flip they imply."""
+    vertical = _asymmetry_agreement(own[1], other[1], 0)  # spine, table and body outline: top vs bottom
+    horizontal = _asymmetry_agreement(own[0], other[0], 1)  # the liver lies on one side: left vs right
+    up = vertical is not None and vertical < -ORIENTATION_MARGIN
+    side = horizontal is not None and horizontal < -ORIENTATION_MARGIN
+    flip = {(True, True): "turned 180 degrees", (True, False): "upside down", (False, True): "mirrored left-right"}
+    return {"top_bottom": vertical, "left_right": horizontal, "flip": flip.get((up, side))}
+
+
+def check_orientation(parts: dict[str, _Split]) -> dict[str, dict[str, Any]]:
+    """Per split: how its orientation compares with every other split's, and the verdict.
+
+    Two maps per split: its mean image (the spine, the table and the body outline make it
+    lopsided top to bottom) and its mean liver mask (the liver lies on one side). Against
+    each other split, the top-bottom asymmetry of the image maps and the left-right
+    asymmetry of the liver maps are correlated: below ``-ORIENTATION_MARGIN`` one is the
+    other flipped along that axis. A split is ``flagged`` with a flip when that flip is
+    found against most of the others (a pooled reference would be spoilt by the flipped
+    split itself); of two splits, the second is named. Splits without liver are not compared.
+    """
+    maps = {
+        n: (sp.atlas / len(sp.with_liver), sp.image_atlas / len(sp.stats)) for n, sp in parts.items() if sp.with_liver
+    }
+    names = list(maps)
     out: dict[str, dict[str, Any]] = {}
-    if len(maps) < 2:
+    if len(names) < 2:
         return out
-    for name, own in maps.items():
-        others = np.mean([m for n, m in maps.items() if n != name], axis=0)
-        scores = {flip: _correlation(f(own), others) for flip, f in FLIPS.items()}
-        stored = scores["as stored"]
-        best = max((f for f in scores if scores[f] is not None), key=lambda f: scores[f] or 0.0, default=None)
+    for i, name in enumerate(names):
+        against = {other: _compare(maps[name], maps[other]) for other in names if other != name}
+        wins = Counter(c["flip"] for c in against.values() if c["flip"])
         flagged = None
-        if best not in (None, "as stored") and (scores[best] or 0.0) > (stored or 0.0) + ORIENTATION_MARGIN:
-            flagged = best
-        out[name] = {"correlation": scores, "flagged": flagged}
+        if wins:
+            flip, n = wins.most_common(1)[0]
+            if 2 * n > len(against) or (len(names) == 2 and i == 1):
+                flagged = flip
+        out[name] = {"against": against, "flagged": flagged}
     return out
 
 
@@ -388,8 +412,9 @@ def _write_json(r: EdaResult, sources: list[dict[str, Any]]) -> Path:
         "unreadable": r.errors,
         "identical_images_across_splits": r.overlap,
         "orientation": {
-            "rule": f"mean liver map per split at {ATLAS}x{ATLAS}, correlated with the other splits' under each flip; "
-            f"flagged when a flip beats the stored orientation by {ORIENTATION_MARGIN}",
+            "rule": f"mean image and liver maps per split at {ATLAS}x{ATLAS}; against each other split the "
+            "top-bottom asymmetry of the images and the left-right asymmetry of the livers are correlated, below "
+            f"-{ORIENTATION_MARGIN} the axis is flipped; a flip found against most other splits flags the split",
             "splits": r.orientation,
         },
     }
@@ -491,11 +516,16 @@ def _problems(r: EdaResult) -> list[str]:
         )
     for name, o in r.orientation.items():
         if o["flagged"]:
-            c = o["correlation"]
+            flip = o["flagged"]
+            how = ", ".join(
+                f"{other}: top-bottom {fmt(a['top_bottom'], 2)}, left-right {fmt(a['left_right'], 2)}"
+                for other, a in o["against"].items()
+                if a["flip"] == flip
+            )
             out.append(
-                f"split {name} looks stored {o['flagged']} relative to the others: its mean liver map correlates "
-                f"{c[o['flagged']]:.2f} with theirs {o['flagged']}, {fmt(c['as stored'], 2)} as stored. Check the "
-                "sample images; a model trained on one orientation fails on the other."
+                f"split {name} looks stored {flip} relative to the others (agreement of its mean image's top-bottom "
+                f"and its mean liver's left-right asymmetry with theirs, -1 = flipped: {how}). Check the sample "
+                "images; a model trained on one orientation fails on the other."
             )
     empty = sum(v["n_empty_masks"] for k, v in r.splits.items() if k != ALL)
     if empty:
