@@ -31,6 +31,12 @@ changed and the change of mean Dice. A row passes with at least
 :data:`GATE_MIN_SLICES` labelled slices and a Dice change no worse than
 ``-GATE_MAX_DICE_DROP``; ``auto`` uses a reduced precision only where its row passed
 (:mod:`liverseg.core.choose`). The rows go into parity.json and each file's contract.
+Each row that ran at its own precision also records its speed on this machine
+(``images_per_second_512``: one 512x512 slice, batch 1, median of :data:`SPEED_RUNS`
+calls) with the CPU's class: ``auto`` ranks the candidates by these on a CPU of the
+same class, since which engine is fastest depends on the model (a network on a
+128x128 grid inside ran faster in ONNX Runtime fp32 than in OpenVINO int8 on an AVX2
+CPU, where a full-resolution one ran 1.9x faster in OpenVINO int8).
 """
 
 from __future__ import annotations
@@ -82,6 +88,26 @@ DEFAULT_CHECK_SHAPE = (3, 1, 512, 384)
 # Engine gates: a reduced precision is chosen by ``auto`` only within this Dice of fp32 on real slices.
 GATE_MAX_DICE_DROP = 0.005
 GATE_MIN_SLICES = 16
+SPEED_SIZE = 512  # the gate rows' speed is measured on one slice of this size (the usual CT matrix)
+SPEED_RUNS = 8  # timed calls per row after 2 untimed ones; the median is kept
+
+
+def _speed(eng: Any, image: np.ndarray, runs: int = SPEED_RUNS) -> float:
+    """Images per second of ``eng`` on ``image`` (uint8 [H, W]) brought to SPEED_SIZE, batch 1, median of ``runs``."""
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(image).resize((SPEED_SIZE, SPEED_SIZE), Image.Resampling.BILINEAR))
+    x = np.ascontiguousarray(big[None, None])
+    for _ in range(2):
+        eng.run({INPUT_NAME: x}, ["mask"])
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        eng.run({INPUT_NAME: x}, ["mask"])
+        times.append(time.perf_counter() - t0)
+    return float(1.0 / np.median(times))
+
+
 GATE_ROWS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
              ("openvino", "int8"))  # fmt: skip
 
@@ -616,8 +642,9 @@ def engine_gates(
     (OpenVINO runs bf16 as fp32 on a CPU without bf16 arithmetic: such a row is
     recorded but does not pass, since bf16 itself was not measured).
     """
-    from liverseg.core.engine import openvino_available
+    from liverseg.core.engine import cpu_class, openvino_available
 
+    klass = cpu_class()
     fp32_onnx = Path(fp32_onnx)
     int8 = Path(int8_onnx) if int8_onnx is not None else None
     batches = _real_batches(real, real_batch)
@@ -663,6 +690,8 @@ def engine_gates(
                 mask_pixels=d["mask_pixels"],
                 dice_fp32=float(np.mean(list(ref_dice.values()))) if ref_dice else None,
                 dice_change=change,
+                cpu_class=klass,
+                images_per_second_512=_speed(eng, real.images[0]) if precision in ("fp32", "int8", ran_as) else None,
             )
             row["passed"], row["reason"] = _gate_verdict(row, precision)
         out.append(row)
@@ -700,6 +729,6 @@ def _gate_verdict(row: dict[str, Any], precision: str) -> tuple[bool, str]:
 def gates_for_contract(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The contract's ``gates``: ``"engine/precision" -> {passed, dice_change, ...}`` (read by ``auto``)."""
     keep = ("passed", "reason", "dice_change", "prob_max_abs", "mask_pixels_changed", "n_labelled", "ran_as",
-            "engine_version")  # fmt: skip
+            "engine_version", "cpu_class", "images_per_second_512")  # fmt: skip
     # _finite: a NaN would make the contract invalid JSON for its reader (which refuses non-finite numbers)
     return {f"{r['engine']}/{r['precision']}": _finite({k: r.get(k) for k in keep}) for r in rows}

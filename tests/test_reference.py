@@ -272,3 +272,29 @@ print(json.dumps({"path": str(path), "how": how, "shape": list(mask.shape), "liv
     assert out["path"].startswith(str(clean_env["site"])), out
     assert "shipped with liverseg" in out["how"] and out["shape"] == [1, 1, 256, 256]
     assert out["liver"] == 0  # an all-air slice holds no liver
+
+
+# ---------------------------------------------------------------- auto ranks by the model's own speeds
+
+
+def test_auto_ranks_by_the_speeds_measured_at_export_on_the_same_cpu_class():
+    from liverseg.core.choose import choose
+    from liverseg.core.contract import read_onnx_contract
+
+    model = _shipped()
+    contract = read_onnx_contract(model)
+    avx2 = frozenset({"avx2"})
+    gates = {k: dict(v) for k, v in contract["gates"].items()}
+    for g in gates.values():
+        g["passed"] = True
+        g.pop("images_per_second_512", None)
+    gates["onnxruntime/fp32"].update(cpu_class="avx2", images_per_second_512=74.0)
+    gates["openvino/int8"].update(cpu_class="avx2", images_per_second_512=65.0)
+    c = choose(model, flags=avx2, openvino=True, gpu=False, contract={**contract, "gates": gates})
+    assert (c.engine, c.precision) == ("onnxruntime", "fp32")
+    assert "for this model at export (74 slices/s at 512x512)" in c.reason
+    # measured on another class of CPU: the static order for this one (OpenVINO int8 first on AVX2)
+    for g in gates.values():
+        g["cpu_class"] = "amx"
+    c = choose(model, flags=avx2, openvino=True, gpu=False, contract={**contract, "gates": gates})
+    assert (c.engine, c.precision) == ("openvino", "int8") and "for this model" not in c.reason

@@ -13,7 +13,10 @@ The rule (first row that applies):
 2. Otherwise the CPU: candidates in order of measured speed for the CPU's class
    (:func:`liverseg.core.engine.cpu_class`), see :data:`CPU_ORDER`; the first one whose
    engine is installed and allowed, whose file exists and, for a reduced precision
-   under ``--precision auto``, whose accuracy gate passed.
+   under ``--precision auto``, whose accuracy gate passed. When the contract's gates
+   carry this model's own speeds measured at export on a CPU of the same class
+   (``images_per_second_512``), those order the candidates instead (unmeasured ones
+   after, in :data:`CPU_ORDER`'s order).
 
 A reduced precision (bf16, int8, fp16) is taken by ``auto`` only when the export's
 gate for that engine and precision passed (the contract's ``gates``, written by
@@ -254,7 +257,8 @@ def choose(
         return Choice("onnxruntime", prec, file, device, "a GPU is present: onnxruntime (CUDA when it loads)", cpu,
                       klass, None if g is None else bool(g.get("passed")), notes)  # fmt: skip
     skipped: list[str] = []
-    for eng, prec in CPU_ORDER.get(klass, CPU_ORDER["avx2"]):
+    order, speeds = model_order(contract, klass)
+    for eng, prec in order:
         if engine not in ("auto", eng) or precision not in ("auto", prec):
             continue
         if eng == "openvino" and not ov:
@@ -275,6 +279,8 @@ def choose(
                    + ("it failed its accuracy gate" if g else "no accuracy gate was measured for it"))
             )  # fmt: skip
         why = "fastest measured" if not skipped else "first usable"
+        if (eng, prec) in speeds:
+            why += f" for this model at export ({speeds[(eng, prec)]:.0f} slices/s at 512x512)"
         reason = f"{why} on this {klass} CPU" + (f" ({'; '.join(skipped)})" if skipped else "")
         if not ov and engine == "auto" and klass in OPENVINO_FASTER:
             notes.append(f"hint: OpenVINO would be faster on this {klass} CPU: pip install 'liverseg[openvino]'")
@@ -282,6 +288,24 @@ def choose(
         return Choice(eng, prec, file, "cpu" if device == "auto" else device, reason, cpu, klass, gated, notes)
     asked = f"--engine {engine} --precision {precision}"
     raise UsageError(f"{asked}: nothing on this {klass} CPU can run it ({'; '.join(skipped) or 'not supported'})")
+
+
+def model_order(contract: dict[str, Any], klass: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], float]]:
+    """(candidates for a ``klass`` CPU, the model's own speeds): :data:`CPU_ORDER`, re-ranked by the speeds the
+    export measured for this model on a CPU of the same class (``gates[*].images_per_second_512``)."""
+    static = CPU_ORDER.get(klass, CPU_ORDER["avx2"])
+    speeds: dict[tuple[str, str], float] = {}
+    for key, g in (contract.get("gates") or {}).items():
+        eng, _, prec = str(key).partition("/")
+        if not isinstance(g, dict):
+            continue
+        ips = g.get("images_per_second_512")
+        if g.get("cpu_class") == klass and isinstance(ips, (int, float)) and ips > 0:
+            speeds[(eng, prec)] = float(ips)
+    if len(speeds) < 2:
+        return list(static), {}
+    ranked = sorted(static, key=lambda ep: (ep not in speeds, -speeds.get(ep, 0.0)))
+    return ranked, speeds
 
 
 def describe(choice: Choice) -> str:
