@@ -24,6 +24,7 @@ time; ``end_to_end_latency_ms`` in the summary is decode start to files written.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import shlex
@@ -37,7 +38,7 @@ from typing import Any
 from liverseg.core.contract import ct_settings
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import LiversegError, UsageError, describe
-from liverseg.core.extras import missing_extra
+from liverseg.core.extras import install_hint, missing_extra
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import DiskFullError, versions, write_text_atomic
 from liverseg.infer.io import (
@@ -357,6 +358,11 @@ class Runner:
             raise UsageError(f"--intensity must be one of {INTENSITY_MODES}, got {o.intensity!r}")
         if o.spacing is not None and not 0 < o.spacing <= 10:
             raise UsageError(f"--spacing must be in (0, 10] mm, got {o.spacing:g}")
+        if (o.largest_component or o.min_blob) and importlib.util.find_spec("scipy") is None:
+            raise UsageError(
+                "--largest-component and --min-blob need scipy, which the 'volumes' extra installs: "
+                f"{install_hint('volumes')}"
+            )
         if model_spacing is None and o.spacing is not None:
             self.log("note: the model records no training pixel spacing; --spacing is recorded, nothing is resampled")
         prep = Prep(

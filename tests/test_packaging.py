@@ -75,7 +75,11 @@ def run(
 
 @pytest.fixture(scope="module")
 def built_wheel(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("pkg")
+    return build_wheel(tmp_path_factory.mktemp("pkg"))
+
+
+def build_wheel(work: Path) -> Path:
+    """The wheel built from a copy of the source in ``work`` (tests/test_install.py uses it too)."""
     src = work / "src"
     copy_source(src)
     dist = work / "dist"
@@ -170,6 +174,21 @@ def test_wheel_carries_code_only(built_wheel):
     )
     assert not other, f"non-code files in the wheel: {other}"
     assert "liverseg/py.typed" in payload
+
+
+def test_wheel_ships_the_licence(built_wheel):
+    """LICENSE (MIT) in the wheel's .dist-info/licenses, declared in the SPDX form, not the deprecated table."""
+    project = PYPROJECT["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "liverseg contributors" in text
+    with zipfile.ZipFile(built_wheel) as z:
+        names = z.namelist()
+        licences = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        assert len(licences) == 1, names
+        assert z.read(licences[0]) == (ROOT / "LICENSE").read_bytes()
+        meta = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in meta and "License-File: LICENSE" in meta
 
 
 def test_every_module_imports_from_the_clean_install(clean_env):

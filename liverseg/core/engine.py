@@ -328,7 +328,7 @@ class OrtEngine(Engine):
             )
             if self.options.device == "cuda":
                 raise DeviceError(f"--device cuda: {msg}")
-            self.notes.append(f"device auto: CPU ({msg})")
+            self.notes.append("device auto: CPU (this onnxruntime is the CPU build; 'liverseg[gpu]' runs on CUDA)")
             return [CPU_PROVIDER]
         _preload_cuda_libraries(ort)
         cuda = {"device_id": str(self.options.device_id), **self.options.cuda_options}
