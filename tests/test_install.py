@@ -296,3 +296,33 @@ def test_missing_extra_messages():
     assert "liverseg[cpu]" in (missing_extra(ModuleNotFoundError("x", name="onnxruntime")) or "")
     assert missing_extra(ModuleNotFoundError("x", name="requests")) is None
     assert missing_extra(ValueError("torch")) is None
+
+
+@pytest.mark.parametrize("command", ["liverseg-infer", "liverseg-report", "liverseg-eda"])
+def test_shell_completion_of_the_installed_commands(light, command):
+    """click's completion (README "Shell completion"): the script, and the options it completes."""
+    var = "_" + command.upper().replace("-", "_") + "_COMPLETE"
+    exe = str(light["bin"] / command)
+    script = _cmd(light, ["env", f"{var}=bash_source", exe])
+    assert script.returncode == 0 and f"_{command.replace('-', '_')}_completion()" in script.stdout, script.stderr
+    words = subprocess.run(
+        [exe],
+        env={**light["env"], var: "bash_complete", "COMP_WORDS": f"{command} --", "COMP_CWORD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "plain,--help" in words.stdout and "plain,--debug" in words.stdout, words.stdout + words.stderr
+
+
+def test_shell_completion_through_the_launcher_of_an_extras_command():
+    """liverseg-train goes through liverseg.launch; completion reaches its click command."""
+    code = "import sys; sys.argv = ['liverseg-train']; from liverseg.launch import train_main; train_main()"
+    env = {
+        **os.environ,
+        "_LIVERSEG_TRAIN_COMPLETE": "bash_complete",
+        "COMP_WORDS": "liverseg-train --",
+        "COMP_CWORD": "1",
+    }
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "plain,--nproc-per-node" in r.stdout, r.stdout + r.stderr
