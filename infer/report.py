@@ -315,6 +315,11 @@ def _pcts(d: Any) -> str | None:
     return " / ".join(fmt(_num(d.get(k)), 1) for k in ("p50", "p90", "p99"))
 
 
+def _explained(value: str | None, what: str) -> str | None:
+    """``value (what it measures)``, or None when there is no value."""
+    return f"{value} ({what})" if value else None
+
+
 def _cards(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
     """The counts and the end-to-end speed as cards (counted from per_image.csv when summary.json lacks them)."""
     n_in = summary.get("n_inputs", len(rows) if rows else None)
@@ -449,11 +454,14 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
             if _num(summary.get("model_images_per_second")) is not None
             else None,
         ),
-        ("model time per image p50 / p90 / p99 (ms): its share of its batch's model call", _pcts(lat)),
+        ("model time per image (ms)", _explained(_pcts(lat), "p50 / p90 / p99: its share of its batch's model call")),
         (
-            "time in the pipeline per image p50 / p90 / p99 (ms): decode start to files written, including the "
-            "wait in the decode, model and write queues (not the model's speed)",
-            _pcts(summary.get("end_to_end_latency_ms")),
+            "time in the pipeline per image (ms)",
+            _explained(
+                _pcts(summary.get("end_to_end_latency_ms")),
+                "p50 / p90 / p99: decode start to files written, including the wait in the decode, model and write "
+                "queues; not the model's speed",
+            ),
         ),
         ("wall time (s)", fmt(_num(summary.get("wall_seconds")), 2) if _num(summary.get("wall_seconds")) else None),
         ("threshold", summary.get("threshold")),
