@@ -76,7 +76,7 @@ def resolve_model(spec: str | Path | None, runs_dirs: list[Path]) -> tuple[Path 
         found = model_path()
         if found is None:
             return None, f"the reference model is missing from this installation ({folder() / MODEL_FILE})"
-        return found, "the reference model shipped with liverseg (MODEL_CARD.md beside it says how well it does)"
+        return found, "the reference model shipped with liverseg; MODEL_CARD.md beside it says how well it does"
     if str(spec) == LATEST:
         newest = newest_export(runs_dirs)
         if newest is None:
