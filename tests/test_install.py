@@ -280,7 +280,12 @@ def test_device_cuda_message_names_the_missing_library_and_packages(monkeypatch)
     short, full = engine.cuda_missing(engine.cuda_reason(log))
     assert short == "libcublasLt.so.13 is missing (pip package nvidia-cublas)"
     assert "not installed: nvidia-cublas, nvidia-cuda-nvrtc, nvidia-cudnn-cu13, nvidia-cufft, nvidia-curand" in full
-    assert "pip install 'liverseg[gpu]'" in full and "CUDA 13 and cuDNN 9" in full
+    assert "pip install 'liverseg[gpu]' (CUDA 13, cuDNN 9)" in full
+    worst = f"--device cuda: CUDA did not load, onnxruntime would have run on the CPU: {full}"
+    monkeypatch.setattr(engine, "installed", lambda names: [])
+    _, everything_missing = engine.cuda_missing(engine.cuda_reason(log))
+    longest = f"--device cuda: CUDA did not load, onnxruntime would have run on the CPU: {everything_missing}"
+    assert len(worst) <= len(longest) <= 300, "the message is one line the command prints whole (first_line)"
     monkeypatch.setattr(engine, "_driver_loads", lambda: False)
     short, _ = engine.cuda_missing(engine.cuda_reason(log))
     assert short.startswith("no NVIDIA driver on this machine")

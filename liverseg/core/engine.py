@@ -223,7 +223,7 @@ def cuda_missing(reason: str) -> tuple[str, str]:
     m = re.search(r"(lib[A-Za-z]+)\.so[.0-9]*(?=: cannot open shared object file)", reason)
     lib = m.group(0) if m else None
     absent = sorted(set(GPU_LIBRARIES.values()) - set(installed(set(GPU_LIBRARIES.values()))))
-    fix = "pip install 'liverseg[gpu]' installs CUDA 13 and cuDNN 9 for onnxruntime-gpu"
+    fix = "pip install 'liverseg[gpu]' (CUDA 13, cuDNN 9)"
     pkgs = f"; not installed: {', '.join(absent)}" if absent else ""
     if (lib or "").startswith("libcuda.so") or not _driver_loads():
         short = "no NVIDIA driver on this machine (libcuda.so.1 does not load)"
@@ -303,10 +303,8 @@ class OrtEngine(Engine):
         if CUDA_PROVIDER in requested and CUDA_PROVIDER not in actual:
             short, missing = cuda_missing(cuda_reason(log[0]))
             if options.device == "cuda":
-                raise DeviceError(
-                    f"--device cuda: the CUDA execution provider of onnxruntime-gpu {ort.__version__} did not load "
-                    f"({missing}); onnxruntime would have run on the CPU instead. Use --device cpu or auto."
-                )
+                # one line of at most 300 characters (liverseg.core.errors.first_line): what is missing first
+                raise DeviceError(f"--device cuda: CUDA did not load, onnxruntime would have run on the CPU: {missing}")
             self.notes.append(f"device auto: CPU (CUDA not usable: {short})")
         elif CUDA_PROVIDER in actual:
             search = options.cuda_options.get("cudnn_conv_algo_search")
