@@ -193,3 +193,15 @@ def test_device_cuda_that_cannot_load_is_an_error(tiny_model):
         assert "--device cuda" in str(e) and "would have run on the CPU" in str(e)
     else:
         assert s.device.startswith("cuda")
+
+
+def test_no_model_means_the_shipped_reference_model(rng):
+    from liverseg.reference import model_path
+
+    shipped = model_path()
+    if shipped is None:
+        pytest.skip("the reference model is not in this checkout")
+    with liverseg.Segmenter(device="cpu") as s:
+        assert s.path.parent == shipped.parent  # model.onnx, or its gated int8 sibling where auto chose it
+        assert "the reference model shipped with liverseg" in s.notes[0]
+        assert s(_ct(rng, (64, 64))).shape == (64, 64)
