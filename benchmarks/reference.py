@@ -45,6 +45,7 @@ from PIL import Image
 from liverseg.benchmarks.machine import stamp
 from liverseg.core.data import read_image, read_mask
 from liverseg.core.io import write_text_atomic
+from liverseg.core.metrics import confusion, scores
 from liverseg.infer.session import ModelSession, open_session
 
 __all__ = ["Slice", "dice", "evaluate", "main"]
@@ -72,12 +73,12 @@ class Scores:
     group: list[str] = field(default_factory=list)
 
     def add(self, pred: np.ndarray, truth: np.ndarray, group: str) -> None:
-        p, t = pred.astype(bool), truth.astype(bool)
-        self.tp.append(int(np.count_nonzero(p & t)))
-        self.fp.append(int(np.count_nonzero(p & ~t)))
-        self.fn.append(int(np.count_nonzero(~p & t)))
-        self.truth.append(int(np.count_nonzero(t)))
-        self.pred_fraction.append(float(np.count_nonzero(p)) / p.size)
+        tp, fp, fn, _ = confusion(pred, truth)
+        self.tp.append(tp)
+        self.fp.append(fp)
+        self.fn.append(fn)
+        self.truth.append(tp + fn)
+        self.pred_fraction.append((tp + fp) / pred.size)
         self.group.append(group)
 
     def summary(self) -> dict[str, Any]:
@@ -105,9 +106,8 @@ class Scores:
 
 
 def dice(tp: int, fp: int, fn: int) -> float:
-    """2TP / (2TP + FP + FN); 1 when both masks are empty."""
-    den = 2 * tp + fp + fn
-    return 1.0 if den == 0 else 2 * tp / den
+    """2TP / (2TP + FP + FN) under the project's empty-mask rule (1 when both masks are empty)."""
+    return scores(tp, fp, fn, 0)["dice"]
 
 
 def _dices(df: pd.DataFrame) -> list[float]:
@@ -150,10 +150,10 @@ def lits(data: Path, window: tuple[float, float]) -> list[Slice]:
     from liverseg.core.volume import read_volume
 
     folder = data / "lits-117"
-    vol = read_volume(folder / "volume.nii.gz").axial().astype(np.float32)
+    from liverseg.core.intensity import window_to_gray
+
+    gray = window_to_gray(read_volume(folder / "volume.nii.gz").axial(), "hu", window, "lits-117")
     seg = read_volume(folder / "segmentation.nii.gz").axial() > 0
-    lo, hi = window
-    gray = np.round((np.clip(vol, lo, hi) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
     return [Slice(np.ascontiguousarray(gray[k]), np.ascontiguousarray(seg[k]), "lits-117") for k in range(len(gray))]
 
 
