@@ -99,8 +99,33 @@ def _channels_last_net(net: Any) -> Any:
     return ChannelsLast(net)
 
 
+def _half_net(net: Any, channels_last: bool) -> Any:
+    import torch
+
+    class Half(torch.nn.Module):
+        """The network in fp16 (weights converted once, no autocast): input cast in, logits cast back to fp32."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner.half()
+            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            if channels_last:
+                self.inner = self.inner.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.to(dtype=torch.float16, memory_format=self.memory_format)).float()
+
+    return Half(net)
+
+
 class TorchEager(Backend):
-    """The original study's path: the checkpoint's pipeline in eager mode, ``torch.no_grad``."""
+    """The original study's path: the checkpoint's pipeline in eager mode, ``torch.no_grad``.
+
+    ``fused``: BatchNorm folded into the convolutions and conv+ReLU one cuDNN call
+    (:func:`liverseg.models.fused.fuse_for_inference`); with ``amp="fp16"`` the network is
+    then converted to fp16 once (no autocast casts per call). ``compiled``: the network
+    through ``torch.compile`` (inductor; compiled at the first, untimed, calls).
+    """
 
     engine = "torch"
     needs = "checkpoint"
@@ -114,12 +139,16 @@ class TorchEager(Backend):
         device: str = "cpu",
         amp: str | None = None,
         channels_last: bool = False,
+        fused: bool = False,
+        compiled: bool = False,
         name: str = "eager",
     ) -> None:
         super().__init__(path, threads)
         self.device = device
         self.amp = amp
         self.channels_last = channels_last
+        self.fused = fused
+        self.compiled = compiled
         self.name = name
         self.precision = amp or "fp32"
         self.provider = "torch-" + device + ("-channels_last" if channels_last else "")
@@ -136,8 +165,16 @@ class TorchEager(Backend):
             torch.set_num_threads(self.threads)
         ckpt = load_checkpoint(self.path)
         net = ckpt.build_model()
-        if self.channels_last:
+        if self.fused:
+            from liverseg.models.fused import fuse_for_inference
+
+            net = fuse_for_inference(net)
+        if self.fused and self.amp == "fp16":
+            net = _half_net(net, self.channels_last)
+        elif self.channels_last:
             net = _channels_last_net(net)
+        if self.compiled:
+            net = torch.compile(net)  # type: ignore[assignment]  # a compiled module is called like the module
         self.pipe = SegmentationPipeline(net, ckpt.preprocessing, ckpt.threshold).eval().to(self.device)
         if self.device.startswith("cuda"):
             self.provider = f"torch-cuda:{torch.cuda.get_device_name()}" + (
@@ -153,7 +190,7 @@ class TorchEager(Backend):
         import torch
 
         with torch.no_grad():
-            if self.amp:
+            if self.amp and not (self.fused and self.amp == "fp16"):
                 with torch.autocast(
                     device_type=self.device.split(":")[0],
                     dtype=getattr(torch, {"fp16": "float16", "bf16": "bfloat16"}[self.amp]),
@@ -464,6 +501,22 @@ def _defs() -> dict[str, BackendDef]:
             gpu=True,
             options={"device": "cuda", "amp": "fp16", "channels_last": True},
             description="PyTorch CUDA fp16 autocast, channels_last",
+        ),
+        BackendDef(
+            "torch-cuda-fp16-fused",
+            TorchEager,
+            "checkpoint",
+            gpu=True,
+            options={"device": "cuda", "amp": "fp16", "channels_last": True, "fused": True},
+            description="PyTorch CUDA fp16 weights, channels_last, BatchNorm folded, cuDNN conv+ReLU",
+        ),
+        BackendDef(
+            "torch-cuda-fp16-compiled",
+            TorchEager,
+            "checkpoint",
+            gpu=True,
+            options={"device": "cuda", "amp": "fp16", "channels_last": True, "fused": True, "compiled": True},
+            description="torch-cuda-fp16-fused through torch.compile (inductor)",
         ),
         BackendDef(
             "ort-cuda-fp32",

@@ -5,7 +5,8 @@ Results go to ``DIR/gpu-<card>/bench-gpu-<date>.{csv,md,json}`` and ``latest.md`
 
 Rows (U-Net width 64, 512x512, batch 1, 8 and 32 by default; random weights unless
 ``--checkpoint``): PyTorch CUDA fp32 (cuDNN, TF32 as torch's default allows it),
-fp16 and bf16 autocast, fp16 autocast channels_last; ONNX Runtime CUDA fp32 and fp16
+fp16 and bf16 autocast, fp16 autocast channels_last, fp16 with BatchNorm folded and
+cuDNN conv+ReLU fused (eager and through ``torch.compile``); ONNX Runtime CUDA fp32 and fp16
 with I/O binding (input uploaded once, outputs left on the device). Every row
 records images/s, latency p50/p90/p99 per batch, achieved TFLOP/s from the
 layer-counted FLOPs, its fraction of the card's dense fp16 tensor peak (from a
@@ -63,6 +64,8 @@ GPU_BACKENDS = (
     "torch-cuda-fp16",
     "torch-cuda-bf16",
     "torch-cuda-fp16-cl",
+    "torch-cuda-fp16-fused",
+    "torch-cuda-fp16-compiled",
     "ort-cuda-fp32",
     "ort-cuda-fp16",
 )

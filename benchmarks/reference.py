@@ -26,6 +26,11 @@ Every row runs the model file through liverseg's own session (the engine and pre
 
 The slices are run in batches of equal size; the numbers are deterministic for a
 given model file, engine and precision.
+
+``--checkpoint C.pt [--device cuda]`` scores a training checkpoint directly with its
+PyTorch pipeline (the graph ``liverseg-export`` would write: the same preprocessing,
+threshold and resizing), fp32, without exporting it first: how the widths compared on
+a GPU were scored on it.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from liverseg.core.io import write_text_atomic
 from liverseg.core.metrics import confusion, scores
 from liverseg.infer.session import ModelSession, open_session
 
-__all__ = ["Slice", "dice", "evaluate", "main"]
+__all__ = ["CheckpointSession", "Slice", "dice", "evaluate", "main"]
 
 Transform = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 NO_LIVER_MAX_PERCENT = 0.5  # the issue's bar for a slice without liver
@@ -226,7 +231,42 @@ ROBUSTNESS: dict[str, tuple[Transform, bool]] = {  # name -> (transform, flip th
 # ---------------------------------------------------------------- running
 
 
-def predict(sess: ModelSession, images: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
+class CheckpointSession:
+    """A checkpoint's PyTorch pipeline with the part of :class:`ModelSession` the rows use."""
+
+    engine_name = "torch"
+    precision = "fp32"
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        import hashlib
+
+        import torch
+
+        from liverseg.models.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        self.device = torch.device(device)
+        self.pipe = ckpt.build_pipeline().eval().to(self.device)
+        self.sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        window = ckpt.preprocessing.window
+        self.contract: dict[str, Any] = {"ct": {"window_hu": list(window) if window else None}}
+        size = ckpt.preprocessing.size
+        self.checkpoint = {
+            "epoch": ckpt.epoch,
+            "best": ckpt.best,
+            "model_args": ckpt.model_args,
+            "grid": list(size) if size else None,
+        }
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            prob, mask = self.pipe(torch.from_numpy(x).to(self.device))
+        return mask.cpu().numpy(), prob.cpu().numpy()
+
+
+def predict(sess: ModelSession | CheckpointSession, images: list[np.ndarray], batch: int = 8) -> list[np.ndarray]:
     """Masks of ``images`` (same-size runs batched), in order."""
     out: list[np.ndarray] = [np.empty(0)] * len(images)
     by_size: dict[tuple[int, ...], list[int]] = {}
@@ -243,7 +283,7 @@ def predict(sess: ModelSession, images: list[np.ndarray], batch: int = 8) -> lis
 
 
 def score(
-    sess: ModelSession,
+    sess: ModelSession | CheckpointSession,
     slices: list[Slice],
     transform: Transform | None = None,
     unflip: bool = False,
@@ -268,10 +308,22 @@ def score(
 
 
 def evaluate(
-    model: Path, data: Path, split: Path | None, engine: str = "auto", precision: str = "auto"
+    model: Path,
+    data: Path,
+    split: Path | None,
+    engine: str = "auto",
+    precision: str = "auto",
+    checkpoint_device: str | None = None,
 ) -> dict[str, Any]:
-    """Every row of the module docstring that the data present allows."""
-    sess = open_session(model, device="cpu", engine=engine, precision=precision)
+    """Every row of the module docstring that the data present allows.
+
+    ``checkpoint_device``: ``model`` is a checkpoint, run with PyTorch on that device.
+    """
+    sess: ModelSession | CheckpointSession
+    if checkpoint_device is not None:
+        sess = CheckpointSession(model, checkpoint_device)
+    else:
+        sess = open_session(model, device="cpu", engine=engine, precision=precision)
     window = tuple(sess.contract.get("ct", {}).get("window_hu") or (0.0, 255.0))
     rows: dict[str, Any] = {}
     t0 = time.time()
@@ -295,11 +347,13 @@ def evaluate(
         slices = lits(data, (float(window[0]), float(window[1])))
         rows["lits-117"] = score(sess, slices)
         rows["lits-117, largest 3D component (--largest-component)"] = score(sess, slices, cleanup="3d")
+    extra = {"checkpoint": sess.checkpoint, "device": checkpoint_device} if isinstance(sess, CheckpointSession) else {}
     return {
         "model": model.name,
         "model_sha256": sess.sha256,
         "engine": sess.engine_name,
         "precision": sess.precision,
+        **extra,
         "rows": rows,
         "seconds": round(time.time() - t0, 1),
         **stamp(),
@@ -334,18 +388,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", type=Path, default=None, help="ONNX model [default: the shipped reference model]")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--split", type=Path, default=None, help="liverseg-split output folder of msd-liver-256")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="score this checkpoint with PyTorch instead")
+    ap.add_argument("--device", default="cpu", help="with --checkpoint: cpu, cuda or cuda:N [default: cpu]")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the result")
     a = ap.parse_args(argv)
-    model = a.model
+    model = a.model if a.checkpoint is None else a.checkpoint
+    if a.checkpoint is not None and a.model is not None:
+        raise SystemExit("give --model or --checkpoint, not both")
     if model is None:
         from liverseg.reference import model_path
 
         model = model_path()
         if model is None:
             raise SystemExit("no --model and no reference model in this installation")
-    result = evaluate(model, a.data, a.split, a.engine, a.precision)
+    result = evaluate(model, a.data, a.split, a.engine, a.precision, a.device if a.checkpoint else None)
     text = table(result)
     print(text)
     if a.out is not None:

@@ -6,9 +6,7 @@
 #   OUT=/tmp/out bash benchmarks/run_gpu.sh --seconds 1     # extra arguments go to benchmarks/gpu.py
 #
 # Works without installing liverseg: when `import liverseg.benchmarks` fails, the
-# package layout (liverseg/ + models/ trainer/ export/ infer/ benchmarks/ mapped to
-# liverseg.*, as pyproject's package-dir does) is rebuilt from symlinks in a temporary
-# folder put on PYTHONPATH. (`pip install --no-deps --no-build-isolation -e .` is the
+# package layout is rebuilt from symlinks in a temporary folder (scripts/stage.sh). (`pip install --no-deps --no-build-isolation -e .` is the
 # alternative where setuptools is present.) No network is needed.
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,19 +15,11 @@ OUT="${OUT:-$PWD/runs/bench}"
 case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac
 mkdir -p "$OUT"
 cd "$ROOT"
-if [ -n "${LIVERSEG_STAGE:-}" ] || ! "$PY" -c "import liverseg.benchmarks.gpu, liverseg.models, liverseg.export.onnx" >/dev/null 2>&1; then
-  STAGE="$(mktemp -d)"
-  mkdir -p "$STAGE/liverseg"
-  for f in "$ROOT"/liverseg/*; do ln -s "$f" "$STAGE/liverseg/"; done
-  for pkg in models trainer export infer benchmarks; do
-    [ -e "$ROOT/$pkg" ] && ln -s "$ROOT/$pkg" "$STAGE/liverseg/$pkg"
-  done
-  export PYTHONPATH="$STAGE${PYTHONPATH:+:$PYTHONPATH}"
-  # Run from the stage: with the repository as the current folder, `python -m` would find
-  # the bare ./liverseg (core only) first.
-  cd "$STAGE"
-  echo "liverseg not installed: using the symlinked package at $STAGE" >&2
-fi
+# shellcheck source=scripts/stage.sh
+source "$ROOT/scripts/stage.sh"
+# Run from the stage: with the repository as the current folder, `python -m` would find
+# the bare ./liverseg (core only) first.
+[ -n "${STAGE:-}" ] && cd "$STAGE"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())" >&2
 # The script stops starting rows after --budget-s (200 s) and writes results after every row;
 # the outer timeout is a last resort that still leaves the partial files under $OUT.

@@ -359,7 +359,7 @@ def test_cli_writes_results_and_exit_code(tmp_path, monkeypatch):
 def test_gpu_script_records_errors_without_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this checks the no-GPU path")
-    from liverseg.benchmarks.gpu import fp16_peak_for, main
+    from liverseg.benchmarks.gpu import GPU_BACKENDS, fp16_peak_for, main
 
     assert fp16_peak_for("NVIDIA H100 80GB HBM3")[0] == pytest.approx(989.4)
     assert fp16_peak_for("NVIDIA H100 PCIe")[0] == pytest.approx(756.0)
@@ -375,7 +375,7 @@ def test_gpu_script_records_errors_without_gpu(tmp_path):
     (csv_path,) = tmp_path.glob("gpu-*/bench-gpu-*.csv")
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 2 * 6
+    assert len(rows) == 2 * len(GPU_BACKENDS)
     assert all("no CUDA device" in r["error"] for r in rows)
     assert "torch-cuda-fp16" in md.read_text()
 

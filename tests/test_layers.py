@@ -61,6 +61,7 @@ LAYERS: dict[str, str] = {
     "liverseg.models": "models",
     "liverseg.models.baseline": "models",
     "liverseg.models.checkpoint": "models",
+    "liverseg.models.fused": "models",
     "liverseg.models.pipeline": "models",
     "liverseg.models.study": "models",
     "liverseg.models.unet": "models",

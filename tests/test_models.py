@@ -192,3 +192,51 @@ def test_baseline_is_conv_relu_pool_then_1x1_then_x32_align_corners_upsample():
         net.conv1.weight.zero_()
         net.conv1.bias.fill_(-1.0)
         assert float(nn.functional.max_pool2d(torch.relu(net.conv1(x)), 2).abs().max()) == 0.0
+
+
+def test_fused_unet_equals_the_network_it_was_folded_from():
+    """BatchNorm folded into each convolution (with non-trivial statistics) and conv+ReLU fused: same logits."""
+    import torch
+
+    from liverseg.models import UNet
+    from liverseg.models.fused import ConvReLU, fuse_for_inference
+
+    torch.manual_seed(0)
+    net = UNet(width=4)
+    for m in net.modules():  # statistics and affine parameters far from the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert m.running_mean is not None and m.running_var is not None
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    net.eval()
+    fused = fuse_for_inference(net)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), net(x), atol=1e-5, rtol=1e-4)
+    kinds = [type(m).__name__ for m in fused.modules()]
+    assert "BatchNorm2d" not in kinds
+    assert sum(isinstance(m, ConvReLU) for m in fused.modules()) == 18  # 9 double convolutions
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+
+
+def test_fused_backend_in_fp16_keeps_the_pipeline_outputs(tmp_path):
+    """The GPU benchmark's fused fp16 row, run on the CPU: a probability map and a binary mask of the input's size."""
+    import numpy as np
+
+    from liverseg.benchmarks.artifacts import random_checkpoint
+    from liverseg.benchmarks.backends import build_backend
+
+    ckpt = random_checkpoint("unet", 4).save(tmp_path / "w4.pt")
+    b = build_backend("torch-cuda-fp16-fused", ckpt, None)
+    b.device = "cpu"  # the row's code path without a GPU
+    b.setup()
+    x = np.random.default_rng(0).integers(0, 255, (2, 1, 32, 32), dtype=np.uint8)
+    prob, mask = b.fetch(b.run(b.prepare(x)))
+    ref = build_backend("eager", ckpt, None)
+    ref.setup()
+    prob32, _ = ref.fetch(ref.run(ref.prepare(x)))
+    assert prob.shape == mask.shape == (2, 1, 32, 32) and prob.dtype == np.float32
+    assert set(np.unique(mask)) <= {0, 1}
+    assert np.max(np.abs(prob - prob32)) < 5e-3  # fp16 arithmetic
