@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liverseg.core.preprocess import Preprocessing, postprocess, preprocess
+from liverseg.core.preprocess import Preprocessing, has_contrast, postprocess, preprocess
 
 
 class SegmentationPipeline(nn.Module):
@@ -17,6 +17,8 @@ class SegmentationPipeline(nn.Module):
 
     ``raw=False``: uint8 gray values as stored in PNG slices. ``raw=True``: float32
     raw intensities (CT Hounsfield units) windowed by ``preprocessing.window``.
+    With per-image z-score, a slice without contrast gets probability 0
+    (:func:`~liverseg.core.preprocess.has_contrast`).
     """
 
     def __init__(self, net: nn.Module, preprocessing: Preprocessing, threshold: float = 0.5, raw: bool = False) -> None:
@@ -31,5 +33,7 @@ class SegmentationPipeline(nn.Module):
         z = preprocess(x, self.preprocessing, raw=self.raw)  # [N, 1, H', W'] padded
         logits = postprocess(self.net(z), self.preprocessing, h, w)  # [N, 1, H, W]
         prob = torch.sigmoid(logits.float())
+        if self.preprocessing.normalize == "zscore":
+            prob = prob * has_contrast(x, self.preprocessing, raw=self.raw)
         mask = (prob > self.threshold).to(torch.uint8)
         return prob, mask

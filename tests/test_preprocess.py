@@ -123,3 +123,34 @@ def test_preprocessing_is_frozen():
     pp = Preprocessing()
     with pytest.raises(dataclasses.FrozenInstanceError):
         pp.normalize = "zscore"  # type: ignore[misc]
+
+
+def test_a_slice_without_contrast_gets_no_liver_under_zscore():
+    """All air, one gray value, or noise under 5 gray levels: probability 0 (z-score would invent contrast)."""
+    import numpy as np
+    import torch
+
+    from liverseg.core.preprocess import Preprocessing
+    from liverseg.models import SegmentationPipeline, UNet
+
+    torch.manual_seed(0)
+    net = UNet(width=4).eval()
+    bias = net.outc.conv.bias
+    assert bias is not None
+    with torch.no_grad():
+        bias.fill_(5.0)  # a network that calls everything liver
+    rng = np.random.default_rng(0)
+    blank = [np.zeros((32, 32)), np.full((32, 32), 120.0), 100 + rng.integers(0, 5, (32, 32))]
+    body = rng.integers(0, 255, (32, 32))
+    x = torch.from_numpy(np.stack([*blank, body]).astype(np.uint8))[:, None]
+    for pp, gated in ((Preprocessing(normalize="zscore"), True), (Preprocessing(normalize="scale"), False)):
+        with torch.no_grad():
+            prob, mask = SegmentationPipeline(net, pp).eval()(x)
+        per_slice = mask.flatten(1).sum(1).tolist()
+        assert per_slice[3] == 32 * 32  # the slice with contrast keeps the network's answer
+        assert (per_slice[:3] == [0, 0, 0]) == gated, (pp.normalize, per_slice)
+    hu = torch.full((1, 1, 32, 32), -1000.0)  # an air slice of a CT volume, windowed to nothing
+    pp = Preprocessing(normalize="zscore", window=(-100.0, 200.0))
+    with torch.no_grad():
+        prob, _ = SegmentationPipeline(net, pp, raw=True).eval()(hu)
+    assert float(prob.max()) == 0.0

@@ -175,7 +175,7 @@ def test_quickstart_segments_the_sample_ct_with_the_shipped_model(tmp_path):
     assert "reference model shipped with liverseg" in r.output
     assert "Dice " in r.output and "slices/s end to end" in r.output and "caveats:" in r.output
     row = json.loads((tmp_path / "qs" / "quickstart.json").read_text())["row"]
-    assert float(row["dice"]) >= 0.85, row  # measured 0.93+ (MODEL_CARD.md); a broken model falls far below
+    assert float(row["dice"]) >= 0.80, row  # measured 0.863 (MODEL_CARD.md); a broken model falls far below
     import nibabel as nib
 
     mask = np.asarray(nib.load(tmp_path / "qs" / row["output"]).dataobj)  # type: ignore[attr-defined]
@@ -243,6 +243,23 @@ def test_shipped_model_on_the_external_chaos_case(chaos_dir):
     r = score(sess, chaos(chaos_dir.parent))
     assert r["slices"] == 78 and r["slices_with_liver"] == 71
     assert r["dice_micro"] >= 0.93, r
+
+
+@pytest.mark.realdata
+def test_a_checkpoint_scores_as_its_onnx_export(chaos_dir):
+    """``benchmarks.reference --checkpoint`` (PyTorch, no export) gives the shipped ONNX file's masks."""
+    from liverseg.benchmarks.reference import CheckpointSession, chaos, predict
+    from liverseg.infer.session import open_session
+
+    slices = chaos(chaos_dir.parent)[30:34]
+    images = [s.image for s in slices]
+    ckpt_path = checkpoint_path()
+    assert ckpt_path is not None
+    torch_masks = predict(CheckpointSession(ckpt_path), images)
+    onnx_masks = predict(open_session(_shipped(), device="cpu", engine="onnxruntime", precision="fp32"), images)
+    assert all(t.shape == (512, 512) for t in torch_masks)
+    assert sum(int(np.count_nonzero(t != o)) for t, o in zip(torch_masks, onnx_masks)) <= 4
+    assert sum(int(t.sum()) for t in torch_masks) > 10_000  # slices with liver: the masks are not empty
 
 
 # ---------------------------------------------------------------- from an installed wheel

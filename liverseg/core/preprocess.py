@@ -113,6 +113,24 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / (std + 1e-6)
 
 
+MIN_GRAY_RANGE = 5.0  # gray levels (of 0..255, after the window) a slice must span to show a liver
+
+
+def has_contrast(x: torch.Tensor, pp: Preprocessing, raw: bool = False) -> torch.Tensor:
+    """[N, 1, 1, 1] float: 1 where the slice's gray values span at least :data:`MIN_GRAY_RANGE`, else 0.
+
+    Per-image z-score maps a slice without contrast (all air, a blank or padding slice
+    of a volume) to an all-zero input that no training slice looked like, or blows its
+    noise up to full contrast; a trained model can then call most of it liver (one did:
+    69% of an all-air slice). Such a slice cannot show a liver against its surroundings,
+    so :class:`~liverseg.models.SegmentationPipeline` gives it probability 0.
+    """
+    g = to_gray_range(x, pp.window, raw)
+    hi = g.amax(dim=-1, keepdim=True).amax(dim=-2, keepdim=True)
+    lo = g.amin(dim=-1, keepdim=True).amin(dim=-2, keepdim=True)
+    return (hi - lo >= MIN_GRAY_RANGE).to(torch.float32)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad the bottom and right edges so H and W are multiples of ``multiple``."""
     h, w = x.shape[-2], x.shape[-1]
