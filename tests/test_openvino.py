@@ -108,7 +108,11 @@ AVX2 = frozenset({"avx2", "fma"})
 
 
 def _contract(**gates: bool) -> dict:
-    return {"precision": "fp32", "gates": {k.replace("__", "/"): {"passed": v} for k, v in gates.items()}}
+    """Gates as the export writes them: judged ones carry their Dice change (over the limit where failed)."""
+    return {
+        "precision": "fp32",
+        "gates": {k.replace("__", "/"): {"passed": v, "dice_change": 0.0 if v else -0.02} for k, v in gates.items()},
+    }
 
 
 @pytest.fixture
@@ -140,6 +144,9 @@ def test_auto_takes_the_fastest_gated_combination_for_the_cpu(files):
     assert pick(AVX2, contract=_contract()) == ("onnxruntime", "fp32", "model.onnx")
     failed = choose(files, flags=AVX2, openvino=False, gpu=False, contract=_contract(onnxruntime__int8=False))
     assert (failed.engine, failed.precision) == ("onnxruntime", "fp32") and "failed its gate" in failed.reason
+    unjudged = {"precision": "fp32", "gates": {"onnxruntime/int8": {"passed": False, "dice_change": None}}}
+    not_judged = choose(files, flags=AVX2, openvino=False, gpu=False, contract=unjudged)
+    assert not_judged.precision == "fp32" and "gate not judged" in not_judged.reason
     # asked for: used, and the note says it was not gated
     bf16 = choose(files, flags=AVX2, openvino=True, gpu=False, precision="bf16", contract=_contract())
     assert (bf16.engine, bf16.precision) == ("openvino", "bf16") and "no accuracy gate" in bf16.notes[0]

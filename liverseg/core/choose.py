@@ -270,7 +270,12 @@ def choose(
             continue
         g = gate(contract, eng, prec) if prec != "fp32" else None
         if prec != "fp32" and precision == "auto" and not (g and g.get("passed")):
-            skipped.append(f"{eng} {prec}: {'failed its gate' if g else 'no accuracy gate measured'}")
+            if g is None:
+                skipped.append(f"{eng} {prec}: no accuracy gate measured")
+            else:  # a gate without a Dice change was not judged (too few labelled slices given to the export)
+                skipped.append(
+                    f"{eng} {prec}: {'failed its gate' if g.get('dice_change') is not None else 'gate not judged'}"
+                )
             continue
         if prec != "fp32" and precision != "auto":
             notes.append(
@@ -280,7 +285,7 @@ def choose(
             )  # fmt: skip
         why = "fastest measured" if not skipped else "first usable"
         if (eng, prec) in speeds:
-            why += f" for this model at export ({speeds[(eng, prec)]:.0f} slices/s at 512x512)"
+            why += f" for this model at export ({speeds[(eng, prec)]:.3g} slices/s at 512x512)"
         reason = f"{why} on this {klass} CPU" + (f" ({'; '.join(skipped)})" if skipped else "")
         if not ov and engine == "auto" and klass in OPENVINO_FASTER:
             notes.append(f"hint: OpenVINO would be faster on this {klass} CPU: pip install 'liverseg[openvino]'")
