@@ -289,10 +289,14 @@ class OrtBackend(Backend):
         needs: str = "onnx",
         spinning: bool = False,
         profile: str | None = None,
+        engine: str = "onnxruntime",
+        engine_precision: str = "fp32",
     ) -> None:
         super().__init__(path, threads)
         self.name = name
         self.precision = precision
+        self.engine = engine  # "tensorrt": ONNX Runtime's TensorRT execution provider
+        self.engine_precision = engine_precision  # what TensorRT builds its engines in
         self.device = device
         self.needs = needs
         self.spinning = spinning
@@ -305,8 +309,10 @@ class OrtBackend(Backend):
         (caught by the benchmark and recorded as the row's error) instead of the silent
         CPU session onnxruntime-gpu makes without a usable CUDA.
         """
-        options = replace(ort_options(self.threads, self.spinning, self.profile), device=self.device)
-        engine = open_engine(self.path, options)
+        options = replace(
+            ort_options(self.threads, self.spinning, self.profile), device=self.device, precision=self.engine_precision
+        )
+        engine = open_engine(self.path, options, engine=self.engine)
         assert isinstance(engine, OrtEngine)  # the default engine
         self.sess = engine.session
         self.provider = self.sess.get_providers()[0]
@@ -533,6 +539,34 @@ def _defs() -> dict[str, BackendDef]:
             gpu=True,
             options={"precision": "fp16", "device": "cuda", "needs": "fp16"},
             description="ONNX Runtime CUDA fp16, I/O binding",
+        ),
+        BackendDef(
+            "ort-trt-fp16",
+            OrtBackend,
+            "onnx",
+            gpu=True,
+            options={
+                "precision": "fp16",
+                "device": "cuda",
+                "needs": "onnx",
+                "engine": "tensorrt",
+                "engine_precision": "fp16",
+            },
+            description="ONNX Runtime TensorRT execution provider, fp16 engines (cached), I/O binding",
+        ),
+        BackendDef(
+            "ort-trt-int8",
+            OrtBackend,
+            "int8",
+            gpu=True,
+            options={
+                "precision": "int8",
+                "device": "cuda",
+                "needs": "int8",
+                "engine": "tensorrt",
+                "engine_precision": "int8",
+            },
+            description="ONNX Runtime TensorRT execution provider, the static QDQ file as int8 engines, I/O binding",
         ),
     ]
     return {b.name: b for b in d}

@@ -7,7 +7,9 @@ Rows (U-Net width 64, 512x512, batch 1, 8 and 32 by default; random weights unle
 ``--checkpoint``): PyTorch CUDA fp32 (cuDNN, TF32 as torch's default allows it),
 fp16 and bf16 autocast, fp16 autocast channels_last, fp16 with BatchNorm folded and
 cuDNN conv+ReLU fused (eager and through ``torch.compile``); ONNX Runtime CUDA fp32 and fp16
-with I/O binding (input uploaded once, outputs left on the device). Every row
+with I/O binding (input uploaded once, outputs left on the device); ONNX Runtime's
+TensorRT execution provider, fp16 and the int8 QDQ file (engines cached under the liverseg
+cache folder, built during the untimed warm-up). Every row
 records images/s, latency p50/p90/p99 per batch, achieved TFLOP/s from the
 layer-counted FLOPs, its fraction of the card's dense fp16 tensor peak (from a
 spec-sheet table, matched on ``torch.cuda.get_device_name``; the row says which
@@ -53,7 +55,7 @@ import click
 import numpy as np
 
 from liverseg.core.cli import command, raw_argv
-from liverseg.core.engine import CUDA_PROVIDER
+from liverseg.core.engine import CUDA_PROVIDER, TENSORRT_PROVIDER
 from liverseg.core.errors import UsageError, describe
 from liverseg.core.io import write_text_atomic
 
@@ -68,6 +70,8 @@ GPU_BACKENDS = (
     "torch-cuda-fp16-compiled",
     "ort-cuda-fp32",
     "ort-cuda-fp16",
+    "ort-trt-fp16",
+    "ort-trt-int8",
 )
 
 # Dense (no sparsity) fp16/bf16 tensor-core peaks from NVIDIA's data sheets, TFLOP/s.
@@ -482,6 +486,8 @@ class GpuBench:
             return "no CUDA device (torch.cuda.is_available() is False)"
         if name.startswith("ort-") and not (isinstance(providers, list) and CUDA_PROVIDER in providers):
             return f"onnxruntime has no CUDAExecutionProvider (providers {providers}); install onnxruntime-gpu"
+        if name.startswith("ort-trt") and TENSORRT_PROVIDER not in providers:
+            return f"onnxruntime has no TensorrtExecutionProvider (providers {providers}); install TensorRT"
         if self.left() < 10:
             return f"time budget ({self.o.budget_s:.0f} s) exhausted before this row"
         return ""

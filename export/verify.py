@@ -110,6 +110,7 @@ def _speed(eng: Any, image: np.ndarray, runs: int = SPEED_RUNS) -> float:
 
 GATE_ROWS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
              ("openvino", "int8"))  # fmt: skip
+TENSORRT_GATE_ROWS = (("tensorrt", "fp16"), ("tensorrt", "int8"))  # added where a GPU is present
 
 
 @dataclass(frozen=True)
@@ -642,8 +643,11 @@ def engine_gates(
     (OpenVINO runs bf16 as fp32 on a CPU without bf16 arithmetic: such a row is
     recorded but does not pass, since bf16 itself was not measured).
     """
+    from liverseg.core.choose import gpu_present
     from liverseg.core.engine import cpu_class, openvino_available
 
+    if rows == GATE_ROWS and gpu_present():  # an export on a GPU machine gates TensorRT's precisions too
+        rows = (*rows, *TENSORRT_GATE_ROWS)
     klass = cpu_class()
     fp32_onnx = Path(fp32_onnx)
     int8 = Path(int8_onnx) if int8_onnx is not None else None
@@ -651,7 +655,8 @@ def engine_gates(
     labelled = sum(m is not None for m in real.masks)
 
     def outputs(engine: str, precision: str, path: Path) -> tuple[list[np.ndarray], list[np.ndarray], Any]:
-        eng = open_engine(path, EngineOptions(device="cpu", threads=threads, precision=precision), engine=engine)
+        device = "cuda" if engine == "tensorrt" else "cpu"
+        eng = open_engine(path, EngineOptions(device=device, threads=threads, precision=precision), engine=engine)
         ps, ms = [], []
         for b, _ in batches:
             p, m = eng.run({INPUT_NAME: b}, ["probability", "mask"])
@@ -701,7 +706,7 @@ def engine_gates(
 def _engine_version(engine: str) -> str:
     import importlib.metadata
 
-    for dist in ("onnxruntime", "onnxruntime-gpu") if engine == "onnxruntime" else ("openvino",):
+    for dist in ("onnxruntime", "onnxruntime-gpu") if engine in ("onnxruntime", "tensorrt") else ("openvino",):
         try:
             return importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

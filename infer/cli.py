@@ -61,7 +61,8 @@ from liverseg.infer.session import DEVICES
     type=click.Choice(ENGINE_CHOICES),
     default="auto",
     show_default=True,
-    help="auto: the fastest engine for this machine (CPU features, installed engines, GPU); it says which and why.",
+    help="auto: the fastest engine for this machine (CPU features, installed engines, GPU); it says which and why. "
+    "tensorrt: ONNX Runtime's TensorRT provider on the GPU (only when asked).",
 )
 @click.option(
     "--precision",

@@ -36,10 +36,12 @@ from liverseg.core.contract import (
     file_sha256,
     validate_contract,
 )
-from liverseg.core.engine import CUDA_PROVIDER, DEVICES, EngineOptions, open_engine
+from liverseg.core.engine import CUDA_PROVIDER, DEVICES, TENSORRT_PROVIDER, EngineOptions, open_engine
 from liverseg.core.errors import ContractError, DeviceError
 
 __all__ = ["DEVICES", "DeviceError", "ModelSession", "open_session", "read_contract", "cudnn_search_for"]
+
+ORT_ENGINES = ("onnxruntime", "tensorrt")  # engines whose session is an onnxruntime.InferenceSession
 
 EXHAUSTIVE_MAX_SHAPES = 4  # more distinct input sizes than this -> HEURISTIC search
 
@@ -93,7 +95,7 @@ class ModelSession:
 
     @property
     def providers(self) -> list[str]:
-        if self.engine_name == "onnxruntime":
+        if self.engine_name in ORT_ENGINES:
             return list(self.session.get_providers())
         return [str(self.engine.provider)]
 
@@ -123,7 +125,7 @@ class ModelSession:
             want = [MASK_NAME] if has_mask else []
             if self.want_probability or not has_mask:
                 want.append(PROB_NAME)
-            if self.engine_name == "onnxruntime":
+            if self.engine_name in ORT_ENGINES:
                 got = self.session.run(want, {in_name: batch}, self._run_options())
             else:
                 got = self.engine.run({in_name: batch}, want)
@@ -252,7 +254,9 @@ def open_session(
         )
     on_cuda = loaded.provider == CUDA_PROVIDER
     requested = ["CPUExecutionProvider"] if device == "cpu" else [CUDA_PROVIDER, "CPUExecutionProvider"]
-    if chosen.engine != "onnxruntime":
+    if chosen.engine == "tensorrt":
+        requested = [TENSORRT_PROVIDER, CUDA_PROVIDER, "CPUExecutionProvider"]
+    elif chosen.engine != "onnxruntime":
         requested = [f"OpenVINO CPU {chosen.precision}"]
     return ModelSession(
         path=path,

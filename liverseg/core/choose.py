@@ -44,10 +44,14 @@ from liverseg.core.engine import (
 )
 from liverseg.core.errors import ContractError, UsageError
 
-ENGINE_CHOICES = ("auto", "onnxruntime", "openvino")
+ENGINE_CHOICES = ("auto", "onnxruntime", "openvino", "tensorrt")
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 # What each engine can run, and on what.
-SUPPORTED = {"onnxruntime": ("fp32", "int8", "fp16"), "openvino": ("fp32", "bf16", "int8")}
+SUPPORTED = {
+    "onnxruntime": ("fp32", "int8", "fp16"),
+    "openvino": ("fp32", "bf16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),  # fp16 on the fp32 file (TensorRT's own), int8 on the QDQ file
+}
 # Sibling files of model.onnx written by liverseg-export (bf16 is a hint on the fp32 file).
 SIBLINGS = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 
@@ -244,6 +248,8 @@ def choose(
         g = gate(contract, engines[0], own)
         return Choice(engines[0], own, path, device, f"{path.name} is the {own} model", cpu, klass,
                       None if g is None else bool(g.get("passed")), notes)  # fmt: skip
+    if engine == "tensorrt":
+        return _tensorrt_choice(path, contract, precision, device, cpu, klass)
     if device == "cuda" or (device == "auto" and engine != "openvino" and (gpu_present() if gpu is None else gpu)):
         if engine == "openvino":
             raise UsageError("--device cuda: the OpenVINO engine runs on the CPU here; use --engine onnxruntime")
@@ -293,6 +299,30 @@ def choose(
         return Choice(eng, prec, file, "cpu" if device == "auto" else device, reason, cpu, klass, gated, notes)
     asked = f"--engine {engine} --precision {precision}"
     raise UsageError(f"{asked}: nothing on this {klass} CPU can run it ({'; '.join(skipped) or 'not supported'})")
+
+
+def _tensorrt_choice(path: Path, contract: dict[str, Any], precision: str, device: str, cpu: str, klass: str) -> Choice:
+    """``--engine tensorrt`` (asked for, never picked by ``auto``): fp32 unless a reduced precision is
+    asked for or passed its ``tensorrt/<precision>`` gate; fp16 runs the fp32 file, int8 the QDQ file."""
+    if device == "cpu":
+        raise UsageError("--engine tensorrt runs on an NVIDIA GPU; use --device cuda (or auto), not cpu")
+    notes: list[str] = []
+    if precision == "auto":
+        passed = [p for p in ("int8", "fp16") if (gate(contract, "tensorrt", p) or {}).get("passed")]
+        prec = passed[0] if passed else "fp32"
+    else:
+        prec = precision
+    if prec not in SUPPORTED["tensorrt"]:
+        raise UsageError(f"--engine tensorrt runs {', '.join(SUPPORTED['tensorrt'])}, not {prec}")
+    g = gate(contract, "tensorrt", prec) if prec != "fp32" else None
+    if prec != "fp32" and precision != "auto" and not (g and g.get("passed")):
+        notes.append(f"--precision {prec}: used as asked; no passed TensorRT accuracy gate for it")
+    file = path if prec in ("fp32", "fp16") else _sibling(path, contract, prec)
+    if not file.is_file():
+        raise UsageError(f"--precision {prec}: {file} does not exist (export it with liverseg-export --int8)")
+    reason = "asked for: ONNX Runtime's TensorRT execution provider on the GPU"
+    gated = None if g is None else bool(g.get("passed"))
+    return Choice("tensorrt", prec, file, "cuda" if device == "auto" else device, reason, cpu, klass, gated, notes)
 
 
 def model_order(contract: dict[str, Any], klass: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], float]]:

@@ -56,6 +56,7 @@ from liverseg.core.extras import GPU_LIBRARIES, RUNTIME_CHOICE, installed, runti
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 OPENVINO_MISSING = "OpenVINO is not installed; install the extra: pip install 'liverseg[openvino]'"
@@ -289,7 +290,8 @@ class OrtEngine(Engine):
         ort = _ort()
         providers = self._providers(ort)
         requested = [p if isinstance(p, str) else p[0] for p in providers]
-        with captured_stderr() as log:
+        printed = io.StringIO()  # onnxruntime prints "EP Error ... Falling back" when a provider fails to register
+        with captured_stderr() as log, contextlib.redirect_stdout(printed):
             try:
                 sess = ort.InferenceSession(str(path), ort_session_options(options), providers=providers)
             except Exception as e:
@@ -299,9 +301,13 @@ class OrtEngine(Engine):
         if err is not None:
             raise ContractError(f"{path}: onnxruntime cannot load it ({first_line(err)})")
         self.session: Any = sess
-        actual = sess.get_providers()
+        self._loaded(requested, sess.get_providers(), log[0] + printed.getvalue())
+
+    def _loaded(self, requested: list[str], actual: list[str], log: str) -> None:
+        """Check the providers that loaded against those asked for; say how the device was chosen."""
+        options = self.options
         if CUDA_PROVIDER in requested and CUDA_PROVIDER not in actual:
-            short, missing = cuda_missing(cuda_reason(log[0]))
+            short, missing = cuda_missing(cuda_reason(log))
             if options.device == "cuda":
                 # one line of at most 300 characters (liverseg.core.errors.first_line): what is missing first
                 raise DeviceError(f"--device cuda: CUDA did not load, onnxruntime would have run on the CPU: {missing}")
@@ -351,6 +357,84 @@ class OrtEngine(Engine):
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
         return list(self.session.run(outputs, dict(feeds)))
+
+
+class TensorRtEngine(OrtEngine):
+    """ONNX Runtime's TensorRT execution provider on a GPU: the parts of the graph TensorRT takes run as
+    TensorRT engines, the rest on CUDA (then the CPU).
+
+    ``fp16`` builds the engines with fp16 kernels allowed (on the fp32 file); ``int8`` runs the
+    export's static QDQ file as explicit int8 quantization. Built engines and the timing
+    cache are kept under ``cache_root()/tensorrt/<file>-<sha>`` (one build per file, input
+    shape, precision and card: the first run of a shape builds, later runs load). Needs
+    onnxruntime-gpu and TensorRT's libraries (``libnvinfer``; pip: ``tensorrt-cu13``).
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, path: Path, options: EngineOptions) -> None:
+        if options.device == "cpu":
+            raise UsageError("--engine tensorrt runs on an NVIDIA GPU; use --device cuda (or auto), not cpu")
+        self.cache_dir = cache_root() / "tensorrt" / f"{path.stem}-{_file_digest(path)}"
+        super().__init__(path, options)
+
+    def _providers(self, ort: ModuleType) -> list[Any]:
+        available = ort.get_available_providers()
+        if TENSORRT_PROVIDER not in available:
+            raise DeviceError(
+                f"--engine tensorrt: this onnxruntime ({ort.__version__}, providers {available}) has no TensorRT "
+                "execution provider; install onnxruntime-gpu ('liverseg[gpu]') and TensorRT (pip install tensorrt-cu13)"
+            )
+        _preload_cuda_libraries(ort)
+        return [
+            (TENSORRT_PROVIDER, tensorrt_options(self.options, self.cache_dir)),
+            (CUDA_PROVIDER, {"device_id": str(self.options.device_id), **self.options.cuda_options}),
+            CPU_PROVIDER,
+        ]
+
+    def _loaded(self, requested: list[str], actual: list[str], log: str) -> None:
+        if TENSORRT_PROVIDER not in actual:
+            reason = cuda_reason(log)  # "libnvinfer.so.10 failed to load: ..." where that is the cause
+            raise DeviceError(
+                f"--engine tensorrt: TensorRT did not load (onnxruntime ran {actual}): {reason}; it needs "
+                "TensorRT's libnvinfer (pip install tensorrt-cu13) and CUDA"
+            )
+        self.notes.append(f"engine tensorrt: {self.options.precision} engines cached in {self.cache_dir}")
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.options.device_id}" if self.provider in (TENSORRT_PROVIDER, CUDA_PROVIDER) else "cpu"
+
+
+def tensorrt_options(options: EngineOptions, cache_dir: Path) -> dict[str, str]:
+    """The TensorRT execution provider's options for ``options``: precision flags and the engine cache."""
+    if options.precision == "bf16":
+        raise UsageError("--engine tensorrt: use --precision fp32, fp16 or int8 (bf16 is OpenVINO's, on the CPU)")
+    return {
+        "device_id": str(options.device_id),
+        "trt_fp16_enable": str(options.precision == "fp16"),
+        "trt_int8_enable": str(options.precision == "int8"),  # the QDQ file: explicit quantization
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache_dir),
+    }
+
+
+def _file_hash(path: Path) -> Any:
+    """A SHA-256 object fed with the file's bytes (cache keys; liverseg.core.contract imports this module)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h
+
+
+def _file_digest(path: Path) -> str:
+    """The first 16 hex digits of the file's SHA-256."""
+    return str(_file_hash(path).hexdigest()[:16])
 
 
 # ------------------------------------------------------------------ OpenVINO
@@ -492,13 +576,8 @@ class OpenVinoEngine(Engine):
     @staticmethod
     def cache_key(path: Path, precision: str) -> str:
         """The compiled-model cache key: file hash, OpenVINO version, precision and CPU."""
-        import hashlib
-
         ov = _openvino()
-        key = hashlib.sha256()
-        with open(path, "rb") as f:  # the file's own hash (liverseg.core.contract imports this module)
-            while block := f.read(1 << 20):
-                key.update(block)
+        key = _file_hash(path)
         for part in (str(ov.get_version()), precision, cpu_name(), " ".join(sorted(cpu_flags()))):
             key.update(b"\n" + part.encode())
         return key.hexdigest()[:24]
@@ -577,7 +656,7 @@ def _ov_precision(value: Any) -> str:
     return text
 
 
-ENGINES: dict[str, type[Engine]] = {"onnxruntime": OrtEngine, "openvino": OpenVinoEngine}
+ENGINES: dict[str, type[Engine]] = {"onnxruntime": OrtEngine, "openvino": OpenVinoEngine, "tensorrt": TensorRtEngine}
 
 
 def open_engine(
