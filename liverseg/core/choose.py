@@ -75,6 +75,7 @@ CPU_ORDER: dict[str, list[tuple[str, str]]] = {
              ("openvino", "bf16")],
 }  # fmt: skip
 CPU_ORDER["basic"] = CPU_ORDER["avx2"]
+SPEED_TIE = 0.10  # measured speeds within 10% of the fastest count as equal (model_order)
 # CPU classes where OpenVINO heads the list: without the extra, a run there prints a hint.
 OPENVINO_FASTER = frozenset(k for k, v in CPU_ORDER.items() if v[0][0] == "openvino")
 
@@ -290,6 +291,8 @@ def choose(
                    + ("it failed its accuracy gate" if g else "no accuracy gate was measured for it"))
             )  # fmt: skip
         why = "fastest measured" if not skipped else "first usable"
+        if not skipped and speeds.get((eng, prec), 0.0) < max(speeds.values(), default=0.0):
+            why = f"within {SPEED_TIE:.0%} of the fastest measured, first in this CPU class's order,"
         if (eng, prec) in speeds:
             why += f" for this model at export ({speeds[(eng, prec)]:.3g} slices/s at 512x512)"
         reason = f"{why} on this {klass} CPU" + (f" ({'; '.join(skipped)})" if skipped else "")
@@ -327,7 +330,8 @@ def _tensorrt_choice(path: Path, contract: dict[str, Any], precision: str, devic
 
 def model_order(contract: dict[str, Any], klass: str) -> tuple[list[tuple[str, str]], dict[tuple[str, str], float]]:
     """(candidates for a ``klass`` CPU, the model's own speeds): :data:`CPU_ORDER`, re-ranked by the speeds the
-    export measured for this model on a CPU of the same class (``gates[*].images_per_second_512``)."""
+    export measured for this model on a CPU of the same class (``gates[*].images_per_second_512``); the first
+    is the earliest of :data:`CPU_ORDER` within :data:`SPEED_TIE` of the fastest."""
     static = CPU_ORDER.get(klass, CPU_ORDER["avx2"])
     speeds: dict[tuple[str, str], float] = {}
     for key, g in (contract.get("gates") or {}).items():
@@ -340,7 +344,11 @@ def model_order(contract: dict[str, Any], klass: str) -> tuple[list[tuple[str, s
     if len(speeds) < 2:
         return list(static), {}
     ranked = sorted(static, key=lambda ep: (ep not in speeds, -speeds.get(ep, 0.0)))
-    return ranked, speeds
+    # A tie keeps the static order: one export's timing moves by a few percent, and two engines
+    # within SPEED_TIE of the fastest would otherwise trade places from export to export.
+    near = [ep for ep in static if speeds.get(ep, 0.0) >= (1 - SPEED_TIE) * speeds[ranked[0]]]
+    ranked.remove(near[0])
+    return [near[0], *ranked], speeds
 
 
 def describe(choice: Choice) -> str:
