@@ -351,3 +351,14 @@ def test_onnx_metadata_refuses_what_is_not_a_model_and_the_session_says_why(tmp_
         onnx_metadata(zeros)
     with pytest.raises(ContractError, match="onnxruntime cannot load it"):  # the engine's own message, as before
         open_session(zeros, device="cpu")
+
+
+@needs_openvino
+def test_the_int8_file_is_not_reported_as_falling_back_to_fp32(tiny_model, tmp_path):
+    """OpenVINO's precision hint says fp32 for a QDQ model whose Q/DQ layers run in int8: the note says int8."""
+    from liverseg.export.quantize import quantize_int8
+
+    q = quantize_int8(tiny_model, tmp_path / "model.int8.onnx", [b[0] for b in _batch(4, 64, 64)])
+    eng = open_engine(q, EngineOptions(precision="int8"), engine="openvino")
+    note = " ".join(eng.notes)
+    assert "precision int8 (QDQ file)" in note and "-> fp32" not in note

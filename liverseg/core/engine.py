@@ -567,9 +567,11 @@ class OpenVinoEngine(Engine):
         self._meta = meta
         self._out_names: list[str] | None = None
         self.actual_precision = _ov_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))
-        asked = options.precision if hint is not None else "int8 (QDQ file)"
+        # The QDQ file's Q/DQ layers run in int8 whatever the hint says (the hint, fp32 on most CPUs, is
+        # the precision of the layers between them), so "int8 -> fp32" would read as a fallback.
+        ran = f"{options.precision} -> {self.actual_precision}" if hint is not None else "int8 (QDQ file)"
         self.notes.append(
-            f"device {options.device}: CPU (OpenVINO {self.version}, precision {asked} -> {self.actual_precision}"
+            f"device {options.device}: CPU (OpenVINO {self.version}, precision {ran}"
             f"{', compiled model from the cache' if cached else ''})"
         )
 
