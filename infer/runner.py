@@ -35,9 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from liverseg.core.contract import ct_settings
+from liverseg.core.contract import PROB_NAME, ct_settings
 from liverseg.core.data import DEFAULT_MAX_PIXELS
-from liverseg.core.errors import LiversegError, UsageError, describe
+from liverseg.core.errors import ContractError, LiversegError, UsageError, describe
 from liverseg.core.extras import install_hint, missing_extra
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import DiskFullError, versions, write_text_atomic
@@ -337,7 +337,7 @@ class Runner:
             spinning=o.spinning,
             contract_path=o.contract,
             sizes=sizes,
-            want_probability=True,
+            want_probability=o.save_probabilities,  # resampling's need is known once the contract is read (_prep)
             engine=o.engine,
             precision=o.precision,
         )
@@ -380,6 +380,11 @@ class Runner:
         )
         # Probabilities come back only when needed: saved, or resized back from the model's spacing.
         sess.want_probability = o.save_probabilities or prep.resamples
+        if sess.want_probability and PROB_NAME not in sess.output_names:
+            raise ContractError(
+                f"{sess.path}: has no {PROB_NAME!r} output (only {sess.output_names}), which resampling inputs to "
+                f"the model's {prep.model_spacing} mm pixels and back needs; export the model with liverseg-export"
+            )
         return prep
 
     def _plan(self, sess: ModelSession) -> Plan:

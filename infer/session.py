@@ -103,6 +103,11 @@ class ModelSession:
     def threshold(self) -> float:
         return float(self.contract["threshold"])
 
+    @property
+    def output_names(self) -> list[str]:
+        """The model file's outputs (``mask``, ``probability`` or both)."""
+        return self._names()[1]
+
     def _names(self) -> tuple[str, list[str]]:
         if self.engine is not None:
             return self.engine.inputs()[0].name, [o.name for o in self.engine.outputs()]

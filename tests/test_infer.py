@@ -834,3 +834,35 @@ def test_chaos_folder_with_bad_files(chaos_dir, tmp_path, tiny_model):
     failed = {Path(f["input"]).name: f["error"] for f in s["failed"]}
     for name, word in expect.items():
         assert word in failed[name], (name, failed[name])
+
+
+def test_a_model_with_only_a_mask_output_runs_unless_probabilities_are_needed(tmp_path, tiny_model):
+    """A mask-only model file is enough for masks; saving probabilities is refused before any work."""
+    import onnx
+
+    from liverseg.infer.cli import main
+
+    model = onnx.load(str(tiny_model))
+    keep = [o for o in model.graph.output if o.name != "probability"]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    mask_only = tmp_path / "mask_only.onnx"
+    onnx.save(model, str(mask_only))
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        _png(src / f"s{i}.png", _slice(rng)[0])
+    ok = CliRunner().invoke(main, [str(src), "--model", str(mask_only), "--out", str(tmp_path / "a"), "--no-report"])
+    assert ok.exit_code == 0, ok.output
+    assert len(list((tmp_path / "a" / "masks").glob("*.png"))) == 2
+    refused = CliRunner().invoke(
+        main, [str(src), "--model", str(mask_only), "--out", str(tmp_path / "b"), "--save-probabilities"]
+    )
+    assert refused.exit_code == 2 and "'probability'" in refused.output, refused.output
+    # a model trained at a recorded pixel size resamples inputs and back, which needs the probabilities
+    from liverseg.export.onnx import update_contract
+
+    update_contract(mask_only, ct={"window_hu": [0.0, 255.0], "pixel_spacing_mm": 1.5})
+    spaced = CliRunner().invoke(main, [str(src), "--model", str(mask_only), "--out", str(tmp_path / "c")])
+    assert spaced.exit_code == 2 and "1.5 mm pixels and back" in spaced.output, spaced.output
