@@ -83,39 +83,26 @@ class Backend:
 # ------------------------------------------------------------------ torch
 
 
-def _channels_last_net(net: Any) -> Any:
+def _converted_net(net: Any, channels_last: bool, half: bool = False) -> Any:
+    """The network with its weights converted once (NHWC memory order, fp16) and each input converted on the
+    way in; an fp16 network hands back fp32 logits (no autocast casts per call)."""
     import torch
 
-    class ChannelsLast(torch.nn.Module):
-        """Hands the network its input in NHWC memory order (weights converted once)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
 
+    class Converted(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
-            self.inner = inner.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x.contiguous(memory_format=torch.channels_last))
-
-    return ChannelsLast(net)
-
-
-def _half_net(net: Any, channels_last: bool) -> Any:
-    import torch
-
-    class Half(torch.nn.Module):
-        """The network in fp16 (weights converted once, no autocast): input cast in, logits cast back to fp32."""
-
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner.half()
-            self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            self.inner = inner.half() if half else inner
             if channels_last:
-                self.inner = self.inner.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+                self.inner = self.inner.to(memory_format=fmt)  # type: ignore[call-overload]  # torch's stubs omit memory_format
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.inner(x.to(dtype=torch.float16, memory_format=self.memory_format)).float()
+            if half:
+                return self.inner(x.to(dtype=torch.float16, memory_format=fmt)).float()
+            return self.inner(x.contiguous(memory_format=fmt))
 
-    return Half(net)
+    return Converted(net)
 
 
 class TorchEager(Backend):
@@ -169,10 +156,9 @@ class TorchEager(Backend):
             from liverseg.models.fused import fuse_for_inference
 
             net = fuse_for_inference(net)
-        if self.fused and self.amp == "fp16":
-            net = _half_net(net, self.channels_last)
-        elif self.channels_last:
-            net = _channels_last_net(net)
+        half = self.fused and self.amp == "fp16"
+        if half or self.channels_last:
+            net = _converted_net(net, self.channels_last, half)
         if self.compiled:
             net = torch.compile(net)  # type: ignore[assignment]  # a compiled module is called like the module
         self.pipe = SegmentationPipeline(net, ckpt.preprocessing, ckpt.threshold).eval().to(self.device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from liverseg.core.preprocess import Preprocessing, has_contrast, postprocess, preprocess
+from liverseg.core.preprocess import Preprocessing, has_contrast, postprocess, preprocess_gray, to_gray_range
 
 
 class SegmentationPipeline(nn.Module):
@@ -30,10 +30,11 @@ class SegmentationPipeline(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = x.shape[-2], x.shape[-1]
-        z = preprocess(x, self.preprocessing, raw=self.raw)  # [N, 1, H', W'] padded
+        gray = to_gray_range(x, self.preprocessing.window, self.raw)  # [N, 1, H, W] 0..255
+        z = preprocess_gray(gray, self.preprocessing)  # [N, 1, H', W'] padded
         logits = postprocess(self.net(z), self.preprocessing, h, w)  # [N, 1, H, W]
         prob = torch.sigmoid(logits.float())
         if self.preprocessing.normalize == "zscore":
-            prob = prob * has_contrast(x, self.preprocessing, raw=self.raw)
+            prob = prob * has_contrast(gray)
         mask = (prob > self.threshold).to(torch.uint8)
         return prob, mask

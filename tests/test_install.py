@@ -85,6 +85,12 @@ def _cmd(light: dict, args: list[str], timeout: int = 300) -> subprocess.Complet
     return subprocess.run(args, cwd=light["cwd"], env=light["env"], capture_output=True, text=True, timeout=timeout)
 
 
+def _infer_argv(light: dict, tiny: dict[str, Path], tmp_path: Path) -> list[str]:
+    """``liverseg-infer`` of that environment on the tiny model and slice."""
+    return [str(light["bin"] / "liverseg-infer"), str(tiny["png"]), "--model", str(tiny["onnx"]),
+            "--out", str(tmp_path / "o")]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def built_wheel(tmp_path_factory) -> Path:
     return build_wheel(tmp_path_factory.mktemp("pkg"))
@@ -234,16 +240,7 @@ def test_both_onnx_runtimes_installed_is_refused_with_the_fix(light, tiny, tmp_p
     (fake / f"{other}-1.31.0.dist-info" / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {other.replace('_', '-')}\nVersion: 1.31.0\n"
     )
-    env = {**light["env"], "PYTHONPATH": str(fake)}
-    argv = [
-        str(light["bin"] / "liverseg-infer"),
-        str(tiny["png"]),
-        "--model",
-        str(tiny["onnx"]),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = _cmd({**light, "env": {**light["env"], "PYTHONPATH": str(fake)}}, _infer_argv(light, tiny, tmp_path))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "both onnxruntime and onnxruntime-gpu are installed" in r.stderr
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in r.stderr and "Traceback" not in r.stderr
@@ -253,15 +250,7 @@ def test_no_onnx_runtime_names_the_choice(built_wheel, tiny, tmp_path):
     env = _light_env(tmp_path, built_wheel, {"train", "volumes", "openvino"})
     for link in env["deps"].glob("onnxruntime*"):
         link.unlink()
-    argv = [
-        str(env["bin"] / "liverseg-infer"),
-        str(tiny["png"]),
-        "--model",
-        str(tiny["onnx"]),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    r = _cmd(env, argv)
+    r = _cmd(env, _infer_argv(env, tiny, tmp_path))
     assert r.returncode == 2, r.stdout + r.stderr
     assert "ONNX Runtime is not installed" in r.stderr and "pip install 'liverseg[cpu]'" in r.stderr
     assert "liverseg[gpu]" in r.stderr and "Traceback" not in r.stderr

@@ -85,7 +85,11 @@ def to_gray_range(x: torch.Tensor, window: tuple[float, float] = (0.0, 255.0), r
 
 def preprocess(x: torch.Tensor, pp: Preprocessing, raw: bool = False) -> torch.Tensor:
     """[N, 1, H, W] raw pixels -> [N, 1, H', W'] network input (resized and padded)."""
-    x = to_gray_range(x, pp.window, raw)
+    return preprocess_gray(to_gray_range(x, pp.window, raw), pp)
+
+
+def preprocess_gray(x: torch.Tensor, pp: Preprocessing) -> torch.Tensor:
+    """:func:`preprocess` after :func:`to_gray_range`: normalise, resize, pad."""
     if pp.normalize == "scale":
         x = x / 255.0
     else:  # zscore, per image
@@ -116,8 +120,9 @@ def zscore(x: torch.Tensor) -> torch.Tensor:
 MIN_GRAY_RANGE = 5.0  # gray levels (of 0..255, after the window) a slice must span to show a liver
 
 
-def has_contrast(x: torch.Tensor, pp: Preprocessing, raw: bool = False) -> torch.Tensor:
-    """[N, 1, 1, 1] float: 1 where the slice's gray values span at least :data:`MIN_GRAY_RANGE`, else 0.
+def has_contrast(gray: torch.Tensor) -> torch.Tensor:
+    """[N, 1, 1, 1] float: 1 where a slice's gray values (:func:`to_gray_range`'s) span at least
+    :data:`MIN_GRAY_RANGE`, else 0.
 
     Per-image z-score maps a slice without contrast (all air, a blank or padding slice
     of a volume) to an all-zero input that no training slice looked like, or blows its
@@ -125,9 +130,8 @@ def has_contrast(x: torch.Tensor, pp: Preprocessing, raw: bool = False) -> torch
     69% of an all-air slice). Such a slice cannot show a liver against its surroundings,
     so :class:`~liverseg.models.SegmentationPipeline` gives it probability 0.
     """
-    g = to_gray_range(x, pp.window, raw)
-    hi = g.amax(dim=-1, keepdim=True).amax(dim=-2, keepdim=True)
-    lo = g.amin(dim=-1, keepdim=True).amin(dim=-2, keepdim=True)
+    hi = gray.amax(dim=-1, keepdim=True).amax(dim=-2, keepdim=True)
+    lo = gray.amin(dim=-1, keepdim=True).amin(dim=-2, keepdim=True)
     return (hi - lo >= MIN_GRAY_RANGE).to(torch.float32)
 
 
