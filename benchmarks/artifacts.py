@@ -60,6 +60,7 @@ class Artifacts:
         self._done: dict[str, Path] = {}
         self._errors: dict[str, str] = {}
         self.seconds: dict[str, float] = {}
+        self.gates: list[dict[str, Any]] = []
 
     def error(self, kind: str) -> str | None:
         return self._errors.get(kind)
@@ -83,6 +84,28 @@ class Artifacts:
         self.log(f"made {kind}: {p.name} in {self.seconds[kind]:.1f} s")
         self._done[kind] = p
         return p
+
+    def gate(self, real: Any) -> list[dict[str, Any]]:
+        """Gate the fp32 file and its int8 sibling on ``real`` labelled slices, as ``liverseg-export`` does.
+
+        The rows go into both files' contracts, so ``liverseg-infer --engine auto`` (the
+        end-to-end row ``auto``) chooses among the engines and precisions that passed, as it
+        would on an export made with ``--validation``. Without it an export has no judged
+        gates and ``auto`` keeps fp32. Returns the rows (also kept in ``self.gates``).
+        """
+        from liverseg.export.verify import gate_and_record
+
+        files = {"onnx": self.path("onnx")}
+        if self.calibration:
+            try:
+                files["onnx-int8"] = self.path("int8")
+            except RuntimeError:
+                pass  # recorded in self._errors; the fp32 engines are still gated
+        t0 = time.perf_counter()
+        self.gates = gate_and_record(files, real)
+        self.seconds["gates"] = time.perf_counter() - t0
+        self.log(f"gated {len(self.gates)} engine rows on {len(real.images)} slices in {self.seconds['gates']:.1f} s")
+        return self.gates
 
     def _make_checkpoint(self) -> Path:
         path = getattr(self.ckpt, "path", None)

@@ -127,6 +127,7 @@ class BenchOptions:
     e2e_rounds: int = 2
     e2e_batch: int = 1
     e2e_backends: tuple[str, ...] = ("auto", "ort-fp32", "ort-int8")
+    gate_slices: int = 16
     scaling: tuple[int, ...] = (100, 1000, 10000)
     scaling_width: int = 4
     scaling_size: int = 64
@@ -325,6 +326,7 @@ class Bench:
         self.rows: list[dict[str, Any]] = []
         self.e2e_rows: list[dict[str, Any]] = []
         self.scaling_rows: list[dict[str, Any]] = []
+        self.gates: list[dict[str, Any]] = []
         self.notes: list[str] = []
         self.artifacts: dict[int, Any] = {}
         self.checkpoint: Any = None
@@ -372,6 +374,7 @@ class Bench:
             "rows": self.rows,
             "e2e": self.e2e_rows,
             "scaling": self.scaling_rows,
+            "gates": self.gates,
             "notes": self.notes,
             "options": _jsonable(asdict(self.o)),
             "seconds": time.perf_counter() - self.t_start,
@@ -513,7 +516,7 @@ class Bench:
     # --------------------------------------------------------- end to end
 
     def _run_e2e(self) -> None:
-        from liverseg.benchmarks.e2e import run_e2e
+        from liverseg.benchmarks.e2e import AUTO, run_e2e
 
         width = self.o.e2e_width or (min(c.width for c in self.o.cases) if self.o.cases else 16)  # the cheapest
         art = self.artifacts.get(width)
@@ -522,6 +525,8 @@ class Bench:
         if art is None:
             self.notes.append(f"end-to-end: width {width} was not in the model matrix; skipped")
             return
+        if AUTO in self.o.e2e_backends and self.o.gate_slices:
+            self._gate(art)
         try:
             self.e2e_rows = run_e2e(
                 art,
@@ -538,6 +543,25 @@ class Bench:
         except Exception as e:  # recorded as the section's one row
             self.e2e_rows = [{"section": "e2e", "error": describe(e)}]
             self.log(f"end-to-end failed: {describe(e)}\n{traceback.format_exc(limit=5)}")
+
+    def _gate(self, art: Any) -> None:
+        """Judge the export's engines and precisions on labelled 512x512 slices, as ``liverseg-export
+        --validation`` does, so the ``auto`` row runs what ``liverseg-infer`` would choose for it."""
+        from liverseg.benchmarks.data import real_slices, synthetic_slices
+        from liverseg.export.verify import RealSlices
+
+        n = self.o.gate_slices
+        data = real_slices(n, self.o.data_dir) if self.o.real_data else None
+        if data is None or not len(data):
+            data = synthetic_slices(n, 512, seed=self.o.seed + 2)
+        self.log(f"gating the engines and precisions of width {art.ckpt.model_args.get('width')} on {data.source}")
+        try:
+            art.gate(RealSlices(data.images, list(data.masks), data.source))
+        except Exception as e:  # auto then keeps fp32, and the note says why
+            self.notes.append(f"engine gates failed, auto runs unjudged files (fp32): {describe(e)}")
+            self.log(f"engine gates failed: {describe(e)}\n{traceback.format_exc(limit=5)}")
+            return
+        self.gates = [{**g, "slices": data.source, "weights": weights_label(art.ckpt)} for g in art.gates]
 
     def _run_scaling(self) -> None:
         from liverseg.benchmarks.scaling import run_scaling

@@ -146,6 +146,15 @@ def set_wait_policy(spinning: bool) -> str:
     "OpenVINO (ov-*), and auto (liverseg-infer's defaults).",
 )
 @click.option(
+    "--gate-slices",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="Before the end-to-end rows, judge the export's engines and precisions on this many labelled 512x512 "
+    "slices (as liverseg-export --validation does), so the auto row runs what liverseg-infer would choose; "
+    "0: no gates, auto keeps fp32.",
+)
+@click.option(
     "--scaling", default="100,1000,10000", show_default=True, help="Input counts for the scaling rows ('' to skip)."
 )
 @click.option("--scaling-width", type=int, default=4, show_default=True)
@@ -246,6 +255,7 @@ def options_from(kw: dict[str, Any]) -> BenchOptions:
         e2e_rounds=kw["e2e_rounds"],
         e2e_batch=kw["e2e_batch"],
         e2e_backends=tuple(_names(kw["e2e_backends"], "--e2e-backends", also=("auto",)) or ()),
+        gate_slices=kw["gate_slices"],
         scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),
         scaling_width=kw["scaling_width"],
         scaling_size=kw["scaling_size"],

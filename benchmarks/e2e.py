@@ -274,10 +274,10 @@ def run_e2e(
 
 
 def _dice_deltas(rows: list[dict[str, Any]]) -> None:
-    """``dice_delta_vs_fp32`` of every row after the ``ort-fp32`` row (its Dice minus fp32's)."""
-    dice_fp32 = None
+    """``dice_delta_vs_fp32`` of every row with a Dice: its Dice minus the ``ort-fp32`` row's, wherever that is."""
+    fp32 = next((r["dice"] for r in rows if r.get("backend") == "ort-fp32" and r.get("dice") is not None), None)
+    if fp32 is None:
+        return
     for row in rows:
-        if row["backend"] == "ort-fp32":
-            dice_fp32 = row["dice"]
-        elif row.get("dice") is not None and dice_fp32 is not None:
-            row["dice_delta_vs_fp32"] = row["dice"] - dice_fp32
+        if row.get("backend") != "ort-fp32" and row.get("dice") is not None:
+            row["dice_delta_vs_fp32"] = row["dice"] - fp32

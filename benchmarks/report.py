@@ -54,6 +54,11 @@ TARGET_INT8_VS_ORT = 2.0
 TARGET_INT8_DICE = 0.005
 TARGET_E2E = 0.95
 TARGET_MEMORY_GROWTH = 1.10
+# The CPU-engine issue: liverseg-infer's defaults end to end against ONNX Runtime fp32 model-only on the
+# same file, by CPU class (elsewhere: within 10% or faster), and against the best OpenVINO model-only rate.
+TARGET_DEFAULTS_VS_ORT = {"amx": 4.0, "avx512_vnni": 2.0}
+TARGET_DEFAULTS_VS_ORT_ELSEWHERE = 0.9
+TARGET_DEFAULTS_VS_OV = 0.9
 
 
 def _stamp_cols(stamp: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +124,7 @@ def check_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     out = _model_targets(result.get("rows", []))
     for e in result.get("e2e", []):
         out += _e2e_targets(e)
+    out += _engine_targets(result)
     sc = [s for s in result.get("scaling", []) if s.get("peak_rss_mb")]
     if len(sc) >= 2:
         out.append(_memory_target(sc))
@@ -192,6 +198,79 @@ def _e2e_targets(e: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": d,
                 "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
                 "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"
+                + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
+            }
+        )
+    return out
+
+
+def _best_openvino(result: dict[str, Any], width: Any) -> tuple[str, float] | None:
+    """The fastest OpenVINO model-only rate of ``width`` in this run at 512x512, batch 1: the end-to-end
+    section's ``ov-*`` rows (the runner's session on the same slices) and the model matrix's."""
+    rates = [
+        (f"{e['backend']} (end-to-end section)", e["model_only_images_per_s"])
+        for e in result.get("e2e", [])
+        if str(e.get("backend", "")).startswith("ov-") and e.get("width") == width and e.get("model_only_images_per_s")
+    ]
+    rates += [
+        (f"{r['backend']} (model matrix)", r["images_per_s"])
+        for r in result.get("rows", [])
+        if str(r.get("backend", "")).startswith("ov-")
+        and (r.get("width"), r.get("size"), r.get("batch")) == (width, 512, 1)
+        and r.get("images_per_s")
+    ]
+    return max(rates, key=lambda t: t[1]) if rates else None
+
+
+def _engine_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """liverseg-infer with its defaults (the e2e row ``auto``), end to end, against ONNX Runtime fp32
+    model-only on the same file (the target depends on the CPU class), against the best OpenVINO
+    model-only rate, and its masks against fp32's (judged on trained weights only)."""
+    from liverseg.core.engine import cpu_class
+
+    e2e = [e for e in result.get("e2e", []) if e.get("backend")]
+    auto, fp32 = _find(e2e, backend="auto"), _find(e2e, backend="ort-fp32")
+    if not auto or not auto.get("e2e_images_per_s"):
+        return []
+    klass = cpu_class(frozenset(result.get("stamp", {}).get("isa_flags", [])))
+    w, rate = auto["width"], auto["e2e_images_per_s"]
+    chose = f"auto chose {auto.get('engine_choice') or '?'}"
+    out: list[dict[str, Any]] = []
+    if fp32 and fp32.get("model_only_images_per_s"):
+        need = TARGET_DEFAULTS_VS_ORT.get(klass, TARGET_DEFAULTS_VS_ORT_ELSEWHERE)
+        ratio = rate / fp32["model_only_images_per_s"]
+        out.append(
+            {
+                "target": f"width {w}: liverseg-infer defaults end to end / ONNX Runtime fp32 model-only >= {need:g} "
+                f"({klass} CPU)",
+                "value": ratio,
+                "met": ratio >= need,
+                "detail": f"{rate:.3f} vs {fp32['model_only_images_per_s']:.3f} img/s over {auto['images']} "
+                f"slices; {chose}",
+            }
+        )
+    best = _best_openvino(result, w)
+    if best:
+        ratio = rate / best[1]
+        out.append(
+            {
+                "target": f"width {w}: liverseg-infer defaults end to end / best OpenVINO model-only >= "
+                f"{TARGET_DEFAULTS_VS_OV:g}",
+                "value": ratio,
+                "met": ratio >= TARGET_DEFAULTS_VS_OV,
+                "detail": f"{rate:.3f} vs {best[1]:.3f} img/s of {best[0]}",
+            }
+        )
+    if auto.get("dice_delta_vs_fp32") is not None:
+        d = auto["dice_delta_vs_fp32"]
+        random_w = str(auto.get("weights", "")).startswith("random")
+        out.append(
+            {
+                "target": f"width {w}: liverseg-infer defaults' masks within {TARGET_INT8_DICE} Dice of fp32 on real "
+                "slices",
+                "value": d,
+                "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
+                "detail": f"macro Dice {auto['dice']:.4f} over {auto['images']} slices"
                 + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
             }
         )
@@ -371,6 +450,7 @@ def _e2e_section(result: dict[str, Any]) -> list[str]:
             "fixed overhead s",
             "macro Dice",
             "dDice vs fp32",
+            "engine (auto's choice and why)",
             "error",
         ],
         [
@@ -387,6 +467,7 @@ def _e2e_section(result: dict[str, Any]) -> list[str]:
                 _f(e.get("fixed_overhead_s"), ".1f"),
                 _f(e.get("dice"), ".4f"),
                 _f(e.get("dice_delta_vs_fp32"), "+.4f"),
+                (e.get("engine_choice") or "") if e.get("backend") == "auto" else "",
                 e.get("error") or "",
             ]
             for e in e2e
@@ -394,6 +475,37 @@ def _e2e_section(result: dict[str, Any]) -> list[str]:
     )
     md += [""]
     return md
+
+
+def _gates_section(result: dict[str, Any]) -> list[str]:
+    """The engine gates the ``auto`` row chose by (``--gate-slices``)."""
+    gates = result.get("gates") or []
+    if not gates:
+        return []
+    md = [
+        "## Engine gates (what `auto` chooses from)",
+        "",
+        f"Each engine and precision against ONNX Runtime fp32 on {gates[0].get('slices')}, as `liverseg-export "
+        f"--validation` does ({gates[0].get('weights')}); speed: one 512x512 slice, batch 1, at gating time.",
+        "",
+    ]
+    md += _table(
+        ["engine", "precision", "ran as", "passed", "Dice change", "mask px changed", "img/s (512)", "reason"],
+        [
+            [
+                g.get("engine") or "",
+                g.get("precision") or "",
+                str(g.get("ran_as") or ""),
+                "yes" if g.get("passed") else "no",
+                _f(g.get("dice_change"), "+.4f"),
+                str(g.get("mask_pixels_changed") if g.get("mask_pixels_changed") is not None else ""),
+                _f(g.get("images_per_second_512"), ".2f"),
+                g.get("reason") or "",
+            ]
+            for g in gates
+        ],
+    )
+    return md + [""]
 
 
 def _scaling_section(result: dict[str, Any]) -> list[str]:
@@ -446,9 +558,9 @@ def _scaling_section(result: dict[str, Any]) -> list[str]:
 
 
 def markdown(result: dict[str, Any], png_name: str | None = None) -> str:
-    """The run as Markdown: header, targets, model-only, end-to-end and scaling tables, notes."""
+    """The run as Markdown: header, targets, model-only, gates, end-to-end and scaling tables, notes."""
     md = _header(result) + _targets_section(result) + _model_section(result, png_name)
-    md += _e2e_section(result) + _scaling_section(result)
+    md += _gates_section(result) + _e2e_section(result) + _scaling_section(result)
     if result.get("notes"):
         md += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(md)

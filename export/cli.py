@@ -250,21 +250,13 @@ def _check_parity(
 def _gate_engines(report: ParityReport, artifacts: dict[str, Path], val: RealSlices | None) -> None:
     """Gate every engine and precision on the real slices (into parity.json) and write the
     siblings and the gates into each ONNX file's contract, where ``liverseg-infer``'s auto reads them."""
-    from liverseg.export.onnx import update_contract
-    from liverseg.export.verify import engine_gates, gates_for_contract
+    from liverseg.export.verify import gate_and_record
 
     if "onnx" not in artifacts:
         return
-    siblings = (("onnx-int8", "int8"), ("onnx-fp16", "fp16"))
-    variants = {p: {"file": artifacts[k].name} for k, p in siblings if k in artifacts}
-    gates: dict[str, Any] = {}
     if val is not None and val.images:
         click.echo(f"gating the engines and precisions on {len(val.images)} real slices ...", err=True)
-        report.gates = engine_gates(artifacts["onnx"], val, int8_onnx=artifacts.get("onnx-int8"))
-        gates = gates_for_contract(report.gates)
-    for key in ("onnx", "onnx-int8", "onnx-fp16"):
-        if key in artifacts:
-            update_contract(artifacts[key], variants=variants, gates=gates)
+    report.gates = gate_and_record(artifacts, val)
 
 
 def _write_parity(

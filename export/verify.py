@@ -737,3 +737,23 @@ def gates_for_contract(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "engine_version", "cpu_class", "images_per_second_512")  # fmt: skip
     # _finite: a NaN would make the contract invalid JSON for its reader (which refuses non-finite numbers)
     return {f"{r['engine']}/{r['precision']}": _finite({k: r.get(k) for k in keep}) for r in rows}
+
+
+def gate_and_record(files: Mapping[str, Path], real: RealSlices | None) -> list[dict[str, Any]]:
+    """Gate the exported ONNX files on ``real`` and write the result into each file's contract.
+
+    ``files``: ``onnx`` (the fp32 file, required) and optionally ``onnx-int8`` and
+    ``onnx-fp16``. Every file's contract gets ``variants`` (the siblings that exist) and
+    ``gates`` (:func:`gates_for_contract` of the rows; empty without ``real`` slices),
+    which is what ``liverseg-infer``'s ``auto`` reads. Returns the gate rows.
+    """
+    from liverseg.export.onnx import update_contract
+
+    siblings = (("onnx-int8", "int8"), ("onnx-fp16", "fp16"))
+    variants = {p: {"file": files[k].name} for k, p in siblings if k in files}
+    rows = engine_gates(files["onnx"], real, int8_onnx=files.get("onnx-int8")) if real and real.images else []
+    gates = gates_for_contract(rows) if rows else {}
+    for key in ("onnx", "onnx-int8", "onnx-fp16"):
+        if key in files:
+            update_contract(files[key], variants=variants, gates=gates)
+    return rows

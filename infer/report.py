@@ -37,10 +37,10 @@ from typing import Any
 import click
 import numpy as np
 
-from liverseg.core.charts import plot_histogram, plot_slice_profile
+from liverseg.core.charts import plot_slice_profile
 from liverseg.core.cli import command
 from liverseg.core.data import DataError, read_image, read_mask
-from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag
+from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag, svg_histogram
 from liverseg.core.io import write_text_atomic
 from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_VISIBLE_COLOR, overlay_rgb
 from liverseg.infer.io import PER_IMAGE_COLUMNS
@@ -530,13 +530,8 @@ def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir:
     ]
     dice = [v for v in (_num(r.get("dice")) for r in ok) if v is not None]
     if dice:
-        png = _png(
-            plot_histogram(dice, None, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0), title="Per-image Dice")
-        )
-        out.append(
-            f"<figure>{img_tag(png, 'histogram of per-image Dice')}<figcaption>Per-image Dice of "
-            f"{len(dice)} labelled images.</figcaption></figure>"
-        )
+        svg = svg_histogram(dice, xlabel="Dice per image", bins=20, value_range=(0.0, 1.0), title="Per-image Dice")
+        out.append(f"<figure>{svg}<figcaption>Per-image Dice of {len(dice)} labelled images.</figcaption></figure>")
     out.append(_cases_section(ok, run_dir, n_cases))
     return "".join(out)
 
@@ -593,12 +588,10 @@ def _unlabelled_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -
     ]
     lf = [100 * v for v in (_num(r.get("liver_fraction")) for r in ok) if v is not None]
     if lf:
-        png = _png(
-            plot_histogram(
-                lf, None, xlabel="predicted liver (% of the image)", bins=20, title="Predicted liver fraction per image"
-            )
+        svg = svg_histogram(
+            lf, xlabel="predicted liver (% of the image)", bins=20, title="Predicted liver fraction per image"
         )
-        out.append(f"<figure>{img_tag(png, 'histogram of predicted liver fraction')}</figure>")
+        out.append(f"<figure>{svg}</figure>")
     if ok:
         k = min(len(ok), 2 * n_cases)
         picks = sorted({int(round(i)) for i in np.linspace(0, len(ok) - 1, k)})

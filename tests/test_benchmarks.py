@@ -518,3 +518,81 @@ def test_eager_bf16_is_a_default_row_only_where_the_cpu_has_native_bf16():
     assert "eager-bf16" in default_backends(cuda=False, flags=["avx512f", "avx512_bf16"])
     assert "eager-bf16" in default_backends(cuda=False, flags=["amx_tile", "amx_bf16"])
     assert "ort-fp32" in default_backends(cuda=False, flags=["avx2"])
+
+
+# ------------------------------------------------ CPU-engine targets and gates
+
+
+def _engine_result(flags: list[str], weights: str = "checkpoint best.pt") -> dict[str, Any]:
+    e2e = [
+        {"backend": "auto", "width": 16, "weights": weights, "images": 78, "e2e_images_per_s": 27.0,
+         "model_only_images_per_s": 28.0, "dice": 0.952, "engine_choice": "openvino int8: fastest"},
+        {"backend": "ort-fp32", "width": 16, "weights": weights, "images": 78, "e2e_images_per_s": 20.0,
+         "model_only_images_per_s": 22.5, "dice": 0.955},
+        {"backend": "ov-int8", "width": 16, "weights": weights, "images": 78, "e2e_images_per_s": 27.5,
+         "model_only_images_per_s": 29.0, "dice": 0.952},
+    ]  # fmt: skip
+    rows = [{"section": "model", "backend": "ov-bf16", "width": 16, "size": 512, "batch": 1, "images_per_s": 30.0}]
+    from liverseg.benchmarks.e2e import _dice_deltas
+
+    _dice_deltas(e2e)
+    return {"stamp": {"isa_flags": flags}, "rows": rows, "e2e": e2e}
+
+
+def test_engine_targets_depend_on_the_cpu_class():
+    from liverseg.benchmarks.report import _engine_targets
+
+    avx2 = {t["target"].split(": ", 1)[1]: t for t in _engine_targets(_engine_result(["avx2"]))}
+    vs_ort = avx2["liverseg-infer defaults end to end / ONNX Runtime fp32 model-only >= 0.9 (avx2 CPU)"]
+    assert vs_ort["value"] == pytest.approx(27.0 / 22.5) and vs_ort["met"] is True
+    assert "openvino int8" in vs_ort["detail"]
+    vs_ov = avx2["liverseg-infer defaults end to end / best OpenVINO model-only >= 0.9"]
+    assert vs_ov["value"] == pytest.approx(27.0 / 30.0) and vs_ov["met"] is True  # the matrix's ov-bf16 is the best
+    assert "ov-bf16 (model matrix)" in vs_ov["detail"]
+    dice = avx2["liverseg-infer defaults' masks within 0.005 Dice of fp32 on real slices"]
+    assert dice["value"] == pytest.approx(-0.003) and dice["met"] is True
+
+    amx = _engine_targets(_engine_result(["avx2", "avx512f", "avx512_vnni", "amx_tile", "amx_bf16"]))
+    assert amx[0]["target"].endswith(">= 4 (amx CPU)") and amx[0]["met"] is False
+    vnni = _engine_targets(_engine_result(["avx2", "avx512f", "avx512_vnni"]))
+    assert vnni[0]["target"].endswith(">= 2 (avx512_vnni CPU)") and vnni[0]["met"] is False
+    random_w = _engine_targets(_engine_result(["avx2"], weights="random (seeded)"))
+    assert random_w[-1]["met"] is None  # masks of random weights are not judged
+
+    res = _engine_result(["avx2"])
+    res["e2e"] = [r for r in res["e2e"] if r["backend"] != "auto"]
+    assert _engine_targets(res) == []  # no defaults row: nothing to judge
+
+
+def test_dice_deltas_do_not_depend_on_the_row_order():
+    from liverseg.benchmarks.e2e import _dice_deltas
+
+    rows: list[dict[str, Any]] = [
+        {"backend": "auto", "dice": 0.90},
+        {"backend": "ort-fp32", "dice": 0.92},
+        {"backend": "x", "dice": None},
+    ]
+    _dice_deltas(rows)
+    assert rows[0]["dice_delta_vs_fp32"] == pytest.approx(-0.02)
+    assert "dice_delta_vs_fp32" not in rows[1] and "dice_delta_vs_fp32" not in rows[2]
+
+
+def test_gated_benchmark_files_let_auto_choose_a_reduced_precision(tmp_path):
+    from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
+    from liverseg.benchmarks.data import synthetic_slices
+    from liverseg.core.choose import gate
+    from liverseg.core.contract import read_onnx_contract
+    from liverseg.export.verify import GATE_MIN_SLICES, RealSlices
+
+    calib = synthetic_slices(2, 64, seed=1).images
+    art = Artifacts(random_checkpoint("unet", 4), tmp_path, calib)
+    s = synthetic_slices(GATE_MIN_SLICES, 64, seed=2)
+    rows = art.gate(RealSlices(s.images, list(s.masks), s.source))
+    assert {(r["engine"], r["precision"]) for r in rows} >= {("onnxruntime", "int8"), ("onnxruntime", "fp32")}
+    for kind in ("onnx", "int8"):
+        contract = read_onnx_contract(art.path(kind))
+        assert contract["variants"] == {"int8": {"file": "model.int8.onnx"}}
+        assert contract["gates"]["onnxruntime/int8"]["n_labelled"] == GATE_MIN_SLICES
+    ort_int8 = next(r for r in rows if (r["engine"], r["precision"]) == ("onnxruntime", "int8"))
+    g = gate(read_onnx_contract(art.path("onnx")), "onnxruntime", "int8")  # what auto reads
+    assert g is not None and g["passed"] is ort_int8["passed"] and g["dice_change"] is not None

@@ -206,8 +206,8 @@ def test_report_with_labels(tmp_path):
     for key, label in (("mPA", "mPA (study)"), ("mIoU", "mIoU (study)"), ("dice", "Dice")):
         assert label in text
         assert f"{np.mean([float(r[key]) for r in rows]):.4f}" in text
-    # Dice histogram + 3 worst + 3 best case strips, all embedded
-    assert len(c.imgs) == 1 + 3 + 3
+    # Dice histogram (inline SVG) + 3 worst + 3 best case strips, all embedded
+    assert len(c.imgs) == 3 + 3 and c.tags.count("svg") == 1
     assert "Worst cases" in text and "Best cases" in text
     assert "Dice 0.0000" in text  # the total miss is among the worst
     # every failed/skipped input with its reason, escaped
@@ -230,7 +230,7 @@ def test_report_without_labels_shows_outlines(tmp_path):
     text = " ".join(c.text)
     assert "Accuracy" not in text and "mPA (study)" not in text
     assert "no accuracy metrics" in text and "outline of the predicted liver" in text
-    assert len(c.imgs) == 1 + 5  # liver-fraction histogram + every image (fewer than 12)
+    assert len(c.imgs) == 5 and c.tags.count("svg") == 1  # every image (fewer than 12) + liver-fraction histogram
     assert "broken.png" in text
 
 
@@ -259,7 +259,7 @@ def test_report_cli(tmp_path):
     assert res.exit_code == 0, res.output
     assert res.output.strip().endswith("report.html")
     c = check_html(run / "report.html")
-    assert len(c.imgs) == 1 + 1 + 1
+    assert len(c.imgs) == 1 + 1 and c.tags.count("svg") == 1  # worst, best, Dice histogram
 
 
 @pytest.mark.parametrize("make", [lambda t: t / "no_such_run", lambda t: _file(t / "per_image.csv")])
@@ -456,3 +456,25 @@ def test_provenance_banner(tmp_path):
     assert "inputs at 0.8 mm pixels were used as they are" in _banner_text(run)
     html = write_report(run).read_text()
     assert "model trained on" in html and "msd-liver-256: 448 axial slices" in html
+
+
+def test_svg_histogram_counts_and_marks():
+    import xml.etree.ElementTree as ET
+
+    from liverseg.core.html import svg_histogram
+
+    values = [0.05, 0.5, 0.52, 0.97, 0.98, 0.99, float("nan"), None]
+    root = ET.fromstring(svg_histogram(values, xlabel="Dice <per image>", bins=10, value_range=(0.0, 1.0), title="T"))
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = root.findall(f"{ns}rect[@class='bar']")
+    # one bar per non-empty bin, each as tall as its count: bins 0, 5 (two values), 9 (three)
+    assert [b.findtext(f"{ns}title", "").split(": ")[1] for b in bars] == ["1", "2", "3"]
+    heights = [float(b.get("height", "nan")) for b in bars]
+    assert heights[1] == pytest.approx(2 * heights[0], abs=0.2) and heights[2] == pytest.approx(3 * heights[0], abs=0.2)
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert "n = 6" in texts and "Dice <per image>" in texts  # None and NaN left out; text escaped
+    assert f"mean {np.mean([0.05, 0.5, 0.52, 0.97, 0.98, 0.99]):.3f}" in texts and "median 0.745" in texts
+    assert {"0", "0.2", "0.4", "0.6", "0.8", "1"} <= set(texts)  # x ticks over the range
+    empty = ET.fromstring(svg_histogram([], xlabel="x"))
+    assert "no values" in [t.text for t in empty.iter(f"{ns}text")] and not empty.findall(f"{ns}rect[@class='bar']")
+    assert ET.fromstring(svg_histogram([3.0, 3.0], xlabel="x")) is not None  # one distinct value: a range around it

@@ -61,11 +61,97 @@ def img_tag(png: bytes, alt: str) -> str:
 
 
 def array_png(rgb_or_gray: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an image. zlib level 3: on 512x1536 overlay strips it is 4x faster than
+    ``optimize=True`` and the files are no larger (190 vs 230 KB), and a run report embeds a dozen."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb_or_gray)).save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.ascontiguousarray(rgb_or_gray)).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
+
+
+def _nice_step(span: float, target: int) -> float:
+    """A 1, 2 or 5 times a power of ten, giving about ``target`` ticks over ``span``."""
+    raw = span / max(target, 1)
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    return next((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), 10 * mag)
+
+
+def svg_histogram(
+    values: Iterable[float | None],
+    *,
+    xlabel: str,
+    title: str = "",
+    bins: int = 20,
+    value_range: tuple[float, float] | None = None,
+    width: int = 640,
+    height: int = 330,
+) -> str:
+    """A histogram as inline SVG, with the mean (dashed) and median (dotted) marked.
+
+    Drawn without matplotlib, which costs a run report about 0.7 s to import and lay
+    out in a fresh process; the report of a few-second run would pay that in full.
+    Non-finite values and None are left out; ``n`` in the legend counts the rest.
+    """
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    lo, hi = value_range if value_range is not None else ((float(v.min()), float(v.max())) if v.size else (0.0, 1.0))
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    left, right, top, bottom = 56, 16, 30 if title else 12, 46
+    pw, ph = width - left - right, height - top - bottom
+    ymax = max(int(counts.max()) if counts.size else 0, 1)
+    ystep = max(1, int(_nice_step(ymax, 5)))
+    ytop = ystep * math.ceil(ymax / ystep)
+
+    def x_of(value: float) -> float:
+        return left + (value - lo) / (hi - lo) * pw
+
+    def y_of(count: float) -> float:
+        return top + ph - count / ytop * ph
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" font-family="sans-serif" font-size="11"><title>{esc(title or xlabel)}</title>'
+    ]
+    if title:
+        out.append(f'<text x="{left + pw / 2:.1f}" y="18" text-anchor="middle" font-size="13">{esc(title)}</text>')
+    for k in range(0, ytop + 1, ystep):
+        y = y_of(k)
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{k}</text>')
+    for c, a, b in zip(counts, edges[:-1], edges[1:]):
+        if c:
+            x0, x1, y = x_of(float(a)), x_of(float(b)), y_of(c)
+            out.append(
+                f'<rect class="bar" x="{x0:.1f}" y="{y:.1f}" width="{x1 - x0:.1f}" height="{y_of(0) - y:.1f}" '
+                f'fill="#1f77b4" stroke="#fff"><title>{a:.3g} to {b:.3g}: {c}</title></rect>'
+            )
+    xstep = _nice_step(hi - lo, 8)
+    first = math.ceil(lo / xstep - 1e-9)
+    for i in range(first, int(math.floor(hi / xstep + 1e-9)) + 1):
+        x = x_of(i * xstep)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#333"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{i * xstep:.4g}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">{esc(xlabel)}</text>')
+    out.append(
+        f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">number of images</text>'
+    )
+    if v.size:
+        legend = [f"n = {v.size}"]
+        for name, val, dash, color in (("mean", v.mean(), "6 4", "#000"), ("median", np.median(v), "2 3", "#737373")):
+            x = x_of(float(np.clip(val, lo, hi)))
+            out.append(
+                f'<line class="{name}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="{color}" '
+                f'stroke-dasharray="{dash}"/>'
+            )
+            legend.append(f"{name} {val:.3f}")
+        for j, text in enumerate(legend):
+            out.append(f'<text x="{left + 8}" y="{top + 16 + 14 * j}">{esc(text)}</text>')
+    else:
+        out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph / 2:.1f}" text-anchor="middle">no values</text>')
+    return "".join(out) + "</svg>"
 
 
 def html_table(
