@@ -473,7 +473,8 @@ def test_svg_histogram_counts_and_marks():
     assert heights[1] == pytest.approx(2 * heights[0], abs=0.2) and heights[2] == pytest.approx(3 * heights[0], abs=0.2)
     texts = [t.text for t in root.iter(f"{ns}text")]
     assert "n = 6" in texts and "Dice <per image>" in texts  # None and NaN left out; text escaped
-    assert f"mean {np.mean([0.05, 0.5, 0.52, 0.97, 0.98, 0.99]):.3f}" in texts and "median 0.745" in texts
+    assert f"mean {np.mean([0.05, 0.5, 0.52, 0.97, 0.98, 0.99]):.3f} (dashed)" in texts
+    assert "median 0.745 (dotted)" in texts
     assert {"0", "0.2", "0.4", "0.6", "0.8", "1"} <= set(texts)  # x ticks over the range
     empty = ET.fromstring(svg_histogram([], xlabel="x"))
     assert "no values" in [t.text for t in empty.iter(f"{ns}text")] and not empty.findall(f"{ns}rect[@class='bar']")

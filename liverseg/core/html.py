@@ -140,13 +140,14 @@ def svg_histogram(
     )
     if v.size:
         legend = [f"n = {v.size}"]
-        for name, val, dash, color in (("mean", v.mean(), "6 4", "#000"), ("median", np.median(v), "2 3", "#737373")):
+        marks = (("mean", v.mean(), "6 4", "#000", "dashed"), ("median", np.median(v), "2 3", "#737373", "dotted"))
+        for name, val, dash, color, style in marks:
             x = x_of(float(np.clip(val, lo, hi)))
             out.append(
                 f'<line class="{name}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + ph}" stroke="{color}" '
                 f'stroke-dasharray="{dash}"/>'
             )
-            legend.append(f"{name} {val:.3f}")
+            legend.append(f"{name} {val:.3f} ({style})")
         for j, text in enumerate(legend):
             out.append(f'<text x="{left + 8}" y="{top + 16 + 14 * j}">{esc(text)}</text>')
     else:
