@@ -474,7 +474,8 @@ class Bench:
             return
         gflop = None
         try:
-            gflop = model_gflop_per_image(ckpt.model_name, ckpt.model_args, case.size)
+            grid = getattr(getattr(ckpt, "preprocessing", None), "size", None)  # a model resized inside its graph
+            gflop = model_gflop_per_image(ckpt.model_name, ckpt.model_args, *(grid or (case.size, case.size)))
         except Exception as e:  # the rows keep their timings without the FLOP columns
             self.notes.append(f"FLOP count failed for width {width} size {case.size}: {describe(e)}")
         data = base.resized(case.size) if base is not None else synthetic_slices(n_slices, case.size, seed=self.o.seed)

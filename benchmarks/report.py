@@ -252,13 +252,15 @@ def _engine_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     best = _best_openvino(result, w)
     if best:
         ratio = rate / best[1]
+        judged = klass == "amx" or w == 64  # the issue sets this one on AMX CPUs and for width 64
         out.append(
             {
                 "target": f"width {w}: liverseg-infer defaults end to end / best OpenVINO model-only >= "
                 f"{TARGET_DEFAULTS_VS_OV:g}",
                 "value": ratio,
-                "met": ratio >= TARGET_DEFAULTS_VS_OV,
-                "detail": f"{rate:.3f} vs {best[1]:.3f} img/s of {best[0]}",
+                "met": ratio >= TARGET_DEFAULTS_VS_OV if judged else None,
+                "detail": f"{rate:.3f} vs {best[1]:.3f} img/s of {best[0]}"
+                + ("" if judged else f"; set for AMX CPUs and width 64, not for width {w} on this {klass} CPU"),
             }
         )
     if auto.get("dice_delta_vs_fp32") is not None:

@@ -80,6 +80,16 @@ def export_model(path: Path, width: int, model_spacing: float | None) -> Path:
     return Path(export_onnx(ckpt, path, example_shape=(1, 1, 64, 64)))
 
 
+def describe_model(model: Path, width: int) -> tuple[str, int, float | None]:
+    """(the engine ``auto`` chooses for ``model`` here, with why; its U-Net width; its training pixel spacing)."""
+    from liverseg.core.choose import choose, describe
+    from liverseg.core.contract import ct_settings, read_onnx_contract
+
+    contract = read_onnx_contract(model)
+    args = (contract.get("model") or {}).get("args") or {}
+    return describe(choose(model, device="cpu")), int(args.get("width", width)), ct_settings(contract)[1]
+
+
 def model_only(model: Path, series: Path, batch: int, threads: int | None, spinning: bool) -> tuple[float, int]:
     """(slices per second inside ``session.run``, number of slices) over the series' model inputs."""
     from liverseg.core.contract import ct_settings
@@ -134,6 +144,15 @@ def end_to_end(
 )
 @click.option("--report/--no-report", default=False, show_default=True, help="report.html in the e2e run.")
 @click.option(
+    "--model",
+    "model_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="An exported model.onnx (e.g. liverseg/reference/model.onnx) instead of a random-weight U-Net of "
+    "--width; liverseg-infer and the model-only loop then run it with their defaults (engine and precision: "
+    "auto, from its contract's gates).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("runs/bench-volume"),
@@ -149,16 +168,21 @@ def main(
     pixel_spacing: float,
     model_spacing: float | None,
     report: bool,
+    model_file: Path | None,
     out: Path,
 ) -> None:
     """Time a DICOM CT series through liverseg-infer against the model alone; record peak memory."""
+    if model_file is not None and model_spacing is not None:
+        raise click.UsageError("--model-spacing sets the spacing of the random-weight model; --model has its own")
     out.mkdir(parents=True, exist_ok=True)
     series = out / "series"
     if not (series.is_dir() and len(list(series.glob("*.dcm"))) == slices):
         shutil.rmtree(series, ignore_errors=True)
         secs = write_synthetic_series(series, slices, size, (2.0, pixel_spacing, pixel_spacing))
         click.echo(f"wrote {slices} DICOM slices of {size}x{size} to {series} in {secs:.1f} s")
-    model = export_model(out / f"unet{width}.onnx", width, model_spacing)
+    model = model_file or export_model(out / f"unet{width}.onnx", width, model_spacing)
+    chosen, width, model_spacing = describe_model(model, width)
+    click.echo(f"model {model}: width {width}, {chosen}")
     budget = (slices * size * size * 2 + slices * size * size) / 2**20 + BUDGET_EXTRA_MB
     rows: list[dict[str, Any]] = []
     for r in range(rounds):
@@ -185,7 +209,11 @@ def main(
             f"own pipeline {row['runner_slices_per_s'] or 0:.2f} slices/s); peak RSS {rss:.0f} MB "
             f"(budget {budget:.0f} MB); exit {code}"
         )
-    result = {**stamp(), "settings": {"model_spacing_mm": model_spacing, "pixel_spacing_mm": pixel_spacing}}
+    result = {
+        **stamp(),
+        "settings": {"model_spacing_mm": model_spacing, "pixel_spacing_mm": pixel_spacing},
+        "model": {"path": str(model), "width": width, "engine_choice": chosen},
+    }
     result["rounds"] = rows
     (out / "volume.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     with (out / "volume.csv").open("w", newline="") as f:
