@@ -327,13 +327,15 @@ class VolumeWriter:
         vol = vi.volume
         pred, removed = self._cleanup(mask, vi.notes)
         files: dict[str, list[Any]] = {}
-        mask_file = vol.from_axial(pred.view(np.uint8))
+        mask_file = vol.from_axial(pred.view(np.uint8), contiguous=False)
         files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]
         del mask_file
         if prob is not None and self.prep.save_probabilities:
             files["probability"] = [
                 it.prob_name,
-                write_nifti(self.out / it.prob_name, vol.from_axial(prob), vol, dtype=np.float32, fsync=False),
+                write_nifti(
+                    self.out / it.prob_name, vol.from_axial(prob, contiguous=False), vol, dtype=np.float32, fsync=False
+                ),
             ]
         if self.prep.dicom_seg and vol.kind == "dicom":
             from liverseg.core.dicom import write_seg

@@ -560,3 +560,16 @@ def test_msd_images_and_masks_folders(msd_dir):
         i, m = read_pair(s)
         assert i.shape == m.shape == (256, 256)
         assert m.any()
+
+
+def test_a_windowed_volume_is_refused_only_when_every_slice_is_blank():
+    from liverseg.core.intensity import check_windowed
+
+    hu = np.full((4, 8, 8), -2000, np.int16)
+    blank = np.zeros((4, 8, 8), np.uint8)
+    with pytest.raises(DataError, match="blank image"):
+        check_windowed(blank, hu, "hu", (-100.0, 200.0), "vol.nii.gz")
+    blank[3, 5, 5] = 7  # one voxel in the last slice: the model sees something
+    check_windowed(blank, hu, "hu", (-100.0, 200.0), "vol.nii.gz")
+    with pytest.raises(DataError, match="blank image"):
+        check_windowed(np.full((8, 8), 255, np.uint8), hu[0], "hu", (-100.0, 200.0), "slice.png")

@@ -355,3 +355,27 @@ def test_chaos_dicom_gives_the_masks_of_its_pngs(tmp_path, model_1mm, chaos_dir)
     # the DICOM-SEG reads back with highdicom and holds the NIfTI mask (SEG frames in the series' slice order)
     seg = read_seg_mask(out / "masks/dicom_seg.dcm", series)
     assert vol_mask.any() and np.array_equal(np.asarray(seg, dtype=bool), vol_mask.astype(bool))
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.diag([-0.8, -0.8, 2.0, 1.0]),  # RAS-flipped LPS (DICOM-like)
+        np.diag([0.8, 0.8, -2.0, 1.0]),  # slices stored top down
+        np.array([[0, 0.8, 0, 0], [0.8, 0, 0, 0], [0, 0, 2.0, 0], [0, 0, 0, 1.0]]),  # rows and columns swapped
+    ],
+)
+def test_a_mask_written_from_the_axial_view_lies_on_the_input(tmp_path, affine):
+    """write_nifti streams from_axial's view (no C-ordered copy): the file holds the same voxels."""
+    import nibabel as nib
+
+    from liverseg.core.volume import Volume, write_nifti
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 2, (6, 7, 5)).astype(np.uint8)
+    vol = Volume(data, affine, "x.nii.gz", "nifti")
+    axial = np.ascontiguousarray(vol.axial())
+    view = vol.from_axial(axial, contiguous=False)
+    assert np.array_equal(view, data) and np.array_equal(vol.from_axial(axial), data)
+    write_nifti(tmp_path / "m.nii.gz", view, vol, fsync=False)
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), data)

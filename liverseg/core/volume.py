@@ -148,12 +148,19 @@ class Volume:
         by_target = {int(t): z[a] for a, (t, _) in enumerate(ornt)}
         return by_target[2], by_target[1], by_target[0]
 
-    def from_axial(self, arr: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`axial`: a [K, R, C] array back in the file's [I, J, K] order."""
+    def from_axial(self, arr: np.ndarray, *, contiguous: bool = True) -> np.ndarray:
+        """Inverse of :meth:`axial`: a [K, R, C] array back in the file's [I, J, K] order.
+
+        ``contiguous=False`` returns a view of ``arr`` where no flip or axis swap needs a
+        copy: the transposed C-ordered axial array is the Fortran order NIfTI stores, so
+        :func:`write_nifti` streams it as it is (a 300x512x512 mask: 0.1 s instead of 0.9 s
+        for the C-ordered copy plus nibabel's transpose back).
+        """
         from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
         back = ornt_transform(axcodes2ornt(MODEL_AXCODES), io_orientation(self._orienting_affine()))
-        return np.ascontiguousarray(apply_orientation(arr.transpose(2, 1, 0), back))
+        out = apply_orientation(arr.transpose(2, 1, 0), back)
+        return np.ascontiguousarray(out) if contiguous else out
 
 
 def read_volume(path: str | os.PathLike[str]) -> Volume:
