@@ -378,4 +378,4 @@ def test_a_mask_written_from_the_axial_view_lies_on_the_input(tmp_path, affine):
     view = vol.from_axial(axial, contiguous=False)
     assert np.array_equal(view, data) and np.array_equal(vol.from_axial(axial), data)
     write_nifti(tmp_path / "m.nii.gz", view, vol, fsync=False)
-    assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), data)
+    assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), data)  # type: ignore[attr-defined]
