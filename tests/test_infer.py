@@ -866,3 +866,4 @@ def test_a_model_with_only_a_mask_output_runs_unless_probabilities_are_needed(tm
     update_contract(mask_only, ct={"window_hu": [0.0, 255.0], "pixel_spacing_mm": 1.5})
     spaced = CliRunner().invoke(main, [str(src), "--model", str(mask_only), "--out", str(tmp_path / "c")])
     assert spaced.exit_code == 2 and "1.5 mm pixels and back" in spaced.output, spaced.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()  # refused before any folder is made
