@@ -77,6 +77,9 @@ COLUMNS = (
     "achieved_gflops",
     "frac_of_peak",
     "peak_gflops",
+    "rate_kind",
+    "rate_gflops",
+    "frac_of_rate",
     "peak_rss_mb",
     "setup_rss_mb",
     "parity_max_abs_prob",
@@ -178,6 +181,18 @@ def base_row(ckpt: Any, width: int, b: Backend | None, name: str, case: Case, th
             precision=d.options.get("precision", d.options.get("amp", "fp32")),
         )
     return row
+
+
+def rate_of(row: dict[str, Any]) -> str:
+    """The matmul rate a CPU row is measured against: ``int8`` for the int8 files, ``bf16`` for a bf16
+    row that ran in bf16 (OpenVINO runs a bf16 hint as fp32 on a CPU without bf16: its provider says
+    so), else ``fp32``."""
+    precision = str(row.get("precision") or "fp32")
+    if precision.startswith("int8"):
+        return "int8"
+    if precision == "bf16" and "fp32" not in str(row.get("provider") or ""):
+        return "bf16"
+    return "fp32"
 
 
 def set_speedups(rows: list[dict[str, Any]]) -> None:
@@ -401,18 +416,29 @@ class Bench:
         p = matmul_peak(self.o.peak_n, self.o.peak_repeats, self.threads)
         self.log(
             f"  numpy {p.get('numpy_gflops') or 0:.1f} GFLOP/s, torch {p.get('torch_gflops') or 0:.1f} GFLOP/s, "
-            f"torch bf16 {p.get('torch_bf16_gflops') or 0:.1f} GFLOP/s"
+            f"torch bf16 {p.get('torch_bf16_gflops') or 0:.1f} GFLOP/s, ONNX Runtime int8 "
+            f"{p.get('ort_int8_gflops') or 0:.1f} GOP/s"
         )
         return p
 
     def _apply_peak(self, start: dict[str, Any], end: dict[str, Any]) -> float | None:
-        """The higher of the two peaks, put into every model row with its fraction."""
+        """The higher of the two peaks, put into every model row with its fraction; and beside it the
+        rate of the row's own precision (:func:`rate_of`) with the row's share of it."""
         peaks = [p["peak_gflops"] for p in (start, end) if p.get("peak_gflops")]
         peak = max(peaks) if peaks else None
+        rates = {"fp32": peak}
+        for kind, key in (("bf16", "torch_bf16_gflops"), ("int8", "ort_int8_gflops")):
+            got = [p[key] for p in (start, end) if p.get(key)]
+            rates[kind] = max(got) if got else None
         for row in self.rows:
             row["peak_gflops"] = peak
             if peak and row.get("achieved_gflops") is not None:
                 row["frac_of_peak"] = row["achieved_gflops"] / peak
+            if row.get("device") == "cpu":
+                kind = rate_of(row)
+                row["rate_kind"], row["rate_gflops"] = kind, rates.get(kind)
+                if row["rate_gflops"] and row.get("achieved_gflops") is not None:
+                    row["frac_of_rate"] = row["achieved_gflops"] / row["rate_gflops"]
         return peak
 
     # ---------------------------------------------------- model matrix

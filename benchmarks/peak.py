@@ -15,6 +15,12 @@ and far slower (0.5 GFLOP/s on the AVX2-only EPYC: a 4096 product would take min
 so its size grows from 512 by doubling only while one product takes under
 :data:`BF16_STEP_S`, up to ``n`` (``torch_bf16_n`` says where it stopped). It is
 reported, never taken as the peak.
+
+And the int8 product the int8 model files run on (``ort_int8_gops``): ONNX Runtime's
+``MatMulInteger``, uint8 x int8 -> int32, at ``n`` (MLAS: AVX2 ``vpmaddubsw``, AVX-512
+VNNI or AMX where the CPU has them; 335 GOP/s on the AVX2 EPYC against 190 GFLOP/s
+fp32). torch's ``_int_mm`` is no yardstick on the CPU (2 GOP/s there). The benchmark
+sets each model row beside the rate of its own precision.
 """
 
 from __future__ import annotations
@@ -45,6 +51,32 @@ def _bf16_inputs(n: int) -> tuple[Any, Any, int]:
         m *= 2
 
 
+def _ort_int8_product(n: int, threads: int | None) -> Callable[[], Any]:
+    """One ``n x n`` uint8 x int8 ``MatMulInteger`` through ONNX Runtime's CPU provider, ready to call."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])],
+        "int8_matmul",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]),
+         helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {
+        "A": rng.integers(0, 256, (n, n), dtype=np.uint8),
+        "B": rng.integers(-128, 128, (n, n), dtype=np.int8),
+    }
+    return functools.partial(sess.run, None, feeds)
+
+
 def _best_rate(fn: Callable[[], Any], flops: float, repeats: int) -> float:
     fn()  # warm-up: thread pools, page faults, library dispatch
     best = float("inf")
@@ -59,12 +91,13 @@ def matmul_peak(
     n: int = 4096,
     repeats: int = 3,
     threads: int | None = None,
-    libraries: tuple[str, ...] = ("numpy", "torch", "torch_bf16"),
+    libraries: tuple[str, ...] = ("numpy", "torch", "torch_bf16", "ort_int8"),
 ) -> dict[str, Any]:
-    """``{"numpy_gflops", "torch_gflops", "torch_bf16_gflops", "peak_gflops", "peak_library", "n", "errors"}``.
+    """``{"numpy_gflops", "torch_gflops", "torch_bf16_gflops", "ort_int8_gflops", "peak_gflops", "peak_library",
+    "n", "errors"}`` (the int8 rate counts integer multiply-adds as 2 operations, like the FLOPs).
 
     A library that fails is recorded in ``errors`` and left out of the maximum; the
-    bf16 rate is never part of it (``peak_gflops`` is the float32 ceiling).
+    bf16 and int8 rates are never part of it (``peak_gflops`` is the float32 ceiling).
     """
     flops = 2.0 * n**3
     out: dict[str, Any] = {"n": n, "repeats": repeats, "dtype": "float32", "errors": {}}
@@ -95,12 +128,14 @@ def matmul_peak(
                 ta, tb, m = _bf16_inputs(n)
                 out["torch_bf16_n"] = m
                 rates[lib] = _best_rate(functools.partial(torch.mm, ta, tb), 2.0 * m**3, repeats)
+            elif lib == "ort_int8":
+                rates[lib] = _best_rate(_ort_int8_product(n, threads), flops, repeats)
             else:
                 raise ValueError(f"unknown library {lib!r}")
         except Exception as e:  # record, keep the other library's number
             out["errors"][lib] = describe(e)
         out[f"{lib}_gflops"] = rates.get(lib)
-    fp32 = {k: v for k, v in rates.items() if k != "torch_bf16"}
+    fp32 = {k: v for k, v in rates.items() if k not in ("torch_bf16", "ort_int8")}
     if fp32:
         lib = max(fp32, key=lambda k: fp32[k])
         out["peak_gflops"] = fp32[lib]

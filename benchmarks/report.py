@@ -327,6 +327,8 @@ def _header(result: dict[str, Any]) -> list[str]:
         f"{_f(ps.get('torch_bf16_gflops'), '.1f')}, end "
         f"{_f(pe.get('torch_bf16_gflops'), '.1f')} GFLOP/s (AMX/AVX-512 BF16 raise it above fp32; without them it "
         "is emulated)",
+        f"- **int8 matmul** (ONNX Runtime MatMulInteger u8 x s8, {ps.get('n')}x{ps.get('n')}, same run): start "
+        f"{_f(ps.get('ort_int8_gflops'), '.1f')}, end {_f(pe.get('ort_int8_gflops'), '.1f')} GOP/s (VNNI/AMX raise it)",
         "",
     ]
     return md
@@ -362,6 +364,7 @@ def _model_line(r: dict[str, Any]) -> list[str]:
         _f(r.get("gflop_per_image"), ".2f"),
         _f(r.get("achieved_gflops"), ".1f"),
         _f(100 * r["frac_of_peak"], ".0f") + "%" if r.get("frac_of_peak") is not None else "",
+        f"{_f(100 * r['frac_of_rate'], '.0f')}% of {r['rate_kind']}" if r.get("frac_of_rate") is not None else "",
         _f(r.get("peak_rss_mb"), ".0f"),
         _f(r.get("parity_max_abs_prob"), ".1e"),
         par,
@@ -384,7 +387,9 @@ def _model_section(result: dict[str, Any], png_name: str | None) -> list[str]:
         "same case; "
         "% peak = achieved GFLOP/s (layer-counted FLOPs x images/s) over the measured fp32 matmul peak (int8 rows "
         "can "
-        "exceed 100%); peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the "
+        "exceed 100%); % of its rate = the same over the matmul rate of the row's own precision measured in this "
+        "run (fp32; bf16 where the row ran bf16; int8: ONNX Runtime's MatMulInteger); "
+        "peak RSS = VmHWM of a fresh process running only that backend; parity against eager on the "
         "same "
         "real slices: max |probability difference|, mask pixels that differ / pixels compared, Dice change "
         "(backend - eager).",
@@ -403,6 +408,7 @@ def _model_section(result: dict[str, Any], png_name: str | None) -> list[str]:
             "GFLOP/img",
             "GFLOP/s",
             "% peak",
+            "% of its rate",
             "peak RSS MB",
             "max abs dp",
             "mask px diff",

@@ -57,6 +57,19 @@ def test_matmul_peak_records_errors():
     assert "nope" in p["errors"]
 
 
+def test_int8_and_bf16_rates_sit_beside_the_fp32_peak_and_rows_get_their_own():
+    from liverseg.benchmarks.bench import rate_of
+    from liverseg.benchmarks.peak import matmul_peak
+
+    p = matmul_peak(n=256, repeats=1, libraries=("numpy", "ort_int8"))
+    assert p["ort_int8_gflops"] > 0 and p["peak_gflops"] == p["numpy_gflops"]  # int8 is never the fp32 peak
+    assert rate_of({"precision": "int8-qdq", "provider": "CPUExecutionProvider"}) == "int8"
+    assert rate_of({"precision": "int8", "provider": "OpenVINO CPU int8"}) == "int8"
+    assert rate_of({"precision": "bf16", "provider": "torch-cpu"}) == "bf16"
+    assert rate_of({"precision": "bf16", "provider": "OpenVINO CPU fp32"}) == "fp32"  # the hint ran as fp32
+    assert rate_of({"precision": "fp32", "provider": "CPUExecutionProvider"}) == "fp32"
+
+
 def test_machine_stamp():
     from liverseg.benchmarks import machine
 
@@ -122,6 +135,9 @@ def tiny_result(tmp_path_factory):
 
 def test_rows_are_well_formed(tiny_result):
     rows = tiny_result["rows"]
+    measured = [r for r in rows if r["images_per_s"]]
+    assert measured and all(r["rate_kind"] == "fp32" and r["rate_gflops"] == r["peak_gflops"] for r in measured)
+    assert all(r["frac_of_rate"] == pytest.approx(r["frac_of_peak"]) for r in measured)
     assert [(r["backend"], r["batch"]) for r in rows] == [
         (b, n) for n in (1, 2) for b in ("eager", "ort-fp32", "broken")
     ]
