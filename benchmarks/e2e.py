@@ -67,6 +67,8 @@ E2E_COLUMNS = (
     "n_failed",
     "threads",
     "provider",
+    "engine",
+    "precision",
     "engine_choice",
     "error",
     "device",
@@ -192,6 +194,7 @@ def run_backend(
             path, device=device, threads=s.threads, spinning=s.spinning, engine=engine, precision=precision
         )
         row["provider"] = sess.provider
+        row["engine"], row["precision"] = sess.engine_name, sess.precision
         row["engine_choice"] = f"{sess.engine_name} {sess.precision}: {sess.choice.get('reason')}"
         batches = [np.concatenate(images[i : i + s.batch]) for i in range(0, len(images), s.batch)]
         sess.run(batches[0])  # warm-up (allocations, cuDNN search)
