@@ -16,6 +16,11 @@ depend on the weights), and measures, ``--rounds`` times, alternating the order:
   overlays). Its peak resident memory is the child's own ``VmHWM`` at exit, compared
   with the budget: the input volume (int16) + the output mask (uint8) + 500 MB.
 
+``--model FILE`` runs an existing export instead of the random-weight U-Net (e.g. the
+shipped ``liverseg/reference/model.onnx``, which records its 1.5 mm training pixels and
+its engine gates): both loops then use ``liverseg-infer``'s defaults, and the engine
+``auto`` chooses is printed and recorded.
+
 The result (machine, versions, date, every round) goes to ``OUT/volume.json`` and one
 line per round to ``OUT/volume.csv``; a summary is printed.
 """
