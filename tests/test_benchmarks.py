@@ -637,3 +637,29 @@ def test_flops_of_a_checkpoint_that_resizes_inside_its_graph_count_its_grid(tmp_
     assert row["error"] in ("", None), row["error"]
     assert row["gflop_per_image"] == pytest.approx(model_gflop_per_image("unet", ckpt.model_args, 32))
     assert row["gflop_per_image"] < model_gflop_per_image("unet", ckpt.model_args, 48)
+
+
+@pytest.mark.realdata
+def test_the_auto_row_runs_on_gated_files(chaos_dir, tmp_path):
+    """With --gate-slices the end-to-end auto row is liverseg-infer's real choice among judged engines."""
+    opts = _tiny_opts(
+        tmp_path,
+        ["ort-fp32"],
+        cases=[Case(4, 64, 1)],
+        rounds=1,
+        real_data=True,
+        data_dir=chaos_dir.parent,
+        e2e=True,
+        e2e_slices=2,
+        e2e_rounds=1,
+        e2e_backends=("auto", "ort-fp32"),
+        gate_slices=16,
+    )
+    res = Bench(opts, log=lambda s: None).run()
+    assert {(g["engine"], g["precision"]) for g in res["gates"]} >= {("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    assert all(g["n_labelled"] == 16 for g in res["gates"] if "n_labelled" in g)
+    auto = next(e for e in res["e2e"] if e["backend"] == "auto")
+    assert auto["error"] == "", auto["error"]
+    assert auto["engine"] in ("onnxruntime", "openvino") and auto["precision"] in ("fp32", "int8")
+    assert "no accuracy gate measured" not in auto["engine_choice"]
+    assert "## Engine gates" in markdown(res)
