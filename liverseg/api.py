@@ -52,6 +52,7 @@ import numpy as np
 from liverseg.core.contract import ct_settings
 from liverseg.core.errors import UsageError
 from liverseg.core.intensity import INTENSITY_MODES, check_windowed, interpret, window_to_gray
+from liverseg.core.pages import small_pages
 from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
 from liverseg.infer.resume import default_runs_dir
@@ -182,6 +183,20 @@ class Segmenter:
         """
         if intensity not in INTENSITY_MODES:
             raise UsageError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
+        with small_pages():  # a volume's arrays filled without numpy's huge-page advice (liverseg.core.pages)
+            return self._segment(image, spacing, affine, probabilities, intensity, window)
+
+    __call__ = segment
+
+    def _segment(
+        self,
+        image: Image,
+        spacing: Spacing,
+        affine: np.ndarray | None,
+        probabilities: bool,
+        intensity: str,
+        window: tuple[float, float] | None,
+    ) -> Result:
         prep = Prep(
             window=self._window(window), model_spacing=self.model_spacing, intensity=intensity, save_probabilities=True
         )
@@ -193,8 +208,6 @@ class Segmenter:
         if arr.ndim == 3:
             return self._array_volume(arr, prep, spacing, affine, probabilities)
         raise UsageError(f"expected a 2D image [H, W] or a 3D volume, got an array of shape {arr.shape}")
-
-    __call__ = segment
 
     def close(self) -> None:
         """Release the model (its memory, and the GPU's)."""

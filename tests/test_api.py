@@ -205,3 +205,55 @@ def test_no_model_means_the_shipped_reference_model(rng):
         assert s.path.parent == shipped.parent  # model.onnx, or its gated int8 sibling where auto chose it
         assert "the reference model shipped with liverseg" in s.notes[0]
         assert s(_ct(rng, (64, 64))).shape == (64, 64)
+
+
+def test_small_pages_inside_liverseg_and_numpys_setting_after(monkeypatch):
+    """Huge-page advice made first touches of a volume 10x slower on the 2-vCPU VM (liverseg.core.pages):
+    commands turn it off for their process, the API for the duration of a call, the user's variable wins."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from liverseg.core.cli import command
+    from liverseg.core.pages import HUGEPAGE_ENV, prefer_small_pages, small_pages
+
+    switch = np._core.multiarray._set_madvise_hugepage  # type: ignore[attr-defined]
+    before = switch(True)
+    seen: list[bool] = []
+
+    @command()
+    def noop() -> None:
+        pass
+
+    try:
+        monkeypatch.delenv(HUGEPAGE_ENV, raising=False)
+        # nested and concurrent blocks: off inside any of them, numpy's setting back after the last one
+        inside, done = threading.Event(), threading.Event()
+
+        def other() -> None:
+            with small_pages():
+                inside.set()
+                done.wait(5)
+
+        t = threading.Thread(target=other)
+        with small_pages():
+            t.start()
+            inside.wait(5)
+            with small_pages():
+                seen.append(switch(False))
+        seen.append(switch(False))  # the other thread is still inside: still off
+        switch(False)
+        done.set()
+        t.join()
+        seen.append(switch(True))  # the last block ended: back to numpy's setting (on)
+        assert seen == [False, False, True]
+
+        assert liverseg.segment(np.zeros((32, 32), np.uint8)) is not None and switch(True) is True  # API: put back
+        assert CliRunner().invoke(noop, []).exit_code == 0 and switch(True) is False  # a command: off for good
+        assert prefer_small_pages() is True and switch(True) is False
+        monkeypatch.setenv(HUGEPAGE_ENV, "1")
+        assert prefer_small_pages() is False and switch(True) is True  # the user's variable wins
+        with small_pages():
+            assert switch(True) is True
+    finally:
+        switch(before)

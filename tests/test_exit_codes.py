@@ -310,25 +310,3 @@ def test_full_disk_exits_3():
     res = CliRunner().invoke(full, [])
     assert res.exit_code == EXIT_DISK_FULL
     assert "out/mask.png" in res.stderr
-
-
-def test_commands_ask_numpy_for_small_pages_unless_the_user_chose(monkeypatch):
-    """Huge-page madvise made first touches of a volume 10x slower on the 2-vCPU VM (liverseg.core.cli)."""
-    import numpy as np
-
-    from liverseg.core.cli import HUGEPAGE_ENV, command, prefer_small_pages
-
-    @command()
-    def noop() -> None:
-        pass
-
-    switch = np._core.multiarray._set_madvise_hugepage  # type: ignore[attr-defined]
-    before = switch(True)
-    try:
-        monkeypatch.delenv(HUGEPAGE_ENV, raising=False)
-        assert prefer_small_pages() is True and switch(True) is False  # it was off
-        assert CliRunner().invoke(noop, []).exit_code == 0 and switch(True) is False  # every command asks
-        monkeypatch.setenv(HUGEPAGE_ENV, "1")
-        assert prefer_small_pages() is False and switch(True) is True  # left as the user set it
-    finally:
-        switch(before)

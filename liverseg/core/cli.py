@@ -31,6 +31,7 @@ import click
 
 from liverseg.core.errors import EXIT_DISK_FULL, EXIT_INTERRUPTED, EXIT_USAGE, LiversegError, describe, first_line
 from liverseg.core.extras import missing_extra
+from liverseg.core.pages import prefer_small_pages
 
 DEBUG_ENV = "LIVERSEG_DEBUG"
 CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
@@ -71,33 +72,6 @@ def _debug_option() -> click.Option:
         callback=_set_debug,
         help=f"Show tracebacks of errors (also {DEBUG_ENV}=1).",
     )
-
-
-HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
-
-
-def prefer_small_pages() -> bool:
-    """Ask numpy not to back large arrays with transparent huge pages; True when it was asked.
-
-    numpy ``madvise``s every array of 4 MB or more for huge pages, and where the kernel
-    compacts memory on the spot for such regions (``defrag: madvise``, the usual default)
-    the first touch of each page can cost far more than the copy into it: on the 2-vCPU
-    AMD EPYC VM a 157 MB volume took 0.82 s to fill instead of 0.09 s, and a 512x512x300
-    DICOM series through ``liverseg-infer`` 12.4 s instead of 9.7 s. liverseg works slice
-    by slice, so huge pages buy it nothing. Only the commands call this (a library leaves
-    numpy's global state alone); ``NUMPY_MADVISE_HUGEPAGE`` set by the user wins.
-    """
-    if HUGEPAGE_ENV in os.environ:
-        return False
-    import numpy as np
-
-    # numpy's runtime switch for that variable (numpy._core since 2.0, numpy.core before)
-    core = getattr(np, "_core", None) or getattr(np, "core", None)
-    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
-    if switch is None:  # pragma: no cover - a numpy without it: keep its default
-        return False
-    switch(False)
-    return True
 
 
 def _invoke_under_table(invoke: Callable[[click.Context], Any], ctx: click.Context) -> Any:
