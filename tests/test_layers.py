@@ -55,6 +55,7 @@ LAYERS: dict[str, str] = {
     "liverseg.core.metrics": "foundation",
     "liverseg.core.metrics3d": "foundation",
     "liverseg.core.overlay": "foundation",
+    "liverseg.core.pages": "foundation",
     "liverseg.core.preprocess": "foundation",
     "liverseg.core.resample": "foundation",
     "liverseg.core.volume": "foundation",
