@@ -16,11 +16,12 @@ so its size grows from 512 by doubling only while one product takes under
 :data:`BF16_STEP_S`, up to ``n`` (``torch_bf16_n`` says where it stopped). It is
 reported, never taken as the peak.
 
-And the int8 product the int8 model files run on (``ort_int8_gops``): ONNX Runtime's
-``MatMulInteger``, uint8 x int8 -> int32, at ``n`` (MLAS: AVX2 ``vpmaddubsw``, AVX-512
-VNNI or AMX where the CPU has them; 335 GOP/s on the AVX2 EPYC against 190 GFLOP/s
-fp32). torch's ``_int_mm`` is no yardstick on the CPU (2 GOP/s there). The benchmark
-sets each model row beside the rate of its own precision.
+And the int8 product the int8 model files run on (``ort_int8_gflops``, integer
+operations counted like FLOPs): ONNX Runtime's ``MatMulInteger``, uint8 x int8 -> int32,
+at ``n`` (MLAS: AVX2 ``vpmaddubsw``, AVX-512 VNNI or AMX where the CPU has them; 276-335
+GOP/s on the AVX2 EPYC against 177-188 GFLOP/s fp32). torch's ``_int_mm`` is no
+yardstick on the CPU (2 GOP/s there). The benchmark sets each model row beside the rate
+of its own precision.
 """
 
 from __future__ import annotations

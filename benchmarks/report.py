@@ -189,19 +189,28 @@ def _e2e_targets(e: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     if e.get("backend") == "ort-int8" and e.get("dice_delta_vs_fp32") is not None:
-        d = e["dice_delta_vs_fp32"]
-        random_w = str(e.get("weights", "")).startswith("random")
         out.append(
-            {
-                "target": f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices (width {e['width']}, "
-                f"{e['weights']})",
-                "value": d,
-                "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
-                "detail": f"macro Dice int8 {e['dice']:.4f} over {e['images']} slices"
-                + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
-            }
+            _dice_target(
+                e,
+                f"int8 liver Dice within {TARGET_INT8_DICE} of fp32 on real slices "
+                f"(width {e['width']}, {e['weights']})",
+                "macro Dice int8",
+            )
         )
     return out
+
+
+def _dice_target(e: dict[str, Any], target: str, what: str) -> dict[str, Any]:
+    """An end-to-end row's Dice change against fp32 within :data:`TARGET_INT8_DICE`; not judged on random weights."""
+    d = e["dice_delta_vs_fp32"]
+    random_w = str(e.get("weights", "")).startswith("random")
+    return {
+        "target": target,
+        "value": d,
+        "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
+        "detail": f"{what} {e['dice']:.4f} over {e['images']} slices"
+        + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
+    }
 
 
 def _best_openvino(result: dict[str, Any], width: Any) -> tuple[str, float] | None:
@@ -276,18 +285,8 @@ def _engine_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     if auto.get("dice_delta_vs_fp32") is not None:
-        d = auto["dice_delta_vs_fp32"]
-        random_w = str(auto.get("weights", "")).startswith("random")
-        out.append(
-            {
-                "target": f"width {w}: liverseg-infer defaults' masks within {TARGET_INT8_DICE} Dice of fp32 on real "
-                "slices",
-                "value": d,
-                "met": None if random_w else abs(d) <= TARGET_INT8_DICE,
-                "detail": f"macro Dice {auto['dice']:.4f} over {auto['images']} slices"
-                + ("; random weights: not judged, pass --checkpoint" if random_w else ""),
-            }
-        )
+        target = f"width {w}: liverseg-infer defaults' masks within {TARGET_INT8_DICE} Dice of fp32 on real slices"
+        out.append(_dice_target(auto, target, "macro Dice"))
     return out
 
 

@@ -1,4 +1,5 @@
-"""matplotlib plumbing every chart shares, and the plain histogram the run report draws.
+"""matplotlib plumbing every chart shares, and a plain histogram (the study's figures; the run
+report draws its histograms as inline SVG, :func:`liverseg.core.html.svg_histogram`, without matplotlib).
 
 matplotlib is imported inside the functions only. They draw on a bare
 ``matplotlib.figure.Figure`` with the Agg canvas and never touch ``pyplot``, so they
