@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from liverseg.core.data import encode_png
+from liverseg.core.data import encode_mask_png, encode_png
 from liverseg.core.errors import describe
 from liverseg.core.io import TMP_MARK, DiskFullError, write_bytes_atomic
 from liverseg.core.metrics import confusion, scores
@@ -103,9 +103,10 @@ class OutputWriter:
 
             self.overlay = overlay_rgb
 
-    def _put(self, name: str, arr: np.ndarray) -> list[Any]:
-        """Encode ``arr`` as PNG at ``name``; [name, size] for the journal."""
-        return [name, write_bytes_atomic(self.out / name, encode_png(arr), fsync=FSYNC_PER_IMAGE)]
+    def _put(self, name: str, arr: np.ndarray, mask: bool = False) -> list[Any]:
+        """Encode ``arr`` as PNG at ``name`` (a 0/255 ``mask`` the fast way); [name, size] for the journal."""
+        data = encode_mask_png(arr) if mask else encode_png(arr)
+        return [name, write_bytes_atomic(self.out / name, data, fsync=FSYNC_PER_IMAGE)]
 
     def _on_own_grid(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None) -> tuple[np.ndarray, Any]:
         """(mask, probability) on the slice's own grid, cleaned up as asked."""
@@ -154,7 +155,7 @@ class OutputWriter:
         row.update(height=h, width=w)
         pred = mask.astype(bool, copy=False)
         try:
-            files: dict[str, list[Any]] = {"mask": self._put(it.mask_name, mask * np.uint8(255))}
+            files: dict[str, list[Any]] = {"mask": self._put(it.mask_name, mask * np.uint8(255), mask=True)}
             if prob is not None and self.prep.save_probabilities:
                 p16 = np.rint(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
                 files["probability"] = self._put(it.prob_name, p16)

@@ -181,7 +181,8 @@ class Scheduler:
         if self.plan.delay_s:
             time.sleep(self.plan.delay_s)
         try:
-            batch = np.stack([g.pixels for g in group])[:, None]
+            # one image (the CPU default): a view of it, not a copy into a new batch array
+            batch = group[0].pixels[None, None] if len(group) == 1 else np.stack([g.pixels for g in group])[:, None]
             t = time.perf_counter()
             mask, prob = self.model(batch)
             dt = time.perf_counter() - t

@@ -212,6 +212,107 @@ def test_empty_mask_stays_empty(tmp_path):
     assert not read_mask(save(tmp_path / "z.png", np.zeros((5, 5), np.uint8))).any()
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 700), (512, 512), (37, 5)])
+@pytest.mark.parametrize("deflate", ["zlib-ng", "zlib"])
+def test_mask_png_is_a_standard_8_bit_gray_png(tmp_path, monkeypatch, shape, deflate):
+    """encode_mask_png writes what Pillow's encoder wrote, pixel for pixel; checksums valid; rows unfiltered."""
+    import struct
+    import zlib
+
+    import liverseg.core.data as data_mod
+
+    if deflate == "zlib":  # the fallback where zlib-ng has no wheel
+        monkeypatch.setattr(data_mod, "_deflate", zlib)
+    rng = np.random.default_rng(sum(shape))
+    m = np.where(rng.random(shape) < 0.3, 255, 0).astype(np.uint8)
+    m[: shape[0] // 2] = 0  # long runs as in a real mask, and a few isolated pixels
+    path = tmp_path / "m_pred.png"
+    path.write_bytes(data_mod.encode_mask_png(m))
+    with Image.open(path) as im:
+        im.verify()  # every chunk's CRC
+    with Image.open(path) as im:
+        assert im.mode == "L" and im.size == (shape[1], shape[0])
+        assert np.array_equal(np.asarray(im), m)
+    assert np.array_equal(read_mask(path), m > 0)
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR" and raw.endswith(b"IEND\xaeB`\x82")
+    (n,) = struct.unpack(">I", raw[33:37])
+    rows = np.frombuffer(zlib.decompress(raw[41 : 41 + n]), np.uint8).reshape(shape[0], shape[1] + 1)
+    assert not rows[:, 0].any()  # filter type 0 on every row
+
+
+def test_mask_png_refuses_what_is_not_a_mask():
+    from liverseg.core.data import encode_mask_png
+
+    for bad in (np.zeros((4, 4), np.uint16), np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4), np.uint8)):
+        with pytest.raises(ValueError, match="uint8"):
+            encode_mask_png(bad)
+
+
+def test_atomic_writes_give_usual_permissions_unique_temporaries_and_no_leftovers(tmp_path):
+    """New files get 0666 less the umask (no umask juggling); a failed write leaves neither file nor temporary."""
+    import os
+    import threading
+
+    from liverseg.core.io import TMP_MARK, atomic_path, write_bytes_atomic
+
+    umask = os.umask(0o022)
+    try:
+        assert write_bytes_atomic(tmp_path / "a.png", b"abc", fsync=False) == 3
+        with atomic_path(tmp_path / "b.onnx") as tmp:
+            assert tmp.suffix == ".onnx" and TMP_MARK in tmp.name
+            tmp.write_bytes(b"model")
+    finally:
+        os.umask(umask)
+    for name in ("a.png", "b.onnx"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.onnx").read_bytes() == b"model"
+
+    def many(k: int) -> None:
+        for i in range(200):
+            write_bytes_atomic(tmp_path / "same.bin", f"{k}-{i}".encode(), fsync=False)
+
+    threads = [threading.Thread(target=many, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (tmp_path / "same.bin").read_bytes().decode().endswith("-199")
+
+    with pytest.raises(TypeError):
+        write_bytes_atomic(tmp_path / "c.png", "not bytes", fsync=False)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="inside"):
+        with atomic_path(tmp_path / "d.pt") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("inside")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.onnx", "same.bin"]
+
+
+def test_a_full_disk_during_an_atomic_write_is_a_disk_full_error_naming_the_file(tmp_path, monkeypatch):
+    import builtins
+    import errno
+
+    import liverseg.core.io as io_mod
+
+    class Full:
+        def __init__(self, fd, *a, **k):
+            self.f = builtins.open(fd, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_mod, "open", Full, raising=False)
+    with pytest.raises(io_mod.DiskFullError, match="m_pred.png: disk full"):
+        io_mod.write_bytes_atomic(tmp_path / "m_pred.png", b"x", fsync=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------- naming: CSV lists
 
 

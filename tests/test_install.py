@@ -43,7 +43,7 @@ EXTRA_PACKAGES = {
     "volumes": {"scipy", "simpleitk", "pydicom", "highdicom", "mrcfile", "pylibjpeg", "libjpeg", "openjpeg", "rle"},
     "openvino": {"openvino", "openvino_telemetry"},
 }
-BASE = {"numpy", "pandas", "click", "tqdm", "pillow", "matplotlib", "nibabel"}
+BASE = {"numpy", "pandas", "click", "tqdm", "pillow", "matplotlib", "nibabel", "zlib-ng"}
 
 
 def _top_name(entry: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from liverseg.core.contract import INPUT_NAME, PROB_NAME, contract_from_metadata
-from liverseg.core.data import encode_png, read_image
+from liverseg.core.data import encode_mask_png, read_image
 from liverseg.core.engine import EngineOptions, open_engine
 from liverseg.core.errors import UsageError
 from liverseg.core.io import write_bytes_atomic
@@ -37,7 +37,7 @@ def predict_probability(ckpt: Checkpoint, image: np.ndarray, device: str = "cpu"
 def write_mask(prob: np.ndarray, threshold: float, path: Path) -> Path:
     """The study's prediction PNG: 255 where probability > threshold, else 0."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, encode_png(np.where(prob > threshold, 255, 0).astype(np.uint8)))
+    write_bytes_atomic(path, encode_mask_png(np.where(prob > threshold, 255, 0).astype(np.uint8)))
     return path
 
 
