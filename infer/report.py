@@ -174,15 +174,18 @@ def _status(row: dict[str, str]) -> str:
 # ---------------------------------------------------------------- pictures of cases
 
 
-def _thumb(rgb: np.ndarray, side: int = THUMB) -> np.ndarray:
-    """``rgb`` scaled to fit ``side`` x ``side`` (box filter down, nearest up: pixels stay pixels), centred on white."""
+def _thumb(pixels: np.ndarray, side: int = THUMB) -> np.ndarray:
+    """``pixels`` (gray or RGB) scaled to fit ``side`` x ``side`` (box filter down, nearest up: pixels stay
+    pixels), centred on white, as RGB. Gray is scaled before it becomes RGB: the same cell, a third of the work."""
     from PIL import Image
 
-    h, w = rgb.shape[:2]
+    h, w = pixels.shape[:2]
     scale = side / max(h, w)
     size = (max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale))))
     how = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, how))
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(size, how))
+    if small.ndim == 2:
+        small = np.repeat(small[:, :, None], 3, axis=2)
     cell = np.full((side, side, 3), 255, dtype=np.uint8)
     top, left = (side - size[1]) // 2, (side - size[0]) // 2
     cell[top : top + size[1], left : left + size[0]] = small
@@ -191,7 +194,7 @@ def _thumb(rgb: np.ndarray, side: int = THUMB) -> np.ndarray:
 
 def _strip(cells: list[np.ndarray]) -> np.ndarray:
     """Cells (gray or RGB, same size) side by side with a white gap, each THUMB x THUMB pixels."""
-    rgb = [_thumb(np.repeat(c[:, :, None], 3, axis=2) if c.ndim == 2 else c) for c in cells]
+    rgb = [_thumb(c) for c in cells]
     gap = np.full((THUMB, GAP, 3), 255, dtype=np.uint8)
     parts: list[np.ndarray] = []
     for i, c in enumerate(rgb):

@@ -80,6 +80,21 @@ def test_overlay_blends_and_keeps_input(case):
     assert np.all(out[fp][:, 2] >= img[fp]) and np.all(out[fp][:, 0] <= img[fp])
 
 
+@pytest.mark.parametrize("alpha", [0.65, 0.5, 0.3, 1.0])
+def test_overlay_is_the_per_pixel_blend_for_gray_rgb_and_float_images(alpha):
+    """The table lookups give exactly round(alpha * colour + (1 - alpha) * pixel) in float64, pixel by pixel."""
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    pred, truth = rng.random(img.shape) < 0.5, rng.random(img.shape) < 0.5
+    want = np.repeat(img[:, :, None], 3, axis=2)
+    for where, colour in ((pred & truth, TP_COLOR), (pred & ~truth, FP_COLOR), (~pred & truth, FN_COLOR)):
+        px = want[where].astype(np.float64)
+        want[where] = np.clip(np.rint(alpha * np.asarray(colour, np.float64) + (1 - alpha) * px), 0, 255)
+    assert np.array_equal(overlay_rgb(img, pred, truth, alpha=alpha), want)
+    assert np.array_equal(overlay_rgb(np.repeat(img[:, :, None], 3, axis=2), pred, truth, alpha=alpha), want)
+    assert np.array_equal(overlay_rgb(img.astype(np.float32) + 0.2, pred, truth, alpha=alpha), want)
+
+
 def test_overlay_without_truth_draws_outline(case):
     img, _, pred = case
     out = overlay_rgb(img, pred)
