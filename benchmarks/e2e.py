@@ -25,6 +25,9 @@ run, not per image, so it weighs most on small runs of a cheap model -- and its 
 Dice over the labelled slices are recorded beside them; the int8 row's
 ``dice_delta_vs_fp32`` is judged on all labelled slices, not just the few timed ones.
 
+Before the first row, one untimed run over two slices makes the imports the runner
+makes once per process, so they fall on no row.
+
 OpenVINO rows (``ov-*``) run the runner with ``--engine openvino --precision P``; the
 row ``auto`` runs it with its defaults on the fp32 file (``--engine auto --precision
 auto``, the combination liverseg.core.choose takes on this machine) and records what
@@ -226,6 +229,24 @@ def run_backend(
         summarise(row, model_rates, e2e_rates, summaries)
 
 
+def _warm_up(art: Any, s: E2ESettings, log: Callable[[str], None]) -> None:
+    """One untimed run over two slices: the imports the runner makes once per process fall on no row.
+
+    Without it the first row paid them (its first round at 68% of its model-only rate, the
+    same engine's later row at 90%, 2026-12-04); a ``liverseg-infer`` command pays them in
+    its start-up, which no row times either.
+    """
+    from liverseg.infer.runner import Options, run_inference
+
+    out = s.workdir / "warm-up"
+    try:
+        opts = Options(source=s.folder, model=art.path("onnx"), out=out, device="cpu", progress=False, limit=2)
+        run_inference(opts, log=lambda _: None)
+    except Exception as e:  # the rows say what fails; a warm-up never stops them
+        log(f"  e2e warm-up: {describe(e)}")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def run_e2e(
     art: Any,
     backends: list[str],
@@ -251,6 +272,7 @@ def run_e2e(
     samples = discover(folder)[:slices] if slices else discover(folder)
     images = [read_image(smp.image)[None, None] for smp in samples]  # decoded once, for the model-only loop
     s = E2ESettings(folder, slices, threads, batch, spinning, report, Path(workdir))
+    _warm_up(art, s, log)
     rows: list[dict[str, Any]] = []
     for name in backends:
         row: dict[str, Any] = {c: None for c in E2E_COLUMNS}

@@ -322,14 +322,20 @@ def test_scaling_rows(tmp_path):
 
 
 @pytest.mark.realdata
-def test_e2e_on_real_slices(chaos_dir, tmp_path):
+def test_e2e_on_real_slices(chaos_dir, tmp_path, monkeypatch):
+    import liverseg.infer.runner as runner_mod
     from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
     from liverseg.benchmarks.e2e import run_e2e
 
+    calls = []
+    real = runner_mod.run_inference
+    monkeypatch.setattr(runner_mod, "run_inference", lambda opts, log=None: calls.append(opts.limit) or real(opts, log))
     art = Artifacts(random_checkpoint("unet", 4), tmp_path / "m")
     rows = run_e2e(
         art, ["ort-fp32"], threads=2, slices=2, rounds=1, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e"
     )
+    assert calls == [2, 2]  # the untimed warm-up over two slices, then the timed round
+    assert sorted(p.name for p in (tmp_path / "e2e").iterdir()) == []  # neither run's folder is left
     (r,) = rows
     assert r["error"] == "", r["error"]
     assert r["images"] == 2 and r["model_only_images_per_s"] > 0 and r["e2e_images_per_s"] > 0
