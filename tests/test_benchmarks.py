@@ -329,7 +329,12 @@ def test_e2e_on_real_slices(chaos_dir, tmp_path, monkeypatch):
 
     calls = []
     real = runner_mod.run_inference
-    monkeypatch.setattr(runner_mod, "run_inference", lambda opts, log=None: calls.append(opts.limit) or real(opts, log))
+
+    def counted(opts, log=None):
+        calls.append(opts.limit)
+        return real(opts, log)
+
+    monkeypatch.setattr(runner_mod, "run_inference", counted)
     art = Artifacts(random_checkpoint("unet", 4), tmp_path / "m")
     rows = run_e2e(
         art, ["ort-fp32"], threads=2, slices=2, rounds=1, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e"

@@ -165,6 +165,48 @@ def test_orientation_round_trip_and_model_view(tmp_path, model):
     assert np.array_equal(np.transpose(ma, (2, 0, 1))[::-1], mb)
 
 
+@pytest.mark.parametrize("kind", ["int16", "scaled uint16", "nifti2", "plain .nii"])
+def test_nifti_voxels_inflated_by_zlib_ng_are_nibabels(tmp_path, monkeypatch, kind):
+    """.nii.gz voxels come through zlib-ng exactly as nibabel gives them (scaling and NIfTI-2 included)."""
+    import liverseg.core.volume as vol_mod
+
+    rng = np.random.default_rng(3)
+    hu = rng.integers(-1000, 1500, (40, 30, 7)).astype(np.int16)
+    img: Any = nib.Nifti1Image(hu, AFFINE)
+    if kind == "scaled uint16":
+        img = nib.Nifti1Image((hu + 1024).astype(np.uint16), AFFINE)
+        img.header.set_slope_inter(1.0, -1024.0)
+    elif kind == "nifti2":
+        img = nib.Nifti2Image(hu, AFFINE)
+    path = tmp_path / ("v.nii" if kind == "plain .nii" else "v.nii.gz")
+    nib.save(img, str(path))
+    want = np.asanyarray(_nii(str(path)).dataobj)
+    fast = vol_mod._gzip_ng_data(nib.load(str(path)), path)
+    assert (fast is None) == (kind == "plain .nii")
+    if fast is not None:
+        assert fast.dtype == want.dtype and np.array_equal(fast, want)
+    assert np.array_equal(vol_mod.read_volume(path).data, want)
+
+
+def test_a_truncated_nifti_gz_is_refused_naming_it_and_written_masks_are_gzip(tmp_path):
+    import liverseg.core.volume as vol_mod
+
+    hu = np.random.default_rng(4).integers(-1000, 1500, (64, 64, 16)).astype(np.int16)
+    whole = tmp_path / "whole.nii.gz"
+    nib.save(nib.Nifti1Image(hu, AFFINE), str(whole))
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(vol_mod.DataError, match=r"cut\.nii\.gz: NIfTI data cannot be read"):
+        vol_mod.read_volume(cut)
+    like = vol_mod.read_volume(whole)
+    mask = (hu > 0).astype(np.uint8)
+    out = tmp_path / "m.nii.gz"
+    vol_mod.write_nifti(out, mask, like, fsync=False)
+    with gzip.open(out) as f:  # the standard library reads what zlib-ng wrote
+        assert f.read(4) == (348).to_bytes(4, "little")
+    assert np.array_equal(np.asanyarray(_nii(str(out)).dataobj), mask)
+
+
 def test_nrrd_and_metaimage_read_like_nifti(tmp_path, model):
     sitk = pytest.importorskip("SimpleITK")
     hu, _ = _phantom()
