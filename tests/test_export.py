@@ -570,3 +570,37 @@ def test_dynamo_exporter(tmp_path):
     assert report.ok, report.summary()
     dims = [d.dim_param for d in onnx.load(str(p)).graph.output[0].type.tensor_type.shape.dim]
     assert dims == ["N", "", "H", "W"]
+
+
+def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypatch):
+    """Engines are timed call by call in turn, each call with a slice decoded and a mask encoded beside it."""
+    import time
+
+    import liverseg.core.data as data_mod
+    from liverseg.export.verify import _speeds
+
+    calls: list[str] = []
+    encoded: list[int] = []
+    real_encode = data_mod.encode_mask_png
+
+    def counted(mask):
+        encoded.append(1)
+        return real_encode(mask)
+
+    monkeypatch.setattr(data_mod, "encode_mask_png", counted)
+
+    class Fake:
+        def __init__(self, name: str, seconds: float) -> None:
+            self.name, self.seconds = name, seconds
+
+        def run(self, feeds, names):
+            x = feeds["image"]
+            assert x.shape == (1, 1, 512, 512) and x.dtype == np.uint8 and names == ["mask"]
+            calls.append(self.name)
+            time.sleep(self.seconds)
+
+    image = (np.arange(80 * 100) % 251).astype(np.uint8).reshape(80, 100)
+    rates = _speeds({"fast": Fake("fast", 0.002), "slow": Fake("slow", 0.02)}, image, runs=4)
+    assert calls == ["fast", "fast", "slow", "slow"] + ["fast", "slow"] * 4  # 2 untimed each, then in turn
+    assert len(encoded) == 8  # the work beside every timed call
+    assert rates["fast"] > 2 * rates["slow"] > 0
