@@ -15,8 +15,10 @@ and each round, in one process:
   and ``report.html`` (``report=False`` leaves the last one out).
 
 The two alternate (model-only first in even rounds, end-to-end first in odd ones)
-so both see the same machine load. ``e2e_vs_model`` is the median over rounds of
-(end-to-end rate / model-only rate) of the same round. The runner's own numbers
+so both see the same machine load, and the rows take turns round by round (every row's
+session is opened first), so rows compared with each other saw the same load too.
+``e2e_vs_model`` is the median over rounds of (end-to-end rate / model-only rate) of
+the same round. The runner's own numbers
 (``images_per_second`` from first decode to last write, ``model_images_per_second``
 = time inside ``session.run`` in the pipeline, ``pipeline_efficiency`` = their ratio)
 and ``fixed_overhead_s`` -- the wall time outside the streamed pipeline: listing the
@@ -183,50 +185,68 @@ def summarise(row: dict[str, Any], model_rates: list[float], e2e_rates: list[flo
     row["dice"] = ((last.get("metrics") or {}).get("macro") or {}).get("dice")
 
 
-def run_backend(
-    art: Any, name: str, row: dict[str, Any], images: list[np.ndarray], rounds: int, s: E2ESettings, log: Callable
-) -> None:
-    """All rounds of one backend, model only and end to end alternating; fills ``row`` or its ``error``."""
-    from liverseg.infer.session import open_session
+class _Backend:
+    """One row's session and rounds: model only and end to end, alternating within a round."""
 
-    device = _device(name)
-    engine, precision, needs = _engine_of(name)
-    try:
-        path = art.path(needs)
-        sess = open_session(
-            path, device=device, threads=s.threads, spinning=s.spinning, engine=engine, precision=precision
-        )
-        row["provider"] = sess.provider
-        row["engine"], row["precision"] = sess.engine_name, sess.precision
-        row["engine_choice"] = f"{sess.engine_name} {sess.precision}: {sess.choice.get('reason')}"
-        batches = [np.concatenate(images[i : i + s.batch]) for i in range(0, len(images), s.batch)]
-        sess.run(batches[0])  # warm-up (allocations, cuDNN search)
-    except Exception as e:  # a file that cannot be made, a device that cannot be used
-        row["error"] = describe(e)
-        log(f"  e2e {name}: {row['error']}")
-        return
-    model_rates: list[float] = []
-    e2e_rates: list[float] = []
-    summaries: list[dict[str, Any]] = []
-    for r in range(rounds):
-        out = s.workdir / f"{name}-r{r}"
+    def __init__(self, art: Any, name: str, row: dict[str, Any], images: list[np.ndarray], s: E2ESettings) -> None:
+        self.name, self.row, self.s = name, row, s
+        self.device = _device(name)
+        self.engine, self.precision, needs = _engine_of(name)
+        self.model_rates: list[float] = []
+        self.e2e_rates: list[float] = []
+        self.summaries: list[dict[str, Any]] = []
+        self.n = len(images)
+        self.sess: Any = None
+        try:
+            from liverseg.infer.session import open_session
+
+            self.path = art.path(needs)
+            self.sess = open_session(
+                self.path,
+                device=self.device,
+                threads=s.threads,
+                spinning=s.spinning,
+                engine=self.engine,
+                precision=self.precision,
+            )
+            row["provider"] = self.sess.provider
+            row["engine"], row["precision"] = self.sess.engine_name, self.sess.precision
+            row["engine_choice"] = f"{self.sess.engine_name} {self.sess.precision}: {self.sess.choice.get('reason')}"
+            self.batches = [np.concatenate(images[i : i + s.batch]) for i in range(0, len(images), s.batch)]
+            self.sess.run(self.batches[0])  # warm-up (allocations, cuDNN search)
+        except Exception as e:  # a file that cannot be made, a device that cannot be used
+            self.fail(e)
+
+    @property
+    def live(self) -> bool:
+        return self.sess is not None and not self.row["error"]
+
+    def fail(self, e: BaseException) -> None:
+        self.row["error"] = describe(e)
+
+    def round(self, r: int, log: Callable[[str], None]) -> None:
+        """Round ``r``: model only and end to end, their order alternating from round to round."""
+        out = self.s.workdir / f"{self.name}-r{r}"
         try:
             if r % 2 == 0:  # alternate, so both see the same machine load
-                m = model_only_rate(sess, batches)
-                rate, summary = end_to_end(path, device, s, out, len(images), engine, precision)
+                m = model_only_rate(self.sess, self.batches)
+                rate, summary = end_to_end(self.path, self.device, self.s, out, self.n, self.engine, self.precision)
             else:
-                rate, summary = end_to_end(path, device, s, out, len(images), engine, precision)
-                m = model_only_rate(sess, batches)
-        except Exception as ex:  # the row records the error; the next backend still runs
-            row["error"] = describe(ex)
-            log(f"  e2e {name}: {row['error']}")
-            break
-        model_rates.append(m)
-        e2e_rates.append(rate)
-        summaries.append(summary)
-        log(f"  e2e {name} round {r + 1}: model only {m:.2f} img/s, end to end {rate:.2f} img/s ({rate / m:.1%})")
-    if summaries:
-        summarise(row, model_rates, e2e_rates, summaries)
+                rate, summary = end_to_end(self.path, self.device, self.s, out, self.n, self.engine, self.precision)
+                m = model_only_rate(self.sess, self.batches)
+        except Exception as ex:  # the row records the error; the other backends still run
+            self.fail(ex)
+            log(f"  e2e {self.name}: {self.row['error']}")
+            return
+        self.model_rates.append(m)
+        self.e2e_rates.append(rate)
+        self.summaries.append(summary)
+        log(f"  e2e {self.name} round {r + 1}: model only {m:.2f} img/s, end to end {rate:.2f} img/s ({rate / m:.1%})")
+
+    def finish(self) -> None:
+        if self.summaries:
+            summarise(self.row, self.model_rates, self.e2e_rates, self.summaries)
+        self.sess = None
 
 
 def _warm_up(art: Any, s: E2ESettings, log: Callable[[str], None]) -> None:
@@ -274,6 +294,7 @@ def run_e2e(
     s = E2ESettings(folder, slices, threads, batch, spinning, report, Path(workdir))
     _warm_up(art, s, log)
     rows: list[dict[str, Any]] = []
+    runs: list[_Backend] = []
     for name in backends:
         row: dict[str, Any] = {c: None for c in E2E_COLUMNS}
         row.update(
@@ -293,7 +314,16 @@ def run_e2e(
         if name not in BACKENDS and name != AUTO:
             row["error"] = f"unknown backend {name!r}"
             continue
-        run_backend(art, name, row, images, rounds, s, log)
+        run = _Backend(art, name, row, images, s)
+        if row["error"]:
+            log(f"  e2e {name}: {row['error']}")
+        runs.append(run)
+    for r in range(rounds):  # round by round across the rows, so every row sees the same machine load
+        for run in runs:
+            if run.live:
+                run.round(r, log)
+    for run in runs:
+        run.finish()
     _dice_deltas(rows)
     return rows
 
