@@ -505,7 +505,8 @@ def _gates_section(result: dict[str, Any]) -> list[str]:
         "## Engine gates (what `auto` chooses from)",
         "",
         f"Each engine and precision against ONNX Runtime fp32 on {gates[0].get('slices')}, as `liverseg-export "
-        f"--validation` does ({gates[0].get('weights')}); speed: one 512x512 slice, batch 1, at gating time.",
+        f"--validation` does ({gates[0].get('weights')}); speed: one 512x512 slice, batch 1, the engines taking "
+        "turns call by call with a slice decoded and a mask encoded beside each call.",
         "",
     ]
     md += _table(

@@ -78,16 +78,9 @@ CPU_ORDER["basic"] = CPU_ORDER["avx2"]
 # Measured speeds within 3% of the fastest count as equal (model_order): the export times the
 # engines taking turns under the runner's load (liverseg.export.verify._speeds), so what is
 # left between two exports is a few percent, and a tie costs at most that much. (It was 10%
-# while they were timed one after another: the shipped model's int8 engines then tied, the
-# static order took OpenVINO, and liverseg-infer ran 8% slower than with ONNX Runtime int8.)
+# while they were timed one after another, and two exports of the shipped model put its
+# int8 engines 14% apart one way and 6% the other.)
 SPEED_TIE = 0.03
-# Within such a tie, these go first (then CPU_ORDER): the engine that loses least beside the
-# runner's own decode and encode threads, where that was measured. avx2 (2-vCPU AMD EPYC):
-# the shipped model's int8 engines tie on model speed (within 1-4%, timed in turn under
-# load), but liverseg-infer ran ONNX Runtime int8 8% faster than OpenVINO int8 in each of 6
-# alternating rounds (32.9 vs 30.5 slices/s); with one busy Python thread beside it,
-# OpenVINO's calls took 2.7x as long and ONNX Runtime's 2.1x.
-TIE_FIRST: dict[str, list[tuple[str, str]]] = {"avx2": [("onnxruntime", "int8")], "basic": [("onnxruntime", "int8")]}
 # CPU classes where OpenVINO heads the list: without the extra, a run there prints a hint.
 OPENVINO_FASTER = frozenset(k for k, v in CPU_ORDER.items() if v[0][0] == "openvino")
 
@@ -356,10 +349,9 @@ def model_order(contract: dict[str, Any], klass: str) -> tuple[list[tuple[str, s
     if len(speeds) < 2:
         return list(static), {}
     ranked = sorted(static, key=lambda ep: (ep not in speeds, -speeds.get(ep, 0.0)))
-    # A tie keeps a fixed order (TIE_FIRST, then the static one): one export's timing moves by a few
-    # percent, and two engines within SPEED_TIE of the fastest would otherwise trade places from export to export.
-    order = [*TIE_FIRST.get(klass, []), *(ep for ep in static if ep not in TIE_FIRST.get(klass, []))]
-    near = [ep for ep in order if speeds.get(ep, 0.0) >= (1 - SPEED_TIE) * speeds[ranked[0]]]
+    # A tie keeps the static order: one export's timing moves by a few percent, and two engines
+    # within SPEED_TIE of the fastest would otherwise trade places from export to export.
+    near = [ep for ep in static if speeds.get(ep, 0.0) >= (1 - SPEED_TIE) * speeds[ranked[0]]]
     ranked.remove(near[0])
     return [near[0], *ranked], speeds
 
