@@ -33,11 +33,14 @@ changed and the change of mean Dice. A row passes with at least
 (:mod:`liverseg.core.choose`). The rows go into parity.json and each file's contract.
 Each row that ran at its own precision also records its speed on this machine
 (``images_per_second_512``: one 512x512 slice, batch 1, median of :data:`SPEED_RUNS`
-calls, the engines taking turns with a slice decoded and a mask encoded beside each call,
-as the runner does: :func:`_speeds`) with the CPU's class: ``auto`` ranks the candidates by these on a CPU of the
-same class, since which engine is fastest depends on the model (a network on a
-128x128 grid inside ran faster in ONNX Runtime fp32 than in OpenVINO int8 on an AVX2
-CPU, where a full-resolution one ran 1.9x faster in OpenVINO int8).
+calls, the engines taking turns with a slice decoded and a mask encoded beside each
+call, as the runner does: :func:`_speeds`) with the CPU's class: ``auto`` ranks the
+candidates by these on a CPU of the same class, since which engine is fastest depends
+on the model (a network on a 128x128 grid inside ran faster in ONNX Runtime fp32 than in
+OpenVINO int8 on an AVX2 CPU, where a full-resolution one ran 1.9x faster in OpenVINO
+int8) and on the input's size (the shipped model: ONNX Runtime int8 8% faster over
+512x512 slices, OpenVINO int8 8% faster over a series resampled to its 1.5 mm; the speeds
+are measured at 512x512).
 """
 
 from __future__ import annotations
@@ -102,9 +105,8 @@ def _speeds(engines: Mapping[Any, Any], image: np.ndarray, runs: int = SPEED_RUN
     for every slice: decodes the next slice's PNG and encodes the last mask's. Taking turns
     gives every engine the same machine load, and the work beside it is part of that load:
     measured one engine after another and alone, the shipped model's two int8 engines came
-    out 14% apart in one export and swapped places in another, while ``liverseg-infer`` ran
-    ONNX Runtime int8 8% faster than OpenVINO int8 in every one of 6 alternating rounds
-    (2-vCPU AMD EPYC, AVX2).
+    out 14% apart in one export and swapped places in another; taking turns, four repeats
+    agreed within 3% (2-vCPU AMD EPYC, AVX2).
     """
     from concurrent.futures import ThreadPoolExecutor
 
