@@ -97,9 +97,11 @@ SPEED_SIZE = 512  # the gate rows' speed is measured on one slice of this size (
 SPEED_RUNS = 8  # timed calls per row after 2 untimed ones; the median is kept
 
 
-def _speeds(engines: Mapping[Any, Any], image: np.ndarray, runs: int = SPEED_RUNS) -> dict[Any, float]:
-    """Images per second of each engine on ``image`` (uint8 [H, W]) brought to SPEED_SIZE, batch 1, as
-    ``liverseg-infer`` runs it: median of ``runs`` calls, the engines taking turns call by call.
+def _speeds(
+    engines: Mapping[Any, Any], image: np.ndarray, runs: int = SPEED_RUNS, size: int = SPEED_SIZE
+) -> dict[Any, float]:
+    """Images per second of each engine on ``image`` (uint8 [H, W]) brought to ``size`` x ``size``, batch 1,
+    as ``liverseg-infer`` runs it: median of ``runs`` calls, the engines taking turns call by call.
 
     While each timed call runs, another thread does what the runner does beside the model
     for every slice: decodes the next slice's PNG and encodes the last mask's. Taking turns
@@ -114,7 +116,7 @@ def _speeds(engines: Mapping[Any, Any], image: np.ndarray, runs: int = SPEED_RUN
 
     from liverseg.core.data import encode_mask_png, encode_png
 
-    big = np.asarray(Image.fromarray(image).resize((SPEED_SIZE, SPEED_SIZE), Image.Resampling.BILINEAR))
+    big = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
     x = np.ascontiguousarray(big[None, None])
     png = encode_png(big)
     mask = np.where(big > np.median(big), 255, 0).astype(np.uint8)
@@ -736,7 +738,30 @@ def engine_gates(
         out.append(row)
     for i, rate in _speeds(timed, real.images[0]).items() if timed else ():
         out[i]["images_per_second_512"] = rate
+    grid = _grid_at_spacing(fp32_onnx)
+    for i, rate in _speeds(timed, real.images[0], size=grid).items() if timed and grid else ():
+        out[i].update(images_per_second_at_spacing=rate, size_at_spacing=grid)
     return out
+
+
+def _grid_at_spacing(fp32_onnx: Path) -> int | None:
+    """The side of the slices a model that records its training pixel spacing mostly gets (None: it records none).
+
+    ``liverseg-infer`` resamples volumes (and 2D slices given ``--spacing``) to that
+    spacing, and a CT field of view of 350-400 mm at 1.5 mm is about the model's own grid
+    (the shipped model: 239x239 from 0.7 mm pixels, 256 inside): its speed there is timed
+    at that grid, because which engine is fastest changes with the input's size.
+    """
+    from liverseg.core.contract import ct_settings
+
+    try:
+        contract = read_onnx_contract(fp32_onnx)
+    except ContractError:
+        return None
+    if ct_settings(contract)[1] is None:
+        return None
+    size = (contract.get("preprocessing") or {}).get("size")
+    return int(max(size)) if isinstance(size, list) and size and all(isinstance(v, int) for v in size) else None
 
 
 def _engine_version(engine: str) -> str:
@@ -770,7 +795,8 @@ def _gate_verdict(row: dict[str, Any], precision: str) -> tuple[bool, str]:
 def gates_for_contract(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The contract's ``gates``: ``"engine/precision" -> {passed, dice_change, ...}`` (read by ``auto``)."""
     keep = ("passed", "reason", "dice_change", "prob_max_abs", "mask_pixels_changed", "n_labelled", "ran_as",
-            "engine_version", "cpu_class", "images_per_second_512")  # fmt: skip
+            "engine_version", "cpu_class", "images_per_second_512", "images_per_second_at_spacing",
+            "size_at_spacing")  # fmt: skip
     # _finite: a NaN would make the contract invalid JSON for its reader (which refuses non-finite numbers)
     return {f"{r['engine']}/{r['precision']}": _finite({k: r.get(k) for k in keep}) for r in rows}
 

@@ -340,6 +340,8 @@ class Runner:
             want_probability=o.save_probabilities,  # resampling's need is known once the contract is read (_prep)
             engine=o.engine,
             precision=o.precision,
+            # volumes (and slices given --spacing) are resampled to the model's pixels: its speeds there rank
+            at_model_spacing=o.spacing is not None or 2 * sum(it.is_volume for it in items) > len(items),
         )
         for note in sess.notes:
             self.log(note)

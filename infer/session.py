@@ -209,18 +209,22 @@ def open_session(
     want_probability: bool = False,
     engine: str = "auto",
     precision: str = "auto",
+    at_model_spacing: bool = False,
 ) -> ModelSession:
     """Open the model in the chosen engine under its device rule; check its contract and its inputs and outputs.
 
     ``engine``/``precision`` (``auto`` or a name) are resolved by :func:`liverseg.core.choose.choose`
-    from ``path`` (the fp32 export; its siblings lie beside it) and this machine.
+    from ``path`` (the fp32 export; its siblings lie beside it) and this machine;
+    ``at_model_spacing``: the inputs will be resampled to the model's pixel spacing.
     """
     search = cudnn_search_for(sizes or [])
     try:  # the contract only guides the choice; a file without one fails below with the usual message
         own = read_contract(onnx_metadata(path), str(path), contract_path)
     except ContractError:
         own = {}
-    chosen = choose(path, engine=engine, precision=precision, device=device, contract=own)
+    chosen = choose(
+        path, engine=engine, precision=precision, device=device, contract=own, at_model_spacing=at_model_spacing
+    )
     options = EngineOptions(
         device=device,
         device_id=device_id,

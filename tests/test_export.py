@@ -581,6 +581,7 @@ def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypat
 
     calls: list[str] = []
     encoded: list[int] = []
+    sizes = [(1, 1, 512, 512)]
     real_encode = data_mod.encode_mask_png
 
     def counted(mask):
@@ -595,12 +596,16 @@ def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypat
 
         def run(self, feeds, names):
             x = feeds["image"]
-            assert x.shape == (1, 1, 512, 512) and x.dtype == np.uint8 and names == ["mask"]
+            assert x.shape == sizes[-1] and x.dtype == np.uint8 and names == ["mask"]
             calls.append(self.name)
             time.sleep(self.seconds)
 
     image = (np.arange(80 * 100) % 251).astype(np.uint8).reshape(80, 100)
     rates = _speeds({"fast": Fake("fast", 0.002), "slow": Fake("slow", 0.02)}, image, runs=4)
+    shape = (1, 1, 512, 512)
     assert calls == ["fast", "fast", "slow", "slow"] + ["fast", "slow"] * 4  # 2 untimed each, then in turn
     assert len(encoded) == 8  # the work beside every timed call
     assert rates["fast"] > 2 * rates["slow"] > 0
+    assert shape == sizes[-1]
+    sizes.append((1, 1, 256, 256))  # the same at another size (the model's own grid)
+    assert set(_speeds({"fast": Fake("fast", 0.001)}, image, runs=2, size=256)) == {"fast"}

@@ -319,8 +319,30 @@ def test_auto_ranks_by_the_speeds_measured_at_export_on_the_same_cpu_class():
     gates["openvino/int8"].update(images_per_second_512=72.0)
     c = choose(model, flags=avx2, openvino=True, gpu=False, contract={**contract, "gates": gates})
     assert (c.engine, c.precision) == ("onnxruntime", "int8") and "fastest measured" in c.reason
+    # inputs resampled to the model's pixel spacing rank by the speeds measured at its grid, where measured
+    gates["onnxruntime/int8"].update(images_per_second_at_spacing=90.0, size_at_spacing=256)
+    gates["openvino/int8"].update(images_per_second_at_spacing=60.0, size_at_spacing=256)
+    c = choose(model, flags=avx2, openvino=True, gpu=False, contract={**contract, "gates": gates})
+    assert (c.engine, c.precision) == ("onnxruntime", "int8")  # 512x512: 78 vs 72
+    gates["onnxruntime/int8"].update(images_per_second_at_spacing=60.0)
+    gates["openvino/int8"].update(images_per_second_at_spacing=90.0)
+    spaced = {**contract, "gates": gates}
+    c = choose(model, flags=avx2, openvino=True, gpu=False, contract=spaced, at_model_spacing=True)
+    assert (c.engine, c.precision) == ("openvino", "int8") and "90 slices/s at its pixel spacing, 256x256" in c.reason
     # measured on another class of CPU: the static order for this one (OpenVINO int8 first on AVX2)
     for g in gates.values():
         g["cpu_class"] = "amx"
     c = choose(model, flags=avx2, openvino=True, gpu=False, contract={**contract, "gates": gates})
     assert (c.engine, c.precision) == ("openvino", "int8") and "for this model" not in c.reason
+
+
+def test_shipped_gates_carry_speeds_at_512_and_at_its_pixel_spacing():
+    """The shipped files' gates were timed at 512x512 and at the model's own grid (what volumes run at)."""
+    from liverseg.core.contract import read_onnx_contract
+
+    for name in ("model.onnx", "model.int8.onnx"):
+        gates = read_onnx_contract(_shipped().parent / name)["gates"]
+        for key in ("onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32", "openvino/int8"):
+            g = gates[key]
+            assert g["images_per_second_512"] > 0 and g["images_per_second_at_spacing"] > 0, key
+            assert g["size_at_spacing"] == 256 and g["cpu_class"]

@@ -421,3 +421,24 @@ def test_a_mask_written_from_the_axial_view_lies_on_the_input(tmp_path, affine):
     assert np.array_equal(view, data) and np.array_equal(vol.from_axial(axial), data)
     write_nifti(tmp_path / "m.nii.gz", view, vol, fsync=False)
     assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), data)  # type: ignore[attr-defined]
+
+
+def test_volume_runs_rank_engines_by_the_speeds_at_the_models_pixel_spacing(tmp_path, model_1mm, monkeypatch):
+    """A run of volumes (or of slices given --spacing) asks auto for the speeds measured at the model's spacing."""
+    import liverseg.infer.runner as runner_mod
+
+    asked: list[bool] = []
+    real = runner_mod.open_session
+
+    def spy(*a, **kw):
+        asked.append(kw["at_model_spacing"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(runner_mod, "open_session", spy)
+    hu, _ = _phantom()
+    assert _run(tmp_path / "v", _nifti(tmp_path / "v.nii.gz", hu, AFFINE), model_1mm)[0] == 0
+    png = tmp_path / "s.png"
+    Image.fromarray(np.clip(hu[:, :, 6] + 100, 0, 255).astype(np.uint8)).save(png)
+    assert _run(tmp_path / "s", png, model_1mm)[0] == 0
+    assert _run(tmp_path / "t", png, model_1mm, spacing=0.8)[0] == 0
+    assert asked == [True, False, True]
