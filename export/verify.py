@@ -105,7 +105,8 @@ def _speeds(
 
     While each timed call runs, another thread does what the runner does beside the model
     for every slice: decodes the next slice's PNG and encodes the last mask's. Taking turns
-    gives every engine the same machine load, and the work beside it is part of that load:
+    gives every engine the same machine load (the order rotates from round to round, so no
+    engine always follows the same one), and the work beside it is part of that load:
     measured one engine after another and alone, the shipped model's two int8 engines came
     out 14% apart in one export and swapped places in another; taking turns, four repeats
     agreed within 3% (2-vCPU AMD EPYC, AVX2).
@@ -130,9 +131,11 @@ def _speeds(
         for _ in range(2):
             eng.run({INPUT_NAME: x}, ["mask"])
     times: dict[Any, list[float]] = {key: [] for key in engines}
+    keys = list(engines)
     with ThreadPoolExecutor(1, thread_name_prefix="liverseg-speed") as pool:
-        for _ in range(runs):
-            for key, eng in engines.items():
+        for r in range(runs):
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:  # each engine leads a round in turn
+                eng = engines[key]
                 side = pool.submit(beside)
                 t0 = time.perf_counter()
                 eng.run({INPUT_NAME: x}, ["mask"])
