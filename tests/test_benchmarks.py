@@ -686,3 +686,16 @@ def test_the_auto_row_runs_on_gated_files(chaos_dir, tmp_path):
     assert auto["engine"] in ("onnxruntime", "openvino") and auto["precision"] in ("fp32", "int8")
     assert "no accuracy gate measured" not in auto["engine_choice"]
     assert "## Engine gates" in markdown(res)
+
+
+def test_gate_table_shows_the_speed_at_the_models_grid_where_measured():
+    from liverseg.benchmarks.report import _gates_section
+
+    gates = [
+        {"engine": "openvino", "precision": "int8", "passed": True, "images_per_second_512": 33.47,
+         "images_per_second_at_spacing": 38.129, "size_at_spacing": 256, "slices": "chaos", "weights": "ckpt"},
+        {"engine": "onnxruntime", "precision": "fp32", "passed": True, "images_per_second_512": 23.8},
+    ]  # fmt: skip
+    md = "\n".join(_gates_section({"gates": gates}))
+    assert "| img/s (512) | img/s (its grid) |" in md
+    assert "| 33.47 | 38.13 at 256 |" in md and "| 23.80 |  |" in md
