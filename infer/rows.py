@@ -103,10 +103,9 @@ class OutputWriter:
 
             self.overlay = overlay_rgb
 
-    def _put(self, name: str, arr: np.ndarray, mask: bool = False) -> list[Any]:
-        """Encode ``arr`` as PNG at ``name`` (a 0/255 ``mask`` the fast way); [name, size] for the journal."""
-        data = encode_mask_png(arr) if mask else encode_png(arr)
-        return [name, write_bytes_atomic(self.out / name, data, fsync=FSYNC_PER_IMAGE)]
+    def _put(self, name: str, png: bytes) -> list[Any]:
+        """Write the PNG bytes ``png`` at ``name``; [name, size] for the journal."""
+        return [name, write_bytes_atomic(self.out / name, png, fsync=FSYNC_PER_IMAGE)]
 
     def _on_own_grid(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None) -> tuple[np.ndarray, Any]:
         """(mask, probability) on the slice's own grid, cleaned up as asked."""
@@ -155,12 +154,12 @@ class OutputWriter:
         row.update(height=h, width=w)
         pred = mask.astype(bool, copy=False)
         try:
-            files: dict[str, list[Any]] = {"mask": self._put(it.mask_name, mask * np.uint8(255), mask=True)}
+            files: dict[str, list[Any]] = {"mask": self._put(it.mask_name, encode_mask_png(mask * np.uint8(255)))}
             if prob is not None and self.prep.save_probabilities:
                 p16 = np.rint(np.clip(prob, 0.0, 1.0) * 65535.0).astype(np.uint16)
-                files["probability"] = self._put(it.prob_name, p16)
+                files["probability"] = self._put(it.prob_name, encode_png(p16))
             if self.overlay is not None:
-                files["overlay"] = self._put(it.overlay_name, self.overlay(image, pred, ld.truth))
+                files["overlay"] = self._put(it.overlay_name, encode_png(self.overlay(image, pred, ld.truth)))
         except DiskFullError:
             raise  # not this input's fault: the run stops (exit 3) and --resume continues
         except Exception as e:  # a folder removed under the run: this input fails, the run goes on
