@@ -258,8 +258,13 @@ def ignored_files(
     skip += [os.path.realpath(it.image) + os.sep for it in items or [] if os.path.isdir(it.image)]  # DICOM series
     n = 0
     names: list[str] = []
+    real_folder = os.path.realpath(folder)
     for p in sorted(folder.rglob("*")):
-        if p.name.startswith(".") or _inside(p, skip):
+        if p.name.startswith("."):
+            continue
+        # rglob does not enter linked folders: only a link itself resolves anywhere but below the folder
+        real = os.path.realpath(p) if p.is_symlink() else os.path.join(real_folder, p.relative_to(folder))
+        if any((real + os.sep).startswith(f) for f in skip):
             continue
         if p.is_dir() and not p.is_symlink() and p.suffix.lower() not in IMAGE_EXTENSIONS:
             continue

@@ -39,8 +39,8 @@ import numpy as np
 
 from liverseg.core.charts import plot_slice_profile
 from liverseg.core.cli import command
-from liverseg.core.data import DataError, read_image, read_mask
-from liverseg.core.html import array_png, esc, fmt, html_page, html_table, img_tag, svg_histogram
+from liverseg.core.data import DataError, encode_png, read_image, read_mask
+from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram
 from liverseg.core.io import write_text_atomic
 from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_VISIBLE_COLOR, overlay_rgb
 from liverseg.infer.io import PER_IMAGE_COLUMNS
@@ -264,7 +264,7 @@ def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
     if not cells:
         return f"<figure><figcaption>{' — '.join(caption)}</figcaption></figure>"
     strip = _strip(cells)
-    body = img_tag(array_png(strip), f"{name}: " + ", ".join(parts))
+    body = img_tag(encode_png(strip), f"{name}: " + ", ".join(parts))
     return f'<figure style="width:{strip.shape[1]}px">{body}<figcaption>{" — ".join(caption)}</figcaption></figure>'
 
 

@@ -241,12 +241,50 @@ def test_mask_png_is_a_standard_8_bit_gray_png(tmp_path, monkeypatch, shape, def
     assert not rows[:, 0].any()  # filter type 0 on every row
 
 
-def test_mask_png_refuses_what_is_not_a_mask():
-    from liverseg.core.data import encode_mask_png
+@pytest.mark.parametrize("form", ["gray8", "gray16", "rgb"])
+@pytest.mark.parametrize("deflate", ["zlib-ng", "zlib"])
+def test_pictures_are_standard_pngs_with_their_pixels(tmp_path, monkeypatch, form, deflate):
+    """encode_png: 8-bit gray, 16-bit gray (big-endian samples) and RGB open in Pillow as written, CRCs valid."""
+    import zlib
 
-    for bad in (np.zeros((4, 4), np.uint16), np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4), np.uint8)):
+    import liverseg.core.data as data_mod
+
+    if deflate == "zlib":
+        monkeypatch.setattr(data_mod, "_deflate", zlib)
+    rng = np.random.default_rng(3)
+    shape = {"gray8": (31, 45), "gray16": (31, 45), "rgb": (31, 45, 3)}[form]
+    top = 65536 if form == "gray16" else 256
+    pixels: np.ndarray = rng.integers(0, top, shape).astype(np.uint16 if form == "gray16" else np.uint8)
+    path = tmp_path / "p.png"
+    path.write_bytes(data_mod.encode_png(pixels))
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.mode == {"gray8": "L", "gray16": "I;16", "rgb": "RGB"}[form]
+        assert np.array_equal(np.asarray(im).astype(pixels.dtype), pixels)
+    if form == "gray16":  # read back by liverseg's own reader as a 16-bit gray image
+        assert np.array_equal(read_image(path, intensity="gray"), (pixels / 257).round().astype(np.uint8))
+
+
+def test_png_encoders_refuse_what_they_cannot_write():
+    from liverseg.core.data import encode_mask_png, encode_png
+
+    bad_masks: list[np.ndarray] = [
+        np.zeros((4, 4), np.uint16),
+        np.zeros((4, 4, 3), np.uint8),
+        np.zeros((0, 4), np.uint8),
+    ]
+    for bad in bad_masks:
         with pytest.raises(ValueError, match="uint8"):
             encode_mask_png(bad)
+    bad_pictures: list[np.ndarray] = [
+        np.zeros((4, 4), np.float32),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((4, 0, 3), np.uint8),
+    ]
+    for bad in bad_pictures:
+        with pytest.raises(ValueError, match="uint8"):
+            encode_png(bad)
 
 
 def test_atomic_writes_give_usual_permissions_unique_temporaries_and_no_leftovers(tmp_path):
@@ -674,3 +712,70 @@ def test_a_windowed_volume_is_refused_only_when_every_slice_is_blank():
     check_windowed(blank, hu, "hu", (-100.0, 200.0), "vol.nii.gz")
     with pytest.raises(DataError, match="blank image"):
         check_windowed(np.full((8, 8), 255, np.uint8), hu[0], "hu", (-100.0, 200.0), "slice.png")
+
+
+def _gray_png(pixels: np.ndarray, bits: int = 8, interlaced: bool = False, trns: int | None = None) -> bytes:
+    """A grayscale PNG written by hand: ``bits`` per pixel, rows unfiltered, optionally Adam7-interlaced."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    def rows(a: np.ndarray) -> bytes:
+        if not a.size:
+            return b""
+        packed = np.packbits(np.unpackbits(a[..., None], axis=-1)[..., 8 - bits :].reshape(a.shape[0], -1), axis=-1)
+        return b"".join(b"\0" + r.tobytes() for r in packed)
+
+    stored = pixels >> (8 - bits)
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    data = b"".join(rows(stored[y::dy, x::dx]) for x, y, dx, dy in passes) if interlaced else rows(stored)
+    h, w = pixels.shape
+    head = chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, 0, 0, 0, int(interlaced)))
+    extra = chunk(b"tRNS", struct.pack(">H", trns)) if trns is not None else b""
+    return b"\x89PNG\r\n\x1a\n" + head + extra + chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "bits, interlaced, trns", [(8, False, None), (8, True, None), (4, False, None), (2, True, None), (8, False, 7)]
+)
+def test_gray_pngs_decode_straight_into_their_array_with_pillows_pixels(tmp_path, bits, interlaced, trns):
+    """8-bit gray PNGs skip Pillow's copy into numpy; every gray PNG layout gives the pixels Pillow gives."""
+    import liverseg.core.data as data_mod
+
+    rng = np.random.default_rng(bits)
+    pixels = (rng.integers(0, 256, (29, 37)) >> (8 - bits) << (8 - bits)).astype(np.uint8)
+    pixels[:10] = 0  # a mask-like run of zeros beside noise
+    path = tmp_path / "g.png"
+    path.write_bytes(_gray_png(pixels, bits, interlaced, trns))
+    with Image.open(path) as im:
+        expected = np.asarray(im.convert("L"))
+        assert im.mode == "L"
+    img, decoded = data_mod._open(path, "image")
+    with img:
+        assert decoded is not None and np.array_equal(decoded, expected)
+    got = read_image(path)
+    assert np.array_equal(got, expected) and got.flags.writeable and got.flags.c_contiguous
+    got[:] = 1  # the array is the caller's: writing it touches nothing else
+    assert np.array_equal(read_image(path), expected)
+    assert np.array_equal(read_mask(path), expected >= 128 if expected.max() >= 128 else expected > 0)
+
+
+def test_a_pillow_that_decodes_elsewhere_still_gives_the_pixels(tmp_path, monkeypatch):
+    """If a Pillow version replaced the mapped memory while loading, the reader copies as before."""
+    from PIL import ImageFile
+
+    import liverseg.core.data as data_mod
+
+    def fresh_memory(self):
+        self.im = Image.core.new(self.mode, self.size)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load_prepare", fresh_memory)
+    pixels = np.arange(64 * 48, dtype=np.uint32).reshape(48, 64).astype(np.uint8)
+    path = tmp_path / "g.png"
+    Image.fromarray(pixels).save(path)
+    img, decoded = data_mod._open(path, "image")
+    with img:
+        assert decoded is None
+    assert np.array_equal(read_image(path), pixels)

@@ -582,13 +582,19 @@ def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypat
     calls: list[str] = []
     encoded: list[int] = []
     sizes = [(1, 1, 512, 512)]
-    real_encode = data_mod.encode_mask_png
+    decoded: list[tuple[int, ...]] = []
+    real_encode, real_read = data_mod.encode_mask_png, data_mod.read_image
 
     def counted(mask):
         encoded.append(1)
         return real_encode(mask)
 
+    def read(path):
+        decoded.append(real_read(path).shape)  # the runner's own reader, on a PNG file
+        return decoded[-1]
+
     monkeypatch.setattr(data_mod, "encode_mask_png", counted)
+    monkeypatch.setattr(data_mod, "read_image", read)
 
     class Fake:
         def __init__(self, name: str, seconds: float) -> None:
@@ -605,7 +611,7 @@ def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypat
     shape = (1, 1, 512, 512)
     # 2 untimed calls each, then in turn, the order rotating from round to round
     assert calls == ["fast", "fast", "slow", "slow"] + ["fast", "slow", "slow", "fast"] * 2
-    assert len(encoded) == 8  # the work beside every timed call
+    assert len(encoded) == 8 and decoded == [(512, 512)] * 8  # the work beside every timed call
     assert rates["fast"] > 2 * rates["slow"] > 0
     assert shape == sizes[-1]
     sizes.append((1, 1, 256, 256))  # the same at another size (the model's own grid)

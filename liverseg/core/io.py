@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib.metadata
 import os
 import platform
@@ -145,8 +146,14 @@ def versions() -> dict[str, str]:
     """Versions of liverseg, Python, the platform and every installed package that can move a result.
 
     Read from the installed distributions' metadata, so nothing is imported (inference
-    never loads torch to report its version).
+    never loads torch to report its version); read once per process (10 ms of parsing
+    each time, and a run asks twice).
     """
+    return dict(_versions())
+
+
+@functools.cache
+def _versions() -> dict[str, str]:
     out = {"liverseg": __version__, "python": platform.python_version(), "platform": platform.platform()}
     for key, dist in _PACKAGES:
         if key in out:
