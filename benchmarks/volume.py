@@ -92,17 +92,20 @@ def describe_model(model: Path, width: int) -> tuple[str, int, float | None]:
 
     contract = read_onnx_contract(model)
     args = (contract.get("model") or {}).get("args") or {}
-    return describe(choose(model, device="cpu")), int(args.get("width", width)), ct_settings(contract)[1]
+    spacing = ct_settings(contract)[1]
+    chosen = choose(model, device="cpu", at_model_spacing=spacing is not None)  # as liverseg-infer for a volume
+    return describe(chosen), int(args.get("width", width)), spacing
 
 
 def model_only(model: Path, series: Path, batch: int, threads: int | None, spinning: bool) -> tuple[float, int]:
     """(slices per second inside ``session.run``, number of slices) over the series' model inputs."""
-    from liverseg.core.contract import ct_settings
+    from liverseg.core.contract import ct_settings, read_onnx_contract
     from liverseg.infer.session import open_session
     from liverseg.infer.volumes import Prep, load_volume
 
-    sess = open_session(model, device="cpu", threads=threads, spinning=spinning)
-    window, model_spacing = ct_settings(sess.contract)
+    window, model_spacing = ct_settings(read_onnx_contract(model))
+    # the engine liverseg-infer takes for a volume: ranked by the speeds at the model's spacing, if it has one
+    sess = open_session(model, device="cpu", threads=threads, spinning=spinning, at_model_spacing=bool(model_spacing))
     prep = Prep(window=window, model_spacing=model_spacing)
     vi = load_volume(str(series), None, "dicom", prep)
     x = vi.model_in

@@ -699,3 +699,28 @@ def test_gate_table_shows_the_speed_at_the_models_grid_where_measured():
     md = "\n".join(_gates_section({"gates": gates}))
     assert "| img/s (512) | img/s (its grid) |" in md
     assert "| 33.47 | 38.13 at 256 |" in md and "| 23.80 |  |" in md
+
+
+def test_volume_benchmark_times_the_engine_liverseg_infer_takes_for_a_volume(tmp_path, monkeypatch):
+    """The model-only loop of the CT-volume benchmark ranks engines as liverseg-infer does for a volume: by
+    the speeds at the model's pixel spacing (the shipped model records 1.5 mm)."""
+    import liverseg.infer.session as session_mod
+    from liverseg.benchmarks.volume import describe_model, model_only, write_synthetic_series
+    from liverseg.reference import model_path
+
+    shipped = model_path()
+    assert shipped is not None
+
+    asked: list[bool] = []
+    real_open = session_mod.open_session
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs.get("at_model_spacing", False))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(session_mod, "open_session", recording)
+    write_synthetic_series(tmp_path / "series", 3, 96, (0.7, 0.7, 2.0))
+    rate, n = model_only(shipped, tmp_path / "series", 1, None, False)
+    assert asked == [True] and n == 3 and rate > 0
+    line, width, spacing = describe_model(shipped, 16)
+    assert spacing == 1.5 and width == 16 and "at its pixel spacing" in line
