@@ -274,6 +274,34 @@ def test_truncated_pixel_data_names_file(tmp_path, hu):
         read_series(tmp_path)
 
 
+@pytest.mark.parametrize("big", [False, True])
+def test_each_file_is_parsed_once_and_the_volume_keeps_headers_only(tmp_path, rng, monkeypatch, big):
+    """Pixel data larger than DEFER_BYTES stays in the file while the headers are scanned and is read when
+    the slice is decoded: one dcmread per file; a truncated one still names its file."""
+    import liverseg.core.dicom as dicom_mod
+
+    shape = (4, 96, 100) if big else (4, 12, 10)  # 19 kB of pixels per slice (deferred), or 240 bytes
+    assert (shape[1] * shape[2] * 2 > dicom_mod.DEFER_BYTES) == big
+    hu = rng.integers(-1024, 2000, shape).astype(np.int16)
+    paths = write_series(tmp_path / "s", hu)
+    reads: list[str] = []
+    real_read = pydicom.dcmread
+
+    def counted(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom, "dcmread", counted)
+    vol = read_series(tmp_path / "s")
+    np.testing.assert_array_equal(vol.axial(), hu)
+    assert sorted(reads) == sorted(str(p) for p in paths)
+    assert all("PixelData" not in ds for ds in vol.source_datasets)
+    raw = paths[1].read_bytes()
+    paths[1].write_bytes(raw[: len(raw) - 100])
+    with pytest.raises(DataError, match=r"slice0001\.dcm: pixel data .* cannot be read"):
+        read_series(tmp_path / "s")
+
+
 def test_truncated_header_names_file(tmp_path, hu):
     paths = write_series(tmp_path, hu)
     paths[3].write_bytes(paths[3].read_bytes()[:300])
