@@ -295,7 +295,8 @@ def test_each_file_is_parsed_once_and_the_volume_keeps_headers_only(tmp_path, rn
     vol = read_series(tmp_path / "s")
     np.testing.assert_array_equal(vol.axial(), hu)
     assert sorted(reads) == sorted(str(p) for p in paths)
-    assert all("PixelData" not in ds for ds in vol.source_datasets)
+    sources = vol.source_datasets
+    assert sources is not None and len(sources) == len(paths) and all("PixelData" not in ds for ds in sources)
     raw = paths[1].read_bytes()
     paths[1].write_bytes(raw[: len(raw) - 100])
     with pytest.raises(DataError, match=r"slice0001\.dcm: pixel data .* cannot be read"):
