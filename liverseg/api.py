@@ -17,7 +17,10 @@ Both take the model the command line takes (:func:`liverseg.reference.resolve_mo
 the newest ``runs/*/export/model.onnx``, anything else a file: an exported ONNX model or
 a liverseg checkpoint (``.pt``, exported once into the cache). The engine, precision
 and device are chosen as ``liverseg-infer`` chooses them (:func:`liverseg.infer.session.open_session`):
-``device="cuda"`` that cannot load is an error, ``auto`` takes CUDA when it loads.
+``device="cuda"`` that cannot load is an error, ``auto`` takes CUDA when it loads; inputs
+resampled to the model's pixel spacing (volumes, slices given ``spacing``) run on the
+engine ``auto`` ranks first at the model's grid, opened at the first such input where it
+differs.
 
 Inputs, and the preprocessing of ``liverseg-infer``:
 
@@ -41,6 +44,7 @@ Nothing here imports torch (unless a checkpoint has to be exported).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -49,6 +53,7 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
+from liverseg.core.choose import choose
 from liverseg.core.contract import ct_settings
 from liverseg.core.errors import UsageError
 from liverseg.core.intensity import INTENSITY_MODES, check_windowed, interpret, window_to_gray
@@ -115,7 +120,8 @@ class Segmenter:
         if is_checkpoint(found):
             found = exported_checkpoint(found, self.log)
         device_name, _, index = device.partition(":")
-        self.session: ModelSession | None = open_session(
+        self._open = functools.partial(
+            open_session,
             found,
             device=device_name,
             device_id=int(index or 0),
@@ -124,6 +130,8 @@ class Segmenter:
             engine=engine,
             precision=precision,
         )
+        self.session: ModelSession | None = self._open()
+        self._at_spacing: ModelSession | None = None  # for inputs resampled to the model's spacing (_session)
         self.path = found
         self.notes: list[str] = [f"model: {found} ({how})", *self.session.notes]
         for note in self.session.notes:
@@ -211,7 +219,7 @@ class Segmenter:
 
     def close(self) -> None:
         """Release the model (its memory, and the GPU's)."""
-        self.session = None
+        self.session = self._at_spacing = None
 
     def __enter__(self) -> Segmenter:
         return self
@@ -221,10 +229,38 @@ class Segmenter:
 
     # ------------------------------------------------------------ inputs
 
-    def _session(self) -> ModelSession:
+    def _session(self, at_model_spacing: bool = False) -> ModelSession:
+        """The model's session; for inputs resampled to its pixel spacing (volumes, slices given a spacing)
+        the one ``auto`` ranks first at that grid, as ``liverseg-infer`` chooses for them.
+
+        Which engine is fastest changes with the input's size (the shipped model on an AVX2
+        EPYC: ONNX Runtime int8 for 512x512 slices, OpenVINO int8 8% faster over a series
+        resampled to its 1.5 mm), so where the ranking differs a second session is opened,
+        once, on first use.
+        """
         if self.session is None:
             raise UsageError("this Segmenter is closed")
-        return self.session
+        if not at_model_spacing:
+            return self.session
+        if self._at_spacing is None:
+            chosen = choose(
+                self.path,
+                engine=self._open.keywords["engine"],
+                precision=self._open.keywords["precision"],
+                device=self._open.keywords["device"],
+                at_model_spacing=True,
+            )
+            if (chosen.engine, chosen.precision, chosen.path) == (
+                self.session.engine_name,
+                self.session.precision,
+                self.session.path,
+            ):
+                self._at_spacing = self.session
+            else:
+                self._at_spacing = self._open(at_model_spacing=True)
+                self.notes.extend(f"inputs at the model's spacing: {n}" for n in self._at_spacing.notes[:1])
+                self.log(self.notes[-1])
+        return self._at_spacing
 
     def _window(self, window: tuple[float, float] | None) -> tuple[float, float]:
         if window is None:
@@ -262,7 +298,7 @@ class Segmenter:
         if spacing is not None:
             shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)
         model_in = resize_gray(gray, shape) if shape != gray.shape else gray
-        sess = self._session()
+        sess = self._session(at_model_spacing=spacing is not None and self.model_spacing is not None)
         sess.want_probability = probabilities or shape != gray.shape
         mask, prob = sess.run(np.ascontiguousarray(model_in[None, None]))
         if shape != gray.shape:
@@ -305,7 +341,7 @@ class Segmenter:
         return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
 
     def _volume(self, vi: VolumeInput, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        sess = self._session()
+        sess = self._session(at_model_spacing=self.model_spacing is not None)
         sess.want_probability = probabilities or vi.resampled
         mask, prob, _ = predict_volume(vi, sess.run, self.batch_size, sess.threshold, keep_probability=probabilities)
         if probabilities and prob is None:

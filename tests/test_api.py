@@ -257,3 +257,39 @@ def test_small_pages_inside_liverseg_and_numpys_setting_after(monkeypatch):
             assert switch(True) is True
     finally:
         switch(before)
+
+
+def test_inputs_at_the_models_spacing_run_on_the_engine_auto_ranks_first_there(rng, monkeypatch):
+    """As liverseg-infer: slices rank engines by the speeds at 512x512, volumes (resampled to the model's
+    spacing) by those at its grid; the shipped model's AVX2 gates put ONNX Runtime int8 first at 512 and
+    OpenVINO int8 at 256, so a Segmenter opens the second session once, at its first volume."""
+    import liverseg.api as api_mod
+    import liverseg.core.choose as choose_mod
+    from liverseg.core.engine import openvino_available
+    from liverseg.reference import model_path
+
+    if model_path() is None:
+        pytest.skip("the reference model is not in this checkout")
+    if not openvino_available():
+        pytest.skip("OpenVINO is not installed (the openvino extra)")
+    real_class = choose_mod.cpu_class
+    monkeypatch.setattr(choose_mod, "cpu_class", lambda flags=None: "avx2" if flags is None else real_class(flags))
+    opened: list[bool] = []
+    real_open = api_mod.open_session
+
+    def spy(*args, **kwargs):
+        opened.append(kwargs.get("at_model_spacing", False))
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(api_mod, "open_session", spy)
+    with liverseg.Segmenter(device="cpu") as s:
+        assert (s._session().engine_name, s._session().precision) == ("onnxruntime", "int8")
+        assert s(_ct(rng, (64, 64))).shape == (64, 64) and opened == [False]
+        volume = _ct(rng, (4, 64, 64))
+        assert s(volume, spacing=(2.0, 0.8, 0.8)).shape == volume.shape
+        assert s(volume, spacing=(2.0, 0.8, 0.8)).shape == volume.shape
+        at_grid = s._session(at_model_spacing=True)
+        assert opened == [False, True] and (at_grid.engine_name, at_grid.precision) == ("openvino", "int8")
+        assert "inputs at the model's spacing: engine: openvino int8" in s.notes[-1]
+        assert s(_ct(rng, (64, 64)), spacing=0.8).shape == (64, 64) and opened == [False, True]
+    assert s.session is None and s._at_spacing is None
