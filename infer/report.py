@@ -565,29 +565,31 @@ def _cases_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str
     scored = [r for r in ok if _num(r.get("dice")) is not None]
     with_liver = [r for r in scored if _has_liver(r) is not False]
     empty = [r for r in scored if _has_liver(r) is False]
+    order = sorted(with_liver, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
+    worst = order[:n_cases]
+    taken = {id(r) for r in worst}
+    best = [r for r in reversed(order) if id(r) not in taken][:n_cases]
+    fps = sorted(
+        (r for r in empty if (_num(r.get("fp")) or 0) > 0),
+        key=lambda r: (-(_num(r.get("fp")) or 0), r.get("input", "")),
+    )
+    # every figure in one pool: three pools of 5 left a thread idle at the end of each
+    figures = iter(_figures(worst + best + fps[:n_cases], run_dir))
     out: list[str] = []
     if with_liver:
-        order = sorted(with_liver, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
-        worst = order[:n_cases]
-        taken = {id(r) for r in worst}
-        best = [r for r in reversed(order) if id(r) not in taken][:n_cases]
         out.append(f"<h3>Worst cases (lowest Dice of the {len(with_liver)} slices with liver)</h3>" + legend_html(True))
-        out.append(_cases(_figures(worst, run_dir)))
+        out.append(_cases([next(figures) for _ in worst]))
         if best:
             out.append("<h3>Best cases (highest Dice of the slices with liver)</h3>" + legend_html(True))
-            out.append(_cases(_figures(best, run_dir)))
+            out.append(_cases([next(figures) for _ in best]))
     if empty:
-        fps = sorted(
-            (r for r in empty if (_num(r.get("fp")) or 0) > 0),
-            key=lambda r: (-(_num(r.get("fp")) or 0), r.get("input", "")),
-        )
         out.append(
             f"<h3>False positives on slices without liver ({len(fps)} of {len(empty)} such slices)</h3>"
             '<p class="note">The truth of these slices holds no liver; any predicted pixel is a false positive. '
             "They are kept out of the Dice lists above, where one stray pixel would score 0.</p>"
         )
         if fps:
-            out.append(legend_html(True) + _cases(_figures(fps[:n_cases], run_dir)))
+            out.append(legend_html(True) + _cases([next(figures) for _ in fps[:n_cases]]))
         else:
             out.append("<p>None: the model predicted no liver on any of them.</p>")
     return "".join(out)
