@@ -37,10 +37,9 @@ from typing import Any
 import click
 import numpy as np
 
-from liverseg.core.charts import plot_slice_profile
 from liverseg.core.cli import command
 from liverseg.core.data import DataError, encode_png, read_image, read_mask
-from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram
+from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram, svg_slice_profile
 from liverseg.core.io import write_text_atomic
 from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_VISIBLE_COLOR, overlay_rgb
 from liverseg.infer.io import PER_IMAGE_COLUMNS
@@ -266,13 +265,6 @@ def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
     strip = _strip(cells)
     body = img_tag(encode_png(strip), f"{name}: " + ", ".join(parts))
     return f'<figure style="width:{strip.shape[1]}px">{body}<figcaption>{" — ".join(caption)}</figcaption></figure>'
-
-
-def _png(chart: Path | bytes) -> bytes:
-    """The PNG bytes of a chart drawn without a file (``out_path=None``, as everywhere in this page)."""
-    if not isinstance(chart, bytes):
-        raise TypeError(f"expected PNG bytes from a chart drawn in memory, got {chart!r}")
-    return chart
 
 
 def _cases(figures: list[str]) -> str:
@@ -693,8 +685,8 @@ def _slice_profile(run_dir: Path, key: str, name: str) -> str:
     labelled = any((r.get("true_pixels") or "") != "" for r in table)
     true = [_num(r.get("true_pixels")) or 0.0 for r in table] if labelled else None
     dice = [_num(r.get("dice")) for r in table] if labelled else None
-    png = _png(plot_slice_profile(pos, pred, true, dice, None, title=name))
-    return img_tag(png, f"{name}: liver pixels and Dice per slice")
+    svg = svg_slice_profile(pos, pred, true, dice, title=name)
+    return f"<figure>{svg}<figcaption>{esc(name)}: liver pixels and Dice per slice</figcaption></figure>"
 
 
 def _volume_overlays(run_dir: Path, key: str, name: str) -> str:

@@ -479,3 +479,32 @@ def test_svg_histogram_counts_and_marks():
     empty = ET.fromstring(svg_histogram([], xlabel="x"))
     assert "no values" in [t.text for t in empty.iter(f"{ns}text")] and not empty.findall(f"{ns}rect[@class='bar']")
     assert ET.fromstring(svg_histogram([3.0, 3.0], xlabel="x")) is not None  # one distinct value: a range around it
+
+
+def test_svg_slice_profile_draws_both_areas_and_breaks_dice_where_no_slice_has_liver():
+    import xml.etree.ElementTree as ET
+
+    from liverseg.core.html import svg_slice_profile
+
+    ns = "{http://www.w3.org/2000/svg}"
+    pos = [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    pred = [0, 100, 400, 250, 0, 0]
+    true = [0, 120, 380, 260, 10, 0]
+    dice = [None, 0.9, 0.97, 0.95, 0.0, None]
+    root = ET.fromstring(svg_slice_profile(pos, pred, true, dice, title="vol <1>"))
+    lines = {pl.get("class"): pl for pl in root.iter(f"{ns}polyline") if pl.get("class") in ("pred", "true")}
+    assert set(lines) == {"pred", "true"}
+    pts = [tuple(map(float, p.split(","))) for p in lines["pred"].get("points", "").split()]
+    assert len(pts) == 6 and pts[0][0] < pts[-1][0]  # left to right by position
+    assert pts[2][1] < pts[1][1] < pts[0][1]  # more liver is higher
+    dice_lines = [pl for pl in root.iter(f"{ns}polyline") if pl.get("class") == "dice"]
+    assert [len(pl.get("points", "").split()) for pl in dice_lines] == [4]  # slices 1-4, None left out
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert "vol <1>" in texts and "Dice per slice" in texts and "true" in texts and "Dice" in texts
+    alone = ET.fromstring(svg_slice_profile(pos, pred, None, None))  # unlabelled: one line, no Dice axis
+    assert [pl.get("class") for pl in alone.iter(f"{ns}polyline")] == ["pred"]
+    assert "Dice" not in [t.text for t in alone.iter(f"{ns}text")]
+    dashed = [pl for pl in root.iter(f"{ns}polyline") if pl.get("class") == "true"]
+    assert dashed[0].get("stroke-dasharray")
+    empty = ET.fromstring(svg_slice_profile([], [], None, None))
+    assert "no slices" in [t.text for t in empty.iter(f"{ns}text")]

@@ -37,13 +37,16 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from liverseg.core.errors import DataError
 from liverseg.core.intensity import check_windowed, interpret, window_to_gray
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 try:  # zlib-ng deflates 3-7x faster than the standard library's zlib (encode_png)
     from zlib_ng import zlib_ng as _deflate
@@ -213,6 +216,8 @@ def _resolve(value: object, csv_path: Path, row: int, column: str, root: Path | 
 
 def read_csv(path: Path) -> pd.DataFrame:
     """A CSV of strings; an unreadable, empty or malformed file is a DataError naming it."""
+    import pandas as pd  # here, not at the top: a run of image folders or volumes never needs it (0.2 s)
+
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
@@ -242,6 +247,8 @@ def first_column(df: pd.DataFrame, path: Path, name: str) -> pd.DataFrame:
     else:
         note = f"header {list(df.columns)} has no {name}; reading the first column ({head!r}) as the study did"
     logging.getLogger(__name__).warning("%s: %s", path, note)
+    import pandas as pd
+
     return pd.DataFrame({name: rows})
 
 

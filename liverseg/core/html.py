@@ -145,6 +145,111 @@ def svg_histogram(
     return "".join(out) + "</svg>"
 
 
+def svg_slice_profile(
+    position_mm: Sequence[float],
+    pred_pixels: Sequence[float],
+    true_pixels: Sequence[float] | None,
+    dice: Sequence[float | None] | None,
+    *,
+    title: str = "",
+    width: int = 640,
+    height: int = 300,
+) -> str:
+    """Liver area per axial slice (predicted, solid; true, dashed) against slice position, with the per-slice
+    Dice (red, right axis) where either mask has liver, as inline SVG.
+
+    Drawn without matplotlib for the reason :func:`svg_histogram` gives: the chart took a
+    volume's run report 0.46 s in a fresh process (import and layout), this one a few ms.
+    Slices whose Dice is None (neither mask has liver) break the Dice line.
+    """
+    x = np.asarray(position_mm, dtype=np.float64)
+    pred = np.asarray(pred_pixels, dtype=np.float64)
+    true = None if true_pixels is None else np.asarray(true_pixels, dtype=np.float64)
+    left, right, top, bottom = 62, 52 if dice is not None else 16, 30 if title else 12, 44
+    pw, ph = width - left - right, height - top - bottom
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    ymax = max(float(pred.max(initial=0.0)), float(true.max(initial=0.0)) if true is not None else 0.0, 1.0)
+    ystep = _nice_step(ymax, 5)
+    ytop = ystep * math.ceil(ymax / ystep)
+
+    def px(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * pw
+
+    def py(v: float, scale: float = ytop) -> float:
+        return top + ph - v / scale * ph
+
+    def line(values: np.ndarray, scale: float = ytop) -> str:
+        return " ".join(f"{px(a):.1f},{py(b, scale):.1f}" for a, b in zip(x, values))
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" font-family="sans-serif" font-size="11"><title>{esc(title or "liver pixels per slice")}</title>'
+    ]
+    if title:
+        out.append(f'<text x="{left + pw / 2:.1f}" y="18" text-anchor="middle" font-size="13">{esc(title)}</text>')
+    for k in range(int(round(ytop / ystep)) + 1):
+        y = py(k * ystep)
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{k * ystep:.6g}</text>')
+    xstep = _nice_step(hi - lo, 8)
+    for i in range(math.ceil(lo / xstep - 1e-9), int(math.floor(hi / xstep + 1e-9)) + 1):
+        xx = px(i * xstep)
+        out.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#333"/>')
+        out.append(f'<text x="{xx:.1f}" y="{top + ph + 16}" text-anchor="middle">{i * xstep:.6g}</text>')
+    legend = [("#1f77b4", "", "predicted liver pixels")]
+    if x.size:
+        out.append(f'<polyline class="pred" points="{line(pred)}" fill="none" stroke="#1f77b4" stroke-width="1.2"/>')
+    if true is not None and x.size:
+        out.append(
+            f'<polyline class="true" points="{line(true)}" fill="none" stroke="#4d4d4d" stroke-dasharray="5 3"/>'
+        )
+        legend.append(("#4d4d4d", "5 3", "true"))
+    if dice is not None:
+        d = [None if v is None or not math.isfinite(v) else float(v) for v in dice]
+        runs: list[list[int]] = []
+        for i, v in enumerate(d):
+            if v is None:
+                continue
+            if runs and runs[-1][-1] == i - 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        for run in runs:
+            pts = " ".join(f"{px(x[i]):.1f},{py(d[i] or 0.0, 1.0):.1f}" for i in run)
+            out.append(f'<polyline class="dice" points="{pts}" fill="none" stroke="#d62728" stroke-width="0.8"/>')
+        for v in (0.0, 0.25, 0.5, 0.75, 1.0):
+            y = py(v, 1.0)
+            out.append(f'<text x="{left + pw + 6}" y="{y + 4:.1f}">{v:g}</text>')
+        out.append(
+            f'<text transform="translate({width - 10} {top + ph / 2:.1f}) rotate(90)" text-anchor="middle">Dice</text>'
+        )
+        legend.append(("#d62728", "", "Dice per slice"))
+    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    out.append(
+        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">'
+        "slice position (mm, inferior to superior)</text>"
+    )
+    out.append(
+        f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">liver pixels</text>'
+    )
+    out.append(
+        f'<rect x="{left + 4}" y="{top + 4}" width="150" height="{14 * len(legend) + 6}" fill="#fff" '
+        'fill-opacity="0.85"/>'
+    )
+    for j, (color, dash, text) in enumerate(legend):
+        y = top + 14 + 14 * j
+        out.append(
+            f'<line x1="{left + 8}" x2="{left + 28}" y1="{y - 4}" y2="{y - 4}" stroke="{color}" stroke-width="1.5"'
+            + (f' stroke-dasharray="{dash}"/>' if dash else "/>")
+        )
+        out.append(f'<text x="{left + 34}" y="{y}">{esc(text)}</text>')
+    if not x.size:
+        out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph / 2:.1f}" text-anchor="middle">no slices</text>')
+    return "".join(out) + "</svg>"
+
+
 def html_table(
     header: Sequence[str] | None,
     rows: Iterable[Sequence[Any]],
