@@ -77,6 +77,7 @@ from liverseg.trainer.distributed import (
     start,
     stop,
     sum_all,
+    wait_all,
 )
 
 log = logging.getLogger("liverseg.trainer")
@@ -768,6 +769,7 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
             stopped_early = epoch_loop(prep, trainee, loaders, state, run, saver)
             if world.is_main:
                 _finish(cfg, state, run, saver)
+        wait_all(world)
     finally:
         stop(world)
     return TrainResult(
