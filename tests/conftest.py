@@ -12,6 +12,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,3 +123,18 @@ def study_pth(study_seed, tmp_path_factory) -> Callable[[str], Path]:
         return made[model]
 
     return make
+
+
+def record_keyword(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str, keyword: str, default: Any = None
+) -> list:
+    """Wrap ``owner.name`` so each call records its ``keyword`` argument (``default`` when absent), then runs it."""
+    seen: list = []
+    real = getattr(owner, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get(keyword, default))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return seen

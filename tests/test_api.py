@@ -274,14 +274,9 @@ def test_inputs_at_the_models_spacing_run_on_the_engine_auto_ranks_first_there(r
         pytest.skip("OpenVINO is not installed (the openvino extra)")
     real_class = choose_mod.cpu_class
     monkeypatch.setattr(choose_mod, "cpu_class", lambda flags=None: "avx2" if flags is None else real_class(flags))
-    opened: list[bool] = []
-    real_open = api_mod.open_session
+    from conftest import record_keyword
 
-    def spy(*args, **kwargs):
-        opened.append(kwargs.get("at_model_spacing", False))
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(api_mod, "open_session", spy)
+    opened = record_keyword(monkeypatch, api_mod, "open_session", "at_model_spacing", False)
     with liverseg.Segmenter(device="cpu") as s:
         assert (s._session().engine_name, s._session().precision) == ("onnxruntime", "int8")
         assert s(_ct(rng, (64, 64))).shape == (64, 64) and opened == [False]

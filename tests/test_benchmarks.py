@@ -711,14 +711,9 @@ def test_volume_benchmark_times_the_engine_liverseg_infer_takes_for_a_volume(tmp
     shipped = model_path()
     assert shipped is not None
 
-    asked: list[bool] = []
-    real_open = session_mod.open_session
+    from conftest import record_keyword
 
-    def recording(*args, **kwargs):
-        asked.append(kwargs.get("at_model_spacing", False))
-        return real_open(*args, **kwargs)
-
-    monkeypatch.setattr(session_mod, "open_session", recording)
+    asked = record_keyword(monkeypatch, session_mod, "open_session", "at_model_spacing", False)
     write_synthetic_series(tmp_path / "series", 3, 96, (0.7, 0.7, 2.0))
     rate, n = model_only(shipped, tmp_path / "series", 1, None, False)
     assert asked == [True] and n == 3 and rate > 0

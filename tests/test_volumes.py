@@ -425,16 +425,11 @@ def test_a_mask_written_from_the_axial_view_lies_on_the_input(tmp_path, affine):
 
 def test_volume_runs_rank_engines_by_the_speeds_at_the_models_pixel_spacing(tmp_path, model_1mm, monkeypatch):
     """A run of volumes (or of slices given --spacing) asks auto for the speeds measured at the model's spacing."""
+    from conftest import record_keyword
+
     import liverseg.infer.runner as runner_mod
 
-    asked: list[bool] = []
-    real = runner_mod.open_session
-
-    def spy(*a, **kw):
-        asked.append(kw["at_model_spacing"])
-        return real(*a, **kw)
-
-    monkeypatch.setattr(runner_mod, "open_session", spy)
+    asked = record_keyword(monkeypatch, runner_mod, "open_session", "at_model_spacing")
     hu, _ = _phantom()
     assert _run(tmp_path / "v", _nifti(tmp_path / "v.nii.gz", hu, AFFINE), model_1mm)[0] == 0
     png = tmp_path / "s.png"

@@ -534,7 +534,6 @@ class _Filler:
 def _decode_classic(frames: list[_Frame], order: list[int], filler: _Filler, headers: dict[str, Any]) -> None:
     """Each slice's pixels into ``filler``, from the dataset its header was scanned into (its pixel data,
     deferred then, is read now and dropped after, so the datasets stay header-only)."""
-    _pydicom()
     from pydicom.pixels import pixel_array
 
     for k, idx in enumerate(order):

@@ -9,7 +9,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,47 @@ def _nice_step(span: float, target: int) -> float:
     return next((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), 10 * mag)
 
 
+def _svg_start(width: int, height: int, label: str, title: str, centre_x: float) -> list[str]:
+    """The opening of an inline SVG chart: its tag, its accessible label and, when given, its visible title."""
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" font-family="sans-serif" font-size="11"><title>{esc(label)}</title>'
+    ]
+    if title:
+        out.append(f'<text x="{centre_x:.1f}" y="18" text-anchor="middle" font-size="13">{esc(title)}</text>')
+    return out
+
+
+def _svg_y_grid(ticks: Iterable[float], y_of: Callable[[float], float], left: float, pw: float) -> list[str]:
+    """Horizontal grid lines with their values on the left axis."""
+    out = []
+    for t in ticks:
+        y = y_of(t)
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{t:.6g}</text>')
+    return out
+
+
+def _svg_x_ticks(lo: float, hi: float, x_of: Callable[[float], float], bottom: float, digits: int) -> list[str]:
+    """About eight round ticks between ``lo`` and ``hi`` under the plot, labelled with ``digits`` significant digits."""
+    out = []
+    step = _nice_step(hi - lo, 8)
+    for i in range(math.ceil(lo / step - 1e-9), int(math.floor(hi / step + 1e-9)) + 1):
+        x = x_of(i * step)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{bottom}" y2="{bottom + 4}" stroke="#333"/>')
+        out.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{i * step:.{digits}g}</text>')
+    return out
+
+
+def _svg_frame(left: float, top: float, pw: float, ph: float, height: int, xlabel: str, ylabel: str) -> list[str]:
+    """The plot's frame and its two axis labels (the left one turned upright)."""
+    return [
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>',
+        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">{esc(xlabel)}</text>',
+        f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">{esc(ylabel)}</text>',
+    ]
+
+
 def svg_histogram(
     values: Iterable[float | None],
     *,
@@ -100,16 +141,8 @@ def svg_histogram(
     def y_of(count: float) -> float:
         return top + ph - count / ytop * ph
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" font-family="sans-serif" font-size="11"><title>{esc(title or xlabel)}</title>'
-    ]
-    if title:
-        out.append(f'<text x="{left + pw / 2:.1f}" y="18" text-anchor="middle" font-size="13">{esc(title)}</text>')
-    for k in range(0, ytop + 1, ystep):
-        y = y_of(k)
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{k}</text>')
+    out = _svg_start(width, height, title or xlabel, title, left + pw / 2)
+    out += _svg_y_grid(range(0, ytop + 1, ystep), y_of, left, pw)
     for c, a, b in zip(counts, edges[:-1], edges[1:]):
         if c:
             x0, x1, y = x_of(float(a)), x_of(float(b)), y_of(c)
@@ -117,17 +150,8 @@ def svg_histogram(
                 f'<rect class="bar" x="{x0:.1f}" y="{y:.1f}" width="{x1 - x0:.1f}" height="{y_of(0) - y:.1f}" '
                 f'fill="#1f77b4" stroke="#fff"><title>{a:.3g} to {b:.3g}: {c}</title></rect>'
             )
-    xstep = _nice_step(hi - lo, 8)
-    first = math.ceil(lo / xstep - 1e-9)
-    for i in range(first, int(math.floor(hi / xstep + 1e-9)) + 1):
-        x = x_of(i * xstep)
-        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#333"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{i * xstep:.4g}</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">{esc(xlabel)}</text>')
-    out.append(
-        f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">number of images</text>'
-    )
+    out += _svg_x_ticks(lo, hi, x_of, top + ph, 4)
+    out += _svg_frame(left, top, pw, ph, height, xlabel, "number of images")
     if v.size:
         legend = [f"n = {v.size}"]
         marks = (("mean", v.mean(), "6 4", "#000", "dashed"), ("median", np.median(v), "2 3", "#737373", "dotted"))
@@ -183,21 +207,9 @@ def svg_slice_profile(
     def line(values: np.ndarray, scale: float = ytop) -> str:
         return " ".join(f"{px(a):.1f},{py(b, scale):.1f}" for a, b in zip(x, values))
 
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" font-family="sans-serif" font-size="11"><title>{esc(title or "liver pixels per slice")}</title>'
-    ]
-    if title:
-        out.append(f'<text x="{left + pw / 2:.1f}" y="18" text-anchor="middle" font-size="13">{esc(title)}</text>')
-    for k in range(int(round(ytop / ystep)) + 1):
-        y = py(k * ystep)
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e3e3"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{k * ystep:.6g}</text>')
-    xstep = _nice_step(hi - lo, 8)
-    for i in range(math.ceil(lo / xstep - 1e-9), int(math.floor(hi / xstep + 1e-9)) + 1):
-        xx = px(i * xstep)
-        out.append(f'<line x1="{xx:.1f}" x2="{xx:.1f}" y1="{top + ph}" y2="{top + ph + 4}" stroke="#333"/>')
-        out.append(f'<text x="{xx:.1f}" y="{top + ph + 16}" text-anchor="middle">{i * xstep:.6g}</text>')
+    out = _svg_start(width, height, title or "liver pixels per slice", title, left + pw / 2)
+    out += _svg_y_grid([k * ystep for k in range(int(round(ytop / ystep)) + 1)], py, left, pw)
+    out += _svg_x_ticks(lo, hi, px, top + ph, 6)
     legend = [("#1f77b4", "", "predicted liver pixels")]
     if x.size:
         out.append(f'<polyline class="pred" points="{line(pred)}" fill="none" stroke="#1f77b4" stroke-width="1.2"/>')
@@ -226,14 +238,7 @@ def svg_slice_profile(
             f'<text transform="translate({width - 10} {top + ph / 2:.1f}) rotate(90)" text-anchor="middle">Dice</text>'
         )
         legend.append(("#d62728", "", "Dice per slice"))
-    out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
-    out.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">'
-        "slice position (mm, inferior to superior)</text>"
-    )
-    out.append(
-        f'<text transform="translate(14 {top + ph / 2:.1f}) rotate(-90)" text-anchor="middle">liver pixels</text>'
-    )
+    out += _svg_frame(left, top, pw, ph, height, "slice position (mm, inferior to superior)", "liver pixels")
     out.append(
         f'<rect x="{left + 4}" y="{top + 4}" width="150" height="{14 * len(legend) + 6}" fill="#fff" '
         'fill-opacity="0.85"/>'
