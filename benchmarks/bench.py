@@ -129,6 +129,7 @@ class BenchOptions:
     e2e_slices: int | None = None
     e2e_rounds: int = 2
     e2e_batch: int = 1
+    e2e_repeat: int = 1
     e2e_backends: tuple[str, ...] = ("auto", "ort-fp32", "ort-int8")
     gate_slices: int = 16
     scaling: tuple[int, ...] = (100, 1000, 10000)
@@ -562,6 +563,7 @@ class Bench:
                 slices=self.o.e2e_slices,
                 rounds=self.o.e2e_rounds,
                 batch=self.o.e2e_batch,
+                repeat=self.o.e2e_repeat,
                 data_dir=self.o.data_dir,
                 workdir=self.workdir / "e2e",
                 spinning=self.o.spinning,

@@ -134,6 +134,14 @@ def set_wait_policy(spinning: bool) -> str:
 @click.option(
     "--e2e-slices", type=click.IntRange(min=1), default=None, help="Only the first N real slices. Default: all 78."
 )
+@click.option(
+    "--e2e-repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="List the real slices N times under different names: a longer run, where the run's fixed cost "
+    "(opening the model, report.html) weighs as on a real batch.",
+)
 @click.option("--e2e-rounds", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option(
     "--e2e-batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the end-to-end rows."
@@ -254,6 +262,7 @@ def options_from(kw: dict[str, Any]) -> BenchOptions:
         e2e_slices=kw["e2e_slices"],
         e2e_rounds=kw["e2e_rounds"],
         e2e_batch=kw["e2e_batch"],
+        e2e_repeat=kw["e2e_repeat"],
         e2e_backends=tuple(_names(kw["e2e_backends"], "--e2e-backends", also=("auto",)) or ()),
         gate_slices=kw["gate_slices"],
         scaling=tuple(_ints(scaling, "--scaling")) if scaling.strip() else (),

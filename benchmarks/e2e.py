@@ -27,6 +27,10 @@ run, not per image, so it weighs most on small runs of a cheap model -- and its 
 Dice over the labelled slices are recorded beside them; the int8 row's
 ``dice_delta_vs_fp32`` is judged on all labelled slices, not just the few timed ones.
 
+``repeat`` > 1 lists the slices that many times under different names (hard links, or
+copies, in the work folder; the model-only loop runs them as often): a run of a few hundred
+slices, where the run's fixed cost weighs as it does on a real batch, not on 78 slices.
+
 Before the first row, one untimed run over two slices makes the imports the runner
 makes once per process, so they fall on no row.
 
@@ -58,6 +62,7 @@ E2E_COLUMNS = (
     "width",
     "weights",
     "images",
+    "repeat",
     "batch",
     "rounds",
     "model_only_images_per_s",
@@ -93,6 +98,7 @@ class E2ESettings:
     spinning: bool
     report: bool
     workdir: Path
+    repeat: int = 1
 
 
 def _weights(art: Any) -> str:
@@ -146,7 +152,7 @@ def end_to_end(
         spinning=s.spinning,
         progress=False,
         report=s.report,
-        limit=s.slices,
+        limit=s.slices if s.repeat == 1 else None,  # a repeated folder holds only the chosen slices
         command=command,
         engine=engine,
         precision=precision,
@@ -279,6 +285,7 @@ def run_e2e(
     workdir: Path,
     spinning: bool = False,
     report: bool = True,
+    repeat: int = 1,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per backend in ``backends`` (names of :data:`~liverseg.benchmarks.backends.BACKENDS`)."""
@@ -291,7 +298,10 @@ def run_e2e(
         return [{"section": "e2e", "error": f"real slices not found at {folder}; end-to-end needs ../shared/data"}]
     samples = discover(folder)[:slices] if slices else discover(folder)
     images = [read_image(smp.image)[None, None] for smp in samples]  # decoded once, for the model-only loop
-    s = E2ESettings(folder, slices, threads, batch, spinning, report, Path(workdir))
+    if repeat > 1:
+        folder = repeated_folder(samples, repeat, Path(workdir) / f"slices-x{repeat}")
+        images = images * repeat
+    s = E2ESettings(folder, slices, threads, batch, spinning, report, Path(workdir), repeat)
     _warm_up(art, s, log)
     rows: list[dict[str, Any]] = []
     runs: list[_Backend] = []
@@ -303,6 +313,7 @@ def run_e2e(
             width=art.ckpt.model_args.get("width"),
             weights=_weights(art),
             images=len(images),
+            repeat=repeat,
             batch=batch,
             threads=threads,
             error="",
@@ -324,8 +335,35 @@ def run_e2e(
                 run.round(r, log)
     for run in runs:
         run.finish()
+    if repeat > 1:
+        shutil.rmtree(folder, ignore_errors=True)
     _dice_deltas(rows)
     return rows
+
+
+def repeated_folder(samples: list[Any], repeat: int, folder: Path) -> Path:
+    """``folder`` with ``images/`` and ``masks/`` holding each sample ``repeat`` times (``r<k>_<name>``).
+
+    Hard links where the file system allows, copies elsewhere: the runner reads every file as
+    it would a distinct slice (no symbolic links, which it resolves).
+    """
+    import os
+
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for k in range(repeat):
+        for smp in samples:
+            for sub, src in (("images", smp.image), ("masks", smp.mask)):
+                if src is None:
+                    continue
+                dst = folder / sub / f"r{k}_{Path(src).name}"
+                if dst.exists():
+                    continue
+                try:
+                    os.link(src, dst)
+                except OSError:  # another file system
+                    shutil.copyfile(src, dst)
+    return folder
 
 
 def _dice_deltas(rows: list[dict[str, Any]]) -> None:

@@ -174,6 +174,12 @@ def _model_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _repeated(e: dict[str, Any]) -> str:
+    """How a repeated end-to-end run's slices came about (``--e2e-repeat``), or nothing."""
+    k = e.get("repeat") or 1
+    return f" (the {e['images'] // k} real slices {k} times)" if k > 1 else ""
+
+
 def _e2e_targets(e: dict[str, Any]) -> list[dict[str, Any]]:
     """End to end vs model only, and int8's Dice change (judged only on trained weights)."""
     out: list[dict[str, Any]] = []
@@ -185,7 +191,7 @@ def _e2e_targets(e: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": e["e2e_vs_model"],
                 "met": e["e2e_vs_model"] >= TARGET_E2E,
                 "detail": f"{e['e2e_images_per_s']:.3f} vs {e['model_only_images_per_s']:.3f} img/s over "
-                f"{e['images']} slices",
+                f"{e['images']} slices" + _repeated(e),
             }
         )
     if e.get("backend") == "ort-int8" and e.get("dice_delta_vs_fp32") is not None:
@@ -267,7 +273,7 @@ def _engine_targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "value": ratio,
                 "met": ratio >= need,
                 "detail": f"{rate:.3f} vs {fp32['model_only_images_per_s']:.3f} img/s over {auto['images']} "
-                f"slices; {chose}",
+                f"slices{_repeated(auto)}; {chose}",
             }
         )
     best = _best_openvino(result, w)

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from liverseg.core.choose import gpu_present
 from liverseg.core.contract import PROB_NAME, ct_settings
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import ContractError, LiversegError, UsageError, describe
@@ -326,7 +327,7 @@ class Runner:
         if is_checkpoint(model):
             model = exported_checkpoint(model, self.log)
         sizes = []
-        if o.device != "cpu":  # the cuDNN algorithm search depends on how many sizes the inputs come in
+        if o.device != "cpu" and gpu_present():  # the cuDNN algorithm search depends on how many sizes there are
             sizes = [s for s in (image_size(it.image) for it in items[:64]) if s]
         device, _, index = o.device.partition(":")  # cuda:N: GPU N
         sess = open_session(

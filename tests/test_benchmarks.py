@@ -360,6 +360,33 @@ def test_e2e_on_real_slices(chaos_dir, tmp_path, monkeypatch):
     assert r["dice"] is not None and r["provider"] == "CPUExecutionProvider"
 
 
+@pytest.mark.realdata
+def test_e2e_repeat_runs_the_slices_that_many_times_as_distinct_files(chaos_dir, tmp_path, monkeypatch):
+    import liverseg.infer.runner as runner_mod
+    from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
+    from liverseg.benchmarks.e2e import run_e2e
+    from liverseg.benchmarks.report import _e2e_targets
+
+    done = []
+    real = runner_mod.run_inference
+
+    def counted(opts, log=None):
+        res = real(opts, log)
+        done.append((opts.limit, res.summary["n_ok"] if res.summary else None))
+        return res
+
+    monkeypatch.setattr(runner_mod, "run_inference", counted)
+    art = Artifacts(random_checkpoint("unet", 4), tmp_path / "m")
+    (row,) = run_e2e(
+        art, ["ort-fp32"], threads=2, slices=2, rounds=1, repeat=3, data_dir=chaos_dir.parent, workdir=tmp_path / "e2e"
+    )
+    assert row["error"] == "", row["error"]
+    assert done == [(2, 2), (None, 6)]  # the warm-up, then the six files of two slices listed three times
+    assert row["images"] == 6 and row["repeat"] == 3 and row["dice"] is not None
+    assert sorted(p.name for p in (tmp_path / "e2e").iterdir()) == []  # the repeated folder is removed too
+    assert "over 6 slices (the 2 real slices 3 times)" in _e2e_targets(row)[0]["detail"]
+
+
 def test_cli_writes_results_and_exit_code(tmp_path, monkeypatch):
     from click.testing import CliRunner
 

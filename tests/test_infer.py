@@ -361,6 +361,24 @@ def test_device_rules(tiny_model):
     assert cudnn_search_for([(i, i) for i in range(10)]) == "HEURISTIC"
 
 
+@pytest.mark.parametrize("gpu", [False, True])
+def test_input_sizes_are_read_ahead_only_where_a_gpu_could_search_for_them(tmp_path, tiny_model, monkeypatch, gpu):
+    import liverseg.infer.runner as runner_mod
+
+    read: list[str] = []
+    sizes: list[Any] = []
+    real_open = runner_mod.open_session
+    monkeypatch.setattr(runner_mod, "gpu_present", lambda: gpu)
+    monkeypatch.setattr(runner_mod, "image_size", lambda p: read.append(str(p)) or (48, 48))
+    monkeypatch.setattr(runner_mod, "open_session", lambda *a, **k: sizes.append(k["sizes"]) or real_open(*a, **k))
+    root = _study_layout(tmp_path / "study", n=2)
+    # device auto: the CPU where no CUDA loads; the sizes only tune a CUDA session's algorithm search
+    opts = Options(source=root / "data/test_x.csv", data_root=root, model=tiny_model, out=tmp_path / "o")
+    res = run_inference(opts, log=lambda _: None)
+    assert res.exit_code == 0, res.message
+    assert len(read) == (2 if gpu else 0) and sizes == [[(48, 48)] * 2 if gpu else []]
+
+
 def test_cuda_requested_without_cuda_is_a_usage_error(tmp_path, tiny_model):
     try:
         open_session(tiny_model, device="cuda")
