@@ -369,8 +369,17 @@ def test_input_sizes_are_read_ahead_only_where_a_gpu_could_search_for_them(tmp_p
     sizes: list[Any] = []
     real_open = runner_mod.open_session
     monkeypatch.setattr(runner_mod, "gpu_present", lambda: gpu)
-    monkeypatch.setattr(runner_mod, "image_size", lambda p: read.append(str(p)) or (48, 48))
-    monkeypatch.setattr(runner_mod, "open_session", lambda *a, **k: sizes.append(k["sizes"]) or real_open(*a, **k))
+
+    def image_size(path):
+        read.append(str(path))
+        return (48, 48)
+
+    def open_session(*a, **k):
+        sizes.append(k["sizes"])
+        return real_open(*a, **k)
+
+    monkeypatch.setattr(runner_mod, "image_size", image_size)
+    monkeypatch.setattr(runner_mod, "open_session", open_session)
     root = _study_layout(tmp_path / "study", n=2)
     # device auto: the CPU where no CUDA loads; the sizes only tune a CUDA session's algorithm search
     opts = Options(source=root / "data/test_x.csv", data_root=root, model=tiny_model, out=tmp_path / "o")

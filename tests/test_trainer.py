@@ -10,6 +10,7 @@ import csv
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -474,3 +475,30 @@ def test_lr_infinity_is_refused_before_a_run_folder(data: Path, tmp_path: Path):
     r = CliRunner().invoke(train_main, [str(path), "-q", "--data-root", str(data)])
     assert r.exit_code == 2 and "key 'lr'" in r.stderr and "Traceback" not in r.output, r.output
     assert not (data / "runs").exists()
+
+
+@pytest.mark.parametrize("normalize", ["zscore", "scale"])
+def test_validation_masks_are_the_exported_models_on_a_slice_without_contrast(normalize):
+    from liverseg.core.metrics import SegmentationMetrics
+    from liverseg.core.preprocess import Preprocessing
+    from liverseg.models.pipeline import SegmentationPipeline
+    from liverseg.trainer.train import validate
+
+    class Everywhere(torch.nn.Module):  # a network that calls every pixel liver
+        def forward(self, z):
+            return torch.full_like(z, 10.0)
+
+    pp = Preprocessing(normalize=normalize, pad_multiple=1)
+    blank = torch.zeros(1, 16, 16)  # an all-air (padding) slice: nothing to tell liver from
+    truth = torch.zeros(1, 16, 16)
+    loss = torch.nn.BCEWithLogitsLoss()
+    batches: Any = [[(blank, truth)]]  # what a DataLoader of (image, mask) pairs yields
+    out = validate(Everywhere(), batches, pp, torch.device("cpu"), loss, threshold=0.5)
+    _, exported = SegmentationPipeline(Everywhere(), pp)(blank[None].to(torch.uint8))
+    called = bool(exported.any())
+    assert called == (normalize == "scale")  # the export's rule: z-score slices without contrast show no liver
+    expected = SegmentationMetrics()
+    expected.update(exported[0, 0].bool().numpy(), truth[0].bool().numpy())
+    want = expected.compute()
+    assert (out["mPA"], out["mIoU"]) == (want["mPA"], want["mIoU"])  # the numbers liverseg-eval gives the export
+    assert want["mPA"] == (0.0 if called else 1.0)

@@ -59,7 +59,7 @@ from liverseg.core.data import DataError, Sample, discover, read_pair
 from liverseg.core.errors import DeviceError, first_line
 from liverseg.core.io import write_text_atomic
 from liverseg.core.metrics import SegmentationMetrics, confusion_counts
-from liverseg.core.preprocess import Preprocessing, postprocess, preprocess
+from liverseg.core.preprocess import Preprocessing, has_contrast, postprocess, preprocess, to_gray_range
 from liverseg.models import create_model, required_multiple
 from liverseg.models.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from liverseg.trainer.augment import augment_batch
@@ -844,6 +844,10 @@ def validate(
 ) -> dict[str, float]:
     """Per-image metrics at native size (``sigmoid > threshold``), averaged; plus the mean loss.
 
+    The masks are the exported model's: with per-image z-score, a slice without contrast
+    predicts no liver (:func:`~liverseg.core.preprocess.has_contrast`), so the validation
+    numbers that pick the best epoch are the ones ``liverseg-eval`` gives its export.
+
     With several processes (``world``) each validates its block of the slices; the
     per-image counts are gathered in slice order and the metrics computed from them as
     one process does, so they are one process's numbers (``val_loss`` may differ in its
@@ -866,6 +870,8 @@ def validate(
             total += float(loss_fn(logits, truth.float())) * x.shape[0]
             count += x.shape[0]
             pred = torch.sigmoid(logits) > threshold
+            if pp.normalize == "zscore":  # the exported pipeline's rule: a slice without contrast shows no liver
+                pred &= has_contrast(to_gray_range(x)).bool()
             rows += confusion_counts(pred, truth).cpu().tolist()  # counted on the device
     for row in gather(rows, world):
         metrics.add_confusion(*row)
