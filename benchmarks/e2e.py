@@ -42,6 +42,7 @@ was chosen in ``engine_choice``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -302,6 +303,18 @@ def run_e2e(
         folder = repeated_folder(samples, repeat, Path(workdir) / f"slices-x{repeat}")
         images = images * repeat
     s = E2ESettings(folder, slices, threads, batch, spinning, report, Path(workdir), repeat)
+    try:
+        return _rows(art, backends, images, s, rounds, log)
+    finally:
+        if repeat > 1:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _rows(
+    art: Any, backends: list[str], images: list[np.ndarray], s: E2ESettings, rounds: int, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """The rows of :func:`run_e2e` on the decoded ``images`` of ``s.folder``."""
+    batch, threads, spinning, report, repeat = s.batch, s.threads, s.spinning, s.report, s.repeat
     _warm_up(art, s, log)
     rows: list[dict[str, Any]] = []
     runs: list[_Backend] = []
@@ -335,8 +348,6 @@ def run_e2e(
                 run.round(r, log)
     for run in runs:
         run.finish()
-    if repeat > 1:
-        shutil.rmtree(folder, ignore_errors=True)
     _dice_deltas(rows)
     return rows
 
@@ -347,8 +358,6 @@ def repeated_folder(samples: list[Any], repeat: int, folder: Path) -> Path:
     Hard links where the file system allows, copies elsewhere: the runner reads every file as
     it would a distinct slice (no symbolic links, which it resolves).
     """
-    import os
-
     for sub in ("images", "masks"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for k in range(repeat):

@@ -7,11 +7,12 @@
 #   bash benchmarks/run_cpu_engines.sh                    # all steps
 #   STEPS="reference volume" bash benchmarks/run_cpu_engines.sh
 #
-# Steps (about 4 min on an AMX Xeon, 15-20 min on the AVX2-only EPYC, width 64 being most of it):
+# Steps (about 5 min on an AMX Xeon, 20-25 min on the AVX2-only EPYC, width 64 being most of it):
 #   reference  the shipped model (16 wide, 256 grid inside, 512x512 slices): every CPU engine and
 #              precision model-only, the export's gates on 16 labelled CHAOS slices, then
 #              liverseg-infer with its defaults end to end against ONNX Runtime fp32 and the
-#              best OpenVINO rate, masks against fp32
+#              best OpenVINO rate over 312 slices (the 78 CHAOS slices 4 times: the run's fixed
+#              cost weighs as on a real batch), masks against fp32
 #   widths     random weights, width 16 at 512 and 256, width 64 at 512: the table (every
 #              default CPU row, bf16 autocast where the CPU has native bf16); liverseg-infer end to
 #              end at width 64 over 24 slices against OpenVINO's best model-only rate
@@ -35,7 +36,7 @@ for step in $STEPS; do
     reference)
         liverseg-bench --checkpoint liverseg/reference/model.pt --case 16:512:1 \
             --backends eager,ort-fp32,ort-int8,ov-fp32,ov-bf16,ov-int8 --rounds 7 \
-            --e2e-backends auto,ort-fp32,ov-int8,ort-int8,ov-fp32,ov-bf16 --e2e-rounds 3 \
+            --e2e-backends auto,ort-fp32,ov-int8,ort-int8,ov-fp32,ov-bf16 --e2e-rounds 3 --e2e-repeat 4 \
             --scaling '' --no-memory --peak-n 3072 --out "$OUT/reference" || rc=$?
         ;;
     widths)
