@@ -460,3 +460,39 @@ def test_a_labelled_volume_run_and_its_report_import_neither_matplotlib_nor_pand
     assert r.returncode == 0, f"{r.stdout} {r.stderr[-2000:]}"
     html = (tmp_path / "out" / "report.html").read_text()
     assert "<svg" in html and "liver pixels and Dice per slice" in html
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("resampled", [False, True])
+def test_volume_outputs_are_placed_beside_the_next_model_call_and_match_placing_in_turn(batch, resampled, monkeypatch):
+    import threading
+
+    import liverseg.infer.volumes as vmod
+    from liverseg.core.resample import resize_probability
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 255, (7, 20, 24), dtype=np.uint8)
+    model_in = np.ascontiguousarray(gray[:, ::2, ::2]) if resampled else gray
+    vi = vmod.VolumeInput(volume=None, gray=gray, model_in=model_in, spacing=(1.0, 1.0, 1.0))  # type: ignore[arg-type]
+
+    def model(x):  # a probability that depends on the pixel, and its mask at 0.5
+        p = x.astype(np.float32) / 255.0
+        return (p > 0.5).astype(np.uint8), p
+
+    threads: list[str] = []
+
+    def spy(p, shape):
+        threads.append(threading.current_thread().name)
+        return resize_probability(p, shape)
+
+    monkeypatch.setattr(vmod, "resize_probability", spy)
+    mask, prob, seconds = vmod.predict_volume(vi, model, batch, 0.5, keep_probability=True)
+    want_prob = np.stack([resize_probability(s.astype(np.float32) / 255.0, (20, 24)) for s in model_in])
+    assert prob is not None and seconds > 0
+    np.testing.assert_array_equal(prob, want_prob)
+    np.testing.assert_array_equal(mask, (want_prob > 0.5).astype(np.uint8))
+    if resampled:  # each batch went back to the slice grid in the helper thread, not the model's
+        assert len(threads) == 7 and all(t.startswith("liverseg-volume") for t in threads), threads
+    mask2, prob2, _ = vmod.predict_volume(vi, model, batch, 0.5)
+    assert prob2 is None
+    np.testing.assert_array_equal(mask2, mask)
