@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from liverseg.core.data import DEFAULT_MAX_PIXELS, encode_png
+from liverseg.core.engine import usable_cores
 from liverseg.core.errors import DataError, describe
 from liverseg.core.intensity import check_windowed, interpret, window_to_gray
 from liverseg.core.io import write_bytes_atomic, write_text_atomic
@@ -227,8 +228,16 @@ def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
     shape = target_shape((r, c), spacing[1:], prep.model_spacing)
     if shape != (r, c):
         model_in = np.empty((k, *shape), dtype=np.uint8)
-        for i in range(k):
-            model_in[i] = resize_gray(gray[i], shape)
+
+        def resize(lo: int, hi: int) -> None:
+            for i in range(lo, hi):
+                model_in[i] = resize_gray(gray[i], shape)
+
+        # in as many threads as there are cores (Pillow releases the GIL): the model waits for it
+        n = max(1, min(usable_cores(), k))
+        bounds = [round(k * j / n) for j in range(n + 1)]
+        with ThreadPoolExecutor(n, thread_name_prefix="liverseg-resample") as pool:
+            list(pool.map(resize, bounds[:-1], bounds[1:]))
     else:
         model_in = gray
     return VolumeInput(vol, gray, model_in, spacing, notes=notes)

@@ -496,3 +496,29 @@ def test_volume_outputs_are_placed_beside_the_next_model_call_and_match_placing_
     mask2, prob2, _ = vmod.predict_volume(vi, model, batch, 0.5)
     assert prob2 is None
     np.testing.assert_array_equal(mask2, mask)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_slices_are_resampled_to_the_models_grid_on_every_core_with_the_same_pixels(monkeypatch, cores):
+    import threading
+
+    import liverseg.infer.volumes as vmod
+    from liverseg.core.resample import resize_gray
+    from liverseg.core.volume import Volume
+
+    rng = np.random.default_rng(0)
+    hu = rng.integers(-1000, 400, (40, 36, 7)).astype(np.int16)  # [I, J, K]: 7 axial slices of 0.5 mm pixels
+    vol = Volume(hu, np.diag([0.5, 0.5, 2.0, 1.0]), "x.nii.gz", "nifti")
+    threads: list[str] = []
+
+    def spy(img, shape):
+        threads.append(threading.current_thread().name)
+        return resize_gray(img, shape)
+
+    monkeypatch.setattr(vmod, "usable_cores", lambda: cores)
+    monkeypatch.setattr(vmod, "resize_gray", spy)
+    vi = vmod.volume_input(vol, vmod.Prep(window=(-100.0, 200.0), model_spacing=1.0))
+    assert vi.model_in.shape == (7, 18, 20) and vi.resampled
+    np.testing.assert_array_equal(vi.model_in, np.stack([resize_gray(s, (18, 20)) for s in vi.gray]))
+    assert len(threads) == 7 and len(set(threads)) <= cores  # every slice once, in at most one thread per core
+    assert all(t.startswith("liverseg-resample") for t in threads)
