@@ -314,7 +314,6 @@ def _rows(
     art: Any, backends: list[str], images: list[np.ndarray], s: E2ESettings, rounds: int, log: Callable[[str], None]
 ) -> list[dict[str, Any]]:
     """The rows of :func:`run_e2e` on the decoded ``images`` of ``s.folder``."""
-    batch, threads, spinning, report, repeat = s.batch, s.threads, s.spinning, s.report, s.repeat
     _warm_up(art, s, log)
     rows: list[dict[str, Any]] = []
     runs: list[_Backend] = []
@@ -326,13 +325,13 @@ def _rows(
             width=art.ckpt.model_args.get("width"),
             weights=_weights(art),
             images=len(images),
-            repeat=repeat,
-            batch=batch,
-            threads=threads,
+            repeat=s.repeat,
+            batch=s.batch,
+            threads=s.threads,
             error="",
             device=_device(name) if name in BACKENDS or name == AUTO else None,
-            spinning=spinning,
-            report=report,
+            spinning=s.spinning,
+            report=s.report,
         )
         rows.append(row)
         if name not in BACKENDS and name != AUTO:

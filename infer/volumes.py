@@ -228,16 +228,10 @@ def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
     shape = target_shape((r, c), spacing[1:], prep.model_spacing)
     if shape != (r, c):
         model_in = np.empty((k, *shape), dtype=np.uint8)
-
-        def resize(lo: int, hi: int) -> None:
-            for i in range(lo, hi):
-                model_in[i] = resize_gray(gray[i], shape)
-
-        # in as many threads as there are cores (Pillow releases the GIL): the model waits for it
-        n = max(1, min(usable_cores(), k))
-        bounds = [round(k * j / n) for j in range(n + 1)]
-        with ThreadPoolExecutor(n, thread_name_prefix="liverseg-resample") as pool:
-            list(pool.map(resize, bounds[:-1], bounds[1:]))
+        # one thread per core (Pillow releases the GIL): the model waits for these slices
+        with ThreadPoolExecutor(max(1, min(usable_cores(), k)), thread_name_prefix="liverseg-resample") as pool:
+            for i, small in enumerate(pool.map(lambda s: resize_gray(s, shape), gray)):
+                model_in[i] = small
     else:
         model_in = gray
     return VolumeInput(vol, gray, model_in, spacing, notes=notes)
