@@ -23,6 +23,11 @@ Every row runs the model file through liverseg's own session (the engine and pre
   liver; and on its 7 slices without liver the predicted liver area in percent of the
   image (the target: under 0.5% on at least 95% of them).
 * ``lits-117``: the LiTS volume (HU windowed to the model's window), each axial slice.
+* ``scans``: whole CT volumes and other windows, run as ``liverseg-infer`` runs them
+  (:mod:`liverseg.benchmarks.scans`): the head-and-neck CT without liver, the pelvis of
+  the abdomen-pelvis CT, ``ircadb-17`` in 3D, the CHAOS DICOM series, and ``ircadb-17``'s
+  slices as 8-bit images in other windows. Left out with ``--no-scans`` and for
+  ``--checkpoint``.
 
 The slices are run in batches of equal size; the numbers are deterministic for a
 given model file, engine and precision.
@@ -314,6 +319,7 @@ def evaluate(
     engine: str = "auto",
     precision: str = "auto",
     checkpoint_device: str | None = None,
+    scans: bool = True,
 ) -> dict[str, Any]:
     """Every row of the module docstring that the data present allows.
 
@@ -347,6 +353,10 @@ def evaluate(
         slices = lits(data, (float(window[0]), float(window[1])))
         rows["lits-117"] = score(sess, slices)
         rows["lits-117, largest 3D component (--largest-component)"] = score(sess, slices, cleanup="3d")
+    if scans and checkpoint_device is None:
+        from liverseg.benchmarks.scans import scan_rows
+
+        rows["scans"] = scan_rows(model, data, engine, precision)
     extra = {"checkpoint": sess.checkpoint, "device": checkpoint_device} if isinstance(sess, CheckpointSession) else {}
     return {
         "model": model.name,
@@ -365,7 +375,7 @@ def table(result: dict[str, Any]) -> str:
     lines = ["| rows | slices | pooled Dice per patient | macro Dice (slices with liver) | micro Dice | change |"]
     lines.append("|---|---|---|---|---|---|")
     rows = result["rows"]
-    flat = [(k, v) for k, v in rows.items() if k != "robustness"]
+    flat = [(k, v) for k, v in rows.items() if k not in ("robustness", "scans")]
     flat += [(f"msd-val, {k}", v) for k, v in rows.get("robustness", {}).items()]
     for name, r in flat:
         change = r.get("dice_pooled_change")
@@ -380,6 +390,11 @@ def table(result: dict[str, Any]) -> str:
                 f"\n{name}: {nl['slices']} slices without liver, predicted area % {nl['predicted_percent']}, "
                 f"share under {NO_LIVER_MAX_PERCENT}%: {nl['share_under_0.5_percent']:.2f}"
             )
+    if rows.get("scans"):
+        from liverseg.benchmarks.scans import scan_table
+
+        lines.append("\nWhole scans and other windows (as liverseg-infer runs them, default options):")
+        lines.append(scan_table(rows["scans"]))
     return "\n".join(lines)
 
 
@@ -393,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the result")
+    ap.add_argument("--no-scans", action="store_true", help="leave out the whole-scan and window rows")
     a = ap.parse_args(argv)
     model = a.model if a.checkpoint is None else a.checkpoint
     if a.checkpoint is not None and a.model is not None:
@@ -403,7 +419,9 @@ def main(argv: list[str] | None = None) -> None:
         model = model_path()
         if model is None:
             raise SystemExit("no --model and no reference model in this installation")
-    result = evaluate(model, a.data, a.split, a.engine, a.precision, a.device if a.checkpoint else None)
+    result = evaluate(
+        model, a.data, a.split, a.engine, a.precision, a.device if a.checkpoint else None, scans=not a.no_scans
+    )
     text = table(result)
     print(text)
     if a.out is not None:

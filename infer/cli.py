@@ -138,6 +138,13 @@ from liverseg.infer.session import DEVICES
     "--largest-component", is_flag=True, help="Keep only the largest connected liver region (3D for volumes)."
 )
 @click.option(
+    "--anatomy/--no-anatomy",
+    default=True,
+    show_default=True,
+    help="Volumes: keep the largest liver region that lies where a liver can (below the lungs' centre, on the "
+    "patient's right, 20 mL or more); none there gives an empty mask, 'no liver'.",
+)
+@click.option(
     "--min-blob",
     type=click.IntRange(min=0),
     default=0,
@@ -198,6 +205,7 @@ def main(
     allow_gaps: bool,
     series: str | None,
     largest_component: bool,
+    anatomy: bool,
     min_blob: int,
     output_format: str,
     max_pixels: int,
@@ -234,6 +242,7 @@ def main(
         allow_gaps=allow_gaps,
         series=series,
         largest_component=largest_component,
+        anatomy=anatomy,
         min_blob=min_blob,
         output_format=output_format,
         max_pixels=max_pixels,

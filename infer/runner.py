@@ -78,12 +78,27 @@ from liverseg.infer.shard import (
 from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table
 from liverseg.reference import resolve_model
 
-__all__ = ["DELAY_ENV", "Options", "RunResult", "Runner", "exported_checkpoint", "is_checkpoint", "run_inference"]
+__all__ = [
+    "DELAY_ENV",
+    "HOLD_ENV",
+    "HOLD_MARK",
+    "Options",
+    "RunResult",
+    "Runner",
+    "exported_checkpoint",
+    "is_checkpoint",
+    "run_inference",
+]
 
 PER_IMAGE = "per_image.csv"
 PER_VOLUME = "per_volume.csv"
 SUMMARY = "summary.json"
 DELAY_ENV = "LIVERSEG_INFER_TEST_DELAY_S"  # tests only: sleep this long before each batch
+# Tests only: once this many inputs are in the journal, print HOLD_MARK on stderr and wait for a line (or
+# the end) on stdin. A test reads stderr up to the mark and then signals, kills or releases the run at a
+# point the run itself reported, never after a sleep that races the machine's speed.
+HOLD_ENV = "LIVERSEG_INFER_TEST_HOLD_AFTER"
+HOLD_MARK = "liverseg test hold:"
 
 Log = Callable[[str], None]
 Row = dict[str, Any]
@@ -119,6 +134,7 @@ class Options:
     allow_gaps: bool = False
     series: str | None = None  # SeriesInstanceUID to read from a DICOM folder holding several
     largest_component: bool = False
+    anatomy: bool = True  # volumes: the largest region where a liver can be (liverseg.core.anatomy)
     min_blob: int = 0
     output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
@@ -158,10 +174,17 @@ class _Finished:
     ) -> None:
         self.journal, self.csv, self.report, self.bar, self.fail_fast = journal, csv, report, bar, fail_fast
         self.log = log
+        self.hold_after = int(os.environ.get(HOLD_ENV, "0") or 0)
+        self.n_journaled = 0
 
     def __call__(self, row: Row) -> bool:
         """Record ``row``; False (stop taking inputs) when it failed under ``--fail-fast``."""
         self.journal.append(row)
+        self.n_journaled += 1
+        if self.n_journaled == self.hold_after:
+            print(f"{HOLD_MARK} {self.n_journaled} inputs in the journal", file=sys.stderr, flush=True)
+            if sys.stdin is not None:
+                sys.stdin.readline()  # a signal interrupts it (exit 130) as it would the model
         if row.get("notes"):  # a volume's assumptions are said as well as recorded
             self.log(f"note: {row['input']}: {row['notes']}")
         for r in self.csv.add(row):
@@ -376,6 +399,7 @@ class Runner:
             allow_gaps=o.allow_gaps,
             series=o.series,
             largest_component=o.largest_component,
+            anatomy=o.anatomy,
             min_blob=o.min_blob,
             dicom_seg="dicom-seg" in o.output_format,
             save_probabilities=o.save_probabilities,
@@ -443,6 +467,7 @@ class Runner:
                 "allow_gaps": o.allow_gaps,
                 "series": o.series,
                 "largest_component": o.largest_component,
+                "anatomy": o.anatomy,
                 "min_blob": o.min_blob,
                 "output_format": o.output_format,
                 "max_pixels": o.max_pixels,
@@ -538,6 +563,7 @@ class Runner:
             },
             "postprocessing": {
                 "largest_component": o.largest_component,
+                "anatomy": o.anatomy,
                 "min_blob_voxels": o.min_blob,
             },
             "model": sess.info(),

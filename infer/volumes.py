@@ -34,7 +34,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,6 +46,9 @@ from liverseg.core.io import write_bytes_atomic, write_text_atomic
 from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import Volume, read_volume, write_nifti
 
+if TYPE_CHECKING:
+    from liverseg.core.anatomy import Landmarks
+
 __all__ = [
     "OVERLAY_SLICES",
     "SLICES_DIR",
@@ -53,6 +56,7 @@ __all__ = [
     "Prep",
     "VolumeInput",
     "VolumeWriter",
+    "clean_volume",
     "load_volume",
     "per_volume_table",
     "predict_volume",
@@ -104,6 +108,7 @@ class Prep:
     allow_gaps: bool = False
     series: str | None = None
     largest_component: bool = False
+    anatomy: bool = True  # volumes: keep the largest region where a liver can be (liverseg.core.anatomy)
     min_blob: int = 0  # connected regions below this many voxels (pixels for slices) are removed
     dicom_seg: bool = False
     save_probabilities: bool = False
@@ -125,6 +130,7 @@ class VolumeInput:
     spacing: tuple[float, float, float]  # (slice, row, column) mm of ``gray``, as used
     truth: np.ndarray | None = None  # bool [K, R, C]
     notes: list[str] = field(default_factory=list)
+    marks: Landmarks | None = None  # lungs and body centre, read from the HU voxels before they were freed
     label_error: str | None = None
 
     @property
@@ -161,8 +167,9 @@ def _spacing(vol: Volume, prep: Prep, notes: list[str]) -> tuple[float, float, f
     return sl, assumed, assumed
 
 
-def _windowed(vol: Volume, prep: Prep, notes: list[str]) -> np.ndarray:
-    """uint8 [K, R, C] slices in the model's view, windowed by the contract (slice by slice, no float copy)."""
+def _windowed(vol: Volume, prep: Prep, notes: list[str]) -> tuple[np.ndarray, str]:
+    """uint8 [K, R, C] slices in the model's view, windowed by the contract (slice by slice, no float copy),
+    and what the stored values were (:func:`interpret`)."""
     ax = vol.axial()
     modality = str(vol.meta.get("modality") or "")
     if modality and modality.upper() not in ("CT", ""):
@@ -180,7 +187,19 @@ def _windowed(vol: Volume, prep: Prep, notes: list[str]) -> np.ndarray:
     check_windowed(gray, _sample(ax), kind, prep.window, vol.source)
     if kind != "hu":
         notes.append(f"intensities read as {kind}")
-    return gray
+    return gray, kind
+
+
+def _landmarks(vol: Volume, kind: str, spacing: tuple[float, float, float], notes: list[str]) -> Landmarks | None:
+    """The lungs and body centre of a CT volume (None for gray volumes, or without scipy: said in a note)."""
+    if kind == "gray":
+        return None
+    try:
+        from liverseg.core.anatomy import landmarks
+    except DataError as e:  # pragma: no cover - scipy is in the volumes extra
+        notes.append(f"anatomy check skipped: {e}")
+        return None
+    return landmarks(vol.axial(), spacing, offset=1024.0 if kind == "hu+1024" else 0.0)
 
 
 def _sample(ax: np.ndarray) -> np.ndarray:
@@ -221,9 +240,10 @@ def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeI
 def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
     """Window, reorient and resample a volume read from a file or given as an array (the Python API)."""
     notes = list(vol.notes)
-    gray = _windowed(vol, prep, notes)
-    vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)  # free the HU voxels
+    gray, kind = _windowed(vol, prep, notes)
     spacing = _spacing(vol, prep, notes)
+    marks = _landmarks(vol, kind, spacing, notes) if prep.anatomy else None
+    vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)  # free the HU voxels
     k, r, c = gray.shape
     shape = target_shape((r, c), spacing[1:], prep.model_spacing)
     if shape != (r, c):
@@ -234,7 +254,7 @@ def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
                 model_in[i] = small
     else:
         model_in = gray
-    return VolumeInput(vol, gray, model_in, spacing, notes=notes)
+    return VolumeInput(vol, gray, model_in, spacing, notes=notes, marks=marks)
 
 
 # ---------------------------------------------------------------- the model
@@ -316,6 +336,37 @@ def _coronal(arr: np.ndarray, row: int, stretch: float) -> np.ndarray:
     return img[idx]
 
 
+def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
+    """(the cleaned bool mask, voxels removed): the anatomy rule, the largest component, small blobs, as asked.
+
+    What the anatomy rule refused (or "no liver") goes into ``vi.notes``.
+    """
+    removed = 0
+    pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
+    if prep.anatomy and pred.any():
+        try:
+            from liverseg.core.anatomy import plausible_liver
+
+            pred, n, note = plausible_liver(pred, vi.spacing, vi.marks)
+        except DataError as e:  # pragma: no cover - scipy is in the volumes extra
+            vi.notes.append(f"anatomy check skipped: {e}")
+        else:
+            removed += n
+            if note:
+                vi.notes.append(note)
+    if prep.largest_component:
+        from liverseg.core.cleanup import largest_component
+
+        pred, n = largest_component(pred)
+        removed += n
+    if prep.min_blob > 1:
+        from liverseg.core.cleanup import remove_small
+
+        pred, n = remove_small(pred, prep.min_blob)
+        removed += n
+    return pred, removed
+
+
 class VolumeWriter:
     """Writes one volume's files and returns its row (called from a write thread)."""
 
@@ -325,25 +376,10 @@ class VolumeWriter:
     def _put_png(self, name: str, arr: np.ndarray) -> list[Any]:
         return [name, write_bytes_atomic(self.out / name, encode_png(arr), fsync=False)]
 
-    def _cleanup(self, mask: np.ndarray, notes: list[str]) -> tuple[np.ndarray, int]:
-        removed = 0
-        pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
-        if self.prep.largest_component:
-            from liverseg.core.cleanup import largest_component
-
-            pred, n = largest_component(pred)
-            removed += n
-        if self.prep.min_blob > 1:
-            from liverseg.core.cleanup import remove_small
-
-            pred, n = remove_small(pred, self.prep.min_blob)
-            removed += n
-        return pred, removed
-
     def write(self, row: Row, it: Any, vi: VolumeInput, mask: np.ndarray, prob: np.ndarray | None) -> Row:
         """Fill ``row`` (the per_image.csv base row of ``it``) with the volume's files, metrics and columns."""
         vol = vi.volume
-        pred, removed = self._cleanup(mask, vi.notes)
+        pred, removed = clean_volume(mask, vi, self.prep)
         files: dict[str, list[Any]] = {}
         mask_file = vol.from_axial(pred.view(np.uint8), contiguous=False)
         files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]

@@ -63,7 +63,7 @@ from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_
 from liverseg.infer.resume import default_runs_dir
 from liverseg.infer.runner import exported_checkpoint, is_checkpoint
 from liverseg.infer.session import ModelSession, open_session
-from liverseg.infer.volumes import Prep, VolumeInput, load_volume, predict_volume, volume_input
+from liverseg.infer.volumes import Prep, VolumeInput, clean_volume, load_volume, predict_volume, volume_input
 from liverseg.reference import resolve_model
 
 __all__ = ["Segmenter", "segment"]
@@ -160,6 +160,7 @@ class Segmenter:
         probabilities: Literal[False] = ...,
         intensity: str = ...,
         window: tuple[float, float] | None = ...,
+        anatomy: bool = ...,
     ) -> np.ndarray: ...
 
     @overload
@@ -172,6 +173,7 @@ class Segmenter:
         probabilities: Literal[True],
         intensity: str = ...,
         window: tuple[float, float] | None = ...,
+        anatomy: bool = ...,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def segment(
@@ -183,16 +185,19 @@ class Segmenter:
         probabilities: bool = False,
         intensity: str = "auto",
         window: tuple[float, float] | None = None,
+        anatomy: bool = True,
     ) -> Result:
         """The liver mask of ``image`` (and its probability when ``probabilities``); inputs in the module docstring.
 
         ``intensity`` says what stored values are (``auto``, ``gray``, ``hu``, ``hu+1024``);
-        ``window`` (HU) overrides the model's contract.
+        ``window`` (HU) overrides the model's contract. ``anatomy`` (volumes): keep only the
+        largest region where a liver can be (:mod:`liverseg.core.anatomy`), as ``liverseg-infer``
+        does; an empty mask means "no liver in this scan". The probability map is not cleaned.
         """
         if intensity not in INTENSITY_MODES:
             raise UsageError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
         with small_pages():  # a volume's arrays filled without numpy's huge-page advice (liverseg.core.pages)
-            return self._segment(image, spacing, affine, probabilities, intensity, window)
+            return self._segment(image, spacing, affine, probabilities, intensity, window, anatomy)
 
     __call__ = segment
 
@@ -204,9 +209,14 @@ class Segmenter:
         probabilities: bool,
         intensity: str,
         window: tuple[float, float] | None,
+        anatomy: bool,
     ) -> Result:
         prep = Prep(
-            window=self._window(window), model_spacing=self.model_spacing, intensity=intensity, save_probabilities=True
+            window=self._window(window),
+            model_spacing=self.model_spacing,
+            intensity=intensity,
+            save_probabilities=True,
+            anatomy=anatomy,
         )
         if isinstance(image, (str, os.PathLike)):
             return self._path(Path(image), prep, spacing, probabilities)
@@ -279,7 +289,7 @@ class Segmenter:
             if spacing is not None:
                 prep = dataclasses.replace(prep, spacing=_in_plane(spacing))
             vi = load_volume(str(path), None, input_kind(str(path)), prep)
-            mask, prob = self._volume(vi, probabilities)
+            mask, prob = self._volume(vi, prep, probabilities)
             vol = vi.volume
             return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
         from liverseg.core.data import read_image
@@ -335,17 +345,24 @@ class Segmenter:
                 raise UsageError(f"spacing must be positive millimetres, got {mm}")
             vol = Volume(arr.transpose(2, 1, 0), _affine_of_axial((mm[0], mm[1], mm[2])), "array", "array")
             axial_order = True
-        mask, prob = self._volume(volume_input(vol, prep), probabilities)
+        mask, prob = self._volume(volume_input(vol, prep), prep, probabilities)
         if axial_order:  # the array was given as [slices, rows, cols]: the model's view itself
             return (mask, prob) if prob is not None else mask
         return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
 
-    def _volume(self, vi: VolumeInput, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _volume(self, vi: VolumeInput, prep: Prep, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
         sess = self._session(at_model_spacing=self.model_spacing is not None)
         sess.want_probability = probabilities or vi.resampled
         mask, prob, _ = predict_volume(vi, sess.run, self.batch_size, sess.threshold, keep_probability=probabilities)
         if probabilities and prob is None:
             raise UsageError(f"{self.path}: the model gave no probability output")
+        if prep.anatomy:
+            cleaned, removed = clean_volume(mask, vi, prep)
+            if removed:
+                mask = cleaned.view(np.uint8) if cleaned.dtype == bool else cleaned
+            for note in vi.notes:
+                if note.startswith(("anatomy", "no liver")):
+                    _log.info("%s", note)
         return mask, prob
 
 
@@ -408,10 +425,10 @@ def segment(
     """Segment the liver in one image, volume or file with ``model`` (None: the shipped reference model).
 
     Loads the model for this one call; :class:`Segmenter` keeps it loaded. ``options``:
-    ``intensity`` and ``window`` go to :meth:`Segmenter.segment`, the rest (``threads``,
+    ``intensity``, ``window`` and ``anatomy`` go to :meth:`Segmenter.segment`, the rest (``threads``,
     ``batch_size``, ``runs_dir``, ``log``) to :class:`Segmenter`.
     """
-    call = {k: options.pop(k) for k in ("intensity", "window") if k in options}
+    call = {k: options.pop(k) for k in ("intensity", "window", "anatomy") if k in options}
     with Segmenter(model, device=device, engine=engine, precision=precision, **options) as seg:
         if probabilities:
             return seg.segment(image, spacing=spacing, affine=affine, probabilities=True, **call)

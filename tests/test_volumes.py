@@ -81,6 +81,9 @@ def _nii(path: str) -> Any:
 
 def _run(tmp: Path, source: Path, model: Path, **kw: Any) -> tuple[int, Any, Path, list[dict[Any, Any]]]:
     kw.setdefault("report", False)
+    # these tests check geometry and files against 2D runs with tiny models on phantoms: the anatomy rule,
+    # on by default, is tested in test_anatomy.py
+    kw.setdefault("anatomy", False)
     logs: list[str] = []
     opts = Options(source=source, model=model, out=kw.pop("out", tmp / "out"), progress=False, **kw)
     res = run_inference(opts, log=logs.append)

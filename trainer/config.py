@@ -67,7 +67,7 @@ VAL_METRICS = ("mPA", "mIoU", "dice", "iou", "precision", "recall")
 BEST_METRICS = (*VAL_METRICS, "val_loss")
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 REQUIRED = ("model", "tdata_x_path", "vdata_x_path")
-PATH_KEYS = ("tdata_x_path", "tdata_y_path", "vdata_x_path", "vdata_y_path", "resume", "data_root")
+PATH_KEYS = ("tdata_x_path", "tdata_y_path", "vdata_x_path", "vdata_y_path", "resume", "init_from", "data_root")
 
 
 # Over 60 lines because it declares one field per config key (35); its methods are short.
@@ -103,6 +103,7 @@ class TrainConfig:
     augment: AugmentConfig | None = None  # true, false or {hflip, vflip, rotate, ...}
     amp: str = "off"  # off | bf16 | fp16 (CUDA only)
     resume: str | None = None  # checkpoint to continue from (its optimizer state too)
+    init_from: str | None = None  # checkpoint whose weights start a new training (fine-tuning; epoch 1, new optimizer)
     keep_best: str = "dice"  # the validation metric that picks best.pt
     early_stopping: int | None = None  # patience in epochs without improvement
     min_delta: float = 0.0  # improvement needed to count for keep_best/early stopping
@@ -443,6 +444,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "augment": _augment,
     "amp": _str(AMP_MODES),
     "resume": _str(optional=True),
+    "init_from": _str(optional=True),
     "keep_best": _str(BEST_METRICS),
     "early_stopping": _patience,
     "min_delta": _float(0.0),

@@ -355,6 +355,7 @@ class Prepared:
     summary: dict[str, Any]
     resume: Checkpoint | None
     world: World = field(default_factory=World)  # the training processes (liverseg.trainer.distributed)
+    init: Checkpoint | None = None  # init_from: the weights a fine-tuning starts from
 
 
 @dataclass
@@ -396,18 +397,23 @@ def _improved(value: float, best: dict[str, Any] | None, metric: str, min_delta:
     return value > best["value"] + min_delta
 
 
-def _check_resume(ckpt: Checkpoint, cfg: TrainConfig, pp: Preprocessing) -> None:
+def _check_same_model(ckpt: Checkpoint, cfg: TrainConfig, pp: Preprocessing, key: str) -> None:
     where = str(ckpt.path)
     if ckpt.model_name != cfg.model or dict(ckpt.model_args) != cfg.model_args():
         raise ConfigError(
-            f"key 'resume': {where} holds model {ckpt.model_name} {ckpt.model_args}, "
+            f"key '{key}': {where} holds model {ckpt.model_name} {ckpt.model_args}, "
             f"but the config asks for {cfg.model} {cfg.model_args()}"
         )
     if ckpt.preprocessing != pp:
         raise ConfigError(
-            f"key 'resume': {where} was trained with preprocessing {ckpt.preprocessing.to_dict()}, "
+            f"key '{key}': {where} was trained with preprocessing {ckpt.preprocessing.to_dict()}, "
             f"the config gives {pp.to_dict()} (normalize/image_size must match)"
         )
+
+
+def _check_resume(ckpt: Checkpoint, cfg: TrainConfig, pp: Preprocessing) -> None:
+    where = str(ckpt.path)
+    _check_same_model(ckpt, cfg, pp, "resume")
     if ckpt.optimizer is None:
         raise CheckpointError(f"{where}: has no optimizer state (best.pt keeps weights only); resume from last.pt")
     if ckpt.epoch >= cfg.epochs:
@@ -480,7 +486,11 @@ def preflight(cfg: TrainConfig, data_root: str | Path | None, progress: bool) ->
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None:
         _check_resume(resume, cfg, pp)
-    return Prepared(cfg, device, pp, train_samples, val_samples, summary, resume, world)
+    init = None
+    if cfg.init_from and resume is None:  # a resumed fine-tuning continues from its own weights
+        init = load_checkpoint(cfg.init_from)
+        _check_same_model(init, cfg, pp, "init_from")
+    return Prepared(cfg, device, pp, train_samples, val_samples, summary, resume, world, init)
 
 
 def build_trainee(cfg: TrainConfig, device: torch.device, world: World | None = None) -> Trainee:
@@ -495,6 +505,9 @@ def build_trainee(cfg: TrainConfig, device: torch.device, world: World | None = 
     if cfg.sync_batchnorm and world is not None and world.active:  # same state_dict keys: checkpoints load anywhere
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device)
+    if device.type == "cpu":
+        # channels-last: 1.7x faster CPU training steps on Zen 4 (docs/performance.md); the weights load anywhere
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return Trainee(
         net=net,
         optimizer=make_optimizer(cfg.optim, net.parameters(), cfg.lr, cfg.weight_decay),
@@ -504,9 +517,14 @@ def build_trainee(cfg: TrainConfig, device: torch.device, world: World | None = 
     )
 
 
-def restore(resume: Checkpoint | None, trainee: Trainee, cfg: TrainConfig) -> Progress:
-    """Load a resume checkpoint's weights, optimizer and scaler state; the progress it had reached."""
+def restore(resume: Checkpoint | None, trainee: Trainee, cfg: TrainConfig, init: Checkpoint | None = None) -> Progress:
+    """Load a resume checkpoint's weights, optimizer and scaler state; the progress it had reached.
+
+    Without one, ``init`` (``init_from``) gives the starting weights of a fine-tuning: epoch 1, a new optimizer.
+    """
     if resume is None:
+        if init is not None:
+            trainee.net.load_state_dict(init.state_dict)
         return Progress()
     trainee.net.load_state_dict(resume.state_dict)
     if resume.optimizer is not None:  # always there: _check_resume refused a checkpoint without it
@@ -745,7 +763,7 @@ def train(cfg: TrainConfig, *, data_root: str | Path | None = None, progress: bo
     backend = start(world, prep.device)
     try:
         trainee = build_trainee(cfg, prep.device, world)
-        state = restore(prep.resume, trainee, cfg)
+        state = restore(prep.resume, trainee, cfg, prep.init)
         if world.active:  # after the resume's weights: DDP broadcasts rank 0's at construction
             ids = [prep.device.index] if prep.device.type == "cuda" else None
             trainee.ddp = nn.parallel.DistributedDataParallel(trainee.net, device_ids=ids)
@@ -807,6 +825,8 @@ def _train_epoch(
             t = t.float()
             h, w = x.shape[-2], x.shape[-1]
             z = preprocess(x, pp)  # [N, 1, H', W'] padded
+            if device.type == "cpu":
+                z = z.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
                 logits = model(z)
             logits = postprocess(logits.float(), pp, h, w)  # padding cropped: it never enters the loss

@@ -1,0 +1,193 @@
+"""Where a liver can be: the anatomy rule on synthetic CT, and the shipped model on real scans without liver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from liverseg.core.anatomy import MIN_LIVER_ML, landmarks, plausible_liver
+
+SPACING = (2.0, 2.0, 2.0)  # (slice, row, col) mm
+
+
+def torso(k: int = 80, size: int = 96, lungs: tuple[int, int] | None = (45, 80), gas: bool = False) -> np.ndarray:
+    """An axial HU volume [K, R, C], inferior -> superior: body of soft tissue in air, lungs from ``lungs``."""
+    hu = np.full((k, size, size), -1000, dtype=np.int16)
+    hu[:, 10:86, 8:88] = 40  # the body, not touching the border
+    if lungs is not None:
+        lo, hi = lungs
+        rng = np.random.default_rng(0)
+        lung = rng.normal(-850, 40, size=(hi - lo, 50, 30)).astype(np.int16)  # lung tissue: about -850 HU
+        hu[lo:hi, 20:70, 14:44] = lung  # the patient's right lung (the viewer's left)
+        hu[lo:hi, 20:70, 52:82] = lung
+    if gas:
+        hu[5:40, 50:75, 55:80] = -1000  # a gas-filled bowel loop: below -950 HU
+    return hu
+
+
+def blob(mask: np.ndarray, z: slice, r: slice, c: slice) -> None:
+    mask[z, r, c] = True
+
+
+def ml(mask: np.ndarray) -> float:
+    return float(mask.sum() * np.prod(SPACING)) / 1000.0
+
+
+def test_landmarks_find_the_lungs_and_not_the_gas_in_the_bowel():
+    marks = landmarks(torso(gas=True), SPACING)
+    assert marks.has_lungs
+    assert marks.lung_mm2[:45].max() == 0  # the bowel gas below is not taken for a lung
+    assert marks.lung_mm2[50] > 0
+    assert 55 < marks.lung_centre < 70
+    assert np.nanmean(marks.body_col) == pytest.approx(47.5, abs=3)
+
+
+def test_the_liver_below_the_right_lung_is_kept_and_a_region_above_the_lungs_is_not():
+    hu = torso()
+    mask = np.zeros(hu.shape, dtype=bool)
+    blob(mask, slice(25, 50), slice(25, 70), slice(12, 45))  # under the right lung: the liver
+    blob(mask, slice(66, 80), slice(20, 75), slice(10, 85))  # larger, above the lungs' centre: neck, shoulders
+    out, removed, note = plausible_liver(mask, SPACING, landmarks(hu, SPACING))
+    assert out[25:50].sum() == mask[25:50].sum()
+    assert not out[66:].any()
+    assert removed == mask[66:].sum()
+    assert note is not None and "above the lungs' centre" in note
+
+
+def test_a_region_between_the_lungs_is_refused():
+    hu = torso()
+    mask = np.zeros(hu.shape, dtype=bool)
+    blob(mask, slice(50, 62), slice(30, 60), slice(40, 52))  # the heart, between the lungs where they are largest
+    out, _, note = plausible_liver(mask, SPACING, landmarks(hu, SPACING))
+    assert not out.any()
+    assert note is not None and note.startswith("no liver") and "between the lungs" in note
+
+
+def test_without_lungs_the_largest_region_on_the_patients_right_is_kept():
+    hu = torso(lungs=None)
+    mask = np.zeros(hu.shape, dtype=bool)
+    blob(mask, slice(10, 40), slice(25, 70), slice(55, 85))  # larger, but on the patient's left (the spleen side)
+    blob(mask, slice(40, 60), slice(25, 70), slice(12, 40))
+    out, _, note = plausible_liver(mask, SPACING, landmarks(hu, SPACING))
+    assert out[40:60].sum() == mask[40:60].sum() and not out[10:40].any()
+    assert note is not None and "on the patient's left" in note
+
+
+def test_small_regions_are_no_liver_and_an_empty_mask_stays_empty():
+    mask = np.zeros((20, 40, 40), dtype=bool)
+    blob(mask, slice(5, 8), slice(10, 20), slice(5, 15))
+    assert ml(mask) < MIN_LIVER_ML
+    out, removed, note = plausible_liver(mask, SPACING, None)
+    assert not out.any() and removed == mask.sum() and note is not None and "under" in note
+    empty = np.zeros((4, 8, 8), dtype=bool)
+    out, removed, note = plausible_liver(empty, SPACING, None)
+    assert not out.any() and removed == 0 and note is None
+
+
+def test_block_grouping_keeps_every_voxel_of_the_kept_region_at_odd_sizes():
+    mask = np.zeros((30, 101, 77), dtype=bool)
+    blob(mask, slice(3, 25), slice(40, 100), slice(2, 40))
+    blob(mask, slice(1, 3), slice(0, 2), slice(70, 77))  # a speck at the far edges, in partial blocks
+    out, removed, _ = plausible_liver(mask, (1.0, 0.7, 0.7), None)
+    assert out[3:25].sum() == mask[3:25].sum()
+    assert removed == mask[1:3].sum() and not out[1:3].any()
+
+
+def test_the_api_applies_the_rule_to_volumes_unless_told_not_to(monkeypatch):
+    import liverseg
+    import liverseg.core.anatomy as anatomy
+
+    calls = []
+
+    def everything_refused(mask, spacing, marks):
+        calls.append(marks)
+        return np.zeros_like(mask, dtype=bool), int(mask.sum()), "no liver: test"
+
+    monkeypatch.setattr(anatomy, "plausible_liver", everything_refused)
+    hu = torso()
+    hu[20:40, 30:60, 15:40] = 120  # a bright region under the right lung, so that the model may find something
+    with liverseg.Segmenter(device="cpu") as seg:
+        off = seg.segment(hu, spacing=SPACING, anatomy=False)
+        assert calls == []
+        on = seg.segment(hu, spacing=SPACING)
+    assert on.shape == off.shape == hu.shape
+    assert off.any(), "the model must find something for this test to mean anything"
+    assert len(calls) == 1 and calls[0] is not None and calls[0].has_lungs  # the rule ran on the model's mask
+    assert not on.any()  # and its answer is what the API returns
+
+
+# ---- real scans -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_shipped_model_finds_no_liver_in_a_head_and_neck_ct(shared_data: Path):
+    from liverseg.api import Segmenter
+    from liverseg.benchmarks.scans import no_liver_scan
+
+    with Segmenter() as seg:
+        row = no_liver_scan(seg, shared_data)
+    assert row["liver_ml"] < 5.0, row
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_shipped_model_keeps_the_pelvis_of_an_abdomen_pelvis_ct_free_of_liver(shared_data: Path):
+    from liverseg.api import Segmenter
+    from liverseg.benchmarks.scans import totalseg_example
+
+    with Segmenter() as seg:
+        row = totalseg_example(seg, shared_data)
+    assert row["liver_ml_more_than_5cm_below"] < 5.0, row
+    assert row["dice_top_30_slices_vs_pseudo_labels"] > 0.9, row
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_shipped_model_on_a_whole_abdominal_ct_never_trained_on(shared_data: Path):
+    from liverseg.api import Segmenter
+    from liverseg.benchmarks.scans import ircadb
+
+    with Segmenter() as seg:
+        row = ircadb(seg, shared_data)
+    assert row["dice"] >= 0.95, row
+
+
+def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, tmp_path):
+    import json
+
+    import nibabel as nib
+    import pandas as pd
+
+    import liverseg.core.anatomy as anatomy
+    from liverseg.infer.runner import Options, run_inference
+
+    seen = []
+
+    def refuse(mask, spacing, marks):
+        seen.append(marks)
+        return np.zeros_like(mask, dtype=bool), int(mask.sum()), "no liver: test"
+
+    monkeypatch.setattr(anatomy, "plausible_liver", refuse)
+    monkeypatch.setattr(anatomy, "landmarks", lambda hu, spacing, offset=0.0: ("marks", offset))
+    hu = torso()
+    hu[20:40, 30:60, 15:40] = 120
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([-2.0, -2.0, 2.0, 1.0])), path)
+
+    def run(name: str, **kw: object) -> dict:
+        res = run_inference(Options(source=path, out=tmp_path / name, progress=False, report=False, **kw))
+        assert res.exit_code == 0
+        row = pd.read_csv(tmp_path / name / "per_volume.csv", keep_default_na=False).iloc[0].to_dict()
+        row["post"] = json.loads((tmp_path / name / "summary.json").read_text())["postprocessing"]
+        return row
+
+    off = run("off", anatomy=False)
+    assert seen == [] and off["post"]["anatomy"] is False
+    on = run("on")
+    assert on["post"]["anatomy"] is True
+    assert float(off["volume_ml"]) > 0, "the model must find something for this test to mean anything"
+    assert seen == [("marks", 0.0)]  # landmarks from the HU voxels reach the rule
+    assert float(on["volume_ml"]) == 0.0 and "no liver" in on["notes"]
