@@ -31,8 +31,22 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The CPU classes of the CI machines, simulated through LIVERSEG_CPU_FLAGS (README, "Simulating another CPU"):
+# AVX2 only (AMD Zen 3), AVX-512 VNNI, AVX-512 VNNI + BF16 (AMD Zen 4), AMX (Intel Xeon), and none of them.
+SIMULATED_CPUS := avx2,fma \
+	avx2,fma,avx512f,avx512_vnni \
+	avx2,fma,avx512f,avx512_vnni,avx512_bf16 \
+	avx2,fma,avx512f,avx512_vnni,avx512_bf16,amx_tile,amx_int8,amx_bf16 \
+	none
+
+# The whole suite on this CPU, then the tests marked cpu_class (the engine choice and the benchmark rows
+# that follow it) once per simulated class, so one machine's CI covers every branch of the choice.
 test: lint
 	$(PY) -m pytest
+	for flags in $(SIMULATED_CPUS); do \
+		echo "== LIVERSEG_CPU_FLAGS=$$flags: pytest -m cpu_class"; \
+		LIVERSEG_CPU_FLAGS=$$flags $(PY) -m pytest -q -m cpu_class || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

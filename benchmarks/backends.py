@@ -598,7 +598,7 @@ def default_backends(cuda: bool | None = None, flags: list[str] | None = None) -
     if flags is None:
         from liverseg.benchmarks.machine import cpu_flags
 
-        flags = cpu_flags()
+        flags = cpu_flags(hardware=True)  # a simulated CPU (LIVERSEG_CPU_FLAGS) would still emulate bf16
     cpu = [b for b in CPU_BACKENDS if b != "eager-bf16" or any(f in flags for f in BF16_FLAGS)]
     return cpu + (list(GPU_BACKENDS) if cuda else [])
 

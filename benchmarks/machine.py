@@ -18,7 +18,8 @@ import time as _time
 from pathlib import Path
 from typing import Any
 
-from liverseg.core.engine import usable_cores
+from liverseg.core.engine import cpu_flags as engine_cpu_flags
+from liverseg.core.engine import cpuinfo_flags, simulated_cpu_flags, usable_cores
 from liverseg.core.io import versions as core_versions
 
 # Vector/matrix extensions that decide conv and matmul speed, in the order shown.
@@ -59,10 +60,10 @@ def cpu_family() -> str:
     return f"family {fam.group(1)} model {mod.group(1)}" if fam and mod else ""
 
 
-def cpu_flags() -> list[str]:
-    """The ISA flags from :data:`ISA_FLAGS` this CPU reports."""
-    m = re.search(r"^flags\s*:\s*(.+)$", _cpuinfo(), re.M)
-    have = set(m.group(1).split()) if m else set()
+def cpu_flags(hardware: bool = False) -> list[str]:
+    """The ISA flags from :data:`ISA_FLAGS` this CPU reports: as the engine choice sees them
+    (``$LIVERSEG_CPU_FLAGS`` simulates a CPU), or the hardware's own with ``hardware``."""
+    have = engine_cpu_flags() if not hardware else cpuinfo_flags()
     return [f for f in ISA_FLAGS if f in have]
 
 
@@ -79,11 +80,13 @@ def best_isa(flags: list[str]) -> str:
 
 
 def machine_kind() -> str:
-    """Folder name for results: ``<cpu-model>-<cores>c-<best isa>``, e.g. ``amd-epyc-2c-avx2``."""
+    """Folder name for results: ``<cpu-model>-<cores>c-<best isa>``, e.g. ``amd-epyc-2c-avx2``; a simulated
+    CPU (``$LIVERSEG_CPU_FLAGS``) adds ``-as-<its best isa>``, so its rows never join the real machine's."""
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower())
     slug = re.sub(r"-(\d+-core-processor|processor|cpu)$", "", slug.strip("-"))
     slug = re.sub(r"-+", "-", slug)[:40].strip("-")
-    return f"{slug}-{cores()}c-{best_isa(cpu_flags())}"
+    kind = f"{slug}-{cores()}c-{best_isa(cpu_flags(hardware=True))}"
+    return kind if simulated_cpu_flags() is None else f"{kind}-as-{best_isa(cpu_flags())}"
 
 
 def versions() -> dict[str, str]:
@@ -143,7 +146,9 @@ def stamp(argv: list[str] | None = None) -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_family": cpu_family(),
         "cores": cores(),
-        "isa_flags": flags,
+        "isa_flags": flags,  # as the engine choice saw them: a simulated CPU's under $LIVERSEG_CPU_FLAGS
+        "isa_flags_simulated": simulated_cpu_flags() is not None,
+        "hardware_isa_flags": cpu_flags(hardware=True),
         "platform": platform.platform(),
         "versions": versions(),
         "git_commit": git_commit(),

@@ -329,7 +329,12 @@ def _header(result: dict[str, Any]) -> list[str]:
         f"- **date**: {st['date']} (run took {result.get('seconds', 0):.0f} s)",
         f"- **command**: `{st['command']}`",
         f"- **CPU**: {st['cpu_model']} ({st.get('cpu_family', '')}), {st['cores']} cores usable; ISA: "
-        f"{' '.join(st['isa_flags'])}",
+        f"{' '.join(st['isa_flags'])}"
+        + (
+            f" (simulated by LIVERSEG_CPU_FLAGS; the hardware's: {' '.join(st.get('hardware_isa_flags', []))})"
+            if st.get("isa_flags_simulated")
+            else ""
+        ),
         "- **versions**: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         f"- **git**: {st.get('git_commit')}; platform {st.get('platform')}",
         f"- **threads**: {result.get('options', {}).get('threads') or st['cores']}; idle threads spin: "

@@ -574,10 +574,16 @@ def test_dynamo_exporter(tmp_path):
 
 def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypatch):
     """Engines are timed call by call in turn, each call with a slice decoded and a mask encoded beside it."""
-    import time
+    import types
 
     import liverseg.core.data as data_mod
+    import liverseg.export.verify as verify_mod
     from liverseg.export.verify import _speeds
+
+    # The fake engines advance a fake clock instead of sleeping: the rates are the fakes' own, whatever the
+    # machine's speed or load (a sleep plus the real work beside it raced the 2x ratio asserted below).
+    clock = [0.0]
+    monkeypatch.setattr(verify_mod, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     calls: list[str] = []
     encoded: list[int] = []
@@ -604,7 +610,7 @@ def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypat
             x = feeds["image"]
             assert x.shape == sizes[-1] and x.dtype == np.uint8 and names == ["mask"]
             calls.append(self.name)
-            time.sleep(self.seconds)
+            clock[0] += self.seconds
 
     image = (np.arange(80 * 100) % 251).astype(np.uint8).reshape(80, 100)
     rates = _speeds({"fast": Fake("fast", 0.002), "slow": Fake("slow", 0.02)}, image, runs=4)
@@ -612,7 +618,7 @@ def test_gate_speeds_take_turns_with_the_runners_work_beside_each_call(monkeypat
     # 2 untimed calls each, then in turn, the order rotating from round to round
     assert calls == ["fast", "fast", "slow", "slow"] + ["fast", "slow", "slow", "fast"] * 2
     assert len(encoded) == 8 and decoded == [(512, 512)] * 8  # the work beside every timed call
-    assert rates["fast"] > 2 * rates["slow"] > 0
+    assert rates == {"fast": pytest.approx(1 / 0.002), "slow": pytest.approx(1 / 0.02)}
     assert shape == sizes[-1]
     sizes.append((1, 1, 256, 256))  # the same at another size (the model's own grid)
     assert set(_speeds({"fast": Fake("fast", 0.001)}, image, runs=2, size=256)) == {"fast"}

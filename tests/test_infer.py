@@ -31,7 +31,7 @@ from liverseg.core.metrics import confusion, scores
 from liverseg.infer.cli import main as infer_main
 from liverseg.infer.io import PER_IMAGE_COLUMNS, output_keys
 from liverseg.infer.resume import read_journal
-from liverseg.infer.runner import DELAY_ENV, Options, run_inference
+from liverseg.infer.runner import HOLD_ENV, HOLD_MARK, Options, run_inference
 from liverseg.infer.session import DeviceError, cudnn_search_for, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,7 +345,7 @@ def test_fail_fast_stops_and_lists_the_rest_as_skipped(tmp_path, tiny_model):
 def test_device_rules(tiny_model):
     import onnxruntime as ort
 
-    cpu = open_session(tiny_model, device="cpu")
+    cpu = open_session(tiny_model, device="cpu", engine="onnxruntime")  # ONNX Runtime's rules (auto: any engine)
     assert cpu.session.get_providers() == ["CPUExecutionProvider"] and cpu.device == "cpu"
     try:
         cuda = open_session(tiny_model, device="cuda")
@@ -477,7 +477,10 @@ def test_model_latest_picks_the_newest_export_and_says_so(tmp_path, tiny_model, 
 # ---------------------------------------------------------------- reports
 
 
+@pytest.mark.cpu_class
 def test_report_contents_overlays_and_probabilities(tmp_path, tiny_model):
+    from liverseg.core.choose import choose
+
     root = _study_layout(tmp_path / "study", n=2)
     r = CliRunner().invoke(
         infer_main,
@@ -503,8 +506,11 @@ def test_report_contents_overlays_and_probabilities(tmp_path, tiny_model):
     out = tmp_path / "o"
     s = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(s), SUMMARY_KEYS - set(s)
-    assert s["provider"] == "CPUExecutionProvider" and s["device"] == "cpu" and s["threads"] == 1
-    assert s["providers_requested"] == ["CPUExecutionProvider"]
+    assert s["device"] == "cpu" and s["threads"] == 1
+    chosen = choose(tiny_model, device="cpu")  # the engine auto takes on this CPU class (OpenVINO fp32 on AMX)
+    assert (s["engine"], s["precision"]) == (chosen.engine, chosen.precision)
+    provider = "CPUExecutionProvider" if chosen.engine == "onnxruntime" else f"OpenVINO CPU {chosen.precision}"
+    assert s["provider"] == provider and s["providers_requested"] == [provider]
     assert s["model"]["sha256"] and s["model"]["contract"]["threshold"] == 0.5
     assert {"onnxruntime", "numpy", "Pillow", "python", "liverseg"} <= set(s["versions"])
     assert "--overlays" in s["command"] and s["started"] <= s["finished"]
@@ -530,10 +536,26 @@ def _cli(args: list[str], env_extra: dict | None = None) -> subprocess.Popen:
         [PY, "-m", "liverseg.infer.cli", *args],
         cwd=ROOT,
         env=env,
+        stdin=subprocess.PIPE,  # a run held by HOLD_ENV waits for a line here (communicate() closes it)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def held(proc: subprocess.Popen) -> str:
+    """Read ``proc``'s stderr up to its HOLD_ENV mark: the run then waits, that many inputs in its journal.
+
+    No clock: the run says when it got there, however fast or loaded the machine is.
+    """
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(HOLD_MARK):
+            return "".join(seen)
+    proc.wait(timeout=30)
+    raise AssertionError(f"the run ended (exit {proc.returncode}) before its hold:\n{''.join(seen)}")
 
 
 def test_sigkill_then_resume_gives_identical_outputs(tmp_path, tiny_model):
@@ -553,11 +575,9 @@ def test_sigkill_then_resume_gives_identical_outputs(tmp_path, tiny_model):
         "--no-progress",
         "--no-report",
     ]
-    proc = _cli(base + ["--out", str(killed)], {DELAY_ENV: "0.1"})
+    proc = _cli(base + ["--out", str(killed)], {HOLD_ENV: "6"})
     journal = killed / "journal.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 6):
-        time.sleep(0.05)
+    held(proc)  # 6 inputs journaled, the run waiting
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -594,12 +614,9 @@ def test_interrupt_exits_130_cleanly_and_resume_finishes(tmp_path, tiny_model, s
         _png(src / f"{i:03d}.png", _slice(rng, 32, 32)[0])
     out = tmp_path / "o"
     proc = _cli(
-        [str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report", "--out", str(out)], {DELAY_ENV: "0.1"}
+        [str(src), "--model", str(tiny_model), "--device", "cpu", "--no-report", "--out", str(out)], {HOLD_ENV: "3"}
     )
-    journal = out / "journal.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 3):
-        time.sleep(0.05)
+    held(proc)  # 3 inputs journaled, the run waiting: the signal lands part-way on any machine
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 from test_infer import _checkpoint, _study_layout  # the tests folder is on sys.path
 
-from liverseg.core.choose import choose, onnx_metadata
+from liverseg.core.choose import CPU_ORDER, choose, onnx_metadata
 from liverseg.core.contract import file_sha256
 from liverseg.core.engine import (
+    CPU_FLAGS_ENV,
     OPENVINO_MISSING,
     EngineOptions,
     cpu_class,
+    cpu_flags,
+    cpuinfo_flags,
     open_engine,
     openvino_available,
 )
@@ -54,6 +57,33 @@ def test_cpu_class_from_flags():
     assert cpu_class(frozenset({"avx2", "avx_vnni"})) == "avx_vnni"
     assert cpu_class(frozenset({"avx2", "fma"})) == "avx2"
     assert cpu_class(frozenset()) == "basic"
+
+
+def test_liverseg_cpu_flags_simulates_another_cpu(files, monkeypatch):
+    """$LIVERSEG_CPU_FLAGS replaces /proc/cpuinfo's flags for the choice (and says so); unset, the hardware's."""
+    monkeypatch.delenv(CPU_FLAGS_ENV, raising=False)
+    assert cpu_flags() == cpuinfo_flags()
+    real = cpu_class()
+    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2, fma avx512f,avx512_vnni,avx512_bf16")
+    assert cpu_flags() == {"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"} and cpu_class() == "avx512_vnni"
+    chosen = choose(files, openvino=True, gpu=False, contract=_contract())
+    assert chosen.cpu_class == "avx512_vnni" and "on this avx512_vnni CPU" in chosen.reason
+    assert f"simulated avx512_vnni CPU ({CPU_FLAGS_ENV}); this one is {real}" in chosen.notes[-1]
+    assert not choose(files, flags=AVX2, openvino=True, gpu=False, contract=_contract()).notes  # flags given: no note
+    monkeypatch.setenv(CPU_FLAGS_ENV, "none")
+    assert cpu_flags() == frozenset() and cpu_class() == "basic"
+    monkeypatch.setenv(CPU_FLAGS_ENV, "")
+    assert cpu_flags() == cpuinfo_flags()
+
+
+@needs_openvino
+def test_a_simulated_cpu_keeps_the_hardwares_compiled_models(tiny_model, monkeypatch):
+    from liverseg.core.engine import OpenVinoEngine
+
+    monkeypatch.delenv(CPU_FLAGS_ENV, raising=False)
+    key = OpenVinoEngine.cache_key(tiny_model, "fp32")
+    monkeypatch.setenv(CPU_FLAGS_ENV, ",".join(AMX))
+    assert OpenVinoEngine.cache_key(tiny_model, "fp32") == key  # compiled for this CPU, whatever is simulated
 
 
 def test_missing_extra_names_the_install_command(tiny_model, monkeypatch):
@@ -158,6 +188,52 @@ def test_auto_takes_the_fastest_gated_combination_for_the_cpu(files):
     assert (gpu.engine, gpu.precision, gpu.device) == ("onnxruntime", "fp32", "auto")
 
 
+# One row per simulated CPU class of the CI machines (and one without any of the flags): the first gated
+# combination, written out by hand from choose.CPU_ORDER's measurements, with the extra and without it.
+SIMULATED = {
+    "avx2": (AVX2, "avx2"),  # AMD Zen 3
+    "avx512_vnni": (frozenset({"avx2", "fma", "avx512f", "avx512_vnni"}), "avx512_vnni"),
+    "bf16": (frozenset({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}), "avx512_vnni"),  # AMD Zen 4
+    "amx": (AMX | {"amx_int8", "avx512_bf16"}, "amx"),  # Intel Xeon Sapphire Rapids and later
+    "basic": (frozenset({"sse4_2"}), "basic"),  # none of them, or no /proc/cpuinfo
+}
+# class -> (all gated, nothing gated, all gated without OpenVINO)
+FIRST = {
+    "avx2": (("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")),
+    "avx512_vnni": (("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")),
+    "amx": (("openvino", "int8"), ("openvino", "fp32"), ("onnxruntime", "int8")),
+    "basic": (("openvino", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")),
+}
+
+
+@pytest.mark.cpu_class
+@pytest.mark.parametrize("name", SIMULATED)
+def test_every_cpu_class_takes_its_own_first_gated_combination(files, name, monkeypatch):
+    """Each branch of the rule on any machine: the class simulated through $LIVERSEG_CPU_FLAGS, as CI does."""
+    flags, klass = SIMULATED[name]
+    monkeypatch.setenv(CPU_FLAGS_ENV, ",".join(sorted(flags)))
+    assert cpu_class() == klass and klass in CPU_ORDER
+
+    def pick(contract, ov=True):
+        c = choose(files, openvino=ov, gpu=False, contract=contract)
+        assert c.cpu_class == klass and f"on this {klass} CPU" in c.reason
+        return c.engine, c.precision
+
+    every = _contract(openvino__int8=True, openvino__bf16=True, onnxruntime__int8=True)
+    gated, ungated, bare = FIRST[klass]
+    assert pick(every) == gated and pick(_contract()) == ungated and pick(every, ov=False) == bare
+    # bf16 runs where its gate passed and the export timed it fastest on a CPU of this class (Zen 4, AMX);
+    # timed on another class, that class's order stands
+    timed = _contract(openvino__int8=True, openvino__bf16=True, onnxruntime__int8=True, onnxruntime__fp32=True)
+    speeds = {"openvino/bf16": 90.0, "openvino/int8": 70.0, "onnxruntime/int8": 60.0, "onnxruntime/fp32": 30.0}
+    for key, ips in speeds.items():
+        timed["gates"][key].update(cpu_class=klass, images_per_second_512=ips)
+    assert pick(timed) == ("openvino", "bf16")
+    for g in timed["gates"].values():
+        g["cpu_class"] = "elsewhere"
+    assert pick(timed) == gated
+
+
 def test_onnx_metadata_reads_the_contract_without_loading(tiny_model):
     assert onnx_metadata(tiny_model) == open_engine(tiny_model).metadata()
 
@@ -180,6 +256,7 @@ def test_session_runs_either_engine_with_equal_masks(tiny_model):
 
 
 @needs_openvino
+@pytest.mark.cpu_class
 def test_infer_cli_engine_choice_is_recorded(tiny_model, tmp_path):
     import json
 
@@ -192,12 +269,14 @@ def test_infer_cli_engine_choice_is_recorded(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())
     assert s["engine"] == "openvino" and s["precision"] == "fp32" and s["providers"] == ["OpenVINO CPU fp32"]
-    assert s["engine_choice"]["reason"] and s["engine_choice"]["cpu_class"]
+    assert s["engine_choice"]["reason"] and s["engine_choice"]["cpu_class"] == cpu_class()
     auto = tmp_path / "auto"
     r = CliRunner().invoke(infer_main, [*args[:4], str(auto), *args[5:]])
     assert r.exit_code == 0, r.output
     a = json.loads((auto / "summary.json").read_text())
     assert a["engine_choice"]["engine"] == a["engine"] and "engine:" in r.output
+    chosen = choose(tiny_model, device="cpu")  # this CPU class's rule (OpenVINO fp32 on AMX, ONNX Runtime elsewhere)
+    assert (a["engine"], a["precision"], a["engine_choice"]["cpu_class"]) == (chosen.engine, "fp32", cpu_class())
     for name in ("000_pred.png", "001_pred.png"):  # OpenVINO fp32 and the auto choice write the same masks
         assert (out / "masks" / name).read_bytes() == (auto / "masks" / name).read_bytes()
 
@@ -287,7 +366,7 @@ def test_engine_gates_rows_go_into_the_contract_and_guide_auto(tmp_path):
     few = engine_gates(fp, RealSlices(real.images[:4], real.masks[:4]), rows=(("onnxruntime", "fp32"),))
     assert not few[0]["passed"] and "fewer than 16" in few[0]["reason"]
     # each row that ran at its own precision carries its speed on this machine's class of CPU
-    assert ref["images_per_second_512"] > 0 and ref["cpu_class"]
+    assert ref["images_per_second_512"] > 0 and ref["cpu_class"] == cpu_class()
     # into the contract: auto takes int8 on this AVX2 rule only where its gate passed (without the
     # measured speeds, which would rank the candidates by this tiny model's own speed instead)
     gates = gates_for_contract(rows)
@@ -327,6 +406,7 @@ def test_export_cli_gates_on_16_real_slices(tmp_path, msd_dir):
 
 
 @pytest.mark.realdata
+@pytest.mark.cpu_class
 def test_e2e_rows_for_auto_and_openvino(chaos_dir, tmp_path):
     from liverseg.benchmarks.artifacts import Artifacts, random_checkpoint
     from liverseg.benchmarks.e2e import run_e2e
@@ -342,6 +422,7 @@ def test_e2e_rows_for_auto_and_openvino(chaos_dir, tmp_path):
         assert rows[1]["engine_choice"].startswith("openvino fp32") and rows[1]["provider"] == "OpenVINO CPU fp32"
 
 
+@pytest.mark.cpu_class
 def test_onnx_metadata_refuses_what_is_not_a_model_and_the_session_says_why(tmp_path):
     from liverseg.core.errors import ContractError
 
@@ -349,7 +430,9 @@ def test_onnx_metadata_refuses_what_is_not_a_model_and_the_session_says_why(tmp_
     zeros.write_bytes(bytes(1 << 20))
     with pytest.raises(ContractError, match="not a protobuf message"):
         onnx_metadata(zeros)
-    with pytest.raises(ContractError, match="onnxruntime cannot load it"):  # the engine's own message, as before
+    # the engine auto takes for an ungated file on this CPU class (OpenVINO fp32 on AMX) says why, in its own words
+    engine = next(e for e, p in CPU_ORDER[cpu_class()] if p == "fp32" and (e == "onnxruntime" or openvino_available()))
+    with pytest.raises(ContractError, match=f"{'OpenVINO' if engine == 'openvino' else engine} cannot load it"):
         open_session(zeros, device="cpu")
 
 

@@ -9,18 +9,17 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from test_infer import _checkpoint, _export, _png, _slice, _study_layout  # tests/ is on sys.path under pytest
+from test_infer import _checkpoint, _export, _png, _slice, _study_layout, held  # tests/ is on sys.path under pytest
 
 from liverseg.infer.io import Item
 from liverseg.infer.merge import main as merge_main
 from liverseg.infer.resume import read_journal
-from liverseg.infer.runner import DELAY_ENV
+from liverseg.infer.runner import HOLD_ENV
 from liverseg.infer.shard import part_dir, select_part
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,12 +30,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return _export(_checkpoint(), tmp_path_factory.mktemp("model") / "model.onnx")
 
 
-def _infer(args: list[str], delay: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, DELAY_ENV: str(delay)}
+def _infer(args: list[str], hold_after: int = 0) -> subprocess.Popen:
+    """``liverseg-infer ARGS``; ``hold_after``: it waits once that many inputs are journaled (see ``held``)."""
+    env = {**os.environ, HOLD_ENV: str(hold_after)}
     return subprocess.Popen(
         [sys.executable, "-m", "liverseg.infer.cli", *args, "--device", "cpu", "--no-progress", "--threads", "1"],
         cwd=ROOT,
         env=env,
+        stdin=subprocess.PIPE,  # a held run goes on at the end of its stdin (_done closes it)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -80,16 +81,14 @@ def test_three_parts_at_once_then_merge_equal_one_run(tmp_path, tiny_model):
     one, split = tmp_path / "one", tmp_path / "split"
     code, log = _done(_infer([*base, "--out", str(one)]))
     assert code == 0, log
-    procs = [_infer([*base, "--out", str(split), "--num-parts", "3", "--part-id", str(k)], 1.0) for k in range(3)]
-    deadline = time.time() + 60
-    while time.time() < deadline and not (part_dir(split, 1, 3) / "run.json").exists():
-        time.sleep(0.05)
+    procs = [_infer([*base, "--out", str(split), "--num-parts", "3", "--part-id", str(k)], 1) for k in range(3)]
+    logs = [held(p) for p in procs]  # every part holds its folder, an input done, until _done releases it
     rival = _infer([*base, "--out", str(split), "--num-parts", "3", "--part-id", "1"])  # part 1 again
     whole = _infer([*base, "--out", str(split)])  # a whole run into the split folder
     for p in (rival, whole):
         code, log = _done(p)
         assert code == 2 and "in use" in log, log
-    results = [_done(p) for p in procs]
+    results = [(c, log + rest) for log, (c, rest) in zip(logs, (_done(p) for p in procs))]
     assert [c for c, _ in results] == [0, 0, 0], results
     assert not (split / "per_image.csv").exists() and not (split / "report.html").exists()
     for k in range(3):
@@ -131,11 +130,9 @@ def test_merge_refuses_missing_or_running_parts_and_a_part_resumes(tmp_path, tin
     r = CliRunner().invoke(merge_main, [str(out)])
     assert r.exit_code == 2 and "part 1 of 2 has not run" in r.output, r.output
 
-    slow = _infer([*base, "--part-id", "1"], delay=0.2)
+    slow = _infer([*base, "--part-id", "1"], hold_after=3)
     journal = part_dir(out, 1, 2) / "journal.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and len(list(read_journal(journal))) < 3:
-        time.sleep(0.05)
+    held(slow)  # 3 inputs journaled, the part waiting
     r = CliRunner().invoke(merge_main, [str(out)])
     assert r.exit_code == 2 and "still running" in r.output, r.output
     slow.send_signal(signal.SIGKILL)

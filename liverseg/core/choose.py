@@ -11,7 +11,8 @@ The rule (first row that applies):
    the engine is not forced to OpenVINO: ONNX Runtime, its device rule decides (CUDA
    when it loads), fp32 unless a precision is asked for.
 2. Otherwise the CPU: candidates in order of measured speed for the CPU's class
-   (:func:`liverseg.core.engine.cpu_class`), see :data:`CPU_ORDER`; the first one whose
+   (:func:`liverseg.core.engine.cpu_class`; ``$LIVERSEG_CPU_FLAGS`` simulates another
+   CPU, and a note says so), see :data:`CPU_ORDER`; the first one whose
    engine is installed and allowed, whose file exists and, for a reduced precision
    under ``--precision auto``, whose accuracy gate passed. When the contract's gates
    carry this model's own speeds measured at export on a CPU of the same class
@@ -36,12 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from liverseg.core.engine import (
+    CPU_FLAGS_ENV,
     DEVICES,
     OPENVINO_MISSING,
     PRECISIONS,
     cpu_class,
     cpu_name,
+    cpuinfo_flags,
     openvino_available,
+    simulated_cpu_flags,
 )
 from liverseg.core.errors import ContractError, UsageError
 
@@ -244,6 +248,10 @@ def choose(
     klass = cpu_class(flags)
     cpu = cpu_name()
     notes: list[str] = []
+    if flags is None and simulated_cpu_flags() is not None:
+        notes.append(
+            f"cpu: chosen for a simulated {klass} CPU ({CPU_FLAGS_ENV}); this one is {cpu_class(cpuinfo_flags())}"
+        )
     if engine == "openvino" and not ov:
         raise UsageError(OPENVINO_MISSING)
     own = str(contract.get("precision", "fp32"))

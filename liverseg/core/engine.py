@@ -61,6 +61,9 @@ OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 OPENVINO_MISSING = "OpenVINO is not installed; install the extra: pip install 'liverseg[openvino]'"
 CACHE_ENV = "LIVERSEG_CACHE_DIR"  # overrides $XDG_CACHE_HOME/liverseg
+# Simulates a CPU: its flags replace /proc/cpuinfo's for the engine choice, the export's gates and the
+# benchmark's targets (cpu_flags); what the hardware runs and caches follows the real CPU (cpuinfo_flags).
+CPU_FLAGS_ENV = "LIVERSEG_CPU_FLAGS"
 
 
 def usable_cores() -> int:
@@ -440,8 +443,9 @@ def _file_digest(path: Path) -> str:
 # ------------------------------------------------------------------ OpenVINO
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+def cpuinfo_flags() -> frozenset[str]:
+    """The hardware's feature flags from /proc/cpuinfo (empty where there is none), whatever
+    ``$LIVERSEG_CPU_FLAGS`` says: what compiled code and emulated arithmetic depend on."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -450,6 +454,26 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+def simulated_cpu_flags() -> frozenset[str] | None:
+    """The flags ``$LIVERSEG_CPU_FLAGS`` names (a simulated CPU), or None when it is unset or empty.
+
+    The only place the variable is read. Flags are separated by spaces or commas, as
+    /proc/cpuinfo spells them (``avx2,fma,avx512f,avx512_vnni,avx512_bf16``); ``none``
+    alone is a CPU with none of them (the ``basic`` class).
+    """
+    value = os.environ.get(CPU_FLAGS_ENV, "").replace(",", " ").split()
+    if not value:
+        return None
+    return frozenset() if value == ["none"] else frozenset(value)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the engine choice sees them: ``$LIVERSEG_CPU_FLAGS`` where set, else
+    /proc/cpuinfo's (:func:`cpuinfo_flags`)."""
+    simulated = simulated_cpu_flags()
+    return cpuinfo_flags() if simulated is None else simulated
 
 
 def cpu_name() -> str:
@@ -580,7 +604,8 @@ class OpenVinoEngine(Engine):
         """The compiled-model cache key: file hash, OpenVINO version, precision and CPU."""
         ov = _openvino()
         key = _file_hash(path)
-        for part in (str(ov.get_version()), precision, cpu_name(), " ".join(sorted(cpu_flags()))):
+        # the real CPU's flags: a compiled model belongs to the hardware, whatever CPU is simulated
+        for part in (str(ov.get_version()), precision, cpu_name(), " ".join(sorted(cpuinfo_flags()))):
             key.update(b"\n" + part.encode())
         return key.hexdigest()[:24]
 
