@@ -138,6 +138,12 @@ from liverseg.infer.session import DEVICES
     "--largest-component", is_flag=True, help="Keep only the largest connected liver region (3D for volumes)."
 )
 @click.option(
+    "--allow-non-ct",
+    is_flag=True,
+    help="Accept inputs that do not look like CT: label maps and masks, colour images, MR-like numbers "
+    "(refused by default, each with its reason).",
+)
+@click.option(
     "--anatomy/--no-anatomy",
     default=True,
     show_default=True,
@@ -205,6 +211,7 @@ def main(
     allow_gaps: bool,
     series: str | None,
     largest_component: bool,
+    allow_non_ct: bool,
     anatomy: bool,
     min_blob: int,
     output_format: str,
@@ -242,6 +249,7 @@ def main(
         allow_gaps=allow_gaps,
         series=series,
         largest_component=largest_component,
+        allow_non_ct=allow_non_ct,
         anatomy=anatomy,
         min_blob=min_blob,
         output_format=output_format,

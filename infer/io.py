@@ -414,7 +414,12 @@ def load(item: Item, prep: Any = None) -> Loaded:
     notes: list[str] = []
     try:
         image = read_image(
-            item.image, intensity=prep.intensity, window=prep.window, max_pixels=prep.max_pixels, notes=notes
+            item.image,
+            intensity=prep.intensity,
+            window=prep.window,
+            max_pixels=prep.max_pixels,
+            notes=notes,
+            check_ct=not prep.allow_non_ct,
         )
     except DataError as e:
         out.error = str(e)

@@ -135,6 +135,7 @@ class Options:
     series: str | None = None  # SeriesInstanceUID to read from a DICOM folder holding several
     largest_component: bool = False
     anatomy: bool = True  # volumes: the largest region where a liver can be (liverseg.core.anatomy)
+    allow_non_ct: bool = False  # accept label maps, colour images, MR-like numbers (liverseg.core.ctcheck)
     min_blob: int = 0
     output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
@@ -400,6 +401,7 @@ class Runner:
             series=o.series,
             largest_component=o.largest_component,
             anatomy=o.anatomy,
+            allow_non_ct=o.allow_non_ct,
             min_blob=o.min_blob,
             dicom_seg="dicom-seg" in o.output_format,
             save_probabilities=o.save_probabilities,
@@ -468,6 +470,7 @@ class Runner:
                 "series": o.series,
                 "largest_component": o.largest_component,
                 "anatomy": o.anatomy,
+                "allow_non_ct": o.allow_non_ct,
                 "min_blob": o.min_blob,
                 "output_format": o.output_format,
                 "max_pixels": o.max_pixels,

@@ -113,6 +113,7 @@ class Prep:
     dicom_seg: bool = False
     save_probabilities: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
+    allow_non_ct: bool = False  # accept label maps, colour images, MR-like numbers (liverseg.core.ctcheck)
 
     @property
     def resamples(self) -> bool:
@@ -175,6 +176,10 @@ def _windowed(vol: Volume, prep: Prep, notes: list[str]) -> tuple[np.ndarray, st
     if modality and modality.upper() not in ("CT", ""):
         raise DataError(f"{vol.source}: modality is {modality}, not CT")
     kind = interpret(_sample(ax), prep.intensity, vol.source)
+    if not prep.allow_non_ct:
+        from liverseg.core.ctcheck import check_ct
+
+        check_ct(_sample(ax), kind, vol.source, modality_known=modality.upper() == "CT")
     if kind == "gray" and vol.data.dtype != np.uint8:
         raise DataError(
             f"{vol.source}: its values ({vol.data.dtype}, no air below -200) do not look like CT numbers in HU "

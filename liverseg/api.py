@@ -161,6 +161,7 @@ class Segmenter:
         intensity: str = ...,
         window: tuple[float, float] | None = ...,
         anatomy: bool = ...,
+        allow_non_ct: bool = ...,
     ) -> np.ndarray: ...
 
     @overload
@@ -174,6 +175,7 @@ class Segmenter:
         intensity: str = ...,
         window: tuple[float, float] | None = ...,
         anatomy: bool = ...,
+        allow_non_ct: bool = ...,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def segment(
@@ -186,6 +188,7 @@ class Segmenter:
         intensity: str = "auto",
         window: tuple[float, float] | None = None,
         anatomy: bool = True,
+        allow_non_ct: bool = False,
     ) -> Result:
         """The liver mask of ``image`` (and its probability when ``probabilities``); inputs in the module docstring.
 
@@ -193,11 +196,13 @@ class Segmenter:
         ``window`` (HU) overrides the model's contract. ``anatomy`` (volumes): keep only the
         largest region where a liver can be (:mod:`liverseg.core.anatomy`), as ``liverseg-infer``
         does; an empty mask means "no liver in this scan". The probability map is not cleaned.
+        Inputs that do not look like CT (label maps, colour images, MR-like numbers:
+        :mod:`liverseg.core.ctcheck`) raise :class:`DataError` unless ``allow_non_ct``.
         """
         if intensity not in INTENSITY_MODES:
             raise UsageError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
         with small_pages():  # a volume's arrays filled without numpy's huge-page advice (liverseg.core.pages)
-            return self._segment(image, spacing, affine, probabilities, intensity, window, anatomy)
+            return self._segment(image, spacing, affine, probabilities, intensity, window, anatomy, allow_non_ct)
 
     __call__ = segment
 
@@ -210,6 +215,7 @@ class Segmenter:
         intensity: str,
         window: tuple[float, float] | None,
         anatomy: bool,
+        allow_non_ct: bool,
     ) -> Result:
         prep = Prep(
             window=self._window(window),
@@ -217,6 +223,7 @@ class Segmenter:
             intensity=intensity,
             save_probabilities=True,
             anatomy=anatomy,
+            allow_non_ct=allow_non_ct,
         )
         if isinstance(image, (str, os.PathLike)):
             return self._path(Path(image), prep, spacing, probabilities)
@@ -294,7 +301,13 @@ class Segmenter:
             return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
         from liverseg.core.data import read_image
 
-        gray = read_image(path, intensity=prep.intensity, window=prep.window, max_pixels=prep.max_pixels)
+        gray = read_image(
+            path,
+            intensity=prep.intensity,
+            window=prep.window,
+            max_pixels=prep.max_pixels,
+            check_ct=not prep.allow_non_ct,
+        )
         return self._slice(gray, dataclasses.replace(prep, intensity="gray"), _in_plane(spacing), probabilities)
 
     def _slice(
@@ -302,6 +315,10 @@ class Segmenter:
     ) -> Result:
         """One 2D slice: gray by the intensity rule, resized to the model's spacing when both are known."""
         kind = interpret(arr, prep.intensity, source)
+        if not prep.allow_non_ct:
+            from liverseg.core.ctcheck import check_ct
+
+            check_ct(arr, kind, source)
         gray = window_to_gray(arr, kind, prep.window, source)
         check_windowed(gray, arr, kind, prep.window, source)
         shape = gray.shape
@@ -425,10 +442,10 @@ def segment(
     """Segment the liver in one image, volume or file with ``model`` (None: the shipped reference model).
 
     Loads the model for this one call; :class:`Segmenter` keeps it loaded. ``options``:
-    ``intensity``, ``window`` and ``anatomy`` go to :meth:`Segmenter.segment`, the rest (``threads``,
+    ``intensity``, ``window``, ``anatomy`` and ``allow_non_ct`` go to :meth:`Segmenter.segment`, the rest (``threads``,
     ``batch_size``, ``runs_dir``, ``log``) to :class:`Segmenter`.
     """
-    call = {k: options.pop(k) for k in ("intensity", "window", "anatomy") if k in options}
+    call = {k: options.pop(k) for k in ("intensity", "window", "anatomy", "allow_non_ct") if k in options}
     with Segmenter(model, device=device, engine=engine, precision=precision, **options) as seg:
         if probabilities:
             return seg.segment(image, spacing=spacing, affine=affine, probabilities=True, **call)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -177,7 +178,7 @@ def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, 
     path = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([-2.0, -2.0, 2.0, 1.0])), path)
 
-    def run(name: str, **kw: object) -> dict:
+    def run(name: str, **kw: Any) -> dict:
         res = run_inference(Options(source=path, out=tmp_path / name, progress=False, report=False, **kw))
         assert res.exit_code == 0
         row = pd.read_csv(tmp_path / name / "per_volume.csv", keep_default_na=False).iloc[0].to_dict()

@@ -81,7 +81,25 @@ class Sample:
 
 
 def _to_gray(
-    img: Image.Image, path: Path, intensity: str, window: tuple[float, float], decoded: np.ndarray | None = None
+    img: Image.Image,
+    path: Path,
+    intensity: str,
+    window: tuple[float, float],
+    decoded: np.ndarray | None = None,
+    check_ct: bool = False,
+) -> np.ndarray:
+    gray = _gray(img, path, intensity, window, decoded, check_ct)
+    if check_ct:
+        from liverseg.core.ctcheck import ALLOW_HINT, label_map_problem
+
+        why = label_map_problem(gray)
+        if why is not None:
+            raise DataError(f"{path}: {why}; {ALLOW_HINT}")
+    return gray
+
+
+def _gray(
+    img: Image.Image, path: Path, intensity: str, window: tuple[float, float], decoded: np.ndarray | None, check: bool
 ) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F"):
@@ -91,6 +109,10 @@ def _to_gray(
         if arr.dtype.kind == "i" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
             arr = arr.astype(np.uint16)  # Pillow widens 16-bit to int32 ("I"); the rule reads it as stored
         kind = interpret(arr, intensity, str(path))
+        if check:
+            from liverseg.core.ctcheck import check_ct
+
+            check_ct(arr, kind, str(path))
         gray = window_to_gray(arr, kind, window, str(path))
         check_windowed(gray, arr, kind, window, str(path))
         return gray
@@ -99,6 +121,12 @@ def _to_gray(
             raise DataError(f"{path}: an 8-bit image cannot hold {intensity} CT numbers; use --intensity gray or auto")
         if decoded is not None:
             return decoded
+        if check and mode not in ("L", "1", "LA"):
+            from liverseg.core.ctcheck import ALLOW_HINT, colour_problem
+
+            why = colour_problem(np.asarray(img if mode in ("RGB", "RGBA") else img.convert("RGB")))
+            if why is not None:
+                raise DataError(f"{path}: {why}; {ALLOW_HINT}")
         return np.asarray(img if mode == "L" else img.convert("L"), dtype=np.uint8)
     raise DataError(f"{path}: unsupported image mode {mode!r} (channels {img.getbands()})")
 
@@ -164,11 +192,13 @@ def read_image(
     window: tuple[float, float] = DEFAULT_WINDOW_HU,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     notes: list[str] | None = None,
+    check_ct: bool = False,
 ) -> np.ndarray:
     """uint8 [H, W] gray image (rules in the module docstring and :mod:`liverseg.core.intensity`).
 
     A multi-page file (TIFF) gives its first page; ``notes``, when given, receives a line
-    saying so (the runner puts it in the row's ``notes``).
+    saying so (the runner puts it in the row's ``notes``). ``check_ct``: refuse colour
+    images, label maps and MR-like numbers (:mod:`liverseg.core.ctcheck`), as inference does.
     """
     path = Path(path)
     img, decoded = _open(path, "image", max_pixels)
@@ -178,7 +208,7 @@ def read_image(
             notes.append(
                 f"{pages} pages: only the first was read (save a stack as a NIfTI volume to segment every slice)"
             )
-        return _to_gray(img, path, intensity, window, decoded)
+        return _to_gray(img, path, intensity, window, decoded, check_ct)
 
 
 def read_mask(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
