@@ -80,7 +80,7 @@ def test_api_does_not_import_torch(tiny_model, tmp_path):
         "import sys, numpy as np, liverseg\n"
         f"m = liverseg.segment(np.zeros((32, 32), np.uint8), {str(tiny_model)!r})\n"
         "ct = np.tile(np.where(np.arange(32) > 16, 100, -1000).astype(np.int16), (3, 32, 1))\n"
-        f"v = liverseg.segment(ct, {str(tiny_model)!r}, spacing=(2, 1, 1))\n"
+        f"v = liverseg.segment(ct, {str(tiny_model)!r}, spacing=(2, 1, 1), allow_non_ct=True)\n"
         f"p = liverseg.segment({str(png)!r}, {str(tiny_model)!r})\n"
         "assert m.shape == (32, 32) and v.shape == (3, 32, 32) and p.shape == (40, 40)\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript'))\n"
@@ -107,7 +107,7 @@ def test_segment_function_equals_the_segmenter(tiny_model, seg, rng):
 
 def test_volume_array_with_spacing_is_its_slices(seg, rng):
     vol = _ct(rng, (4, 40, 48))
-    mask, prob = seg.segment(vol, spacing=(2.5, 0.8, 0.8), probabilities=True)
+    mask, prob = seg.segment(vol, spacing=(2.5, 0.8, 0.8), probabilities=True, anatomy=False)
     assert mask.shape == vol.shape and prob.shape == vol.shape
     for k in range(vol.shape[0]):  # [slices, rows, cols] as given: slice k is the 2D call on vol[k]
         assert np.array_equal(mask[k], seg(vol[k])), k
