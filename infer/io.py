@@ -420,6 +420,7 @@ def load(item: Item, prep: Any = None) -> Loaded:
             max_pixels=prep.max_pixels,
             notes=notes,
             check_ct=not prep.allow_non_ct,
+            estimate_window=prep.intensity == "auto",
         )
     except DataError as e:
         out.error = str(e)

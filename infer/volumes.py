@@ -204,7 +204,11 @@ def _landmarks(vol: Volume, kind: str, spacing: tuple[float, float, float], note
     except DataError as e:  # pragma: no cover - scipy is in the volumes extra
         notes.append(f"anatomy check skipped: {e}")
         return None
-    return landmarks(vol.axial(), spacing, offset=1024.0 if kind == "hu+1024" else 0.0)
+    try:
+        return landmarks(vol.axial(), spacing, offset=1024.0 if kind == "hu+1024" else 0.0)
+    except DataError as e:  # scipy is missing: the mask is written as the model gave it, and the note says so
+        notes.append(f"anatomy check skipped: {e}")
+        return None
 
 
 def _sample(ax: np.ndarray) -> np.ndarray:

@@ -56,7 +56,7 @@ import numpy as np
 from liverseg.core.choose import choose
 from liverseg.core.contract import ct_settings
 from liverseg.core.errors import UsageError
-from liverseg.core.intensity import INTENSITY_MODES, check_windowed, interpret, window_to_gray
+from liverseg.core.intensity import INTENSITY_MODES, check_windowed, interpret, restretch, window_to_gray
 from liverseg.core.pages import small_pages
 from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
@@ -307,6 +307,7 @@ class Segmenter:
             window=prep.window,
             max_pixels=prep.max_pixels,
             check_ct=not prep.allow_non_ct,
+            estimate_window=prep.intensity == "auto",
         )
         return self._slice(gray, dataclasses.replace(prep, intensity="gray"), _in_plane(spacing), probabilities)
 
@@ -321,6 +322,10 @@ class Segmenter:
             check_ct(arr, kind, source)
         gray = window_to_gray(arr, kind, prep.window, source)
         check_windowed(gray, arr, kind, prep.window, source)
+        if arr.dtype == np.uint8 and prep.intensity == "auto":  # 8-bit as given: the exporter's window
+            gray, note = restretch(gray)
+            if note is not None:
+                _log.info("%s: %s", source, note)
         shape = gray.shape
         if spacing is not None:
             shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)

@@ -192,3 +192,66 @@ def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, 
     assert float(off["volume_ml"]) > 0, "the model must find something for this test to mean anything"
     assert seen == [("marks", 0.0)]  # landmarks from the HU voxels reach the rule
     assert float(on["volume_ml"]) == 0.0 and "no liver" in on["notes"]
+
+
+# ---- 8-bit slices in other windows ------------------------------------------------------------------------
+
+
+def _hu_slice(rng: np.random.Generator) -> np.ndarray:
+    hu = np.full((128, 128), -1000.0, np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    body = ((yy - 64) / 50) ** 2 + ((xx - 64) / 56) ** 2 < 1
+    inner = ((yy - 64) / 42) ** 2 + ((xx - 64) / 48) ** 2 < 1
+    hu[body] = -100  # subcutaneous fat
+    hu[inner] = 50  # soft tissue
+    hu[(yy - 60) ** 2 + (xx - 40) ** 2 < 20**2] = 110  # an enhanced liver
+    return hu + rng.normal(0, 12, hu.shape).astype(np.float32)
+
+
+def test_a_wide_window_slice_is_stretched_and_a_contract_window_slice_is_not(rng):
+    from liverseg.core.intensity import restretch, window_to_gray
+
+    hu = _hu_slice(rng)
+    standard = window_to_gray(hu, "hu", (0.0, 255.0), "s")
+    same, note = restretch(standard)
+    assert note is None and same is standard
+    wide = window_to_gray(hu, "hu", (-1000.0, 760.0), "w")
+    out, note = restretch(wide)
+    assert note is not None and "wide window" in note
+    liver, tissue = out[60, 40], out[64, 90]
+    assert int(liver) - int(tissue) > 3 * (int(wide[60, 40]) - int(wide[64, 90]))  # contrast given back
+    assert out[0, 0] == 80  # the air a gray background
+
+
+@pytest.mark.realdata
+def test_no_slice_of_the_png_sets_is_stretched(shared_data: Path):
+    from PIL import Image
+
+    from liverseg.core.intensity import restretch
+
+    files = sorted((shared_data / "msd-liver-256" / "images").glob("*.png"))
+    files += sorted((shared_data / "chaos-ct-case" / "images").glob("*.png"))
+    assert len(files) > 600
+    stretched = [f.name for f in files if restretch(np.asarray(Image.open(f).convert("L")))[1] is not None]
+    assert stretched == []
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_the_shipped_model_on_ircadb_17_slices_exported_in_other_windows(shared_data: Path):
+    from liverseg.api import Segmenter
+    from liverseg.benchmarks.scans import windows
+
+    with Segmenter() as seg:
+        rows = windows(seg, shared_data)
+    bad = {name: r["dice_pooled"] for name, r in rows.items() if r["dice_pooled"] < 0.90}
+    assert bad == {}, rows
+
+
+@pytest.mark.parametrize("values", [(0,), (0, 120), (30, 200, 201)])
+def test_restretch_leaves_images_of_a_few_values_alone(values):
+    from liverseg.core.intensity import restretch
+
+    img = np.array(values * (400 // len(values) + 1), np.uint8)[:400].reshape(20, 20)
+    out, note = restretch(img)
+    assert note is None and out is img

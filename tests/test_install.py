@@ -183,9 +183,10 @@ import sys, numpy as np, liverseg
 model = {str(tiny["onnx"])!r}
 m2 = liverseg.segment(np.full((40, 48), 90, np.uint8), model, device="cpu")
 ct = np.tile(np.where(np.arange(32) > 12, 60, -1000).astype(np.int16), (4, 32, 1))
-m3, p3 = liverseg.segment(ct, model, spacing=(2.5, 0.8, 0.8), probabilities=True, device="cpu")
+# a two-valued phantom: allow_non_ct, or it is refused as a label map
+m3, p3 = liverseg.segment(ct, model, spacing=(2.5, 0.8, 0.8), probabilities=True, device="cpu", allow_non_ct=True)
 aff = np.diag([-0.8, -0.8, 2.5, 1.0])
-m4 = liverseg.segment(ct.transpose(2, 1, 0), model, affine=aff, device="cpu")
+m4 = liverseg.segment(ct.transpose(2, 1, 0), model, affine=aff, device="cpu", allow_non_ct=True)
 assert m2.shape == (40, 48) and m3.shape == p3.shape == (4, 32, 32) and m4.shape == (32, 32, 4)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "onnxscript", "scipy"))
 print("heavy", heavy)

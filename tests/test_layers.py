@@ -38,12 +38,14 @@ LAYERS: dict[str, str] = {
     "liverseg.core": "foundation",
     "liverseg.reference": "foundation",
     "liverseg.launch": "foundation",  # console scripts that import their command by name (liverseg/launch.py)
+    "liverseg.core.anatomy": "foundation",
     "liverseg.core.batching": "foundation",
     "liverseg.core.charts": "foundation",
     "liverseg.core.cleanup": "foundation",
     "liverseg.core.choose": "foundation",
     "liverseg.core.cli": "foundation",
     "liverseg.core.contract": "foundation",
+    "liverseg.core.ctcheck": "foundation",
     "liverseg.core.data": "foundation",
     "liverseg.core.dicom": "foundation",
     "liverseg.core.engine": "foundation",
@@ -76,6 +78,7 @@ LAYERS: dict[str, str] = {
     "liverseg.trainer.distributed": "trainer",
     "liverseg.trainer.evaluate": "trainer",
     "liverseg.trainer.predict": "trainer",
+    "liverseg.trainer.slices": "trainer",
     "liverseg.trainer.split": "trainer",
     "liverseg.trainer.study": "trainer",
     "liverseg.trainer.train": "trainer",
@@ -110,6 +113,7 @@ LAYERS: dict[str, str] = {
     "liverseg.benchmarks": "benchmarks",
     "liverseg.benchmarks.__main__": "benchmarks",
     "liverseg.benchmarks.reference": "benchmarks",
+    "liverseg.benchmarks.ab": "benchmarks",
     "liverseg.benchmarks.artifacts": "benchmarks",
     "liverseg.benchmarks.backends": "benchmarks",
     "liverseg.benchmarks.bench": "benchmarks",
@@ -125,6 +129,7 @@ LAYERS: dict[str, str] = {
     "liverseg.benchmarks.report": "benchmarks",
     "liverseg.benchmarks.rounds": "benchmarks",
     "liverseg.benchmarks.scaling": "benchmarks",
+    "liverseg.benchmarks.scans": "benchmarks",
     "liverseg.benchmarks.volume": "benchmarks",
 }
 

@@ -87,6 +87,8 @@ def _to_gray(
     window: tuple[float, float],
     decoded: np.ndarray | None = None,
     check_ct: bool = False,
+    estimate_window: bool = False,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     gray = _gray(img, path, intensity, window, decoded, check_ct)
     if check_ct:
@@ -95,14 +97,23 @@ def _to_gray(
         why = label_map_problem(gray)
         if why is not None:
             raise DataError(f"{path}: {why}; {ALLOW_HINT}")
+    if estimate_window and img.mode not in _WIDE_MODES:  # 8-bit as stored: its window is the exporter's
+        from liverseg.core.intensity import restretch
+
+        gray, note = restretch(gray)
+        if note is not None and notes is not None:
+            notes.append(note)
     return gray
+
+
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F")
 
 
 def _gray(
     img: Image.Image, path: Path, intensity: str, window: tuple[float, float], decoded: np.ndarray | None, check: bool
 ) -> np.ndarray:
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F"):
+    if mode in _WIDE_MODES:
         arr = np.asarray(img)
         if arr.ndim != 2:
             raise DataError(f"{path}: unsupported {mode} image with shape {arr.shape}")
@@ -193,12 +204,15 @@ def read_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     notes: list[str] | None = None,
     check_ct: bool = False,
+    estimate_window: bool = False,
 ) -> np.ndarray:
     """uint8 [H, W] gray image (rules in the module docstring and :mod:`liverseg.core.intensity`).
 
     A multi-page file (TIFF) gives its first page; ``notes``, when given, receives a line
     saying so (the runner puts it in the row's ``notes``). ``check_ct``: refuse colour
     images, label maps and MR-like numbers (:mod:`liverseg.core.ctcheck`), as inference does.
+    ``estimate_window``: an 8-bit image exported in a wide window is stretched to what the
+    model knows (:func:`liverseg.core.intensity.restretch`; the note says so), as inference does.
     """
     path = Path(path)
     img, decoded = _open(path, "image", max_pixels)
@@ -208,7 +222,7 @@ def read_image(
             notes.append(
                 f"{pages} pages: only the first was read (save a stack as a NIfTI volume to segment every slice)"
             )
-        return _to_gray(img, path, intensity, window, decoded, check_ct)
+        return _to_gray(img, path, intensity, window, decoded, check_ct, estimate_window, notes)
 
 
 def read_mask(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
