@@ -48,6 +48,11 @@ def _inputs(work: Path, data: Path, n_slices: int, series_slices: int) -> dict[s
 @command()
 @click.option("--before", "before_model", type=click.Path(exists=True, path_type=Path), required=True)
 @click.option("--before-args", default="", help="extra liverseg-infer options of the before run")
+@click.option(
+    "--before-python",
+    default=None,
+    help="the Python of another liverseg installation for the before runs (e.g. a checkout of an earlier commit)",
+)
 @click.option("--after", "after_model", default="reference", show_default=True)
 @click.option("--after-args", default="", help="extra liverseg-infer options of the after run")
 @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=Path("../shared/data"))
@@ -58,6 +63,7 @@ def _inputs(work: Path, data: Path, n_slices: int, series_slices: int) -> dict[s
 def main(
     before_model: Path,
     before_args: str,
+    before_python: str | None,
     after_model: str,
     after_args: str,
     data: Path,
@@ -82,7 +88,8 @@ def main(
                 dest = out / "runs" / f"{what}-{name}-{r}"
                 shutil.rmtree(dest, ignore_errors=True)
                 args = [str(src), "--model", model, "--out", str(dest), "--no-progress", *extra]
-                code, wall, peak, err = run_cli("liverseg.infer.cli", "liverseg-infer", args, out / "hwm.txt")
+                python = before_python if name == "before" else None
+                code, wall, peak, err = run_cli("liverseg.infer.cli", "liverseg-infer", args, out / "hwm.txt", python)
                 row = {
                     "round": r,
                     "input": what,
@@ -108,7 +115,7 @@ def main(
             f"{what}: before {med['before']:.2f} slices/s, after {med['after']:.2f} slices/s, "
             f"after/before {summary[what]['after_vs_before']:.3f} (medians of {rounds} rounds)"
         )
-    result = {"setups": setups, "summary": summary, "rows": rows, **stamp()}
+    result = {"setups": setups, "before_python": before_python, "summary": summary, "rows": rows, **stamp()}
     (out / "ab.json").write_text(json.dumps(result, indent=1) + "\n")
     click.echo(f"wrote {out / 'ab.json'}")
 

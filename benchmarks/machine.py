@@ -202,10 +202,13 @@ def _cli_code(module: str, prog: str, hwm_file: Path) -> str:
     )
 
 
-def start_cli(module: str, prog: str, args: list[str], hwm_file: Path, **popen: Any) -> subprocess.Popen:
-    """Start ``prog ARGS`` (``module``'s ``main``) in a fresh interpreter; its peak memory goes to ``hwm_file``."""
+def start_cli(
+    module: str, prog: str, args: list[str], hwm_file: Path, python: str | None = None, **popen: Any
+) -> subprocess.Popen:
+    """Start ``prog ARGS`` (``module``'s ``main``) in a fresh interpreter (``python``, default this one);
+    its peak memory goes to ``hwm_file``."""
     hwm_file.unlink(missing_ok=True)
-    return subprocess.Popen([sys.executable, "-c", _cli_code(module, prog, hwm_file), *args], **popen)
+    return subprocess.Popen([python or sys.executable, "-c", _cli_code(module, prog, hwm_file), *args], **popen)
 
 
 def peak_mb(hwm_file: Path) -> float:
@@ -216,9 +219,11 @@ def peak_mb(hwm_file: Path) -> float:
         return float("nan")
 
 
-def run_cli(module: str, prog: str, args: list[str], hwm_file: Path) -> tuple[int, float, float, str]:
+def run_cli(
+    module: str, prog: str, args: list[str], hwm_file: Path, python: str | None = None
+) -> tuple[int, float, float, str]:
     """(exit code, wall seconds, peak MB, stderr) of ``prog ARGS`` run to its end in a fresh interpreter."""
     t0 = _time.perf_counter()
-    proc = start_cli(module, prog, args, hwm_file, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_cli(module, prog, args, hwm_file, python, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, err = proc.communicate()
     return proc.returncode, _time.perf_counter() - t0, peak_mb(hwm_file), err.decode(errors="replace")

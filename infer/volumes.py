@@ -345,6 +345,20 @@ def _coronal(arr: np.ndarray, row: int, stretch: float) -> np.ndarray:
     return img[idx]
 
 
+def _trim_tail(pred: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
+    """The anatomy rule's second step: the slices below the liver that are not liver-like (gray volumes: none)."""
+    from liverseg.core.anatomy import TAIL_BAND_HU, trim_caudal_tail
+
+    if vi.marks is None or not pred.any():  # no HU behind the gray slices: the band cannot be told
+        return pred, 0
+    band = TAIL_BAND_HU * 255.0 / (prep.window[1] - prep.window[0])
+    out, n = trim_caudal_tail(pred, vi.gray, band)
+    if n:
+        ml = n * float(np.prod(vi.spacing)) / 1000.0
+        vi.notes.append(f"anatomy: removed {ml:.0f} mL below the liver whose CT numbers are not the liver's")
+    return out, n
+
+
 def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
     """(the cleaned bool mask, voxels removed): the anatomy rule, the largest component, small blobs, as asked.
 
@@ -363,6 +377,8 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
             removed += n
             if note:
                 vi.notes.append(note)
+            pred, n = _trim_tail(pred, vi, prep)
+            removed += n
     if prep.largest_component:
         from liverseg.core.cleanup import largest_component
 

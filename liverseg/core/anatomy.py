@@ -27,6 +27,9 @@ turns it off):
    Without lungs in the field of view (a scan of the abdomen below them, or a volume given
    as gray) the lung rules do not apply. If no region passes, the mask is empty: "no liver
    in this scan" is an answer, and the note says why each region was refused.
+3. :func:`trim_caudal_tail` removes the slices at the kept region's inferior end whose
+   CT numbers are not the liver's (where the model ran on from the liver's tip into the
+   bowel below it): the liver is homogeneous, bowel is not.
 
 The rules are measured on the volumes of ``../shared/data`` (``MODEL_CARD.md``); they
 need scipy (the ``volumes`` extra).
@@ -204,3 +207,38 @@ def _refusal(
     if np.isfinite(centre) and (cc - centre) * spacing[2] > MIDLINE_TOLERANCE_MM:
         return "on the patient's left"
     return None
+
+
+TAIL_BAND_HU = 20.0  # a voxel is liver-like within this many HU of the liver's median
+TAIL_SHARE = 0.5  # a slice is not liver-like below this share of the liver's typical slice
+
+
+def trim_caudal_tail(mask: np.ndarray, gray: np.ndarray, band: float) -> tuple[np.ndarray, int]:
+    """(``mask`` without the slices at its inferior end that are not liver-like, voxels removed).
+
+    The liver is one homogeneous organ: on a CT most of its voxels lie within
+    :data:`TAIL_BAND_HU` of its median. Where a 2D model runs on from the liver's
+    inferior tip into the bowel below it (the abdomen-pelvis CT of ``../shared/data``:
+    30 slices, 9 cm, connected to the liver), those slices hold few such voxels. In the
+    lower half of the mask's slices, a slice whose share of liver-like voxels is under
+    :data:`TAIL_SHARE` of the median slice's share is unlike; the mask is cut below the
+    slice that best separates unlike slices below from like ones above (the fewest like
+    slices removed plus unlike ones kept). ``gray`` is the windowed scan [K, R, C]
+    (uint8), ``band`` the HU band in its gray levels.
+    """
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size < 10:  # too few slices to tell a tail from the organ
+        return mask, 0
+    core = float(np.median(gray[mask]))
+    share = np.array([float(np.mean(np.abs(gray[z][mask[z]].astype(np.float32) - core) <= band)) for z in zs])
+    low = share[: zs.size // 2] < TAIL_SHARE * float(np.median(share))  # the lower half's unlike slices
+    # the cut that best separates unlike slices below it from like slices above it (a change point):
+    # like slices removed + unlike slices kept, smallest cut on a tie
+    cost = np.array([np.count_nonzero(~low[:c]) + np.count_nonzero(low[c:]) for c in range(low.size + 1)])
+    cut = int(np.argmin(cost))
+    if cut == 0:
+        return mask, 0
+    out = mask.copy()
+    removed = int(out[zs[0] : zs[cut - 1] + 1].sum())
+    out[zs[0] : zs[cut - 1] + 1] = False
+    return out, removed
