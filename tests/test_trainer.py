@@ -502,3 +502,42 @@ def test_validation_masks_are_the_exported_models_on_a_slice_without_contrast(no
     want = expected.compute()
     assert (out["mPA"], out["mIoU"]) == (want["mPA"], want["mIoU"])  # the numbers liverseg-eval gives the export
     assert want["mPA"] == (0.0 if called else 1.0)
+
+
+def test_init_from_starts_a_new_training_from_a_checkpoints_weights(data: Path, tmp_path: Path):
+    """Fine-tuning: the first epoch starts from the given weights (with lr 0 they stay), epoch 1, a new
+    optimizer; a checkpoint of another model is refused by the key's name."""
+    first = train(tiny_config(data, output_dir=str(tmp_path / "a")), data_root=data, progress=False)
+    start = load_checkpoint(saved(first.last))
+    res = train(
+        tiny_config(data, output_dir=str(tmp_path / "b"), init_from=str(saved(first.last)), lr=0.0),
+        data_root=data,
+        progress=False,
+    )
+    tuned = load_checkpoint(saved(res.last))
+    assert tuned.epoch == 1 and len(tuned.history) == 1
+    for name, w in start.state_dict.items():
+        if w.dtype.is_floating_point and "running" not in name:  # BatchNorm statistics move in train mode
+            assert torch.equal(w, tuned.state_dict[name]), name
+    with pytest.raises(ConfigError, match="init_from"):
+        train(tiny_config(data, width=8, init_from=str(saved(first.last))), data_root=data, progress=False)
+
+
+@pytest.mark.realdata
+def test_volume_slices_for_training(shared_data: Path, tmp_path: Path):
+    """liverseg.trainer.slices: every slice in the contract window and two others, masks 0/255, the study's CSVs;
+    totalseg-example's no-liver slices only from more than 5 cm below its labelled liver."""
+    from liverseg.trainer.slices import main as slices_main
+
+    slices_main(["--data", str(shared_data), "--out", str(tmp_path / "s")])
+    rows = list(csv.DictReader(open(tmp_path / "s" / "manifest.csv")))
+    assert len(rows) == 3 * (128 + 95)  # lits-117's 128 slices; totalseg-example's 112 less 17 unlabelled
+    for source, n in (("lits-117", 128), ("totalseg-example", 95)):
+        mine = [r for r in rows if r["source"] == source]
+        assert len([r for r in mine if r["window"] == "standard"]) == n
+    empty = {int(r["slice"]) for r in rows if r["source"] == "totalseg-example" and int(r["liver_pixels"]) == 0}
+    assert empty == set(range(65))
+    x = (tmp_path / "s" / "x.csv").read_text().splitlines()
+    assert x[0] == "X" and len(x) == len(rows) + 1
+    mask = np.asarray(Image.open(rows[0]["mask"]))
+    assert set(np.unique(mask)) <= {0, 255}
