@@ -60,6 +60,7 @@ PER_IMAGE_COLUMNS = (
     "fp",
     "fn",
     "tn",
+    "qc_flags",
     "notes",
 )
 

@@ -54,6 +54,8 @@ class RunReport:
     interrupted: bool = False
     volume_rows: list[Row] = field(default_factory=list)  # the per_volume.csv columns of every volume input
     removed_voxels: int = 0  # by the cleanup (largest component, small blobs), over the volumes
+    qc: dict[str, int] = field(default_factory=dict)  # quality flag -> inputs that raised it (liverseg.core.qc)
+    n_flagged: int = 0  # inputs with at least one quality flag
 
     # ------------------------------------------------------------ taking rows
 
@@ -67,6 +69,10 @@ class RunReport:
             self.metrics.add_confusion(row["tp"], row["fp"], row["fn"], row["tn"])
         if row.get("_e2e_ms") is not None:
             self.end_to_end_ms.append(float(row["_e2e_ms"]))
+        flags = [f for f in str(row.get("qc_flags") or "").split(";") if f]
+        self.n_flagged += bool(flags)
+        for flag in flags:
+            self.qc[flag] = self.qc.get(flag, 0) + 1
         if row.get("kind"):  # a volume input (rows.py sets it)
             self.volume_rows.append({k: row.get(k) for k in (*VOLUME_COLUMNS, "_files")})
             if _present(row.get("removed_voxels")):
@@ -136,6 +142,7 @@ class RunReport:
             "end_to_end_latency_ms": percentiles(self.end_to_end_ms),
             "volume_metrics": volume_summary(self.volume_rows),
             "removed_voxels": self.removed_voxels,
+            "qc": {"flagged_inputs": self.n_flagged, "flags": dict(sorted(self.qc.items()))},
             **about,
         }
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from liverseg.core.data import encode_mask_png, encode_png
 from liverseg.core.errors import describe
+from liverseg.core.intensity import WINDOW_ESTIMATED
 from liverseg.core.io import TMP_MARK, DiskFullError, write_bytes_atomic
 from liverseg.core.metrics import confusion, scores
 from liverseg.infer.io import PER_IMAGE_COLUMNS, Item, Loaded, csv_line
@@ -168,6 +169,8 @@ class OutputWriter:
         row["output"] = it.mask_name
         if ld.notes:
             row["notes"] = "; ".join(ld.notes)
+            if any(n.startswith(WINDOW_ESTIMATED) for n in ld.notes):
+                row["qc_flags"] = "window_estimated"
         row["liver_fraction"] = float(np.count_nonzero(pred)) / pred.size
         row["_files"] = files
         if ld.truth is not None:

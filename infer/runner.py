@@ -188,6 +188,8 @@ class _Finished:
                 sys.stdin.readline()  # a signal interrupts it (exit 130) as it would the model
         if row.get("notes"):  # a volume's assumptions are said as well as recorded
             self.log(f"note: {row['input']}: {row['notes']}")
+        if row.get("qc_flags"):  # one line per flagged input (liverseg.core.qc)
+            self.log(f"qc: {row['input']}: {row['qc_flags']}")
         for r in self.csv.add(row):
             self.report.add(r)
         self.bar.update(1)

@@ -91,6 +91,7 @@ VOLUME_COLUMNS = (
     "volume_ml_true",
     "removed_voxels",
     "seconds",
+    "qc_flags",
     "notes",
 )
 
@@ -132,6 +133,7 @@ class VolumeInput:
     truth: np.ndarray | None = None  # bool [K, R, C]
     notes: list[str] = field(default_factory=list)
     marks: Landmarks | None = None  # lungs and body centre, read from the HU voxels before they were freed
+    left_mm: float | None = None  # where the model's own mask lies (liverseg.core.anatomy.on_the_left_mm)
     label_error: str | None = None
 
     @property
@@ -368,8 +370,9 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
     pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
     if prep.anatomy and pred.any():
         try:
-            from liverseg.core.anatomy import plausible_liver
+            from liverseg.core.anatomy import on_the_left_mm, plausible_liver
 
+            vi.left_mm = on_the_left_mm(pred, vi.marks, vi.spacing)
             pred, n, note = plausible_liver(pred, vi.spacing, vi.marks)
         except DataError as e:  # pragma: no cover - scipy is in the volumes extra
             vi.notes.append(f"anatomy check skipped: {e}")
@@ -405,6 +408,9 @@ class VolumeWriter:
         """Fill ``row`` (the per_image.csv base row of ``it``) with the volume's files, metrics and columns."""
         vol = vi.volume
         pred, removed = clean_volume(mask, vi, self.prep)
+        from liverseg.core.qc import volume_flags
+
+        row["qc_flags"] = ";".join(volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm))
         files: dict[str, list[Any]] = {}
         mask_file = vol.from_axial(pred.view(np.uint8), contiguous=False)
         files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]

@@ -174,6 +174,7 @@ def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, 
 
     monkeypatch.setattr(anatomy, "plausible_liver", refuse)
     monkeypatch.setattr(anatomy, "landmarks", lambda hu, spacing, offset=0.0: ("marks", offset))
+    monkeypatch.setattr(anatomy, "on_the_left_mm", lambda mask, marks, spacing: None)
     hu = torso()
     hu[20:40, 30:60, 15:40] = 120
     path = tmp_path / "ct.nii.gz"

@@ -59,6 +59,7 @@ LAYERS: dict[str, str] = {
     "liverseg.core.overlay": "foundation",
     "liverseg.core.pages": "foundation",
     "liverseg.core.preprocess": "foundation",
+    "liverseg.core.qc": "foundation",
     "liverseg.core.resample": "foundation",
     "liverseg.core.volume": "foundation",
     "liverseg.models": "models",

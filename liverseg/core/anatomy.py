@@ -44,6 +44,8 @@ import numpy as np
 from liverseg.core.cleanup import _ndimage
 
 __all__ = [
+    "WRONG_SIDE",
+    "on_the_left_mm",
     "MAX_LUNG_SHARE",
     "MIN_LIVER_ML",
     "Landmarks",
@@ -61,6 +63,7 @@ MAX_GAS_FRACTION = 0.4
 MAX_LUNG_SHARE = 0.5
 MIDLINE_TOLERANCE_MM = 10.0
 MIN_LIVER_ML = 20.0
+WRONG_SIDE = "on the patient's left"
 
 
 @dataclass(frozen=True)
@@ -205,8 +208,26 @@ def _refusal(
             return "between the lungs"
     centre = marks.body_col[z]
     if np.isfinite(centre) and (cc - centre) * spacing[2] > MIDLINE_TOLERANCE_MM:
-        return "on the patient's left"
+        return WRONG_SIDE
     return None
+
+
+def on_the_left_mm(mask: np.ndarray, marks: Landmarks | None, spacing: tuple[float, float, float]) -> float | None:
+    """How far (mm) the centre of everything in ``mask`` lies on the patient's left of the body's centre, or None.
+
+    Computed on the model's own mask, before any rule: a mirrored input puts the bulk of
+    what the model calls liver on the left, whichever region a rule then keeps.
+    """
+    if marks is None or not mask.any():
+        return None
+    cols = mask.sum(axis=(0, 1), dtype=np.int64)
+    rows_z = mask.sum(axis=(1, 2), dtype=np.int64)
+    centre_col = float((cols * np.arange(cols.size)).sum() / cols.sum())
+    body = marks.body_col[rows_z > 0]
+    body = body[np.isfinite(body)]
+    if body.size == 0:
+        return None
+    return (centre_col - float(np.median(body))) * spacing[2]
 
 
 TAIL_BAND_HU = 20.0  # a voxel is liver-like within this many HU of the liver's median

@@ -116,6 +116,7 @@ def check_windowed(gray: np.ndarray, arr: np.ndarray, kind: str, window: tuple[f
 MIN_GAP = 21  # gray levels between the air/lung class and the bottom of the tissue class
 MAX_TISSUE_IQR = 33  # gray levels: the tissue's middle half squeezed into this few
 BACKGROUND_GRAY = 80  # what the air becomes (a gray background, as percentile-normalised exports have)
+WINDOW_ESTIMATED = "8-bit window estimated from the histogram"  # the note's start (and the qc flag's reason)
 
 
 def _otsu(values: np.ndarray) -> int:
@@ -167,7 +168,7 @@ def restretch(gray: np.ndarray) -> tuple[np.ndarray, str | None]:
     out = np.clip((gray.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / max(hi - lo, 1.0)), 0, 255)
     out[~body] = BACKGROUND_GRAY
     note = (
-        f"8-bit window estimated from the histogram: tissue in {int(p5)}..{int(np.percentile(tissue, 95))} "
+        f"{WINDOW_ESTIMATED}: tissue in {int(p5)}..{int(np.percentile(tissue, 95))} "
         f"above air below {t} (a wide window); stretched to 0..255 for the model"
     )
     return np.rint(out).astype(np.uint8), note
