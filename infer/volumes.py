@@ -59,6 +59,7 @@ __all__ = [
     "clean_volume",
     "load_volume",
     "per_volume_table",
+    "statistics_json",
     "predict_volume",
     "volume_input",
     "volume_summary",
@@ -92,6 +93,12 @@ VOLUME_COLUMNS = (
     "removed_voxels",
     "seconds",
     "qc_flags",
+    "complete",
+    "hu_mean",
+    "hu_median",
+    "hu_std",
+    "extent_cc_mm",
+    "bbox_ras_mm",
     "notes",
 )
 
@@ -134,6 +141,10 @@ class VolumeInput:
     notes: list[str] = field(default_factory=list)
     marks: Landmarks | None = None  # lungs and body centre, read from the HU voxels before they were freed
     left_mm: float | None = None  # where the model's own mask lies (liverseg.core.anatomy.on_the_left_mm)
+    # the CT numbers (axial view, stored values; minus hu_offset for HU), kept for the liver's statistics until
+    # the volume is written; None for a gray volume
+    hu: np.ndarray | None = None
+    hu_offset: float = 0.0
     label_error: str | None = None
 
     @property
@@ -254,7 +265,8 @@ def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
     gray, kind = _windowed(vol, prep, notes)
     spacing = _spacing(vol, prep, notes)
     marks = _landmarks(vol, kind, spacing, notes) if prep.anatomy else None
-    vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)  # free the HU voxels
+    hu = vol.axial() if kind != "gray" else None  # a view: the voxels stay until the statistics are taken
+    vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)
     k, r, c = gray.shape
     shape = target_shape((r, c), spacing[1:], prep.model_spacing)
     if shape != (r, c):
@@ -265,7 +277,9 @@ def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
                 model_in[i] = small
     else:
         model_in = gray
-    return VolumeInput(vol, gray, model_in, spacing, notes=notes, marks=marks)
+    return VolumeInput(
+        vol, gray, model_in, spacing, notes=notes, marks=marks, hu=hu, hu_offset=1024.0 if kind == "hu+1024" else 0.0
+    )
 
 
 # ---------------------------------------------------------------- the model
@@ -408,9 +422,16 @@ class VolumeWriter:
         """Fill ``row`` (the per_image.csv base row of ``it``) with the volume's files, metrics and columns."""
         vol = vi.volume
         pred, removed = clean_volume(mask, vi, self.prep)
-        from liverseg.core.qc import volume_flags
+        from liverseg.core.qc import liver_statistics, volume_flags
 
-        row["qc_flags"] = ";".join(volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm))
+        flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm)
+        row["qc_flags"] = ";".join(flags)
+        stats = liver_statistics(pred, vi.hu, vi.spacing, flags, vol)
+        if vi.hu_offset and stats["hu_mean"] is not None:
+            for key in ("hu_mean", "hu_median"):
+                stats[key] = round(stats[key] - vi.hu_offset, 2)
+        row.update(stats)
+        vi.hu = None  # the CT numbers are not needed any more
         files: dict[str, list[Any]] = {}
         mask_file = vol.from_axial(pred.view(np.uint8), contiguous=False)
         files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]
@@ -527,6 +548,34 @@ def volume_csv_line(row: Row) -> str:
 def per_volume_table(rows: list[Row]) -> str:
     """per_volume.csv: a header and one line per volume input, in input order."""
     return ",".join(VOLUME_COLUMNS) + "\n" + "".join(volume_csv_line(r) for r in sorted(rows, key=lambda r: r["index"]))
+
+
+def statistics_json(rows: list[Row]) -> dict[str, Any]:
+    """statistics.json: the liver's statistics of every volume written (liverseg.core.qc), in input order."""
+    out = []
+    for r in sorted(rows, key=lambda r: r["index"]):
+        if r.get("status") != "ok" and not r.get("_files"):
+            continue
+        bbox = [float(v) for v in str(r.get("bbox_ras_mm") or "").split()]
+        out.append(
+            {
+                "input": r.get("input"),
+                "mask": r.get("output"),
+                "volume_ml": r.get("volume_ml"),
+                "complete": r.get("complete") in (True, "True"),
+                "hu_mean": r.get("hu_mean"),
+                "hu_median": r.get("hu_median"),
+                "hu_std": r.get("hu_std"),
+                "extent_cc_mm": r.get("extent_cc_mm"),
+                "bbox_ras_mm": {"min": bbox[:3], "max": bbox[3:]} if bbox else None,
+                "qc_flags": [f for f in str(r.get("qc_flags") or "").split(";") if f],
+            }
+        )
+    return {
+        "about": "the liver of each volume: volume_ml is a whole liver's only where complete is true (else the part "
+        "inside the field of view); HU inside the mask; bounding box in RAS+ mm",
+        "volumes": out,
+    }
 
 
 def volume_summary(rows: list[Row]) -> dict[str, Any] | None:

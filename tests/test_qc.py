@@ -83,3 +83,44 @@ def test_flags_on_real_scans_and_a_mirrored_one(shared_data: Path, tmp_path: Pat
     qc = json.loads((tmp_path / "out" / "summary.json").read_text())["qc"]
     assert qc["flagged_inputs"] == 3 and qc["flags"]["no_liver"] == 1 and qc["flags"]["partial_fov"] == 1
     assert sum(line.startswith("qc: ") for line in logs) == 3
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_statistics_of_ircadb_17_against_an_independent_computation(shared_data: Path, tmp_path: Path):
+    import nibabel as nib
+
+    from liverseg.infer.runner import Options, run_inference
+
+    ct_path = shared_data / "ircadb-17" / "ct.nii.gz"
+    res = run_inference(Options(source=ct_path, out=tmp_path / "out", progress=False, report=False))
+    assert res.exit_code == 0
+    stats = json.loads((tmp_path / "out" / "statistics.json").read_text())["volumes"][0]
+    row = pd.read_csv(tmp_path / "out" / "per_volume.csv", keep_default_na=False).iloc[0]
+    # independently: nibabel's arrays and affine, no liverseg code
+    ct: Any = nib.load(ct_path)
+    mask_img: Any = nib.load(tmp_path / "out" / row["output"])
+    mask = np.asarray(mask_img.dataobj) > 0
+    hu = np.asarray(ct.dataobj)[mask].astype(np.float64)
+    zooms = ct.header.get_zooms()
+    assert stats["complete"] is True and row["complete"] in (True, "True")
+    assert stats["volume_ml"] == pytest.approx(mask.sum() * float(np.prod(zooms)) / 1000.0, rel=1e-6)
+    assert stats["hu_mean"] == pytest.approx(hu.mean(), abs=0.01)
+    assert stats["hu_median"] == pytest.approx(np.median(hu), abs=0.01)
+    assert stats["hu_std"] == pytest.approx(hu.std(), abs=0.01)
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))  # the file's third axis is axial here
+    assert stats["extent_cc_mm"] == pytest.approx((ks[-1] - ks[0] + 1) * zooms[2], abs=0.05)
+    idx = np.argwhere(mask)
+    world = nib.affines.apply_affine(ct.affine, np.array([idx.min(axis=0), idx.max(axis=0)]))
+    assert stats["bbox_ras_mm"]["min"] == pytest.approx(world.min(axis=0).tolist(), abs=0.06)
+    assert stats["bbox_ras_mm"]["max"] == pytest.approx(world.max(axis=0).tolist(), abs=0.06)
+
+
+@pytest.mark.realdata
+def test_a_liver_cut_by_the_field_of_view_is_not_a_whole_liver(shared_data: Path, tmp_path: Path):
+    from liverseg.infer.runner import Options, run_inference
+
+    ct_path = shared_data / "totalseg-example" / "ct.nii.gz"  # the liver is cut by the top of the scan
+    run_inference(Options(source=ct_path, out=tmp_path / "out", progress=False, report=False))
+    stats = json.loads((tmp_path / "out" / "statistics.json").read_text())["volumes"][0]
+    assert stats["complete"] is False and "partial_fov" in stats["qc_flags"]

@@ -32,9 +32,11 @@ Not raised yet: ``unstable`` (disagreement with a test-time flip).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["ADULT_LIVER_ML", "FLAGS", "FRAGMENT_ML", "volume_flags"]
+__all__ = ["ADULT_LIVER_ML", "FLAGS", "FRAGMENT_ML", "STAT_COLUMNS", "liver_statistics", "volume_flags"]
 
 ADULT_LIVER_ML = (600.0, 4000.0)
 WRONG_SIDE_MM = 10.0
@@ -94,3 +96,42 @@ def volume_flags(
     if any(n.startswith("intensities read as") for n in notes):
         flags.append("intensity_assumed")
     return flags
+
+
+# ---------------------------------------------------------------- statistics
+
+
+STAT_COLUMNS = ("complete", "hu_mean", "hu_median", "hu_std", "extent_cc_mm", "bbox_ras_mm")
+
+
+def liver_statistics(
+    mask: np.ndarray, hu: np.ndarray | None, spacing: tuple[float, float, float], flags: list[str], vol: Any
+) -> dict[str, Any]:
+    """The liver's statistics for ``per_volume.csv`` and ``statistics.json`` (README, "Quality flags").
+
+    ``mask`` [K, R, C] and ``hu`` (CT numbers, the same view; None for a volume given as
+    gray) are :meth:`Volume.axial` arrays of ``vol``. ``complete`` is False where the liver
+    is cut by the field of view (``partial_fov``): its volume is the visible part only.
+    The bounding box is in RAS+ millimetres (the NIfTI convention; DICOM's LPS flips x and y).
+    """
+    from liverseg.core.volume import axial_to_ras
+
+    out: dict[str, Any] = dict.fromkeys(STAT_COLUMNS)
+    if not mask.any():
+        return out
+    out["complete"] = "partial_fov" not in flags
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    rs = np.flatnonzero(mask.any(axis=(0, 2)))
+    cs = np.flatnonzero(mask.any(axis=(0, 1)))
+    out["extent_cc_mm"] = round(float(zs[-1] - zs[0] + 1) * spacing[0], 1)
+    corners = axial_to_ras(vol, np.array([[zs[0], rs[0], cs[0]], [zs[-1], rs[-1], cs[-1]]]))
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    out["bbox_ras_mm"] = " ".join(f"{v:.1f}" for v in (*lo, *hi))
+    if hu is not None:
+        values = np.concatenate([np.asarray(hu[z][mask[z]], dtype=np.float32) for z in zs])
+        out.update(
+            hu_mean=round(float(values.mean()), 2),
+            hu_median=round(float(np.median(values)), 2),
+            hu_std=round(float(values.std()), 2),
+        )
+    return out

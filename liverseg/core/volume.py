@@ -375,3 +375,13 @@ def write_nifti(
         else:
             img.to_stream(f)
     return Path(path).stat().st_size
+
+
+def axial_to_ras(vol: Volume, points: np.ndarray) -> np.ndarray:
+    """RAS+ mm (the file's affine) of ``points`` [N, 3] given as (slice, row, column) of :meth:`Volume.axial`."""
+    from nibabel.orientations import inv_ornt_aff
+
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    oriented = np.c_[pts[:, 2], pts[:, 1], pts[:, 0], np.ones(len(pts))]  # axial [k, r, c] is oriented [c, r, k]
+    to_file = inv_ornt_aff(vol._ornt(), vol.shape)
+    return (vol.affine @ to_file @ oriented.T).T[:, :3]
