@@ -143,8 +143,38 @@ class RunReport:
             "volume_metrics": volume_summary(self.volume_rows),
             "removed_voxels": self.removed_voxels,
             "qc": {"flagged_inputs": self.n_flagged, "flags": dict(sorted(self.qc.items()))},
+            "volumes": [
+                {k: r.get(k) for k in VOLUME_TERMINAL_KEYS}
+                for r in sorted(self.volume_rows, key=lambda r: r["index"])[:MAX_VOLUMES_LISTED]
+            ],
             **about,
         }
+
+
+MAX_VOLUMES_LISTED = 50  # summary.json's "volumes" (per_volume.csv has them all); the terminal shows 20
+VOLUME_TERMINAL_KEYS = ("input", "output", "volume_ml", "complete", "qc_flags", "dice", "hd95_mm", "assd_mm")
+
+
+def _volume_line(v: dict[str, Any], out_dir: Path | None) -> str:
+    """One volume's line: its mask, the liver's volume, the flags and, with a label, Dice, HD95 and ASSD."""
+
+    def num(key: str, fmt: str) -> str | None:
+        x = v.get(key)
+        return None if x in (None, "") else format(float(x), fmt)
+
+    mask = v.get("output")
+    where = (out_dir / mask if out_dir is not None else mask) if mask else f"{v.get('input')} (no mask)"
+    parts = [f"volume   {where}:"]
+    ml = num("volume_ml", ".0f")
+    if ml is not None:
+        whole = v.get("complete") in (True, "True")
+        parts.append(f"liver {ml} mL" + ("" if whole or ml == "0" else " (cut by the field of view: the part inside)"))
+    parts.append(f"flags {v['qc_flags'].replace(';', ', ')}" if v.get("qc_flags") else "no flags")
+    dice = num("dice", ".4f")
+    if dice is not None:
+        hd, assd = num("hd95_mm", ".1f"), num("assd_mm", ".2f")
+        parts.append(f"Dice {dice}, HD95 {hd or '-'} mm, ASSD {assd or '-'} mm")
+    return parts[0] + " " + "; ".join(parts[1:])
 
 
 def summary_table(s: dict[str, Any], out_dir: Path | None) -> str:
@@ -153,7 +183,12 @@ def summary_table(s: dict[str, Any], out_dir: Path | None) -> str:
         f"inputs {s['n_inputs']}: ok {s['n_ok']}, failed {s['n_failed']}, skipped {s['n_skipped']}"
         + (f" (resumed {s['n_resumed']})" if s["n_resumed"] else "")
     ]
-    if s["metrics"]:
+    volumes = s.get("volumes") or []
+    lines += [_volume_line(v, out_dir) for v in volumes[:20]]
+    if len(volumes) > 20 or (s.get("volume_metrics") or {}).get("n_volumes", 0) > 20:
+        lines.append("volume   ... the others in per_volume.csv and statistics.json")
+    only_volumes = (s.get("volume_metrics") or {}).get("n_volumes", 0) == s["n_inputs"]
+    if s["metrics"] and not only_volumes:  # per-slice macro and micro rows say nothing more for volumes
         ma, mi = s["metrics"]["macro"], s["metrics"]["micro"]
         lines.append(
             f"{'':8s} {'Dice':>7s} {'IoU':>7s} {'mPA':>7s} {'mIoU':>7s} {'prec':>7s} {'recall':>7s}"

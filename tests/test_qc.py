@@ -124,3 +124,23 @@ def test_a_liver_cut_by_the_field_of_view_is_not_a_whole_liver(shared_data: Path
     run_inference(Options(source=ct_path, out=tmp_path / "out", progress=False, report=False))
     stats = json.loads((tmp_path / "out" / "statistics.json").read_text())["volumes"][0]
     assert stats["complete"] is False and "partial_fov" in stats["qc_flags"]
+
+
+def test_the_terminal_summary_of_a_volume_run(tmp_path: Path):
+    from liverseg.infer.outcome import summary_table
+
+    s: dict[str, Any] = {
+        "n_inputs": 1, "n_ok": 1, "n_failed": 0, "n_skipped": 0, "n_resumed": 0, "n_run": 0, "failed": [],
+        "device": "cpu", "provider": "x", "threads": 2, "batch_size": 1,
+        "metrics": {"n_images": 119, "macro": {}, "micro": {}},
+        "volume_metrics": {"n_volumes": 1},
+        "volumes": [{"input": "ct.nii.gz", "output": "masks/ct.nii.gz", "volume_ml": 1791.4, "complete": True,
+                     "qc_flags": "fragmented", "dice": 0.9433, "hd95_mm": 13.42, "assd_mm": 2.381}],
+    }  # fmt: skip
+    text = summary_table(s, tmp_path)
+    assert (
+        f"volume   {tmp_path / 'masks/ct.nii.gz'}: liver 1791 mL; flags fragmented; Dice 0.9433, HD95 13.4 mm" in text
+    )
+    assert "macro" not in text and "micro" not in text  # per-slice rows say nothing more for one volume
+    s["volumes"][0].update(complete=False, qc_flags="", dice=None)
+    assert "liver 1791 mL (cut by the field of view: the part inside); no flags" in summary_table(s, tmp_path)
