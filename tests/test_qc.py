@@ -144,3 +144,45 @@ def test_the_terminal_summary_of_a_volume_run(tmp_path: Path):
     assert "macro" not in text and "micro" not in text  # per-slice rows say nothing more for one volume
     s["volumes"][0].update(complete=False, qc_flags="", dice=None)
     assert "liver 1791 mL (cut by the field of view: the part inside); no flags" in summary_table(s, tmp_path)
+
+
+def test_no_identifier_reaches_any_output_but_the_seg(tmp_path: Path):
+    """A series with made-up identifiers (a name highdicom warns about and quotes): none of them in the terminal,
+    the logs, the CSVs, the JSONs or the report; the DICOM-SEG carries what DICOM requires."""
+    import subprocess
+    import sys
+
+    import pydicom
+
+    from liverseg.apps.dicom_synth import write_series
+    from liverseg.apps.synthetic import Patient, make_slice
+
+    rng = np.random.default_rng(0)
+    patient = Patient.sample(rng)
+    hu = np.empty((10, 96, 96), np.int16)
+    for k in range(10):
+        gray, _ = make_slice(rng, (96, 96), patient=patient, z=0.3 + 0.05 * k)
+        hu[k] = np.where(gray == 0, -1000, gray.astype(np.int16))
+    series = tmp_path / "series"
+    write_series(series, hu, spacing=(2.0, 1.5, 1.5), patient_name="Doe John Zebulon", patient_id="PID99887")
+    ids = {"AccessionNumber": "ACC55443", "PatientBirthDate": "19510203", "InstitutionName": "Hospital Quetzal"}
+    for f in series.iterdir():
+        ds = pydicom.dcmread(f)
+        for keyword, value in ids.items():
+            setattr(ds, keyword, value)
+        ds.save_as(f)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "liverseg.infer.cli", str(series), "--output-format", "nifti+dicom-seg",
+           "--out", str(out), "--allow-non-ct"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    secrets = ["Zebulon", "PID99887", *ids.values(), "Quetzal"]
+    texts = {"stdout": r.stdout, "stderr": r.stderr}
+    for f in out.rglob("*"):
+        if f.is_file() and f.suffix in (".csv", ".json", ".jsonl", ".html", ".txt", ".log"):
+            texts[str(f)] = f.read_text(errors="replace")
+    leaks = {name: s for name, t in texts.items() for s in secrets if s in t}
+    assert leaks == {}
+    assert "[identifier withheld]" in r.stderr  # highdicom's warning about the name, said without it
+    seg = next(out.rglob("*_seg.dcm"))
+    assert "Zebulon" in str(pydicom.dcmread(seg).PatientName)

@@ -42,7 +42,11 @@ pixel data), so ``Volume.source_datasets`` holds header-only datasets.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -736,6 +740,69 @@ def write_seg(
             name="liverseg", version=software_version, family=codes.cid7162.ArtificialIntelligence
         ),
     )
+    with _identifiers_withheld(volume):
+        _build_and_save_seg(hd, volume, pixels, description, software_version, Path(path))
+
+
+IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
+WITHHELD = "[identifier withheld]"
+
+
+def _identifier_values(volume: Volume) -> list[str]:
+    """The patient identifiers of a series' first header, longest first (what no message may carry)."""
+    ds = (volume.source_datasets or [None])[0]
+    values = set()
+    for keyword in IDENTIFIER_KEYWORDS:
+        v = str(getattr(ds, keyword, "") or "").strip() if ds is not None else ""
+        if len(v) >= 2:
+            values.add(v)
+            values.update(p for p in v.replace("^", " ").split() if len(p) >= 3)  # the name's components too
+    return sorted(values, key=len, reverse=True)
+
+
+def withhold(text: str, values: list[str]) -> str:
+    """``text`` with every value of ``values`` replaced by :data:`WITHHELD`."""
+    for v in values:
+        text = text.replace(v, WITHHELD)
+    return text
+
+
+@contextlib.contextmanager
+def _identifiers_withheld(volume: Volume) -> Iterator[None]:
+    """Third-party warnings and log records raised inside, re-said without the series' patient identifiers.
+
+    highdicom warns about a PatientName that does not follow DICOM's format and quotes it
+    ("The string "Doe John" is unlikely to represent the intended person name..."); the
+    README promises that no identifier reaches a log. Warnings are caught and re-issued
+    through the ``liverseg`` logger with the identifiers replaced; highdicom's and pydicom's
+    log records are rewritten the same way.
+    """
+    values = _identifier_values(volume)
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.msg, record.args = withhold(record.getMessage(), values), None
+            return True
+
+    filt = _Filter()
+    loggers = [logging.getLogger(name) for name in ("highdicom", "pydicom")]
+    for lg in loggers:
+        lg.addFilter(filt)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for lg in loggers:
+            lg.removeFilter(filt)
+    for w in caught:
+        logging.getLogger("liverseg").warning("%s: %s", w.category.__name__, withhold(str(w.message), values))
+
+
+def _build_and_save_seg(
+    hd: Any, volume: Volume, pixels: np.ndarray, description: Any, software_version: str, path: Path
+) -> None:
+    values = _identifier_values(volume)
     try:
         seg = hd.seg.Segmentation(
             source_images=volume.source_datasets,
@@ -754,7 +821,8 @@ def write_seg(
             omit_empty_frames=True,
         )
     except Exception as e:
-        raise DataError(f"{path}: DICOM-SEG cannot be built for {volume.source} ({describe(e)})") from None
+        why = withhold(describe(e), values)
+        raise DataError(f"{path}: DICOM-SEG cannot be built for {volume.source} ({why})") from None
     with atomic_path(path) as tmp:
         seg.save_as(tmp, enforce_file_format=True)
 
