@@ -705,20 +705,25 @@ def _volume_overlays(run_dir: Path, key: str, name: str) -> str:
 
 
 def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path) -> str:
-    """Per-volume table (3D metrics, liver volume), then a slice profile and overlays of the first few volumes."""
+    """Per-volume table (3D metrics, liver volume), then a slice profile and overlays of the first few volumes.
+
+    Volumes with quality flags (:mod:`liverseg.core.qc`) come first, in input order, then the others.
+    """
     if not vrows:
         return ""
+    vrows = sorted(vrows, key=lambda r: not r.get("qc_flags"))
     agg = _section(summary, "volume_metrics")
     parts = [f"<h2>Volumes ({len(vrows)})</h2>"]
     if agg.get("rules"):
         parts.append(f'<p class="note">{esc(agg["rules"])}</p>')
-    cols = ["input", "status", "shape", "spacing mm", "Dice", "IoU", "HD95 mm", "ASSD mm", "NSD 2 mm"]
+    cols = ["input", "status", "flags", "shape", "spacing mm", "Dice", "IoU", "HD95 mm", "ASSD mm", "NSD 2 mm"]
     cols += ["liver mL", "true mL", "notes"]
     table, classes = [], []
     for r in vrows:
         status = _status(r) if not r.get("error") else "failed"
         table.append(
-            [Path(str(r.get("input", ""))).name, status, r.get("shape", ""), r.get("spacing_mm", "")]
+            [Path(str(r.get("input", ""))).name, status, str(r.get("qc_flags") or "").replace(";", ", ")]
+            + [r.get("shape", ""), r.get("spacing_mm", "")]
             + [fmt(_num(r.get(k))) for k in ("dice", "iou")]
             + [fmt(_num(r.get(k)), 2) for k in ("hd95_mm", "assd_mm")]
             + [fmt(_num(r.get("nsd_2mm")))]
@@ -726,7 +731,7 @@ def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_di
             + [str(r.get("error") or r.get("notes") or "")]
         )
         classes.append("" if status == "ok" else status)
-    numeric = [False] * 4 + [True] * 7 + [False]
+    numeric = [False] * 5 + [True] * 7 + [False]
     parts.append(html_table(cols, table, numeric=numeric, row_classes=classes))
     shown = 0
     for r in vrows:

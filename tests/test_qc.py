@@ -186,3 +186,22 @@ def test_no_identifier_reaches_any_output_but_the_seg(tmp_path: Path):
     assert "[identifier withheld]" in r.stderr  # highdicom's warning about the name, said without it
     seg = next(out.rglob("*_seg.dcm"))
     assert "Zebulon" in str(pydicom.dcmread(seg).PatientName)
+
+
+def test_the_report_lists_flagged_volumes_first_with_their_flags(tmp_path: Path):
+    from liverseg.infer.report import _volume_section
+
+    rows = [
+        {"index": "0", "input": "/d/clean.nii.gz", "status": "ok", "volume_ml": "1500", "qc_flags": ""},
+        {"index": "1", "input": "/d/neck.nii.gz", "status": "ok", "volume_ml": "0", "qc_flags": "no_liver"},
+        {
+            "index": "2",
+            "input": "/d/cut.nii.gz",
+            "status": "ok",
+            "volume_ml": "900",
+            "qc_flags": "partial_fov;fragmented",
+        },
+    ]
+    html = _volume_section(rows, {}, tmp_path)
+    assert html.index("neck.nii.gz") < html.index("cut.nii.gz") < html.index("clean.nii.gz")
+    assert "partial_fov, fragmented" in html and "<th>flags</th>" in html.replace(' class="num"', "")
