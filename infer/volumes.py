@@ -212,11 +212,8 @@ def _landmarks(vol: Volume, kind: str, spacing: tuple[float, float, float], note
     """The lungs and body centre of a CT volume (None for gray volumes, or without scipy: said in a note)."""
     if kind == "gray":
         return None
-    try:
-        from liverseg.core.anatomy import landmarks
-    except DataError as e:  # pragma: no cover - scipy is in the volumes extra
-        notes.append(f"anatomy check skipped: {e}")
-        return None
+    from liverseg.core.anatomy import landmarks
+
     try:
         return landmarks(vol.axial(), spacing, offset=1024.0 if kind == "hu+1024" else 0.0)
     except DataError as e:  # scipy is missing: the mask is written as the model gave it, and the note says so
@@ -426,11 +423,7 @@ class VolumeWriter:
 
         flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm)
         row["qc_flags"] = ";".join(flags)
-        stats = liver_statistics(pred, vi.hu, vi.spacing, flags, vol)
-        if vi.hu_offset and stats["hu_mean"] is not None:
-            for key in ("hu_mean", "hu_median"):
-                stats[key] = round(stats[key] - vi.hu_offset, 2)
-        row.update(stats)
+        row.update(liver_statistics(pred, vi.hu, vi.spacing, flags, vol, vi.hu_offset))
         vi.hu = None  # the CT numbers are not needed any more
         files: dict[str, list[Any]] = {}
         mask_file = vol.from_axial(pred.view(np.uint8), contiguous=False)

@@ -379,9 +379,7 @@ class Segmenter:
         if probabilities and prob is None:
             raise UsageError(f"{self.path}: the model gave no probability output")
         if prep.anatomy:
-            cleaned, removed = clean_volume(mask, vi, prep)
-            if removed:
-                mask = cleaned.view(np.uint8) if cleaned.dtype == bool else cleaned
+            mask = clean_volume(mask, vi, prep)[0].view(np.uint8)  # a bool view of the mask, or the cleaned copy
             for note in vi.notes:
                 if note.startswith(("anatomy", "no liver")):
                     _log.info("%s", note)

@@ -37,7 +37,7 @@ import numpy as np
 
 from liverseg.core.data import encode_png
 from liverseg.core.intensity import window_to_gray
-from liverseg.core.resample import resize_mask, target_shape
+from liverseg.core.resample import resize_mask, resize_probability, target_shape
 from liverseg.core.volume import Volume, read_volume
 
 __all__ = ["SOURCES", "WINDOWS", "VolumeSlice", "main", "percentile_gray", "render"]
@@ -84,17 +84,9 @@ def _hu_slices(
         hu = np.asarray(ax[i], dtype=np.float32)
         m = np.zeros((r, c), dtype=bool) if lab is None else np.asarray(lab[i], dtype=bool)
         if shape != (r, c):
-            hu = _resize_hu(hu, shape)
+            hu = resize_probability(hu, shape)  # bilinear on float32, as for probability maps
             m = resize_mask(m.astype(np.uint8), shape).astype(bool)
         yield VolumeSlice(name, i, hu, m)
-
-
-def _resize_hu(hu: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a float HU slice (Pillow's float mode, as :func:`resize_gray` does for gray)."""
-    from PIL import Image
-
-    img = Image.fromarray(hu.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.asarray(img, dtype=np.float32)
 
 
 def _axial_label(path: Path, vol: Volume, transform: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

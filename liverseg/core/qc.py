@@ -105,13 +105,19 @@ STAT_COLUMNS = ("complete", "hu_mean", "hu_median", "hu_std", "extent_cc_mm", "b
 
 
 def liver_statistics(
-    mask: np.ndarray, hu: np.ndarray | None, spacing: tuple[float, float, float], flags: list[str], vol: Any
+    mask: np.ndarray,
+    hu: np.ndarray | None,
+    spacing: tuple[float, float, float],
+    flags: list[str],
+    vol: Any,
+    offset: float = 0.0,
 ) -> dict[str, Any]:
-    """The liver's statistics for ``per_volume.csv`` and ``statistics.json`` (README, "Quality flags").
+    """The liver's statistics for ``per_volume.csv`` and ``statistics.json`` (docs/quality.md).
 
-    ``mask`` [K, R, C] and ``hu`` (CT numbers, the same view; None for a volume given as
-    gray) are :meth:`Volume.axial` arrays of ``vol``. ``complete`` is False where the liver
-    is cut by the field of view (``partial_fov``): its volume is the visible part only.
+    ``mask`` [K, R, C] and ``hu`` (stored CT values, the same view, HU after subtracting
+    ``offset``; None for a volume given as gray) are :meth:`Volume.axial` arrays of
+    ``vol``. ``complete`` is False where the liver is cut by the field of view
+    (``partial_fov``): its volume is the visible part only.
     The bounding box is in RAS+ millimetres (the NIfTI convention; DICOM's LPS flips x and y).
     """
     from liverseg.core.volume import axial_to_ras
@@ -128,7 +134,7 @@ def liver_statistics(
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     out["bbox_ras_mm"] = " ".join(f"{v:.1f}" for v in (*lo, *hi))
     if hu is not None:
-        values = np.concatenate([np.asarray(hu[z][mask[z]], dtype=np.float32) for z in zs])
+        values = np.concatenate([np.asarray(hu[z][mask[z]], dtype=np.float32) for z in zs]) - np.float32(offset)
         out.update(
             hu_mean=round(float(values.mean()), 2),
             hu_median=round(float(np.median(values)), 2),
