@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.liverseg-installed
 
-.PHONY: setup demo demo-synthetic lint test bench clean
+.PHONY: setup system-packages demo demo-synthetic lint test bench clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	# dependencies are ancient pins and only its two data files are used.
 	$(PY) -m pip install --quiet --no-deps liver-ct-segmentation-package==1.6.0
 	touch $(STAMP)
+
+# The Debian packages some tests drive for real (scripts/system-packages.sh lists them); the test setup only.
+system-packages:
+	bash scripts/system-packages.sh
 
 demo: setup
 	$(VENV)/bin/liverseg-quickstart
@@ -41,7 +45,7 @@ SIMULATED_CPUS := avx2,fma \
 
 # The whole suite on this CPU, then the tests marked cpu_class (the engine choice and the benchmark rows
 # that follow it) once per simulated class, so one machine's CI covers every branch of the choice.
-test: lint
+test: lint system-packages
 	$(PY) -m pytest
 	for flags in $(SIMULATED_CPUS); do \
 		echo "== LIVERSEG_CPU_FLAGS=$$flags: pytest -m cpu_class"; \
