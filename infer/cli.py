@@ -296,6 +296,11 @@ def main(
         click.echo(res.message, err=True)
     else:
         click.echo(summary_table(res.summary, res.out_dir))
+        if res.out_dir is not None:  # the report's banner, where the user looks
+            from liverseg.infer.report import cautions
+
+            for line in cautions(res.out_dir):
+                click.echo(f"caution  {line}", err=True)
     sys.exit(res.exit_code)
 
 

@@ -75,7 +75,7 @@ from liverseg.infer.shard import (
     refuse_split_folder,
     select_part,
 )
-from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table, statistics_json
+from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, Prep, write_volume_tables
 from liverseg.reference import resolve_model
 
 __all__ = [
@@ -91,9 +91,7 @@ __all__ = [
 ]
 
 PER_IMAGE = "per_image.csv"
-PER_VOLUME = "per_volume.csv"
 SUMMARY = "summary.json"
-STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.core.qc)
 DELAY_ENV = "LIVERSEG_INFER_TEST_DELAY_S"  # tests only: sleep this long before each batch
 # Tests only: once this many inputs are in the journal, print HOLD_MARK on stderr and wait for a line (or
 # the end) on stdin. A test reads stderr up to the mark and then signals, kills or releases the run at a
@@ -267,9 +265,7 @@ class Runner:
             report.add(row)
         summary = report.summary(self._about(items, sess, plan, started))
         if report.volume_rows:
-            write_text_atomic(state.state_dir / PER_VOLUME, per_volume_table(report.volume_rows))
-            stats = json.dumps(statistics_json(report.volume_rows), indent=1, default=str)
-            write_text_atomic(state.state_dir / STATISTICS, stats + "\n")
+            write_volume_tables(state.state_dir, report.volume_rows)
         write_text_atomic(state.state_dir / SUMMARY, json.dumps(summary, indent=2, default=str))
         if self.o.num_parts == 1:  # a part's rows are a share: liverseg-merge writes the report
             self._write_report_html(state.out)

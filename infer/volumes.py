@@ -30,6 +30,7 @@ No patient identifiers from DICOM headers reach the rows, the logs or the report
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "load_volume",
     "per_volume_table",
     "statistics_json",
+    "write_volume_tables",
     "predict_volume",
     "second_looks",
     "volume_input",
@@ -67,6 +69,8 @@ __all__ = [
 ]
 
 SLICES_DIR = "slices"
+PER_VOLUME = "per_volume.csv"
+STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.core.qc)
 OVERLAY_SLICES = 3  # axial overlays per volume (at 25, 50 and 75% of the liver's extent), plus one coronal
 NSD_TOLERANCE_MM = 2.0
 
@@ -602,6 +606,12 @@ def volume_csv_line(row: Row) -> str:
 def per_volume_table(rows: list[Row]) -> str:
     """per_volume.csv: a header and one line per volume input, in input order."""
     return ",".join(VOLUME_COLUMNS) + "\n" + "".join(volume_csv_line(r) for r in sorted(rows, key=lambda r: r["index"]))
+
+
+def write_volume_tables(out: Path, rows: list[Row]) -> None:
+    """``per_volume.csv`` and ``statistics.json`` of a run's (or a merged split run's) volume rows, in ``out``."""
+    write_text_atomic(out / PER_VOLUME, per_volume_table(rows))
+    write_text_atomic(out / STATISTICS, json.dumps(statistics_json(rows), indent=1, default=str) + "\n")
 
 
 def statistics_json(rows: list[Row]) -> dict[str, Any]:

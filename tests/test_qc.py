@@ -332,3 +332,24 @@ def test_the_report_lists_flagged_volumes_first_with_their_flags(tmp_path: Path)
     html = _volume_section(rows, {}, tmp_path)
     assert html.index("neck.nii.gz") < html.index("cut.nii.gz") < html.index("clean.nii.gz")
     assert "partial_fov, fragmented" in html and "<th>flags</th>" in html.replace(' class="num"', "")
+
+
+def test_the_reports_cautions_reach_the_terminal(tmp_path: Path):
+    """A slice given without its pixel size, to a model trained at 1.5 mm: the report's banner line is printed."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from liverseg.infer.cli import main
+
+    y, x = np.mgrid[:128, :128]
+    noise = np.random.default_rng(0).normal(0, 20, (128, 128))
+    gray = np.where((y - 64) ** 2 + (x - 64) ** 2 < 50**2, 100 + noise, 0)  # soft tissue in the study's HU 0..255
+    Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)).save(tmp_path / "slice.png")
+    res = CliRunner().invoke(main, [str(tmp_path / "slice.png"), "--out", str(tmp_path / "out"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    caution = [line for line in res.output.splitlines() if line.startswith("caution  ")]
+    assert len(caution) == 1 and "trained at 1.5 mm pixels" in caution[0] and "--spacing" in caution[0]
+    res = CliRunner().invoke(
+        main, [str(tmp_path / "slice.png"), "--out", str(tmp_path / "out2"), "--no-progress", "--spacing", "1.5"]
+    )
+    assert res.exit_code == 0 and "caution  " not in res.output
