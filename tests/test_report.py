@@ -535,3 +535,54 @@ def test_svg_slice_profile_draws_both_areas_and_breaks_dice_where_no_slice_has_l
     assert dashed[0].get("stroke-dasharray")
     empty = ET.fromstring(svg_slice_profile([], [], None, None))
     assert "no slices" in [t.text for t in empty.iter(f"{ns}text")]
+
+
+# ---------------------------------------------------------------- issue 31: the viewer's geometry
+
+
+def test_volume_viewer_markers_positions_and_pixels_follow_the_affine():
+    """A volume stored left-right and foot-head flipped: the viewer still shows R on the left, z ascending."""
+    from liverseg.core.viewer import volume_payload
+    from liverseg.core.volume import Volume
+
+    shape = (40, 30, 6)  # i, j, k of the file
+    affine = np.array([[0.8, 0, 0, -16.0], [0, 0.8, 0, -12.0], [0, 0, -2.5, 50.0], [0, 0, 0, 1]])  # i->R, j->A, k->I
+    mask = np.zeros(shape, bool)
+    mask[30:36, 10:14, 1] = True  # on the patient's right (x > 0), file slice 1 = the second from the top
+    vol = Volume(np.zeros(shape, np.int16), affine, "case.nii.gz", "nifti")
+    pred = Volume(mask.astype(np.uint8), affine, "mask", "nifti").axial().astype(bool)
+    gray = np.zeros(pred.shape, np.uint8)
+    payload = volume_payload(gray, pred, None, vol.axial_spacing(), vol)
+    assert payload["markers"] == {
+        "axial": ["A", "L", "P", "R"],
+        "coronal": ["S", "L", "I", "R"],
+        "sagittal": ["S", "P", "I", "A"],
+    }
+    assert payload["coordinates"] == "RAS" and payload["orientation_note"] is None
+    # view slice n is file slice 5 - n: z rises from the feet (50 - 2.5 * 5 = 37.5) to the head (50)
+    z = [float(re.search(r"z = (-?[\d.]+) mm", t).group(1)) for t in payload["labels"]["axial"]]
+    assert z == [37.5, 40.0, 42.5, 45.0, 47.5, 50.0]
+    code = frame_codes(payload)[4]  # file slice 1 is view slice 4
+    cols = np.flatnonzero(code.any(axis=0))
+    assert cols.max() < code.shape[1] / 2, "the patient's right is on the viewer's left, as the 'R' marker says"
+    assert payload["start"][0] == 4 and not frame_codes(payload)[0].any()
+
+
+def test_dicom_viewer_labels_carry_instance_numbers_and_patient_coordinates(tmp_path):
+    from liverseg.apps.dicom_synth import write_series
+    from liverseg.core.dicom import read_series
+    from liverseg.core.viewer import volume_payload
+
+    hu = np.full((5, 16, 12), -1000, np.int16)
+    numbers = [50, 40, 30, 20, 10]  # InstanceNumber falls as z rises, as in the CHAOS series
+    write_series(tmp_path / "s", hu, spacing=(2.0, 0.5, 0.5), origin=(-3.0, 4.0, -331.0), instance_numbers=numbers)
+    vol = read_series(tmp_path / "s")
+    pred = np.zeros((5, 16, 12), bool)
+    payload = volume_payload(np.zeros((5, 16, 12), np.uint8), pred, None, vol.axial_spacing(), vol)
+    assert payload["coordinates"] == "LPS"
+    assert payload["labels"]["axial"] == [
+        f"slice {k + 1} of 5 · z = {-331.0 + 2 * k:.1f} mm · InstanceNumber {numbers[k]}" for k in range(5)
+    ]
+    # coronal rows at y = 4 + 0.5 row, sagittal columns at x = -3 + 0.5 column (LPS, as ImagePositionPatient)
+    assert payload["labels"]["coronal"][2] == "row 3 of 16 · y = 5.0 mm"
+    assert payload["labels"]["sagittal"][11] == "column 12 of 12 · x = 2.5 mm"
