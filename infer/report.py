@@ -1,25 +1,27 @@
-"""``report.html``: one self-contained page per inference run.
+"""``report.html``: one self-contained page per inference run, findings first (docs/report.md).
 
-:func:`write_report` reads an inference run folder (``per_image.csv``,
-``summary.json``, ``masks/<stem>_pred.png``; format in the inference runner) and
-writes ``report.html`` beside them. The page needs nothing but itself: images are
-embedded as base64 PNG data URIs, the style is inline, there are no scripts, fonts
-or links to fetch, so it opens from the folder alone, offline.
+:func:`write_report` reads an inference run folder (``per_image.csv``, ``per_volume.csv``,
+``summary.json``, ``masks/<stem>_pred.png``, ``overlays/<key>_viewer.json``; format in the
+inference runner) and writes ``report.html`` beside them. The page needs nothing but
+itself: the viewer's script, style and data are inline (:mod:`liverseg.core.viewer`),
+there are no fonts or links to fetch, so it opens from the folder alone, offline.
 
 It shows, first, a provenance banner when the model's training data or scale differs
 from the inputs' (synthetic training data, another pixel size, another HU window, from
-the contract's ``provenance`` and ``ct`` and the run's preprocessing); then the run
-(model, execution provider, throughput, what each time measures, one line on the
-device), the study's mPA/mIoU next to Dice/IoU/precision/recall, a histogram of
-per-image Dice, the worst and best images among those with liver in the truth, false
-positives on slices without liver as a list of their own, and every failed or skipped
-input with its reason. Case thumbnails have one fixed size (:data:`THUMB` pixels a cell)
-whatever the input size; true positives are green so they show over bright liver,
-false positives and negatives keep the study's blue and red. Every optional part may be missing: without labels there is
-no metrics section and the predicted outlines are drawn instead; a missing
-``summary.json``, image or mask is said on the page, never an exception.
+the contract's ``provenance`` and ``ct`` and the run's preprocessing); then, per volume,
+the findings (the liver's volume and statistics, its quality flags, Dice/HD95/ASSD with
+a label), the viewer and the per-slice profile, and the table of all volumes; for 2D
+inputs the study's mPA/mIoU next to Dice/IoU/precision/recall, a histogram of per-image
+Dice and the viewer over the slices, worst first (slices without liver in the truth, where
+Dice says nothing, after those with liver); every failed or skipped input with its
+reason; and, folded at the end, the run (model, engine, execution provider, the speed in
+the input's units, what each time measures, one line on the device). Every optional part
+may be missing: without labels there is no metrics section and the predicted liver is
+drawn instead; a missing ``summary.json``, image, mask or viewer data is said on the page,
+never an exception.
 
-All text that came from files is escaped with :func:`html.escape`.
+All text that came from files is escaped with :func:`html.escape`; the viewer's data is
+JSON with ``<`` escaped, so nothing in it can close its script element.
 """
 
 from __future__ import annotations

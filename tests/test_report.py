@@ -560,7 +560,7 @@ def test_volume_viewer_markers_positions_and_pixels_follow_the_affine():
     }
     assert payload["coordinates"] == "RAS" and payload["orientation_note"] is None
     # view slice n is file slice 5 - n: z rises from the feet (50 - 2.5 * 5 = 37.5) to the head (50)
-    z = [float(re.search(r"z = (-?[\d.]+) mm", t).group(1)) for t in payload["labels"]["axial"]]
+    z = [float(t.split(" · ")[1].removeprefix("z = ").removesuffix(" mm")) for t in payload["labels"]["axial"]]
     assert z == [37.5, 40.0, 42.5, 45.0, 47.5, 50.0]
     code = frame_codes(payload)[4]  # file slice 1 is view slice 4
     cols = np.flatnonzero(code.any(axis=0))
