@@ -113,15 +113,10 @@ def measure(report: Path, rounds: int) -> list[dict[str, Any]]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name and its wide-vector flags, from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    wide = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name} ({', '.join(wide) or 'no AVX2'}), {text.count('processor')} logical CPUs"
+    """The CPU's model name, its ISA flags (the hardware's own) and the CPUs this process may use."""
+    from liverseg.benchmarks.machine import cores, cpu_flags, cpu_model
+
+    return f"{cpu_model()} ({', '.join(cpu_flags(hardware=True)) or 'no AVX2'}), {cores()} CPUs"
 
 
 @command()
