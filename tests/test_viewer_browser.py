@@ -245,3 +245,19 @@ def test_2d_slices_step_through_frames_of_their_own_size(browser, tmp_path):
     _slide(browser, "axial", 1)
     wait_for(browser, "document.querySelector('.lsv-axial .lsv-label').textContent === '2 of 2 · b.png'")
     assert _js(browser, size) == [30, 40] and _is(_pixel(browser, "axial", 5, 5), "blue")
+
+
+def test_a_run_folder_without_viewer_data_keeps_its_still_overlays_and_says_why(volume_report, tmp_path):
+    """A run folder written before the viewer (no overlays/<key>_viewer.json): its PNG overlays, and a note."""
+    import shutil
+
+    from PIL import Image
+
+    report, _, _, _ = volume_report
+    old = tmp_path / "old"
+    shutil.copytree(report.parent, old)
+    (old / "overlays" / "case_viewer.json").unlink()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(old / "overlays" / "case_axial_0007.png")
+    html = write_report(old).read_text()
+    assert 'class="lsv"' not in html and "<script" not in html
+    assert "holds no viewer data (case_viewer.json)" in html and 'alt="case.nii.gz: axial slice 7"' in html

@@ -62,6 +62,12 @@ PAYLOAD_VERSION = 1
 PLANES = ("axial", "coronal", "sagittal")
 PREDICTED_COLOR = TP_VISIBLE_COLOR  # the predicted liver when there is no truth: the true positives' colour
 
+HELP = {
+    "volume": "Slider, mouse wheel or arrow keys over an image move through its slices; a click on one plane moves "
+    "the other two there.",
+    "slices": "Slider, mouse wheel or arrow keys over the image move from slice to slice.",
+}
+
 # RAS+ letters of each world axis, for the positive and the negative direction
 _POSITIVE, _NEGATIVE = "RAS", "LPI"
 
@@ -389,7 +395,6 @@ def viewer_html(payload: dict[str, Any], dom_id: str) -> str:
         f"{legend(bool(payload.get('labelled')))}</div>"
         f'<div class="lsv-planes">{"".join(planes)}</div>'
         + (f'<p class="note">{esc("; ".join(notes))}</p>' if notes else "")
-        + '<p class="note lsv-help">Slider, mouse wheel or arrow keys over an image move through its slices; '
-        "a click on one plane moves the other two there.</p>"
+        + f'<p class="note lsv-help">{HELP[payload["kind"]]}</p>'
         f'<script type="application/json" id="{esc(dom_id)}">{data}</script></section>'
     )
