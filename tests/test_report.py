@@ -586,3 +586,17 @@ def test_dicom_viewer_labels_carry_instance_numbers_and_patient_coordinates(tmp_
     # coronal rows at y = 4 + 0.5 row, sagittal columns at x = -3 + 0.5 column (LPS, as ImagePositionPatient)
     assert payload["labels"]["coronal"][2] == "row 3 of 16 · y = 5.0 mm"
     assert payload["labels"]["sagittal"][11] == "column 12 of 12 · x = 2.5 mm"
+
+
+@pytest.mark.parametrize(("side", "view"), [(512, 256), (510, 170), (300, 200)])
+def test_volume_masks_shrink_as_each_slice_would_through_the_box_filter(side, view):
+    """The strided block sums (whole factors 2 and 3) keep the same pixels as Pillow's box filter slice by slice;
+    another factor (1.5) goes through the box filter itself."""
+    from liverseg.core.viewer import _shrink_masks, codes
+
+    rng = np.random.default_rng(side)
+    masks = rng.random((3, side, side)) < 0.5
+    masks[1] = disk(side, side, side / 2, side / 3, side / 4)
+    want = np.stack([codes(m, None, (view, view)).astype(bool) for m in masks])
+    got = _shrink_masks(masks, (view, view))
+    assert got.shape == (3, view, view) and np.array_equal(got, want)

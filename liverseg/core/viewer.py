@@ -113,6 +113,27 @@ def codes(pred: np.ndarray, truth: np.ndarray | None, size: tuple[int, int]) -> 
     return out
 
 
+def _shrink_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """bool [n, R', C']: each mask of ``masks`` [n, R, C] at ``size``, kept where at least half of its box held it.
+
+    A whole factor (512 -> 256) is a sum of strided views in numpy: 0.14-0.30 s for a 300x512x512 mask where
+    Pillow's box filter, slice by slice, took 1.1 s, with the same result (2-vCPU Xeon, shared); another factor
+    goes through :func:`codes`.
+    """
+    n, r, c = masks.shape
+    fr, fc = r // size[0], c // size[1]
+    if (r, c) == size:
+        return np.asarray(masks, dtype=bool)
+    if fr * size[0] != r or fc * size[1] != c:
+        return np.stack([codes(m, None, size).astype(bool) for m in masks])
+    m = np.asarray(masks, dtype=bool).view(np.uint8)
+    count = np.zeros((n, *size), dtype=np.uint16)
+    for dr in range(fr):  # strided adds: numpy's sum over the block axes of a 5D view is as slow as Pillow
+        for dc in range(fc):
+            count += m[:, dr::fr, dc::fc]
+    return count * 2 >= fr * fc
+
+
 def _deflate(data: bytes) -> str:
     try:  # zlib-ng (a base dependency) writes the same zlib stream several times faster
         from zlib_ng import zlib_ng
@@ -269,8 +290,11 @@ def volume_payload(
     view = _shrunk_size(r, c)
     frames = _frames(list(gray), [view] * k)
     code = np.empty((k, *view), dtype=np.uint8)
-    for i in range(k):
-        code[i] = codes(pred[i], None if truth is None else truth[i], view)
+    for k0 in range(0, k, 32):  # 32 slices at a time: the block sums of a whole volume would double its memory
+        part = slice(k0, k0 + 32)
+        code[part] = _shrink_masks(pred[part], view)
+        if truth is not None:
+            code[part] |= _shrink_masks(truth[part], view).view(np.uint8) << 1
     ref = truth if truth is not None and truth.any() else pred
     start = [k // 2, view[0] // 2, view[1] // 2]
     if ref.any():
