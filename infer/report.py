@@ -700,7 +700,8 @@ FLAG_TEXT = {
     "partial_fov": "the liver is cut by the field of view: its volume is that of the part inside",
     "implausible_volume": "a whole liver outside the adult range of 600-4,000 mL",
     "fragmented": "more than 10 mL of the model's mask lay outside the region kept",
-    "wrong_side": "the mask lies on the patient's left: a mirrored input?",
+    "wrong_side": "the input looks mirrored left-right (or situs inversus): check the R/L markers against the anatomy",
+    "unstable": "the prediction disagrees with itself turned upside down: the model is unsure here",
     "spacing_assumed": "the voxel size was assumed: mL and mm rest on that",
     "intensity_assumed": "the stored values were not read as HU",
 }

@@ -600,3 +600,10 @@ def test_volume_masks_shrink_as_each_slice_would_through_the_box_filter(side, vi
     want = np.stack([codes(m, None, (view, view)).astype(bool) for m in masks])
     got = _shrink_masks(masks, (view, view))
     assert got.shape == (3, view, view) and np.array_equal(got, want)
+
+
+def test_every_quality_flag_is_explained_in_the_findings():
+    from liverseg.core.qc import FLAGS
+    from liverseg.infer.report import FLAG_TEXT
+
+    assert set(FLAG_TEXT) == set(FLAGS), "a flag without a line for the reader, or a line for no flag"
