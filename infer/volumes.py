@@ -16,9 +16,10 @@ run, with its own row, failure isolation and ``--resume`` like a slice:
    component, small blobs), writes the NIfTI mask with the input's shape and affine
    (a DICOM series gets the affine of its geometry), the probability volume and
    DICOM-SEG when asked, overlays of a few axial slices and one coronal slice, the
-   per-slice table, and scores the volume against its label: Dice, IoU, the study's
-   mPA/mIoU over voxels, HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and
-   the liver volume in mL.
+   report viewer's data of every slice (:mod:`liverseg.core.viewer`), the per-slice
+   table, and scores the volume against its label: Dice, IoU, the study's mPA/mIoU
+   over voxels, HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and the liver
+   volume in mL.
 
 Spacing rules: a volume's voxel size comes from its header; ``--spacing`` overrides the
 in-plane size (and gives 2D slices one). A header whose spacing cannot be trusted
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OVERLAY_SLICES",
     "SLICES_DIR",
+    "VIEWER_SUFFIX",
     "VOLUME_COLUMNS",
     "Prep",
     "VolumeInput",
@@ -72,6 +74,7 @@ SLICES_DIR = "slices"
 PER_VOLUME = "per_volume.csv"
 STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.core.qc)
 OVERLAY_SLICES = 3  # axial overlays per volume (at 25, 50 and 75% of the liver's extent), plus one coronal
+VIEWER_SUFFIX = "_viewer.json"  # overlays/<key>_viewer.json: the report viewer's data of a volume
 NSD_TOLERANCE_MM = 2.0
 
 VOLUME_COLUMNS = (
@@ -588,7 +591,16 @@ class VolumeWriter:
             None if truth is None else _coronal(truth, row, stretch),
         )
         files["overlay_coronal"] = self._put_png(f"overlays/{key}_coronal.png", img)
+        files["viewer"] = self._viewer(key, vi, pred)
         return files
+
+    def _viewer(self, key: str, vi: VolumeInput, pred: np.ndarray) -> list[Any]:
+        """overlays/<key>_viewer.json: what report.html's viewer carries of the volume (liverseg.core.viewer)."""
+        from liverseg.core.viewer import payload_json, volume_payload
+
+        payload = volume_payload(vi.gray, pred, vi.truth, vi.spacing, vi.volume)
+        name = f"overlays/{key}{VIEWER_SUFFIX}"
+        return [name, write_bytes_atomic(self.out / name, payload_json(payload).encode("ascii"), fsync=False)]
 
 
 def volume_csv_line(row: Row) -> str:

@@ -7,6 +7,8 @@ set -euo pipefail
 
 # One package per line; each line says which tests need it.
 PACKAGES=(
+    chromium         # tests/test_viewer_browser.py: the report's viewer in a real browser
+    chromium-driver  # tests/test_viewer_browser.py: Selenium drives that browser
 )
 
 missing=()
