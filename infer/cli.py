@@ -23,7 +23,25 @@ from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
 
 
-@command()
+# --help in sections, the common options first in each (the Command's format_options); every option of
+# liverseg-infer is in one of them (tests/test_commands.py), so a new option needs a line here.
+SECTIONS = [
+    (
+        "Inputs",
+        ["labels", "series", "spacing", "window", "intensity", "data_root", "limit", "allow_gaps", "allow_non_ct",
+         "max_pixels"],
+    ),
+    ("Model and engine", ["model", "device", "engine", "precision", "batch_size", "threads", "contract", "spinning"]),
+    (
+        "Outputs",
+        ["out", "output_format", "overlays", "save_probabilities", "report", "anatomy", "largest_component",
+         "min_blob"],
+    ),
+    ("Run control", ["resume", "fail_fast", "progress", "num_parts", "part_id", "debug", "version", "help"]),
+]  # fmt: skip
+
+
+@command(sections=SECTIONS)
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--model",
@@ -39,9 +57,11 @@ from liverseg.infer.session import DEVICES
     type=click.Path(exists=True, path_type=Path),
     default=None,
     help="A mask file (PNG, or a NIfTI/NRRD label volume: label > 0 is liver), a *_y.csv or a folder of masks. "
-    "Default: found next to INPUT (test_x.csv -> test_y.csv, Images/ -> Labels/).",
+    "Default: found next to INPUT: test_x.csv -> test_y.csv; images/ -> masks/ and Images/ -> Labels/, whether "
+    "INPUT is their parent or the images folder; NNN_mask.png beside NNN.png.",
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,

@@ -17,7 +17,7 @@ from typing import Any
 from liverseg.core.errors import EXIT_USAGE
 from liverseg.core.extras import missing_extra
 
-__all__ = ["eval_main", "import_study_main", "predict_main", "train_main"]
+__all__ = ["eval_main", "import_study_main", "predict_main", "split_main", "train_main"]
 
 
 def _launch(target: str) -> Any:
@@ -44,6 +44,10 @@ def eval_main() -> Any:
 
 def predict_main() -> Any:
     return _launch("liverseg.trainer.cli:predict_main")
+
+
+def split_main() -> Any:
+    return _launch("liverseg.trainer.split:main")
 
 
 def import_study_main() -> Any:

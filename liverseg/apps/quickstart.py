@@ -89,6 +89,7 @@ def describe_run(summary: dict[str, Any], row: dict[str, str]) -> list[str]:
     help="Its liver labels (label > 0 is liver).",
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_OUT,

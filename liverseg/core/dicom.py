@@ -239,8 +239,8 @@ def _choose(folder: Path, scan: _Scan, series_uid: str | None) -> SeriesInfo:
         listing = "; ".join(s.summary() for s in images[:LIST_MAX])
         more = f"; and {len(images) - LIST_MAX} more" if len(images) > LIST_MAX else ""
         raise DataError(
-            f"{folder}: holds {len(images)} image series, choose one by its UID (pass series_uid, "
-            f"e.g. --series UID): {listing}{more}"
+            f"{folder}: holds {len(images)} image series; choose one with --series UID "
+            f"(series_uid= in the Python API): {listing}{more}"
         )
     return images[0]
 

@@ -6,8 +6,9 @@ liverseg installs in layers (pyproject.toml):
   onnx or onnxscript;
 * a required choice of ONNX Runtime: ``[cpu]`` (``onnxruntime``) or ``[gpu]``
   (``onnxruntime-gpu`` with the CUDA 13 and cuDNN 9 wheels);
-* ``[train]`` (torch, onnx, onnxscript), ``[volumes]`` (DICOM, NRRD/MetaImage, MRC,
-  scipy), ``[openvino]``; ``[all]`` is all three.
+* ``[train]`` (torch, onnx, onnxscript and ``[study]``), ``[study]`` (pandas and
+  matplotlib: the study's tables and charts), ``[volumes]`` (DICOM, NRRD/MetaImage, MRC,
+  scipy), ``[openvino]``; ``[all]`` is all four.
 
 ``onnxruntime`` and ``onnxruntime-gpu`` install the same module, ``onnxruntime``: the one
 installed last overwrites the other's files, and uninstalling either breaks the other.
@@ -43,6 +44,8 @@ EXTRA_OF: dict[str, str] = {
     "SimpleITK": "volumes",
     "scipy": "volumes",
     "mrcfile": "volumes",
+    "pandas": "study",
+    "matplotlib": "study",
     "openvino": "openvino",
     "onnxruntime": "cpu",  # or gpu: see RUNTIME_CHOICE
 }
