@@ -3,7 +3,7 @@
 Examples::
 
     liverseg-bench --quick                                   # smoke run: tiny model, small images
-    liverseg-bench --case 16:256,512:1,4,8 --case 64:512:1   # the README's full CPU run
+    liverseg-bench --case 16:256,512:1,4,8 --case 64:512:1   # the full CPU run (benchmarks/README.md)
     liverseg-bench --checkpoint runs/X/checkpoints/best.pt --sizes 512 --batches 1
 
 Results go to ``--out`` (``runs/bench/`` under the current folder by default):

@@ -337,7 +337,7 @@ def test_missing_extra_messages():
 
 @pytest.mark.parametrize("command", ["liverseg-infer", "liverseg-report", "liverseg-eda"])
 def test_shell_completion_of_the_installed_commands(light, command):
-    """click's completion (README "Shell completion"): the script, and the options it completes."""
+    """click's completion (docs/install.md, "Shell completion"): the script, and the options it completes."""
     var = "_" + command.upper().replace("-", "_") + "_COMPLETE"
     exe = str(light["bin"] / command)
     script = _cmd(light, ["env", f"{var}=bash_source", exe])
