@@ -22,7 +22,6 @@ from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
 
-
 # --help in sections, the common options first in each (the Command's format_options); every option of
 # liverseg-infer is in one of them (tests/test_commands.py), so a new option needs a line here.
 SECTIONS = [

@@ -113,28 +113,29 @@ class Option(click.Option):
             self.opts = every
 
 
-def _format_sections(
-    command: click.Command, ctx: click.Context, formatter: click.HelpFormatter, sections: Sequence[tuple[str, list[str]]]
-) -> None:
+Sections = Sequence[tuple[str, list[str]]]
+
+
+def _format_sections(cmd: click.Command, ctx: click.Context, out: click.HelpFormatter, sections: Sections) -> None:
     """The options under the headings of ``sections`` ((title, [parameter name, ...]), in that order), then the
     rest (``--debug``, ``--version``, ``--help`` and any option no section names) under "Other options"."""
-    help_option = command.get_help_option(ctx)
+    help_option = cmd.get_help_option(ctx)
     records = {
-        "help" if p is help_option else p.name: p.get_help_record(ctx)
-        for p in command.get_params(ctx)
-        if isinstance(p, click.Option)
+        "help" if p is help_option else p.name: record
+        for p in cmd.get_params(ctx)
+        if isinstance(p, click.Option) and (record := p.get_help_record(ctx)) is not None
     }
     placed: set[str | None] = set()
     for title, names in sections:
-        rows = [records[n] for n in names if records.get(n) is not None]
+        rows = [records[n] for n in names if n in records]
         placed.update(names)
         if rows:
-            with formatter.section(title):
-                formatter.write_dl(rows)  # type: ignore[arg-type]
-    rest = [r for n, r in records.items() if n not in placed and r is not None]
+            with out.section(title):
+                out.write_dl(rows)
+    rest = [r for n, r in records.items() if n not in placed]
     if rest:
-        with formatter.section("Other options"):
-            formatter.write_dl(rest)
+        with out.section("Other options"):
+            out.write_dl(rest)
 
 
 def _invoke_under_table(invoke: Callable[[click.Context], Any], ctx: click.Context) -> Any:
@@ -175,7 +176,7 @@ class Command(click.Command):
     ``sections``: [(title, [parameter name, ...]), ...] lays ``--help`` out under those headings.
     """
 
-    def __init__(self, *args: Any, sections: Sequence[tuple[str, list[str]]] = (), **kwargs: Any) -> None:
+    def __init__(self, *args: Any, sections: Sections = (), **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
         super().__init__(*args, **kwargs)
         self.sections = tuple(sections)
