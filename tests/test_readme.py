@@ -99,25 +99,17 @@ def test_every_relative_link_resolves(md):
 # ---------------------------------------------------------------- the commands, run as written
 
 
-def _phantom(shape=(64, 64, 16)) -> tuple[np.ndarray, np.ndarray]:
-    """(int16 HU [I, J, K], bool liver): a body of soft tissue in air with a brighter ellipsoid."""
-    rng = np.random.default_rng(0)
-    i, j, k = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    body = ((i - shape[0] / 2) / (shape[0] * 0.45)) ** 2 + ((j - shape[1] / 2) / (shape[1] * 0.45)) ** 2 < 1
-    liver = ((i - shape[0] * 0.4) / 12) ** 2 + ((j - shape[1] * 0.45) / 14) ** 2 + ((k - shape[2] / 2) / 6) ** 2 < 1
-    hu = np.where(body, 20, -1000) + rng.normal(0, 10, shape)
-    hu[liver] = 120 + rng.normal(0, 10, int(liver.sum()))
-    return np.rint(hu).astype(np.int16), liver
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """The inputs the README names."""
     pytest.importorskip("pydicom")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_volumes import _phantom
+
     from liverseg.apps.dicom_synth import write_series
 
     d = tmp_path_factory.mktemp("readme")
-    hu, liver = _phantom()
+    hu, liver = _phantom((64, 64, 16))
     affine = np.array([[-0.8, 0, 0, 100.0], [0, -0.8, 0, 80.0], [0, 0, 2.5, -30.0], [0, 0, 0, 1]])
     nib.save(nib.Nifti1Image(hu, affine), str(d / "ct.nii.gz"))
     nib.save(nib.Nifti1Image(liver.astype(np.uint8), affine), str(d / "ct_labels.nii.gz"))

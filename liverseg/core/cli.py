@@ -66,26 +66,16 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _eager_flag(name: str, callback: Callable[[click.Context, click.Parameter, bool], None], help: str) -> click.Option:
+    return click.Option([name], is_flag=True, expose_value=False, is_eager=True, callback=callback, help=help)
+
+
 def _debug_option() -> click.Option:
-    return click.Option(
-        ["--debug"],
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_set_debug,
-        help=f"Show tracebacks of errors (also {DEBUG_ENV}=1).",
-    )
+    return _eager_flag("--debug", _set_debug, f"Show tracebacks of errors (also {DEBUG_ENV}=1).")
 
 
 def _version_option() -> click.Option:
-    return click.Option(
-        ["--version"],
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_print_version,
-        help="Show the liverseg version and exit.",
-    )
+    return _eager_flag("--version", _print_version, "Show the liverseg version and exit.")
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -206,6 +196,12 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         return _invoke_under_table(super().invoke, ctx)
+
+
+def out_option(name: str, aliases: Sequence[str] = (), **kwargs: Any) -> Callable[[Any], Any]:
+    """``-o/--out``, every command's spelling of where its output goes, into the parameter ``name``;
+    ``aliases``: the command's old spellings, which still work and are not shown."""
+    return click.option(name, "-o", "--out", cls=Option, aliases=aliases, **kwargs)
 
 
 def command(**kwargs: Any) -> Callable[[Callable[..., Any]], Command]:
