@@ -17,6 +17,7 @@ from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
 from liverseg.core.cli import command, device_name, raw_argv
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
+from liverseg.core.qc import FLAGS, SLICE_FLAGS
 from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
@@ -33,11 +34,24 @@ SECTIONS = [
     ("Model and engine", ["model", "device", "engine", "precision", "batch_size", "threads", "contract", "spinning"]),
     (
         "Outputs",
-        ["out", "output_format", "overlays", "save_probabilities", "report", "anatomy", "largest_component",
-         "min_blob"],
+        ["out", "output_format", "overlays", "save_probabilities", "report", "anatomy", "second_look",
+         "largest_component", "min_blob"],
     ),
-    ("Run control", ["resume", "fail_fast", "progress", "num_parts", "part_id", "debug", "version", "help"]),
+    (
+        "Run control",
+        ["resume", "fail_fast", "fail_on_flags", "progress", "num_parts", "part_id", "debug", "version", "help"],
+    ),
 ]  # fmt: skip
+
+
+def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """``--fail-on-flags``: comma-separated quality-flag codes, or ``any``; an unknown code is a usage error."""
+    codes = tuple(c.strip() for c in value.split(",") if c.strip())
+    known = (*FLAGS, *SLICE_FLAGS, "any")
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown flag {', '.join(unknown)}; known: {', '.join(known)}", ctx, param)
+    return codes
 
 
 @command(sections=SECTIONS)
@@ -170,6 +184,21 @@ SECTIONS = [
     "patient's right, 20 mL or more); none there gives an empty mask, 'no liver'.",
 )
 @click.option(
+    "--second-look/--no-second-look",
+    default=True,
+    show_default=True,
+    help="Volumes: run the model once more on a few flipped slices, to flag a mirrored input (wrong_side) and an "
+    "unsure prediction (unstable); about 5% of a 300-slice series' model time.",
+)
+@click.option(
+    "--fail-on-flags",
+    default="",
+    metavar="CODES",
+    callback=_flag_codes,
+    help="Fail the inputs that raise these quality flags (comma-separated codes of docs/quality.md, or 'any'): "
+    "exit 1 for pipelines that must stop; the outputs are still written. Default: flags never fail an input.",
+)
+@click.option(
     "--min-blob",
     type=click.IntRange(min=0),
     default=0,
@@ -232,6 +261,8 @@ def main(
     largest_component: bool,
     allow_non_ct: bool,
     anatomy: bool,
+    second_look: bool,
+    fail_on_flags: tuple[str, ...],
     min_blob: int,
     output_format: str,
     max_pixels: int,
@@ -270,6 +301,8 @@ def main(
         largest_component=largest_component,
         allow_non_ct=allow_non_ct,
         anatomy=anatomy,
+        second_look=second_look,
+        fail_on_flags=fail_on_flags,
         min_blob=min_blob,
         output_format=output_format,
         max_pixels=max_pixels,
@@ -285,6 +318,11 @@ def main(
         click.echo(res.message, err=True)
     else:
         click.echo(summary_table(res.summary, res.out_dir))
+        if res.out_dir is not None:  # the report's banner, where the user looks
+            from liverseg.infer.report import cautions
+
+            for line in cautions(res.out_dir):
+                click.echo(f"caution  {line}", err=True)
     sys.exit(res.exit_code)
 
 

@@ -807,3 +807,12 @@ def main(run_dir: Path, n_cases: int) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def cautions(run_dir: str | os.PathLike) -> list[str]:
+    """The report's "read these results with care" lines for a finished run folder (the terminal prints them too)."""
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    rows = _read_rows(run_dir, problems)
+    vrows: list[dict[str, Any]] = list(_read_rows(run_dir, problems, PER_VOLUME))
+    return _provenance(_read_summary(run_dir, problems), vrows, rows)
