@@ -79,7 +79,7 @@ def set_wait_policy(spinning: bool) -> str:
     default=None,
     help="A trained checkpoint (its model and width). Default: random weights of --model at each width.",
 )
-@click.option("--model", type=click.Choice(["unet", "baseline"]), default="unet", show_default=True)
+@click.option("-m", "--model", type=click.Choice(["unet", "baseline"]), default="unet", show_default=True)
 @click.option("--widths", default="16", show_default=True, help="Comma-separated model widths (without --case).")
 @click.option("--sizes", default="256,512", show_default=True, help="Comma-separated square image sizes.")
 @click.option("--batches", default="1,4,8", show_default=True, help="Comma-separated batch sizes.")

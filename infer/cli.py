@@ -57,6 +57,7 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 @command(sections=SECTIONS)
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.option(
+    "-m",
     "--model",
     type=str,
     default=None,

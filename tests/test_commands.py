@@ -95,6 +95,23 @@ def test_an_output_option_is_spelled_o_out_and_old_spellings_are_hidden(name, cm
     assert not OLD_SPELLINGS & set(re.findall(r"--[\w-]+", cmd.get_help(ctx))), f"{name} shows an old spelling"
 
 
+def test_an_option_is_spelled_alike_in_every_command():
+    """The same long option has the same short form everywhere (``-o/--out``, ``-m/--model``, ...)."""
+    spellings: dict[str, dict[tuple[str, ...], list[str]]] = {}
+    for name, cmd in SCRIPTS.items():
+        for leaf, c in _leaves(name, cmd):
+            ctx = click.Context(c, info_name=leaf)
+            for p in c.params:
+                record = p.get_help_record(ctx) if isinstance(p, click.Option) else None
+                if record is None:
+                    continue
+                shown = tuple(sorted(re.findall(r"(?<![\w-])--?[\w][\w-]*", record[0].split(" / ")[0])))
+                longs = [o for o in shown if o.startswith("--")]
+                spellings.setdefault(longs[0] if longs else shown[0], {}).setdefault(shown, []).append(leaf)
+    differ = {k: v for k, v in spellings.items() if len(v) > 1}
+    assert not differ, f"spelled differently across commands: {differ}"
+
+
 @pytest.mark.parametrize(("name", "old"), [("liverseg-predict", "--output"), ("liverseg-split", "--out-dir")])
 def test_an_old_spelling_still_works(name, old):
     cmd = SCRIPTS[name]

@@ -220,7 +220,7 @@ def _run_study_test(config: Path, x: Path | None, quiet: bool) -> None:
 
 @command()
 @click.argument("study_pth", metavar="FILE.pth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", type=click.Choice(STUDY_MODELS), required=True, help="The study's model the file holds.")
+@click.option("-m", "--model", type=click.Choice(STUDY_MODELS), required=True, help="The study's model the file holds.")
 @out_option(
     "output",
     ["--output"],

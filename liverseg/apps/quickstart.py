@@ -97,6 +97,7 @@ def describe_run(summary: dict[str, Any], row: dict[str, str]) -> list[str]:
     help="Run folder (replaced on each run).",
 )
 @click.option(
+    "-m",
     "--model",
     default=None,
     metavar="FILE|latest|reference",
