@@ -8,8 +8,10 @@ two inputs share a stem (compared case-insensitively, so the names also stay dis
 on macOS and Windows), the colliding ones get their parent folder names prepended,
 one level at a time (``a/001.png`` -> ``a__001``, ``b/001.png`` -> ``b__001``); if that
 never separates them (the same file listed twice, or ``001.png`` beside ``001.jpg``)
-the extension and then the occurrence number are appended. The key is therefore a
-function of the input path and the input list only, and stable across ``--resume``.
+the extension and then the occurrence number are appended. A DICOM folder read with
+``--series UID`` is named after the series: ``UID`` (``<folder key>__UID`` when several DICOM
+folders are listed). The key is therefore a function of the input paths, the input list and
+``--series`` only, and stable across ``--resume``.
 """
 
 from __future__ import annotations
