@@ -23,6 +23,26 @@ from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
 
+# --help in sections, the common options first in each (the Command's format_options); every option of
+# liverseg-infer is in one of them (tests/test_commands.py), so a new option needs a line here.
+SECTIONS = [
+    (
+        "Inputs",
+        ["labels", "series", "spacing", "window", "intensity", "data_root", "limit", "allow_gaps", "allow_non_ct",
+         "max_pixels"],
+    ),
+    ("Model and engine", ["model", "device", "engine", "precision", "batch_size", "threads", "contract", "spinning"]),
+    (
+        "Outputs",
+        ["out", "output_format", "overlays", "save_probabilities", "report", "anatomy", "second_look",
+         "largest_component", "min_blob"],
+    ),
+    (
+        "Run control",
+        ["resume", "fail_fast", "fail_on_flags", "progress", "num_parts", "part_id", "debug", "version", "help"],
+    ),
+]  # fmt: skip
+
 
 def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     """``--fail-on-flags``: comma-separated quality-flag codes, or ``any``; an unknown code is a usage error."""
@@ -34,9 +54,10 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     return codes
 
 
-@command()
+@command(sections=SECTIONS)
 @click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.option(
+    "-m",
     "--model",
     type=str,
     default=None,
@@ -50,9 +71,11 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     type=click.Path(exists=True, path_type=Path),
     default=None,
     help="A mask file (PNG, or a NIfTI/NRRD label volume: label > 0 is liver), a *_y.csv or a folder of masks. "
-    "Default: found next to INPUT (test_x.csv -> test_y.csv, Images/ -> Labels/).",
+    "Default: found next to INPUT: test_x.csv -> test_y.csv; images/ -> masks/ and Images/ -> Labels/, whether "
+    "INPUT is their parent or the images folder; NNN_mask.png beside NNN.png.",
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,

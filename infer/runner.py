@@ -195,6 +195,8 @@ class _Finished:
             print(f"{HOLD_MARK} {self.n_journaled} inputs in the journal", file=sys.stderr, flush=True)
             if sys.stdin is not None:
                 sys.stdin.readline()  # a signal interrupts it (exit 130) as it would the model
+        if row["status"] == "failed":  # said as it happens, on stderr (a DICOM folder of several series: --series)
+            self.log(f"failed: {row['error']}")
         if row.get("notes"):  # a volume's assumptions are said as well as recorded
             self.log(f"note: {row['input']}: {row['notes']}")
         if row.get("qc_flags"):  # one line per flagged input (liverseg.core.qc)
@@ -348,7 +350,7 @@ class Runner:
             raise UsageError(f"--limit must be >= 1, got {o.limit}")
         # this run's --out and the default runs folder, when inside a folder input, are not inputs
         exclude = [p for p in (o.out, self.runs) if p is not None]
-        items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude)
+        items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude, series=o.series)
         if not items:
             raise UsageError(f"{o.source}: no inputs")
         self._has_volumes = any(it.is_volume for it in items)
