@@ -507,12 +507,6 @@ def _e2e_section(result: dict[str, Any]) -> list[str]:
     return md
 
 
-def _at_grid(gate: dict[str, Any]) -> str:
-    """``38.13 at 256``: a gate's speed at the model's own grid, or empty when not measured."""
-    rate, size = gate.get("images_per_second_at_spacing"), gate.get("size_at_spacing")
-    return f"{_f(rate, '.2f')} at {size}" if rate is not None and size else ""
-
-
 def _gates_section(result: dict[str, Any]) -> list[str]:
     """The engine gates the ``auto`` row chose by (``--gate-slices``)."""
     gates = result.get("gates") or []
@@ -522,9 +516,7 @@ def _gates_section(result: dict[str, Any]) -> list[str]:
         "## Engine gates (what `auto` chooses from)",
         "",
         f"Each engine and precision against ONNX Runtime fp32 on {gates[0].get('slices')}, as `liverseg-export "
-        f"--validation` does ({gates[0].get('weights')}); speed: one 512x512 slice, batch 1, the engines taking "
-        "turns call by call with a slice decoded and a mask encoded beside each call; for a model that records "
-        "its pixel spacing also at its own grid, which ranks the engines for volumes.",
+        f"--validation` does ({gates[0].get('weights')}).",
         "",
     ]
     md += _table(
@@ -535,8 +527,6 @@ def _gates_section(result: dict[str, Any]) -> list[str]:
             "passed",
             "Dice change",
             "mask px changed",
-            "img/s (512)",
-            "img/s (its grid)",
             "reason",
         ],
         [
@@ -547,8 +537,6 @@ def _gates_section(result: dict[str, Any]) -> list[str]:
                 "yes" if g.get("passed") else "no",
                 _f(g.get("dice_change"), "+.4f"),
                 str(g.get("mask_pixels_changed") if g.get("mask_pixels_changed") is not None else ""),
-                _f(g.get("images_per_second_512"), ".2f"),
-                _at_grid(g),
                 g.get("reason") or "",
             ]
             for g in gates

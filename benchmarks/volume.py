@@ -93,7 +93,7 @@ def describe_model(model: Path, width: int) -> tuple[str, int, float | None]:
     contract = read_onnx_contract(model)
     args = (contract.get("model") or {}).get("args") or {}
     spacing = ct_settings(contract)[1]
-    chosen = choose(model, device="cpu", at_model_spacing=spacing is not None)  # as liverseg-infer for a volume
+    chosen = choose(model, device="cpu")  # as liverseg-infer chooses
     return describe(chosen), int(args.get("width", width)), spacing
 
 
@@ -104,8 +104,7 @@ def model_only(model: Path, series: Path, batch: int, threads: int | None, spinn
     from liverseg.infer.volumes import Prep, load_volume
 
     window, model_spacing = ct_settings(read_onnx_contract(model))
-    # the engine liverseg-infer takes for a volume: ranked by the speeds at the model's spacing, if it has one
-    sess = open_session(model, device="cpu", threads=threads, spinning=spinning, at_model_spacing=bool(model_spacing))
+    sess = open_session(model, device="cpu", threads=threads, spinning=spinning)  # the engine liverseg-infer takes
     prep = Prep(window=window, model_spacing=model_spacing)
     vi = load_volume(str(series), None, "dicom", prep)
     x = vi.model_in

@@ -31,16 +31,6 @@ changed and the change of mean Dice. A row passes with at least
 :data:`GATE_MIN_SLICES` labelled slices and a Dice change no worse than
 ``-GATE_MAX_DICE_DROP``; ``auto`` uses a reduced precision only where its row passed
 (:mod:`liverseg.core.choose`). The rows go into parity.json and each file's contract.
-Each row that ran at its own precision also records its speed on this machine
-(``images_per_second_512``: one 512x512 slice, batch 1, median of :data:`SPEED_RUNS`
-calls, the engines taking turns with a slice decoded and a mask encoded beside each
-call, as the runner does: :func:`_speeds`) with the CPU's class: ``auto`` ranks the
-candidates by these on a CPU of the same class, since which engine is fastest depends
-on the model (a network on a 128x128 grid inside ran faster in ONNX Runtime fp32 than in
-OpenVINO int8 on an AVX2 CPU, where a full-resolution one ran 1.9x faster in OpenVINO
-int8) and on the input's size (the shipped model: ONNX Runtime int8 8% faster over
-512x512 slices, OpenVINO int8 8% faster over a series resampled to its 1.5 mm; the speeds
-are measured at 512x512).
 """
 
 from __future__ import annotations
@@ -49,7 +39,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -92,60 +82,6 @@ DEFAULT_CHECK_SHAPE = (3, 1, 512, 384)
 # Engine gates: a reduced precision is chosen by ``auto`` only within this Dice of fp32 on real slices.
 GATE_MAX_DICE_DROP = 0.005
 GATE_MIN_SLICES = 16
-SPEED_SIZE = 512  # the gate rows' speed is measured on one slice of this size (the usual CT matrix)
-SPEED_RUNS = 8  # timed calls per row after 2 untimed ones; the median is kept
-
-
-def _speeds(
-    engines: Mapping[Any, Any], image: np.ndarray, runs: int = SPEED_RUNS, size: int = SPEED_SIZE
-) -> dict[Any, float]:
-    """Images per second of each engine on ``image`` (uint8 [H, W]) brought to ``size`` x ``size``, batch 1,
-    as ``liverseg-infer`` runs it: median of ``runs`` calls, the engines taking turns call by call.
-
-    While each timed call runs, another thread does what the runner does beside the model
-    for every slice: decodes the next slice's PNG and encodes the last mask's. Taking turns
-    gives every engine the same machine load (the order rotates from round to round, so no
-    engine always follows the same one), and the work beside it is part of that load:
-    measured one engine after another and alone, the shipped model's two int8 engines came
-    out 14% apart in one export and swapped places in another; taking turns, four repeats
-    agreed within 3% (2-vCPU AMD EPYC, AVX2).
-    """
-    import tempfile
-
-    from PIL import Image
-
-    from liverseg.core.data import encode_mask_png, read_image
-
-    big = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR)
-    x = np.ascontiguousarray(np.asarray(big)[None, None])
-    mask = np.where(x[0, 0] > np.median(x), 255, 0).astype(np.uint8)
-    with tempfile.TemporaryDirectory(prefix="liverseg-speed-") as tmp:
-        slice_png = Path(tmp) / "slice.png"
-        big.save(slice_png)  # filtered rows, as CT slices written by other tools come
-        return _timed_in_turn(engines, x, lambda: (read_image(slice_png), encode_mask_png(mask)), runs)
-
-
-def _timed_in_turn(
-    engines: Mapping[Any, Any], x: np.ndarray, beside: Callable[[], object], runs: int
-) -> dict[Any, float]:
-    """Images per second of each engine on batch ``x``, ``beside`` running in another thread during every call."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    for eng in engines.values():
-        for _ in range(2):
-            eng.run({INPUT_NAME: x}, ["mask"])
-    times: dict[Any, list[float]] = {key: [] for key in engines}
-    keys = list(engines)
-    with ThreadPoolExecutor(1, thread_name_prefix="liverseg-speed") as pool:
-        for r in range(runs):
-            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:  # each engine leads a round in turn
-                eng = engines[key]
-                side = pool.submit(beside)
-                t0 = time.perf_counter()
-                eng.run({INPUT_NAME: x}, ["mask"])
-                times[key].append(time.perf_counter() - t0)
-                side.result()
-    return {key: float(1.0 / np.median(t)) for key, t in times.items()}
 
 
 GATE_ROWS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16"),
@@ -707,7 +643,6 @@ def engine_gates(
     ref_p, ref_m, _ = outputs("onnxruntime", "fp32", fp32_onnx)
     ref_dice = _labelled_dice(ref_m, [(b, idx) for b, idx in batches], real)
     out = []
-    timed: dict[int, Any] = {}  # row index -> its engine, timed together once every row has run
     for engine, precision in rows:
         path = int8 if precision == "int8" else fp32_onnx
         row = _gate_row(engine, precision, path)
@@ -737,38 +672,10 @@ def engine_gates(
                 dice_fp32=float(np.mean(list(ref_dice.values()))) if ref_dice else None,
                 dice_change=change,
                 cpu_class=klass,
-                images_per_second_512=None,
             )
             row["passed"], row["reason"] = _gate_verdict(row, precision)
-            if precision in ("fp32", "int8", ran_as):  # bf16 that ran as fp32 is not a speed of bf16
-                timed[len(out)] = eng
         out.append(row)
-    for i, rate in _speeds(timed, real.images[0]).items() if timed else ():
-        out[i]["images_per_second_512"] = rate
-    grid = _grid_at_spacing(fp32_onnx)
-    for i, rate in _speeds(timed, real.images[0], size=grid).items() if timed and grid else ():
-        out[i].update(images_per_second_at_spacing=rate, size_at_spacing=grid)
     return out
-
-
-def _grid_at_spacing(fp32_onnx: Path) -> int | None:
-    """The side of the slices a model that records its training pixel spacing mostly gets (None: it records none).
-
-    ``liverseg-infer`` resamples volumes (and 2D slices given ``--spacing``) to that
-    spacing, and a CT field of view of 350-400 mm at 1.5 mm is about the model's own grid
-    (the shipped model: 239x239 from 0.7 mm pixels, 256 inside): its speed there is timed
-    at that grid, because which engine is fastest changes with the input's size.
-    """
-    from liverseg.core.contract import ct_settings
-
-    try:
-        contract = read_onnx_contract(fp32_onnx)
-    except ContractError:
-        return None
-    if ct_settings(contract)[1] is None:
-        return None
-    size = (contract.get("preprocessing") or {}).get("size")
-    return int(max(size)) if isinstance(size, list) and size and all(isinstance(v, int) for v in size) else None
 
 
 def _engine_version(engine: str) -> str:
@@ -802,8 +709,7 @@ def _gate_verdict(row: dict[str, Any], precision: str) -> tuple[bool, str]:
 def gates_for_contract(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The contract's ``gates``: ``"engine/precision" -> {passed, dice_change, ...}`` (read by ``auto``)."""
     keep = ("passed", "reason", "dice_change", "prob_max_abs", "mask_pixels_changed", "n_labelled", "ran_as",
-            "engine_version", "cpu_class", "images_per_second_512", "images_per_second_at_spacing",
-            "size_at_spacing")  # fmt: skip
+            "engine_version", "cpu_class")  # fmt: skip
     # _finite: a NaN would make the contract invalid JSON for its reader (which refuses non-finite numbers)
     return {f"{r['engine']}/{r['precision']}": _finite({k: r.get(k) for k in keep}) for r in rows}
 

@@ -96,7 +96,7 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     default="auto",
     show_default=True,
     help="auto: the fastest engine for this machine (CPU features, installed engines, GPU); it says which and why. "
-    "tensorrt: ONNX Runtime's TensorRT provider on the GPU (only when asked).",
+    "tensorrt: ONNX Runtime's TensorRT provider on the GPU (only when asked; unverified: never run on a GPU).",
 )
 @click.option(
     "--precision",

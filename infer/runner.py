@@ -322,7 +322,7 @@ class Runner:
         )
         scheduler = Scheduler(
             plan,
-            sess.run,
+            functools.partial(sess.run, probability=self.o.save_probabilities or self.prep.resamples),
             writer,
             failed_row,
             finished,
@@ -387,11 +387,9 @@ class Runner:
             spinning=o.spinning,
             contract_path=o.contract,
             sizes=sizes,
-            want_probability=o.save_probabilities,  # resampling's need is known once the contract is read (_prep)
+            require_probability=o.save_probabilities,  # resampling's need is known once the contract is read (_prep)
             engine=o.engine,
             precision=o.precision,
-            # volumes (and slices given --spacing) are resampled to the model's pixels: its speeds there rank
-            at_model_spacing=o.spacing is not None or 2 * sum(it.is_volume for it in items) > len(items),
         )
         for note in sess.notes:
             self.log(note)
@@ -432,9 +430,8 @@ class Runner:
             save_probabilities=o.save_probabilities,
             max_pixels=o.max_pixels,
         )
-        # Probabilities come back only when needed: saved, or resized back from the model's spacing.
-        sess.want_probability = o.save_probabilities or prep.resamples
-        if sess.want_probability and PROB_NAME not in sess.output_names:
+        # Probabilities come back only when needed (_schedule): saved, or resized back from the model's spacing.
+        if (o.save_probabilities or prep.resamples) and PROB_NAME not in sess.output_names:
             raise ContractError(
                 f"{sess.path}: has no {PROB_NAME!r} output (only {sess.output_names}), which resampling inputs to "
                 f"the model's {prep.model_spacing} mm pixels and back needs; export the model with liverseg-export"

@@ -10,7 +10,7 @@ the one :class:`ModelSession` interface, and the choice is in :attr:`ModelSessio
 CUDA settings: inputs are bound from host memory (uint8, the smallest form of the
 data; the pipeline converts on the GPU) with I/O binding; the mask output is bound to
 host memory (ORT copies it once); the probability output is not bound, so it stays an
-intermediate on the GPU and is never copied, unless probability maps are saved.
+intermediate on the GPU and is never copied, unless the run call asks for it.
 cuDNN's convolution algorithm search is ``EXHAUSTIVE`` when the inputs come in few
 sizes (it benchmarks every algorithm once per input shape and caches the fastest, a
 cost repaid after a handful of batches of the same shape) and ``HEURISTIC`` when they
@@ -79,7 +79,6 @@ class ModelSession:
     notes: list[str] = field(default_factory=list)
     cudnn_conv_algo_search: str | None = None
     device_id: int = 0
-    want_probability: bool = False
     # --contract given: its threshold is applied to the probability, the model's own mask is not used
     own_threshold: bool = False
     _checked: bool = False  # the first batch's outputs were checked against the contract
@@ -114,8 +113,8 @@ class ModelSession:
         outs = [o.name for o in self.session.get_outputs()]
         return self.session.get_inputs()[0].name, outs
 
-    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 [N, 1, H, W] -> (mask uint8 [N, 1, H, W] 0/1, probability float32 or None).
+    def run(self, batch: np.ndarray, probability: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 [N, 1, H, W] -> (mask uint8 [N, 1, H, W] 0/1, probability float32, or None unless ``probability``).
 
         Every batch's outputs must have the batch's shape and the contract's dtypes and
         a mask of 0/1; the first batch's probabilities must lie in [0, 1]. A
@@ -125,10 +124,10 @@ class ModelSession:
         in_name, outs = self._names()
         has_mask = MASK_NAME in outs and not self.own_threshold
         if self.device.startswith("cuda"):
-            mask, prob = self._run_cuda(batch, in_name, has_mask)
+            mask, prob = self._run_cuda(batch, in_name, has_mask, probability)
         else:
             want = [MASK_NAME] if has_mask else []
-            if self.want_probability or not has_mask:
+            if probability or not has_mask:
                 want.append(PROB_NAME)
             if self.engine_name in ORT_ENGINES:
                 got = self.session.run(want, {in_name: batch}, self._run_options())
@@ -140,7 +139,7 @@ class ModelSession:
         self._check(batch, mask, prob)
         if mask is None:
             mask = (np.asarray(prob) > self.threshold).astype(np.uint8)
-        return mask, (prob if self.want_probability else None)
+        return mask, (prob if probability else None)
 
     def _run_options(self) -> Any:
         """Quiet run options: a failing call raises with its message (recorded in the input's row);
@@ -172,14 +171,16 @@ class ModelSession:
             raise ContractError(f"{self.path}: output {PROB_NAME!r} is not a probability (values outside [0, 1])")
         self._checked = True
 
-    def _run_cuda(self, batch: np.ndarray, in_name: str, has_mask: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _run_cuda(
+        self, batch: np.ndarray, in_name: str, has_mask: bool, probability: bool
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         io = self.session.io_binding()
         io.bind_cpu_input(in_name, np.ascontiguousarray(batch))
         bound = []
         if has_mask:
             io.bind_output(MASK_NAME, "cpu")
             bound.append(MASK_NAME)
-        if self.want_probability or not has_mask:
+        if probability or not has_mask:
             io.bind_output(PROB_NAME, "cpu")  # else unbound: it stays an intermediate on the GPU
             bound.append(PROB_NAME)
         self.session.run_with_iobinding(io, self._run_options())
@@ -206,25 +207,24 @@ def open_session(
     contract_path: Path | None = None,
     sizes: list[tuple[int, int]] | None = None,
     device_id: int = 0,
-    want_probability: bool = False,
+    require_probability: bool = False,
     engine: str = "auto",
     precision: str = "auto",
-    at_model_spacing: bool = False,
 ) -> ModelSession:
     """Open the model in the chosen engine under its device rule; check its contract and its inputs and outputs.
 
     ``engine``/``precision`` (``auto`` or a name) are resolved by :func:`liverseg.core.choose.choose`
-    from ``path`` (the fp32 export; its siblings lie beside it) and this machine;
-    ``at_model_spacing``: the inputs will be resampled to the model's pixel spacing.
+    from ``path`` (the fp32 export; its siblings lie beside it) and this machine.
+    ``require_probability``: a model without a probability output is refused. Nothing is
+    changed on the session once it is open: each :meth:`ModelSession.run` call says whether
+    it wants the probability.
     """
     search = cudnn_search_for(sizes or [])
     try:  # the contract only guides the choice; a file without one fails below with the usual message
         own = read_contract(onnx_metadata(path), str(path), contract_path)
     except ContractError:
         own = {}
-    chosen = choose(
-        path, engine=engine, precision=precision, device=device, contract=own, at_model_spacing=at_model_spacing
-    )
+    chosen = choose(path, engine=engine, precision=precision, device=device, contract=own)
     options = EngineOptions(
         device=device,
         device_id=device_id,
@@ -254,7 +254,7 @@ def open_session(
     outs = {o.name for o in loaded.outputs()}
     if not outs & {MASK_NAME, PROB_NAME}:
         raise ContractError(f"{path}: has neither a {MASK_NAME!r} nor a {PROB_NAME!r} output (outputs {sorted(outs)})")
-    if want_probability and PROB_NAME not in outs:
+    if require_probability and PROB_NAME not in outs:
         raise ContractError(f"{path}: has no {PROB_NAME!r} output, so probability maps cannot be saved")
     if contract_path is not None and MASK_NAME in outs and PROB_NAME not in outs:
         raise ContractError(
@@ -279,7 +279,6 @@ def open_session(
         notes=[describe(chosen), *chosen.notes, *loaded.notes],
         cudnn_conv_algo_search=search if on_cuda else None,
         device_id=device_id,
-        want_probability=want_probability,
         own_threshold=contract_path is not None,  # the given contract's threshold is the one applied
         engine=loaded,
         engine_name=chosen.engine,

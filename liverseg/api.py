@@ -21,10 +21,7 @@ Both take the model the command line takes (:func:`liverseg.reference.resolve_mo
 the newest ``runs/*/export/model.onnx``, anything else a file: an exported ONNX model or
 a liverseg checkpoint (``.pt``, exported once into the cache). The engine, precision
 and device are chosen as ``liverseg-infer`` chooses them (:func:`liverseg.infer.session.open_session`):
-``device="cuda"`` that cannot load is an error, ``auto`` takes CUDA when it loads; inputs
-resampled to the model's pixel spacing (volumes, slices given ``spacing``) run on the
-engine ``auto`` ranks first at the model's grid, opened at the first such input where it
-differs.
+``device="cuda"`` that cannot load is an error, ``auto`` takes CUDA when it loads.
 
 Inputs, and the preprocessing of ``liverseg-infer``:
 
@@ -70,7 +67,6 @@ from typing import Any, Literal, overload
 
 import numpy as np
 
-from liverseg.core.choose import choose
 from liverseg.core.contract import ct_settings
 from liverseg.core.errors import UsageError
 from liverseg.core.intensity import (
@@ -171,18 +167,15 @@ class Segmenter:
         if is_checkpoint(found):
             found = exported_checkpoint(found, self.log)
         device_name, _, index = device.partition(":")
-        self._open = functools.partial(
-            open_session,
+        self.session: ModelSession | None = open_session(
             found,
             device=device_name,
             device_id=int(index or 0),
             threads=threads,
-            want_probability=True,
+            require_probability=True,
             engine=engine,
             precision=precision,
         )
-        self.session: ModelSession | None = self._open()
-        self._at_spacing: ModelSession | None = None  # for inputs resampled to the model's spacing (_session)
         self.path = found
         self.notes: list[str] = [f"model: {found} ({how})", *self.session.notes]
         for note in self.session.notes:
@@ -332,7 +325,7 @@ class Segmenter:
 
     def close(self) -> None:
         """Release the model (its memory, and the GPU's)."""
-        self.session = self._at_spacing = None
+        self.session = None
 
     def __enter__(self) -> Segmenter:
         return self
@@ -342,38 +335,11 @@ class Segmenter:
 
     # ------------------------------------------------------------ inputs
 
-    def _session(self, at_model_spacing: bool = False) -> ModelSession:
-        """The model's session; for inputs resampled to its pixel spacing (volumes, slices given a spacing)
-        the one ``auto`` ranks first at that grid, as ``liverseg-infer`` chooses for them.
-
-        Which engine is fastest changes with the input's size (the shipped model on an AVX2
-        EPYC: ONNX Runtime int8 for 512x512 slices, OpenVINO int8 8% faster over a series
-        resampled to its 1.5 mm), so where the ranking differs a second session is opened,
-        once, on first use.
-        """
+    def _session(self) -> ModelSession:
+        """The model's session, or a UsageError once the Segmenter is closed."""
         if self.session is None:
             raise UsageError("this Segmenter is closed")
-        if not at_model_spacing:
-            return self.session
-        if self._at_spacing is None:
-            chosen = choose(
-                self.path,
-                engine=self._open.keywords["engine"],
-                precision=self._open.keywords["precision"],
-                device=self._open.keywords["device"],
-                at_model_spacing=True,
-            )
-            if (chosen.engine, chosen.precision, chosen.path) == (
-                self.session.engine_name,
-                self.session.precision,
-                self.session.path,
-            ):
-                self._at_spacing = self.session
-            else:
-                self._at_spacing = self._open(at_model_spacing=True)
-                self.notes.extend(f"inputs at the model's spacing: {n}" for n in self._at_spacing.notes[:1])
-                self.log(self.notes[-1])
-        return self._at_spacing
+        return self.session
 
     def _window(self, window: tuple[float, float] | None) -> tuple[float, float]:
         if window is None:
@@ -433,9 +399,8 @@ class Segmenter:
         if spacing is not None:
             shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)
         model_in = resize_gray(gray, shape) if shape != gray.shape else gray
-        sess = self._session(at_model_spacing=spacing is not None and self.model_spacing is not None)
-        sess.want_probability = probabilities or shape != gray.shape
-        mask, prob = sess.run(np.ascontiguousarray(model_in[None, None]))
+        sess = self._session()
+        mask, prob = sess.run(np.ascontiguousarray(model_in[None, None]), probabilities or shape != gray.shape)
         out_prob: np.ndarray | None = None
         if shape != gray.shape:
             assert prob is not None
@@ -488,13 +453,13 @@ class Segmenter:
         from liverseg.core.metrics3d import volume_ml
         from liverseg.core.qc import liver_statistics, volume_flags
 
-        sess = self._session(at_model_spacing=self.model_spacing is not None)
-        sess.want_probability = probabilities or vi.resampled
-        mask, prob, _ = predict_volume(vi, sess.run, self.batch_size, sess.threshold, keep_probability=probabilities)
+        sess = self._session()
+        model = functools.partial(sess.run, probability=probabilities or vi.resampled)
+        mask, prob, _ = predict_volume(vi, model, self.batch_size, sess.threshold, keep_probability=probabilities)
         if probabilities and prob is None:
             raise UsageError(f"{self.path}: the model gave no probability output")
         if second_look:
-            second_looks(vi, mask, sess.run, self.batch_size, sess.threshold)
+            second_looks(vi, mask, model, self.batch_size, sess.threshold)
         removed = 0
         if prep.anatomy:
             cleaned, removed = clean_volume(mask, vi, prep)

@@ -10,15 +10,11 @@ The rule (first row that applies):
 1. A GPU is present (``--device cuda``, or ``auto`` with an NVIDIA device node) and
    the engine is not forced to OpenVINO: ONNX Runtime, its device rule decides (CUDA
    when it loads), fp32 unless a precision is asked for.
-2. Otherwise the CPU: candidates in order of measured speed for the CPU's class
+2. Otherwise the CPU: the candidates of :data:`CPU_ORDER` for the CPU's class
    (:func:`liverseg.core.engine.cpu_class`; ``$LIVERSEG_CPU_FLAGS`` simulates another
-   CPU, and a note says so), see :data:`CPU_ORDER`; the first one whose
-   engine is installed and allowed, whose file exists and, for a reduced precision
-   under ``--precision auto``, whose accuracy gate passed. When the contract's gates
-   carry this model's own speeds measured at export on a CPU of the same class
-   (``images_per_second_512``; for inputs resampled to the model's pixel spacing, the
-   speeds it measured at its own grid), those order the candidates instead (unmeasured
-   ones after, in :data:`CPU_ORDER`'s order).
+   CPU, and a note says so); the first one whose engine is installed and allowed, whose
+   file exists and, for a reduced precision under ``--precision auto``, whose accuracy
+   gate passed.
 
 A reduced precision (bf16, int8, fp16) is taken by ``auto`` only when the export's
 gate for that engine and precision passed (the contract's ``gates``, written by
@@ -55,39 +51,30 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 SUPPORTED = {
     "onnxruntime": ("fp32", "int8", "fp16"),
     "openvino": ("fp32", "bf16", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),  # fp16 on the fp32 file (TensorRT's own), int8 on the QDQ file
+    # unverified (never run on a GPU): fp16 on the fp32 file (TensorRT's own), int8 on the QDQ file
+    "tensorrt": ("fp32", "fp16", "int8"),
 }
 # Sibling files of model.onnx written by liverseg-export (bf16 is a hint on the fp32 file).
 SIBLINGS = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 
-# CPU class -> (engine, precision) from fastest to slowest. amx: measured on an Intel Xeon
-# with AMX (OpenVINO int8 5.8x, bf16 4.6x, fp32 1.2x ONNX Runtime fp32 at width 16, 512x512;
-# ONNX Runtime int8 1.5x). avx2: measured on the 2-vCPU AMD EPYC (AVX2 only), width 16,
-# 512x512, interleaved: OpenVINO int8 1.74-1.90x ONNX Runtime fp32 and 1.17-1.23x ONNX Runtime
-# int8; OpenVINO fp32 1.09-1.14x on a quiet machine but 0.64x while another process loaded
-# the 2 cores, so fp32 stays on ONNX Runtime; bf16 runs as fp32 there. The VNNI and AVX-512
-# rows are not measured: int8 first (VNNI is its instruction), then as on AVX2.
+# CPU class -> (engine, precision) from fastest to slowest; DEFAULT_ORDER for every class not listed. Two
+# candidates keep an order of their own only where a measurement put them at least 10% apart:
+# * amx (an Intel Xeon with AMX, 2026-12, width 16, 512x512, model only, img/s): OpenVINO int8 57.3, bf16
+#   45.2, ONNX Runtime int8 15.1, OpenVINO fp32 11.8, ONNX Runtime fp32 9.9.
+# * the rest (the 2-vCPU AMD EPYC, AVX2 only, 2026-12-04): int8 before fp32 (ONNX Runtime int8 1.41x,
+#   OpenVINO int8 1.82x ONNX Runtime fp32 at width 16, 512x512, bench-20261204-180319.md; 1.45x end to end
+#   for the shipped model, reference-infer-engines-20261204.json); fp32 on ONNX Runtime (OpenVINO fp32
+#   1.09-1.14x on a quiet machine, 0.64x while another process loaded the 2 cores). Which int8 engine is
+#   faster depends on the model and the input's size: for the shipped model end to end ONNX Runtime by
+#   8-14% over 512x512 slices (infer-int8-engines-ab-20261204.json), OpenVINO by 9% over a series
+#   resampled to its 1.5 mm (volume-int8-engines-ab-20261204.json), OpenVINO by 1.28x at width 16 on a
+#   512 grid (model only); OpenVINO stays first. bf16 without bf16 arithmetic runs as fp32: last.
+DEFAULT_ORDER: list[tuple[str, str]] = [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"),
+                                        ("openvino", "fp32"), ("openvino", "bf16")]  # fmt: skip
 CPU_ORDER: dict[str, list[tuple[str, str]]] = {
-    "amx": [("openvino", "int8"), ("openvino", "bf16"), ("openvino", "fp32"), ("onnxruntime", "int8"),
+    "amx": [("openvino", "int8"), ("openvino", "bf16"), ("onnxruntime", "int8"), ("openvino", "fp32"),
             ("onnxruntime", "fp32")],
-    "avx512_vnni": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
-                    ("openvino", "bf16")],
-    "avx_vnni": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
-                 ("openvino", "bf16")],
-    "avx512": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
-               ("openvino", "bf16")],
-    "avx2": [("openvino", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "fp32"), ("openvino", "fp32"),
-             ("openvino", "bf16")],
 }  # fmt: skip
-CPU_ORDER["basic"] = CPU_ORDER["avx2"]
-# Measured speeds within 3% of the fastest count as equal (model_order): the export times the
-# engines taking turns under the runner's load (liverseg.export.verify._speeds), so what is
-# left between two exports is a few percent, and a tie costs at most that much. (It was 10%
-# while they were timed one after another, and two exports of the shipped model put its
-# int8 engines 14% apart one way and 6% the other.)
-SPEED_TIE = 0.03
-# CPU classes where OpenVINO heads the list: without the extra, a run there prints a hint.
-OPENVINO_FASTER = frozenset(k for k, v in CPU_ORDER.items() if v[0][0] == "openvino")
 
 
 @dataclass(frozen=True)
@@ -220,16 +207,12 @@ def choose(
     openvino: bool | None = None,
     gpu: bool | None = None,
     contract: dict[str, Any] | None = None,
-    at_model_spacing: bool = False,
 ) -> Choice:
     """The engine, precision and file for ``path`` under the rule of the module docstring.
 
     ``path`` is the fp32 export (its siblings are found beside it) or a reduced-precision
     file, which is then run as it is. ``flags``, ``openvino``, ``gpu`` and ``contract``
     default to this machine and the file's own metadata (tests pass them).
-    ``at_model_spacing``: the inputs will be resampled to the model's training pixel
-    spacing (volumes, or slices with ``--spacing``), so the speeds the export measured
-    there rank the engines, where it measured them (see :func:`model_order`).
     """
     if engine not in ENGINE_CHOICES:
         raise UsageError(f"engine must be one of {', '.join(ENGINE_CHOICES)}, got {engine!r}")
@@ -260,8 +243,6 @@ def choose(
             raise UsageError(f"{path} is the {own} model; --precision {precision} needs the fp32 model.onnx")
         engines = [e for e in ("openvino", "onnxruntime") if own in SUPPORTED[e] and (ov or e != "openvino")]
         engines = [e for e in engines if engine in ("auto", e)]
-        if own == "int8" and engine == "auto" and klass not in OPENVINO_FASTER:
-            engines.reverse()  # ONNX Runtime first where OpenVINO is not faster
         if not engines:
             raise UsageError(f"{path} is a {own} model, which {engine} does not run")
         g = gate(contract, engines[0], own)
@@ -282,8 +263,7 @@ def choose(
         return Choice("onnxruntime", prec, file, device, "a GPU is present: onnxruntime (CUDA when it loads)", cpu,
                       klass, None if g is None else bool(g.get("passed")), notes)  # fmt: skip
     skipped: list[str] = []
-    order, speeds, where = model_order(contract, klass, at_model_spacing)
-    for eng, prec in order:
+    for eng, prec in CPU_ORDER.get(klass, DEFAULT_ORDER):
         if engine not in ("auto", eng) or precision not in ("auto", prec):
             continue
         if eng == "openvino" and not ov:
@@ -309,12 +289,8 @@ def choose(
                    + ("it failed its accuracy gate" if g else "no accuracy gate was measured for it"))
             )  # fmt: skip
         why = "fastest measured" if not skipped else "first usable"
-        if not skipped and speeds.get((eng, prec), 0.0) < max(speeds.values(), default=0.0):
-            why = f"within {SPEED_TIE:.0%} of the fastest measured, first in this CPU class's order,"
-        if (eng, prec) in speeds:
-            why += f" for this model at export ({speeds[(eng, prec)]:.3g} slices/s {where})"
         reason = f"{why} on this {klass} CPU" + (f" ({'; '.join(skipped)})" if skipped else "")
-        if not ov and engine == "auto" and klass in OPENVINO_FASTER:
+        if not ov and engine == "auto" and klass == "amx":  # 3.8x ONNX Runtime int8 there; within 10% elsewhere
             notes.append(f"hint: OpenVINO would be faster on this {klass} CPU: pip install 'liverseg[openvino]'")
         gated = None if prec == "fp32" else (None if g is None else bool(g.get("passed")))
         return Choice(eng, prec, file, "cpu" if device == "auto" else device, reason, cpu, klass, gated, notes)
@@ -323,8 +299,9 @@ def choose(
 
 
 def _tensorrt_choice(path: Path, contract: dict[str, Any], precision: str, device: str, cpu: str, klass: str) -> Choice:
-    """``--engine tensorrt`` (asked for, never picked by ``auto``): fp32 unless a reduced precision is
-    asked for or passed its ``tensorrt/<precision>`` gate; fp16 runs the fp32 file, int8 the QDQ file."""
+    """``--engine tensorrt`` (asked for, never picked by ``auto``; **unverified**: it has never run on a GPU):
+    fp32 unless a reduced precision is asked for or passed its ``tensorrt/<precision>`` gate; fp16 runs the
+    fp32 file, int8 the QDQ file."""
     if device == "cpu":
         raise UsageError("--engine tensorrt runs on an NVIDIA GPU; use --device cuda (or auto), not cpu")
     notes: list[str] = []
@@ -341,47 +318,9 @@ def _tensorrt_choice(path: Path, contract: dict[str, Any], precision: str, devic
     file = path if prec in ("fp32", "fp16") else _sibling(path, contract, prec)
     if not file.is_file():
         raise UsageError(f"--precision {prec}: {file} does not exist (export it with liverseg-export --int8)")
-    reason = "asked for: ONNX Runtime's TensorRT execution provider on the GPU"
+    reason = "asked for: ONNX Runtime's TensorRT execution provider on the GPU, unverified (never run on a GPU)"
     gated = None if g is None else bool(g.get("passed"))
     return Choice("tensorrt", prec, file, "cuda" if device == "auto" else device, reason, cpu, klass, gated, notes)
-
-
-def model_order(
-    contract: dict[str, Any], klass: str, at_model_spacing: bool = False
-) -> tuple[list[tuple[str, str]], dict[tuple[str, str], float], str]:
-    """(candidates for a ``klass`` CPU, the model's own speeds, where they were measured): :data:`CPU_ORDER`,
-    re-ranked by the speeds the export measured for this model on a CPU of the same class; the first is the
-    earliest of :data:`CPU_ORDER` within :data:`SPEED_TIE` of the fastest.
-
-    The speeds are ``gates[*].images_per_second_512`` (512x512 slices), or, for inputs
-    resampled to the model's pixel spacing (``at_model_spacing``), the export's
-    ``images_per_second_at_spacing`` (at its own grid) where it measured them: which engine
-    is fastest changes with the input's size (the shipped model on an AVX2 EPYC:
-    ONNX Runtime int8 8% faster end to end over 512x512 slices, OpenVINO int8 8% faster
-    over a CT series resampled to its 1.5 mm).
-    """
-    static = CPU_ORDER.get(klass, CPU_ORDER["avx2"])
-    gates = [(str(k), g) for k, g in (contract.get("gates") or {}).items() if isinstance(g, dict)]
-    mine = [(k, g) for k, g in gates if g.get("cpu_class") == klass]
-    key, where = "images_per_second_512", "at 512x512"
-    at_spacing = [g for _, g in mine if isinstance(g.get("images_per_second_at_spacing"), (int, float))]
-    if at_model_spacing and len(at_spacing) >= 2:
-        size = at_spacing[0].get("size_at_spacing")
-        key, where = "images_per_second_at_spacing", f"at its pixel spacing, {size}x{size}"
-    speeds: dict[tuple[str, str], float] = {}
-    for name, g in mine:
-        eng, _, prec = name.partition("/")
-        ips = g.get(key)
-        if isinstance(ips, (int, float)) and ips > 0:
-            speeds[(eng, prec)] = float(ips)
-    if len(speeds) < 2:
-        return list(static), {}, where
-    ranked = sorted(static, key=lambda ep: (ep not in speeds, -speeds.get(ep, 0.0)))
-    # A tie keeps the static order: one export's timing moves by a few percent, and two engines
-    # within SPEED_TIE of the fastest would otherwise trade places from export to export.
-    near = [ep for ep in static if speeds.get(ep, 0.0) >= (1 - SPEED_TIE) * speeds[ranked[0]]]
-    ranked.remove(near[0])
-    return [near[0], *ranked], speeds, where
 
 
 def describe(choice: Choice) -> str:

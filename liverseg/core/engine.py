@@ -22,8 +22,9 @@ are kept out of normal output: the default logger is set to errors only and stde
 captured at the file-descriptor level while the session is built; the captured text
 becomes the reason in the error message instead.
 
-:data:`ENGINES` maps an engine name to its class: ONNX Runtime (CPU, CUDA) and OpenVINO
-(CPU; the optional extra ``liverseg[openvino]``, imported only when used).
+:data:`ENGINES` maps an engine name to its class: ONNX Runtime (CPU, CUDA), OpenVINO
+(CPU; the optional extra ``liverseg[openvino]``, imported only when used) and TensorRT
+(ONNX Runtime's TensorRT provider; **unverified**: it has never run on a GPU).
 
 Precision (:attr:`EngineOptions.precision`, one of :data:`PRECISIONS`) is what the engine
 is asked to compute in. For ONNX Runtime it is a property of the file (``model.onnx``
@@ -364,7 +365,8 @@ class OrtEngine(Engine):
 
 class TensorRtEngine(OrtEngine):
     """ONNX Runtime's TensorRT execution provider on a GPU: the parts of the graph TensorRT takes run as
-    TensorRT engines, the rest on CUDA (then the CPU).
+    TensorRT engines, the rest on CUDA (then the CPU). **Unverified**: written without a GPU that had
+    TensorRT, it has never run; only the provider options and the errors are tested.
 
     ``fp16`` builds the engines with fp16 kernels allowed (on the fp32 file); ``int8`` runs the
     export's static QDQ file as explicit int8 quantization. Built engines and the timing
@@ -402,7 +404,10 @@ class TensorRtEngine(OrtEngine):
                 f"--engine tensorrt: TensorRT did not load (onnxruntime ran {actual}): {reason}; it needs "
                 "TensorRT's libnvinfer (pip install tensorrt-cu13) and CUDA"
             )
-        self.notes.append(f"engine tensorrt: {self.options.precision} engines cached in {self.cache_dir}")
+        self.notes.append(
+            f"engine tensorrt (unverified: never run on a GPU before; compare its masks with --engine onnxruntime): "
+            f"{self.options.precision} engines cached in {self.cache_dir}"
+        )
 
     @property
     def device(self) -> str:
