@@ -400,7 +400,9 @@ class Segmenter:
             shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)
         model_in = resize_gray(gray, shape) if shape != gray.shape else gray
         sess = self._session()
-        mask, prob = sess.run(np.ascontiguousarray(model_in[None, None]), probabilities or shape != gray.shape)
+        mask, prob = sess.run(
+            np.ascontiguousarray(model_in[None, None]), probability=probabilities or shape != gray.shape
+        )
         out_prob: np.ndarray | None = None
         if shape != gray.shape:
             assert prob is not None

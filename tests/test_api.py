@@ -260,30 +260,29 @@ def test_small_pages_inside_liverseg_and_numpys_setting_after(monkeypatch):
 
 
 @pytest.mark.cpu_class
-def test_inputs_at_the_models_spacing_run_on_the_engine_auto_ranks_first_there(rng, monkeypatch):
-    """As liverseg-infer: slices rank engines by the speeds at 512x512, volumes (resampled to the model's
-    spacing) by those at its grid; the shipped model's AVX2 gates put ONNX Runtime int8 first at 512 and
-    OpenVINO int8 at 256, so a Segmenter opens the second session once, at its first volume."""
+def test_one_session_serves_slices_and_volumes_and_each_call_asks_for_what_it_needs(rng, monkeypatch):
+    """A Segmenter opens its model once, as liverseg-infer chooses, and never changes the session: a slice on its
+    own grid asks for the mask alone, a slice given a spacing and a volume (resampled to the model's 1.5 mm and
+    back) for the probability, and a closed Segmenter refuses."""
+    from conftest import record_keyword
+
     import liverseg.api as api_mod
-    from liverseg.core.engine import CPU_FLAGS_ENV, openvino_available
+    from liverseg.core.choose import choose
+    from liverseg.infer.session import ModelSession
     from liverseg.reference import model_path
 
     if model_path() is None:
         pytest.skip("the reference model is not in this checkout")
-    if not openvino_available():
-        pytest.skip("OpenVINO is not installed (the openvino extra)")
-    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2,fma")  # the class the shipped gates were timed on, on any machine
-    from conftest import record_keyword
-
-    opened = record_keyword(monkeypatch, api_mod, "open_session", "at_model_spacing", False)
+    opened = record_keyword(monkeypatch, api_mod, "open_session", "engine")
+    asked = record_keyword(monkeypatch, ModelSession, "run", "probability", False)
     with liverseg.Segmenter(device="cpu") as s:
-        assert (s._session().engine_name, s._session().precision) == ("onnxruntime", "int8")
-        assert s(_ct(rng, (64, 64))).shape == (64, 64) and opened == [False]
+        chosen = choose(s.path, device="cpu")
+        assert (s._session().engine_name, s._session().precision) == (chosen.engine, chosen.precision)
+        assert s(_ct(rng, (64, 64))).shape == (64, 64) and asked == [False]
+        assert s(_ct(rng, (64, 64)), spacing=0.8).shape == (64, 64) and asked == [False, True]
         volume = _ct(rng, (4, 64, 64))
-        assert s(volume, spacing=(2.0, 0.8, 0.8)).shape == volume.shape
-        assert s(volume, spacing=(2.0, 0.8, 0.8)).shape == volume.shape
-        at_grid = s._session(at_model_spacing=True)
-        assert opened == [False, True] and (at_grid.engine_name, at_grid.precision) == ("openvino", "int8")
-        assert "inputs at the model's spacing: engine: openvino int8" in s.notes[-1]
-        assert s(_ct(rng, (64, 64)), spacing=0.8).shape == (64, 64) and opened == [False, True]
-    assert s.session is None and s._at_spacing is None
+        assert s(volume, spacing=(2.0, 0.8, 0.8), second_look=False).shape == volume.shape
+        assert asked[2:] == [True] * 4 and opened == ["auto"]
+    assert s.session is None
+    with pytest.raises(UsageError, match="closed"):
+        s(_ct(rng, (64, 64)))

@@ -749,43 +749,39 @@ def test_the_auto_row_runs_on_gated_files(chaos_dir, tmp_path):
     assert "## Engine gates" in markdown(res)
 
 
-def test_gate_table_shows_the_speed_at_the_models_grid_where_measured():
+def test_gate_table_has_no_speed_columns():
+    """The gates are accuracy only: engine speeds are the benchmark's own rows, not the export's."""
     from liverseg.benchmarks.report import _gates_section
 
-    gates = [
-        {"engine": "openvino", "precision": "int8", "passed": True, "images_per_second_512": 33.47,
-         "images_per_second_at_spacing": 38.129, "size_at_spacing": 256, "slices": "chaos", "weights": "ckpt"},
-        {"engine": "onnxruntime", "precision": "fp32", "passed": True, "images_per_second_512": 23.8},
-    ]  # fmt: skip
+    gates = [{"engine": "openvino", "precision": "int8", "passed": True, "dice_change": 0.0007, "slices": "chaos",
+              "weights": "ckpt", "images_per_second_512": 33.47}]  # fmt: skip
     md = "\n".join(_gates_section({"gates": gates}))
-    assert "| img/s (512) | img/s (its grid) |" in md
-    assert "| 33.47 | 38.13 at 256 |" in md and "| 23.80 |  |" in md
+    assert "| openvino | int8 |" in md and "+0.0007" in md and "img/s" not in md and "33.47" not in md
 
 
 @pytest.mark.cpu_class
 def test_volume_benchmark_times_the_engine_liverseg_infer_takes_for_a_volume(tmp_path, monkeypatch):
-    """The model-only loop of the CT-volume benchmark ranks engines as liverseg-infer does for a volume: by
-    the speeds at the model's pixel spacing (the shipped model records 1.5 mm) where its export measured them
-    on a CPU of this class, else by the class's own order."""
-    import liverseg.infer.session as session_mod
+    """The model-only loop of the CT-volume benchmark opens the model as liverseg-infer does (auto: this CPU
+    class's order), and its description names that choice."""
     from liverseg.benchmarks.volume import describe_model, model_only, write_synthetic_series
-    from liverseg.core.contract import read_onnx_contract
-    from liverseg.core.engine import CPU_FLAGS_ENV, cpu_class
+    from liverseg.core.choose import choose, describe
+    from liverseg.core.engine import cpu_class
+    from liverseg.infer.session import ModelSession
     from liverseg.reference import model_path
 
     shipped = model_path()
     assert shipped is not None
+    engines: list[str] = []
+    real_run = ModelSession.run
 
-    from conftest import record_keyword
+    def run(self, batch, probability=False):
+        engines.append(f"{self.engine_name} {self.precision}")
+        return real_run(self, batch, probability)
 
-    asked = record_keyword(monkeypatch, session_mod, "open_session", "at_model_spacing", False)
+    monkeypatch.setattr(ModelSession, "run", run)
     write_synthetic_series(tmp_path / "series", 3, 96, (0.7, 0.7, 2.0))
     rate, n = model_only(shipped, tmp_path / "series", 1, None, False)
-    assert asked == [True] and n == 3 and rate > 0
+    chosen = choose(shipped, device="cpu")
+    assert n == 3 and rate > 0 and engines == [f"{chosen.engine} {chosen.precision}"] * 4
     line, width, spacing = describe_model(shipped, 16)
-    assert spacing == 1.5 and width == 16
-    gates = read_onnx_contract(shipped)["gates"].values()
-    measured_here = any(g.get("cpu_class") == cpu_class() for g in gates)  # the shipped ones: timed on AVX2
-    assert ("at its pixel spacing" in line) == measured_here and f"on this {cpu_class()} CPU" in line, line
-    monkeypatch.setenv(CPU_FLAGS_ENV, "avx2,fma")  # where they were measured, on any machine: by those speeds
-    assert "at its pixel spacing" in describe_model(shipped, 16)[0]
+    assert spacing == 1.5 and width == 16 and line == describe(chosen) and f"on this {cpu_class()} CPU" in line

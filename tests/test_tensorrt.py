@@ -1,5 +1,6 @@
-"""``--engine tensorrt``: ONNX Runtime's TensorRT execution provider (needs a GPU and TensorRT; without them the
-choice, the provider options and the errors are what can be checked, and they are checked here)."""
+"""``--engine tensorrt``: ONNX Runtime's TensorRT execution provider, **unverified**: it has never run on a GPU
+(the lent H200 had no TensorRT), so nothing here shows that it segments anything. What runs without a GPU is
+checked: the choice, the provider options, the errors and that every place it appears says it is unverified."""
 
 from __future__ import annotations
 
@@ -113,3 +114,19 @@ def test_an_export_on_a_gpu_machine_gates_tensorrt_and_records_why_it_could_not(
     assert not by["tensorrt", "fp16"]["passed"] and "run failed" in by["tensorrt", "fp16"]["reason"]
     assert not by["tensorrt", "int8"]["passed"] and by["tensorrt", "int8"]["reason"] == "no int8 file"
     assert gates_for_contract(rows)["tensorrt/fp16"]["passed"] is False
+
+
+def test_tensorrt_reads_as_unverified_wherever_it_is_offered(files):
+    """It has never run on a GPU: the --engine help, the choice's reason, the engine and the docs say so."""
+    from click.testing import CliRunner
+
+    from liverseg.core.engine import TensorRtEngine
+    from liverseg.infer.cli import main
+
+    shown = " ".join(CliRunner().invoke(main, ["--help"]).output.split())
+    assert "tensorrt: ONNX Runtime's TensorRT provider on the GPU (only when asked; unverified" in shown
+    assert "unverified" in choose(files, engine="tensorrt", gpu=True, contract=_gates()).reason
+    assert "Unverified" in (TensorRtEngine.__doc__ or "")
+    docs = (Path(__file__).parents[1] / "docs" / "inference-and-volumes.md").read_text()
+    paragraph = docs[docs.index("`--engine tensorrt`") :].split("\n\n")[0]
+    assert "**Unverified**" in paragraph

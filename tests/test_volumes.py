@@ -431,20 +431,25 @@ def test_a_mask_written_from_the_axial_view_lies_on_the_input(tmp_path, affine):
     assert np.array_equal(np.asarray(nib.load(tmp_path / "m.nii.gz").dataobj), data)  # type: ignore[attr-defined]
 
 
-def test_volume_runs_rank_engines_by_the_speeds_at_the_models_pixel_spacing(tmp_path, model_1mm, monkeypatch):
-    """A run of volumes (or of slices given --spacing) asks auto for the speeds measured at the model's spacing."""
+def test_runs_ask_for_the_probability_only_where_needed_and_never_change_the_session(
+    tmp_path, model, model_1mm, monkeypatch
+):
+    """The session is opened once and never changed: each model call says whether it wants the probability
+    (a model that records a pixel spacing resamples inputs to it and back; --save-probabilities keeps it)."""
     from conftest import record_keyword
 
-    import liverseg.infer.runner as runner_mod
+    from liverseg.infer.session import ModelSession
 
-    asked = record_keyword(monkeypatch, runner_mod, "open_session", "at_model_spacing")
+    asked = record_keyword(monkeypatch, ModelSession, "run", "probability", False)
     hu, _ = _phantom()
-    assert _run(tmp_path / "v", _nifti(tmp_path / "v.nii.gz", hu, AFFINE), model_1mm)[0] == 0
-    png = tmp_path / "s.png"
-    Image.fromarray(np.clip(hu[:, :, 6] + 100, 0, 255).astype(np.uint8)).save(png)
-    assert _run(tmp_path / "s", png, model_1mm)[0] == 0
-    assert _run(tmp_path / "t", png, model_1mm, spacing=0.8)[0] == 0
-    assert asked == [True, False, True]
+    vol = _nifti(tmp_path / "v.nii.gz", hu, AFFINE)
+    calls = []
+    for name, m, kw in (("a", model_1mm, {}), ("b", model, {}), ("c", model, {"save_probabilities": True})):
+        assert _run(tmp_path / name, vol, m, **kw)[0] == 0
+        calls.append(set(asked))
+        asked.clear()
+    assert calls == [{True}, {False}, {True}]
+    assert not hasattr(ModelSession, "want_probability")
 
 
 def test_a_labelled_volume_run_and_its_report_import_neither_matplotlib_nor_pandas(tmp_path, model_1mm):
