@@ -39,7 +39,7 @@ from liverseg.core.choose import gpu_present
 from liverseg.core.contract import PROB_NAME, ct_settings
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import ContractError, LiversegError, UsageError, describe
-from liverseg.core.extras import install_hint, missing_extra
+from liverseg.core.extras import install_hint
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import DiskFullError, versions, write_text_atomic
 from liverseg.infer.io import (
@@ -66,7 +66,7 @@ from liverseg.infer.resume import (
 )
 from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
 from liverseg.infer.schedule import Plan, Scheduler
-from liverseg.infer.session import ModelSession, open_session
+from liverseg.infer.session import ModelSession, open_model
 from liverseg.infer.shard import (
     check_part,
     claim_split,
@@ -76,7 +76,6 @@ from liverseg.infer.shard import (
     select_part,
 )
 from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, Prep, write_volume_tables
-from liverseg.reference import resolve_model
 
 __all__ = [
     "DELAY_ENV",
@@ -85,8 +84,6 @@ __all__ = [
     "Options",
     "RunResult",
     "Runner",
-    "exported_checkpoint",
-    "is_checkpoint",
     "run_inference",
 ]
 
@@ -366,21 +363,14 @@ class Runner:
     def _open_model(self, items: list[Item]) -> ModelSession:
         """``--model`` (a path, ``latest`` or ``reference``), else the shipped reference model; said in the log."""
         o = self.o
-        found, how = resolve_model(o.model, [self.runs])
-        if found is None:
-            raise UsageError(f"no model: {how}; pass --model FILE.onnx (export one with liverseg-export)")
-        if how == "--model" and not found.is_file():
-            raise UsageError(f"--model {found}: no such file (or 'latest' / 'reference')")
-        model = found
-        self.log(f"model: {model} ({how})")
-        if is_checkpoint(model):
-            model = exported_checkpoint(model, self.log)
         sizes = []
         if o.device != "cpu" and gpu_present():  # the cuDNN algorithm search depends on how many sizes there are
             sizes = [s for s in (image_size(it.image) for it in items[:64]) if s]
         device, _, index = o.device.partition(":")  # cuda:N: GPU N
-        sess = open_session(
-            model,
+        return open_model(
+            o.model,
+            [self.runs],
+            self.log,
             device=device,
             device_id=int(index or 0),
             threads=o.threads,
@@ -391,9 +381,6 @@ class Runner:
             engine=o.engine,
             precision=o.precision,
         )
-        for note in sess.notes:
-            self.log(note)
-        return sess
 
     def _prep(self, sess: ModelSession) -> Prep:
         """How inputs become model input: the contract's HU window and pixel spacing, then the options."""
@@ -627,45 +614,6 @@ class Runner:
             write_report(out)
         except Exception as e:  # the report is a convenience; never lose the run over it
             self.log(f"warning: report.html not written ({describe(e)})")
-
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-
-
-def is_checkpoint(path: Path) -> bool:
-    """True for a liverseg checkpoint file name (``--model best.pt``), which is exported before it runs."""
-    return path.suffix.lower() in CHECKPOINT_SUFFIXES
-
-
-def exported_checkpoint(path: Path, log: Log) -> Path:
-    """The ONNX export of the liverseg checkpoint ``path``, made once and kept in the cache.
-
-    The cache folder is ``cache_root()/checkpoints/<sha256 of the checkpoint>/model.onnx``
-    (``$LIVERSEG_CACHE_DIR``, else ``~/.cache/liverseg``): the same checkpoint is exported
-    once, a changed one again. Exporting needs the ``train`` extra (torch, onnx); the
-    export is said in the log, and so is a cached one.
-    """
-    from liverseg.core.contract import file_sha256
-    from liverseg.core.engine import cache_root
-
-    sha = file_sha256(path)
-    out = cache_root() / "checkpoints" / sha / "model.onnx"
-    if out.is_file():
-        log(f"model: {path} is a checkpoint; its ONNX export from the cache: {out} (sha256 {sha[:12]})")
-        return out
-    try:
-        from liverseg.export.onnx import export_onnx
-        from liverseg.models.checkpoint import load_checkpoint
-    except ModuleNotFoundError as e:
-        raise UsageError(
-            missing_extra(e, f"--model {path} (a checkpoint, exported to ONNX before it runs)") or str(e)
-        ) from None
-    log(f"model: {path} is a checkpoint; exporting it to ONNX once, into the cache: {out} (sha256 {sha[:12]})")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the model cache {out.parent} ({e.strerror}); set LIVERSEG_CACHE_DIR") from None
-    return export_onnx(load_checkpoint(path), out, checkpoint_sha256=sha)
 
 
 def run_inference(opts: Options, log: Log | None = None) -> RunResult:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,22 @@ from liverseg.core.contract import (
     file_sha256,
     validate_contract,
 )
-from liverseg.core.engine import CUDA_PROVIDER, DEVICES, TENSORRT_PROVIDER, EngineOptions, open_engine
-from liverseg.core.errors import ContractError, DeviceError
+from liverseg.core.engine import CUDA_PROVIDER, DEVICES, TENSORRT_PROVIDER, EngineOptions, cache_root, open_engine
+from liverseg.core.errors import ContractError, DeviceError, UsageError
+from liverseg.core.extras import missing_extra
+from liverseg.reference import resolve_model
 
-__all__ = ["DEVICES", "DeviceError", "ModelSession", "open_session", "read_contract", "cudnn_search_for"]
+__all__ = [
+    "DEVICES",
+    "DeviceError",
+    "ModelSession",
+    "cudnn_search_for",
+    "exported_checkpoint",
+    "is_checkpoint",
+    "open_model",
+    "open_session",
+    "read_contract",
+]
 
 ORT_ENGINES = ("onnxruntime", "tensorrt")  # engines whose session is an onnxruntime.InferenceSession
 
@@ -285,3 +298,63 @@ def open_session(
         precision=chosen.precision,
         choice=chosen.to_dict(),
     )
+
+
+def open_model(
+    model: str | os.PathLike[str] | None,
+    runs_dirs: list[Path],
+    log: Callable[[str], None],
+    flag: str = "--model ",
+    **options: Any,
+) -> ModelSession:
+    """The one way a model is opened, for ``liverseg-infer`` and the Python API: ``model`` resolved by
+    :func:`liverseg.reference.resolve_model` (a file, ``latest`` or ``reference``; None: the shipped one), a
+    checkpoint exported once, then :func:`open_session` with ``options``. Which model, and the session's
+    notes (engine, device and why), are said in ``log``; ``flag`` is how the caller's user names the model.
+    """
+    found, how = resolve_model(None if model is None else str(model), runs_dirs)
+    if found is None:
+        raise UsageError(f"no model: {how}; pass {flag}FILE.onnx (export one with liverseg-export)")
+    if how == "--model" and not found.is_file():
+        raise UsageError(f"{flag}{found}: no such file (or 'latest' / 'reference')")
+    log(f"model: {found} ({'given' if how == '--model' else how})")
+    sess = open_session(exported_checkpoint(found, log) if is_checkpoint(found) else found, **options)
+    for note in sess.notes:
+        log(note)
+    return sess
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+def is_checkpoint(path: Path) -> bool:
+    """True for a liverseg checkpoint file name (``--model best.pt``), which is exported before it runs."""
+    return path.suffix.lower() in CHECKPOINT_SUFFIXES
+
+
+def exported_checkpoint(path: Path, log: Callable[[str], None]) -> Path:
+    """The ONNX export of the liverseg checkpoint ``path``, made once and kept in the cache.
+
+    The cache folder is ``cache_root()/checkpoints/<sha256 of the checkpoint>/model.onnx``
+    (``$LIVERSEG_CACHE_DIR``, else ``~/.cache/liverseg``): the same checkpoint is exported
+    once, a changed one again. Exporting needs the ``train`` extra (torch, onnx); the
+    export is said in the log, and so is a cached one.
+    """
+    sha = file_sha256(path)
+    out = cache_root() / "checkpoints" / sha / "model.onnx"
+    if out.is_file():
+        log(f"model: {path} is a checkpoint; its ONNX export from the cache: {out} (sha256 {sha[:12]})")
+        return out
+    try:
+        from liverseg.export.onnx import export_onnx
+        from liverseg.models.checkpoint import load_checkpoint
+    except ModuleNotFoundError as e:
+        raise UsageError(
+            missing_extra(e, f"--model {path} (a checkpoint, exported to ONNX before it runs)") or str(e)
+        ) from None
+    log(f"model: {path} is a checkpoint; exporting it to ONNX once, into the cache: {out} (sha256 {sha[:12]})")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the model cache {out.parent} ({e.strerror}); set LIVERSEG_CACHE_DIR") from None
+    return export_onnx(load_checkpoint(path), out, checkpoint_sha256=sha)

@@ -81,8 +81,7 @@ from liverseg.core.pages import small_pages
 from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
 from liverseg.infer.resume import default_runs_dir
-from liverseg.infer.runner import exported_checkpoint, is_checkpoint
-from liverseg.infer.session import ModelSession, open_session
+from liverseg.infer.session import ModelSession, open_model
 from liverseg.infer.volumes import (
     Prep,
     VolumeInput,
@@ -92,7 +91,6 @@ from liverseg.infer.volumes import (
     second_looks,
     volume_input,
 )
-from liverseg.reference import resolve_model
 
 __all__ = ["Segmentation", "Segmenter", "segment"]
 
@@ -155,20 +153,19 @@ class Segmenter:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.log = log or _log.info
-        runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
-        found, how = resolve_model(None if model is None else str(model), [runs])
-        if found is None:
-            raise UsageError(f"no model: {how}; pass model='path/to/model.onnx' (export one with liverseg-export)")
-        if how == "--model":
-            how = "given"
-            if not found.is_file():
-                raise UsageError(f"model {found}: no such file (or 'latest' / 'reference')")
-        self.log(f"model: {found} ({how})")
-        if is_checkpoint(found):
-            found = exported_checkpoint(found, self.log)
+        self.notes: list[str] = []  # which model, engine and device, and why
+
+        def note(line: str) -> None:
+            self.notes.append(line)
+            self.log(line)
+
         device_name, _, index = device.partition(":")
-        self.session: ModelSession | None = open_session(
-            found,
+        runs = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+        self.session: ModelSession | None = open_model(
+            model,
+            [runs],
+            note,
+            flag="model=",
             device=device_name,
             device_id=int(index or 0),
             threads=threads,
@@ -176,10 +173,7 @@ class Segmenter:
             engine=engine,
             precision=precision,
         )
-        self.path = found
-        self.notes: list[str] = [f"model: {found} ({how})", *self.session.notes]
-        for note in self.session.notes:
-            self.log(note)
+        self.path = self.session.path  # the file that runs (the fp32 export, or its gated sibling)
         self.window, self.model_spacing = ct_settings(self.session.contract)
         self.batch_size = batch_size or (8 if self.session.device.startswith("cuda") else 1)
 
@@ -459,7 +453,7 @@ class Segmenter:
         model = functools.partial(sess.run, probability=probabilities or vi.resampled)
         mask, prob, _ = predict_volume(vi, model, self.batch_size, sess.threshold, keep_probability=probabilities)
         if probabilities and prob is None:
-            raise UsageError(f"{self.path}: the model gave no probability output")
+            raise UsageError(f"{sess.path}: the model gave no probability output")
         if second_look:
             second_looks(vi, mask, model, self.batch_size, sess.threshold)
         removed = 0

@@ -271,12 +271,13 @@ def test_one_session_serves_slices_and_volumes_and_each_call_asks_for_what_it_ne
     from liverseg.infer.session import ModelSession
     from liverseg.reference import model_path
 
-    if model_path() is None:
+    shipped = model_path()
+    if shipped is None:
         pytest.skip("the reference model is not in this checkout")
-    opened = record_keyword(monkeypatch, api_mod, "open_session", "engine")
+    opened = record_keyword(monkeypatch, api_mod, "open_model", "engine")
     asked = record_keyword(monkeypatch, ModelSession, "run", "probability", False)
     with liverseg.Segmenter(device="cpu") as s:
-        chosen = choose(s.path, device="cpu")
+        chosen = choose(shipped, device="cpu")
         assert (s._session().engine_name, s._session().precision) == (chosen.engine, chosen.precision)
         assert s(_ct(rng, (64, 64))).shape == (64, 64) and asked == [False]
         assert s(_ct(rng, (64, 64)), spacing=0.8).shape == (64, 64) and asked == [False, True]

@@ -367,19 +367,19 @@ def test_input_sizes_are_read_ahead_only_where_a_gpu_could_search_for_them(tmp_p
 
     read: list[str] = []
     sizes: list[Any] = []
-    real_open = runner_mod.open_session
+    real_open = runner_mod.open_model
     monkeypatch.setattr(runner_mod, "gpu_present", lambda: gpu)
 
     def image_size(path):
         read.append(str(path))
         return (48, 48)
 
-    def open_session(*a, **k):
+    def open_model(*a, **k):
         sizes.append(k["sizes"])
         return real_open(*a, **k)
 
     monkeypatch.setattr(runner_mod, "image_size", image_size)
-    monkeypatch.setattr(runner_mod, "open_session", open_session)
+    monkeypatch.setattr(runner_mod, "open_model", open_model)
     root = _study_layout(tmp_path / "study", n=2)
     # device auto: the CPU where no CUDA loads; the sizes only tune a CUDA session's algorithm search
     opts = Options(source=root / "data/test_x.csv", data_root=root, model=tiny_model, out=tmp_path / "o")
