@@ -37,7 +37,16 @@ from liverseg.core.contract import (
     file_sha256,
     validate_contract,
 )
-from liverseg.core.engine import CUDA_PROVIDER, DEVICES, TENSORRT_PROVIDER, EngineOptions, cache_root, open_engine
+from liverseg.core.engine import (
+    CUDA_PROVIDER,
+    DEVICES,
+    TENSORRT_PROVIDER,
+    Engine,
+    EngineOptions,
+    OrtEngine,
+    cache_root,
+    open_engine,
+)
 from liverseg.core.errors import ContractError, DeviceError, UsageError
 from liverseg.core.extras import missing_extra
 from liverseg.reference import resolve_model
@@ -79,27 +88,35 @@ def cudnn_search_for(sizes: list[tuple[int, int]]) -> str:
 
 @dataclass
 class ModelSession:
-    """A loaded model (ONNX Runtime session or OpenVINO engine) plus what the runner needs to know about it."""
+    """A loaded model (:class:`liverseg.core.engine.Engine`) plus what the runner needs to know about it.
+
+    Opened by :func:`open_session`, then only run: each :meth:`run` call says which outputs it wants.
+    """
 
     path: Path
-    session: Any
+    engine: Engine
     contract: dict[str, Any]
     sha256: str
     device: str  # "cpu" or "cuda:<id>"
     providers_requested: list[str]
     threads: int
     spinning: bool
+    input_name: str
+    output_names: list[str]  # the model file's outputs (``mask``, ``probability`` or both)
     notes: list[str] = field(default_factory=list)
     cudnn_conv_algo_search: str | None = None
     device_id: int = 0
     # --contract given: its threshold is applied to the probability, the model's own mask is not used
     own_threshold: bool = False
     _checked: bool = False  # the first batch's outputs were checked against the contract
-    _quiet: Any = None  # onnxruntime.RunOptions that keep the run's own errors off stderr
-    engine: Any = None  # the liverseg.core.engine.Engine; None: ``session`` is a bare onnxruntime session
     engine_name: str = "onnxruntime"
     precision: str = "fp32"
     choice: dict[str, Any] = field(default_factory=dict)  # liverseg.core.choose.Choice.to_dict()
+
+    @property
+    def session(self) -> Any:
+        """The onnxruntime.InferenceSession of an ONNX Runtime engine (else the engine itself)."""
+        return getattr(self.engine, "session", self.engine)
 
     @property
     def provider(self) -> str:
@@ -115,17 +132,6 @@ class ModelSession:
     def threshold(self) -> float:
         return float(self.contract["threshold"])
 
-    @property
-    def output_names(self) -> list[str]:
-        """The model file's outputs (``mask``, ``probability`` or both)."""
-        return self._names()[1]
-
-    def _names(self) -> tuple[str, list[str]]:
-        if self.engine is not None:
-            return self.engine.inputs()[0].name, [o.name for o in self.engine.outputs()]
-        outs = [o.name for o in self.session.get_outputs()]
-        return self.session.get_inputs()[0].name, outs
-
     def run(self, batch: np.ndarray, probability: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 [N, 1, H, W] -> (mask uint8 [N, 1, H, W] 0/1, probability float32, or None unless ``probability``).
 
@@ -134,35 +140,20 @@ class ModelSession:
         model that breaks this is a :class:`ContractError`: the run stops with one usage
         error instead of writing wrong masks or failing every input on its own.
         """
-        in_name, outs = self._names()
-        has_mask = MASK_NAME in outs and not self.own_threshold
+        has_mask = MASK_NAME in self.output_names and not self.own_threshold
+        want = [MASK_NAME] if has_mask else []
+        if probability or not has_mask:
+            want.append(PROB_NAME)
         if self.device.startswith("cuda"):
-            mask, prob = self._run_cuda(batch, in_name, has_mask, probability)
+            got = self._run_cuda(batch, want)
         else:
-            want = [MASK_NAME] if has_mask else []
-            if probability or not has_mask:
-                want.append(PROB_NAME)
-            if self.engine_name in ORT_ENGINES:
-                got = self.session.run(want, {in_name: batch}, self._run_options())
-            else:
-                got = self.engine.run({in_name: batch}, want)
-            res = dict(zip(want, got))
-            prob = res.get(PROB_NAME)
-            mask = res[MASK_NAME] if has_mask else None
+            got = self.engine.run({self.input_name: batch}, want)
+        res = dict(zip(want, got))
+        prob, mask = res.get(PROB_NAME), res.get(MASK_NAME)
         self._check(batch, mask, prob)
         if mask is None:
             mask = (np.asarray(prob) > self.threshold).astype(np.uint8)
         return mask, (prob if probability else None)
-
-    def _run_options(self) -> Any:
-        """Quiet run options: a failing call raises with its message (recorded in the input's row);
-        onnxruntime's own coloured log line of it would only repeat that on stderr."""
-        if self._quiet is None:
-            import onnxruntime as ort
-
-            self._quiet = ort.RunOptions()
-            self._quiet.log_severity_level = 4
-        return self._quiet
 
     def _check(self, batch: np.ndarray, mask: np.ndarray | None, prob: np.ndarray | None) -> None:
         want = tuple(batch.shape)
@@ -184,24 +175,17 @@ class ModelSession:
             raise ContractError(f"{self.path}: output {PROB_NAME!r} is not a probability (values outside [0, 1])")
         self._checked = True
 
-    def _run_cuda(
-        self, batch: np.ndarray, in_name: str, has_mask: bool, probability: bool
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _run_cuda(self, batch: np.ndarray, want: list[str]) -> list[np.ndarray]:
+        """The ``want`` outputs through I/O binding: the input from host memory, only those outputs copied back
+        (an unbound probability stays an intermediate on the GPU)."""
+        assert isinstance(self.engine, OrtEngine)  # CUDA runs only in ONNX Runtime's engines
         io = self.session.io_binding()
-        io.bind_cpu_input(in_name, np.ascontiguousarray(batch))
-        bound = []
-        if has_mask:
-            io.bind_output(MASK_NAME, "cpu")
-            bound.append(MASK_NAME)
-        if probability or not has_mask:
-            io.bind_output(PROB_NAME, "cpu")  # else unbound: it stays an intermediate on the GPU
-            bound.append(PROB_NAME)
-        self.session.run_with_iobinding(io, self._run_options())
+        io.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+        for name in want:
+            io.bind_output(name, "cpu")
+        self.session.run_with_iobinding(io, self.engine.run_options)
         io.synchronize_outputs()
-        values = dict(zip(bound, io.get_outputs()))
-        prob = values[PROB_NAME].numpy() if PROB_NAME in values else None
-        mask = values[MASK_NAME].numpy() if has_mask else None
-        return mask, prob
+        return [v.numpy() for v in io.get_outputs()]
 
     def info(self) -> dict[str, Any]:
         return {
@@ -282,18 +266,19 @@ def open_session(
         requested = [f"OpenVINO CPU {chosen.precision}"]
     return ModelSession(
         path=path,
-        session=getattr(loaded, "session", loaded),
+        engine=loaded,
         contract=contract,
         sha256=file_sha256(path),
         device=loaded.device,
         providers_requested=requested,
         threads=options.n_threads,
         spinning=spinning,
+        input_name=inputs[0].name,
+        output_names=[o.name for o in loaded.outputs()],
         notes=[describe(chosen), *chosen.notes, *loaded.notes],
         cudnn_conv_algo_search=search if on_cuda else None,
         device_id=device_id,
         own_threshold=contract_path is not None,  # the given contract's threshold is the one applied
-        engine=loaded,
         engine_name=chosen.engine,
         precision=chosen.precision,
         choice=chosen.to_dict(),

@@ -361,6 +361,23 @@ def test_device_rules(tiny_model):
     assert cudnn_search_for([(i, i) for i in range(10)]) == "HEURISTIC"
 
 
+def test_the_io_binding_path_returns_what_the_plain_run_returns(tiny_model):
+    """The CUDA path (I/O binding, only the outputs asked for bound) run on a CPU session, whose binding works
+    the same: masks and probabilities equal to the plain run's, the probability only when asked for."""
+    import dataclasses
+
+    cpu = open_session(tiny_model, device="cpu", engine="onnxruntime")
+    bound = dataclasses.replace(cpu, device="cuda:0")  # the same session through _run_cuda
+    x = np.random.default_rng(0).integers(0, 256, (2, 1, 48, 40), dtype=np.uint8)
+    for probability in (False, True):
+        (m1, p1), (m2, p2) = cpu.run(x, probability=probability), bound.run(x, probability=probability)
+        assert np.array_equal(m1, m2) and m1.shape == x.shape and m1.dtype == np.uint8
+        assert (p1 is None and p2 is None) if not probability else np.array_equal(p1, p2)
+    own = dataclasses.replace(bound, own_threshold=True)  # --contract: the probability thresholded here
+    mask, prob = own.run(x)
+    assert prob is None and np.array_equal(mask, (cpu.run(x, probability=True)[1] > own.threshold).astype(np.uint8))
+
+
 @pytest.mark.parametrize("gpu", [False, True])
 def test_input_sizes_are_read_ahead_only_where_a_gpu_could_search_for_them(tmp_path, tiny_model, monkeypatch, gpu):
     import liverseg.infer.runner as runner_mod

@@ -305,6 +305,9 @@ class OrtEngine(Engine):
         if err is not None:
             raise ContractError(f"{path}: onnxruntime cannot load it ({first_line(err)})")
         self.session: Any = sess
+        # a failing call raises with its message; onnxruntime's own coloured log line of it would repeat it on stderr
+        self.run_options: Any = ort.RunOptions()
+        self.run_options.log_severity_level = 4
         self._loaded(requested, sess.get_providers(), log[0] + printed.getvalue())
 
     def _loaded(self, requested: list[str], actual: list[str], log: str) -> None:
@@ -360,7 +363,7 @@ class OrtEngine(Engine):
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: list[str] | None = None) -> list[np.ndarray]:
-        return list(self.session.run(outputs, dict(feeds)))
+        return list(self.session.run(outputs, dict(feeds), self.run_options))
 
 
 class TensorRtEngine(OrtEngine):
