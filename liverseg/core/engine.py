@@ -58,7 +58,6 @@ DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
-OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 OPENVINO_MISSING = "OpenVINO is not installed; install the extra: pip install 'liverseg[openvino]'"
 CACHE_ENV = "LIVERSEG_CACHE_DIR"  # overrides $XDG_CACHE_HOME/liverseg
@@ -82,19 +81,15 @@ class EngineOptions:
     device_id: int = 0
     threads: int | None = None  # intra-op threads; None: usable_cores()
     spinning: bool = False  # let idle worker threads spin (see the module docstring)
-    optimization: str = "all"  # graph optimisation level
     cuda_options: Mapping[str, str] = field(default_factory=dict)  # extra CUDA provider options
     profile_prefix: str | None = None  # write an onnxruntime profile with this file prefix
     precision: str = "fp32"  # what the engine computes in (module docstring); not a file choice
-    cache: bool = True  # OpenVINO: keep compiled models under cache_root() (a run does not recompile)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise UsageError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.optimization not in OPTIMIZATION_LEVELS:
-            raise UsageError(f"optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, got {self.optimization!r}")
         if self.threads is not None and int(self.threads) < 1:
             raise UsageError(f"threads must be >= 1, got {self.threads!r}")
 
@@ -264,12 +259,7 @@ def ort_session_options(options: EngineOptions) -> Any:
     so.intra_op_num_threads = options.n_threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[options.optimization]
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     spin = "1" if options.spinning else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spin)
     so.add_session_config_entry("session.inter_op.allow_spinning", spin)
@@ -571,17 +561,14 @@ class OpenVinoEngine(Engine):
         hint = _OV_HINTS[options.precision]
         if hint is not None:
             config["INFERENCE_PRECISION_HINT"] = hint
-        self.cache_dir: Path | None = None
-        meta: dict[str, str] | None = None
-        if options.cache:
-            self.cache_dir = cache_root() / "openvino" / self.cache_key(path, options.precision)
-            meta = self._cached_metadata()
-            try:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                config["CACHE_DIR"] = str(self.cache_dir)
-            except OSError as e:  # a read-only home: compile every time, and say so
-                self.notes.append(f"openvino: no compiled-model cache ({first_line(e)})")
-                self.cache_dir = None
+        self.cache_dir: Path | None = cache_root() / "openvino" / self.cache_key(path, options.precision)
+        meta = self._cached_metadata()
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(self.cache_dir)
+        except OSError as e:  # a read-only home: compile every time, and say so
+            self.notes.append(f"openvino: no compiled-model cache ({first_line(e)})")
+            self.cache_dir = None
         try:
             if meta is None:
                 model = core.read_model(str(path))
