@@ -17,6 +17,7 @@ from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
 from liverseg.core.cli import command, device_name, raw_argv
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
+from liverseg.infer.dicomweb import InputArgument, StoreURL
 from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
@@ -24,7 +25,7 @@ from liverseg.infer.session import DEVICES
 
 
 @command()
-@click.argument("input", type=click.Path(exists=True, path_type=Path))
+@click.argument("input", type=InputArgument())
 @click.option(
     "--model",
     type=str,
@@ -187,10 +188,18 @@ from liverseg.infer.session import DEVICES
     metavar="K",
     help="Which part (0..N-1) of --num-parts N this process runs.",
 )
+@click.option(
+    "--store",
+    type=StoreURL(),
+    default=None,
+    metavar="dicomweb+http(s)://HOST:PORT/PATH",
+    help="Send each DICOM-SEG to this DICOMweb server (STOW-RS) into its study; implies nifti+dicom-seg. "
+    "Credentials from the environment or netrc, never the URL (docs/dicomweb.md).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
-    input: Path,
+    input: Path | str,
     model: str | None,
     labels: Path | None,
     out: Path | None,
@@ -220,11 +229,13 @@ def main(
     precision: str,
     num_parts: int,
     part_id: int | None,
+    store: str | None,
     progress: bool | None,
     report: bool,
 ) -> None:
     """Segment the liver in INPUT: an image, a CT volume (.nii/.nii.gz/.nrrd/.mha/.mhd), a DICOM series
-    folder, a folder of images or volumes, or a CSV listing any of these."""
+    folder, a folder of images or volumes, a DICOMweb study or series (dicomweb+http://HOST:PORT/PATH/studies/UID),
+    or a CSV listing any of these."""
     opts = Options(
         source=input,
         model=model,
@@ -258,6 +269,7 @@ def main(
         precision=precision,
         num_parts=num_parts,
         part_id=part_id,
+        store=store,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

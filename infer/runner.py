@@ -109,7 +109,7 @@ Row = dict[str, Any]
 class Options:
     """Everything ``liverseg-infer`` accepts (see :mod:`liverseg.infer.cli`)."""
 
-    source: Path
+    source: Path | str  # a path, or a dicomweb+http(s):// URL (liverseg.infer.dicomweb)
     model: str | Path | None = None  # a file, 'latest' or 'reference' (None: the reference model)
     labels: Path | None = None
     out: Path | None = None
@@ -144,6 +144,7 @@ class Options:
     precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16; auto: the fastest that passed its gate
     num_parts: int = 1  # --num-parts/--part-id: run one part of a split run (liverseg.infer.shard)
     part_id: int | None = None
+    store: str | None = None  # --store dicomweb+http(s)://HOST/PATH: each DICOM-SEG sent there (STOW-RS)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -289,6 +290,12 @@ class Runner:
     ) -> Scheduler:
         """Run the inputs not done yet; every finished row goes to the journal, per_image.csv and the report."""
         todo = [it for it in items if it.index not in state.done]
+        store = None
+        if self.o.store is not None:  # UIDs of this run's SEGs: the same on --resume (never stored twice)
+            from liverseg.infer.dicomweb import Store, run_token
+
+            store = Store(self.o.store, run_token(state.state_dir))
+            self.log(store.describe())
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
         finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log)
@@ -299,6 +306,7 @@ class Runner:
             sess.threshold,
             versions().get("liverseg", ""),
             volume_overlays=self.o.overlays or self.o.report,
+            store=store,
         )
         scheduler = Scheduler(
             plan,
@@ -408,7 +416,7 @@ class Runner:
             anatomy=o.anatomy,
             allow_non_ct=o.allow_non_ct,
             min_blob=o.min_blob,
-            dicom_seg="dicom-seg" in o.output_format,
+            dicom_seg="dicom-seg" in o.output_format or o.store is not None,
             save_probabilities=o.save_probabilities,
             max_pixels=o.max_pixels,
         )
@@ -478,6 +486,7 @@ class Runner:
                 "allow_non_ct": o.allow_non_ct,
                 "min_blob": o.min_blob,
                 "output_format": o.output_format,
+                "store": o.store,
                 "max_pixels": o.max_pixels,
                 "overlays": o.overlays,
                 "save_probabilities": o.save_probabilities,
@@ -589,6 +598,7 @@ class Runner:
                 "overlays": OVERLAY_DIR if o.overlays else None,
                 "volumes": PER_VOLUME if self._has_volumes else None,
                 "dicom_seg": self.prep.dicom_seg,
+                "stored_to": self.o.store,
             },
             "versions": versions(),
             "command": shlex.join(o.command),

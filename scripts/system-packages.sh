@@ -7,6 +7,8 @@ set -euo pipefail
 
 # One package per line; each line says which tests need it.
 PACKAGES=(
+    orthanc            # tests/test_dicomweb.py: a real DICOM server on localhost (QIDO-RS, WADO-RS, STOW-RS)
+    orthanc-dicomweb   # tests/test_dicomweb.py: Orthanc's DICOMweb plugin
 )
 
 missing=()

@@ -707,9 +707,18 @@ def _is_enhanced(volume: Volume) -> bool:
 
 
 def write_seg(
-    volume: Volume, mask_axial_source_order: np.ndarray, path: str | os.PathLike[str], *, software_version: str
+    volume: Volume,
+    mask_axial_source_order: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    software_version: str,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
 ) -> None:
     """Write a binary DICOM-SEG (segment 1, "Liver") for ``volume``'s series to ``path``, atomically.
+
+    Its series and SOP instance UIDs are new ones unless given (a store that must
+    recognise a SEG it already holds gives the same ones again).
 
     ``mask_axial_source_order`` is [K, R, C] in the series' sorted slice order (the
     layout of ``volume.data.transpose(2, 1, 0)``), liver = nonzero. Empty frames are
@@ -740,8 +749,9 @@ def write_seg(
             name="liverseg", version=software_version, family=codes.cid7162.ArtificialIntelligence
         ),
     )
+    uids = (series_instance_uid or hd.UID(), sop_instance_uid or hd.UID())
     with _identifiers_withheld(volume):
-        _build_and_save_seg(hd, volume, pixels, description, software_version, Path(path))
+        _build_and_save_seg(hd, volume, pixels, description, software_version, Path(path), uids)
 
 
 IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
@@ -800,7 +810,13 @@ def _identifiers_withheld(volume: Volume) -> Iterator[None]:
 
 
 def _build_and_save_seg(
-    hd: Any, volume: Volume, pixels: np.ndarray, description: Any, software_version: str, path: Path
+    hd: Any,
+    volume: Volume,
+    pixels: np.ndarray,
+    description: Any,
+    software_version: str,
+    path: Path,
+    uids: tuple[str, str],
 ) -> None:
     values = _identifier_values(volume)
     try:
@@ -809,9 +825,9 @@ def _build_and_save_seg(
             pixel_array=pixels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
+            series_instance_uid=uids[0],
             series_number=900,
-            sop_instance_uid=hd.UID(),
+            sop_instance_uid=uids[1],
             instance_number=1,
             manufacturer="liverseg",
             manufacturer_model_name="liverseg",

@@ -44,6 +44,8 @@ EXTRA_OF: dict[str, str] = {
     "scipy": "volumes",
     "mrcfile": "volumes",
     "openvino": "openvino",
+    "dicomweb_client": "dicomweb",
+    "requests": "dicomweb",
     "onnxruntime": "cpu",  # or gpu: see RUNTIME_CHOICE
 }
 # The distributions that provide the module ``onnxruntime`` (they overwrite each other).
