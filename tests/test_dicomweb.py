@@ -1,0 +1,377 @@
+"""DICOMweb in and DICOM-SEG back (liverseg.infer.dicomweb), against a real Orthanc on localhost.
+
+The Orthanc tests start their own server (Debian's ``orthanc`` and ``orthanc-dicomweb``,
+installed by ``make system-packages``) on a free localhost port with a temporary
+configuration and storage folder, with HTTP authentication on, load the CHAOS DICOM
+series from ../shared/data, and stop it at the end. Without Orthanc (or the data) they
+skip with the reason; with LIVERSEG_REQUIRE_DATA=1 (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from click.testing import CliRunner
+from pydicom.uid import generate_uid
+
+from liverseg.core.errors import UsageError
+from liverseg.infer.cli import main as infer_main
+from liverseg.infer.dicomweb import PASSWORD_ENV, USER_ENV, Target, parse
+
+requests = pytest.importorskip("requests", reason="the 'dicomweb' extra is not installed")
+
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+USER, PASSWORD = "liverseg", "s3cret-Pa55"
+NOT_LISTENING = "dicomweb+http://127.0.0.1:9/dicom-web"  # the discard port: nothing listens on localhost
+
+
+# ---------------------------------------------------------------- URLs (no server)
+
+
+def test_urls_parse_to_study_series_query_and_root():
+    t = parse("dicomweb+http://pacs:8042/dicom-web/studies/1.2.3")
+    assert t == Target("http://pacs:8042/dicom-web", "1.2.3")
+    assert parse(t.url) == t
+    s = parse("dicomweb+https://pacs/a/b/studies/1.2.3/series/4.5")
+    assert (s.service, s.study, s.series) == ("https://pacs/a/b", "1.2.3", "4.5")
+    q = parse("dicomweb+http://pacs/dicom-web/studies?PatientID=P1&StudyDate=20240101-20241231")
+    assert q.is_query and dict(q.query) == {"PatientID": "P1", "StudyDate": "20240101-20241231"}
+    assert parse("dicomweb+http://pacs:8042/dicom-web/", root_only=True).url == "dicomweb+http://pacs:8042/dicom-web"
+
+
+@pytest.mark.parametrize(
+    "url, says",
+    [
+        ("dicomweb+http://pacs/dicom-web", "names no study"),
+        ("dicomweb+http://pacs/dicom-web/studies", "needs at least one filter"),
+        ("dicomweb+http://pacs/dicom-web/studies/1.2/instances/3", "expected .../studies/STUDY_UID"),
+        ("dicomweb+http://pacs:x/dicom-web/studies/1.2", "port is not a number"),
+        ("dicomweb+http://bob:hunter2@pacs/dicom-web/studies/1.2", "credentials in the URL are refused"),
+    ],
+)
+def test_malformed_urls_are_usage_errors(url, says):
+    with pytest.raises(UsageError, match=says) as e:
+        parse(url)
+    assert "hunter2" not in str(e.value) and "bob" not in str(e.value)
+
+
+def test_credentials_on_the_command_line_are_refused_without_echoing_them(tmp_path):
+    r = CliRunner().invoke(
+        infer_main,
+        [
+            "dicomweb+http://bob:hunter2@127.0.0.1:9/dicom-web/studies/1.2",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert r.exit_code == 2 and "credentials in the URL are refused" in r.output
+    assert "hunter2" not in r.output and "bob" not in r.output
+    r = CliRunner().invoke(infer_main, ["x.csv", "--store", "dicomweb+http://bob:hunter2@127.0.0.1:9/dicom-web"])
+    assert r.exit_code == 2 and "hunter2" not in r.output
+
+
+def test_a_csv_mixing_urls_and_files_is_refused(tmp_path):
+    lst = tmp_path / "list.csv"
+    lst.write_text("X\ndicomweb+http://127.0.0.1:9/dicom-web/studies/1.2\nimage.png\n")
+    r = CliRunner().invoke(infer_main, [str(lst), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "both dicomweb+ URLs and files" in r.output
+
+
+# ---------------------------------------------------------------- a real Orthanc
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _require_orthanc() -> str:
+    exe = shutil.which("Orthanc")
+    why = None
+    if exe is None:
+        why = "Orthanc is not installed (Debian packages orthanc and orthanc-dicomweb: make system-packages)"
+    elif not PLUGIN.is_file():
+        why = f"Orthanc's DICOMweb plugin is not installed ({PLUGIN}; Debian package orthanc-dicomweb)"
+    if why:
+        if os.environ.get("LIVERSEG_REQUIRE_DATA") == "1":
+            pytest.fail(why + "; LIVERSEG_REQUIRE_DATA=1 makes this a failure")
+        pytest.skip(why)
+    return str(exe)
+
+
+@dataclass
+class Orthanc:
+    """A running Orthanc: its REST root, its DICOMweb root (as a liverseg URL) and the CHAOS study."""
+
+    rest: str
+    root: str  # dicomweb+http://127.0.0.1:PORT/dicom-web
+    study: str
+    series: str
+
+    def upload(self, data: bytes) -> None:
+        r = requests.post(f"{self.rest}/instances", data=data, auth=(USER, PASSWORD), timeout=30)
+        r.raise_for_status()
+
+    def qido(self, path: str) -> list[dict]:
+        r = requests.get(f"{self.rest}/dicom-web/{path}", auth=(USER, PASSWORD), timeout=30)
+        r.raise_for_status()
+        return r.json() if r.content else []
+
+    def seg_instances(self) -> list[dict]:
+        """The SEG instances in the CHAOS study."""
+        out = []
+        for s in self.qido(f"studies/{self.study}/series"):
+            if s["00080060"]["Value"][0] == "SEG":
+                out += self.qido(f"studies/{self.study}/series/{s['0020000E']['Value'][0]}/instances")
+        return out
+
+
+@pytest.fixture(scope="module")
+def orthanc(chaos_dir, tmp_path_factory) -> Iterator[Orthanc]:
+    exe = _require_orthanc()
+    home = tmp_path_factory.mktemp("orthanc")
+    port = _free_port()
+    config = {
+        "Name": "liverseg-test",
+        "StorageDirectory": str(home / "db"),
+        "IndexDirectory": str(home / "db"),
+        "HttpPort": port,
+        "DicomServerEnabled": False,
+        "DicomPort": _free_port(),
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [str(PLUGIN)],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "SaveJobs": False,
+    }
+    (home / "orthanc.json").write_text(json.dumps(config))
+    log = open(home / "orthanc.log", "wb")
+    proc = subprocess.Popen([exe, str(home / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    rest = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{rest}/system", auth=(USER, PASSWORD), timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Orthanc did not start: {(home / 'orthanc.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        files = sorted((chaos_dir / "dicom").glob("*.dcm"))
+        with requests.Session() as s:
+            for f in files:
+                s.post(f"{rest}/instances", data=f.read_bytes(), auth=(USER, PASSWORD), timeout=30).raise_for_status()
+        first = pydicom.dcmread(files[0], stop_before_pixels=True)
+        yield Orthanc(rest, f"dicomweb+{rest}/dicom-web", str(first.StudyInstanceUID), str(first.SeriesInstanceUID))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture
+def credentials(monkeypatch):
+    monkeypatch.setenv(USER_ENV, USER)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    monkeypatch.setenv("LIVERSEG_DICOMWEB_RETRIES", "1")
+
+
+def _infer(*args: str) -> tuple[int, str]:
+    r = CliRunner().invoke(infer_main, [*args, "--no-progress"])
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r.exit_code, r.output
+
+
+def _errors(out: Path) -> dict[str, str]:
+    with open(out / "per_image.csv", newline="") as f:
+        return {row["input"]: row["error"] for row in csv.DictReader(f)}
+
+
+def _no_secret_in(folder: Path, *texts: str) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file() and p.suffix in (".json", ".jsonl", ".csv", ".html", ".txt"):
+            assert PASSWORD not in p.read_text(errors="replace"), p
+    for t in texts:
+        assert PASSWORD not in t
+
+
+@pytest.fixture(scope="module")
+def round_trip(orthanc, tmp_path_factory) -> tuple[Path, int, str]:
+    """The one command: the CHAOS study from Orthanc, local outputs, the DICOM-SEG stored back."""
+    out = tmp_path_factory.mktemp("round-trip") / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(USER_ENV, USER)
+        mp.setenv(PASSWORD_ENV, PASSWORD)
+        code, output = _infer(f"{orthanc.root}/studies/{orthanc.study}", "--store", orthanc.root, "--out", str(out))
+    return out, code, output
+
+
+@pytest.mark.realdata
+def test_round_trip_stores_a_seg_equal_to_the_local_mask(orthanc, round_trip, chaos_dir, tmp_path):
+    from liverseg.core.dicom import read_seg_mask, read_series
+
+    out, code, output = round_trip
+    assert code == 0, output
+    masks = sorted((out / "masks").glob("*.nii.gz"))
+    assert [m.name for m in masks] == [f"{orthanc.series}.nii.gz"]
+    local_seg = out / "masks" / f"{orthanc.series}_seg.dcm"
+    assert local_seg.is_file()
+    stored = orthanc.seg_instances()
+    assert len(stored) == 1, stored
+    # the stored SEG, fetched back by WADO-RS, references the CT series and equals the NIfTI mask voxel for voxel
+    sop = stored[0]["00080018"]["Value"][0]
+    seg_series = stored[0]["0020000E"]["Value"][0]
+    r = requests.get(
+        f"{orthanc.rest}/dicom-web/studies/{orthanc.study}/series/{seg_series}/instances/{sop}",
+        auth=(USER, PASSWORD),
+        headers={"Accept": 'multipart/related; type="application/dicom"'},
+        timeout=30,
+    )
+    r.raise_for_status()
+    body = r.content
+    start = body.index(b"DICM") - 128
+    (tmp_path / "stored.dcm").write_bytes(body[start:])
+    seg = pydicom.dcmread(tmp_path / "stored.dcm")
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == orthanc.study
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == orthanc.series
+    assert seg.SOPInstanceUID == pydicom.dcmread(local_seg).SOPInstanceUID
+    vol = read_series(chaos_dir / "dicom")
+    from_server = read_seg_mask(tmp_path / "stored.dcm", vol)  # [K, R, C] in sorted slice order
+    nifti = np.asarray(nib.load(masks[0]).dataobj).transpose(2, 1, 0) != 0  # (C, R, K) -> [K, R, C]
+    assert nifti.any() and from_server.shape == nifti.shape
+    assert np.array_equal(from_server, nifti)  # Dice 1.0
+    assert "DICOM-SEG stored on" in output
+    _no_secret_in(out, output)
+
+
+@pytest.mark.realdata
+def test_resume_never_stores_a_seg_twice(orthanc, round_trip):
+    out, code, _ = round_trip
+    assert code == 0
+    args = (f"{orthanc.root}/studies/{orthanc.study}", "--store", orthanc.root, "--out", str(out), "--resume")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(USER_ENV, USER)
+        mp.setenv(PASSWORD_ENV, PASSWORD)
+        # the journal says the series is done: nothing runs, nothing is sent
+        code, output = _infer(*args)
+        assert code == 0 and "1 of 1 inputs already complete" in output, output
+        assert len(orthanc.seg_instances()) == 1
+        # a run killed after the store and before its journal row: the input runs again, makes the same UIDs,
+        # finds them on the server and sends nothing
+        (out / "journal.jsonl").write_text("")
+        code, output = _infer(*args)
+    assert code == 0, output
+    assert "DICOM-SEG already on" in output and "not sent again" in output
+    assert len(orthanc.seg_instances()) == 1
+
+
+def _copy_of_chaos(chaos_dir: Path, n: int, modality: str = "CT") -> tuple[str, list[bytes]]:
+    """``n`` CHAOS slices as a new study and series (new UIDs): (study UID, the files' bytes)."""
+    study, series = generate_uid(), generate_uid()
+    out = []
+    for f in sorted((chaos_dir / "dicom").glob("*.dcm"))[:n]:
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study, series, modality
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        b = io.BytesIO()
+        ds.save_as(b, enforce_file_format=True)
+        out.append(b.getvalue())
+    return study, out
+
+
+@pytest.mark.realdata
+def test_each_failure_is_one_line_with_the_url_and_the_batch_goes_on(orthanc, chaos_dir, tmp_path, credentials):
+    no_ct, files = _copy_of_chaos(chaos_dir, 2, modality="MR")
+    for b in files:
+        orthanc.upload(b)
+    truncated, files = _copy_of_chaos(chaos_dir, 3)
+    for i, b in enumerate(files):  # the middle instance holds 1000 bytes of its 512x512 slice
+        if i == 1:
+            ds = pydicom.dcmread(io.BytesIO(b))
+            ds.PixelData = ds.PixelData[:1000]
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            b = buf.getvalue()
+        orthanc.upload(b)
+    wrong = generate_uid()
+    rows = [
+        f"{NOT_LISTENING}/studies/{orthanc.study}",
+        f"{orthanc.root}/studies/{wrong}",
+        f"{orthanc.root}/studies/{no_ct}",
+        f"{orthanc.root}/studies/{truncated}",
+        f"{orthanc.root}/studies/{orthanc.study}/series/{wrong}",
+    ]
+    lst = tmp_path / "studies.csv"
+    lst.write_text("X\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    code, output = _infer(str(lst), "--out", str(out))
+    assert code == 1, output
+    errors = _errors(out)
+    assert len(errors) == 5
+    said = {line for line in output.splitlines() if line.startswith("failed")}
+    assert len(said) == 5
+    e = list(errors.values())
+    assert e[0] == f"{NOT_LISTENING}/studies/{orthanc.study}: server unreachable (Connection refused)"
+    assert e[1] == f"{orthanc.root}/studies/{wrong}: no study {wrong} on the server (QIDO-RS found nothing)"
+    assert e[2] == f"{orthanc.root}/studies/{no_ct}: no CT series in the study (its series: MR)"
+    assert e[3].startswith(f"{orthanc.root}/studies/{truncated}/series/") and "less than expected" in e[3]
+    assert e[4] == (
+        f"{orthanc.root}/studies/{orthanc.study}/series/{wrong}: no series {wrong} in study {orthanc.study} "
+        "on the server (QIDO-RS found nothing)"
+    )
+    assert all("\n" not in x for x in e)
+    _no_secret_in(out, output)
+
+
+@pytest.mark.realdata
+def test_authentication_required_refused_and_from_netrc(orthanc, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIVERSEG_DICOMWEB_RETRIES", "0")
+    monkeypatch.delenv(USER_ENV, raising=False)
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "none"))
+    url = f"{orthanc.root}/studies/{orthanc.study}"
+    code, output = _infer(url, "--out", str(tmp_path / "a"))
+    assert code == 1
+    assert _errors(tmp_path / "a")[url] == f"{url}: HTTP 401 Unauthorized: the server needs credentials " + (
+        "(LIVERSEG_DICOMWEB_USER/LIVERSEG_DICOMWEB_PASSWORD, LIVERSEG_DICOMWEB_TOKEN or netrc)"
+    )
+    monkeypatch.setenv(USER_ENV, USER)
+    monkeypatch.setenv(PASSWORD_ENV, "wrong-" + PASSWORD)
+    code, output = _infer(url, "--out", str(tmp_path / "b"))
+    assert code == 1
+    assert _errors(tmp_path / "b")[url] == f"{url}: HTTP 401 Unauthorized: the server refused the credentials"
+    _no_secret_in(tmp_path / "b", output)
+    # netrc: the right credentials get past authentication (to a study that is not there)
+    monkeypatch.delenv(USER_ENV)
+    monkeypatch.delenv(PASSWORD_ENV)
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {USER} password {PASSWORD}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    wrong = generate_uid()
+    code, output = _infer(f"{orthanc.root}/studies/{wrong}", "--out", str(tmp_path / "c"))
+    assert code == 1 and "QIDO-RS found nothing" in output and "401" not in output
+    _no_secret_in(tmp_path / "c", output)
