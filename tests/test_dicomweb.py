@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -232,6 +231,7 @@ def round_trip(orthanc, tmp_path_factory) -> tuple[Path, int, str]:
 @pytest.mark.realdata
 def test_round_trip_stores_a_seg_equal_to_the_local_mask(orthanc, round_trip, chaos_dir, tmp_path):
     from liverseg.core.dicom import read_seg_mask, read_series
+    from liverseg.core.volume import read_volume
 
     out, code, output = round_trip
     assert code == 0, output
@@ -260,7 +260,7 @@ def test_round_trip_stores_a_seg_equal_to_the_local_mask(orthanc, round_trip, ch
     assert seg.SOPInstanceUID == pydicom.dcmread(local_seg).SOPInstanceUID
     vol = read_series(chaos_dir / "dicom")
     from_server = read_seg_mask(tmp_path / "stored.dcm", vol)  # [K, R, C] in sorted slice order
-    nifti = np.asarray(nib.load(masks[0]).dataobj).transpose(2, 1, 0) != 0  # (C, R, K) -> [K, R, C]
+    nifti = np.asarray(read_volume(masks[0]).data).transpose(2, 1, 0) != 0  # (C, R, K) -> [K, R, C]
     assert nifti.any() and from_server.shape == nifti.shape
     assert np.array_equal(from_server, nifti)  # Dice 1.0
     assert "DICOM-SEG stored on" in output
@@ -375,3 +375,69 @@ def test_authentication_required_refused_and_from_netrc(orthanc, tmp_path, monke
     code, output = _infer(f"{orthanc.root}/studies/{wrong}", "--out", str(tmp_path / "c"))
     assert code == 1 and "QIDO-RS found nothing" in output and "401" not in output
     _no_secret_in(tmp_path / "c", output)
+
+
+class _CuttingProxy:
+    """A localhost HTTP proxy in front of Orthanc that cuts every WADO-RS retrieval off halfway through its body."""
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
+                r = requests.get(upstream + self.path, headers=headers, timeout=30)
+                body = r.content
+                cut = "multipart/related" in r.headers.get("Content-Type", "")
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("Content-Type", "application/octet-stream"))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if cut else body)
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.realdata
+def test_a_transfer_cut_short_fails_that_input(orthanc, tmp_path, credentials):
+    proxy = _CuttingProxy(orthanc.rest)
+    try:
+        url = f"dicomweb+{proxy.url}/dicom-web/studies/{orthanc.study}"
+        code, output = _infer(url, "--out", str(tmp_path / "o"))
+    finally:
+        proxy.close()
+    assert code == 1
+    (series_url, error), *_ = _errors(tmp_path / "o").items()
+    assert series_url == f"{url}/series/{orthanc.series}"
+    assert error.startswith(f"{series_url}: transfer cut short (") and error.endswith(" instances"), error
+
+
+@pytest.mark.realdata
+def test_a_store_that_fails_fails_the_input_and_resume_stores_it_once(orthanc, chaos_dir, tmp_path, credentials):
+    study, files = _copy_of_chaos(chaos_dir, 78)
+    for b in files:
+        orthanc.upload(b)
+    out = tmp_path / "out"
+    url = f"{orthanc.root}/studies/{study}"
+    code, output = _infer(url, "--store", NOT_LISTENING, "--out", str(out))
+    assert code == 1, output
+    (error,) = _errors(out).values()
+    assert error == f"{NOT_LISTENING}/studies/{study}: DICOM-SEG not stored: server unreachable (Connection refused)"
+    # the input failed, so --resume runs it again; this time the store answers
+    code, output = _infer(url, "--store", orthanc.root, "--out", str(out), "--resume")
+    assert code == 0, output
+    segs = [s for s in orthanc.qido(f"studies/{study}/series") if s["00080060"]["Value"][0] == "SEG"]
+    assert len(segs) == 1
