@@ -29,13 +29,14 @@ Safe by default: credentials come from the environment (:data:`USER_ENV` and
 log, report or ``run.json`` holds any. TLS certificates are verified unless
 :data:`INSECURE_ENV` is ``1`` (:data:`CA_BUNDLE_ENV` names a CA file). Every request has a
 timeout (:data:`TIMEOUT_ENV`, seconds) and a bounded retry (:data:`RETRIES_ENV`) of refused
-connections and of 408/429/503/504 answers. Every failure is one line: the URL and the
-reason.
+connections, timeouts and 408/429/503/504 answers (dicomweb-client's, with backoff). Every
+failure is one line: the URL and the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -272,12 +273,13 @@ def _netrc_auth(service: str) -> tuple[str, str] | None:
     return get_netrc_auth(service)
 
 
-def _requests() -> Any:
+def _requests(error: type[Exception] = DataError) -> Any:
+    """The requests module, once dicomweb-client is known to be there too; ``error`` names the extra otherwise."""
     try:
         import dicomweb_client  # noqa: F401
         import requests
     except ModuleNotFoundError:
-        raise DataError(f"DICOMweb needs dicomweb-client and requests: {install_hint('dicomweb')}") from None
+        raise error(f"DICOMweb needs dicomweb-client and requests: {install_hint('dicomweb')}") from None
     return requests
 
 
@@ -285,10 +287,15 @@ def client(service: str, settings: Settings) -> Any:
     """A DICOMwebClient on ``service`` with the settings' credentials, TLS rule, timeout and retries."""
     requests = _requests()
     from dicomweb_client.api import DICOMwebClient
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
 
-    session = requests.Session()
+    class Session(requests.Session):  # type: ignore[name-defined]
+        def merge_environment_settings(self, *args: Any) -> Any:
+            merged = super().merge_environment_settings(*args)
+            if self.verify is not True:  # the user's CA file or INSECURE_ENV wins over $REQUESTS_CA_BUNDLE
+                merged["verify"] = self.verify
+            return merged
+
+    session = Session()
     if settings.token:
         session.headers["Authorization"] = f"Bearer {settings.token}"
     elif settings.user:
@@ -296,20 +303,15 @@ def client(service: str, settings: Settings) -> Any:
     else:
         session.auth = _netrc_auth(service)
     session.verify = settings.verify
-    # refused connections and dropped reads again, with backoff; HTTP answers are retried by dicomweb-client
-    retry = Retry(
-        total=settings.retries,
-        connect=settings.retries,
-        read=settings.retries,
-        status=0,
-        backoff_factor=0.5,
-        allowed_methods=None,  # STOW-RS is safe to repeat: the same SOPInstanceUID is stored once
-        raise_on_status=False,
-    )
-    for scheme in ("http://", "https://"):
-        session.mount(scheme, HTTPAdapter(max_retries=retry))
+    if settings.verify is False:  # turned off by name (INSECURE_ENV) and said in the log: not once per request
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    # dicomweb-client retries a request that raised (refused, timed out) or was answered 408/429/503/504, with
+    # exponential backoff (0.5 s, 1 s, ...); each retry's traceback in its log would only repeat the one-line reason
+    logging.getLogger("retrying").setLevel(logging.ERROR)
     c = DICOMwebClient(service, session=session, timeout=(min(10.0, settings.timeout_s), settings.timeout_s))
-    c.set_http_retry_params(max_attempts=settings.retries + 1, wait_exponential_multiplier=500)
+    c.set_http_retry_params(max_attempts=settings.retries + 1, wait_exponential_multiplier=250)
     return c
 
 
@@ -445,12 +447,13 @@ def list_urls(urls: list[str]) -> list[tuple[str, str]]:
     """The run's inputs from ``dicomweb+`` URLs: (the series URL, a name its output key is made from) each.
 
     A URL that cannot be expanded now stays one input: reading it fails with the reason.
-    A UsageError for a malformed URL or one with credentials.
+    A UsageError for a malformed URL, one with credentials, or without the 'dicomweb' extra.
     """
+    targets = [parse(text) for text in urls]
+    _requests(UsageError)
     settings = Settings.from_env()
     out: list[tuple[str, str]] = []
-    for text in urls:
-        t = parse(text)
+    for t in targets:
         try:
             refs = expand(t, settings)
         except DataError:
@@ -458,6 +461,13 @@ def list_urls(urls: list[str]) -> list[tuple[str, str]]:
             continue
         out += [(r.url, _key_name(r.target)) for r in refs]
     return out
+
+
+def describe_inputs(urls: list[str]) -> str:
+    """One log line: the servers the inputs come from, with where the credentials come from (never what)."""
+    settings = Settings.from_env()
+    services = sorted({parse(u).service for u in urls})
+    return "; ".join(f"dicomweb: {PREFIX}{s} ({settings.describe(s)})" for s in services)
 
 
 def _key_name(t: Target) -> str:
@@ -559,6 +569,7 @@ class Store:
 
     def __init__(self, text: str, token: str) -> None:
         self.target = parse(text, root_only=True)
+        _requests(UsageError)
         self.settings = Settings.from_env()
         self.token = token
 

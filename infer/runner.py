@@ -342,6 +342,11 @@ class Runner:
         if not items:
             raise UsageError(f"{o.source}: no inputs")
         self._has_volumes = any(it.is_volume for it in items)
+        urls = [it.image for it in items if it.kind == "dicomweb"]
+        if urls:
+            from liverseg.infer.dicomweb import describe_inputs
+
+            self.log(f"{describe_inputs(urls)}: {len(urls)} input(s)")
         self.all_items = items
         self.part = check_part(o.num_parts, o.part_id)
         if o.num_parts > 1:

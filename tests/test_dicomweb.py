@@ -9,6 +9,7 @@ skip with the reason; with LIVERSEG_REQUIRE_DATA=1 (CI) they fail instead.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -140,12 +141,15 @@ class Orthanc:
         return out
 
 
-@pytest.fixture(scope="module")
-def orthanc(chaos_dir, tmp_path_factory) -> Iterator[Orthanc]:
+@contextlib.contextmanager
+def running_orthanc(home: Path, **config: object) -> Iterator[str]:
+    """An Orthanc with the DICOMweb plugin and HTTP authentication on a free localhost port; its REST root.
+
+    Its configuration and storage live in ``home``; ``config`` adds or overrides keys. Stopped on exit.
+    """
     exe = _require_orthanc()
-    home = tmp_path_factory.mktemp("orthanc")
     port = _free_port()
-    config = {
+    settings = {
         "Name": "liverseg-test",
         "StorageDirectory": str(home / "db"),
         "IndexDirectory": str(home / "db"),
@@ -158,36 +162,43 @@ def orthanc(chaos_dir, tmp_path_factory) -> Iterator[Orthanc]:
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "SaveJobs": False,
+        **config,
     }
-    (home / "orthanc.json").write_text(json.dumps(config))
-    log = open(home / "orthanc.log", "wb")
-    proc = subprocess.Popen([exe, str(home / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    (home / "orthanc.json").write_text(json.dumps(settings))
     rest = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
+    with open(home / "orthanc.log", "wb") as log:
+        proc = subprocess.Popen([exe, str(home / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    requests.get(f"{rest}/system", timeout=2)
+                    break  # it answers (401 without credentials)
+                except requests.ConnectionError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"Orthanc did not start: {(home / 'orthanc.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+            yield rest
+        finally:
+            proc.terminate()
             try:
-                if requests.get(f"{rest}/system", auth=(USER, PASSWORD), timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Orthanc did not start: {(home / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.1)
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def orthanc(chaos_dir, tmp_path_factory) -> Iterator[Orthanc]:
+    """One Orthanc for the module, holding the CHAOS series."""
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as rest:
         files = sorted((chaos_dir / "dicom").glob("*.dcm"))
         with requests.Session() as s:
             for f in files:
                 s.post(f"{rest}/instances", data=f.read_bytes(), auth=(USER, PASSWORD), timeout=30).raise_for_status()
         first = pydicom.dcmread(files[0], stop_before_pixels=True)
         yield Orthanc(rest, f"dicomweb+{rest}/dicom-web", str(first.StudyInstanceUID), str(first.SeriesInstanceUID))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture
@@ -377,10 +388,16 @@ def test_authentication_required_refused_and_from_netrc(orthanc, tmp_path, monke
     _no_secret_in(tmp_path / "c", output)
 
 
-class _CuttingProxy:
-    """A localhost HTTP proxy in front of Orthanc that cuts every WADO-RS retrieval off halfway through its body."""
+class _Proxy:
+    """A localhost HTTP(S) proxy in front of Orthanc for GET requests.
 
-    def __init__(self, upstream: str) -> None:
+    ``cut``: every WADO-RS retrieval (a multipart answer) is cut off halfway through its body.
+    ``tls``: (certificate, key) files: it speaks HTTPS. (Debian's Orthanc 1.10.1 with ``SslEnabled``
+    crashed with a segmentation fault on the first HTTPS connection here, so TLS is served by this proxy.)
+    """
+
+    def __init__(self, upstream: str, *, cut: bool = False, tls: tuple[Path, Path] | None = None) -> None:
+        import ssl
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -389,12 +406,12 @@ class _CuttingProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
                 r = requests.get(upstream + self.path, headers=headers, timeout=30)
                 body = r.content
-                cut = "multipart/related" in r.headers.get("Content-Type", "")
+                multipart = "multipart/related" in r.headers.get("Content-Type", "")
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", r.headers.get("Content-Type", "application/octet-stream"))
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if cut else body)
+                self.wfile.write(body[: len(body) // 2] if cut and multipart else body)
                 self.wfile.flush()
                 self.close_connection = True
 
@@ -402,7 +419,13 @@ class _CuttingProxy:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -413,7 +436,7 @@ class _CuttingProxy:
 
 @pytest.mark.realdata
 def test_a_transfer_cut_short_fails_that_input(orthanc, tmp_path, credentials):
-    proxy = _CuttingProxy(orthanc.rest)
+    proxy = _Proxy(orthanc.rest, cut=True)
     try:
         url = f"dicomweb+{proxy.url}/dicom-web/studies/{orthanc.study}"
         code, output = _infer(url, "--out", str(tmp_path / "o"))
@@ -441,3 +464,64 @@ def test_a_store_that_fails_fails_the_input_and_resume_stores_it_once(orthanc, c
     assert code == 0, output
     segs = [s for s in orthanc.qido(f"studies/{study}/series") if s["00080060"]["Value"][0] == "SEG"]
     assert len(segs) == 1
+
+
+@pytest.mark.realdata
+def test_a_query_url_lists_every_ct_series_of_the_matching_studies(orthanc, chaos_dir, credentials):
+    from liverseg.infer.dicomweb import list_urls, read_series_url
+
+    patient = "LIVERSEG-Q-" + generate_uid()[-12:]
+    made = {}
+    for modality in ("CT", "CT", "MR"):
+        study, files = _copy_of_chaos(chaos_dir, 2, modality=modality)
+        for b in files:
+            ds = pydicom.dcmread(io.BytesIO(b))
+            ds.PatientID, ds.StudyDate = patient, "20240315"
+            buf = io.BytesIO()
+            ds.save_as(buf, enforce_file_format=True)
+            orthanc.upload(buf.getvalue())
+        made[study] = (modality, str(ds.SeriesInstanceUID))
+    query = f"{orthanc.root}/studies?PatientID={patient}&StudyDate=20240101-20241231"
+    found = list_urls([query])
+    want = sorted(f"{orthanc.root}/studies/{st}/series/{se}" for st, (m, se) in made.items() if m == "CT")
+    assert sorted(url for url, _ in found) == want
+    # one output key per series: its UID
+    assert {Path(name).stem for _, name in found} == {se for m, se in made.values() if m == "CT"}
+    nothing = f"{orthanc.root}/studies?PatientID=NOBODY-{patient}"
+    assert list_urls([nothing]) == [(nothing, list_urls([nothing])[0][1])]  # stays one input, which fails:
+    with pytest.raises(Exception, match="no CT series in the 0 studies the query matches"):
+        read_series_url(nothing)
+
+
+@pytest.mark.realdata
+def test_tls_is_verified_unless_turned_off_by_name(orthanc, tmp_path, monkeypatch, credentials):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        msg = "openssl is not installed (it makes the test's self-signed certificate)"
+        if os.environ.get("LIVERSEG_REQUIRE_DATA") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert), "-days",
+         "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proxy = _Proxy(orthanc.rest, tls=(cert, key))
+    try:
+        rest = proxy.url
+        study = generate_uid()
+        url = f"dicomweb+{rest}/dicom-web/studies/{study}"
+        code, output = _infer(url, "--out", str(tmp_path / "a"))
+        assert code == 1
+        error = _errors(tmp_path / "a")[url]
+        assert error.startswith(f"{url}: TLS certificate not verified (") and "LIVERSEG_DICOMWEB_INSECURE=1" in error
+        monkeypatch.setenv("LIVERSEG_DICOMWEB_CA_BUNDLE", str(cert))
+        code, output = _infer(url, "--out", str(tmp_path / "b"))
+        assert _errors(tmp_path / "b")[url].endswith("QIDO-RS found nothing)") and "TLS verified" in output
+        monkeypatch.delenv("LIVERSEG_DICOMWEB_CA_BUNDLE")
+        monkeypatch.setenv("LIVERSEG_DICOMWEB_INSECURE", "1")
+        code, output = _infer(url, "--out", str(tmp_path / "c"))
+        assert _errors(tmp_path / "c")[url].endswith("QIDO-RS found nothing)") and "TLS NOT verified" in output
+    finally:
+        proxy.close()
