@@ -353,6 +353,9 @@ def reason(e: BaseException, settings: Settings) -> str:
 
 def _innermost(e: BaseException) -> str:
     """'Connection refused' from requests' nested message, else its first line."""
+    m = re.search(r"IncompleteRead\([^)]*\)", str(e))
+    if m:
+        return m.group(0)
     m = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", str(e))
     if m:
         return m.group(1).strip()
@@ -495,6 +498,7 @@ def fetch(ref: SeriesRef, folder: Path, settings: Settings) -> int:
     from retrying import RetryError
 
     c = client(ref.target.service, settings)
+    (folder / "instances").mkdir(exist_ok=True)
     n = 0
     try:
         it = _instances(c, ref, settings)
@@ -507,7 +511,8 @@ def fetch(ref: SeriesRef, folder: Path, settings: Settings) -> int:
                 raise _Failure(f"{reason(e, settings)}" + (f" after {n} instances" if n else "")) from None
             except (InvalidDicomError, EOFError, ValueError) as e:
                 raise _Failure(f"instance {n + 1} is not readable DICOM ({first_line(e)}): truncated?") from None
-            ds.save_as(folder / f"{n:05d}.dcm", enforce_file_format=False)
+            # named as WADO-RS names it: a reader's error about the file then reads as the instance's URL
+            ds.save_as(folder / "instances" / _file_name(ds, n), enforce_file_format=False)
             n += 1
     except _Failure as e:
         raise DataError(f"{ref.url}: {e}") from None
@@ -518,6 +523,12 @@ def fetch(ref: SeriesRef, folder: Path, settings: Settings) -> int:
     if n == 0:
         raise DataError(f"{ref.url}: WADO-RS sent no instance")
     return n
+
+
+def _file_name(ds: Any, n: int) -> str:
+    """The instance's SOPInstanceUID as a file name (digits and dots), else its place in the answer."""
+    uid = str(getattr(ds, "SOPInstanceUID", "") or "")
+    return uid if uid and all(ch.isdigit() or ch == "." for ch in uid) and not uid.startswith(".") else f"part-{n + 1}"
 
 
 def read_series_url(text: str, *, allow_gaps: bool = False) -> Volume:
