@@ -92,6 +92,14 @@ def test_a_csv_mixing_urls_and_files_is_refused(tmp_path):
     assert r.exit_code == 2 and "both dicomweb+ URLs and files" in r.output
 
 
+def test_without_the_dicomweb_extra_a_url_is_a_usage_error_naming_it(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dicomweb_client", None)  # import fails as if not installed
+    r = CliRunner().invoke(infer_main, ["dicomweb+http://127.0.0.1:9/dicom-web/studies/1.2", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "pip install 'liverseg[dicomweb]'" in r.output, r.output
+
+
 # ---------------------------------------------------------------- a real Orthanc
 
 
