@@ -541,3 +541,23 @@ def test_tls_is_verified_unless_turned_off_by_name(orthanc, tmp_path, monkeypatc
         assert _errors(tmp_path / "c")[url].endswith("QIDO-RS found nothing)") and "TLS NOT verified" in output
     finally:
         proxy.close()
+
+
+@pytest.mark.realdata
+def test_a_csv_of_urls_splits_into_parts_and_merges(orthanc, tmp_path, credentials):
+    from liverseg.infer.merge import main as merge_main
+
+    wrong = [generate_uid() for _ in range(3)]
+    rows = [f"{orthanc.root}/studies/{w}" for w in wrong]
+    lst = tmp_path / "studies.csv"
+    lst.write_text("X\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "split"
+    for k in range(2):
+        code, output = _infer(str(lst), "--out", str(out), "--num-parts", "2", "--part-id", str(k))
+        assert code == 1, output
+    r = CliRunner().invoke(merge_main, [str(out)])
+    assert r.exit_code == 1, r.output
+    errors = _errors(out)
+    assert sorted(errors) == sorted(rows)
+    for url, error in errors.items():
+        assert error == f"{url}: no study {url.rsplit('/', 1)[1]} on the server (QIDO-RS found nothing)"
