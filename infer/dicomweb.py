@@ -398,8 +398,11 @@ class SeriesRef:
         return self.target.url
 
 
-def _series_of_study(c: Any, t: Target, study: str, settings: Settings) -> list[SeriesRef]:
-    """The CT series of ``study`` (of the series ``t`` names, when it names one); DataError when there is none."""
+def _series_of_study(c: Any, t: Target, study: str, settings: Settings) -> tuple[list[SeriesRef], list[str]]:
+    """(the CT series of ``study``, the modalities of its other series); only the series ``t`` names, if any.
+
+    A DataError when the server holds no such study (or series).
+    """
     filters = {"SeriesInstanceUID": t.series} if t.series else None
     fields = ["Modality", "NumberOfSeriesRelatedInstances"]
     found = _call(settings, c.search_for_series, study, fields=fields, search_filters=filters)
@@ -415,32 +418,31 @@ def _series_of_study(c: Any, t: Target, study: str, settings: Settings) -> list[
             ct.append(SeriesRef(Target(t.service, study, uid), int(n) if n is not None else None))
         else:
             other.append(modality or "no modality")
-    if not ct:
-        if t.series:
-            raise DataError(f"{t.url}: the series is {other[0]}, not CT")
-        raise DataError(f"{t.url}: no CT series in the study (its series: {', '.join(sorted(set(other)))})")
-    return sorted(ct, key=lambda r: r.target.series or "")
+    return sorted(ct, key=lambda r: r.target.series or ""), other
 
 
 def expand(t: Target, settings: Settings) -> list[SeriesRef]:
-    """The CT series a URL names (QIDO-RS); a DataError naming the URL and the reason when there are none."""
+    """The CT series a URL names (QIDO-RS); a DataError naming the URL and the reason when there are none.
+
+    A query asks for studies with CT (``ModalitiesInStudy=CT`` unless the query says otherwise), then
+    for each study's series; every series' Modality is checked here too.
+    """
     c = client(t.service, settings)
     try:
         if not t.is_query:
-            return _series_of_study(c, t, str(t.study), settings)
-        filters = dict(t.query)
-        studies = _call(settings, c.search_for_studies, search_filters=filters, fields=["ModalitiesInStudy"])
+            ct, other = _series_of_study(c, t, str(t.study), settings)
+            if not ct and t.series:
+                raise DataError(f"{t.url}: the series is {other[0]}, not CT")
+            if not ct:
+                raise DataError(f"{t.url}: no CT series in the study (its series: {', '.join(sorted(set(other)))})")
+            return ct
+        filters = {"ModalitiesInStudy": "CT", **dict(t.query)}
+        studies = _call(settings, c.search_for_studies, search_filters=filters) or []
         out: list[SeriesRef] = []
-        for st in studies or []:
-            uid = str(_value(st, _STUDY_UID) or "")
-            if uid:
-                try:
-                    out += _series_of_study(c, Target(t.service, uid), uid, settings)
-                except DataError as e:
-                    if "no CT series" not in str(e):
-                        raise
+        for uid in sorted({str(_value(st, _STUDY_UID) or "") for st in studies} - {""}):
+            out += _series_of_study(c, Target(t.service, uid), uid, settings)[0]
         if not out:
-            raise DataError(f"{t.url}: no CT series in the {len(studies or [])} studies the query matches")
+            raise DataError(f"{t.url}: no CT series in the {len(studies)} studies the query matches")
         return out
     except _Failure as e:
         raise DataError(f"{t.url}: {e}") from None
