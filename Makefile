@@ -35,7 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The CPU classes of the CI machines, simulated through LIVERSEG_CPU_FLAGS (README, "Simulating another CPU"):
+# The CPU classes of the CI machines, simulated through LIVERSEG_CPU_FLAGS (docs/architecture.md, "Simulating another CPU"):
 # AVX2 only (AMD Zen 3), AVX-512 VNNI, AVX-512 VNNI + BF16 (AMD Zen 4), AMX (Intel Xeon), and none of them.
 SIMULATED_CPUS := avx2,fma \
 	avx2,fma,avx512f,avx512_vnni \

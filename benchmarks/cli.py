@@ -3,7 +3,7 @@
 Examples::
 
     liverseg-bench --quick                                   # smoke run: tiny model, small images
-    liverseg-bench --case 16:256,512:1,4,8 --case 64:512:1   # the README's full CPU run
+    liverseg-bench --case 16:256,512:1,4,8 --case 64:512:1   # the full CPU run (benchmarks/README.md)
     liverseg-bench --checkpoint runs/X/checkpoints/best.pt --sizes 512 --batches 1
 
 Results go to ``--out`` (``runs/bench/`` under the current folder by default):
@@ -79,7 +79,7 @@ def set_wait_policy(spinning: bool) -> str:
     default=None,
     help="A trained checkpoint (its model and width). Default: random weights of --model at each width.",
 )
-@click.option("--model", type=click.Choice(["unet", "baseline"]), default="unet", show_default=True)
+@click.option("-m", "--model", type=click.Choice(["unet", "baseline"]), default="unet", show_default=True)
 @click.option("--widths", default="16", show_default=True, help="Comma-separated model widths (without --case).")
 @click.option("--sizes", default="256,512", show_default=True, help="Comma-separated square image sizes.")
 @click.option("--batches", default="1,4,8", show_default=True, help="Comma-separated batch sizes.")
@@ -191,6 +191,7 @@ def set_wait_policy(spinning: bool) -> str:
     "--quick", is_flag=True, help="Smoke run: width 4, 64/128 px, batch 1/2, 2 rounds, small peak, 2 scaling counts."
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_OUT,

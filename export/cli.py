@@ -321,6 +321,7 @@ def _check_options(plan: ExportPlan, calibration: Path | None) -> None:
 @click.argument("checkpoint", required=False, metavar="[CHECKPOINT|latest|reference]")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="all", show_default=True, help="What to export.")
 @click.option(
+    "-o",
     "--out",
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),

@@ -17,16 +17,48 @@ from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
 from liverseg.core.cli import command, device_name, raw_argv
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
+from liverseg.core.qc import FLAGS, SLICE_FLAGS
 from liverseg.infer.dicomweb import InputArgument, StoreURL
 from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.infer.session import DEVICES
 
+# --help in sections, the common options first in each (the Command's format_options); every option of
+# liverseg-infer is in one of them (tests/test_commands.py), so a new option needs a line here.
+SECTIONS = [
+    (
+        "Inputs",
+        ["labels", "series", "spacing", "window", "intensity", "data_root", "limit", "allow_gaps", "allow_non_ct",
+         "max_pixels"],
+    ),
+    ("Model and engine", ["model", "device", "engine", "precision", "batch_size", "threads", "contract", "spinning"]),
+    (
+        "Outputs",
+        ["out", "output_format", "store", "overlays", "save_probabilities", "report", "anatomy", "second_look",
+         "largest_component", "min_blob"],
+    ),
+    (
+        "Run control",
+        ["resume", "fail_fast", "fail_on_flags", "progress", "num_parts", "part_id", "debug", "version", "help"],
+    ),
+]  # fmt: skip
 
-@command()
+
+def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    """``--fail-on-flags``: comma-separated quality-flag codes, or ``any``; an unknown code is a usage error."""
+    codes = tuple(c.strip() for c in value.split(",") if c.strip())
+    known = (*FLAGS, *SLICE_FLAGS, "any")
+    unknown = [c for c in codes if c not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown flag {', '.join(unknown)}; known: {', '.join(known)}", ctx, param)
+    return codes
+
+
+@command(sections=SECTIONS)
 @click.argument("input", type=InputArgument())
 @click.option(
+    "-m",
     "--model",
     type=str,
     default=None,
@@ -40,9 +72,11 @@ from liverseg.infer.session import DEVICES
     type=click.Path(exists=True, path_type=Path),
     default=None,
     help="A mask file (PNG, or a NIfTI/NRRD label volume: label > 0 is liver), a *_y.csv or a folder of masks. "
-    "Default: found next to INPUT (test_x.csv -> test_y.csv, Images/ -> Labels/).",
+    "Default: found next to INPUT: test_x.csv -> test_y.csv; images/ -> masks/ and Images/ -> Labels/, whether "
+    "INPUT is their parent or the images folder; NNN_mask.png beside NNN.png.",
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -152,6 +186,21 @@ from liverseg.infer.session import DEVICES
     "patient's right, 20 mL or more); none there gives an empty mask, 'no liver'.",
 )
 @click.option(
+    "--second-look/--no-second-look",
+    default=True,
+    show_default=True,
+    help="Volumes: run the model once more on a few flipped slices, to flag a mirrored input (wrong_side) and an "
+    "unsure prediction (unstable); about 5% of a 300-slice series' model time.",
+)
+@click.option(
+    "--fail-on-flags",
+    default="",
+    metavar="CODES",
+    callback=_flag_codes,
+    help="Fail the inputs that raise these quality flags (comma-separated codes of docs/quality.md, or 'any'): "
+    "exit 1 for pipelines that must stop; the outputs are still written. Default: flags never fail an input.",
+)
+@click.option(
     "--min-blob",
     type=click.IntRange(min=0),
     default=0,
@@ -222,6 +271,8 @@ def main(
     largest_component: bool,
     allow_non_ct: bool,
     anatomy: bool,
+    second_look: bool,
+    fail_on_flags: tuple[str, ...],
     min_blob: int,
     output_format: str,
     max_pixels: int,
@@ -262,6 +313,8 @@ def main(
         largest_component=largest_component,
         allow_non_ct=allow_non_ct,
         anatomy=anatomy,
+        second_look=second_look,
+        fail_on_flags=fail_on_flags,
         min_blob=min_blob,
         output_format=output_format,
         max_pixels=max_pixels,
@@ -278,6 +331,11 @@ def main(
         click.echo(res.message, err=True)
     else:
         click.echo(summary_table(res.summary, res.out_dir))
+        if res.out_dir is not None:  # the report's banner, where the user looks
+            from liverseg.infer.report import cautions
+
+            for line in cautions(res.out_dir):
+                click.echo(f"caution  {line}", err=True)
     sys.exit(res.exit_code)
 
 

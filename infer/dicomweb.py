@@ -198,13 +198,13 @@ def urls_in_csv(path: Path) -> list[str] | None:
 
     A list mixes no files and URLs (a UsageError says so).
     """
-    from liverseg.core.data import read_csv
+    from liverseg.core.data import read_table
 
-    df = read_csv(path)
-    if df.shape[1] == 0 or len(df) == 0:
+    t = read_table(path)
+    if not t.columns:
         return None
-    col = "X" if "X" in df.columns else df.columns[0]
-    values = [str(v).strip() for v in df[col]]
+    col = "X" if "X" in t.columns else t.columns[0]
+    values = [v.strip() for v in t.column(col)]
     if is_dicomweb(col):  # a headerless list: its first URL was read as the header
         values.insert(0, col)
     urls = [v for v in values if is_dicomweb(v)]

@@ -8,12 +8,15 @@ two inputs share a stem (compared case-insensitively, so the names also stay dis
 on macOS and Windows), the colliding ones get their parent folder names prepended,
 one level at a time (``a/001.png`` -> ``a__001``, ``b/001.png`` -> ``b__001``); if that
 never separates them (the same file listed twice, or ``001.png`` beside ``001.jpg``)
-the extension and then the occurrence number are appended. The key is therefore a
-function of the input path and the input list only, and stable across ``--resume``.
+the extension and then the occurrence number are appended. A DICOM folder read with
+``--series UID`` is named after the series: ``UID`` (``<folder key>__UID`` when several DICOM
+folders are listed). The key is therefore a function of the input paths, the input list and
+``--series`` only, and stable across ``--resume``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -135,12 +138,16 @@ def list_inputs(
     root: str | os.PathLike | None = None,
     limit: int | None = None,
     exclude: list[Path] | None = None,
+    series: str | None = None,
 ) -> list[Item]:
     """The run's inputs, in list order, with labels found as :func:`liverseg.core.data.discover` does.
 
     ``source``: a study image CSV (``X``), a pairs CSV (``X,Y``) or a folder. ``labels``:
     a ``*_y.csv`` or a folder of masks; without it ``test_x.csv`` pairs with
-    ``test_y.csv`` and ``Images/NNN.png`` with ``Labels/NNN_mask.png`` on their own.
+    ``test_y.csv``, ``images/`` with ``masks/`` and ``Images/NNN.png`` with
+    ``Labels/NNN_mask.png`` on their own. ``series``: the SeriesInstanceUID chosen in a DICOM
+    folder; that input's outputs are named after the series, not the folder (``<folder>__<UID>``
+    when several DICOM folders are listed).
     """
     urls = _dicomweb_urls(source)
     if urls is not None:  # a study/series/query URL, or a CSV list of them (liverseg.infer.dicomweb)
@@ -178,7 +185,13 @@ def list_inputs(
     masks = [None if s.mask is None else str(s.mask) for s in samples]
     del samples  # the Path-based samples are transient; only the compact Items stay
     keys = output_keys(images)
-    return [Item(i, x, y, k, input_kind(x)) for i, (x, y, k) in enumerate(zip(images, masks, keys))]
+    items = [Item(i, x, y, k, input_kind(x)) for i, (x, y, k) in enumerate(zip(images, masks, keys))]
+    if series is not None:
+        dicom = [it for it in items if it.kind == "dicom"]
+        for it in dicom:
+            key = _safe(series) if len(dicom) == 1 else f"{it.key}__{_safe(series)}"
+            items[it.index] = dataclasses.replace(it, key=key)
+    return items
 
 
 def _dicomweb_urls(source: str | os.PathLike) -> list[str] | None:

@@ -38,12 +38,11 @@ from liverseg.infer.io import MASK_DIR, OVERLAY_DIR, PER_IMAGE_COLUMNS, PROB_DIR
 from liverseg.infer.outcome import RunReport, summary_table
 from liverseg.infer.resume import JOURNAL, RunLock, read_journal
 from liverseg.infer.shard import SPLIT_CHECKED, contract_sha256, part_bounds, part_dir, read_split
-from liverseg.infer.volumes import SLICES_DIR, per_volume_table
+from liverseg.infer.volumes import SLICES_DIR, write_volume_tables
 
 __all__ = ["merge_parts", "main"]
 
 PER_IMAGE = "per_image.csv"
-PER_VOLUME = "per_volume.csv"
 SUMMARY = "summary.json"
 MAX_LISTED = 10  # indices named in a gap or overlap message
 
@@ -204,7 +203,7 @@ def merge_parts(out: str | Path, *, report: bool = True, command: str = "", log:
         summary = run.summary(about)
         write_text_atomic(out / PER_IMAGE, "".join(lines))
         if run.volume_rows:
-            write_text_atomic(out / PER_VOLUME, per_volume_table(run.volume_rows))
+            write_volume_tables(out, run.volume_rows)
         write_text_atomic(out / SUMMARY, json.dumps(summary, indent=2, default=str))
         if report:
             try:

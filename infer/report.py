@@ -1,25 +1,27 @@
-"""``report.html``: one self-contained page per inference run.
+"""``report.html``: one self-contained page per inference run, findings first (docs/report.md).
 
-:func:`write_report` reads an inference run folder (``per_image.csv``,
-``summary.json``, ``masks/<stem>_pred.png``; format in the inference runner) and
-writes ``report.html`` beside them. The page needs nothing but itself: images are
-embedded as base64 PNG data URIs, the style is inline, there are no scripts, fonts
-or links to fetch, so it opens from the folder alone, offline.
+:func:`write_report` reads an inference run folder (``per_image.csv``, ``per_volume.csv``,
+``summary.json``, ``masks/<stem>_pred.png``, ``overlays/<key>_viewer.json``; format in the
+inference runner) and writes ``report.html`` beside them. The page needs nothing but
+itself: the viewer's script, style and data are inline (:mod:`liverseg.core.viewer`),
+there are no fonts or links to fetch, so it opens from the folder alone, offline.
 
 It shows, first, a provenance banner when the model's training data or scale differs
 from the inputs' (synthetic training data, another pixel size, another HU window, from
-the contract's ``provenance`` and ``ct`` and the run's preprocessing); then the run
-(model, execution provider, throughput, what each time measures, one line on the
-device), the study's mPA/mIoU next to Dice/IoU/precision/recall, a histogram of
-per-image Dice, the worst and best images among those with liver in the truth, false
-positives on slices without liver as a list of their own, and every failed or skipped
-input with its reason. Case thumbnails have one fixed size (:data:`THUMB` pixels a cell)
-whatever the input size; true positives are green so they show over bright liver,
-false positives and negatives keep the study's blue and red. Every optional part may be missing: without labels there is
-no metrics section and the predicted outlines are drawn instead; a missing
-``summary.json``, image or mask is said on the page, never an exception.
+the contract's ``provenance`` and ``ct`` and the run's preprocessing); then, per volume,
+the findings (the liver's volume and statistics, its quality flags, Dice/HD95/ASSD with
+a label), the viewer and the per-slice profile, and the table of all volumes; for 2D
+inputs the study's mPA/mIoU next to Dice/IoU/precision/recall, a histogram of per-image
+Dice and the viewer over the slices, worst first (slices without liver in the truth, where
+Dice says nothing, after those with liver); every failed or skipped input with its
+reason; and, folded at the end, the run (model, engine, execution provider, the speed in
+the input's units, what each time measures, one line on the device). Every optional part
+may be missing: without labels there is no metrics section and the predicted liver is
+drawn instead; a missing ``summary.json``, image, mask or viewer data is said on the page,
+never an exception.
 
-All text that came from files is escaped with :func:`html.escape`.
+All text that came from files is escaped with :func:`html.escape`; the viewer's data is
+JSON with ``<`` escaped, so nothing in it can close its script element.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,32 +39,18 @@ import click
 import numpy as np
 
 from liverseg.core.cli import command
-from liverseg.core.data import DataError, encode_png, read_image, read_mask
+from liverseg.core.data import DataError, read_image, read_mask
 from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram, svg_slice_profile
 from liverseg.core.io import write_text_atomic
-from liverseg.core.overlay import FN_COLOR, FP_COLOR, OUTLINE_COLOR, TP_VISIBLE_COLOR, overlay_rgb
+from liverseg.core.viewer import PAYLOAD_VERSION, slices_payload, viewer_assets, viewer_html
 from liverseg.infer.io import PER_IMAGE_COLUMNS
+from liverseg.infer.volumes import VIEWER_SUFFIX
 
 REPORT_NAME = "report.html"
 PER_VOLUME = "per_volume.csv"
 MAX_VOLUME_DETAILS = 6  # volumes shown with a slice profile and overlays (all are in the table)
-N_CASES = 6  # worst and best cases shown
+N_CASES = 300  # 2D slices the viewer carries (worst first with labels)
 MAX_TABLE_ROWS = 1000  # per-image rows in the page (all are in per_image.csv)
-THUMB = 200  # every cell of a case strip is THUMB x THUMB pixels (scaled to fit, letterboxed)
-GAP = 4  # pixels between the cells of a case strip
-
-
-def legend_html(with_truth: bool) -> str:
-    def sw(c: Sequence[int]) -> str:
-        return f'<span style="background:rgb({c[0]},{c[1]},{c[2]})"></span>'
-
-    if with_truth:
-        return (
-            f'<p class="legend">{sw(TP_VISIBLE_COLOR)}true positive{sw(FP_COLOR)}false positive'
-            f"{sw(FN_COLOR)}false negative (blended over the image; false positives and negatives in the study's "
-            "colours, true positives green where the study's white would vanish over bright liver)</p>"
-        )
-    return f'<p class="legend">{sw(OUTLINE_COLOR)}outline of the predicted liver</p>'
 
 
 # ---------------------------------------------------------------- reading the run folder
@@ -170,37 +157,7 @@ def _status(row: dict[str, str]) -> str:
     return (row.get("status") or "").strip().lower() or "ok"
 
 
-# ---------------------------------------------------------------- pictures of cases
-
-
-def _thumb(pixels: np.ndarray, side: int = THUMB) -> np.ndarray:
-    """``pixels`` (gray or RGB) scaled to fit ``side`` x ``side`` (box filter down, nearest up: pixels stay
-    pixels), centred on white, as RGB. Gray is scaled before it becomes RGB: the same cell, a third of the work."""
-    from PIL import Image
-
-    h, w = pixels.shape[:2]
-    scale = side / max(h, w)
-    size = (max(1, min(side, round(w * scale))), max(1, min(side, round(h * scale))))
-    how = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
-    small = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(size, how))
-    if small.ndim == 2:
-        small = np.repeat(small[:, :, None], 3, axis=2)
-    cell = np.full((side, side, 3), 255, dtype=np.uint8)
-    top, left = (side - size[1]) // 2, (side - size[0]) // 2
-    cell[top : top + size[1], left : left + size[0]] = small
-    return cell
-
-
-def _strip(cells: list[np.ndarray]) -> np.ndarray:
-    """Cells (gray or RGB, same size) side by side with a white gap, each THUMB x THUMB pixels."""
-    rgb = [_thumb(c) for c in cells]
-    gap = np.full((THUMB, GAP, 3), 255, dtype=np.uint8)
-    parts: list[np.ndarray] = []
-    for i, c in enumerate(rgb):
-        if i:
-            parts.append(gap)
-        parts.append(c)
-    return np.concatenate(parts, axis=1)
+# ---------------------------------------------------------------- the 2D slices in the viewer
 
 
 def _read_or_note(reader: Any, path: Path | None, what: str, listed: str, missing: list[str]) -> np.ndarray | None:
@@ -215,56 +172,66 @@ def _read_or_note(reader: Any, path: Path | None, what: str, listed: str, missin
         return None
 
 
-def _case_figure(row: dict[str, str], run_dir: Path, with_truth: bool) -> str:
-    """<figure> for one input: image | truth | overlay (or image | outline), or what is missing."""
-    name = Path(row.get("input", "") or "?").name
+def _load_case(row: dict[str, Any], run_dir: Path, with_truth: bool) -> tuple[Any, ...] | str:
+    """(gray image, prediction, truth or None) of one 2D input, or why it cannot be shown."""
     missing: list[str] = []
-    truth = None
     image = _read_or_note(read_image, _find(row.get("input", ""), run_dir), "image", row.get("input", ""), missing)
     pred = _read_or_note(read_mask, _pred_path(row, run_dir), "prediction mask", "", missing)
-    if with_truth:
+    truth = None
+    if with_truth and str(row.get("label") or "").strip():
         truth = _read_or_note(read_mask, _find(row.get("label", ""), run_dir), "label", row.get("label", ""), missing)
-    shapes = {a.shape for a in (image, pred, truth) if a is not None}
+    if missing or image is None or pred is None:
+        return "; ".join(missing)
+    shapes = {a.shape[:2] for a in (image, pred, truth) if a is not None}
     if len(shapes) > 1:
-        missing.append(f"sizes differ: {sorted(shapes)}")
-        image = truth = None
-    cells: list[np.ndarray] = []
-    parts: list[str] = []
-    if image is not None and pred is not None:
-        cells.append(image)
-        parts.append("image")
-        if truth is not None:
-            cells.append(truth.astype(np.uint8) * 255)
-            parts.append("ground truth")
-        cells.append(overlay_rgb(image, pred, truth, tp_color=TP_VISIBLE_COLOR))
-        parts.append("prediction" + (" vs truth" if truth is not None else " outline"))
-    elif pred is not None:
-        if truth is not None:
-            cells.append(truth.astype(np.uint8) * 255)
-            parts.append("ground truth")
-        cells.append(pred.astype(np.uint8) * 255)
-        parts.append("predicted mask")
-    caption = [f"<b>{esc(name)}</b>"]
-    if with_truth:
-        caption.append(
-            f"Dice {esc(fmt(_num(row.get('dice'))))}, IoU {esc(fmt(_num(row.get('iou'))))}, "
-            f"mPA {esc(fmt(_num(row.get('mPA'))))}, mIoU {esc(fmt(_num(row.get('mIoU'))))}"
-        )
+        return f"sizes differ: {sorted(shapes)}"
+    gray = image if image.ndim == 2 else image[..., 0]
+    return np.asarray(gray, dtype=np.uint8), pred, truth
+
+
+def _case_label(row: dict[str, Any], with_truth: bool) -> str:
+    """The viewer's caption of one 2D slice: its name, its scores or its predicted liver."""
+    parts = [Path(str(row.get("input", "") or "?")).name]
+    if with_truth and _num(row.get("dice")) is not None:
+        parts.append(f"Dice {fmt(_num(row.get('dice')))}")
         fp, fn = _num(row.get("fp")), _num(row.get("fn"))
         if fp is not None and fn is not None:
-            caption.append(f"{int(fp)} false-positive and {int(fn)} false-negative pixels")
+            parts.append(f"{int(fp)} false-positive, {int(fn)} false-negative pixels")
     lf = _num(row.get("liver_fraction"))
     if lf is not None:
-        caption.append(f"predicted liver {100 * lf:.2f}% of the image")
-    if parts:
-        caption.append("(" + " | ".join(parts) + ")")
-    if missing:
-        caption.append('<span class="note">' + esc("; ".join(missing)) + "</span>")
-    if not cells:
-        return f"<figure><figcaption>{' — '.join(caption)}</figcaption></figure>"
-    strip = _strip(cells)
-    body = img_tag(encode_png(strip), f"{name}: " + ", ".join(parts))
-    return f'<figure style="width:{strip.shape[1]}px">{body}<figcaption>{" — ".join(caption)}</figcaption></figure>'
+        parts.append(f"predicted liver {100 * lf:.2f}% of the image")
+    return " · ".join(parts)
+
+
+def _slices_viewer(rows: list[dict[str, Any]], run_dir: Path, with_truth: bool, limit: int) -> str:
+    """The viewer over up to ``limit`` of ``rows`` in their order; the inputs it cannot show are listed."""
+    if not rows or limit <= 0:
+        return ""
+    from concurrent.futures import ThreadPoolExecutor
+
+    chosen = rows[:limit]
+    with ThreadPoolExecutor(2, thread_name_prefix="liverseg-report") as pool:  # Pillow releases the GIL
+        loaded = list(pool.map(lambda r: _load_case(r, run_dir, with_truth), chosen))
+    shown = [(r, c) for r, c in zip(chosen, loaded) if not isinstance(c, str)]
+    problems = [f"{Path(str(r.get('input', ''))).name}: {c}" for r, c in zip(chosen, loaded) if isinstance(c, str)]
+    out = []
+    if shown:
+        n = len(shown)
+        labels = [f"{i + 1} of {n} · {_case_label(r, with_truth)}" for i, (r, _) in enumerate(shown)]
+        payload = slices_payload([c[0] for _, c in shown], [c[1] for _, c in shown], [c[2] for _, c in shown], labels)
+        out.append(viewer_html(payload, "lsv-slices"))
+    if len(rows) > limit:
+        out.append(
+            f'<p class="note">The viewer holds the first {limit} of {len(rows)} slices; all are in per_image.csv.</p>'
+        )
+    if problems:
+        out.append(
+            '<p class="warn">Not shown: '
+            + esc("; ".join(problems[:20]))
+            + (f" (and {len(problems) - 20} more)" if len(problems) > 20 else "")
+            + "</p>"
+        )
+    return "".join(out)
 
 
 def _cases(figures: list[str]) -> str:
@@ -315,20 +282,44 @@ def _explained(value: str | None, what: str) -> str | None:
     return f"{value} ({what})" if value else None
 
 
+def _unit(vrows: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """What one input of the run is: "volumes", "slices" (2D images) or "inputs" (both)."""
+    if not vrows:
+        return "slices"
+    return "volumes" if len(rows) <= len(vrows) else "inputs"
+
+
+def _speeds(summary: dict[str, Any], vrows: list[dict[str, Any]], unit: str) -> list[tuple[str, str | None]]:
+    """The run's speed in its own units: inputs per second, and a volume run's axial slices per second."""
+    out: list[tuple[str, str | None]] = []
+    wall, model_s = _num(summary.get("wall_seconds")), _num(summary.get("model_seconds"))
+    for what, key in (("end to end", "images_per_second"), ("model only", "model_images_per_second")):
+        v = _num(summary.get(key))
+        out.append((f"{unit} / s, {what}", fmt(v, 2) if v is not None else None))
+    n_slices = sum(int(_num(r.get("n_slices")) or 0) for r in vrows if _status(r) == "ok")
+    if unit == "volumes" and n_slices:
+        for what, seconds in (("end to end", wall), ("model only", model_s)):
+            out.append((f"axial slices / s, {what}", fmt(n_slices / seconds, 1) if seconds else None))
+    return out
+
+
 def _cards(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
-    """The counts and the end-to-end speed as cards (counted from per_image.csv when summary.json lacks them)."""
+    """The counts as cards (counted from per_image.csv when summary.json lacks them)."""
     n_in = summary.get("n_inputs", len(rows) if rows else None)
     n_ok = summary.get("n_ok", sum(_status(r) == "ok" for r in rows) if rows else None)
     n_failed = summary.get("n_failed", sum(_status(r) == "failed" for r in rows) if rows else None)
     n_skipped = summary.get("n_skipped", sum(_status(r) == "skipped" for r in rows) if rows else None)
-    ips = _num(summary.get("images_per_second"))
     cards = [
         ("inputs", n_in, False),
         ("processed", n_ok, False),
         ("failed", n_failed, bool(n_failed)),
         ("skipped", n_skipped, False),
-        ("images / s (end to end)", fmt(ips, 2) if ips is not None else None, False),
     ]
+    return _card_row(cards)
+
+
+def _card_row(cards: list[tuple[str, Any, bool]]) -> str:
+    """(label, value, bad) as a row of cards; a bad one is marked."""
     out = ['<div class="cards">']
     for k, v, bad in cards:
         out.append(
@@ -417,9 +408,11 @@ def _banner(lines: list[str]) -> str:
     return f'<div class="banner"><b>Read these results with care.</b><ul>{items}</ul></div>'
 
 
-def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
+def _run_section(summary: dict[str, Any], rows: list[dict[str, str]], vrows: list[dict[str, Any]]) -> str:
+    """The engine, device and speed, folded into a details element at the end of the page."""
     lat = _section(summary, "latency_ms")
-    ips = _num(summary.get("images_per_second"))
+    unit = _unit(vrows, rows)
+    per = unit[:-1]
     out = [_cards(summary, rows)]
     provider = summary.get("provider")
     requested = summary.get("providers_requested")
@@ -442,16 +435,10 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         ("device", summary.get("device")),
         ("threads", summary.get("threads")),
         ("batch size", summary.get("batch_size")),
-        ("images / s, end to end", fmt(ips, 2) if ips is not None else None),
+        *_speeds(summary, vrows, unit),
+        (f"model time per {per} (ms)", _explained(_pcts(lat), "p50 / p90 / p99: its share of its batch's model call")),
         (
-            "images / s, model only",
-            fmt(_num(summary.get("model_images_per_second")), 2)
-            if _num(summary.get("model_images_per_second")) is not None
-            else None,
-        ),
-        ("model time per image (ms)", _explained(_pcts(lat), "p50 / p90 / p99: its share of its batch's model call")),
-        (
-            "time in the pipeline per image (ms)",
+            f"time in the pipeline per {per} (ms)",
             _explained(
                 _pcts(summary.get("end_to_end_latency_ms")),
                 "p50 / p90 / p99: decode start to files written, including the wait in the decode, model and write "
@@ -482,7 +469,7 @@ def _run_section(summary: dict[str, Any], rows: list[dict[str, str]]) -> str:
         out.append(
             f"<details><summary>{esc(k)}</summary><pre>{esc(json.dumps(v, indent=2, default=str))}</pre></details>"
         )
-    return "<h2>Run</h2>" + "".join(out)
+    return '<details class="run"><summary><b>Run: engine, device and speed</b></summary>' + "".join(out) + "</details>"
 
 
 def _metrics_section(summary: dict[str, Any], ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
@@ -537,61 +524,49 @@ def _has_liver(row: dict[str, Any]) -> bool | None:
     return None if tp is None or fn is None else tp + fn > 0
 
 
-def _figures(rows: list[dict[str, str]], run_dir: Path, with_truth: bool = True) -> list[str]:
-    """:func:`_case_figure` of each row, in order, two at a time (Pillow and numpy release the GIL)."""
-    if len(rows) < 2:
-        return [_case_figure(r, run_dir, with_truth) for r in rows]
-    from concurrent.futures import ThreadPoolExecutor
+def _worst_first(ok: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int, int, int]:
+    """(the slices in the viewer's order, how many hold liver, how many without liver have false positives, how many
+    have no liver in the truth).
 
-    with ThreadPoolExecutor(2, thread_name_prefix="liverseg-report") as pool:
-        return list(pool.map(lambda r: _case_figure(r, run_dir, with_truth), rows))
-
-
-def _cases_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
-    """Worst and best Dice among slices with liver; false positives on slices without liver, listed apart.
-
-    On a slice without liver Dice is 0 for a single false-positive pixel and 1 for an empty
-    prediction (liverseg.core.metrics' rule), so such slices would fill both lists with
-    numbers that say nothing about the liver's outline.
+    Slices with liver in the truth come first, lowest Dice first; then those without liver
+    that got false positives, most first; then the rest. On a slice without liver Dice is 0
+    for a single false-positive pixel and 1 for an empty prediction (liverseg.core.metrics'
+    rule), so such slices are not ranked by it.
     """
     scored = [r for r in ok if _num(r.get("dice")) is not None]
-    with_liver = [r for r in scored if _has_liver(r) is not False]
+    with_liver = sorted(
+        (r for r in scored if _has_liver(r) is not False), key=lambda r: (_num(r.get("dice")), r.get("input", ""))
+    )
     empty = [r for r in scored if _has_liver(r) is False]
-    order = sorted(with_liver, key=lambda r: (_num(r.get("dice")), r.get("input", "")))
-    worst = order[:n_cases]
-    taken = {id(r) for r in worst}
-    best = [r for r in reversed(order) if id(r) not in taken][:n_cases]
     fps = sorted(
         (r for r in empty if (_num(r.get("fp")) or 0) > 0),
         key=lambda r: (-(_num(r.get("fp")) or 0), r.get("input", "")),
     )
-    # every figure in one pool: three pools of 5 left a thread idle at the end of each
-    figures = iter(_figures(worst + best + fps[:n_cases], run_dir))
-    out: list[str] = []
-    if with_liver:
-        out.append(f"<h3>Worst cases (lowest Dice of the {len(with_liver)} slices with liver)</h3>" + legend_html(True))
-        out.append(_cases([next(figures) for _ in worst]))
-        if best:
-            out.append("<h3>Best cases (highest Dice of the slices with liver)</h3>" + legend_html(True))
-            out.append(_cases([next(figures) for _ in best]))
-    if empty:
-        out.append(
-            f"<h3>False positives on slices without liver ({len(fps)} of {len(empty)} such slices)</h3>"
-            '<p class="note">The truth of these slices holds no liver; any predicted pixel is a false positive. '
-            "They are kept out of the Dice lists above, where one stray pixel would score 0.</p>"
+    taken = {id(r) for r in with_liver} | {id(r) for r in fps}
+    rest = [r for r in ok if id(r) not in taken]
+    return with_liver + fps + rest, len(with_liver), len(fps), len(empty)
+
+
+def _cases_section(ok: list[dict[str, Any]], run_dir: Path, n_cases: int) -> str:
+    """The labelled 2D slices in the viewer, worst first (:func:`_worst_first`)."""
+    order, n_liver, n_fp, n_empty = _worst_first(ok)
+    out = [f"<h3>The slices, worst first ({len(order)})</h3>"]
+    about = [f"{n_liver} slices with liver in the truth come first, lowest Dice first"]
+    if n_empty:
+        about.append(
+            f"then the {n_empty} slices without liver, the {n_fp} with false positives first (most first): one stray "
+            "pixel scores Dice 0 there, so they are not ranked by it"
         )
-        if fps:
-            out.append(legend_html(True) + _cases([next(figures) for _ in fps[:n_cases]]))
-        else:
-            out.append("<p>None: the model predicted no liver on any of them.</p>")
+    out.append(f'<p class="note">{esc("; ".join(about))}.</p>')
+    out.append(_slices_viewer(order, run_dir, True, n_cases))
     return "".join(out)
 
 
 def _unlabelled_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -> str:
     out = [
         "<h2>Predictions</h2>",
-        '<p class="note">No labels were given, so there are no accuracy metrics. The predicted liver is '
-        "outlined on a sample of the images.</p>",
+        '<p class="note">No labels were given, so there are no accuracy metrics. The viewer shows the predicted '
+        "liver over each image, in input order.</p>",
     ]
     lf = [100 * v for v in (_num(r.get("liver_fraction")) for r in ok) if v is not None]
     if lf:
@@ -599,11 +574,7 @@ def _unlabelled_section(ok: list[dict[str, str]], run_dir: Path, n_cases: int) -
             lf, xlabel="predicted liver (% of the image)", bins=20, title="Predicted liver fraction per image"
         )
         out.append(f"<figure>{svg}</figure>")
-    if ok:
-        k = min(len(ok), 2 * n_cases)
-        picks = sorted({int(round(i)) for i in np.linspace(0, len(ok) - 1, k)})
-        out.append("<h3>Sample of predictions</h3>" + legend_html(False))
-        out.append(_cases(_figures([ok[i] for i in picks], run_dir, with_truth=False)))
+    out.append(_slices_viewer(ok, run_dir, False, n_cases))
     return "".join(out)
 
 
@@ -690,6 +661,7 @@ def _slice_profile(run_dir: Path, key: str, name: str) -> str:
 
 
 def _volume_overlays(run_dir: Path, key: str, name: str) -> str:
+    """The still overlays of a run folder written before the viewer (no ``<key>_viewer.json``), with a note."""
     files = sorted((run_dir / "overlays").glob(f"{key}_axial_*.png")) + sorted(
         (run_dir / "overlays").glob(f"{key}_coronal.png")
     )
@@ -701,19 +673,115 @@ def _volume_overlays(run_dir: Path, key: str, name: str) -> str:
             continue
         what = "coronal" if f.stem.endswith("_coronal") else "axial slice " + f.stem.rsplit("_", 1)[-1].lstrip("0")
         cells.append(f"<figure>{img_tag(png, f'{name}: {what}')}<figcaption>{esc(what)}</figcaption></figure>")
-    return _cases(cells) if cells else ""
+    note = (
+        f'<p class="note">{esc(name)}: this run folder holds no viewer data ({esc(key + VIEWER_SUFFIX)}); it was '
+        "written by an earlier liverseg. Run the inference again to scroll through the volume here.</p>"
+    )
+    return note + (_cases(cells) if cells else "")
+
+
+def _volume_viewer(run_dir: Path, key: str, name: str, dom_id: str) -> str:
+    """The viewer of one volume from ``overlays/<key>_viewer.json``, or the still overlays and why."""
+    path = run_dir / "overlays" / f"{key}{VIEWER_SUFFIX}"
+    if not path.is_file():
+        return _volume_overlays(run_dir, key, name)
+    try:
+        payload = json.loads(path.read_text(encoding="ascii"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f'<p class="warn">{esc(name)}: the viewer data could not be read ({esc(str(e))}).</p>'
+    if not isinstance(payload, dict) or payload.get("v") != PAYLOAD_VERSION:
+        return f'<p class="warn">{esc(name)}: the viewer data is of another version; run the inference again.</p>'
+    return viewer_html(payload, dom_id)
+
+
+# What each quality flag asks of the reader (rules: liverseg.core.qc, docs/quality.md).
+FLAG_TEXT = {
+    "no_liver": "no liver found: right for a neck or a pelvis, wrong for an abdomen",
+    "partial_fov": "the liver is cut by the field of view: its volume is that of the part inside",
+    "implausible_volume": "a whole liver outside the adult range of 600-4,000 mL",
+    "fragmented": "more than 10 mL of the model's mask lay outside the region kept",
+    "wrong_side": "the input looks mirrored left-right (or situs inversus): check the R/L markers against the anatomy",
+    "unstable": "the prediction disagrees with itself turned upside down: the model is unsure here",
+    "spacing_assumed": "the voxel size was assumed: mL and mm rest on that",
+    "intensity_assumed": "the stored values were not read as HU",
+}
+
+
+def _flags_html(flags: str) -> str:
+    codes = [f for f in flags.replace(",", ";").split(";") if f.strip()]
+    if not codes:
+        return "<p>Quality flags: none raised.</p>"
+    items = "".join(
+        f'<li><span class="flag">{esc(c.strip())}</span>{esc(FLAG_TEXT.get(c.strip(), ""))}</li>' for c in codes
+    )
+    return f"<p>Quality flags (see docs/quality.md):</p><ul>{items}</ul>"
+
+
+def _findings(r: dict[str, Any]) -> str:
+    """One volume's findings: the liver's volume and statistics, its flags, the metrics against its label."""
+    ml, true_ml = _num(r.get("volume_ml")), _num(r.get("volume_ml_true"))
+    complete = str(r.get("complete") or "").strip().lower()
+    what = "liver volume" if complete != "false" else "liver volume (the part inside the field of view)"
+    cards = [(what, f"{fmt(ml, 1)} mL" if ml is not None else None)]
+    if _num(r.get("dice")) is not None:
+        cards += [
+            ("Dice", fmt(_num(r.get("dice")))),
+            ("HD95", f"{fmt(_num(r.get('hd95_mm')), 2)} mm"),
+            ("ASSD", f"{fmt(_num(r.get('assd_mm')), 2)} mm"),
+            ("true liver volume", f"{fmt(true_ml, 1)} mL" if true_ml is not None else None),
+        ]
+    out = [_card_row([(k, v, False) for k, v in cards])]
+    out.append(_flags_html(str(r.get("qc_flags") or "")))
+    hu = [_num(r.get(k)) for k in ("hu_mean", "hu_median", "hu_std")]
+    stats = [
+        (
+            "CT numbers in the mask (HU)",
+            None if hu[0] is None else f"mean {fmt(hu[0], 1)}, median {fmt(hu[1], 1)}, SD {fmt(hu[2], 1)}",
+        ),
+        ("craniocaudal extent", f"{fmt(_num(r.get('extent_cc_mm')), 1)} mm" if _num(r.get("extent_cc_mm")) else None),
+        ("bounding box (RAS+ mm, min / max)", _bbox_text(str(r.get("bbox_ras_mm") or ""))),
+        ("NSD at 2 mm", fmt(_num(r.get("nsd_2mm"))) if _num(r.get("nsd_2mm")) is not None else None),
+        ("shape, spacing", f"{r.get('shape', '')} voxels of {r.get('spacing_mm', '')} mm"),
+        ("notes", str(r.get("notes") or "") or None),
+    ]
+    rows = [(k, v) for k, v in stats if v]
+    if rows:
+        out.append(html_table(None, rows, cls="kv"))
+    return "".join(out)
+
+
+def _bbox_text(value: str) -> str | None:
+    v = [_num(x) for x in value.split()]
+    if len(v) != 6 or any(x is None for x in v):
+        return None
+    return " ".join(fmt(x, 1) for x in v[:3]) + " / " + " ".join(fmt(x, 1) for x in v[3:])
 
 
 def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path) -> str:
-    """Per-volume table (3D metrics, liver volume), then a slice profile and overlays of the first few volumes.
+    """Each volume's findings and viewer first (flagged volumes first), then the table of all volumes.
 
-    Volumes with quality flags (:mod:`liverseg.core.qc`) come first, in input order, then the others.
+    Volumes with quality flags (:mod:`liverseg.core.qc`) come first, in input order, then the others;
+    the first :data:`MAX_VOLUME_DETAILS` get their findings, viewer and slice profile.
     """
     if not vrows:
         return ""
     vrows = sorted(vrows, key=lambda r: not r.get("qc_flags"))
     agg = _section(summary, "volume_metrics")
-    parts = [f"<h2>Volumes ({len(vrows)})</h2>"]
+    parts = []
+    shown = 0
+    for r in vrows:
+        key = _volume_key(r)
+        if key is None or r.get("error") or shown >= MAX_VOLUME_DETAILS:
+            continue
+        name = Path(str(r.get("input", ""))).name
+        parts.append(f'<h2 class="volume">{esc(name)}</h2>')
+        parts.append(_findings(r))
+        parts.append(_volume_viewer(run_dir, key, name, f"lsv-volume-{shown}"))
+        parts.append(_slice_profile(run_dir, key, name))
+        shown += 1
+    if shown < sum(1 for r in vrows if not r.get("error")):
+        parts.append(f'<p class="note">Details of the first {MAX_VOLUME_DETAILS} volumes; all are in {PER_VOLUME}.</p>')
+    parts.append(f"<h2>Volumes ({len(vrows)})</h2>")
     if agg.get("rules"):
         parts.append(f'<p class="note">{esc(agg["rules"])}</p>')
     cols = ["input", "status", "flags", "shape", "spacing mm", "Dice", "IoU", "HD95 mm", "ASSD mm", "NSD 2 mm"]
@@ -733,18 +801,6 @@ def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_di
         classes.append("" if status == "ok" else status)
     numeric = [False] * 5 + [True] * 7 + [False]
     parts.append(html_table(cols, table, numeric=numeric, row_classes=classes))
-    shown = 0
-    for r in vrows:
-        key = _volume_key(r)
-        if key is None or r.get("error") or shown >= MAX_VOLUME_DETAILS:
-            continue
-        shown += 1
-        name = Path(str(r.get("input", ""))).name
-        parts.append(f"<h3>{esc(name)}</h3>")
-        parts.append(_slice_profile(run_dir, key, name))
-        parts.append(_volume_overlays(run_dir, key, name))
-    if shown < sum(1 for r in vrows if not r.get("error")):
-        parts.append(f'<p class="note">Details of the first {MAX_VOLUME_DETAILS} volumes; all are in {PER_VOLUME}.</p>')
     return "\n".join(parts)
 
 
@@ -771,14 +827,16 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
     ]
     body.append(_banner(_provenance(summary, vrows, rows)))
     body += [f'<p class="warn">{esc(p)}</p>' for p in problems]
-    body.append(_run_section(summary, rows))
-    body.append(_failed_section(summary, rows))
     body.append(_volume_section(vrows, summary, run_dir))
     if with_truth:
         body.append(_metrics_section(summary, ok, run_dir, n_cases))
     elif ok or not vrows:
         body.append(_unlabelled_section(ok, run_dir, n_cases))
+    body.append(_failed_section(summary, rows))
     body.append(_per_image_section(rows, with_truth))
+    body.append(_run_section(summary, rows, vrows))
+    if 'class="lsv"' in "".join(body):
+        body.append(viewer_assets())
     body.append(
         f"<footer>Written by liverseg {esc(__version__)} on "
         f"{esc(datetime.now().astimezone().isoformat(timespec='seconds'))} from per_image.csv, "
@@ -794,10 +852,10 @@ def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name
 @click.option(
     "--cases",
     "n_cases",
-    type=click.IntRange(0, 100),
+    type=click.IntRange(0, 5000),
     default=N_CASES,
     show_default=True,
-    help="How many worst and best images to show.",
+    help="How many 2D slices the viewer holds (worst first with labels).",
 )
 def main(run_dir: Path, n_cases: int) -> None:
     """(Re)write RUN_DIR/report.html from an inference run folder."""
@@ -807,3 +865,12 @@ def main(run_dir: Path, n_cases: int) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+def cautions(run_dir: str | os.PathLike) -> list[str]:
+    """The report's "read these results with care" lines for a finished run folder (the terminal prints them too)."""
+    run_dir = Path(run_dir)
+    problems: list[str] = []
+    rows = _read_rows(run_dir, problems)
+    vrows: list[dict[str, Any]] = list(_read_rows(run_dir, problems, PER_VOLUME))
+    return _provenance(_read_summary(run_dir, problems), vrows, rows)

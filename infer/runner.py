@@ -75,7 +75,7 @@ from liverseg.infer.shard import (
     refuse_split_folder,
     select_part,
 )
-from liverseg.infer.volumes import SLICES_DIR, Prep, per_volume_table, statistics_json
+from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, Prep, write_volume_tables
 from liverseg.reference import resolve_model
 
 __all__ = [
@@ -91,9 +91,7 @@ __all__ = [
 ]
 
 PER_IMAGE = "per_image.csv"
-PER_VOLUME = "per_volume.csv"
 SUMMARY = "summary.json"
-STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.core.qc)
 DELAY_ENV = "LIVERSEG_INFER_TEST_DELAY_S"  # tests only: sleep this long before each batch
 # Tests only: once this many inputs are in the journal, print HOLD_MARK on stderr and wait for a line (or
 # the end) on stdin. A test reads stderr up to the mark and then signals, kills or releases the run at a
@@ -137,6 +135,8 @@ class Options:
     largest_component: bool = False
     anatomy: bool = True  # volumes: the largest region where a liver can be (liverseg.core.anatomy)
     allow_non_ct: bool = False  # accept label maps, colour images, MR-like numbers (liverseg.core.ctcheck)
+    second_look: bool = True  # volumes: the model on a few flipped slices, for wrong_side and unstable
+    fail_on_flags: tuple[str, ...] = ()  # quality flags that fail the input (liverseg.core.qc); ("any",) for all
     min_blob: int = 0
     output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
@@ -173,21 +173,31 @@ class _Finished:
     """Where each finished input's row goes: the journal first, then per_image.csv and the report in input order."""
 
     def __init__(
-        self, journal: Journal, csv: OrderedCsv, report: RunReport, bar: Any, fail_fast: bool, log: Log
+        self,
+        journal: Journal,
+        csv: OrderedCsv,
+        report: RunReport,
+        bar: Any,
+        fail_fast: bool,
+        log: Log,
+        fail_on_flags: tuple[str, ...] = (),
     ) -> None:
         self.journal, self.csv, self.report, self.bar, self.fail_fast = journal, csv, report, bar, fail_fast
-        self.log = log
+        self.log, self.fail_on_flags = log, fail_on_flags
         self.hold_after = int(os.environ.get(HOLD_ENV, "0") or 0)
         self.n_journaled = 0
 
     def __call__(self, row: Row) -> bool:
         """Record ``row``; False (stop taking inputs) when it failed under ``--fail-fast``."""
+        _fail_on_flags(row, self.fail_on_flags)
         self.journal.append(row)
         self.n_journaled += 1
         if self.n_journaled == self.hold_after:
             print(f"{HOLD_MARK} {self.n_journaled} inputs in the journal", file=sys.stderr, flush=True)
             if sys.stdin is not None:
                 sys.stdin.readline()  # a signal interrupts it (exit 130) as it would the model
+        if row["status"] == "failed":  # said as it happens, on stderr (a DICOM folder of several series: --series)
+            self.log(f"failed: {row['error']}")
         if row.get("notes"):  # a volume's assumptions are said as well as recorded
             self.log(f"note: {row['input']}: {row['notes']}")
         if row.get("qc_flags"):  # one line per flagged input (liverseg.core.qc)
@@ -196,6 +206,18 @@ class _Finished:
             self.report.add(r)
         self.bar.update(1)
         return not (self.fail_fast and row["status"] == "failed")
+
+
+def _fail_on_flags(row: Row, fail_on: tuple[str, ...]) -> None:
+    """``--fail-on-flags``: an ``ok`` row raising one of ``fail_on`` (``any``: any flag) becomes a failure. Its
+    outputs stay written, for a look; ``--resume`` runs it again."""
+    if row.get("status") != "ok" or not fail_on:
+        return
+    flags = [f for f in str(row.get("qc_flags") or "").split(";") if f]
+    hit = flags if "any" in fail_on else [f for f in flags if f in fail_on]
+    if hit:
+        row["status"] = "failed"
+        row["error"] = f"{row['input']}: quality flags {', '.join(hit)} (--fail-on-flags; the outputs are written)"
 
 
 class Runner:
@@ -246,9 +268,7 @@ class Runner:
             report.add(row)
         summary = report.summary(self._about(items, sess, plan, started))
         if report.volume_rows:
-            write_text_atomic(state.state_dir / PER_VOLUME, per_volume_table(report.volume_rows))
-            stats = json.dumps(statistics_json(report.volume_rows), indent=1, default=str)
-            write_text_atomic(state.state_dir / STATISTICS, stats + "\n")
+            write_volume_tables(state.state_dir, report.volume_rows)
         write_text_atomic(state.state_dir / SUMMARY, json.dumps(summary, indent=2, default=str))
         if self.o.num_parts == 1:  # a part's rows are a share: liverseg-merge writes the report
             self._write_report_html(state.out)
@@ -298,7 +318,7 @@ class Runner:
             self.log(store.describe())
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
-        finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log)
+        finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log, self.o.fail_on_flags)
         writer = OutputWriter(
             state.out,
             self.o.overlays,
@@ -338,7 +358,7 @@ class Runner:
             raise UsageError(f"--limit must be >= 1, got {o.limit}")
         # this run's --out and the default runs folder, when inside a folder input, are not inputs
         exclude = [p for p in (o.out, self.runs) if p is not None]
-        items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude)
+        items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude, series=o.series)
         if not items:
             raise UsageError(f"{o.source}: no inputs")
         self._has_volumes = any(it.is_volume for it in items)
@@ -444,6 +464,7 @@ class Runner:
             decode_workers=o.decode_workers or auto_workers,
             write_workers=o.write_workers or auto_workers,
             delay_s=float(os.environ.get(DELAY_ENV, "0") or 0),
+            second_look=o.second_look,
         )
 
     def _open_run_folder(self, items: list[Item], sess: ModelSession, started: str) -> ResumeState:
@@ -489,6 +510,8 @@ class Runner:
                 "largest_component": o.largest_component,
                 "anatomy": o.anatomy,
                 "allow_non_ct": o.allow_non_ct,
+                "second_look": o.second_look,
+                "fail_on_flags": list(o.fail_on_flags),
                 "min_blob": o.min_blob,
                 "output_format": o.output_format,
                 "store": o.store,
@@ -587,6 +610,7 @@ class Runner:
                 "largest_component": o.largest_component,
                 "anatomy": o.anatomy,
                 "min_blob_voxels": o.min_blob,
+                "second_look": o.second_look,
             },
             "model": sess.info(),
             "inputs": {

@@ -56,6 +56,7 @@ class Plan:
     decode_workers: int
     write_workers: int
     delay_s: float = 0.0  # tests only: sleep this long before each batch
+    second_look: bool = True  # volumes: liverseg.infer.volumes.second_looks after the model's pass
 
     @property
     def prefetch(self) -> int:
@@ -208,7 +209,7 @@ class Scheduler:
 
     def _run_volume(self, ld: Loaded) -> None:
         """A volume's slices through the model, ``batch_size`` at a time; then its writes."""
-        from liverseg.infer.volumes import predict_volume
+        from liverseg.infer.volumes import predict_volume, second_looks
 
         if self.plan.delay_s:
             time.sleep(self.plan.delay_s)
@@ -217,6 +218,8 @@ class Scheduler:
             mask, prob, dt = predict_volume(
                 ld.volume, self.model, self.plan.batch_size, self.threshold, self.keep_probability
             )
+            if self.plan.second_look:
+                dt += second_looks(ld.volume, mask, self.model, self.plan.batch_size, self.threshold)
         except ContractError:
             raise
         except Exception as e:

@@ -16,9 +16,10 @@ run, with its own row, failure isolation and ``--resume`` like a slice:
    component, small blobs), writes the NIfTI mask with the input's shape and affine
    (a DICOM series gets the affine of its geometry), the probability volume and
    DICOM-SEG when asked, overlays of a few axial slices and one coronal slice, the
-   per-slice table, and scores the volume against its label: Dice, IoU, the study's
-   mPA/mIoU over voxels, HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and
-   the liver volume in mL.
+   report viewer's data of every slice (:mod:`liverseg.core.viewer`), the per-slice
+   table, and scores the volume against its label: Dice, IoU, the study's mPA/mIoU
+   over voxels, HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and the liver
+   volume in mL.
 
 Spacing rules: a volume's voxel size comes from its header; ``--spacing`` overrides the
 in-plane size (and gives 2D slices one). A header whose spacing cannot be trusted
@@ -30,6 +31,7 @@ No patient identifiers from DICOM headers reach the rows, the logs or the report
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OVERLAY_SLICES",
     "SLICES_DIR",
+    "VIEWER_SUFFIX",
     "VOLUME_COLUMNS",
     "Prep",
     "VolumeInput",
@@ -60,13 +63,18 @@ __all__ = [
     "load_volume",
     "per_volume_table",
     "statistics_json",
+    "write_volume_tables",
     "predict_volume",
+    "second_looks",
     "volume_input",
     "volume_summary",
 ]
 
 SLICES_DIR = "slices"
+PER_VOLUME = "per_volume.csv"
+STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.core.qc)
 OVERLAY_SLICES = 3  # axial overlays per volume (at 25, 50 and 75% of the liver's extent), plus one coronal
+VIEWER_SUFFIX = "_viewer.json"  # overlays/<key>_viewer.json: the report viewer's data of a volume
 NSD_TOLERANCE_MM = 2.0
 
 VOLUME_COLUMNS = (
@@ -130,6 +138,16 @@ class Prep:
 
 
 @dataclass
+class SecondLooks:
+    """The model's masks on flipped copies of a few of a volume's slices, for the quality flags (liverseg.core.qc)."""
+
+    slices: np.ndarray  # int [n]: which slices (axial, the model's view)
+    upside_down: np.ndarray  # bool [n, R, C]: the mask of each slice turned upside down, turned back
+    mirrored_cm2: float  # the mean area per slice the model found in the slices mirrored left-right ...
+    found_cm2: float  # ... and in the slices as they are (the model's own mask, before any rule)
+
+
+@dataclass
 class VolumeInput:
     """A decoded volume: geometry, the model's slices, the label; the HU voxels are gone."""
 
@@ -141,6 +159,7 @@ class VolumeInput:
     notes: list[str] = field(default_factory=list)
     marks: Landmarks | None = None  # lungs and body centre, read from the HU voxels before they were freed
     left_mm: float | None = None  # where the model's own mask lies (liverseg.core.anatomy.on_the_left_mm)
+    looks: SecondLooks | None = None  # the model on flipped copies of a few slices (second_looks)
     # the CT numbers (axial view, stored values; minus hu_offset for HU), kept for the liver's statistics until
     # the volume is written; None for a gray volume
     hu: np.ndarray | None = None
@@ -305,16 +324,11 @@ def predict_volume(
     def place(k0: int, n: int, m: np.ndarray, p: np.ndarray | None) -> None:
         """The ``n`` slices of one batch's outputs into ``mask`` (and ``prob_out``) from slice ``k0`` on."""
         for j in range(n):
-            if vi.resampled:
-                if p is None:
-                    raise RuntimeError("resampled slices need the probability output")
-                back = resize_probability(p[j, 0], (r, c))
-                mask[k0 + j] = back > threshold
-                if prob_out is not None:
+            back = _on_input_grid(vi, m, p, j, threshold, mask[k0 + j].view(bool))
+            if prob_out is not None:
+                if back is not None:
                     prob_out[k0 + j] = back
-            else:
-                np.not_equal(m[j, 0], 0, out=mask[k0 + j].view(bool))  # 0/1 whatever the model's mask holds
-                if prob_out is not None and p is not None:
+                elif p is not None:
                     prob_out[k0 + j] = p[j, 0]
 
     with ThreadPoolExecutor(1, thread_name_prefix="liverseg-volume") as helper:
@@ -332,6 +346,59 @@ def predict_volume(
         if placing is not None:
             placing.result()
     return mask, prob_out, seconds
+
+
+def _on_input_grid(
+    vi: VolumeInput, m: np.ndarray, p: np.ndarray | None, j: int, threshold: float, out: np.ndarray
+) -> np.ndarray | None:
+    """Item ``j`` of a batch's outputs as a bool mask on the input grid, into ``out``; the probability map
+    brought back to that grid when the slices were resampled (else None)."""
+    if not vi.resampled:
+        np.not_equal(m[j, 0], 0, out=out)  # 0/1 whatever the model's mask holds
+        return None
+    if p is None:
+        raise RuntimeError("resampled slices need the probability output")
+    back = resize_probability(p[j, 0], out.shape)
+    np.greater(back, threshold, out=out)
+    return back
+
+
+SECOND_LOOK_SLICES = 8  # slices looked at again, flipped (liverseg.core.qc: unstable, wrong_side)
+
+
+def second_looks(vi: VolumeInput, mask: np.ndarray, model: Any, batch_size: int, threshold: float) -> float:
+    """Run the model on flipped copies of a few slices that hold the model's ``mask``; seconds spent.
+
+    Up to :data:`SECOND_LOOK_SLICES` slices, evenly spaced over those where the model found
+    liver, are run once upside down (an augmentation the reference model was trained with: a
+    stable prediction barely changes) and once mirrored left-right (one it was not: a
+    correctly oriented scan loses most of its liver, a mirrored one gains it). Two batches of
+    at most 8 slices (``batch_size`` at a time), about 5% of a 300-slice series' model time. The result goes to
+    ``vi.looks`` for :func:`liverseg.core.qc.volume_flags`; nothing is done without a mask.
+    """
+    found = np.flatnonzero(mask.any(axis=(1, 2)))
+    if found.size == 0:
+        return 0.0
+    picks = np.unique(found[np.round(np.linspace(0, found.size - 1, min(SECOND_LOOK_SLICES, found.size))).astype(int)])
+    x = vi.model_in[picks]
+    n, (r, c) = picks.size, vi.gray.shape[1:]
+    turned = np.empty((n, r, c), dtype=bool)
+    mirrored = np.empty((n, r, c), dtype=bool)
+    t = time.perf_counter()
+    for flipped, out, axis in ((x[:, ::-1, :], turned, 2), (x[:, :, ::-1], mirrored, 3)):
+        for j0 in range(0, n, batch_size):
+            m, p = model(np.ascontiguousarray(flipped[j0 : j0 + batch_size, None]))  # [b, 1, R', C']
+            m, p = np.flip(m, axis=axis), (None if p is None else np.flip(p, axis=axis))  # the slices' own view
+            for j in range(m.shape[0]):
+                _on_input_grid(vi, m, p, j, threshold, out[j0 + j])
+    pixel_cm2 = vi.spacing[1] * vi.spacing[2] / 100.0
+    vi.looks = SecondLooks(
+        picks,
+        turned,
+        mirrored_cm2=float(np.count_nonzero(mirrored)) * pixel_cm2 / n,
+        found_cm2=float(np.count_nonzero(mask[picks])) * pixel_cm2 / n,
+    )
+    return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------- writing
@@ -426,7 +493,8 @@ class VolumeWriter:
         pred, removed = clean_volume(mask, vi, self.prep)
         from liverseg.core.qc import liver_statistics, volume_flags
 
-        flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm)
+        flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm, vi.looks)
+        vi.looks = None
         row["qc_flags"] = ";".join(flags)
         row.update(liver_statistics(pred, vi.hu, vi.spacing, flags, vol, vi.hu_offset))
         vi.hu = None  # the CT numbers are not needed any more
@@ -538,7 +606,16 @@ class VolumeWriter:
             None if truth is None else _coronal(truth, row, stretch),
         )
         files["overlay_coronal"] = self._put_png(f"overlays/{key}_coronal.png", img)
+        files["viewer"] = self._viewer(key, vi, pred)
         return files
+
+    def _viewer(self, key: str, vi: VolumeInput, pred: np.ndarray) -> list[Any]:
+        """overlays/<key>_viewer.json: what report.html's viewer carries of the volume (liverseg.core.viewer)."""
+        from liverseg.core.viewer import payload_json, volume_payload
+
+        payload = volume_payload(vi.gray, pred, vi.truth, vi.spacing, vi.volume)
+        name = f"overlays/{key}{VIEWER_SUFFIX}"
+        return [name, write_bytes_atomic(self.out / name, payload_json(payload).encode("ascii"), fsync=False)]
 
 
 def volume_csv_line(row: Row) -> str:
@@ -556,6 +633,12 @@ def volume_csv_line(row: Row) -> str:
 def per_volume_table(rows: list[Row]) -> str:
     """per_volume.csv: a header and one line per volume input, in input order."""
     return ",".join(VOLUME_COLUMNS) + "\n" + "".join(volume_csv_line(r) for r in sorted(rows, key=lambda r: r["index"]))
+
+
+def write_volume_tables(out: Path, rows: list[Row]) -> None:
+    """``per_volume.csv`` and ``statistics.json`` of a run's (or a merged split run's) volume rows, in ``out``."""
+    write_text_atomic(out / PER_VOLUME, per_volume_table(rows))
+    write_text_atomic(out / STATISTICS, json.dumps(statistics_json(rows), indent=1, default=str) + "\n")
 
 
 def statistics_json(rows: list[Row]) -> dict[str, Any]:

@@ -7,7 +7,11 @@
     mask = liverseg.segment(ct_slice)                          # 2D array [H, W] -> uint8 0/1 [H, W]
     mask = liverseg.segment(ct, spacing=(2.5, 0.8, 0.8))       # 3D array [slices, rows, cols], mm
     mask = liverseg.segment(img.get_fdata(), affine=img.affine)  # 3D array in a NIfTI's [I, J, K] order
+    mask_img = liverseg.segment(nibabel.load("ct.nii.gz"))     # a nibabel image -> a nibabel image, same affine
+    mask_img = liverseg.segment(sitk.ReadImage("ct.nrrd"))     # a SimpleITK image -> one with its geometry
     mask, prob = liverseg.segment("ct.nii.gz", probabilities=True)
+    result = liverseg.segment(ct, spacing=(2.5, 0.8, 0.8), details=True)
+    result.mask, result.qc_flags, result.statistics["volume_ml"]   # flags: docs/quality.md
 
     with liverseg.Segmenter(device="cuda") as seg:             # the model stays loaded between calls
         masks = [seg(s) for s in slices]
@@ -28,15 +32,28 @@ Inputs, and the preprocessing of ``liverseg-infer``:
   read by the rule of :mod:`liverseg.core.intensity` and windowed by the model's contract;
   ``spacing`` (mm, one number or ``(row, col)``) resizes it to the model's pixel spacing;
 * a 3D array with ``spacing=(slice, row, col)`` mm: taken as ``[slices, rows, cols]`` axial
-  slices as they are (no reorientation), the mask in the same order;
+  slices as they are (no reorientation), the mask in the same order. A bare array has no
+  geometry, so it must be in **the model's view**: slices from the feet up (slice 0 the most
+  inferior), rows from the front (row 0 anterior), columns from the patient's right to the
+  left (column 0 on the patient's right): the radiological view, and what
+  ``sitk.GetArrayFromImage`` gives for an image in LPS orientation (a DICOM series; identity
+  direction). An array in another order (``nib.load(f).get_fdata().T`` of a RAS NIfTI is
+  mirrored left-right and upside down) gives a wrong mask: pass the image object, or its
+  ``affine``, instead. A mirrored volume is flagged ``wrong_side``;
 * a 3D array with ``affine`` (4x4, voxel index to RAS+ mm, as nibabel gives it): in the
   affine's ``[I, J, K]`` order, reoriented to the model's view like a NIfTI file, the mask
   back in ``[I, J, K]`` order;
+* a nibabel image (its voxels and affine) or a SimpleITK image (its voxels, origin,
+  direction and spacing; 2D or 3D): the mask comes back as an image of the same library on
+  the same grid (with ``probabilities``, the probability too);
 * a path: an image (PNG, TIFF, JPEG, DICOM slice), a volume (NIfTI, NRRD, MetaImage, MRC)
   or a DICOM series folder; a volume's mask is in the file's own voxel order.
 
 The result is a uint8 mask (1 = liver) of the input's shape and, with
-``probabilities=True``, also the float32 liver probability of the same shape.
+``probabilities=True``, also the float32 liver probability of the same shape. Volumes get
+the quality flags of ``liverseg-infer`` (:mod:`liverseg.core.qc`): raised flags are logged
+as a warning, and ``details=True`` returns a :class:`Segmentation` with the mask, the
+probability, the flags, the liver's statistics and the notes.
 
 Nothing here imports torch (unless a checkpoint has to be exported).
 """
@@ -56,23 +73,57 @@ import numpy as np
 from liverseg.core.choose import choose
 from liverseg.core.contract import ct_settings
 from liverseg.core.errors import UsageError
-from liverseg.core.intensity import INTENSITY_MODES, check_windowed, interpret, restretch, window_to_gray
+from liverseg.core.intensity import (
+    INTENSITY_MODES,
+    WINDOW_ESTIMATED,
+    check_windowed,
+    interpret,
+    restretch,
+    window_to_gray,
+)
 from liverseg.core.pages import small_pages
 from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
 from liverseg.infer.resume import default_runs_dir
 from liverseg.infer.runner import exported_checkpoint, is_checkpoint
 from liverseg.infer.session import ModelSession, open_session
-from liverseg.infer.volumes import Prep, VolumeInput, clean_volume, load_volume, predict_volume, volume_input
+from liverseg.infer.volumes import (
+    Prep,
+    VolumeInput,
+    clean_volume,
+    load_volume,
+    predict_volume,
+    second_looks,
+    volume_input,
+)
 from liverseg.reference import resolve_model
 
-__all__ = ["Segmenter", "segment"]
+__all__ = ["Segmentation", "Segmenter", "segment"]
 
-Image = np.ndarray | str | os.PathLike[str]
+Image = Any  # an array, a path, a nibabel image or a SimpleITK image (the module docstring)
 Spacing = float | tuple[float, float] | tuple[float, float, float] | None
 Result = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 _log = logging.getLogger("liverseg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Segmentation:
+    """What :meth:`Segmenter.segment` found, with ``details=True``.
+
+    ``mask`` (uint8, 1 = liver) and ``probability`` (float32, or None unless asked for)
+    are of the input's kind: an array of its shape, a nibabel image with its affine, a
+    SimpleITK image with its geometry. ``qc_flags`` are the codes of :mod:`liverseg.core.qc`
+    (docs/quality.md), empty when none was raised. ``statistics`` (volumes): ``volume_ml``
+    and the columns of ``statistics.json`` (``complete``, ``hu_mean``, ``hu_median``,
+    ``hu_std``, ``extent_cc_mm``, ``bbox_ras_mm``). ``notes``: what was assumed or removed.
+    """
+
+    mask: Any
+    probability: Any = None
+    qc_flags: list[str] = dataclasses.field(default_factory=list)
+    statistics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _affine_of_axial(spacing: tuple[float, float, float]) -> np.ndarray:
@@ -162,7 +213,9 @@ class Segmenter:
         window: tuple[float, float] | None = ...,
         anatomy: bool = ...,
         allow_non_ct: bool = ...,
-    ) -> np.ndarray: ...
+        second_look: bool = ...,
+        details: Literal[False] = ...,
+    ) -> Any: ...
 
     @overload
     def segment(
@@ -176,7 +229,25 @@ class Segmenter:
         window: tuple[float, float] | None = ...,
         anatomy: bool = ...,
         allow_non_ct: bool = ...,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+        second_look: bool = ...,
+        details: Literal[False] = ...,
+    ) -> tuple[Any, Any]: ...
+
+    @overload
+    def segment(
+        self,
+        image: Image,
+        *,
+        spacing: Spacing = ...,
+        affine: np.ndarray | None = ...,
+        probabilities: bool = ...,
+        intensity: str = ...,
+        window: tuple[float, float] | None = ...,
+        anatomy: bool = ...,
+        allow_non_ct: bool = ...,
+        second_look: bool = ...,
+        details: Literal[True],
+    ) -> Segmentation: ...
 
     def segment(
         self,
@@ -189,7 +260,9 @@ class Segmenter:
         window: tuple[float, float] | None = None,
         anatomy: bool = True,
         allow_non_ct: bool = False,
-    ) -> Result:
+        second_look: bool = True,
+        details: bool = False,
+    ) -> Result | Segmentation:
         """The liver mask of ``image`` (and its probability when ``probabilities``); inputs in the module docstring.
 
         ``intensity`` says what stored values are (``auto``, ``gray``, ``hu``, ``hu+1024``);
@@ -198,25 +271,13 @@ class Segmenter:
         does; an empty mask means "no liver in this scan". The probability map is not cleaned.
         Inputs that do not look like CT (label maps, colour images, MR-like numbers:
         :mod:`liverseg.core.ctcheck`) raise :class:`DataError` unless ``allow_non_ct``.
+        ``second_look`` (volumes): the model once more on a few flipped slices, for the
+        ``wrong_side`` and ``unstable`` flags. The quality flags raised are logged as warnings
+        (logger ``liverseg``); ``details=True`` returns a :class:`Segmentation` that carries them
+        with the liver's statistics.
         """
         if intensity not in INTENSITY_MODES:
             raise UsageError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
-        with small_pages():  # a volume's arrays filled without numpy's huge-page advice (liverseg.core.pages)
-            return self._segment(image, spacing, affine, probabilities, intensity, window, anatomy, allow_non_ct)
-
-    __call__ = segment
-
-    def _segment(
-        self,
-        image: Image,
-        spacing: Spacing,
-        affine: np.ndarray | None,
-        probabilities: bool,
-        intensity: str,
-        window: tuple[float, float] | None,
-        anatomy: bool,
-        allow_non_ct: bool,
-    ) -> Result:
         prep = Prep(
             window=self._window(window),
             model_spacing=self.model_spacing,
@@ -225,13 +286,48 @@ class Segmenter:
             anatomy=anatomy,
             allow_non_ct=allow_non_ct,
         )
+        with small_pages():  # a volume's arrays filled without numpy's huge-page advice (liverseg.core.pages)
+            out = self._segment(image, spacing, affine, probabilities, prep, second_look)
+        if out.qc_flags:
+            _log.warning("quality flags: %s (docs/quality.md)", ", ".join(out.qc_flags))
+        if details:
+            return out
+        return (out.mask, out.probability) if probabilities else out.mask
+
+    __call__ = segment
+
+    def _segment(
+        self,
+        image: Any,
+        spacing: Spacing,
+        affine: np.ndarray | None,
+        probabilities: bool,
+        prep: Prep,
+        second_look: bool,
+    ) -> Segmentation:
         if isinstance(image, (str, os.PathLike)):
-            return self._path(Path(image), prep, spacing, probabilities)
+            return self._path(Path(image), prep, spacing, probabilities, second_look)
+        image_type = _image_type(image)
+        if image_type == "nibabel":
+            if affine is not None or spacing is not None:
+                raise UsageError("a nibabel image carries its own geometry: pass no spacing or affine")
+            out = self._array_volume(np.asarray(image.dataobj), prep, None, image.affine, probabilities, second_look)
+            return _as_nibabel(out, image)
+        if image_type == "sitk":
+            if affine is not None or spacing is not None:
+                raise UsageError("a SimpleITK image carries its own geometry: pass no spacing or affine")
+            arr, aff_or_spacing = _from_sitk(image)
+            if arr.ndim == 2:
+                out = self._slice(arr, prep, _in_plane(aff_or_spacing), probabilities, "SimpleITK image")
+            else:  # [z, y, x] -> [I, J, K] with the affine of the image's geometry
+                out = self._array_volume(arr.transpose(2, 1, 0), prep, None, aff_or_spacing, probabilities, second_look)
+                out = dataclasses.replace(out, mask=out.mask.transpose(2, 1, 0), probability=_t(out.probability))
+            return _as_sitk(out, image)
         arr = np.asarray(image)
         if arr.ndim == 2:
             return self._slice(arr, prep, _in_plane(spacing), probabilities, "array")
         if arr.ndim == 3:
-            return self._array_volume(arr, prep, spacing, affine, probabilities)
+            return self._array_volume(arr, prep, spacing, affine, probabilities, second_look)
         raise UsageError(f"expected a 2D image [H, W] or a 3D volume, got an array of shape {arr.shape}")
 
     def close(self) -> None:
@@ -287,7 +383,7 @@ class Segmenter:
             raise UsageError(f"window: HIGH must be above LOW, got {lo:g} {hi:g}")
         return lo, hi
 
-    def _path(self, path: Path, prep: Prep, spacing: Spacing, probabilities: bool) -> Result:
+    def _path(self, path: Path, prep: Prep, spacing: Spacing, probabilities: bool, second_look: bool) -> Segmentation:
         from liverseg.infer.io import input_kind
 
         if not path.exists():
@@ -296,24 +392,29 @@ class Segmenter:
             if spacing is not None:
                 prep = dataclasses.replace(prep, spacing=_in_plane(spacing))
             vi = load_volume(str(path), None, input_kind(str(path)), prep)
-            mask, prob = self._volume(vi, prep, probabilities)
+            out = self._volume(vi, prep, probabilities, second_look)
             vol = vi.volume
-            return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
+            return dataclasses.replace(
+                out, mask=vol.from_axial(out.mask), probability=_from_axial(vol, out.probability)
+            )
         from liverseg.core.data import read_image
 
+        notes: list[str] = []
         gray = read_image(
             path,
             intensity=prep.intensity,
             window=prep.window,
             max_pixels=prep.max_pixels,
+            notes=notes,
             check_ct=not prep.allow_non_ct,
             estimate_window=prep.intensity == "auto",
         )
-        return self._slice(gray, dataclasses.replace(prep, intensity="gray"), _in_plane(spacing), probabilities)
+        out = self._slice(gray, dataclasses.replace(prep, intensity="gray"), _in_plane(spacing), probabilities)
+        return _with_notes(out, notes)
 
     def _slice(
         self, arr: np.ndarray, prep: Prep, spacing: float | None, probabilities: bool, source: str = "image"
-    ) -> Result:
+    ) -> Segmentation:
         """One 2D slice: gray by the intensity rule, resized to the model's spacing when both are known."""
         kind = interpret(arr, prep.intensity, source)
         if not prep.allow_non_ct:
@@ -322,10 +423,12 @@ class Segmenter:
             check_ct(arr, kind, source)
         gray = window_to_gray(arr, kind, prep.window, source)
         check_windowed(gray, arr, kind, prep.window, source)
+        notes: list[str] = []
         if arr.dtype == np.uint8 and prep.intensity == "auto":  # 8-bit as given: the exporter's window
             gray, note = restretch(gray)
             if note is not None:
                 _log.info("%s: %s", source, note)
+                notes.append(note)
         shape = gray.shape
         if spacing is not None:
             shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)
@@ -333,20 +436,28 @@ class Segmenter:
         sess = self._session(at_model_spacing=spacing is not None and self.model_spacing is not None)
         sess.want_probability = probabilities or shape != gray.shape
         mask, prob = sess.run(np.ascontiguousarray(model_in[None, None]))
+        out_prob: np.ndarray | None = None
         if shape != gray.shape:
             assert prob is not None
             back = resize_probability(prob[0, 0], gray.shape)
             out_mask = (back > sess.threshold).astype(np.uint8)
-            return (out_mask, back) if probabilities else out_mask
-        out_mask = (mask[0, 0] != 0).astype(np.uint8)
-        if probabilities:
-            assert prob is not None
-            return out_mask, np.asarray(prob[0, 0], dtype=np.float32)
-        return out_mask
+            out_prob = back if probabilities else None
+        else:
+            out_mask = (mask[0, 0] != 0).astype(np.uint8)
+            if probabilities:
+                assert prob is not None
+                out_prob = np.asarray(prob[0, 0], dtype=np.float32)
+        return _with_notes(Segmentation(out_mask, out_prob), notes)
 
     def _array_volume(
-        self, arr: np.ndarray, prep: Prep, spacing: Spacing, affine: np.ndarray | None, probabilities: bool
-    ) -> Result:
+        self,
+        arr: np.ndarray,
+        prep: Prep,
+        spacing: Spacing,
+        affine: np.ndarray | None,
+        probabilities: bool,
+        second_look: bool,
+    ) -> Segmentation:
         if affine is not None:
             aff = np.asarray(affine, dtype=np.float64)
             if aff.shape != (4, 4):
@@ -367,23 +478,111 @@ class Segmenter:
                 raise UsageError(f"spacing must be positive millimetres, got {mm}")
             vol = Volume(arr.transpose(2, 1, 0), _affine_of_axial((mm[0], mm[1], mm[2])), "array", "array")
             axial_order = True
-        mask, prob = self._volume(volume_input(vol, prep), prep, probabilities)
+        out = self._volume(volume_input(vol, prep), prep, probabilities, second_look)
         if axial_order:  # the array was given as [slices, rows, cols]: the model's view itself
-            return (mask, prob) if prob is not None else mask
-        return (vol.from_axial(mask), vol.from_axial(prob)) if prob is not None else vol.from_axial(mask)
+            return out
+        return dataclasses.replace(out, mask=vol.from_axial(out.mask), probability=_from_axial(vol, out.probability))
 
-    def _volume(self, vi: VolumeInput, prep: Prep, probabilities: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _volume(self, vi: VolumeInput, prep: Prep, probabilities: bool, second_look: bool) -> Segmentation:
+        """The volume's mask and probability in the model's view [K, R, C], its flags and statistics."""
+        from liverseg.core.metrics3d import volume_ml
+        from liverseg.core.qc import liver_statistics, volume_flags
+
         sess = self._session(at_model_spacing=self.model_spacing is not None)
         sess.want_probability = probabilities or vi.resampled
         mask, prob, _ = predict_volume(vi, sess.run, self.batch_size, sess.threshold, keep_probability=probabilities)
         if probabilities and prob is None:
             raise UsageError(f"{self.path}: the model gave no probability output")
+        if second_look:
+            second_looks(vi, mask, sess.run, self.batch_size, sess.threshold)
+        removed = 0
         if prep.anatomy:
-            mask = clean_volume(mask, vi, prep)[0].view(np.uint8)  # a bool view of the mask, or the cleaned copy
+            cleaned, removed = clean_volume(mask, vi, prep)
+            mask = cleaned.view(np.uint8)  # a bool view of the mask, or the cleaned copy
             for note in vi.notes:
                 if note.startswith(("anatomy", "no liver")):
                     _log.info("%s", note)
-        return mask, prob
+        pred = mask.view(bool)
+        flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm, vi.looks)
+        stats: dict[str, Any] = {"volume_ml": volume_ml(pred, vi.spacing)}
+        stats.update(liver_statistics(pred, vi.hu, vi.spacing, flags, vi.volume, vi.hu_offset))
+        vi.hu = vi.looks = None
+        return Segmentation(mask, prob, flags, stats, list(vi.notes))
+
+
+def _with_notes(out: Segmentation, notes: list[str]) -> Segmentation:
+    """A 2D result with its notes, and ``window_estimated`` where the 8-bit window was estimated."""
+    flags = ["window_estimated"] if any(n.startswith(WINDOW_ESTIMATED) for n in notes) else []
+    return dataclasses.replace(out, qc_flags=flags, notes=[*out.notes, *notes])
+
+
+def _from_axial(vol: Volume, arr: np.ndarray | None) -> np.ndarray | None:
+    return None if arr is None else vol.from_axial(arr)
+
+
+def _t(arr: np.ndarray | None) -> np.ndarray | None:
+    return None if arr is None else arr.transpose(2, 1, 0)
+
+
+def _image_type(image: Any) -> str | None:
+    """``nibabel`` or ``sitk`` for an image object of those libraries (told without importing them), else None."""
+    module = type(image).__module__
+    if module.startswith("SimpleITK"):
+        return "sitk"
+    if module.startswith("nibabel") and hasattr(image, "affine") and hasattr(image, "dataobj"):
+        return "nibabel"
+    return None
+
+
+def _as_nibabel(out: Segmentation, image: Any) -> Segmentation:
+    """The result as NIfTI images on ``image``'s grid and affine."""
+    import nibabel as nib
+
+    def img(arr: np.ndarray | None, dtype: type) -> Any:
+        if arr is None:
+            return None
+        made = nib.Nifti1Image(np.asarray(arr, dtype=dtype), image.affine)
+        made.set_qform(image.affine, code=1)
+        made.set_sform(image.affine, code=1)
+        return made
+
+    return dataclasses.replace(out, mask=img(out.mask, np.uint8), probability=img(out.probability, np.float32))
+
+
+def _from_sitk(image: Any) -> tuple[np.ndarray, Any]:
+    """A SimpleITK image's voxels ([z, y, x], or [y, x]) and geometry: the RAS+ affine of its [x, y, z] order
+    (from its LPS origin, direction and spacing), or a 2D image's (row, col) pixel size."""
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UsageError(
+            f"a SimpleITK image with {image.GetNumberOfComponentsPerPixel()} components per pixel: a CT has one"
+        )
+    arr = sitk.GetArrayFromImage(image)
+    if image.GetDimension() == 2:
+        sx, sy = image.GetSpacing()
+        return arr, (float(sy), float(sx))
+    if image.GetDimension() != 3:
+        raise UsageError(f"expected a 2D or 3D SimpleITK image, got {image.GetDimension()}D")
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)  # column j: index axis j in mm
+    lps[:3, 3] = image.GetOrigin()
+    return arr, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
+
+
+def _as_sitk(out: Segmentation, image: Any) -> Segmentation:
+    """The result as SimpleITK images with ``image``'s geometry."""
+    import SimpleITK as sitk
+
+    def img(arr: np.ndarray | None, dtype: type) -> Any:
+        if arr is None:
+            return None
+        made = sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=dtype))
+        made.CopyInformation(image)
+        return made
+
+    return dataclasses.replace(out, mask=img(out.mask, np.uint8), probability=img(out.probability, np.float32))
 
 
 def _in_plane(spacing: Spacing) -> float | None:
@@ -441,14 +640,16 @@ def segment(
     engine: str = "auto",
     precision: str = "auto",
     **options: Any,
-) -> Result:
+) -> Any:
     """Segment the liver in one image, volume or file with ``model`` (None: the shipped reference model).
 
     Loads the model for this one call; :class:`Segmenter` keeps it loaded. ``options``:
-    ``intensity``, ``window``, ``anatomy`` and ``allow_non_ct`` go to :meth:`Segmenter.segment`, the rest (``threads``,
+    ``intensity``, ``window``, ``anatomy``, ``allow_non_ct``, ``second_look`` and ``details`` go to
+    :meth:`Segmenter.segment`, the rest (``threads``,
     ``batch_size``, ``runs_dir``, ``log``) to :class:`Segmenter`.
     """
-    call = {k: options.pop(k) for k in ("intensity", "window", "anatomy", "allow_non_ct") if k in options}
+    keys = ("intensity", "window", "anatomy", "allow_non_ct", "second_look", "details")
+    call = {k: options.pop(k) for k in keys if k in options}
     with Segmenter(model, device=device, engine=engine, precision=precision, **options) as seg:
         if probabilities:
             return seg.segment(image, spacing=spacing, affine=affine, probabilities=True, **call)

@@ -17,16 +17,16 @@ from typing import Any
 from liverseg.core.errors import EXIT_USAGE
 from liverseg.core.extras import missing_extra
 
-__all__ = ["eval_main", "import_study_main", "predict_main", "train_main"]
+__all__ = ["eval_main", "import_study_main", "predict_main", "split_main", "train_main"]
 
 
-def _launch(target: str) -> Any:
+def _launch(target: str, extra: str) -> Any:
     module, _, attr = target.partition(":")
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else target
     try:
         main = getattr(importlib.import_module(module), attr)
     except ModuleNotFoundError as e:
-        message = missing_extra(e, prog)
+        message = missing_extra(e, prog, extra)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
@@ -35,16 +35,20 @@ def _launch(target: str) -> Any:
 
 
 def train_main() -> Any:
-    return _launch("liverseg.trainer.cli:train_main")
+    return _launch("liverseg.trainer.cli:train_main", "train")
 
 
 def eval_main() -> Any:
-    return _launch("liverseg.trainer.cli:eval_main")
+    return _launch("liverseg.trainer.cli:eval_main", "train")
 
 
 def predict_main() -> Any:
-    return _launch("liverseg.trainer.cli:predict_main")
+    return _launch("liverseg.trainer.cli:predict_main", "train")
+
+
+def split_main() -> Any:
+    return _launch("liverseg.trainer.split:main", "study")
 
 
 def import_study_main() -> Any:
-    return _launch("liverseg.trainer.cli:import_study_main")
+    return _launch("liverseg.trainer.cli:import_study_main", "train")

@@ -138,3 +138,12 @@ def record_keyword(
 
     monkeypatch.setattr(owner, name, recording)
     return seen
+
+
+@pytest.fixture(scope="session")
+def shipped():
+    """The shipped reference model, loaded once for the tests that run it on real scans."""
+    from liverseg.api import Segmenter
+
+    with Segmenter() as seg:
+        yield seg

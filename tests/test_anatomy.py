@@ -122,15 +122,6 @@ def test_the_api_applies_the_rule_to_volumes_unless_told_not_to(monkeypatch):
 # ---- real scans -------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    """The shipped reference model, loaded once for the real scans."""
-    from liverseg.api import Segmenter
-
-    with Segmenter() as seg:
-        yield seg
-
-
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_the_shipped_model_finds_no_liver_in_a_head_and_neck_ct(shipped, shared_data: Path):

@@ -351,8 +351,8 @@ def test_each_failure_is_one_line_with_the_url_and_the_batch_goes_on(orthanc, ch
     assert code == 1, output
     errors = _errors(out)
     assert len(errors) == 5
-    said = {line for line in output.splitlines() if line.startswith("failed")}
-    assert len(said) == 5
+    summary = [line for line in output.splitlines() if line.startswith("failed   ")]  # the closing summary
+    assert sorted(summary) == sorted(f"failed   {x}" for x in errors.values())
     e = list(errors.values())
     assert e[0] == f"{NOT_LISTENING}/studies/{orthanc.study}: server unreachable (Connection refused)"
     assert e[1] == f"{orthanc.root}/studies/{wrong}: no study {wrong} on the server (QIDO-RS found nothing)"

@@ -1,6 +1,6 @@
 """Every command follows one exit-code table and never answers a user error with a traceback.
 
-The table (liverseg/core/errors.py, the README): 0 all done, 1 the batch ran and some
+The table (liverseg/core/errors.py, docs/inference-and-volumes.md): 0 all done, 1 the batch ran and some
 inputs failed, 2 usage error or bad input file, config, checkpoint or model, 3 disk
 full, 130 interrupted. Each command is driven with a bad checkpoint (or model file),
 a bad config value (or option value) and a bad input, where it takes one; each must

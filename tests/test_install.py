@@ -2,19 +2,22 @@
 
 The wheel is built and installed (``--no-deps``) into a fresh virtual environment, as in
 tests/test_packaging.py. Its dependencies come from a folder of links to this
-environment's packages *less the extras'* (torch, onnx, onnxscript, scipy, SimpleITK,
-pydicom, OpenVINO, ...): to that environment those packages are not installed, as
-after ``pip install 'liverseg[cpu]'`` (no network is needed). Then:
+environment's packages *less the extras'* (torch, onnx, onnxscript, pandas, matplotlib,
+scipy, SimpleITK, pydicom, OpenVINO, ...): to that environment those packages are not
+installed, as after ``pip install 'liverseg[cpu]'`` (no network is needed). Then:
 
-* ``liverseg-infer`` on one PNG and ``liverseg.segment`` on a 2D array and on a volume
-  array work, and never import torch, onnx or onnxscript;
+* ``liverseg-infer`` on one PNG, on a NIfTI volume and on a CSV list, and ``liverseg.segment``
+  on a 2D array and on a volume array work, and never import torch, onnx, onnxscript,
+  pandas or matplotlib;
 * the commands of an extra (``liverseg-train``, ``liverseg-export``, a DICOM input, an
   OpenVINO engine) say which extra to install, one line, exit 2;
 * with an extra's packages added back, its command works;
 * an environment holding both onnxruntime and onnxruntime-gpu is refused with the fix.
 
 The wheel's metadata is checked too: the base requires neither torch nor any ONNX
-Runtime, and no extra installs both runtimes.
+Runtime, and no extra installs both runtimes. And one test installs ``liverseg[cpu]``
+from the wheel and the package index into an empty environment and weighs it (at most
+250 MB; it needs the network and is skipped without it).
 """
 
 from __future__ import annotations
@@ -42,8 +45,27 @@ EXTRA_PACKAGES = {
     "train": {"torch", "torchgen", "functorch", "onnx", "onnxscript", "onnx_ir"},
     "volumes": {"scipy", "simpleitk", "pydicom", "highdicom", "mrcfile", "pylibjpeg", "libjpeg", "openjpeg", "rle"},
     "openvino": {"openvino", "openvino_telemetry"},
-}
-BASE = {"numpy", "pandas", "click", "tqdm", "pillow", "matplotlib", "nibabel", "zlib-ng"}
+    # pandas and matplotlib with the packages only they bring (fontTools, kiwisolver, tzdata, ...)
+    "study": {"pandas", "matplotlib", "mpl_toolkits", "pylab", "fonttools", "kiwisolver", "contourpy", "cycler",
+              "tzdata", "dateutil", "python_dateutil"},
+}  # fmt: skip
+ALL_EXTRAS = set(EXTRA_PACKAGES)
+BASE = {"numpy", "click", "tqdm", "pillow", "nibabel", "zlib-ng"}
+# Modules the base install must never import (nor have: they are not installed there).
+HEAVY = ("torch", "onnx", "onnxscript", "pandas", "matplotlib", "scipy")
+# Runs a console script's main() and, at its exit, fails when a heavy module was imported.
+WATCH = """
+import atexit, os, sys
+def _check():
+    heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))
+    if heavy:
+        print('imported:', heavy, file=sys.stderr)
+        os._exit(9)
+atexit.register(_check)
+sys.argv = {argv!r}
+from {module} import {attr}
+{attr}()
+"""
 
 
 def _top_name(entry: str) -> str:
@@ -123,7 +145,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def light(built_wheel, tmp_path_factory) -> dict:
     """The base install: no train, volumes or openvino extra."""
-    return _light_env(tmp_path_factory.mktemp("light"), built_wheel, {"train", "volumes", "openvino"})
+    return _light_env(tmp_path_factory.mktemp("light"), built_wheel, ALL_EXTRAS)
 
 
 def test_wheel_metadata_layers(built_wheel):
@@ -154,28 +176,48 @@ def test_wheel_metadata_layers(built_wheel):
 
 
 def test_the_light_environment_lacks_the_extras(light):
-    r = _cmd(light, [str(light["python"]), "-c", "import onnxruntime, numpy, nibabel, matplotlib; import torch"])
-    assert r.returncode != 0 and "No module named 'torch'" in r.stderr, r.stderr
+    for module in ("torch", "pandas", "matplotlib"):
+        r = _cmd(
+            light, [str(light["python"]), "-c", f"import onnxruntime, numpy, nibabel, PIL, click; import {module}"]
+        )
+        assert r.returncode != 0 and f"No module named '{module}'" in r.stderr, r.stderr
 
 
-def test_liverseg_infer_on_one_png_without_torch(light, tiny):
-    out = light["cwd"] / "run-png"
-    r = _cmd(
-        light,
-        [
-            str(light["bin"] / "liverseg-infer"),
-            str(tiny["png"]),
-            "--model",
-            str(tiny["onnx"]),
-            "--out",
-            str(out),
-            "--device",
-            "cpu",
-        ],
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert (out / "masks" / "slice_pred.png").is_file() and (out / "report.html").is_file()
-    assert "Traceback" not in r.stderr
+def _watched_infer(light: dict, args: list[str]) -> subprocess.CompletedProcess:
+    """``liverseg-infer ARGS`` in the light environment, failing (exit 9) if it imported a module of HEAVY."""
+    code = WATCH.format(heavy=HEAVY, argv=["liverseg-infer", *args], module="liverseg.infer.cli", attr="main")
+    return _cmd(light, [str(light["python"]), "-c", code])
+
+
+def test_liverseg_infer_on_a_png_a_nifti_and_a_csv_imports_no_heavy_module(light, tiny):
+    import nibabel as nib
+
+    d = light["cwd"] / "inputs"
+    d.mkdir(exist_ok=True)
+    z, y, x = np.mgrid[:6, :40, :48]
+    noise = np.random.default_rng(0).normal(0, 10, z.shape)
+    hu = np.rint(np.where((y - 20) ** 2 + (x - 24) ** 2 < 300, 60, -1000) + noise + z).astype(np.int16)
+    nii = d / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([-0.8, -0.8, 2.5, 1.0])), str(nii))
+    csv = d / "test_x.csv"
+    csv.write_text(f"X\n{tiny['png']}\n")
+    for name, source, want in (
+        ("png", tiny["png"], "masks/slice_pred.png"),
+        ("nifti", nii, "masks/ct.nii.gz"),
+        ("csv", csv, "masks/slice_pred.png"),
+    ):
+        out = light["cwd"] / f"run-{name}"
+        r = _watched_infer(light, [str(source), "--model", str(tiny["onnx"]), "-o", str(out), "--device", "cpu"])
+        assert r.returncode == 0, f"{name}: {r.stdout}{r.stderr}"
+        assert (out / want).is_file() and (out / "report.html").is_file(), name
+        assert "Traceback" not in r.stderr
+
+
+def test_a_study_command_without_its_extra_names_it(light, tiny):
+    for argv in (["liverseg-split", str(tiny["png"])], ["liverseg-figures", "curves", str(tiny["png"])]):
+        r = _cmd(light, [str(light["bin"] / argv[0]), *argv[1:]])
+        text = r.stdout + r.stderr
+        assert r.returncode == 2 and "pip install 'liverseg[study]'" in text and "Traceback" not in text, text
 
 
 def test_python_api_on_arrays_without_torch(light, tiny):
@@ -189,7 +231,7 @@ m3, p3 = liverseg.segment(ct, model, spacing=(2.5, 0.8, 0.8), probabilities=True
 aff = np.diag([-0.8, -0.8, 2.5, 1.0])
 m4 = liverseg.segment(ct.transpose(2, 1, 0), model, affine=aff, device="cpu", allow_non_ct=True)
 assert m2.shape == (40, 48) and m3.shape == p3.shape == (4, 32, 32) and m4.shape == (32, 32, 4)
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "onnx", "onnxscript", "scipy"))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
 print("heavy", heavy)
 sys.exit(1 if heavy else 0)
 """
@@ -227,7 +269,7 @@ def test_a_command_that_needs_an_extra_names_it(light, tiny, args, extra):
     ],
 )
 def test_each_extras_command_works_once_it_is_installed(built_wheel, tiny, tmp_path, extra, argv):
-    with_extra = _light_env(tmp_path, built_wheel, {"train", "volumes", "openvino"} - {extra})
+    with_extra = _light_env(tmp_path, built_wheel, ALL_EXTRAS - {extra} - ({"study"} if extra == "train" else set()))
     fill = {"pt": tiny["pt"], "png": tiny["png"], "onnx": tiny["onnx"], "tmp": tmp_path}
     r = _cmd(with_extra, [str(with_extra["bin"] / argv[0])] + [a.format(**fill) for a in argv[1:]])
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
@@ -249,7 +291,7 @@ def test_both_onnx_runtimes_installed_is_refused_with_the_fix(light, tiny, tmp_p
 
 
 def test_no_onnx_runtime_names_the_choice(built_wheel, tiny, tmp_path):
-    env = _light_env(tmp_path, built_wheel, {"train", "volumes", "openvino"})
+    env = _light_env(tmp_path, built_wheel, ALL_EXTRAS)
     for link in env["deps"].glob("onnxruntime*"):
         link.unlink()
     r = _cmd(env, _infer_argv(env, tiny, tmp_path))
@@ -296,7 +338,7 @@ def test_missing_extra_messages():
 
 @pytest.mark.parametrize("command", ["liverseg-infer", "liverseg-report", "liverseg-eda"])
 def test_shell_completion_of_the_installed_commands(light, command):
-    """click's completion (README "Shell completion"): the script, and the options it completes."""
+    """click's completion (docs/install.md, "Shell completion"): the script, and the options it completes."""
     var = "_" + command.upper().replace("-", "_") + "_COMPLETE"
     exe = str(light["bin"] / command)
     script = _cmd(light, ["env", f"{var}=bash_source", exe])
@@ -322,3 +364,57 @@ def test_shell_completion_through_the_launcher_of_an_extras_command():
     }
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "plain,--nproc-per-node" in r.stdout, r.stdout + r.stderr
+
+
+# A fresh `pip install 'liverseg[cpu]'` weighs at most this (the issue's bar; it was 406 MB with pandas and matplotlib).
+INSTALL_BUDGET_MB = 250
+INDEX = "https://pypi.org/simple"
+
+
+def _index_reachable(url: str = INDEX) -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url + "/pip/", timeout=10).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tree_bytes(root: Path) -> int:
+    """Bytes of the files under ``root`` (their sizes, links not followed)."""
+    return sum(p.lstat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_a_fresh_cpu_install_weighs_at_most_250_mb_and_runs(built_wheel, tiny, tmp_path):
+    """``pip install 'liverseg[cpu]'`` from the built wheel and the package index into an empty environment.
+
+    pip runs ``--isolated`` against the public index, so this machine's configuration (local
+    wheel folders, constraints) does not choose the versions; its download cache is used. The
+    environment then segments a PNG without importing a module of HEAVY.
+    About 10 s with a warm cache on a 2-core Xeon (2026-12-07); skipped without the network.
+    """
+    if not _index_reachable():
+        pytest.skip(f"{INDEX} is not reachable")
+    env_dir = tmp_path / "fresh"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    cert = ["--cert", os.environ["PIP_CERT"]] if os.environ.get("PIP_CERT") else []
+    spec = f"liverseg[cpu] @ {built_wheel.resolve().as_uri()}"
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "--isolated", "install", "--quiet", *cert]
+    subprocess.run([*pip, "--index-url", INDEX, spec], check=True, timeout=900, capture_output=True, text=True)
+    site = Path(
+        run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=tmp_path).stdout.strip()
+    )
+    names = sorted(p.name.split("-")[0].lower() for p in site.glob("*.dist-info"))
+    assert "onnxruntime" in names and not {"pandas", "matplotlib", "torch"} & set(names), names
+    sizes = {p.name: _tree_bytes(p) if p.is_dir() else p.stat().st_size for p in site.iterdir()}
+    total_mb = sum(sizes.values()) / 1e6
+    largest = ", ".join(f"{n} {b / 1e6:.0f}" for n, b in sorted(sizes.items(), key=lambda kv: -kv[1])[:8])
+    print(f"liverseg[cpu] fresh install: {total_mb:.0f} MB ({largest})")
+    assert total_mb <= INSTALL_BUDGET_MB, f"{total_mb:.0f} MB > {INSTALL_BUDGET_MB} MB; largest (MB): {largest}"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
+    env.update(PYTHONNOUSERSITE="1", LIVERSEG_CACHE_DIR=str(tmp_path / "cache"), HOME=str(tmp_path))
+    fresh = {"python": py, "bin": py.parent, "cwd": tmp_path, "env": env}
+    r = _watched_infer(fresh, [str(tiny["png"]), "--model", str(tiny["onnx"]), "-o", str(tmp_path / "o")])
+    assert r.returncode == 0 and (tmp_path / "o" / "masks" / "slice_pred.png").is_file(), r.stdout + r.stderr

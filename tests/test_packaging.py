@@ -166,14 +166,19 @@ def test_wheel_carries_code_only(built_wheel):
     with zipfile.ZipFile(built_wheel) as z:
         payload = [n for n in z.namelist() if n.startswith("liverseg/") and not n.endswith("/")]
     assert not [n for n in payload if "/results/" in n], "benchmark results are in the wheel"
-    # the reference model's files are the one package data: liverseg/reference/ (model card, config, models)
+    # the package data: the reference model's files (model card, config, models) and the report viewer's script and
+    # style, which report.html embeds
+    viewer = {"liverseg/core/viewer.js", "liverseg/core/viewer.css"}
     other = sorted(
         n
         for n in payload
-        if not n.endswith(".py") and n != "liverseg/py.typed" and not n.startswith("liverseg/reference/")
+        if not n.endswith(".py")
+        and n != "liverseg/py.typed"
+        and not n.startswith("liverseg/reference/")
+        and n not in viewer
     )
     assert not other, f"non-code files in the wheel: {other}"
-    assert "liverseg/py.typed" in payload
+    assert "liverseg/py.typed" in payload and viewer <= set(payload)
 
 
 def test_wheel_ships_the_licence(built_wheel):

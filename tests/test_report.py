@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+import zlib
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Checker(HTMLParser):
         self.stack: list[str] = []
         self.errors: list[str] = []
         self.imgs: list[dict[str, str]] = []
+        self.scripts: list[dict[str, str | None]] = []
         self.urls: list[str] = []
         self.tags: list[str] = []
         self.text: list[str] = []
@@ -47,6 +49,8 @@ class Checker(HTMLParser):
         self.tags.append(tag)
         if tag == "img":
             self.imgs.append(a)
+        if tag == "script":
+            self.scripts.append(a)
         for k in ("src", "href"):
             if a.get(k):
                 self.urls.append(a[k])
@@ -80,7 +84,11 @@ def check_html(path: Path) -> Checker:
     assert not c.errors, c.errors[:5]
     assert not c.stack, f"unclosed elements: {c.stack}"
     assert c.tags[:1] == ["html"] and {"head", "body", "title", "style"} <= set(c.tags)
-    assert "script" not in c.tags and "link" not in c.tags, "no scripts, no external stylesheets"
+    assert "link" not in c.tags, "no external stylesheets"
+    for script in c.scripts:  # the viewer's own script and its data, inline; nothing to fetch
+        assert "src" not in script and script.get("type") in (None, "application/json"), script
+    for body in re.findall(r"<script[^>]*>(.*?)</script>", raw, flags=re.S):
+        assert not re.search(r"https?://|fetch\(|XMLHttpRequest|import\(", body), "a script must not fetch anything"
     for url in c.urls:
         assert url.startswith("data:image/png;base64,"), f"external reference {url[:60]}"
     assert not re.search(r"url\(|@import|https?://", raw.split("<body>")[0]), "style must not fetch anything"
@@ -91,6 +99,22 @@ def check_html(path: Path) -> Checker:
             assert im.format == "PNG"
         assert img.get("alt"), "every image has alt text"
     return c
+
+
+def payloads(html: str) -> list[dict]:
+    """The viewer payloads embedded in a report, in page order."""
+    return [json.loads(m) for m in re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', html)]
+
+
+def frame_codes(payload: dict) -> list[np.ndarray]:
+    """Each frame's overlay codes (bit 0 prediction, bit 1 truth) from a payload, as [h, w] arrays."""
+    flat = np.frombuffer(zlib.decompress(base64.b64decode(payload["codes"])), dtype=np.uint8)
+    out, at = [], 0
+    for w, h in payload["sizes"]:
+        out.append(flat[at : at + w * h].reshape(h, w))
+        at += w * h
+    assert at == flat.size
+    return out
 
 
 def disk(h, w, cy, cx, r):
@@ -206,10 +230,16 @@ def test_report_with_labels(tmp_path):
     for key, label in (("mPA", "mPA (study)"), ("mIoU", "mIoU (study)"), ("dice", "Dice")):
         assert label in text
         assert f"{np.mean([float(r[key]) for r in rows]):.4f}" in text
-    # Dice histogram (inline SVG) + 3 worst + 3 best case strips, all embedded
-    assert len(c.imgs) == 3 + 3 and c.tags.count("svg") == 1
-    assert "Worst cases" in text and "Best cases" in text
-    assert "Dice 0.0000" in text  # the total miss is among the worst
+    # Dice histogram (inline SVG) and the viewer holding the 3 worst slices, worst first
+    assert not c.imgs and c.tags.count("svg") == 1
+    (viewer,) = payloads(raw)
+    assert viewer["kind"] == "slices" and viewer["labelled"] and len(viewer["frames"]) == 3
+    dice = sorted(float(r["dice"]) for r in rows)
+    for label, d in zip(viewer["labels"]["axial"], dice):
+        assert f"Dice {d:.4f}" in label
+    assert viewer["labels"]["axial"][0].startswith("1 of 3 · slice_000.png · Dice 0.0000")  # the total miss
+    for label in ("true positive", "false positive", "false negative"):
+        assert label in text
     # every failed/skipped input with its reason, escaped
     for what in (
         "broken.png",
@@ -224,13 +254,21 @@ def test_report_with_labels(tmp_path):
     assert "<img src=x" not in raw and EVIL in text
 
 
-def test_report_without_labels_shows_outlines(tmp_path):
+def test_report_without_labels_shows_the_predictions_in_input_order(tmp_path):
     run = make_run(tmp_path, labels=False, n_ok=5)
-    c = check_html(write_report(run))
+    path = write_report(run)
+    c = check_html(path)
     text = " ".join(c.text)
     assert "Accuracy" not in text and "mPA (study)" not in text
-    assert "no accuracy metrics" in text and "outline of the predicted liver" in text
-    assert len(c.imgs) == 5 and c.tags.count("svg") == 1  # every image (fewer than 12) + liver-fraction histogram
+    assert "no accuracy metrics" in text and "predicted liver" in text and "true positive" not in text
+    assert c.tags.count("svg") == 1  # the liver-fraction histogram
+    (viewer,) = payloads(path.read_text())
+    assert not viewer["labelled"] and len(viewer["frames"]) == 5
+    assert [lb.split(" · ")[1] for lb in viewer["labels"]["axial"]] == [
+        Path(r["input"]).name for r in csv.DictReader((run / "per_image.csv").open()) if r["status"] == "ok"
+    ]
+    for code, (w, h) in zip(frame_codes(viewer), viewer["sizes"]):
+        assert code.shape == (h, w) and set(np.unique(code)) <= {0, 1}  # no truth bit without labels
     assert "broken.png" in text
 
 
@@ -240,7 +278,7 @@ def test_report_tolerates_missing_parts(tmp_path):
     c = check_html(write_report(run))
     text = " ".join(c.text)
     assert "summary.json is missing" in text
-    assert "image not found" in text and "prediction mask not found" in text
+    assert "Not shown" in text and "image not found" in text and "prediction mask not found" in text
     assert "broken.png" in text  # failures come from per_image.csv alone
 
     empty = tmp_path / "empty_run"
@@ -259,7 +297,7 @@ def test_report_cli(tmp_path):
     assert res.exit_code == 0, res.output
     assert res.output.strip().endswith("report.html")
     c = check_html(run / "report.html")
-    assert len(c.imgs) == 1 + 1 and c.tags.count("svg") == 1  # worst, best, Dice histogram
+    assert c.tags.count("svg") == 1 and len(payloads((run / "report.html").read_text())[0]["frames"]) == 1
 
 
 @pytest.mark.parametrize("make", [lambda t: t / "no_such_run", lambda t: _file(t / "per_image.csv")])
@@ -317,60 +355,49 @@ def _add_empty_truth_rows(run: Path, fp_pixels: list[int]) -> list[str]:
     return names
 
 
-def _section_html(html: str, heading: str) -> str:
-    """The HTML from the <h3> whose text starts with ``heading`` to the next <h2>/<h3>."""
-    start = html.index("<h3>" + heading)
-    rest = html[start + 4 :]
-    ends = [i for i in (rest.find("<h3>"), rest.find("<h2>"), rest.find("<details")) if i >= 0]
-    return rest[: min(ends)] if ends else rest
-
-
-def test_best_and_worst_lists_hold_only_slices_with_liver(tmp_path):
+def test_viewer_order_is_worst_dice_first_then_false_positives_on_slices_without_liver(tmp_path):
     run = make_run(tmp_path)
-    empty = _add_empty_truth_rows(run, [6, 0, 40])
-    html = write_report(run, n_cases=3).read_text()
-    check_html(run / "report.html")
-    worst, best = _section_html(html, "Worst cases"), _section_html(html, "Best cases")
-    fps = _section_html(html, "False positives on slices without liver")
-    for name in empty:  # a Dice 0 from 6 stray pixels no longer heads "worst", an empty 1.0 no longer "best"
-        assert name not in worst and name not in best
-    assert "slice_000.png" in worst, "the total miss of a slice with liver is the worst case"
-    assert "(2 of 3 such slices)" in fps
-    assert fps.index("empty_2.png") < fps.index("empty_0.png"), "most false-positive pixels first"
-    assert "empty_1.png" not in fps, "a slice without liver and without prediction is no false positive"
-
-
-def test_no_false_positive_section_without_empty_slices_and_none_when_all_clean(tmp_path):
-    run = make_run(tmp_path / "a")
-    assert "False positives on slices without liver" not in write_report(run).read_text()
-    run = make_run(tmp_path / "b")
-    _add_empty_truth_rows(run, [0, 0])
+    _add_empty_truth_rows(run, [6, 0, 40])
     html = write_report(run).read_text()
-    assert "(0 of 2 such slices)" in html and "predicted no liver on any of them" in html
-
-
-def _case_images(html_path: Path) -> list[tuple[int, int]]:
-    c = check_html(html_path)
-    sizes = []
-    for img in c.imgs:
-        if "histogram" in img["alt"]:
-            continue
-        with Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))) as im:
-            sizes.append(im.size)
-    return sizes
+    check_html(run / "report.html")
+    names = [lb.split(" · ")[1] for lb in payloads(html)[0]["labels"]["axial"]]
+    with_liver = [n for n in names if not n.startswith("empty_")]
+    assert names[: len(with_liver)] == with_liver, "slices with liver in the truth come first"
+    assert with_liver[0] == "slice_000.png", "the total miss of a slice with liver is the worst"
+    # a Dice 0 from 6 stray pixels does not head the list; most false-positive pixels first; the clean one last
+    assert names[len(with_liver) :] == ["empty_2.png", "empty_0.png", "empty_1.png"]
+    assert "8 slices with liver in the truth come first" in html and "the 2 with false positives first" in html
 
 
 @pytest.mark.parametrize("side", [24, 300])
-def test_thumbnails_have_one_size_whatever_the_input_size(tmp_path, side):
-    from liverseg.infer.report import GAP, THUMB
+def test_viewer_frames_are_at_most_the_view_side_and_codes_match_the_masks(tmp_path, side):
+    from liverseg.core.viewer import VIEW_SIDE
 
-    run = make_run(tmp_path)
+    run = make_run(tmp_path, n_ok=3)
     for f in (tmp_path / "data" / "images").glob("*.png"):  # every input, truth and mask at side x side
         Image.fromarray(np.asarray(Image.open(f).convert("L").resize((side, side)))).save(f)
     for f in list((tmp_path / "data" / "masks").glob("*.png")) + list((run / "masks").glob("*.png")):
         Image.open(f).resize((side, side), Image.Resampling.NEAREST).save(f)
-    sizes = _case_images(write_report(run, n_cases=2))
-    assert sizes and set(sizes) == {(3 * THUMB + 2 * GAP, THUMB)}, sizes
+    viewer = payloads(write_report(run).read_text())[0]
+    want = min(side, VIEW_SIDE)
+    assert viewer["sizes"] == [[want, want]] * 3
+    for b64 in viewer["frames"]:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            assert im.format == "JPEG" and im.mode == "L" and im.size == (want, want)
+    rows = {Path(r["input"]).name: r for r in csv.DictReader((run / "per_image.csv").open())}
+    seen = set()
+    for label, code in zip(viewer["labels"]["axial"], frame_codes(viewer)):
+        r = rows[label.split(" · ")[1]]
+        pred = np.asarray(Image.open(run / r["output"])) > 0
+        truth = np.asarray(Image.open(r["label"])) > 0
+        full = pred.astype(np.uint8) | (truth.astype(np.uint8) << 1)
+        seen |= set(np.unique(code).tolist())
+        if side <= VIEW_SIDE:  # not shrunk: the codes are the masks, pixel for pixel
+            assert np.array_equal(code, full)
+        else:  # shrunk by a box filter: each region keeps its share of the image
+            for value in (1, 2, 3):
+                assert abs((code == value).mean() - (full == value).mean()) < 0.01
+    assert seen == {0, 1, 2, 3}, "true positives, false positives and false negatives all drawn"
 
 
 def test_true_positives_are_visible_and_errors_keep_the_studys_colours():
@@ -393,8 +420,8 @@ def test_latency_labels_say_what_they_measure(tmp_path):
     run = make_run(tmp_path)
     _rewrite(run, end_to_end_latency_ms={"p50": 490.0, "p90": 600.0, "p99": 700.0})
     text = " ".join(check_html(write_report(run)).text)
-    assert "model time per image (ms)" in text and "p50 / p90 / p99: its share of its batch's model call" in text
-    assert "time in the pipeline per image (ms)" in text
+    assert "model time per slice (ms)" in text and "p50 / p90 / p99: its share of its batch's model call" in text
+    assert "time in the pipeline per slice (ms)" in text
     assert "490.0 / 600.0 / 700.0 (p50 / p90 / p99: decode start to files written, including the wait" in text
     assert "end-to-end latency" not in text
 
@@ -508,3 +535,75 @@ def test_svg_slice_profile_draws_both_areas_and_breaks_dice_where_no_slice_has_l
     assert dashed[0].get("stroke-dasharray")
     empty = ET.fromstring(svg_slice_profile([], [], None, None))
     assert "no slices" in [t.text for t in empty.iter(f"{ns}text")]
+
+
+# ---------------------------------------------------------------- issue 31: the viewer's geometry
+
+
+def test_volume_viewer_markers_positions_and_pixels_follow_the_affine():
+    """A volume stored left-right and foot-head flipped: the viewer still shows R on the left, z ascending."""
+    from liverseg.core.viewer import volume_payload
+    from liverseg.core.volume import Volume
+
+    shape = (40, 30, 6)  # i, j, k of the file
+    affine = np.array([[0.8, 0, 0, -16.0], [0, 0.8, 0, -12.0], [0, 0, -2.5, 50.0], [0, 0, 0, 1]])  # i->R, j->A, k->I
+    mask = np.zeros(shape, bool)
+    mask[30:36, 10:14, 1] = True  # on the patient's right (x > 0), file slice 1 = the second from the top
+    vol = Volume(np.zeros(shape, np.int16), affine, "case.nii.gz", "nifti")
+    pred = Volume(mask.astype(np.uint8), affine, "mask", "nifti").axial().astype(bool)
+    gray = np.zeros(pred.shape, np.uint8)
+    payload = volume_payload(gray, pred, None, vol.axial_spacing(), vol)
+    assert payload["markers"] == {
+        "axial": ["A", "L", "P", "R"],
+        "coronal": ["S", "L", "I", "R"],
+        "sagittal": ["S", "P", "I", "A"],
+    }
+    assert payload["coordinates"] == "RAS" and payload["orientation_note"] is None
+    # view slice n is file slice 5 - n: z rises from the feet (50 - 2.5 * 5 = 37.5) to the head (50)
+    z = [float(t.split(" · ")[1].removeprefix("z = ").removesuffix(" mm")) for t in payload["labels"]["axial"]]
+    assert z == [37.5, 40.0, 42.5, 45.0, 47.5, 50.0]
+    code = frame_codes(payload)[4]  # file slice 1 is view slice 4
+    cols = np.flatnonzero(code.any(axis=0))
+    assert cols.max() < code.shape[1] / 2, "the patient's right is on the viewer's left, as the 'R' marker says"
+    assert payload["start"][0] == 4 and not frame_codes(payload)[0].any()
+
+
+def test_dicom_viewer_labels_carry_instance_numbers_and_patient_coordinates(tmp_path):
+    from liverseg.apps.dicom_synth import write_series
+    from liverseg.core.dicom import read_series
+    from liverseg.core.viewer import volume_payload
+
+    hu = np.full((5, 16, 12), -1000, np.int16)
+    numbers = [50, 40, 30, 20, 10]  # InstanceNumber falls as z rises, as in the CHAOS series
+    write_series(tmp_path / "s", hu, spacing=(2.0, 0.5, 0.5), origin=(-3.0, 4.0, -331.0), instance_numbers=numbers)
+    vol = read_series(tmp_path / "s")
+    pred = np.zeros((5, 16, 12), bool)
+    payload = volume_payload(np.zeros((5, 16, 12), np.uint8), pred, None, vol.axial_spacing(), vol)
+    assert payload["coordinates"] == "LPS"
+    assert payload["labels"]["axial"] == [
+        f"slice {k + 1} of 5 · z = {-331.0 + 2 * k:.1f} mm · InstanceNumber {numbers[k]}" for k in range(5)
+    ]
+    # coronal rows at y = 4 + 0.5 row, sagittal columns at x = -3 + 0.5 column (LPS, as ImagePositionPatient)
+    assert payload["labels"]["coronal"][2] == "row 3 of 16 · y = 5.0 mm"
+    assert payload["labels"]["sagittal"][11] == "column 12 of 12 · x = 2.5 mm"
+
+
+@pytest.mark.parametrize(("side", "view"), [(512, 256), (510, 170), (300, 200)])
+def test_volume_masks_shrink_as_each_slice_would_through_the_box_filter(side, view):
+    """The strided block sums (whole factors 2 and 3) keep the same pixels as Pillow's box filter slice by slice;
+    another factor (1.5) goes through the box filter itself."""
+    from liverseg.core.viewer import _shrink_masks, codes
+
+    rng = np.random.default_rng(side)
+    masks = rng.random((3, side, side)) < 0.5
+    masks[1] = disk(side, side, side / 2, side / 3, side / 4)
+    want = np.stack([codes(m, None, (view, view)).astype(bool) for m in masks])
+    got = _shrink_masks(masks, (view, view))
+    assert got.shape == (3, view, view) and np.array_equal(got, want)
+
+
+def test_every_quality_flag_is_explained_in_the_findings():
+    from liverseg.core.qc import FLAGS
+    from liverseg.infer.report import FLAG_TEXT
+
+    assert set(FLAG_TEXT) == set(FLAGS), "a flag without a line for the reader, or a line for no flag"

@@ -207,6 +207,8 @@ def test_volume_parts_merge_to_one_runs_per_volume_table(tmp_path):
 
     for name in ("per_volume.csv", "per_image.csv"):
         assert table(tmp_path / "split" / name) == table(tmp_path / "one" / name), name
+    stats = [json.loads((tmp_path / d / "statistics.json").read_text()) for d in ("split", "one")]
+    assert stats[0] == stats[1] and len(stats[0]["volumes"]) == 3
     for n in range(3):
         a, b = (nib.load(str(tmp_path / d / "masks" / f"v{n}.nii.gz")) for d in ("split", "one"))
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)) and np.allclose(a.affine, b.affine)

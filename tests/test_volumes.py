@@ -137,17 +137,21 @@ def test_probability_volume_thresholds_to_the_mask(tmp_path, fixture, request):
 
 
 def test_report_has_a_volume_section_without_overlays_asked_for(tmp_path, model):
-    """report.html shows the volume's 3D metrics, its per-slice profile and a few overlays; 2D cases stay 2D."""
+    """report.html opens with the volume's findings, then its viewer and per-slice profile; 2D cases stay 2D."""
     hu, liver = _phantom()
     vol = _nifti(tmp_path / "case.nii.gz", hu, AFFINE)
     lab = _nifti(tmp_path / "case_seg.nii.gz", liver.astype(np.uint8), AFFINE)
     code, s, out, rows = _run(tmp_path, vol, model, labels=lab, report=True)
     assert code == 0, s["failed"]
     html = (out / "report.html").read_text()
-    assert "<h2>Volumes (1)</h2>" in html and "<h3>case.nii.gz</h3>" in html
+    assert "<h2>Volumes (1)</h2>" in html and '<h2 class="volume">case.nii.gz</h2>' in html
     assert "HD95 mm" in html and "liver pixels and Dice per slice" in html
-    assert f"{float(rows[0]['dice']):.4f}" in html
-    assert html.count("case.nii.gz: axial slice") == 3 and "case.nii.gz: coronal" in html
+    dice = f"{float(rows[0]['dice']):.4f}"
+    assert dice in html
+    # findings first, then the viewer (every slice), the engine and speed last in volumes / s
+    findings, viewer, run = html.index(dice), html.index('class="lsv"'), html.index("Run: engine, device and speed")
+    assert findings < viewer < run and "volumes / s, end to end" in html and "images / s" not in html
+    assert f'max="{hu.shape[2] - 1}"' in html and (out / "overlays/case_viewer.json").is_file()
     # the 2D sections (which read images and PNG masks) leave the volume alone
     assert "<h2>Accuracy</h2>" not in html and "<h2>Predictions</h2>" not in html
 

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import click
 
-from liverseg.core.cli import command, device_name
+from liverseg.core.cli import command, device_name, out_option
 from liverseg.core.data import Sample, discover
 from liverseg.core.errors import UsageError
 from liverseg.core.io import write_text_atomic
@@ -220,9 +220,13 @@ def _run_study_test(config: Path, x: Path | None, quiet: bool) -> None:
 
 @command()
 @click.argument("study_pth", metavar="FILE.pth", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--model", type=click.Choice(STUDY_MODELS), required=True, help="The study's model the file holds.")
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The liverseg checkpoint."
+@click.option("-m", "--model", type=click.Choice(STUDY_MODELS), required=True, help="The study's model the file holds.")
+@out_option(
+    "output",
+    ["--output"],
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The liverseg checkpoint.",
 )
 def import_study_main(study_pth: Path, model: str, output: Path) -> None:
     """Turn the study's trained_model.pth (a plain state dict) into a self-describing liverseg checkpoint."""
@@ -248,7 +252,7 @@ def import_study_main(study_pth: Path, model: str, output: Path) -> None:
     help="A liverseg checkpoint, a study .pth or an exported .onnx model (not with a config); 'latest': the newest "
     "runs/*/export/model.onnx; default: the reference model shipped with liverseg (said so).",
 )
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Mask PNG (0/255).")
+@out_option("output", ["--output"], type=click.Path(dir_okay=False, path_type=Path), help="Mask PNG (0/255).")
 @click.option("--threshold", type=click.FloatRange(0.0, 1.0, max_open=True), default=None, help="Default: the model's.")
 @click.option("--study-semantics", is_flag=True, help="BatchNorm on this image's statistics, as the study's pred ran.")
 @click.option("--device", default="auto", show_default=True, callback=device_name, help=DEVICE_HELP)

@@ -38,7 +38,7 @@ import click
 import numpy as np
 import pandas as pd
 
-from liverseg.core.cli import command
+from liverseg.core.cli import command, out_option
 from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of, read_csv
 from liverseg.core.errors import UsageError
 from liverseg.core.io import write_text_atomic
@@ -270,9 +270,9 @@ def _natural(s: str) -> list[Any]:
     default=None,
     help="Masks (a *_y.csv or folder) when SOURCE does not lead to them.",
 )
-@click.option(
-    "--out-dir",
-    "-o",
+@out_option(
+    "out_dir",
+    ["--out-dir"],
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("splits"),
     show_default=True,

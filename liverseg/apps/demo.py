@@ -514,6 +514,7 @@ def run_demo(
 
 @command()
 @click.option(
+    "-o",
     "--out",
     "run_dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -409,6 +409,7 @@ def main() -> None:
 @main.command("curves")
 @click.argument("tables", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option(
+    "-o",
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -434,6 +435,7 @@ def curves(tables: tuple[Path, ...], out_dir: Path, labels: tuple[str, ...]) -> 
 @main.command("panel")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
+    "-o",
     "--out",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),

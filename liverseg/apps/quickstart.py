@@ -89,6 +89,7 @@ def describe_run(summary: dict[str, Any], row: dict[str, str]) -> list[str]:
     help="Its liver labels (label > 0 is liver).",
 )
 @click.option(
+    "-o",
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=DEFAULT_OUT,
@@ -96,6 +97,7 @@ def describe_run(summary: dict[str, Any], row: dict[str, str]) -> list[str]:
     help="Run folder (replaced on each run).",
 )
 @click.option(
+    "-m",
     "--model",
     default=None,
     metavar="FILE|latest|reference",

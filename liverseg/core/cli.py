@@ -2,7 +2,10 @@
 
 ``@click.command(cls=Command)`` gives a command
 
-* a ``--debug`` flag (also ``LIVERSEG_DEBUG=1``) that shows the traceback of an error;
+* a ``--debug`` flag (also ``LIVERSEG_DEBUG=1``) that shows the traceback of an error, and
+  ``--version``;
+* ``--help`` in sections when the command names them (``sections=``: common options first),
+  and old spellings of an option that still work without being shown (:class:`Option`);
 * :class:`~liverseg.core.errors.LiversegError` -> ``error: <one line>`` on stderr and
   its exit code (2, or 3 for a full disk), before or during the work;
 * ``ModuleNotFoundError`` for a package of an optional extra (torch, pydicom, ...) ->
@@ -24,7 +27,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -63,15 +66,66 @@ def _sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _eager_flag(name: str, callback: Callable[[click.Context, click.Parameter, bool], None], help: str) -> click.Option:
+    return click.Option([name], is_flag=True, expose_value=False, is_eager=True, callback=callback, help=help)
+
+
 def _debug_option() -> click.Option:
-    return click.Option(
-        ["--debug"],
-        is_flag=True,
-        expose_value=False,
-        is_eager=True,
-        callback=_set_debug,
-        help=f"Show tracebacks of errors (also {DEBUG_ENV}=1).",
-    )
+    return _eager_flag("--debug", _set_debug, f"Show tracebacks of errors (also {DEBUG_ENV}=1).")
+
+
+def _version_option() -> click.Option:
+    return _eager_flag("--version", _print_version, "Show the liverseg version and exit.")
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from liverseg import __version__
+
+    click.echo(f"{ctx.find_root().info_name or 'liverseg'} (liverseg) {__version__}")
+    ctx.exit()
+
+
+class Option(click.Option):
+    """A click option whose ``aliases`` (old spellings, ``--output`` beside ``-o/--out``) work but are not shown."""
+
+    def __init__(self, param_decls: Sequence[str], *, aliases: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__([*param_decls, *aliases], **kwargs)
+        self.aliases = tuple(aliases)
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        shown, every = [o for o in self.opts if o not in self.aliases], self.opts
+        self.opts = shown
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = every
+
+
+Sections = Sequence[tuple[str, list[str]]]
+
+
+def _format_sections(cmd: click.Command, ctx: click.Context, out: click.HelpFormatter, sections: Sections) -> None:
+    """The options under the headings of ``sections`` ((title, [parameter name, ...]), in that order), then the
+    rest (``--debug``, ``--version``, ``--help`` and any option no section names) under "Other options"."""
+    help_option = cmd.get_help_option(ctx)
+    records = {
+        "help" if p is help_option else p.name: record
+        for p in cmd.get_params(ctx)
+        if isinstance(p, click.Option) and (record := p.get_help_record(ctx)) is not None
+    }
+    placed: set[str | None] = set()
+    for title, names in sections:
+        rows = [records[n] for n in names if n in records]
+        placed.update(names)
+        if rows:
+            with out.section(title):
+                out.write_dl(rows)
+    rest = [r for n, r in records.items() if n not in placed]
+    if rest:
+        with out.section("Other options"):
+            out.write_dl(rest)
 
 
 def _invoke_under_table(invoke: Callable[[click.Context], Any], ctx: click.Context) -> Any:
@@ -107,12 +161,22 @@ def _invoke_under_table(invoke: Callable[[click.Context], Any], ctx: click.Conte
 
 
 class Command(click.Command):
-    """A click command under the exit-code table above; keeps the raw arguments in ``ctx.meta``."""
+    """A click command under the exit-code table above; keeps the raw arguments in ``ctx.meta``.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    ``sections``: [(title, [parameter name, ...]), ...] lays ``--help`` out under those headings.
+    """
+
+    def __init__(self, *args: Any, sections: Sections = (), **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
         super().__init__(*args, **kwargs)
-        self.params.append(_debug_option())
+        self.sections = tuple(sections)
+        self.params.extend([_debug_option(), _version_option()])
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        if self.sections:
+            _format_sections(self, ctx, formatter, self.sections)
+        else:
+            super().format_options(ctx, formatter)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["liverseg_argv"] = list(args)
@@ -128,10 +192,16 @@ class Group(click.Group):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", dict(CONTEXT_SETTINGS))
         super().__init__(*args, **kwargs)
-        self.params.append(_debug_option())
+        self.params.extend([_debug_option(), _version_option()])
 
     def invoke(self, ctx: click.Context) -> Any:
         return _invoke_under_table(super().invoke, ctx)
+
+
+def out_option(name: str, aliases: Sequence[str] = (), **kwargs: Any) -> Callable[[Any], Any]:
+    """``-o/--out``, every command's spelling of where its output goes, into the parameter ``name``;
+    ``aliases``: the command's old spellings, which still work and are not shown."""
+    return click.option(name, "-o", "--out", cls=Option, aliases=aliases, **kwargs)
 
 
 def command(**kwargs: Any) -> Callable[[Callable[..., Any]], Command]:

@@ -6,7 +6,8 @@ Inputs (see :func:`discover`):
   (header ``Y``) of the same stem when it exists; a pairs CSV with columns ``X,Y``;
   a ``*_y.csv`` alone is an error;
 * folders: ``images/`` + ``masks/`` with matching stems; ``Images/`` + ``Labels/`` with
-  the study's ``_mask`` suffix; one folder holding ``NNN.png`` and ``NNN_mask.png``;
+  the study's ``_mask`` suffix (either layout whether the parent folder or the images
+  folder itself is given); one folder holding ``NNN.png`` and ``NNN_mask.png``;
   any other folder is read as images only (recursively, by extension).
 
 Relative paths in a CSV resolve against the data root (default: the current
@@ -56,6 +57,9 @@ except ImportError:  # pragma: no cover - a platform without its wheel keeps the
 DEFAULT_WINDOW_HU = (0.0, 255.0)  # the PNG sets' rule: HU clipped to [0, 255]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIX = "_mask"
+# The folders of masks beside an ``images/`` (or ``Images/``) folder, found whether the parent or the
+# images folder itself is given.
+LABEL_DIRS = ("masks", "Labels", "labels", "Masks")
 # Images larger than this are refused from their header, before any pixel is decoded: a
 # 300 KB PNG can declare 17000 x 17000 pixels (289 M), and Pillow only warns below 537 M.
 # 8192 x 8192 is 64 times a 1024-pixel CT slice; --max-pixels changes it.
@@ -258,42 +262,71 @@ def _resolve(value: object, csv_path: Path, row: int, column: str, root: Path | 
     return candidates[0]
 
 
-def read_csv(path: Path) -> pd.DataFrame:
-    """A CSV of strings; an unreadable, empty or malformed file is a DataError naming it."""
-    import pandas as pd  # here, not at the top: a run of image folders or volumes never needs it (0.2 s)
+@dataclass(frozen=True)
+class Table:
+    """A CSV read as strings: its stripped header and its rows, each as long as the header."""
+
+    columns: list[str]
+    rows: list[list[str]]
+
+    def column(self, name: str) -> list[str]:
+        i = self.columns.index(name)
+        return [r[i] for r in self.rows]
+
+
+def read_table(path: Path) -> Table:
+    """A CSV of strings (the standard library's reader: the base install has no pandas).
+
+    Read as the study's ``pd.read_csv(dtype=str, keep_default_na=False)`` read it: blank lines
+    skipped, a short row padded with empty values, a row longer than the header refused. An
+    unreadable, empty or malformed file is a DataError naming it.
+    """
+    import csv
 
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            lines = [r for r in csv.reader(f) if any(v.strip() for v in r)]
     except FileNotFoundError:
         raise DataError(f"{path}: CSV file not found") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: CSV file is empty (no header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (csv.Error, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not a readable CSV ({e})") from None
-    df.columns = [c.strip() for c in df.columns]
-    return df
+    if not lines:
+        raise DataError(f"{path}: CSV file is empty (no header)")
+    columns = [c.strip() for c in lines[0]]
+    rows = []
+    for n, r in enumerate(lines[1:], start=2):
+        if len(r) > len(columns):
+            raise DataError(f"{path}: not a readable CSV (row {n} has {len(r)} fields, the header {len(columns)})")
+        rows.append(r + [""] * (len(columns) - len(r)))
+    return Table(columns, rows)
 
 
-def first_column(df: pd.DataFrame, path: Path, name: str) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
+    """:func:`read_table` as a pandas DataFrame of strings (the study's commands: split, manifests)."""
+    import pandas as pd  # here, not at the top: inference never needs it (the [study] extra installs it)
+
+    t = read_table(path)
+    return pd.DataFrame(t.rows, columns=t.columns, dtype=str)
+
+
+def first_column(t: Table, path: Path, name: str) -> Table:
     """A list without the study's ``X``/``Y`` header, read as the study read it: its first column.
 
     A header that is itself an image path means the file has no header; that line is an
     entry too (the study's ``pd.read_csv`` would have taken it as the header and skipped it).
     One note says which reading was used.
     """
-    if len(df.columns) == 0:
+    if len(t.columns) == 0:
         raise DataError(f"{path}: no columns")
-    head = str(df.columns[0])
-    rows = list(df.iloc[:, 0])
+    head = t.columns[0]
+    rows = [r[0] for r in t.rows]
     if Path(head).suffix.lower() in IMAGE_EXTENSIONS:
         rows = [head, *rows]
         note = f"no header; reading the first column as the {name} list, its first line included"
     else:
-        note = f"header {list(df.columns)} has no {name}; reading the first column ({head!r}) as the study did"
+        note = f"header {t.columns} has no {name}; reading the first column ({head!r}) as the study did"
     logging.getLogger(__name__).warning("%s: %s", path, note)
-    import pandas as pd
-
-    return pd.DataFrame({name: rows})
+    return Table([name], [[v] for v in rows])
 
 
 def partner_csv(x_csv: Path) -> Path | None:
@@ -316,17 +349,17 @@ def read_csv_list(
     """Samples named by a study-style CSV (``X``, ``X,Y``, or ``X`` + partner ``Y`` CSV)."""
     path = Path(path)
     rootp = Path(root) if root is not None else None
-    df = read_csv(path)
+    df = read_table(path)
     if "X" not in df.columns:
         if "Y" in df.columns:
             raise DataError(f"{path}: has only a Y column; pass the *_x.csv (images) and the *_y.csv as labels")
         df = first_column(df, path, "X")
-    if len(df) == 0:
+    if len(df.rows) == 0:
         raise DataError(f"{path}: the list is empty (header only)")
-    xs = [_resolve(v, path, i + 2, "X", rootp) for i, v in enumerate(df["X"])]
+    xs = [_resolve(v, path, i + 2, "X", rootp) for i, v in enumerate(df.column("X"))]
     ys: list[Path | None]
     if "Y" in df.columns:
-        ys = [_resolve(v, path, i + 2, "Y", rootp) for i, v in enumerate(df["Y"])]
+        ys = [_resolve(v, path, i + 2, "Y", rootp) for i, v in enumerate(df.column("Y"))]
     else:
         ycsv = Path(labels) if labels is not None else partner_csv(path)
         if ycsv is not None and ycsv.is_dir():
@@ -337,12 +370,14 @@ def read_csv_list(
             if need_labels:
                 raise DataError(f"{path}: no labels: no Y column and no partner *_y.csv next to it")
             return [Sample(x, None, f"{path.name} row {i + 2}") for i, x in enumerate(xs)]
-        ydf = read_csv(ycsv)
+        ydf = read_table(ycsv)
         if "Y" not in ydf.columns:
             ydf = first_column(ydf, ycsv, "Y")
-        if len(ydf) != len(df):
-            raise DataError(f"{ycsv}: has {len(ydf)} rows but {path} has {len(df)}; the lists must pair row by row")
-        ys = [_resolve(v, ycsv, i + 2, "Y", rootp) for i, v in enumerate(ydf["Y"])]
+        if len(ydf.rows) != len(df.rows):
+            raise DataError(
+                f"{ycsv}: has {len(ydf.rows)} rows but {path} has {len(df.rows)}; the lists must pair row by row"
+            )
+        ys = [_resolve(v, ycsv, i + 2, "Y", rootp) for i, v in enumerate(ydf.column("Y"))]
     return [Sample(x, y, f"{path.name} row {i + 2}") for i, (x, y) in enumerate(zip(xs, ys))]
 
 
@@ -416,7 +451,7 @@ def read_folder(
         raise DataError(f"{folder}: folder not found")
     img_dir = _case_dir(folder, "images", "Images")
     if img_dir is not None:
-        label_dir = Path(labels) if labels is not None else _case_dir(folder, "masks", "Labels", "labels", "Masks")
+        label_dir = Path(labels) if labels is not None else _case_dir(folder, *LABEL_DIRS)
         samples = [Sample(p, None, f"{img_dir.name}/") for p in _images_in(img_dir)]
     else:
         files = _images_in(folder)
@@ -424,6 +459,8 @@ def read_folder(
         mask_set = set(masks)
         samples = [Sample(p, None, f"{folder.name}/") for p in files if p not in mask_set]
         label_dir = Path(labels) if labels is not None else None
+        if label_dir is None and folder.name in ("images", "Images"):  # the images/ folder itself was given
+            label_dir = _case_dir(folder.parent, *LABEL_DIRS)
         if label_dir is None and masks:
             by = _by_stem(masks, MASK_SUFFIX)
             samples = [Sample(s.image, by.get(s.image.stem), s.origin) for s in samples]

@@ -79,9 +79,8 @@ UNEVEN_REL_TOL = 0.10  # any other step (or off-line origin) deviating > 10 % of
 TILT_TOL = 1e-3  # |sin| of the angle between the slice step and the normal above which the affine is sheared
 IS_DICOM_PROBE = 300  # is_dicom_folder looks at this many files at most
 # Values larger than this (the pixel data) are left in the file when a header is scanned and
-# read when the slice is decoded, so each file is parsed once: the 300 files of a 512x512
-# series parsed and decoded in 0.24 s instead of 0.46 s, read_series 0.69 -> 0.56 s (medians,
-# 2-vCPU AMD EPYC, pydicom 3.0; benchmarks/results/amd-epyc-2c-avx2/dicom-read-ab-20261204.json).
+# read when the slice is decoded, so each file is parsed once: read_series of a 512x512x300
+# series 0.69 -> 0.56 s (docs/performance.md, "Measured reasons in the code").
 DEFER_BYTES = 16 * 1024
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
@@ -239,8 +238,8 @@ def _choose(folder: Path, scan: _Scan, series_uid: str | None) -> SeriesInfo:
         listing = "; ".join(s.summary() for s in images[:LIST_MAX])
         more = f"; and {len(images) - LIST_MAX} more" if len(images) > LIST_MAX else ""
         raise DataError(
-            f"{folder}: holds {len(images)} image series, choose one by its UID (pass series_uid, "
-            f"e.g. --series UID): {listing}{more}"
+            f"{folder}: holds {len(images)} image series; choose one with --series UID "
+            f"(series_uid= in the Python API): {listing}{more}"
         )
     return images[0]
 
@@ -783,7 +782,7 @@ def _identifiers_withheld(volume: Volume) -> Iterator[None]:
 
     highdicom warns about a PatientName that does not follow DICOM's format and quotes it
     ("The string "Doe John" is unlikely to represent the intended person name..."); the
-    README promises that no identifier reaches a log. Warnings are caught and re-issued
+    README and docs/inference-and-volumes.md promise that no identifier reaches a log. Warnings are caught and re-issued
     through the ``liverseg`` logger with the identifiers replaced; highdicom's and pydicom's
     log records are rewritten the same way.
     """

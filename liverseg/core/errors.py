@@ -6,7 +6,7 @@ key. Commands built with :class:`liverseg.core.cli.Command` turn it into that li
 on stderr and exit code :data:`EXIT_USAGE`, never a traceback (``--debug`` or
 ``LIVERSEG_DEBUG=1`` shows one).
 
-Exit codes (the README repeats this table):
+Exit codes (docs/inference-and-volumes.md repeats this table, the README in one line):
 
 ====  ==========================================================================
 0     all done

@@ -6,8 +6,9 @@ liverseg installs in layers (pyproject.toml):
   onnx or onnxscript;
 * a required choice of ONNX Runtime: ``[cpu]`` (``onnxruntime``) or ``[gpu]``
   (``onnxruntime-gpu`` with the CUDA 13 and cuDNN 9 wheels);
-* ``[train]`` (torch, onnx, onnxscript), ``[volumes]`` (DICOM, NRRD/MetaImage, MRC,
-  scipy), ``[openvino]``; ``[all]`` is all three.
+* ``[train]`` (torch, onnx, onnxscript and ``[study]``), ``[study]`` (pandas and
+  matplotlib: the study's tables and charts), ``[volumes]`` (DICOM, NRRD/MetaImage, MRC,
+  scipy), ``[openvino]``; ``[all]`` is all four.
 
 ``onnxruntime`` and ``onnxruntime-gpu`` install the same module, ``onnxruntime``: the one
 installed last overwrites the other's files, and uninstalling either breaks the other.
@@ -43,6 +44,8 @@ EXTRA_OF: dict[str, str] = {
     "SimpleITK": "volumes",
     "scipy": "volumes",
     "mrcfile": "volumes",
+    "pandas": "study",
+    "matplotlib": "study",
     "openvino": "openvino",
     "dicomweb_client": "dicomweb",
     "requests": "dicomweb",
@@ -67,14 +70,19 @@ def install_hint(extra: str) -> str:
     return RUNTIME_CHOICE if extra == "cpu" else f"pip install 'liverseg[{extra}]'"
 
 
-def missing_extra(e: BaseException, what: str = "this command") -> str | None:
-    """The one-line message for an import of a package an extra provides, or None for any other error."""
+def missing_extra(e: BaseException, what: str = "this command", extra: str | None = None) -> str | None:
+    """The one-line message for an import of a package an extra provides, or None for any other error.
+
+    ``extra``: the extra the command belongs to, named instead of the package's own (``[train]``
+    installs ``[study]`` too: liverseg-train lacking pandas says ``[train]``).
+    """
     if not isinstance(e, ModuleNotFoundError) or not e.name:
         return None
     top = e.name.split(".")[0]
-    extra = EXTRA_OF.get(top)
-    if extra is None:
+    own = EXTRA_OF.get(top)
+    if own is None:
         return None
+    extra = own if own == "cpu" or extra is None else extra
     if extra == "cpu":
         return f"{what} needs ONNX Runtime, which is not installed: {RUNTIME_CHOICE}"
     return f"{what} needs {top}, which the '{extra}' extra installs: {install_hint(extra)}"
