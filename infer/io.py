@@ -153,6 +153,8 @@ def list_inputs(
     if urls is not None:  # a study/series/query URL, or a CSV list of them (liverseg.infer.dicomweb)
         if labels is not None:
             raise UsageError(f"--labels: not taken with DICOMweb inputs ({source})")
+        if series is not None:
+            raise UsageError(f"--series: a DICOMweb URL names its series itself (.../studies/UID/series/UID): {source}")
         return _url_items(urls, limit)
     src = Path(source)
     if not src.exists():

@@ -85,6 +85,14 @@ def test_credentials_on_the_command_line_are_refused_without_echoing_them(tmp_pa
     assert r.exit_code == 2 and "hunter2" not in r.output
 
 
+def test_labels_and_series_options_are_refused_with_urls(tmp_path):
+    url = "dicomweb+http://127.0.0.1:9/dicom-web/studies/1.2"
+    r = CliRunner().invoke(infer_main, [url, "--series", "1.2.3", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "names its series itself" in r.output, r.output
+    r = CliRunner().invoke(infer_main, [url, "--labels", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--labels: not taken with DICOMweb inputs" in r.output, r.output
+
+
 def test_a_csv_mixing_urls_and_files_is_refused(tmp_path):
     lst = tmp_path / "list.csv"
     lst.write_text("X\ndicomweb+http://127.0.0.1:9/dicom-web/studies/1.2\nimage.png\n")
