@@ -35,8 +35,8 @@ SECTIONS = [
     ("Model and engine", ["model", "device", "engine", "precision", "batch_size", "threads", "contract", "spinning"]),
     (
         "Outputs",
-        ["out", "output_format", "store", "overlays", "save_probabilities", "report", "anatomy", "second_look",
-         "largest_component", "min_blob"],
+        ["out", "output_format", "store", "store_overlay", "overlays", "save_probabilities", "report", "anatomy",
+         "second_look", "largest_component", "min_blob"],
     ),
     (
         "Run control",
@@ -245,6 +245,12 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     help="Send each DICOM-SEG to this DICOMweb server (STOW-RS) into its study; implies nifti+dicom-seg. "
     "Credentials from the environment or netrc, never the URL (docs/dicomweb.md).",
 )
+@click.option(
+    "--store-overlay",
+    is_flag=True,
+    help="With --store, also send a burned-in overlay series (DICOM Secondary Capture: each slice that holds "
+    "liver, the liver outlined) for viewers that cannot show DICOM-SEG.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
@@ -281,6 +287,7 @@ def main(
     num_parts: int,
     part_id: int | None,
     store: str | None,
+    store_overlay: bool,
     progress: bool | None,
     report: bool,
 ) -> None:
@@ -323,6 +330,7 @@ def main(
         num_parts=num_parts,
         part_id=part_id,
         store=store,
+        store_overlay=store_overlay,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import click
+import numpy as np
 
 from liverseg.core.errors import DataError, UsageError, first_line
 from liverseg.core.extras import install_hint
@@ -80,6 +81,7 @@ TIMEOUT_ENV = "LIVERSEG_DICOMWEB_TIMEOUT"
 RETRIES_ENV = "LIVERSEG_DICOMWEB_RETRIES"
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_RETRIES = 2
+OVERLAY_BATCH = 16  # overlay images (0.8 MB each at 512x512) per STOW-RS request
 ANY_TRANSFER_SYNTAX = (("application/dicom", "*"),)  # the server's stored syntax: no transcoding there
 
 # DICOM JSON tags of the QIDO-RS answers read here
@@ -580,18 +582,22 @@ def run_token(state_dir: Path) -> str:
 class Store:
     """``--store``: each finished DICOM-SEG sent by STOW-RS into its study, never twice (module docstring)."""
 
-    def __init__(self, text: str, token: str) -> None:
+    def __init__(self, text: str, token: str, *, overlay: bool = False) -> None:
         self.target = parse(text, root_only=True)
         _requests(UsageError)
         self.settings = Settings.from_env()
         self.token = token
+        self.overlay = overlay  # --store-overlay: a burned-in overlay series too (put_overlay)
 
     @property
     def url(self) -> str:
         return self.target.url
 
     def describe(self) -> str:
-        return f"store: each DICOM-SEG goes to {self.url} (STOW-RS; {self.settings.describe(self.target.service)})"
+        also = " with a burned-in overlay series" if self.overlay else ""
+        return (
+            f"store: each DICOM-SEG{also} goes to {self.url} (STOW-RS; {self.settings.describe(self.target.service)})"
+        )
 
     def uids(self, volume: Volume) -> dict[str, str]:
         """The SEG's series and SOP instance UIDs for ``volume``: the same for the same run and series."""
@@ -612,7 +618,7 @@ class Store:
         where = f"{self.url}/studies/{study}"
         c = client(self.target.service, self.settings)
         try:
-            if self._has(c, study, series, sop):
+            if sop in self._present(c, study, series):
                 return f"DICOM-SEG already on {where} (SOPInstanceUID {sop}): not sent again"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -625,15 +631,63 @@ class Store:
             raise DataError(f"{where}: DICOM-SEG not stored: the server refused it (failure reason {why})")
         return f"DICOM-SEG stored on {where} (SOPInstanceUID {sop})"
 
-    def _has(self, c: Any, study: str, series: str, sop: str) -> bool:
+    def put_overlay(self, volume: Volume, gray: np.ndarray, mask: np.ndarray, software_version: str) -> str:
+        """Send the burned-in overlay series of ``volume`` (a Secondary Capture image per slice that holds liver).
+
+        ``gray`` (uint8) and ``mask`` are [K, R, C] in the model's axial view, as the writer holds
+        them. Images the server already holds (same UIDs: same run and series) are not sent again;
+        the rest go :data:`OVERLAY_BATCH` to a STOW-RS request. DataError with the reason.
+        """
+        from pydicom.uid import generate_uid
+
+        from liverseg.core.dicom import overlay_instance
+        from liverseg.core.overlay import overlay_rgb
+
+        study = str(volume.meta.get("study_instance_uid") or "")
+        source = str(volume.meta.get("series_instance_uid") or volume.source)
+        where = f"{self.url}/studies/{study}"
+        g = volume.from_axial(gray).transpose(2, 1, 0)  # the series' sorted slices, its own rows and columns
+        m = volume.from_axial(mask.view(np.uint8)).transpose(2, 1, 0)
+        slices = [k for k in range(m.shape[0]) if m[k].any()]
+        if not slices:
+            return "overlay series: no slice holds liver, none sent"
+        series = generate_uid(entropy_srcs=[self.token, source, "liverseg overlay series"])
+        sops = {k: generate_uid(entropy_srcs=[self.token, source, "liverseg overlay", str(k)]) for k in slices}
+        c = client(self.target.service, self.settings)
+        try:
+            there = self._present(c, study, series)
+            todo = [k for k in slices if sops[k] not in there]
+            for i in range(0, len(todo), OVERLAY_BATCH):
+                batch = [
+                    overlay_instance(
+                        volume,
+                        k,
+                        overlay_rgb(np.ascontiguousarray(g[k]), m[k] != 0),
+                        series_instance_uid=series,
+                        sop_instance_uid=sops[k],
+                        software_version=software_version,
+                    )
+                    for k in todo[i : i + OVERLAY_BATCH]
+                ]
+                answer = _call(self.settings, c.store_instances, batch, study_instance_uid=study)
+                if getattr(answer, "FailedSOPSequence", None):
+                    raise _Failure(f"the server refused {len(answer.FailedSOPSequence)} of {len(batch)} images")
+        except _Failure as e:
+            raise DataError(f"{where}: overlay series not stored: {e}") from None
+        if not todo:
+            return f"overlay series already on {where} ({len(slices)} images): not sent again"
+        return f"overlay series stored on {where} ({len(todo)} of {len(slices)} images sent)"
+
+    def _present(self, c: Any, study: str, series: str) -> set[str]:
+        """The SOPInstanceUIDs the server holds in ``series`` of ``study`` (none when it has no such series)."""
         import requests
 
         try:
-            found = c.search_for_instances(study, series, search_filters={"SOPInstanceUID": sop})
+            found = c.search_for_instances(study, series, fields=["SOPInstanceUID"])
         except requests.HTTPError as e:
             if e.response is not None and e.response.status_code == 404:
-                return False
+                return set()
             raise _Failure(reason(e, self.settings)) from None
         except Exception as e:
             raise _Failure(reason(e, self.settings)) from None
-        return any(str(_value(f, _SOP_UID)) == sop for f in found or [])
+        return {str(_value(f, _SOP_UID)) for f in found or []}

@@ -145,6 +145,7 @@ class Options:
     num_parts: int = 1  # --num-parts/--part-id: run one part of a split run (liverseg.infer.shard)
     part_id: int | None = None
     store: str | None = None  # --store dicomweb+http(s)://HOST/PATH: each DICOM-SEG sent there (STOW-RS)
+    store_overlay: bool = False  # --store-overlay: a burned-in overlay series (Secondary Capture) sent too
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -314,7 +315,7 @@ class Runner:
         if self.o.store is not None:  # UIDs of this run's SEGs: the same on --resume (never stored twice)
             from liverseg.infer.dicomweb import Store, run_token
 
-            store = Store(self.o.store, run_token(state.state_dir))
+            store = Store(self.o.store, run_token(state.state_dir), overlay=self.o.store_overlay)
             self.log(store.describe())
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
@@ -356,6 +357,8 @@ class Runner:
             raise UsageError(f"--batch-size must be >= 1, got {o.batch_size}")
         if o.limit is not None and o.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {o.limit}")
+        if o.store_overlay and o.store is None:
+            raise UsageError("--store-overlay sends the overlay series with the SEG: it needs --store")
         # this run's --out and the default runs folder, when inside a folder input, are not inputs
         exclude = [p for p in (o.out, self.runs) if p is not None]
         items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude, series=o.series)
@@ -515,6 +518,7 @@ class Runner:
                 "min_blob": o.min_blob,
                 "output_format": o.output_format,
                 "store": o.store,
+                "store_overlay": o.store_overlay,
                 "max_pixels": o.max_pixels,
                 "overlays": o.overlays,
                 "save_probabilities": o.save_probabilities,
@@ -628,6 +632,7 @@ class Runner:
                 "volumes": PER_VOLUME if self._has_volumes else None,
                 "dicom_seg": self.prep.dicom_seg,
                 "stored_to": self.o.store,
+                "stored_overlay": self.o.store_overlay,
             },
             "versions": versions(),
             "command": shlex.join(o.command),

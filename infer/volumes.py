@@ -552,7 +552,10 @@ class VolumeWriter:
                 row["notes"] = "; ".join([*vi.notes, "not stored: only a DICOM series input has a DICOM-SEG"])
             else:
                 try:
-                    row["notes"] = "; ".join([*vi.notes, self.store.put(self.out / files["seg"][0])])
+                    said = [self.store.put(self.out / files["seg"][0])]
+                    if self.store.overlay:
+                        said.append(self.store.put_overlay(vol, vi.gray, pred, self.version))
+                    row["notes"] = "; ".join([*vi.notes, *said])
                 except DataError as e:
                     row["error"] = str(e)
                     return row

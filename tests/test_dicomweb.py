@@ -85,12 +85,14 @@ def test_credentials_on_the_command_line_are_refused_without_echoing_them(tmp_pa
     assert r.exit_code == 2 and "hunter2" not in r.output
 
 
-def test_labels_and_series_options_are_refused_with_urls(tmp_path):
+def test_labels_series_and_a_lone_store_overlay_are_refused(tmp_path):
     url = "dicomweb+http://127.0.0.1:9/dicom-web/studies/1.2"
     r = CliRunner().invoke(infer_main, [url, "--series", "1.2.3", "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "names its series itself" in r.output, r.output
     r = CliRunner().invoke(infer_main, [url, "--labels", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "--labels: not taken with DICOMweb inputs" in r.output, r.output
+    r = CliRunner().invoke(infer_main, [url, "--store-overlay", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--store-overlay sends the overlay series with the SEG: it needs --store" in r.output
 
 
 def test_a_csv_mixing_urls_and_files_is_refused(tmp_path):
@@ -149,13 +151,25 @@ class Orthanc:
         r.raise_for_status()
         return r.json() if r.content else []
 
-    def seg_instances(self) -> list[dict]:
-        """The SEG instances in the CHAOS study."""
+    def seg_instances(self, modality: str = "SEG") -> list[dict]:
+        """The SEG instances (or those of another modality: OT, the overlay series) in the CHAOS study."""
         out = []
         for s in self.qido(f"studies/{self.study}/series"):
-            if s["00080060"]["Value"][0] == "SEG":
+            if s["00080060"]["Value"][0] == modality:
                 out += self.qido(f"studies/{self.study}/series/{s['0020000E']['Value'][0]}/instances")
         return out
+
+    def retrieve(self, series: str, sop: str, into: Path) -> pydicom.Dataset:
+        """One instance of the CHAOS study by WADO-RS, saved to ``into`` and read."""
+        r = requests.get(
+            f"{self.rest}/dicom-web/studies/{self.study}/series/{series}/instances/{sop}",
+            auth=(USER, PASSWORD),
+            headers={"Accept": 'multipart/related; type="application/dicom"'},
+            timeout=30,
+        )
+        r.raise_for_status()
+        into.write_bytes(r.content[r.content.index(b"DICM") - 128 :])
+        return pydicom.dcmread(into)
 
 
 @contextlib.contextmanager
@@ -252,7 +266,8 @@ def round_trip(orthanc, tmp_path_factory) -> tuple[Path, int, str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(USER_ENV, USER)
         mp.setenv(PASSWORD_ENV, PASSWORD)
-        code, output = _infer(f"{orthanc.root}/studies/{orthanc.study}", "--store", orthanc.root, "--out", str(out))
+        study = f"{orthanc.root}/studies/{orthanc.study}"
+        code, output = _infer(study, "--store", orthanc.root, "--store-overlay", "--out", str(out))
     return out, code, output
 
 
@@ -272,17 +287,7 @@ def test_round_trip_stores_a_seg_equal_to_the_local_mask(orthanc, round_trip, ch
     # the stored SEG, fetched back by WADO-RS, references the CT series and equals the NIfTI mask voxel for voxel
     sop = stored[0]["00080018"]["Value"][0]
     seg_series = stored[0]["0020000E"]["Value"][0]
-    r = requests.get(
-        f"{orthanc.rest}/dicom-web/studies/{orthanc.study}/series/{seg_series}/instances/{sop}",
-        auth=(USER, PASSWORD),
-        headers={"Accept": 'multipart/related; type="application/dicom"'},
-        timeout=30,
-    )
-    r.raise_for_status()
-    body = r.content
-    start = body.index(b"DICM") - 128
-    (tmp_path / "stored.dcm").write_bytes(body[start:])
-    seg = pydicom.dcmread(tmp_path / "stored.dcm")
+    seg = orthanc.retrieve(seg_series, sop, tmp_path / "stored.dcm")
     assert seg.Modality == "SEG" and seg.StudyInstanceUID == orthanc.study
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == orthanc.series
     assert seg.SOPInstanceUID == pydicom.dcmread(local_seg).SOPInstanceUID
@@ -293,13 +298,29 @@ def test_round_trip_stores_a_seg_equal_to_the_local_mask(orthanc, round_trip, ch
     assert np.array_equal(from_server, nifti)  # Dice 1.0
     assert "DICOM-SEG stored on" in output
     _no_secret_in(out, output)
+    # --store-overlay: a Secondary Capture image of each slice that holds liver, the liver's outline burned in
+    overlays = orthanc.seg_instances("OT")
+    with_liver = np.flatnonzero(nifti.any(axis=(1, 2)))
+    assert len(overlays) == len(with_liver) and "overlay series stored on" in output
+    k = int(with_liver[len(with_liver) // 2])
+    one = next(o for o in overlays if int(o["00200013"]["Value"][0]) == k + 1)  # InstanceNumber: sorted slice + 1
+    sc = orthanc.retrieve(one["0020000E"]["Value"][0], one["00080018"]["Value"][0], tmp_path / "overlay.dcm")
+    assert sc.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and sc.StudyInstanceUID == orthanc.study  # Secondary Capture
+    px = sc.pixel_array  # [R, C, 3]
+    drawn = (px[..., 0] != px[..., 1]) | (px[..., 1] != px[..., 2])  # coloured: the outline; the CT stays gray
+    from scipy import ndimage
+
+    edge = nifti[k] & ~ndimage.binary_erosion(nifti[k])
+    near = ndimage.binary_dilation(edge, iterations=3)
+    assert drawn.sum() >= edge.sum() // 2 and not (drawn & ~near).any(), "the outline lies on the mask's edge"
 
 
 @pytest.mark.realdata
 def test_resume_never_stores_a_seg_twice(orthanc, round_trip):
     out, code, _ = round_trip
     assert code == 0
-    args = (f"{orthanc.root}/studies/{orthanc.study}", "--store", orthanc.root, "--out", str(out), "--resume")
+    study = f"{orthanc.root}/studies/{orthanc.study}"
+    args = (study, "--store", orthanc.root, "--store-overlay", "--out", str(out), "--resume")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(USER_ENV, USER)
         mp.setenv(PASSWORD_ENV, PASSWORD)
@@ -314,6 +335,9 @@ def test_resume_never_stores_a_seg_twice(orthanc, round_trip):
     assert code == 0, output
     assert "DICOM-SEG already on" in output and "not sent again" in output
     assert len(orthanc.seg_instances()) == 1
+    assert "overlay series already on" in output
+    n_overlay = len(orthanc.seg_instances("OT"))
+    assert n_overlay > 0 and f"({n_overlay} images): not sent again" in output
 
 
 def _copy_of_chaos(chaos_dir: Path, n: int, modality: str = "CT") -> tuple[str, list[bytes]]:

@@ -66,6 +66,7 @@ __all__ = [
     "SeriesInfo",
     "find_series",
     "is_dicom_folder",
+    "overlay_instance",
     "read_seg_mask",
     "read_series",
     "write_seg",
@@ -806,6 +807,60 @@ def _identifiers_withheld(volume: Volume) -> Iterator[None]:
             lg.removeFilter(filt)
     for w in caught:
         logging.getLogger("liverseg").warning("%s: %s", w.category.__name__, withhold(str(w.message), values))
+
+
+def _orientation(cosines: np.ndarray) -> str:
+    """The patient direction (L/R, P/A, H/F) a direction cosine vector mostly points to."""
+    axis = int(np.argmax(np.abs(cosines)))
+    return ("LR", "PA", "HF")[axis][0 if cosines[axis] > 0 else 1]
+
+
+def overlay_instance(
+    volume: Volume,
+    k: int,
+    rgb: np.ndarray,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    software_version: str,
+) -> Any:
+    """A DICOM Secondary Capture image of sorted slice ``k`` of ``volume``'s series showing ``rgb``.
+
+    ``rgb`` is uint8 [R, C, 3] on the slice's own pixel grid (the source's rows and columns):
+    a burned-in overlay for viewers that cannot show DICOM-SEG. Patient, study and the
+    slice's pixel spacing and orientation come from the source header; instance number k + 1.
+    """
+    hd = need("highdicom", "writing a Secondary Capture overlay")
+    if not volume.source_datasets or _is_enhanced(volume):
+        raise DataError(f"{volume.source}: an overlay series needs a single-frame DICOM source series")
+    ref = volume.source_datasets[k]
+    iop = np.asarray([float(v) for v in ref.ImageOrientationPatient])
+    spacing = tuple(float(v) for v in ref.PixelSpacing)
+    values = _identifier_values(volume)
+    with _identifiers_withheld(volume):
+        try:
+            sc = hd.sc.SCImage.from_ref_dataset(
+                ref_dataset=ref,
+                pixel_array=np.ascontiguousarray(rgb, dtype=np.uint8),
+                photometric_interpretation="RGB",
+                bits_allocated=8,
+                coordinate_system="PATIENT",
+                series_instance_uid=series_instance_uid,
+                series_number=901,
+                sop_instance_uid=sop_instance_uid,
+                instance_number=k + 1,
+                manufacturer="liverseg",
+                pixel_spacing=spacing,
+                patient_orientation=(_orientation(iop[:3]), _orientation(iop[3:])),
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+            )
+        except Exception as e:
+            why = withhold(describe(e), values)
+            raise DataError(f"{volume.source}: overlay slice {k} cannot be built ({why})") from None
+    sc.SeriesDescription = "liverseg liver overlay"
+    sc.SoftwareVersions = software_version or "unknown"
+    sc.BurnedInAnnotation = "YES"
+    return sc
 
 
 def _build_and_save_seg(
