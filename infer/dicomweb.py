@@ -22,6 +22,8 @@ it is sent by STOW-RS into its study. Its SeriesInstanceUID and SOPInstanceUID a
 from the run folder's identity and the source series (:meth:`Store.uids`): a ``--resume``
 that runs the input again makes the same UIDs, finds the instance on the server (QIDO-RS)
 and does not send it twice; an input whose row is in the journal is not run at all.
+``--store-overlay`` also sends a burned-in overlay series (a Secondary Capture image of
+each slice that holds liver, :meth:`Store.put_overlay`) under the same rule.
 
 Safe by default: credentials come from the environment (:data:`USER_ENV` and
 :data:`PASSWORD_ENV`, or :data:`TOKEN_ENV` for a bearer token) or else from a netrc file
@@ -64,10 +66,12 @@ __all__ = [
     "Target",
     "InputArgument",
     "StoreURL",
+    "describe_inputs",
     "is_dicomweb",
     "list_urls",
     "parse",
     "read_series_url",
+    "run_token",
     "urls_in_csv",
 ]
 
