@@ -18,6 +18,7 @@ from liverseg.core.cli import command, device_name, raw_argv
 from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.qc import FLAGS, SLICE_FLAGS
+from liverseg.infer.dicomweb import InputArgument, StoreURL
 from liverseg.infer.io import MODEL_MAX_PIXELS
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
@@ -34,8 +35,8 @@ SECTIONS = [
     ("Model and engine", ["model", "device", "engine", "precision", "batch_size", "threads", "contract", "spinning"]),
     (
         "Outputs",
-        ["out", "output_format", "overlays", "save_probabilities", "report", "anatomy", "second_look",
-         "largest_component", "min_blob"],
+        ["out", "output_format", "store", "store_overlay", "overlays", "save_probabilities", "report", "anatomy",
+         "second_look", "largest_component", "min_blob"],
     ),
     (
         "Run control",
@@ -55,7 +56,7 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 
 
 @command(sections=SECTIONS)
-@click.argument("input", type=click.Path(exists=True, path_type=Path))
+@click.argument("input", type=InputArgument())
 @click.option(
     "-m",
     "--model",
@@ -236,10 +237,24 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     metavar="K",
     help="Which part (0..N-1) of --num-parts N this process runs.",
 )
+@click.option(
+    "--store",
+    type=StoreURL(),
+    default=None,
+    metavar="dicomweb+http(s)://HOST:PORT/PATH",
+    help="Send each DICOM-SEG to this DICOMweb server (STOW-RS) into its study; implies nifti+dicom-seg. "
+    "Credentials from the environment or netrc, never the URL (docs/dicomweb.md).",
+)
+@click.option(
+    "--store-overlay",
+    is_flag=True,
+    help="With --store, also send a burned-in overlay series (DICOM Secondary Capture: each slice that holds "
+    "liver, the liver outlined) for viewers that cannot show DICOM-SEG.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a terminal).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write report.html at the end.")
 def main(
-    input: Path,
+    input: Path | str,
     model: str | None,
     labels: Path | None,
     out: Path | None,
@@ -271,11 +286,14 @@ def main(
     precision: str,
     num_parts: int,
     part_id: int | None,
+    store: str | None,
+    store_overlay: bool,
     progress: bool | None,
     report: bool,
 ) -> None:
     """Segment the liver in INPUT: an image, a CT volume (.nii/.nii.gz/.nrrd/.mha/.mhd), a DICOM series
-    folder, a folder of images or volumes, or a CSV listing any of these."""
+    folder, a folder of images or volumes, a DICOMweb study or series (dicomweb+http://HOST:PORT/PATH/studies/UID),
+    or a CSV listing any of these."""
     opts = Options(
         source=input,
         model=model,
@@ -311,6 +329,8 @@ def main(
         precision=precision,
         num_parts=num_parts,
         part_id=part_id,
+        store=store,
+        store_overlay=store_overlay,
         command=raw_argv("liverseg-infer"),
     )
     # A usage-type error (UsageError, ContractError, DeviceError) propagates to Command: one line, exit 2.

@@ -149,6 +149,13 @@ def list_inputs(
     folder; that input's outputs are named after the series, not the folder (``<folder>__<UID>``
     when several DICOM folders are listed).
     """
+    urls = _dicomweb_urls(source)
+    if urls is not None:  # a study/series/query URL, or a CSV list of them (liverseg.infer.dicomweb)
+        if labels is not None:
+            raise UsageError(f"--labels: not taken with DICOMweb inputs ({source})")
+        if series is not None:
+            raise UsageError(f"--series: a DICOMweb URL names its series itself (.../studies/UID/series/UID): {source}")
+        return _url_items(urls, limit)
     src = Path(source)
     if not src.exists():
         raise UsageError(
@@ -189,8 +196,39 @@ def list_inputs(
     return items
 
 
+def _dicomweb_urls(source: str | os.PathLike) -> list[str] | None:
+    """The ``dicomweb+`` URLs ``source`` is or lists (a CSV of them), else None."""
+    from liverseg.infer.dicomweb import is_dicomweb, urls_in_csv
+
+    if is_dicomweb(source):
+        return [str(source)]
+    src = Path(source)
+    if src.is_file() and src.suffix.lower() == ".csv":
+        try:
+            return urls_in_csv(src)
+        except DataError as e:
+            raise UsageError(str(e)) from None
+    return None
+
+
+def _url_items(urls: list[str], limit: int | None) -> list[Item]:
+    """One Item per CT series the URLs name (kind ``dicomweb``), keyed by series UID."""
+    from liverseg.infer.dicomweb import list_urls
+
+    found = list_urls(urls)[: None if limit is None else max(0, int(limit))]
+    keys = output_keys([name for _, name in found])
+    return [Item(i, url, None, k, "dicomweb") for i, ((url, _), k) in enumerate(zip(found, keys))]
+
+
+def is_url(path: str) -> bool:
+    """True for an input that is a URL (a ``dicomweb+`` series), not a path."""
+    return "://" in path
+
+
 def input_kind(path: str) -> str:
-    """``volume`` for a volume file name, ``dicom`` for a folder, else ``image``."""
+    """``volume`` for a volume file name, ``dicom`` for a folder, ``dicomweb`` for a URL, else ``image``."""
+    if is_url(path):
+        return "dicomweb"
     if is_volume_path(path):
         return "volume"
     if os.path.isdir(path) and Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
@@ -365,7 +403,8 @@ def inputs_digest(items: list[Item]) -> str:
     h = hashlib.sha256()
     for it in items:
         label = os.path.abspath(it.label) if it.label else ""
-        h.update(f"{it.index}\t{os.path.abspath(it.image)}\t{label}\t{it.key}\n".encode())
+        image = it.image if is_url(it.image) else os.path.abspath(it.image)
+        h.update(f"{it.index}\t{image}\t{label}\t{it.key}\n".encode())
     return h.hexdigest()
 
 
@@ -482,6 +521,8 @@ def input_stat(item: Item) -> list[int] | None:
     A DICOM series folder counts its files: size = total bytes, mtime = the newest.
     """
     total, newest = 0, 0
+    if is_url(item.image):  # a server's series has no size or time to compare
+        return None
     try:
         paths = [item.image] + ([item.label] if item.label else [])
         for p in paths:

@@ -162,8 +162,8 @@ def _volume_line(v: dict[str, Any], out_dir: Path | None) -> str:
         x = v.get(key)
         return None if x in (None, "") else format(float(x), fmt)
 
-    mask = v.get("output")
-    where = (out_dir / mask if out_dir is not None else mask) if mask else f"{v.get('input')} (no mask)"
+    mask = v["output"]
+    where = out_dir / mask if out_dir is not None else mask
     parts = [f"volume   {where}:"]
     ml = num("volume_ml", ".0f")
     if ml is not None:
@@ -184,7 +184,7 @@ def summary_table(s: dict[str, Any], out_dir: Path | None) -> str:
         + (f" (resumed {s['n_resumed']})" if s["n_resumed"] else "")
     ]
     volumes = s.get("volumes") or []
-    lines += [_volume_line(v, out_dir) for v in volumes[:20]]
+    lines += [_volume_line(v, out_dir) for v in volumes[:20] if v.get("output")]  # failed ones: under "failed"
     if len(volumes) > 20 or (s.get("volume_metrics") or {}).get("n_volumes", 0) > 20:
         lines.append("volume   ... the others in per_volume.csv and statistics.json")
     only_volumes = (s.get("volume_metrics") or {}).get("n_volumes", 0) == s["n_inputs"]

@@ -88,6 +88,7 @@ class OutputWriter:
         threshold: float = 0.5,
         software_version: str = "",
         volume_overlays: bool | None = None,
+        store: Any = None,
     ) -> None:
         from liverseg.infer.volumes import Prep, VolumeWriter
 
@@ -96,7 +97,7 @@ class OutputWriter:
         self.threshold = threshold
         # a volume's few overlays (3 axial, 1 coronal) are drawn for the report too: it cannot read volumes again
         self.volumes = VolumeWriter(
-            out, self.prep, overlays if volume_overlays is None else volume_overlays, software_version
+            out, self.prep, overlays if volume_overlays is None else volume_overlays, software_version, store
         )
         self.overlay: Callable[..., np.ndarray] | None = None
         if overlays:

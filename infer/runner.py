@@ -104,7 +104,7 @@ Row = dict[str, Any]
 class Options:
     """Everything ``liverseg-infer`` accepts (see :mod:`liverseg.infer.cli`)."""
 
-    source: Path
+    source: Path | str  # a path, or a dicomweb+http(s):// URL (liverseg.infer.dicomweb)
     model: str | Path | None = None  # a file, 'latest' or 'reference' (None: the reference model)
     labels: Path | None = None
     out: Path | None = None
@@ -141,6 +141,8 @@ class Options:
     precision: str = "auto"  # auto | fp32 | bf16 | int8 | fp16; auto: the fastest that passed its gate
     num_parts: int = 1  # --num-parts/--part-id: run one part of a split run (liverseg.infer.shard)
     part_id: int | None = None
+    store: str | None = None  # --store dicomweb+http(s)://HOST/PATH: each DICOM-SEG sent there (STOW-RS)
+    store_overlay: bool = False  # --store-overlay: a burned-in overlay series (Secondary Capture) sent too
     command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
@@ -306,6 +308,12 @@ class Runner:
     ) -> Scheduler:
         """Run the inputs not done yet; every finished row goes to the journal, per_image.csv and the report."""
         todo = [it for it in items if it.index not in state.done]
+        store = None
+        if self.o.store is not None:  # UIDs of this run's SEGs: the same on --resume (never stored twice)
+            from liverseg.infer.dicomweb import Store, run_token
+
+            store = Store(self.o.store, run_token(state.state_dir), overlay=self.o.store_overlay)
+            self.log(store.describe())
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
         finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log, self.o.fail_on_flags)
@@ -316,6 +324,7 @@ class Runner:
             sess.threshold,
             versions().get("liverseg", ""),
             volume_overlays=self.o.overlays or self.o.report,
+            store=store,
         )
         scheduler = Scheduler(
             plan,
@@ -345,12 +354,19 @@ class Runner:
             raise UsageError(f"--batch-size must be >= 1, got {o.batch_size}")
         if o.limit is not None and o.limit < 1:
             raise UsageError(f"--limit must be >= 1, got {o.limit}")
+        if o.store_overlay and o.store is None:
+            raise UsageError("--store-overlay sends the overlay series with the SEG: it needs --store")
         # this run's --out and the default runs folder, when inside a folder input, are not inputs
         exclude = [p for p in (o.out, self.runs) if p is not None]
         items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude, series=o.series)
         if not items:
             raise UsageError(f"{o.source}: no inputs")
         self._has_volumes = any(it.is_volume for it in items)
+        urls = [it.image for it in items if it.kind == "dicomweb"]
+        if urls:
+            from liverseg.infer.dicomweb import describe_inputs
+
+            self.log(f"{describe_inputs(urls)}: {len(urls)} input(s)")
         self.all_items = items
         self.part = check_part(o.num_parts, o.part_id)
         if o.num_parts > 1:
@@ -413,7 +429,7 @@ class Runner:
             anatomy=o.anatomy,
             allow_non_ct=o.allow_non_ct,
             min_blob=o.min_blob,
-            dicom_seg="dicom-seg" in o.output_format,
+            dicom_seg="dicom-seg" in o.output_format or o.store is not None,
             save_probabilities=o.save_probabilities,
             max_pixels=o.max_pixels,
         )
@@ -485,6 +501,8 @@ class Runner:
                 "fail_on_flags": list(o.fail_on_flags),
                 "min_blob": o.min_blob,
                 "output_format": o.output_format,
+                "store": o.store,
+                "store_overlay": o.store_overlay,
                 "max_pixels": o.max_pixels,
                 "overlays": o.overlays,
                 "save_probabilities": o.save_probabilities,
@@ -597,6 +615,8 @@ class Runner:
                 "overlays": OVERLAY_DIR if o.overlays else None,
                 "volumes": PER_VOLUME if self._has_volumes else None,
                 "dicom_seg": self.prep.dicom_seg,
+                "stored_to": self.o.store,
+                "stored_overlay": self.o.store_overlay,
             },
             "versions": versions(),
             "command": shlex.join(o.command),

@@ -179,6 +179,10 @@ def _read(path: str, kind: str, prep: Prep) -> Volume:
         from liverseg.core.dicom import read_series
 
         return read_series(path, prep.series, allow_gaps=prep.allow_gaps)
+    if kind == "dicomweb":
+        from liverseg.infer.dicomweb import read_series_url
+
+        return read_series_url(path, allow_gaps=prep.allow_gaps)
     return read_volume(path)
 
 
@@ -476,8 +480,9 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
 class VolumeWriter:
     """Writes one volume's files and returns its row (called from a write thread)."""
 
-    def __init__(self, out: Path, prep: Prep, overlays: bool, software_version: str) -> None:
+    def __init__(self, out: Path, prep: Prep, overlays: bool, software_version: str, store: Any = None) -> None:
         self.out, self.prep, self.overlays, self.version = out, prep, overlays, software_version
+        self.store = store  # --store: a liverseg.infer.dicomweb.Store each DICOM-SEG is sent to
 
     def _put_png(self, name: str, arr: np.ndarray) -> list[Any]:
         return [name, write_bytes_atomic(self.out / name, encode_png(arr), fsync=False)]
@@ -509,7 +514,8 @@ class VolumeWriter:
 
             name = f"masks/{it.key}_seg.dcm"
             source_order = vol.from_axial(pred.view(np.uint8)).transpose(2, 1, 0)
-            write_seg(vol, source_order, self.out / name, software_version=self.version)
+            uids = self.store.uids(vol) if self.store is not None else {}
+            write_seg(vol, source_order, self.out / name, software_version=self.version, **uids)
             files["seg"] = [name, (self.out / name).stat().st_size]
         if self.overlays:
             files.update(self._overlays(it.key, vi, pred))
@@ -541,6 +547,18 @@ class VolumeWriter:
             row.update(tp=tp, fp=fp, fn=fn, tn=tn)
             for key in ("dice", "iou", "mPA", "mIoU", "hd95_mm", "assd_mm", "nsd_2mm"):
                 row[key] = metrics[key]
+        if self.store is not None:  # the SEG is complete: send it (an input not sent fails and is redone)
+            if "seg" not in files:
+                row["notes"] = "; ".join([*vi.notes, "not stored: only a DICOM series input has a DICOM-SEG"])
+            else:
+                try:
+                    said = [self.store.put(self.out / files["seg"][0])]
+                    if self.store.overlay:
+                        said.append(self.store.put_overlay(vol, vi.gray, pred, self.version))
+                    row["notes"] = "; ".join([*vi.notes, *said])
+                except DataError as e:
+                    row["error"] = str(e)
+                    return row
         if vi.label_error:
             row["error"] = f"label: {vi.label_error}"
         else:

@@ -1,8 +1,9 @@
 """liverseg: liver segmentation in axial CT slices and volumes.
 
-The Python API (:mod:`liverseg.api`): ``liverseg.segment(image, model=None, ...)`` and
-``liverseg.Segmenter``. They are imported on first use, so ``import liverseg`` (which
-every ``liverseg.*`` module triggers) stays light and loads no inference engine.
+The Python API (:mod:`liverseg.api`): ``liverseg.segment(image, model=None, ...)``,
+``liverseg.Segmenter`` and ``liverseg.Segmentation`` (what ``details=True`` returns). They
+are imported on first use, so ``import liverseg`` (which every ``liverseg.*`` module
+triggers) stays light and loads no inference engine.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Segmenter", "__version__", "segment"]
+__all__ = ["Segmentation", "Segmenter", "__version__", "segment"]
 
-_API = ("Segmenter", "segment")
+_API = ("Segmentation", "Segmenter", "segment")
 
 
 def __getattr__(name: str) -> Any:

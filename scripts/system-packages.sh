@@ -9,6 +9,8 @@ set -euo pipefail
 PACKAGES=(
     chromium         # tests/test_viewer_browser.py: the report's viewer in a real browser
     chromium-driver  # tests/test_viewer_browser.py: Selenium drives that browser
+    orthanc          # tests/test_dicomweb.py: a real DICOM server on localhost (QIDO-RS, WADO-RS, STOW-RS)
+    orthanc-dicomweb # tests/test_dicomweb.py: Orthanc's DICOMweb plugin
 )
 
 missing=()

@@ -162,7 +162,8 @@ def test_wheel_metadata_layers(built_wheel):
     assert [r.split(">")[0] for r in extra("cpu")] == ["onnxruntime"]
     assert any(r.startswith("onnxruntime-gpu[cuda,cudnn]") for r in extra("gpu"))
     assert any(r.startswith("nvidia-cublas") for r in extra("gpu")), "onnxruntime-gpu's [cuda] leaves cuBLAS out"
-    for name in ("gpu", "train", "volumes", "openvino", "all"):
+    assert any(r.startswith("dicomweb-client") for r in extra("dicomweb")), "[dicomweb]: DICOMweb inputs, --store"
+    for name in ("gpu", "train", "volumes", "openvino", "dicomweb", "all"):
         names = {re.split(r"[<>=!~;\[ ]", r)[0] for r in extra(name)}
         assert not {"onnxruntime", "onnxruntime-gpu"} <= names, f"[{name}] installs both runtimes"
     assert not any(r.startswith("onnxruntime") for r in extra("all")), "[all] leaves the runtime choice to the user"

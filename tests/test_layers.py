@@ -93,6 +93,7 @@ LAYERS: dict[str, str] = {
     "liverseg.export.verify": "export",
     "liverseg.infer": "infer",
     "liverseg.infer.cli": "infer",
+    "liverseg.infer.dicomweb": "infer",  # DICOMweb inputs and --store (QIDO/WADO/STOW-RS)
     "liverseg.infer.io": "infer",
     "liverseg.infer.merge": "infer",
     "liverseg.infer.outcome": "infer",

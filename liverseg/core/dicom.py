@@ -66,6 +66,7 @@ __all__ = [
     "SeriesInfo",
     "find_series",
     "is_dicom_folder",
+    "overlay_instance",
     "read_seg_mask",
     "read_series",
     "write_seg",
@@ -706,9 +707,18 @@ def _is_enhanced(volume: Volume) -> bool:
 
 
 def write_seg(
-    volume: Volume, mask_axial_source_order: np.ndarray, path: str | os.PathLike[str], *, software_version: str
+    volume: Volume,
+    mask_axial_source_order: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    software_version: str,
+    series_instance_uid: str | None = None,
+    sop_instance_uid: str | None = None,
 ) -> None:
     """Write a binary DICOM-SEG (segment 1, "Liver") for ``volume``'s series to ``path``, atomically.
+
+    Its series and SOP instance UIDs are new ones unless given (a store that must
+    recognise a SEG it already holds gives the same ones again).
 
     ``mask_axial_source_order`` is [K, R, C] in the series' sorted slice order (the
     layout of ``volume.data.transpose(2, 1, 0)``), liver = nonzero. Empty frames are
@@ -739,8 +749,9 @@ def write_seg(
             name="liverseg", version=software_version, family=codes.cid7162.ArtificialIntelligence
         ),
     )
+    uids = (series_instance_uid or hd.UID(), sop_instance_uid or hd.UID())
     with _identifiers_withheld(volume):
-        _build_and_save_seg(hd, volume, pixels, description, software_version, Path(path))
+        _build_and_save_seg(hd, volume, pixels, description, software_version, Path(path), uids)
 
 
 IDENTIFIER_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName")
@@ -798,8 +809,68 @@ def _identifiers_withheld(volume: Volume) -> Iterator[None]:
         logging.getLogger("liverseg").warning("%s: %s", w.category.__name__, withhold(str(w.message), values))
 
 
+def _orientation(cosines: np.ndarray) -> str:
+    """The patient direction (L/R, P/A, H/F) a direction cosine vector mostly points to."""
+    axis = int(np.argmax(np.abs(cosines)))
+    return ("LR", "PA", "HF")[axis][0 if cosines[axis] > 0 else 1]
+
+
+def overlay_instance(
+    volume: Volume,
+    k: int,
+    rgb: np.ndarray,
+    *,
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    software_version: str,
+) -> Any:
+    """A DICOM Secondary Capture image of sorted slice ``k`` of ``volume``'s series showing ``rgb``.
+
+    ``rgb`` is uint8 [R, C, 3] on the slice's own pixel grid (the source's rows and columns):
+    a burned-in overlay for viewers that cannot show DICOM-SEG. Patient, study and the
+    slice's pixel spacing and orientation come from the source header; instance number k + 1.
+    """
+    hd = need("highdicom", "writing a Secondary Capture overlay")
+    if not volume.source_datasets or _is_enhanced(volume):
+        raise DataError(f"{volume.source}: an overlay series needs a single-frame DICOM source series")
+    ref = volume.source_datasets[k]
+    iop = np.asarray([float(v) for v in ref.ImageOrientationPatient])
+    spacing = tuple(float(v) for v in ref.PixelSpacing)
+    values = _identifier_values(volume)
+    with _identifiers_withheld(volume):
+        try:
+            sc = hd.sc.SCImage.from_ref_dataset(
+                ref_dataset=ref,
+                pixel_array=np.ascontiguousarray(rgb, dtype=np.uint8),
+                photometric_interpretation="RGB",
+                bits_allocated=8,
+                coordinate_system="PATIENT",
+                series_instance_uid=series_instance_uid,
+                series_number=901,
+                sop_instance_uid=sop_instance_uid,
+                instance_number=k + 1,
+                manufacturer="liverseg",
+                pixel_spacing=spacing,
+                patient_orientation=(_orientation(iop[:3]), _orientation(iop[3:])),
+                transfer_syntax_uid="1.2.840.10008.1.2.1",
+            )
+        except Exception as e:
+            why = withhold(describe(e), values)
+            raise DataError(f"{volume.source}: overlay slice {k} cannot be built ({why})") from None
+    sc.SeriesDescription = "liverseg liver overlay"
+    sc.SoftwareVersions = software_version or "unknown"
+    sc.BurnedInAnnotation = "YES"
+    return sc
+
+
 def _build_and_save_seg(
-    hd: Any, volume: Volume, pixels: np.ndarray, description: Any, software_version: str, path: Path
+    hd: Any,
+    volume: Volume,
+    pixels: np.ndarray,
+    description: Any,
+    software_version: str,
+    path: Path,
+    uids: tuple[str, str],
 ) -> None:
     values = _identifier_values(volume)
     try:
@@ -808,9 +879,9 @@ def _build_and_save_seg(
             pixel_array=pixels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=[description],
-            series_instance_uid=hd.UID(),
+            series_instance_uid=uids[0],
             series_number=900,
-            sop_instance_uid=hd.UID(),
+            sop_instance_uid=uids[1],
             instance_number=1,
             manufacturer="liverseg",
             manufacturer_model_name="liverseg",

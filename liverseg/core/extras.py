@@ -47,6 +47,8 @@ EXTRA_OF: dict[str, str] = {
     "pandas": "study",
     "matplotlib": "study",
     "openvino": "openvino",
+    "dicomweb_client": "dicomweb",
+    "requests": "dicomweb",
     "onnxruntime": "cpu",  # or gpu: see RUNTIME_CHOICE
 }
 # The distributions that provide the module ``onnxruntime`` (they overwrite each other).
