@@ -1,11 +1,13 @@
-"""The model session of the runner: model lookup, engine choice, contract checks, CUDA I/O binding.
+"""Where a model is opened, for ``liverseg-infer`` and the Python API alike: :func:`open_model`.
 
-The session itself comes from :func:`liverseg.core.engine.open_engine`, which holds
-the thread and spinning settings and the device rule (``cuda`` must load or it is a
-:class:`~liverseg.core.errors.DeviceError`; ``auto`` says what it chose). The engine
-(ONNX Runtime or OpenVINO) and the precision come from :func:`liverseg.core.choose.choose`
-(``auto``: the fastest gated combination for this machine); both engines run behind
-the one :class:`ModelSession` interface, and the choice is in :attr:`ModelSession.choice`.
+One path: the model resolved (:func:`liverseg.reference.resolve_model`; a checkpoint exported
+once), its contract read from the file's metadata, the engine and precision chosen
+(:func:`liverseg.core.choose.choose`: the first gated combination in this CPU class's order),
+the engine opened (:func:`liverseg.core.engine.open_engine`, which holds the thread and
+spinning settings and the device rule: ``cuda`` must load or it is a
+:class:`~liverseg.core.errors.DeviceError`; ``auto`` says what it chose), and its inputs and
+outputs checked against the contract. The :class:`ModelSession` that comes back is not changed
+afterwards: each :meth:`ModelSession.run` call says whether it wants the probability.
 
 CUDA settings: inputs are bound from host memory (uint8, the smallest form of the
 data; the pipeline converts on the GPU) with I/O binding; the mask output is bound to
