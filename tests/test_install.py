@@ -332,7 +332,8 @@ def test_missing_extra_messages():
     )
     assert "pip install 'liverseg[volumes]'" in (missing_extra(ModuleNotFoundError("x", name="pydicom")) or "")
     assert "liverseg[cpu]" in (missing_extra(ModuleNotFoundError("x", name="onnxruntime")) or "")
-    assert missing_extra(ModuleNotFoundError("x", name="requests")) is None
+    assert "liverseg[dicomweb]" in (missing_extra(ModuleNotFoundError("x", name="requests")) or "")
+    assert missing_extra(ModuleNotFoundError("x", name="cowsay")) is None  # no extra holds it
     assert missing_extra(ValueError("torch")) is None
 
 
