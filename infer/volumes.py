@@ -446,7 +446,8 @@ def _trim_tail(pred: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarra
 def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
     """(the cleaned bool mask, voxels removed): the anatomy rule, the largest component, small blobs, as asked.
 
-    What the anatomy rule refused (or "no liver") goes into ``vi.notes``.
+    The anatomy rule clears what it refuses in the model's ``mask`` itself (its callers have no other use for
+    it). What the rule refused (or "no liver") goes into ``vi.notes``.
     """
     removed = 0
     pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
@@ -455,7 +456,7 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
             from liverseg.core.anatomy import on_the_left_mm, plausible_liver
 
             vi.left_mm = on_the_left_mm(pred, vi.marks, vi.spacing)
-            pred, n, note = plausible_liver(pred, vi.spacing, vi.marks)
+            pred, n, note = plausible_liver(pred, vi.spacing, vi.marks, in_place=True)
         except DataError as e:  # pragma: no cover - scipy is in the volumes extra
             vi.notes.append(f"anatomy check skipped: {e}")
         else:

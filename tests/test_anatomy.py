@@ -102,7 +102,7 @@ def test_the_api_applies_the_rule_to_volumes_unless_told_not_to(monkeypatch):
 
     calls = []
 
-    def everything_refused(mask, spacing, marks):
+    def everything_refused(mask, spacing, marks, in_place=False):
         calls.append(marks)
         return np.zeros_like(mask, dtype=bool), int(mask.sum()), "no liver: test"
 
@@ -162,7 +162,7 @@ def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, 
 
     seen = []
 
-    def refuse(mask, spacing, marks):
+    def refuse(mask, spacing, marks, in_place=False):
         seen.append(marks)
         return np.zeros_like(mask, dtype=bool), int(mask.sum()), "no liver: test"
 
