@@ -298,7 +298,12 @@ class Segmenter:
         if image_type == "nibabel":
             if affine is not None or spacing is not None:
                 raise UsageError("a nibabel image carries its own geometry: pass no spacing or affine")
-            out = self._array_volume(np.asarray(image.dataobj), prep, None, image.affine, probabilities, second_look)
+            voxels = np.asarray(image.dataobj)
+            if voxels.ndim == 4 and voxels.shape[3] == 1:  # one volume of a 4D file
+                voxels = voxels[..., 0]
+            if voxels.ndim != 3:
+                raise UsageError(f"a nibabel image of shape {voxels.shape}: expected a 3D CT volume")
+            out = self._array_volume(voxels, prep, None, image.affine[:4, :4], probabilities, second_look)
             return _as_nibabel(out, image)
         if image_type == "sitk":
             if affine is not None or spacing is not None:

@@ -287,3 +287,21 @@ def test_one_session_serves_slices_and_volumes_and_each_call_asks_for_what_it_ne
     assert s.session is None
     with pytest.raises(UsageError, match="closed"):
         s(_ct(rng, (64, 64)))
+
+
+def test_image_objects_carry_their_own_geometry(tiny_model):
+    """A nibabel or SimpleITK image is read with its geometry: spacing= or affine= beside it is refused, and a
+    nibabel image that is not one 3D volume is refused with its shape."""
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    img = nib.Nifti1Image(np.zeros((8, 8, 4, 2), dtype=np.int16), np.eye(4))
+    with liverseg.Segmenter(tiny_model, device="cpu") as s:
+        with pytest.raises(UsageError, match=r"shape \(8, 8, 4, 2\): expected a 3D CT volume"):
+            s.segment(img)
+        with pytest.raises(UsageError, match="carries its own geometry"):
+            s.segment(nib.Nifti1Image(np.zeros((8, 8, 4), dtype=np.int16), np.eye(4)), spacing=(1.0, 1.0, 1.0))
+        with pytest.raises(UsageError, match="carries its own geometry"):
+            s.segment(sitk.Image(8, 8, 4, sitk.sitkInt16), affine=np.eye(4))
+        with pytest.raises(UsageError, match="3 components per pixel"):
+            s.segment(sitk.Image([8, 8], sitk.sitkVectorUInt8, 3))
