@@ -288,7 +288,7 @@ def choose(
                 + ("its accuracy gate passed" if g and g.get("passed") else "used as asked, although "
                    + ("it failed its accuracy gate" if g else "no accuracy gate was measured for it"))
             )  # fmt: skip
-        why = "fastest measured" if not skipped else "first usable"
+        why = "first in the measured order" if not skipped else "first usable"
         reason = f"{why} on this {klass} CPU" + (f" ({'; '.join(skipped)})" if skipped else "")
         if not ov and engine == "auto" and klass == "amx":  # 3.8x ONNX Runtime int8 there; within 10% elsewhere
             notes.append(f"hint: OpenVINO would be faster on this {klass} CPU: pip install 'liverseg[openvino]'")
