@@ -19,6 +19,7 @@ import numpy as np
 
 from liverseg.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from liverseg.core.metrics import SegmentationMetrics
+from liverseg.core.qc import flag_codes
 from liverseg.infer.volumes import VOLUME_COLUMNS, volume_summary
 
 Row = dict[str, Any]
@@ -69,7 +70,7 @@ class RunReport:
             self.metrics.add_confusion(row["tp"], row["fp"], row["fn"], row["tn"])
         if row.get("_e2e_ms") is not None:
             self.end_to_end_ms.append(float(row["_e2e_ms"]))
-        flags = [f for f in str(row.get("qc_flags") or "").split(";") if f]
+        flags = flag_codes(row.get("qc_flags"))
         self.n_flagged += bool(flags)
         for flag in flags:
             self.qc[flag] = self.qc.get(flag, 0) + 1

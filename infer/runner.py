@@ -42,6 +42,7 @@ from liverseg.core.errors import ContractError, LiversegError, UsageError, descr
 from liverseg.core.extras import install_hint
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.core.io import DiskFullError, versions, write_text_atomic
+from liverseg.core.qc import flag_codes
 from liverseg.infer.io import (
     MASK_DIR,
     OVERLAY_DIR,
@@ -211,7 +212,7 @@ def _fail_on_flags(row: Row, fail_on: tuple[str, ...]) -> None:
     outputs stay written, for a look; ``--resume`` runs it again."""
     if row.get("status") != "ok" or not fail_on:
         return
-    flags = [f for f in str(row.get("qc_flags") or "").split(";") if f]
+    flags = flag_codes(row.get("qc_flags"))
     hit = flags if "any" in fail_on else [f for f in flags if f in fail_on]
     if hit:
         row["status"] = "failed"

@@ -45,6 +45,7 @@ from liverseg.core.engine import usable_cores
 from liverseg.core.errors import DataError, describe
 from liverseg.core.intensity import check_windowed, interpret, window_to_gray
 from liverseg.core.io import write_bytes_atomic, write_text_atomic
+from liverseg.core.qc import flag_codes, liver_statistics, volume_flags
 from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import Volume, read_volume, write_nifti
 
@@ -492,8 +493,6 @@ class VolumeWriter:
         """Fill ``row`` (the per_image.csv base row of ``it``) with the volume's files, metrics and columns."""
         vol = vi.volume
         pred, removed = clean_volume(mask, vi, self.prep)
-        from liverseg.core.qc import liver_statistics, volume_flags
-
         flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm, vi.looks)
         vi.looks = None
         row["qc_flags"] = ";".join(flags)
@@ -663,7 +662,7 @@ def statistics_json(rows: list[Row]) -> dict[str, Any]:
                 "hu_std": r.get("hu_std"),
                 "extent_cc_mm": r.get("extent_cc_mm"),
                 "bbox_ras_mm": {"min": bbox[:3], "max": bbox[3:]} if bbox else None,
-                "qc_flags": [f for f in str(r.get("qc_flags") or "").split(";") if f],
+                "qc_flags": flag_codes(r.get("qc_flags")),
             }
         )
     return {

@@ -65,6 +65,7 @@ __all__ = [
     "FRAGMENT_ML",
     "SLICE_FLAGS",
     "STAT_COLUMNS",
+    "flag_codes",
     "flip_agreement",
     "liver_statistics",
     "mirrored",
@@ -142,6 +143,11 @@ def volume_flags(
     if any(n.startswith("intensities read as") for n in notes):
         flags.append("intensity_assumed")
     return flags
+
+
+def flag_codes(cell: object) -> list[str]:
+    """The codes of a row's ``qc_flags`` cell (``a;b``; empty, None or NaN: none)."""
+    return [f for f in str(cell or "").split(";") if f]
 
 
 def mirrored(found_cm2: float, mirrored_cm2: float) -> bool:
