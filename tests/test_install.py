@@ -189,16 +189,22 @@ def _watched_infer(light: dict, args: list[str]) -> subprocess.CompletedProcess:
     return _cmd(light, [str(light["python"]), "-c", code])
 
 
-def test_liverseg_infer_on_a_png_a_nifti_and_a_csv_imports_no_heavy_module(light, tiny):
+def _small_ct_nifti(folder: Path) -> Path:
+    """A 6-slice CT volume in HU (a disc of soft tissue in air) as ``folder/ct.nii.gz``."""
     import nibabel as nib
 
-    d = light["cwd"] / "inputs"
-    d.mkdir(exist_ok=True)
+    folder.mkdir(exist_ok=True)
     z, y, x = np.mgrid[:6, :40, :48]
     noise = np.random.default_rng(0).normal(0, 10, z.shape)
     hu = np.rint(np.where((y - 20) ** 2 + (x - 24) ** 2 < 300, 60, -1000) + noise + z).astype(np.int16)
-    nii = d / "ct.nii.gz"
+    nii = folder / "ct.nii.gz"
     nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([-0.8, -0.8, 2.5, 1.0])), str(nii))
+    return nii
+
+
+def test_liverseg_infer_on_a_png_a_nifti_and_a_csv_imports_no_heavy_module(light, tiny):
+    d = light["cwd"] / "inputs"
+    nii = _small_ct_nifti(d)
     csv = d / "test_x.csv"
     csv.write_text(f"X\n{tiny['png']}\n")
     for name, source, want in (
@@ -392,7 +398,7 @@ def test_a_fresh_cpu_install_weighs_at_most_250_mb_and_runs(built_wheel, tiny, t
 
     pip runs ``--isolated`` against the public index, so this machine's configuration (local
     wheel folders, constraints) does not choose the versions; its download cache is used. The
-    environment then segments a PNG without importing a module of HEAVY.
+    environment then segments a PNG and a NIfTI volume without importing a module of HEAVY.
     About 10 s with a warm cache on a 2-core Xeon (2026-12-07); skipped without the network.
     """
     if not _index_reachable():
@@ -419,3 +425,6 @@ def test_a_fresh_cpu_install_weighs_at_most_250_mb_and_runs(built_wheel, tiny, t
     fresh = {"python": py, "bin": py.parent, "cwd": tmp_path, "env": env}
     r = _watched_infer(fresh, [str(tiny["png"]), "--model", str(tiny["onnx"]), "-o", str(tmp_path / "o")])
     assert r.returncode == 0 and (tmp_path / "o" / "masks" / "slice_pred.png").is_file(), r.stdout + r.stderr
+    nii = _small_ct_nifti(tmp_path / "inputs")
+    r = _watched_infer(fresh, [str(nii), "--model", str(tiny["onnx"]), "-o", str(tmp_path / "v")])
+    assert r.returncode == 0 and (tmp_path / "v" / "masks" / "ct.nii.gz").is_file(), r.stdout + r.stderr
