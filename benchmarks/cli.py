@@ -27,7 +27,7 @@ from liverseg.benchmarks.backends import BACKENDS
 from liverseg.benchmarks.bench import Bench, BenchOptions, Case
 from liverseg.core.cli import command, raw_argv
 from liverseg.core.errors import EXIT_FAILED, EXIT_OK, UsageError
-from liverseg.core.io import ensure_writable_dir
+from liverseg.core.files import ensure_writable_dir
 
 DEFAULT_OUT = Path("runs/bench")  # relative to the current folder
 

@@ -74,7 +74,7 @@ def _evenly(items: list, n: int) -> list:
 
 def real_slices(n: int, data_dir: Path | None = None) -> SliceSet | None:
     """``n`` CHAOS slices that contain liver (evenly spaced), or None when the data is absent."""
-    from liverseg.core.data import discover, read_pair
+    from liverseg.core.images import discover, read_pair
 
     folder = (data_dir or shared_data_dir()) / "chaos-ct-case"
     if not (folder / "images").is_dir():
@@ -92,7 +92,7 @@ def real_slices(n: int, data_dir: Path | None = None) -> SliceSet | None:
 
 def calibration_slices(n: int, data_dir: Path | None = None) -> tuple[list[np.ndarray], str]:
     """``n`` uint8 slices for int8 calibration: msd-liver-256 when present, else synthetic."""
-    from liverseg.core.data import read_image
+    from liverseg.core.images import read_image
 
     folder = (data_dir or shared_data_dir()) / "msd-liver-256" / "images"
     if folder.is_dir():

@@ -4,7 +4,7 @@ This is the one end-to-end measurement of the project. For each ONNX Runtime bac
 (fp32, int8 QDQ on the CPU; ``ort-cuda-*`` rows run the runner with ``--device cuda``)
 and each round, in one process:
 
-* **model only**: the runner's own session (``liverseg.infer.session.open_session``,
+* **model only**: the runner's own session (``liverseg.predict.model.open_session``,
   same device, threads and spinning setting) runs the slices in batches of ``batch``
   (1 by default), already decoded in memory, without the decode and encode threads
   beside it; one warm-up batch is run first, then only ``session.run`` is timed.
@@ -205,7 +205,7 @@ class _Backend:
         self.n = len(images)
         self.sess: Any = None
         try:
-            from liverseg.infer.session import open_session
+            from liverseg.predict.model import open_session
 
             self.path = art.path(needs)
             self.sess = open_session(
@@ -291,7 +291,7 @@ def run_e2e(
 ) -> list[dict[str, Any]]:
     """One row per backend in ``backends`` (names of :data:`~liverseg.benchmarks.backends.BACKENDS`)."""
     from liverseg.benchmarks.data import shared_data_dir
-    from liverseg.core.data import discover, read_image
+    from liverseg.core.images import discover, read_image
 
     log = log or (lambda _: None)
     folder = (data_dir or shared_data_dir()) / "chaos-ct-case"

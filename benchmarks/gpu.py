@@ -57,7 +57,7 @@ import numpy as np
 from liverseg.core.cli import command, raw_argv
 from liverseg.core.engine import CUDA_PROVIDER, TENSORRT_PROVIDER
 from liverseg.core.errors import UsageError, describe
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
 
 PROG = "python -m liverseg.benchmarks.gpu"
 

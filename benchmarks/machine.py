@@ -20,7 +20,7 @@ from typing import Any
 
 from liverseg.core.engine import cpu_flags as engine_cpu_flags
 from liverseg.core.engine import cpuinfo_flags, simulated_cpu_flags, usable_cores
-from liverseg.core.io import versions as core_versions
+from liverseg.core.files import versions as core_versions
 
 # Vector/matrix extensions that decide conv and matmul speed, in the order shown.
 ISA_FLAGS = (
@@ -90,7 +90,7 @@ def machine_kind() -> str:
 
 
 def versions() -> dict[str, str]:
-    """:func:`liverseg.core.io.versions` plus what only a benchmark needs: numpy's BLAS, torch's threads and CUDA."""
+    """:func:`liverseg.core.files.versions` plus what only a benchmark needs: numpy's BLAS, torch's threads and CUDA."""
     out = dict(core_versions())
     try:
         import numpy

@@ -53,10 +53,10 @@ import pandas as pd
 from PIL import Image
 
 from liverseg.benchmarks.machine import stamp
-from liverseg.core.data import read_image, read_mask
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
+from liverseg.core.images import read_image, read_mask
 from liverseg.core.metrics import confusion, scores
-from liverseg.infer.session import ModelSession, open_session
+from liverseg.predict.model import ModelSession, open_session
 
 __all__ = ["CheckpointSession", "Slice", "dice", "evaluate", "main"]
 

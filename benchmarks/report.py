@@ -32,7 +32,7 @@ from liverseg.benchmarks.bench import COLUMNS
 from liverseg.benchmarks.e2e import E2E_COLUMNS
 from liverseg.benchmarks.scaling import SCALING_COLUMNS
 from liverseg.core.errors import describe
-from liverseg.core.io import atomic_path, ensure_writable_dir, write_text_atomic
+from liverseg.core.files import atomic_path, ensure_writable_dir, write_text_atomic
 
 STAMP_COLUMNS = (
     "date",

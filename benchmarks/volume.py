@@ -100,8 +100,9 @@ def describe_model(model: Path, width: int) -> tuple[str, int, float | None]:
 def model_only(model: Path, series: Path, batch: int, threads: int | None, spinning: bool) -> tuple[float, int]:
     """(slices per second inside ``session.run``, number of slices) over the series' model inputs."""
     from liverseg.core.contract import ct_settings, read_onnx_contract
-    from liverseg.infer.session import open_session
-    from liverseg.infer.volumes import Prep, load_volume
+    from liverseg.infer.volumes import load_volume
+    from liverseg.predict.model import open_session
+    from liverseg.predict.predictor import Prep
 
     window, model_spacing = ct_settings(read_onnx_contract(model))
     sess = open_session(model, device="cpu", threads=threads, spinning=spinning)  # the engine liverseg-infer takes

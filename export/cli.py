@@ -34,7 +34,7 @@ import click
 
 from liverseg.core.cli import CONTEXT_SETTINGS, command, raw_argv
 from liverseg.core.errors import EXIT_FAILED, DeviceError, ExportError
-from liverseg.core.io import ensure_writable_dir, write_text_atomic
+from liverseg.core.files import ensure_writable_dir, write_text_atomic
 
 if TYPE_CHECKING:  # torch and onnx are imported when the command runs, not for --help
     from liverseg.export.verify import ParityReport, RealSlices
@@ -78,7 +78,7 @@ def _file_info(path: Path) -> dict[str, Any]:
 
 
 def _load_slices(source: Path, root: Path | None, start: int, count: int, what: str) -> RealSlices:
-    from liverseg.core.data import discover
+    from liverseg.core.images import discover
     from liverseg.export.verify import RealSlices
 
     samples = discover(source, root=root)

@@ -36,7 +36,7 @@ from torch import nn
 from liverseg.core.contract import CONTRACT_KEY, INPUT_NAME, MASK_NAME, PROB_NAME, flat_metadata
 from liverseg.core.engine import CPU_PROVIDER, CUDA_PROVIDER, EngineOptions, open_engine
 from liverseg.core.errors import ContractError, DeviceError, ExportError, first_line
-from liverseg.core.io import atomic_path
+from liverseg.core.files import atomic_path
 from liverseg.export.common import example_input, prepare_export
 from liverseg.models.checkpoint import Checkpoint
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from liverseg.core.contract import CONTRACT_KEY, INPUT_NAME, validate_contract
 from liverseg.core.errors import ExportError, first_line
-from liverseg.core.io import atomic_path
+from liverseg.core.files import atomic_path
 
 INT8_OP_TYPES = ("Conv", "ConvTranspose", "MaxPool", "Concat", "Relu")
 # Nodes that run in float16 in the fp16 model; everything else (preprocessing,
@@ -52,8 +52,8 @@ def _load_contract(model: Any, source: str) -> dict[str, Any]:
 def load_calibration_images(
     source: str | os.PathLike, limit: int | None = None, root: str | os.PathLike | None = None
 ) -> list[np.ndarray]:
-    """uint8 [H, W] slices named by a folder or CSV (see :func:`liverseg.core.data.discover`)."""
-    from liverseg.core.data import discover, read_image
+    """uint8 [H, W] slices named by a folder or CSV (see :func:`liverseg.core.images.discover`)."""
+    from liverseg.core.images import discover, read_image
 
     samples = discover(source, root=root)
     if limit is not None:

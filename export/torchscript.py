@@ -20,7 +20,7 @@ import torch
 
 from liverseg.core.contract import TORCHSCRIPT_EXTRA_FILE, read_torchscript_contract
 from liverseg.core.errors import ExportError, first_line
-from liverseg.core.io import atomic_path
+from liverseg.core.files import atomic_path
 from liverseg.export.common import prepare_export
 from liverseg.models.checkpoint import Checkpoint
 

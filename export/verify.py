@@ -57,7 +57,7 @@ from liverseg.core.contract import (
 )
 from liverseg.core.engine import EngineOptions, open_engine
 from liverseg.core.errors import ContractError, first_line
-from liverseg.core.io import versions, write_text_atomic
+from liverseg.core.files import versions, write_text_atomic
 from liverseg.core.metrics import confusion, image_scores, scores
 from liverseg.models.checkpoint import Checkpoint
 
@@ -130,7 +130,7 @@ class RealSlices:
 
     @classmethod
     def from_samples(cls, samples: list[Any], source: str = "") -> RealSlices:
-        from liverseg.core.data import read_image, read_mask
+        from liverseg.core.images import read_image, read_mask
 
         imgs = [read_image(s.image) for s in samples]
         masks = [read_mask(s.mask) if s.mask is not None else None for s in samples]

@@ -6,8 +6,8 @@
 * :mod:`liverseg.infer.resume` -- the run folder, run.json, journal.jsonl and what an earlier run finished.
 * :mod:`liverseg.infer.rows` -- one input's outputs and per_image.csv row; per_image.csv in input order.
 * :mod:`liverseg.infer.outcome` -- the run report: counts, failures, metrics, timings, exit code, summary.
-* :mod:`liverseg.infer.session` -- model lookup, contract, device rules, CUDA I/O binding.
-* :mod:`liverseg.infer.io` -- input listing and label discovery, output names, decoding, PNG encoding.
+* :mod:`liverseg.predict.model` -- model lookup, contract, device rules, CUDA I/O binding.
+* :mod:`liverseg.infer.inputs` -- input listing and label discovery, output names, decoding, PNG encoding.
 * :mod:`liverseg.infer.report` -- report.html from a run folder (``liverseg-report``).
 * :mod:`liverseg.infer.shard` -- split runs: which inputs part K of N runs, split.json, the shared folder.
 * :mod:`liverseg.infer.merge` -- the whole run's tables and report from a split run's parts (``liverseg-merge``).

@@ -204,7 +204,7 @@ def urls_in_csv(path: Path) -> list[str] | None:
 
     A list mixes no files and URLs (a UsageError says so).
     """
-    from liverseg.core.data import read_table
+    from liverseg.core.images import read_table
 
     t = read_table(path)
     if not t.columns:

@@ -33,8 +33,8 @@ import click
 
 from liverseg.core.cli import command, raw_argv
 from liverseg.core.errors import EXIT_FAILED, EXIT_OK, UsageError, describe
-from liverseg.core.io import remove_stale_temporaries, write_text_atomic
-from liverseg.infer.io import MASK_DIR, OVERLAY_DIR, PER_IMAGE_COLUMNS, PROB_DIR, RUN_STATE, csv_line
+from liverseg.core.files import remove_stale_temporaries, write_text_atomic
+from liverseg.infer.inputs import MASK_DIR, OVERLAY_DIR, PER_IMAGE_COLUMNS, PROB_DIR, RUN_STATE, csv_line
 from liverseg.infer.outcome import RunReport, summary_table
 from liverseg.infer.resume import JOURNAL, RunLock, read_journal
 from liverseg.infer.shard import SPLIT_CHECKED, contract_sha256, part_bounds, part_dir, read_split

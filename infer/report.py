@@ -39,11 +39,11 @@ import click
 import numpy as np
 
 from liverseg.core.cli import command
-from liverseg.core.data import DataError, read_image, read_mask
+from liverseg.core.files import write_text_atomic
 from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram, svg_slice_profile
-from liverseg.core.io import write_text_atomic
+from liverseg.core.images import DataError, read_image, read_mask
 from liverseg.core.viewer import PAYLOAD_VERSION, slices_payload, viewer_assets, viewer_html
-from liverseg.infer.io import PER_IMAGE_COLUMNS
+from liverseg.infer.inputs import PER_IMAGE_COLUMNS
 from liverseg.infer.volumes import VIEWER_SUFFIX
 
 REPORT_NAME = "report.html"

@@ -28,23 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from liverseg.core.errors import UsageError
-from liverseg.core.io import DiskFullError, ensure_writable_dir, remove_stale_temporaries, write_text_atomic
-from liverseg.infer.io import MASK_DIR, OVERLAY_DIR, PROB_DIR, RUN_FORMAT, RUN_STATE, Item, input_stat
+from liverseg.core.files import DiskFullError, ensure_writable_dir, remove_stale_temporaries, write_text_atomic
+from liverseg.infer.inputs import MASK_DIR, OVERLAY_DIR, PROB_DIR, RUN_FORMAT, RUN_STATE, Item, input_stat
 
 JOURNAL = "journal.jsonl"
-RUNS_ENV = "LIVERSEG_RUNS_DIR"
 
 Row = dict[str, Any]
 Log = Callable[[str], None]
 
 
 # ---------------------------------------------------------------- which run folder
-
-
-def default_runs_dir() -> Path:
-    """``$LIVERSEG_RUNS_DIR``, else ``runs`` in the current folder."""
-    env = os.environ.get(RUNS_ENV)
-    return Path(env) if env else Path("runs")
 
 
 def _marked_read_only(runs: Path) -> bool:

@@ -5,7 +5,7 @@
 * :func:`failed_row` / :func:`skipped_row` are the rows of inputs without outputs.
 * :class:`OrderedCsv` writes rows in input order whatever order they finish in.
 
-A row is a dict over :data:`~liverseg.infer.io.PER_IMAGE_COLUMNS`, plus two keys for
+A row is a dict over :data:`~liverseg.infer.inputs.PER_IMAGE_COLUMNS`, plus two keys for
 the journal only: ``_files`` (kind -> [name, size], what ``--resume`` checks) and
 ``_e2e_ms`` (decode start to files written).
 """
@@ -16,16 +16,19 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from liverseg.core.data import encode_mask_png, encode_png
 from liverseg.core.errors import describe
+from liverseg.core.files import TMP_MARK, DiskFullError, write_bytes_atomic
 from liverseg.core.intensity import WINDOW_ESTIMATED
-from liverseg.core.io import TMP_MARK, DiskFullError, write_bytes_atomic
 from liverseg.core.metrics import confusion, scores
-from liverseg.infer.io import PER_IMAGE_COLUMNS, Item, Loaded, csv_line
+from liverseg.core.png import encode_mask_png, encode_png
+from liverseg.infer.inputs import PER_IMAGE_COLUMNS, Item, Loaded, csv_line
+
+if TYPE_CHECKING:
+    from liverseg.predict.predictor import Predictor
 
 Row = dict[str, Any]
 
@@ -74,9 +77,8 @@ def skipped_row(it: Item, why: str = "--fail-fast stopped the run after a failur
 class OutputWriter:
     """Writes one input's files into the run folder and returns its row (called from the write threads).
 
-    2D slices: a slice that was resized to the model's pixel spacing gets its
-    probability map resized back and thresholded on its own grid; the 2D cleanup
-    (largest component, small blobs) follows when asked. Volumes go to
+    A 2D slice is brought back to its own grid and cleaned up by the predictor
+    (:meth:`liverseg.predict.predictor.Predictor.finish_slice`); volumes go to
     :class:`liverseg.infer.volumes.VolumeWriter`.
     """
 
@@ -84,20 +86,19 @@ class OutputWriter:
         self,
         out: Path,
         overlays: bool,
-        prep: Any = None,
-        threshold: float = 0.5,
+        predictor: Predictor,
         software_version: str = "",
         volume_overlays: bool | None = None,
         store: Any = None,
     ) -> None:
-        from liverseg.infer.volumes import Prep, VolumeWriter
+        from liverseg.infer.volumes import VolumeWriter
 
         self.out = out
-        self.prep = prep if prep is not None else Prep()
-        self.threshold = threshold
+        self.predictor = predictor
+        self.prep = predictor.prep
         # a volume's few overlays (3 axial, 1 coronal) are drawn for the report too: it cannot read volumes again
         self.volumes = VolumeWriter(
-            out, self.prep, overlays if volume_overlays is None else volume_overlays, software_version, store
+            out, predictor, overlays if volume_overlays is None else volume_overlays, software_version, store
         )
         self.overlay: Callable[..., np.ndarray] | None = None
         if overlays:
@@ -108,26 +109,6 @@ class OutputWriter:
     def _put(self, name: str, png: bytes) -> list[Any]:
         """Write the PNG bytes ``png`` at ``name``; [name, size] for the journal."""
         return [name, write_bytes_atomic(self.out / name, png, fsync=FSYNC_PER_IMAGE)]
-
-    def _on_own_grid(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None) -> tuple[np.ndarray, Any]:
-        """(mask, probability) on the slice's own grid, cleaned up as asked."""
-        if ld.gray is not None:  # resized for the model: back, then threshold
-            from liverseg.core.resample import resize_mask, resize_probability
-
-            if prob is None:  # only a slice shrunk to the model's size limit comes without it
-                mask = resize_mask(mask, ld.gray.shape)
-            else:
-                prob = resize_probability(prob, ld.gray.shape)
-                mask = (prob > self.threshold).astype(np.uint8)
-        if self.prep.largest_component or self.prep.min_blob > 1:
-            from liverseg.core.cleanup import largest_component, remove_small
-
-            pred = mask.astype(bool)
-            if self.prep.largest_component:
-                pred, _ = largest_component(pred)
-            pred, _ = remove_small(pred, self.prep.min_blob)
-            mask = pred.astype(np.uint8)
-        return mask, prob
 
     def __call__(self, ld: Loaded, mask: np.ndarray, prob: np.ndarray | None, latency_ms: float) -> Row:
         """Encode and write ``mask`` (uint8 0/1), ``prob`` and the overlay; the row, ``ok`` or why not."""
@@ -147,7 +128,8 @@ class OutputWriter:
             row["seconds"] = round(row["_e2e_ms"] / 1000.0, 3)
             return row
         try:
-            mask, prob = self._on_own_grid(ld, mask, prob)
+            assert ld.slice is not None
+            mask, prob = self.predictor.finish_slice(ld.slice, mask, prob)
         except Exception as e:
             row["error"] = f"{it.image}: post-processing failed ({describe(e)})"
             return row

@@ -2,7 +2,7 @@
 
 :class:`Runner` is one ``liverseg-infer`` invocation, a short sequence of steps:
 
-1. list the inputs and open the model (:mod:`liverseg.infer.session`);
+1. list the inputs and open the model (:mod:`liverseg.predict.model`);
 2. choose the run folder and read its resume state (:mod:`liverseg.infer.resume`):
    ``run.json`` says which inputs and model the folder is for, ``journal.jsonl``
    which inputs are already done;
@@ -37,13 +37,13 @@ from typing import Any
 
 from liverseg.core.choose import gpu_present
 from liverseg.core.contract import PROB_NAME, ct_settings
-from liverseg.core.data import DEFAULT_MAX_PIXELS
 from liverseg.core.errors import ContractError, LiversegError, UsageError, describe
 from liverseg.core.extras import install_hint
+from liverseg.core.files import DiskFullError, versions, write_text_atomic
+from liverseg.core.images import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
-from liverseg.core.io import DiskFullError, versions, write_text_atomic
 from liverseg.core.qc import flag_codes
-from liverseg.infer.io import (
+from liverseg.infer.inputs import (
     MASK_DIR,
     OVERLAY_DIR,
     PROB_DIR,
@@ -62,12 +62,10 @@ from liverseg.infer.resume import (
     RunIdentity,
     RunLock,
     choose_run_dir,
-    default_runs_dir,
     refuse_data_folder,
 )
 from liverseg.infer.rows import OrderedCsv, OutputWriter, failed_row, skipped_row
 from liverseg.infer.schedule import Plan, Scheduler
-from liverseg.infer.session import ModelSession, open_model
 from liverseg.infer.shard import (
     check_part,
     claim_split,
@@ -76,7 +74,10 @@ from liverseg.infer.shard import (
     refuse_split_folder,
     select_part,
 )
-from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, Prep, write_volume_tables
+from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, write_volume_tables
+from liverseg.predict.model import ModelSession, open_model
+from liverseg.predict.predictor import Predictor, Prep
+from liverseg.reference import default_runs_dir
 
 __all__ = [
     "DELAY_ENV",
@@ -318,24 +319,23 @@ class Runner:
         journal = state.journal()
         bar = self._progress_bar(len(items), len(state.done))
         finished = _Finished(journal, csv, report, bar, self.o.fail_fast, self.log, self.o.fail_on_flags)
+        predictor = Predictor(
+            sess,
+            self.prep,
+            plan.batch_size,
+            second_look=self.o.second_look,
+            keep_probability=self.o.save_probabilities,
+        )
         writer = OutputWriter(
             state.out,
             self.o.overlays,
-            self.prep,
-            sess.threshold,
+            predictor,
             versions().get("liverseg", ""),
             volume_overlays=self.o.overlays or self.o.report,
             store=store,
         )
         scheduler = Scheduler(
-            plan,
-            functools.partial(sess.run, probability=self.o.save_probabilities or self.prep.resamples),
-            writer,
-            failed_row,
-            finished,
-            load=functools.partial(load, prep=self.prep),
-            threshold=sess.threshold,
-            keep_probability=self.o.save_probabilities,
+            plan, predictor, writer, failed_row, finished, load=functools.partial(load, prep=self.prep)
         )
         try:
             report.interrupted = scheduler.run(todo)
@@ -452,7 +452,6 @@ class Runner:
             decode_workers=o.decode_workers or auto_workers,
             write_workers=o.write_workers or auto_workers,
             delay_s=float(os.environ.get(DELAY_ENV, "0") or 0),
-            second_look=o.second_look,
         )
 
     def _open_run_folder(self, items: list[Item], sess: ModelSession, started: str) -> ResumeState:

@@ -13,10 +13,11 @@
   ``2 * batch_size + 2`` images are pending.
 * A batch that fails is run again one image at a time, so only the input that breaks
   it fails.
-* A volume is one input: it is decoded whole, its slices go through the model
-  ``batch_size`` at a time (:func:`liverseg.infer.volumes.predict_volume`), and its
-  outputs are written in one write task. At most one volume is decoded ahead and one
-  is being written, so memory holds a few volumes, never the prefetch depth of them.
+* A volume is one input: it is read whole, its slices are prepared in the background
+  and go through the model ``batch_size`` at a time as they are ready
+  (:meth:`liverseg.predict.predictor.Predictor.predict_volume`), and its outputs are
+  written in one write task. At most one volume is decoded ahead and one is being
+  written, so memory holds a few volumes, never the prefetch depth of them.
 * Writes complete in the order they were submitted; the sink sees every finished
   input once. Memory is bounded by the images in flight, never by the input count.
 
@@ -31,18 +32,27 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from liverseg.core.errors import ContractError, first_line
-from liverseg.core.io import DiskFullError
-from liverseg.infer.io import Item, Loaded, load
+from liverseg.core.errors import ContractError, DataError, first_line
+from liverseg.core.files import DiskFullError
+from liverseg.infer.inputs import Item, Loaded, load
 
 MAX_AGE = 64  # a partial same-size group runs once its first image is this many inputs behind
 
 Row = dict[str, Any]
-Model = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]  # uint8 [N,1,H,W] -> (mask, probability)
+
+
+class Predicts(Protocol):
+    """What the schedule needs of :class:`liverseg.predict.predictor.Predictor`."""
+
+    def model(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...  # uint8 [N,1,H,W] -> (mask, p)
+
+    def predict_volume(self, vi: Any) -> tuple[np.ndarray, np.ndarray | None, float]: ...
+
+
 Write = Callable[[Loaded, np.ndarray, np.ndarray | None, float], Row]  # (input, mask, prob, latency ms) -> row
 Fail = Callable[[Item, str], Row]  # (input, error) -> row of an input without outputs
 Sink = Callable[[Row], bool]  # takes a finished input's row; False: take no new inputs (--fail-fast)
@@ -56,7 +66,6 @@ class Plan:
     decode_workers: int
     write_workers: int
     delay_s: float = 0.0  # tests only: sleep this long before each batch
-    second_look: bool = True  # volumes: liverseg.infer.volumes.second_looks after the model's pass
 
     @property
     def prefetch(self) -> int:
@@ -80,19 +89,15 @@ class Scheduler:
     def __init__(
         self,
         plan: Plan,
-        model: Model,
+        predictor: Predicts,
         write: Write,
         fail: Fail,
         sink: Sink,
         load: Callable[[Item], Loaded] = load,
-        threshold: float = 0.5,
-        keep_probability: bool = False,
     ) -> None:
         self.plan = plan
-        self.keep_probability = keep_probability  # a volume's probability map is kept for writing
         self.load = load
-        self.threshold = threshold
-        self.model = model
+        self.predictor = predictor
         self.write = write
         self.fail = fail
         self.sink = sink
@@ -185,7 +190,7 @@ class Scheduler:
             # one image (the CPU default): a view of it, not a copy into a new batch array
             batch = group[0].pixels[None, None] if len(group) == 1 else np.stack([g.pixels for g in group])[:, None]
             t = time.perf_counter()
-            mask, prob = self.model(batch)
+            mask, prob = self.predictor.model(batch)
             dt = time.perf_counter() - t
         except ContractError:
             raise  # the model breaks its contract: no input is to blame, the run stops (exit 2)
@@ -208,24 +213,22 @@ class Scheduler:
         self._harvest()
 
     def _run_volume(self, ld: Loaded) -> None:
-        """A volume's slices through the model, ``batch_size`` at a time; then its writes."""
-        from liverseg.infer.volumes import predict_volume, second_looks
-
+        """A volume's slices through the model as they are ready; then its writes."""
         if self.plan.delay_s:
             time.sleep(self.plan.delay_s)
-        item = ld.item
+        item, vi = ld.item, ld.volume
+        assert vi is not None
         try:
-            mask, prob, dt = predict_volume(
-                ld.volume, self.model, self.plan.batch_size, self.threshold, self.keep_probability
-            )
-            if self.plan.second_look:
-                dt += second_looks(ld.volume, mask, self.model, self.plan.batch_size, self.threshold)
+            mask, prob, dt = self.predictor.predict_volume(vi)
         except ContractError:
             raise
+        except DataError as e:  # its slices could not be prepared
+            self._emit(self.fail(item, str(e)))
+            return
         except Exception as e:
             self._emit(self.fail(item, f"{item.image}: model failed ({first_line(e)})"))
             return
-        n = int(ld.volume.model_in.shape[0])
+        n = int(vi.model_in.shape[0])
         self.model_seconds += dt
         self.n_model += n
         while len(self._writing) >= 1:  # a volume's outputs are large: finish the previous one's first

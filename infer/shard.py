@@ -2,7 +2,7 @@
 
 The share (:func:`select_part`) is by sorted output key, never by listing order or a
 hash: the inputs are listed as a whole run lists them (so keys and indices are the
-whole run's), sorted by :attr:`~liverseg.infer.io.Item.key` (unique, and the same on
+whole run's), sorted by :attr:`~liverseg.infer.inputs.Item.key` (unique, and the same on
 every machine that lists the same inputs), and cut into N contiguous blocks of
 ``n // N`` or ``n // N + 1`` inputs; part K takes block K. Neighbouring keys (the
 slices of one case) stay in one part.
@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from liverseg.core.errors import UsageError
-from liverseg.core.io import TMP_MARK
-from liverseg.infer.io import RUN_STATE, Item
+from liverseg.core.files import TMP_MARK
+from liverseg.infer.inputs import RUN_STATE, Item
 
 PARTS_DIR = "parts"
 SPLIT_STATE = "split.json"

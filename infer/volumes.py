@@ -1,74 +1,54 @@
-"""CT volumes in the inference runner: reading, windowing, resampling, the model over slices, outputs, metrics.
+"""CT volumes in ``liverseg-infer``: reading, the label, the outputs and their tables.
 
-One volume (a NIfTI/NRRD/MetaImage file or a DICOM series folder) is one input of a
-run, with its own row, failure isolation and ``--resume`` like a slice:
+One volume (a NIfTI/NRRD/MetaImage file, a DICOM series folder or a DICOMweb series) is one
+input of a run, with its own row, failure isolation and ``--resume`` like a slice:
 
 1. :func:`load_volume` (a decode thread) reads it (:mod:`liverseg.core.volume`,
-   :mod:`liverseg.core.dicom`), windows its CT numbers to the model's gray input by the
-   contract's HU window (:mod:`liverseg.core.intensity`), reorients it to the model's
-   view (axial, radiological), and resamples each slice to the model's pixel spacing
-   (:mod:`liverseg.core.resample`). The HU array is dropped once windowed: a volume
-   holds its uint8 slices (and the resampled copy) while it is in flight.
-2. :func:`predict_volume` (the model thread) runs the slices through the same model
-   call as 2D inputs, ``batch_size`` at a time, and resizes each probability map back
-   to the input grid, where it is thresholded.
-3. :class:`VolumeWriter` (a write thread) cleans the mask up when asked (largest 3D
-   component, small blobs), writes the NIfTI mask with the input's shape and affine
-   (a DICOM series gets the affine of its geometry), the probability volume and
-   DICOM-SEG when asked, overlays of a few axial slices and one coronal slice, the
-   report viewer's data of every slice (:mod:`liverseg.core.viewer`), the per-slice
-   table, and scores the volume against its label: Dice, IoU, the study's mPA/mIoU
-   over voxels, HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and the liver
-   volume in mL.
+   :mod:`liverseg.core.dicom`, :mod:`liverseg.infer.dicomweb`) and its label, and hands it to
+   :func:`liverseg.predict.predictor.volume_input`, which checks it and prepares its slices
+   for the model in the background (window, resample, landmarks: streamed into the model).
+2. The model thread runs :meth:`liverseg.predict.predictor.Predictor.predict_volume`.
+3. :class:`VolumeWriter` (a write thread) has the predictor clean the mask up and raise its
+   quality flags (:meth:`~liverseg.predict.predictor.Predictor.finish_volume`), writes the NIfTI
+   mask with the input's shape and affine (a DICOM series gets the affine of its geometry), the
+   probability volume and DICOM-SEG when asked, overlays of a few axial slices and one coronal
+   slice, the report viewer's data of every slice (:mod:`liverseg.core.viewer`), the per-slice
+   table, and scores the volume against its label: Dice, IoU, the study's mPA/mIoU over voxels,
+   HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and the liver volume in mL.
 
-Spacing rules: a volume's voxel size comes from its header; ``--spacing`` overrides the
-in-plane size (and gives 2D slices one). A header whose spacing cannot be trusted
-(an identity affine, zero or >10 mm pixels) is used with a stated assumption: the
-pixels are taken to be at the model's training spacing (so nothing is resampled) or,
-when the model records none, at 1 mm; the note is printed and recorded in the row.
 No patient identifiers from DICOM headers reach the rows, the logs or the report.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from liverseg.core.data import DEFAULT_MAX_PIXELS, encode_png
-from liverseg.core.engine import usable_cores
+from liverseg.core.dicom import read_scan
 from liverseg.core.errors import DataError, describe
-from liverseg.core.intensity import check_windowed, interpret, window_to_gray
-from liverseg.core.io import write_bytes_atomic, write_text_atomic
-from liverseg.core.qc import flag_codes, liver_statistics, volume_flags
-from liverseg.core.resample import resize_gray, resize_probability, target_shape
+from liverseg.core.files import write_bytes_atomic, write_text_atomic
+from liverseg.core.png import encode_png
+from liverseg.core.qc import flag_codes
 from liverseg.core.volume import Volume, read_volume, write_nifti
+from liverseg.predict.predictor import Prep, VolumeInput, volume_input
 
 if TYPE_CHECKING:
-    from liverseg.core.anatomy import Landmarks
+    from liverseg.predict.predictor import Predictor
 
 __all__ = [
     "OVERLAY_SLICES",
     "SLICES_DIR",
     "VIEWER_SUFFIX",
     "VOLUME_COLUMNS",
-    "Prep",
-    "VolumeInput",
     "VolumeWriter",
-    "clean_volume",
     "load_volume",
     "per_volume_table",
     "statistics_json",
-    "write_volume_tables",
-    "predict_volume",
-    "second_looks",
-    "volume_input",
     "volume_summary",
+    "write_volume_tables",
 ]
 
 SLICES_DIR = "slices"
@@ -114,140 +94,15 @@ VOLUME_COLUMNS = (
 Row = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Prep:
-    """How every input becomes the model's input, and what is done to its mask (from options and contract)."""
-
-    window: tuple[float, float] = (0.0, 255.0)  # HU -> gray 0..255
-    model_spacing: float | None = None  # the contract's ct.pixel_spacing_mm
-    spacing: float | None = None  # --spacing: in-plane mm of 2D inputs; overrides a volume's
-    intensity: str = "auto"
-    allow_gaps: bool = False
-    series: str | None = None
-    largest_component: bool = False
-    anatomy: bool = True  # volumes: keep the largest region where a liver can be (liverseg.core.anatomy)
-    min_blob: int = 0  # connected regions below this many voxels (pixels for slices) are removed
-    dicom_seg: bool = False
-    save_probabilities: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
-    allow_non_ct: bool = False  # accept label maps, colour images, MR-like numbers (liverseg.core.ctcheck)
-
-    @property
-    def resamples(self) -> bool:
-        """True when some input may be resampled (so the probability map is needed to go back)."""
-        return self.model_spacing is not None
-
-
-@dataclass
-class SecondLooks:
-    """The model's masks on flipped copies of a few of a volume's slices, for the quality flags (liverseg.core.qc)."""
-
-    slices: np.ndarray  # int [n]: which slices (axial, the model's view)
-    upside_down: np.ndarray  # bool [n, R, C]: the mask of each slice turned upside down, turned back
-    mirrored_cm2: float  # the mean area per slice the model found in the slices mirrored left-right ...
-    found_cm2: float  # ... and in the slices as they are (the model's own mask, before any rule)
-
-
-@dataclass
-class VolumeInput:
-    """A decoded volume: geometry, the model's slices, the label; the HU voxels are gone."""
-
-    volume: Volume
-    gray: np.ndarray  # uint8 [K, R, C]: windowed slices on the input grid, in the model's view
-    model_in: np.ndarray  # uint8 [K, R', C']: the same at the model's pixel spacing (``gray`` itself if equal)
-    spacing: tuple[float, float, float]  # (slice, row, column) mm of ``gray``, as used
-    truth: np.ndarray | None = None  # bool [K, R, C]
-    notes: list[str] = field(default_factory=list)
-    marks: Landmarks | None = None  # lungs and body centre, read from the HU voxels before they were freed
-    left_mm: float | None = None  # where the model's own mask lies (liverseg.core.anatomy.on_the_left_mm)
-    looks: SecondLooks | None = None  # the model on flipped copies of a few slices (second_looks)
-    # the CT numbers (axial view, stored values; minus hu_offset for HU), kept for the liver's statistics until
-    # the volume is written; None for a gray volume
-    hu: np.ndarray | None = None
-    hu_offset: float = 0.0
-    label_error: str | None = None
-
-    @property
-    def resampled(self) -> bool:
-        return self.model_in.shape != self.gray.shape
-
-
 # ---------------------------------------------------------------- reading
 
 
 def _read(path: str, kind: str, prep: Prep) -> Volume:
-    if kind == "dicom":
-        from liverseg.core.dicom import read_series
-
-        return read_series(path, prep.series, allow_gaps=prep.allow_gaps)
     if kind == "dicomweb":
         from liverseg.infer.dicomweb import read_series_url
 
         return read_series_url(path, allow_gaps=prep.allow_gaps)
-    return read_volume(path)
-
-
-def _spacing(vol: Volume, prep: Prep, notes: list[str]) -> tuple[float, float, float]:
-    """(slice, row, column) mm used for ``vol``: the header's, ``--spacing``, or a stated assumption."""
-    sl, row, col = vol.axial_spacing()
-    if prep.spacing is not None:
-        if vol.spacing_trusted and (abs(row - prep.spacing) > 1e-3 or abs(col - prep.spacing) > 1e-3):
-            notes.append(f"--spacing {prep.spacing:g} mm overrides the header's {col:g} x {row:g} mm pixels")
-        return sl, prep.spacing, prep.spacing
-    if vol.spacing_trusted:
-        return sl, row, col
-    assumed = prep.model_spacing if prep.model_spacing is not None else 1.0
-    why = "the model's training spacing, so nothing is resampled" if prep.model_spacing else "the model records none"
-    notes.append(
-        f"assumed {assumed:g} mm pixels and {sl:g} mm slices ({why}); volume in mL and distances in mm rest "
-        "on that; pass --spacing MM to give the true pixel size"
-    )
-    return sl, assumed, assumed
-
-
-def _windowed(vol: Volume, prep: Prep, notes: list[str]) -> tuple[np.ndarray, str]:
-    """uint8 [K, R, C] slices in the model's view, windowed by the contract (slice by slice, no float copy),
-    and what the stored values were (:func:`interpret`)."""
-    ax = vol.axial()
-    modality = str(vol.meta.get("modality") or "")
-    if modality and modality.upper() not in ("CT", ""):
-        raise DataError(f"{vol.source}: modality is {modality}, not CT")
-    kind = interpret(_sample(ax), prep.intensity, vol.source)
-    if not prep.allow_non_ct:
-        from liverseg.core.ctcheck import check_ct
-
-        check_ct(_sample(ax), kind, vol.source, modality_known=modality.upper() == "CT")
-    if kind == "gray" and vol.data.dtype != np.uint8:
-        raise DataError(
-            f"{vol.source}: its values ({vol.data.dtype}, no air below -200) do not look like CT numbers in HU "
-            "(an MR scan, a mask, or stored values without their rescale?); pass --intensity hu or hu+1024 if "
-            "they are CT"
-        )
-    gray = np.empty(ax.shape, dtype=np.uint8)
-    for k in range(ax.shape[0]):
-        window_to_gray(ax[k], kind, prep.window, vol.source, out=gray[k])
-    check_windowed(gray, _sample(ax), kind, prep.window, vol.source)
-    if kind != "hu":
-        notes.append(f"intensities read as {kind}")
-    return gray, kind
-
-
-def _landmarks(vol: Volume, kind: str, spacing: tuple[float, float, float], notes: list[str]) -> Landmarks | None:
-    """The lungs and body centre of a CT volume (None for gray volumes, or without scipy: said in a note)."""
-    if kind == "gray":
-        return None
-    from liverseg.core.anatomy import landmarks
-
-    try:
-        return landmarks(vol.axial(), spacing, offset=1024.0 if kind == "hu+1024" else 0.0)
-    except DataError as e:  # scipy is missing: the mask is written as the model gave it, and the note says so
-        notes.append(f"anatomy check skipped: {e}")
-        return None
-
-
-def _sample(ax: np.ndarray) -> np.ndarray:
-    """Every 8th slice: enough to tell what the values are without a pass over all of them."""
-    return np.asarray(ax[:: max(1, ax.shape[0] // 16)])
+    return read_scan(path, prep.series, allow_gaps=prep.allow_gaps)
 
 
 def _label(path: str, vol: Volume) -> np.ndarray:
@@ -268,7 +123,8 @@ def _label(path: str, vol: Volume) -> np.ndarray:
 
 
 def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeInput:
-    """Read, window, reorient and resample one volume; its label too. Raises DataError naming the file."""
+    """Read one volume and its label, its slices prepared for the model behind (streamed). Raises DataError
+    naming the file."""
     vi = volume_input(_read(image, kind, prep), prep)
     if label is not None:
         try:
@@ -278,128 +134,6 @@ def load_volume(image: str, label: str | None, kind: str, prep: Prep) -> VolumeI
         except Exception as e:
             vi.label_error = f"{label}: cannot read label ({describe(e)})"
     return vi
-
-
-def volume_input(vol: Volume, prep: Prep) -> VolumeInput:
-    """Window, reorient and resample a volume read from a file or given as an array (the Python API)."""
-    notes = list(vol.notes)
-    gray, kind = _windowed(vol, prep, notes)
-    spacing = _spacing(vol, prep, notes)
-    marks = _landmarks(vol, kind, spacing, notes) if prep.anatomy else None
-    hu = vol.axial() if kind != "gray" else None  # a view: the voxels stay until the statistics are taken
-    vol.data = np.broadcast_to(np.zeros((), dtype=vol.data.dtype), vol.data.shape)
-    k, r, c = gray.shape
-    shape = target_shape((r, c), spacing[1:], prep.model_spacing)
-    if shape != (r, c):
-        model_in = np.empty((k, *shape), dtype=np.uint8)
-        # one thread per core (Pillow releases the GIL): the model waits for these slices
-        with ThreadPoolExecutor(max(1, min(usable_cores(), k)), thread_name_prefix="liverseg-resample") as pool:
-            for i, small in enumerate(pool.map(lambda s: resize_gray(s, shape), gray)):
-                model_in[i] = small
-    else:
-        model_in = gray
-    return VolumeInput(
-        vol, gray, model_in, spacing, notes=notes, marks=marks, hu=hu, hu_offset=1024.0 if kind == "hu+1024" else 0.0
-    )
-
-
-# ---------------------------------------------------------------- the model
-
-
-def predict_volume(
-    vi: VolumeInput, model: Any, batch_size: int, threshold: float, keep_probability: bool = False
-) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """(mask uint8 [K, R, C], probability float32 [K, R, C] or None, seconds inside the model).
-
-    The probability volume (4 bytes a voxel) is kept only when ``keep_probability``
-    (``--save-probabilities``); otherwise each slice's map is used and dropped. Each
-    batch's maps are brought back to the slice grid and thresholded in a helper thread
-    while the model runs the next batch (Pillow and numpy release the GIL): done in turn,
-    that was 0.35 s of a 512x512x300 series' 9.4 s in which the model waited.
-    """
-    k, r, c = vi.gray.shape
-    mask = np.empty((k, r, c), dtype=np.uint8)
-    prob_out: np.ndarray | None = None
-    seconds = 0.0
-
-    def place(k0: int, n: int, m: np.ndarray, p: np.ndarray | None) -> None:
-        """The ``n`` slices of one batch's outputs into ``mask`` (and ``prob_out``) from slice ``k0`` on."""
-        for j in range(n):
-            back = _on_input_grid(vi, m, p, j, threshold, mask[k0 + j].view(bool))
-            if prob_out is not None:
-                if back is not None:
-                    prob_out[k0 + j] = back
-                elif p is not None:
-                    prob_out[k0 + j] = p[j, 0]
-
-    with ThreadPoolExecutor(1, thread_name_prefix="liverseg-volume") as helper:
-        placing: Future[None] | None = None
-        for k0 in range(0, k, batch_size):
-            batch = np.ascontiguousarray(vi.model_in[k0 : k0 + batch_size, None])
-            t = time.perf_counter()
-            m, p = model(batch)
-            seconds += time.perf_counter() - t
-            if keep_probability and p is not None and prob_out is None:
-                prob_out = np.empty((k, r, c), dtype=np.float32)
-            if placing is not None:
-                placing.result()  # one batch in the helper at a time; its error is raised here
-            placing = helper.submit(place, k0, batch.shape[0], m, p)
-        if placing is not None:
-            placing.result()
-    return mask, prob_out, seconds
-
-
-def _on_input_grid(
-    vi: VolumeInput, m: np.ndarray, p: np.ndarray | None, j: int, threshold: float, out: np.ndarray
-) -> np.ndarray | None:
-    """Item ``j`` of a batch's outputs as a bool mask on the input grid, into ``out``; the probability map
-    brought back to that grid when the slices were resampled (else None)."""
-    if not vi.resampled:
-        np.not_equal(m[j, 0], 0, out=out)  # 0/1 whatever the model's mask holds
-        return None
-    if p is None:
-        raise RuntimeError("resampled slices need the probability output")
-    back = resize_probability(p[j, 0], out.shape)
-    np.greater(back, threshold, out=out)
-    return back
-
-
-SECOND_LOOK_SLICES = 8  # slices looked at again, flipped (liverseg.core.qc: unstable, wrong_side)
-
-
-def second_looks(vi: VolumeInput, mask: np.ndarray, model: Any, batch_size: int, threshold: float) -> float:
-    """Run the model on flipped copies of a few slices that hold the model's ``mask``; seconds spent.
-
-    Up to :data:`SECOND_LOOK_SLICES` slices, evenly spaced over those where the model found
-    liver, are run once upside down (an augmentation the reference model was trained with: a
-    stable prediction barely changes) and once mirrored left-right (one it was not: a
-    correctly oriented scan loses most of its liver, a mirrored one gains it). Two batches of
-    at most 8 slices (``batch_size`` at a time), about 5% of a 300-slice series' model time. The result goes to
-    ``vi.looks`` for :func:`liverseg.core.qc.volume_flags`; nothing is done without a mask.
-    """
-    found = np.flatnonzero(mask.any(axis=(1, 2)))
-    if found.size == 0:
-        return 0.0
-    picks = np.unique(found[np.round(np.linspace(0, found.size - 1, min(SECOND_LOOK_SLICES, found.size))).astype(int)])
-    x = vi.model_in[picks]
-    n, (r, c) = picks.size, vi.gray.shape[1:]
-    turned = np.empty((n, r, c), dtype=bool)
-    mirrored = np.empty((n, r, c), dtype=bool)
-    t = time.perf_counter()
-    for flipped, out, axis in ((x[:, ::-1, :], turned, 2), (x[:, :, ::-1], mirrored, 3)):
-        for j0 in range(0, n, batch_size):
-            m, p = model(np.ascontiguousarray(flipped[j0 : j0 + batch_size, None]))  # [b, 1, R', C']
-            m, p = np.flip(m, axis=axis), (None if p is None else np.flip(p, axis=axis))  # the slices' own view
-            for j in range(m.shape[0]):
-                _on_input_grid(vi, m, p, j, threshold, out[j0 + j])
-    pixel_cm2 = vi.spacing[1] * vi.spacing[2] / 100.0
-    vi.looks = SecondLooks(
-        picks,
-        turned,
-        mirrored_cm2=float(np.count_nonzero(mirrored)) * pixel_cm2 / n,
-        found_cm2=float(np.count_nonzero(mask[picks])) * pixel_cm2 / n,
-    )
-    return time.perf_counter() - t
 
 
 # ---------------------------------------------------------------- writing
@@ -430,60 +164,14 @@ def _coronal(arr: np.ndarray, row: int, stretch: float) -> np.ndarray:
     return img[idx]
 
 
-def _trim_tail(pred: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
-    """The anatomy rule's second step: the slices below the liver that are not liver-like (gray volumes: none)."""
-    from liverseg.core.anatomy import TAIL_BAND_HU, trim_caudal_tail
-
-    if vi.marks is None or not pred.any():  # no HU behind the gray slices: the band cannot be told
-        return pred, 0
-    band = TAIL_BAND_HU * 255.0 / (prep.window[1] - prep.window[0])
-    out, n = trim_caudal_tail(pred, vi.gray, band)
-    if n:
-        ml = n * float(np.prod(vi.spacing)) / 1000.0
-        vi.notes.append(f"anatomy: removed {ml:.0f} mL below the liver whose CT numbers are not the liver's")
-    return out, n
-
-
-def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
-    """(the cleaned bool mask, voxels removed): the anatomy rule, the largest component, small blobs, as asked.
-
-    The anatomy rule clears what it refuses in the model's ``mask`` itself (its callers have no other use for
-    it). What the rule refused (or "no liver") goes into ``vi.notes``.
-    """
-    removed = 0
-    pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
-    if prep.anatomy and pred.any():
-        try:
-            from liverseg.core.anatomy import on_the_left_mm, plausible_liver
-
-            vi.left_mm = on_the_left_mm(pred, vi.marks, vi.spacing)
-            pred, n, note = plausible_liver(pred, vi.spacing, vi.marks, in_place=True)
-        except DataError as e:  # pragma: no cover - scipy is in the volumes extra
-            vi.notes.append(f"anatomy check skipped: {e}")
-        else:
-            removed += n
-            if note:
-                vi.notes.append(note)
-            pred, n = _trim_tail(pred, vi, prep)
-            removed += n
-    if prep.largest_component:
-        from liverseg.core.cleanup import largest_component
-
-        pred, n = largest_component(pred)
-        removed += n
-    if prep.min_blob > 1:
-        from liverseg.core.cleanup import remove_small
-
-        pred, n = remove_small(pred, prep.min_blob)
-        removed += n
-    return pred, removed
-
-
 class VolumeWriter:
     """Writes one volume's files and returns its row (called from a write thread)."""
 
-    def __init__(self, out: Path, prep: Prep, overlays: bool, software_version: str, store: Any = None) -> None:
-        self.out, self.prep, self.overlays, self.version = out, prep, overlays, software_version
+    def __init__(
+        self, out: Path, predictor: Predictor, overlays: bool, software_version: str, store: Any = None
+    ) -> None:
+        self.out, self.predictor, self.overlays, self.version = out, predictor, overlays, software_version
+        self.prep = predictor.prep
         self.store = store  # --store: a liverseg.infer.dicomweb.Store each DICOM-SEG is sent to
 
     def _put_png(self, name: str, arr: np.ndarray) -> list[Any]:
@@ -492,12 +180,10 @@ class VolumeWriter:
     def write(self, row: Row, it: Any, vi: VolumeInput, mask: np.ndarray, prob: np.ndarray | None) -> Row:
         """Fill ``row`` (the per_image.csv base row of ``it``) with the volume's files, metrics and columns."""
         vol = vi.volume
-        pred, removed = clean_volume(mask, vi, self.prep)
-        flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm, vi.looks)
-        vi.looks = None
-        row["qc_flags"] = ";".join(flags)
-        row.update(liver_statistics(pred, vi.hu, vi.spacing, flags, vol, vi.hu_offset))
-        vi.hu = None  # the CT numbers are not needed any more
+        done = self.predictor.finish_volume(vi, mask)
+        pred, removed = done.mask, done.removed
+        row["qc_flags"] = ";".join(done.flags)
+        row.update(done.statistics)
         files: dict[str, list[Any]] = {}
         mask_file = vol.from_axial(pred.view(np.uint8), contiguous=False)
         files["mask"] = [it.mask_name, write_nifti(self.out / it.mask_name, mask_file, vol, fsync=False)]

@@ -20,7 +20,8 @@ Both take the model the command line takes (:func:`liverseg.reference.resolve_mo
 ``None`` or ``"reference"`` is the reference model shipped with liverseg, ``"latest"``
 the newest ``runs/*/export/model.onnx``, anything else a file: an exported ONNX model or
 a liverseg checkpoint (``.pt``, exported once into the cache). The engine, precision
-and device are chosen as ``liverseg-infer`` chooses them (:func:`liverseg.infer.session.open_session`):
+and device are chosen as ``liverseg-infer`` chooses them (:func:`liverseg.predict.model.open_model`), and
+every input goes through the predictor ``liverseg-infer`` uses (:mod:`liverseg.predict.predictor`):
 ``device="cuda"`` that cannot load is an error, ``auto`` takes CUDA when it loads.
 
 Inputs, and the preprocessing of ``liverseg-infer``:
@@ -58,7 +59,6 @@ Nothing here imports torch (unless a checkpoint has to be exported).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
 from collections.abc import Callable
@@ -68,29 +68,22 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from liverseg.core.contract import ct_settings
+from liverseg.core.dicom import read_scan
 from liverseg.core.errors import UsageError
-from liverseg.core.intensity import (
-    INTENSITY_MODES,
-    WINDOW_ESTIMATED,
-    check_windowed,
-    interpret,
-    restretch,
-    window_to_gray,
-)
+from liverseg.core.intensity import INTENSITY_MODES, WINDOW_ESTIMATED
 from liverseg.core.pages import small_pages
-from liverseg.core.resample import resize_gray, resize_probability, target_shape
 from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
-from liverseg.infer.resume import default_runs_dir
-from liverseg.infer.session import ModelSession, open_model
-from liverseg.infer.volumes import (
+from liverseg.predict.model import ModelSession, open_model
+from liverseg.predict.predictor import (
+    Predictor,
     Prep,
     VolumeInput,
-    clean_volume,
-    load_volume,
-    predict_volume,
-    second_looks,
+    array_to_gray,
+    prepare_slice,
+    read_slice,
     volume_input,
 )
+from liverseg.reference import default_runs_dir
 
 __all__ = ["Segmentation", "Segmenter", "segment"]
 
@@ -349,31 +342,19 @@ class Segmenter:
         return lo, hi
 
     def _path(self, path: Path, prep: Prep, spacing: Spacing, probabilities: bool, second_look: bool) -> Segmentation:
-        from liverseg.infer.io import input_kind
-
         if not path.exists():
             raise UsageError(f"{path}: no such file or folder")
         if path.is_dir() or is_volume_path(path):
             if spacing is not None:
                 prep = dataclasses.replace(prep, spacing=_in_plane(spacing))
-            vi = load_volume(str(path), None, input_kind(str(path)), prep)
+            vi = volume_input(read_scan(path), prep)
             out = self._volume(vi, prep, probabilities, second_look)
             vol = vi.volume
             return dataclasses.replace(
                 out, mask=vol.from_axial(out.mask), probability=_from_axial(vol, out.probability)
             )
-        from liverseg.core.data import read_image
-
         notes: list[str] = []
-        gray = read_image(
-            path,
-            intensity=prep.intensity,
-            window=prep.window,
-            max_pixels=prep.max_pixels,
-            notes=notes,
-            check_ct=not prep.allow_non_ct,
-            estimate_window=prep.intensity == "auto",
-        )
+        gray = read_slice(path, prep, notes)
         out = self._slice(gray, dataclasses.replace(prep, intensity="gray"), _in_plane(spacing), probabilities)
         return _with_notes(out, notes)
 
@@ -381,39 +362,13 @@ class Segmenter:
         self, arr: np.ndarray, prep: Prep, spacing: float | None, probabilities: bool, source: str = "image"
     ) -> Segmentation:
         """One 2D slice: gray by the intensity rule, resized to the model's spacing when both are known."""
-        kind = interpret(arr, prep.intensity, source)
-        if not prep.allow_non_ct:
-            from liverseg.core.ctcheck import check_ct
-
-            check_ct(arr, kind, source)
-        gray = window_to_gray(arr, kind, prep.window, source)
-        check_windowed(gray, arr, kind, prep.window, source)
-        notes: list[str] = []
-        if arr.dtype == np.uint8 and prep.intensity == "auto":  # 8-bit as given: the exporter's window
-            gray, note = restretch(gray)
-            if note is not None:
-                _log.info("%s: %s", source, note)
-                notes.append(note)
-        shape = gray.shape
-        if spacing is not None:
-            shape = target_shape(gray.shape, (spacing, spacing), self.model_spacing)
-        model_in = resize_gray(gray, shape) if shape != gray.shape else gray
-        sess = self._session()
-        mask, prob = sess.run(
-            np.ascontiguousarray(model_in[None, None]), probability=probabilities or shape != gray.shape
-        )
-        out_prob: np.ndarray | None = None
-        if shape != gray.shape:
-            assert prob is not None
-            back = resize_probability(prob[0, 0], gray.shape)
-            out_mask = (back > sess.threshold).astype(np.uint8)
-            out_prob = back if probabilities else None
-        else:
-            out_mask = (mask[0, 0] != 0).astype(np.uint8)
-            if probabilities:
-                assert prob is not None
-                out_prob = np.asarray(prob[0, 0], dtype=np.float32)
-        return _with_notes(Segmentation(out_mask, out_prob), notes)
+        gray, notes = array_to_gray(arr, prep, source)
+        for note in notes:
+            _log.info("%s: %s", source, note)
+        prep = dataclasses.replace(prep, spacing=spacing)
+        si = prepare_slice(gray, prep, notes)
+        mask, prob = Predictor(self._session(), prep, keep_probability=probabilities).segment_slice(si)
+        return _with_notes(Segmentation(mask, prob), si.notes)
 
     def _array_volume(
         self,
@@ -452,28 +407,18 @@ class Segmenter:
     def _volume(self, vi: VolumeInput, prep: Prep, probabilities: bool, second_look: bool) -> Segmentation:
         """The volume's mask and probability in the model's view [K, R, C], its flags and statistics."""
         from liverseg.core.metrics3d import volume_ml
-        from liverseg.core.qc import liver_statistics, volume_flags
 
-        sess = self._session()
-        model = functools.partial(sess.run, probability=probabilities or vi.resampled)
-        mask, prob, _ = predict_volume(vi, model, self.batch_size, sess.threshold, keep_probability=probabilities)
-        if probabilities and prob is None:
-            raise UsageError(f"{sess.path}: the model gave no probability output")
-        if second_look:
-            second_looks(vi, mask, model, self.batch_size, sess.threshold)
-        removed = 0
+        predictor = Predictor(
+            self._session(), prep, self.batch_size, second_look=second_look, keep_probability=probabilities
+        )
+        mask, prob, _ = predictor.predict_volume(vi)
+        done = predictor.finish_volume(vi, mask)
         if prep.anatomy:
-            cleaned, removed = clean_volume(mask, vi, prep)
-            mask = cleaned.view(np.uint8)  # a bool view of the mask, or the cleaned copy
             for note in vi.notes:
                 if note.startswith(("anatomy", "no liver")):
                     _log.info("%s", note)
-        pred = mask.view(bool)
-        flags = volume_flags(pred, vi.spacing, removed, vi.notes, vi.left_mm, vi.looks)
-        stats: dict[str, Any] = {"volume_ml": volume_ml(pred, vi.spacing)}
-        stats.update(liver_statistics(pred, vi.hu, vi.spacing, flags, vi.volume, vi.hu_offset))
-        vi.hu = vi.looks = None
-        return Segmentation(mask, prob, flags, stats, list(vi.notes))
+        stats: dict[str, Any] = {"volume_ml": volume_ml(done.mask, vi.spacing), **done.statistics}
+        return Segmentation(done.mask.view(np.uint8), prob, done.flags, stats, list(vi.notes))
 
 
 def _with_notes(out: Segmentation, notes: list[str]) -> Segmentation:

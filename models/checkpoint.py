@@ -39,7 +39,7 @@ from torch import nn
 
 from liverseg.core.contract import file_sha256
 from liverseg.core.errors import CheckpointError, ConfigError, first_line
-from liverseg.core.io import atomic_path, versions
+from liverseg.core.files import atomic_path, versions
 from liverseg.core.preprocess import NORMALIZATIONS, Preprocessing
 from liverseg.models import MODELS, SegmentationPipeline, check_model_args, create_model, required_multiple
 

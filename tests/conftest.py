@@ -147,3 +147,23 @@ def shipped():
 
     with Segmenter() as seg:
         yield seg
+
+
+class StubSession:
+    """A model session for the predictor's tests: ``model(batch) -> (mask, probability)`` at ``threshold``."""
+
+    path = Path("stub.onnx")
+
+    def __init__(self, model: Callable[[np.ndarray], Any], threshold: float = 0.5) -> None:
+        self.model, self.threshold = model, threshold
+
+    def run(self, batch: np.ndarray, probability: bool = False) -> Any:
+        return self.model(batch)
+
+
+def stub_predictor(model: Callable[[np.ndarray], Any], batch_size: int = 1, **kw: Any) -> Any:
+    """A :class:`liverseg.predict.predictor.Predictor` over ``model`` (no second look unless asked)."""
+    from liverseg.predict.predictor import Predictor, Prep
+
+    kw.setdefault("second_look", False)
+    return Predictor(StubSession(model), kw.pop("prep", Prep()), batch_size, **kw)  # type: ignore[arg-type]

@@ -268,7 +268,7 @@ def test_one_session_serves_slices_and_volumes_and_each_call_asks_for_what_it_ne
 
     import liverseg.api as api_mod
     from liverseg.core.choose import choose
-    from liverseg.infer.session import ModelSession
+    from liverseg.predict.model import ModelSession
     from liverseg.reference import model_path
 
     shipped = model_path()

@@ -766,7 +766,7 @@ def test_volume_benchmark_times_the_engine_liverseg_infer_takes_for_a_volume(tmp
     from liverseg.benchmarks.volume import describe_model, model_only, write_synthetic_series
     from liverseg.core.choose import choose, describe
     from liverseg.core.engine import cpu_class
-    from liverseg.infer.session import ModelSession
+    from liverseg.predict.model import ModelSession
     from liverseg.reference import model_path
 
     shipped = model_path()

@@ -22,7 +22,7 @@ from PIL import Image
 import liverseg
 from liverseg.infer.cli import SECTIONS
 from liverseg.infer.cli import main as infer_main
-from liverseg.infer.io import list_inputs
+from liverseg.infer.inputs import list_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 # liverseg.launch's functions -> the command each imports (they are one-line wrappers)

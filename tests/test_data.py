@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from liverseg.core.data import (
+from liverseg.core.images import (
     DataError,
     Sample,
     check_samples,
@@ -219,7 +219,7 @@ def test_mask_png_is_a_standard_8_bit_gray_png(tmp_path, monkeypatch, shape, def
     import struct
     import zlib
 
-    import liverseg.core.data as data_mod
+    import liverseg.core.png as data_mod
 
     if deflate == "zlib":  # the fallback where zlib-ng has no wheel
         monkeypatch.setattr(data_mod, "_deflate", zlib)
@@ -247,7 +247,7 @@ def test_pictures_are_standard_pngs_with_their_pixels(tmp_path, monkeypatch, for
     """encode_png: 8-bit gray, 16-bit gray (big-endian samples) and RGB open in Pillow as written, CRCs valid."""
     import zlib
 
-    import liverseg.core.data as data_mod
+    import liverseg.core.png as data_mod
 
     if deflate == "zlib":
         monkeypatch.setattr(data_mod, "_deflate", zlib)
@@ -267,7 +267,7 @@ def test_pictures_are_standard_pngs_with_their_pixels(tmp_path, monkeypatch, for
 
 
 def test_png_encoders_refuse_what_they_cannot_write():
-    from liverseg.core.data import encode_mask_png, encode_png
+    from liverseg.core.png import encode_mask_png, encode_png
 
     bad_masks: list[np.ndarray] = [
         np.zeros((4, 4), np.uint16),
@@ -292,7 +292,7 @@ def test_atomic_writes_give_usual_permissions_unique_temporaries_and_no_leftover
     import os
     import threading
 
-    from liverseg.core.io import TMP_MARK, atomic_path, write_bytes_atomic
+    from liverseg.core.files import TMP_MARK, atomic_path, write_bytes_atomic
 
     umask = os.umask(0o022)
     try:
@@ -330,7 +330,7 @@ def test_a_full_disk_during_an_atomic_write_is_a_disk_full_error_naming_the_file
     import builtins
     import errno
 
-    import liverseg.core.io as io_mod
+    import liverseg.core.files as io_mod
 
     class Full:
         def __init__(self, fd, *a, **k):
@@ -742,7 +742,7 @@ def _gray_png(pixels: np.ndarray, bits: int = 8, interlaced: bool = False, trns:
 )
 def test_gray_pngs_decode_straight_into_their_array_with_pillows_pixels(tmp_path, bits, interlaced, trns):
     """8-bit gray PNGs skip Pillow's copy into numpy; every gray PNG layout gives the pixels Pillow gives."""
-    import liverseg.core.data as data_mod
+    import liverseg.core.images as data_mod
 
     rng = np.random.default_rng(bits)
     pixels = (rng.integers(0, 256, (29, 37)) >> (8 - bits) << (8 - bits)).astype(np.uint8)
@@ -766,7 +766,7 @@ def test_a_pillow_that_decodes_elsewhere_still_gives_the_pixels(tmp_path, monkey
     """If a Pillow version replaced the mapped memory while loading, the reader copies as before."""
     from PIL import ImageFile
 
-    import liverseg.core.data as data_mod
+    import liverseg.core.images as data_mod
 
     def fresh_memory(self):
         self.im = Image.core.new(self.mode, self.size)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from test_trainer import STUDY_CONFIG, write_dataset  # tests/ is on sys.path under pytest
 
 from liverseg.checkpoint import load_checkpoint
-from liverseg.core.data import discover
+from liverseg.core.images import discover
 from liverseg.trainer.cli import train_main
 from liverseg.trainer.distributed import World, shard
 from liverseg.trainer.evaluate import evaluate

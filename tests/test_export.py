@@ -169,7 +169,7 @@ def test_raw_hu_input_is_windowed_inside_the_graph(tmp_path):
 
 
 def test_real_slices(exported, msd_dir, seed_format):
-    from liverseg.core.data import discover
+    from liverseg.core.images import discover
 
     ckpt, files = exported["unet"]
     samples = discover(msd_dir)[:2] + discover(seed_format / "data" / "test_x.csv", root=seed_format)[:1]

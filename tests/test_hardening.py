@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from test_infer import _bomb_png, _checkpoint, _export, _png  # tests/ is on sys.path under pytest
 
-from liverseg.core.data import DataError, read_image
-from liverseg.infer.io import MODEL_MAX_PIXELS
+from liverseg.core.images import DataError, read_image
 from liverseg.infer.runner import Options, run_inference
+from liverseg.predict.predictor import MODEL_MAX_PIXELS
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_a_full_disk_stops_with_its_own_code_keeps_the_work_and_resumes(tmp_path
     import json
 
     import liverseg.infer.rows as rows_mod
-    from liverseg.core.io import DiskFullError, write_bytes_atomic
+    from liverseg.core.files import DiskFullError, write_bytes_atomic
 
     src = tmp_path / "in"
     for i in range(6):

@@ -17,6 +17,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,14 +26,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from liverseg.core.contract import CONTRACT_KEY
-from liverseg.core.data import read_mask
-from liverseg.core.io import TMP_MARK
+from liverseg.core.files import TMP_MARK
+from liverseg.core.images import read_mask
 from liverseg.core.metrics import confusion, scores
 from liverseg.infer.cli import main as infer_main
-from liverseg.infer.io import PER_IMAGE_COLUMNS, output_keys
+from liverseg.infer.inputs import PER_IMAGE_COLUMNS, output_keys
 from liverseg.infer.resume import read_journal
 from liverseg.infer.runner import HOLD_ENV, HOLD_MARK, Options, run_inference
-from liverseg.infer.session import DeviceError, cudnn_search_for, open_session
+from liverseg.predict.model import DeviceError, cudnn_search_for, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -178,7 +179,7 @@ def _bad_files(folder: Path) -> dict[str, str]:
 
 def test_infer_does_not_import_torch():
     code = (
-        "import sys, liverseg.infer.cli, liverseg.infer.runner, liverseg.infer.session, liverseg.infer.io,"
+        "import sys, liverseg.infer.cli, liverseg.infer.runner, liverseg.predict.model, liverseg.infer.inputs,"
         " liverseg.infer.outcome, liverseg.infer.resume, liverseg.infer.rows, liverseg.infer.schedule\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
         "print(bad[:5]); sys.exit(1 if bad else 0)"
@@ -685,7 +686,7 @@ def test_run_report_owns_counts_failures_metrics_and_exit_code():
 
 
 def test_scheduler_batches_by_size_isolates_a_failing_input_and_stops_when_told(tmp_path):
-    from liverseg.infer.io import Item
+    from liverseg.infer.inputs import Item
     from liverseg.infer.rows import failed_row
     from liverseg.infer.schedule import Plan, Scheduler
 
@@ -719,7 +720,7 @@ def test_scheduler_batches_by_size_isolates_a_failing_input_and_stops_when_told(
 
     sched = Scheduler(
         Plan(batch_size=2, decode_workers=2, write_workers=2),
-        model,
+        SimpleNamespace(model=model),
         write,
         failed_row,
         keep,
@@ -738,7 +739,7 @@ def test_scheduler_batches_by_size_isolates_a_failing_input_and_stops_when_told(
     rows.clear()
     sched = Scheduler(
         Plan(batch_size=1, decode_workers=1, write_workers=1),
-        model,
+        SimpleNamespace(model=model),
         write,
         failed_row,
         keep_until_a_failure,
@@ -806,7 +807,7 @@ def test_seed_format_matches_liverseg_eval(seed_format, tmp_path, monkeypatch):
     """The issue's first done-criterion: run inside seed-format, labels found, metrics == liverseg-eval."""
     import torch
 
-    from liverseg.core.data import discover, read_pair
+    from liverseg.core.images import discover, read_pair
     from liverseg.trainer.evaluate import evaluate
 
     ckpt = _checkpoint(seed=1)

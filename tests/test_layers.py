@@ -31,7 +31,7 @@ def _folder(pkg: str) -> str:
 PACKAGE_DIR = {pkg: _folder(pkg) for pkg in SETUPTOOLS["packages"]}
 
 # Bottom to top. A module may import from its own layer and from layers of a lower rank.
-RANK = {"foundation": 0, "models": 1, "trainer": 2, "export": 2, "infer": 3, "apps": 4, "benchmarks": 5}
+RANK = {"foundation": 0, "models": 1, "trainer": 2, "export": 2, "predict": 3, "infer": 4, "apps": 5, "benchmarks": 6}
 
 LAYERS: dict[str, str] = {
     "liverseg": "foundation",
@@ -46,18 +46,19 @@ LAYERS: dict[str, str] = {
     "liverseg.core.cli": "foundation",
     "liverseg.core.contract": "foundation",
     "liverseg.core.ctcheck": "foundation",
-    "liverseg.core.data": "foundation",
+    "liverseg.core.images": "foundation",
     "liverseg.core.dicom": "foundation",
     "liverseg.core.engine": "foundation",
     "liverseg.core.errors": "foundation",
     "liverseg.core.extras": "foundation",
     "liverseg.core.html": "foundation",
     "liverseg.core.intensity": "foundation",
-    "liverseg.core.io": "foundation",
+    "liverseg.core.files": "foundation",
     "liverseg.core.metrics": "foundation",
     "liverseg.core.metrics3d": "foundation",
     "liverseg.core.overlay": "foundation",
     "liverseg.core.pages": "foundation",
+    "liverseg.core.png": "foundation",
     "liverseg.core.preprocess": "foundation",
     "liverseg.core.qc": "foundation",
     "liverseg.core.resample": "foundation",
@@ -91,10 +92,14 @@ LAYERS: dict[str, str] = {
     "liverseg.export.quantize": "export",
     "liverseg.export.torchscript": "export",
     "liverseg.export.verify": "export",
+    "liverseg.predict": "predict",  # the predictor and where a model is opened: below the API and the command
+    "liverseg.predict.model": "predict",
+    "liverseg.predict.predictor": "predict",
+    "liverseg.api": "predict",  # the Python API: a thin layer over the predictor, re-exported lazily by liverseg
     "liverseg.infer": "infer",
     "liverseg.infer.cli": "infer",
     "liverseg.infer.dicomweb": "infer",  # DICOMweb inputs and --store (QIDO/WADO/STOW-RS)
-    "liverseg.infer.io": "infer",
+    "liverseg.infer.inputs": "infer",
     "liverseg.infer.merge": "infer",
     "liverseg.infer.outcome": "infer",
     "liverseg.infer.report": "infer",
@@ -102,11 +107,9 @@ LAYERS: dict[str, str] = {
     "liverseg.infer.rows": "infer",
     "liverseg.infer.runner": "infer",
     "liverseg.infer.schedule": "infer",
-    "liverseg.infer.session": "infer",
     "liverseg.infer.shard": "infer",
     "liverseg.infer.volumes": "infer",
     "liverseg.apps": "apps",
-    "liverseg.api": "apps",  # the Python API: an application of liverseg.infer, re-exported lazily by liverseg
     "liverseg.apps.demo": "apps",
     "liverseg.apps.dicom_synth": "apps",
     "liverseg.apps.eda": "apps",
@@ -126,6 +129,7 @@ LAYERS: dict[str, str] = {
     "liverseg.benchmarks.flops": "benchmarks",
     "liverseg.benchmarks.gpu": "benchmarks",
     "liverseg.benchmarks.hostile": "benchmarks",
+    "liverseg.benchmarks.identical": "benchmarks",
     "liverseg.benchmarks.machine": "benchmarks",
     "liverseg.benchmarks.memprobe": "benchmarks",
     "liverseg.benchmarks.peak": "benchmarks",

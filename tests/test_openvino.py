@@ -28,7 +28,7 @@ from liverseg.core.engine import (
 )
 from liverseg.core.errors import UsageError
 from liverseg.infer.cli import main as infer_main
-from liverseg.infer.session import open_session
+from liverseg.predict.model import open_session
 
 needs_openvino = pytest.mark.skipif(
     not openvino_available(), reason="OpenVINO is not installed (pip install 'liverseg[openvino]')"

@@ -198,7 +198,7 @@ def test_wheel_ships_the_licence(built_wheel):
 
 def test_every_module_imports_from_the_clean_install(clean_env):
     mods = source_modules()
-    assert "liverseg.models.unet" in mods and "liverseg.core.data" in mods
+    assert "liverseg.models.unet" in mods and "liverseg.core.images" in mods
     script = f"""
 import importlib, json, sys, traceback
 site = {str(clean_env["site"])!r}

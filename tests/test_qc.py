@@ -79,7 +79,12 @@ def test_wrong_side_and_unstable_from_the_second_look():
 def test_second_looks_turns_and_mirrors_each_slice_back():
     """A model that answers "the top half" is unstable upside down; one that answers "the viewer's left half"
     finds as much mirrored, on the other side."""
-    from liverseg.infer.volumes import VolumeInput, second_looks
+    from conftest import stub_predictor
+
+    from liverseg.predict.predictor import VolumeInput
+
+    def second_looks(vi, mask, model, batch_size, threshold):
+        return stub_predictor(model, batch_size).second_looks(vi, mask)
 
     k, r, c = 12, 16, 20
     gray = np.full((k, r, c), 100, dtype=np.uint8)

@@ -237,7 +237,7 @@ def test_shipped_checkpoint_matches_the_onnx_file():
 def test_shipped_model_on_the_external_chaos_case(chaos_dir):
     """The issue's bar on the CHAOS case at 512x512 as given: pooled Dice >= 0.93."""
     from liverseg.benchmarks.reference import chaos, score
-    from liverseg.infer.session import open_session
+    from liverseg.predict.model import open_session
 
     sess = open_session(_shipped(), device="cpu", engine="onnxruntime", precision="fp32")
     r = score(sess, chaos(chaos_dir.parent))
@@ -249,7 +249,7 @@ def test_shipped_model_on_the_external_chaos_case(chaos_dir):
 def test_a_checkpoint_scores_as_its_onnx_export(chaos_dir):
     """``benchmarks.reference --checkpoint`` (PyTorch, no export) gives the shipped ONNX file's masks."""
     from liverseg.benchmarks.reference import CheckpointSession, chaos, predict
-    from liverseg.infer.session import open_session
+    from liverseg.predict.model import open_session
 
     slices = chaos(chaos_dir.parent)[30:34]
     images = [s.image for s in slices]
@@ -278,7 +278,7 @@ def test_shipped_model_loads_from_an_installed_wheel(built_wheel, clean_env):  #
     script = """
 import json, numpy as np
 from liverseg.reference import model_path, resolve_model
-from liverseg.infer.session import open_session
+from liverseg.predict.model import open_session
 path, how = resolve_model(None, [])
 sess = open_session(path, device="cpu", engine="onnxruntime", precision="fp32")
 mask, _ = sess.run(np.zeros((1, 1, 256, 256), np.uint8))

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from test_infer import _checkpoint, _export, _png, _slice, _study_layout, held  # tests/ is on sys.path under pytest
 
-from liverseg.infer.io import Item
+from liverseg.infer.inputs import Item
 from liverseg.infer.merge import main as merge_main
 from liverseg.infer.resume import read_journal
 from liverseg.infer.runner import HOLD_ENV
@@ -216,7 +216,7 @@ def test_volume_parts_merge_to_one_runs_per_volume_table(tmp_path):
 
 
 def test_a_split_folder_inside_the_inputs_is_never_listed_as_inputs(tmp_path, tiny_model):
-    from liverseg.infer.io import list_inputs
+    from liverseg.infer.inputs import list_inputs
     from liverseg.infer.runner import Options, run_inference
 
     src = tmp_path / "in"

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from liverseg.core.data import discover
+from liverseg.core.images import discover
 from liverseg.trainer.split import main, split_indices
 
 

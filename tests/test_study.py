@@ -175,7 +175,7 @@ def test_the_studys_test_and_pred_configs_run_unchanged(study_folder, study_pth,
     from click.testing import CliRunner
     from PIL import Image
 
-    from liverseg.core.data import read_image, read_mask
+    from liverseg.core.images import read_image, read_mask
     from liverseg.trainer.cli import eval_main, import_study_main, predict_main
 
     pth = study_folder / "train_output" / "trained_model.pth"

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from liverseg.apps.synthetic import Patient, make_slice, preview_grid, write_dataset
-from liverseg.core.data import discover, read_pair
+from liverseg.core.images import discover, read_pair
 
 
 def slices(seed: int, n: int, size=(128, 128)):

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from liverseg.checkpoint import load_checkpoint
-from liverseg.core.data import DataError, discover
 from liverseg.core.errors import DeviceError
+from liverseg.core.images import DataError, discover
 from liverseg.trainer.augment import AugmentConfig, augment_batch
 from liverseg.trainer.cli import eval_main, train_main
 from liverseg.trainer.config import ConfigError, TrainConfig

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from liverseg.core.data import read_mask
+from liverseg.core.images import read_mask
 from liverseg.infer.runner import Options, run_inference
 
 pytest.importorskip("pydicom")
@@ -438,7 +438,7 @@ def test_runs_ask_for_the_probability_only_where_needed_and_never_change_the_ses
     (a model that records a pixel spacing resamples inputs to it and back; --save-probabilities keeps it)."""
     from conftest import record_keyword
 
-    from liverseg.infer.session import ModelSession
+    from liverseg.predict.model import ModelSession
 
     asked = record_keyword(monkeypatch, ModelSession, "run", "probability", False)
     hu, _ = _phantom()
@@ -480,7 +480,9 @@ def test_a_labelled_volume_run_and_its_report_import_neither_matplotlib_nor_pand
 def test_volume_outputs_are_placed_beside_the_next_model_call_and_match_placing_in_turn(batch, resampled, monkeypatch):
     import threading
 
-    import liverseg.infer.volumes as vmod
+    from conftest import stub_predictor
+
+    import liverseg.predict.predictor as vmod
     from liverseg.core.resample import resize_probability
 
     rng = np.random.default_rng(0)
@@ -499,23 +501,23 @@ def test_volume_outputs_are_placed_beside_the_next_model_call_and_match_placing_
         return resize_probability(p, shape)
 
     monkeypatch.setattr(vmod, "resize_probability", spy)
-    mask, prob, seconds = vmod.predict_volume(vi, model, batch, 0.5, keep_probability=True)
+    mask, prob, seconds = stub_predictor(model, batch, keep_probability=True).predict_volume(vi)
     want_prob = np.stack([resize_probability(s.astype(np.float32) / 255.0, (20, 24)) for s in model_in])
     assert prob is not None and seconds > 0
     np.testing.assert_array_equal(prob, want_prob)
     np.testing.assert_array_equal(mask, (want_prob > 0.5).astype(np.uint8))
     if resampled:  # each batch went back to the slice grid in the helper thread, not the model's
         assert len(threads) == 7 and all(t.startswith("liverseg-volume") for t in threads), threads
-    mask2, prob2, _ = vmod.predict_volume(vi, model, batch, 0.5)
+    mask2, prob2, _ = stub_predictor(model, batch).predict_volume(vi)
     assert prob2 is None
     np.testing.assert_array_equal(mask2, mask)
 
 
-@pytest.mark.parametrize("cores", [1, 2, 3])
-def test_slices_are_resampled_to_the_models_grid_on_every_core_with_the_same_pixels(monkeypatch, cores):
+@pytest.mark.parametrize("stream", [True, False])
+def test_slices_are_resampled_to_the_models_grid_behind_the_caller_with_the_same_pixels(monkeypatch, stream):
     import threading
 
-    import liverseg.infer.volumes as vmod
+    import liverseg.predict.predictor as vmod
     from liverseg.core.resample import resize_gray
     from liverseg.core.volume import Volume
 
@@ -528,11 +530,15 @@ def test_slices_are_resampled_to_the_models_grid_on_every_core_with_the_same_pix
         threads.append(threading.current_thread().name)
         return resize_gray(img, shape)
 
-    monkeypatch.setattr(vmod, "usable_cores", lambda: cores)
     monkeypatch.setattr(vmod, "resize_gray", spy)
+    monkeypatch.setattr(vmod, "STREAM_CHUNK", 3)
     prep = vmod.Prep(window=(-100.0, 200.0), model_spacing=1.0, allow_non_ct=True)  # uniform noise: not CT-like
-    vi = vmod.volume_input(vol, prep)
-    assert vi.model_in.shape == (7, 18, 20) and vi.resampled
+    vi = vmod.volume_input(vol, prep, stream=stream)
+    vi.wait(1)
+    assert vi._ready >= 3  # the model is told of whole chunks
+    vi.complete()
+    assert vi.model_in.shape == (7, 18, 20) and vi.resampled and vi._ready == 7
     np.testing.assert_array_equal(vi.model_in, np.stack([resize_gray(s, (18, 20)) for s in vi.gray]))
-    assert len(threads) == 7 and len(set(threads)) <= cores  # every slice once, in at most one thread per core
-    assert all(t.startswith("liverseg-resample") for t in threads)
+    assert len(threads) == 7  # every slice once, in the preparing thread (streamed) or the caller's
+    main = threading.current_thread().name
+    assert all(t == ("liverseg-prepare" if stream else main) for t in threads), threads

@@ -18,9 +18,9 @@ from typing import NoReturn
 import click
 
 from liverseg.core.cli import command, device_name, out_option
-from liverseg.core.data import Sample, discover
 from liverseg.core.errors import UsageError
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
+from liverseg.core.images import Sample, discover
 from liverseg.core.metrics import EMPTY_RULES
 from liverseg.models.study import STUDY_MODELS, import_study, load_model_file
 from liverseg.trainer.config import TrainConfig, parse_override

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from liverseg.core.batching import consecutive_batches
-from liverseg.core.data import DataError, Sample, read_pair
+from liverseg.core.images import DataError, Sample, read_pair
 from liverseg.core.metrics import EMPTY_RULE_TEXT, METRIC_NAMES, SegmentationMetrics, StudyBatchMetrics, scores
 from liverseg.models.checkpoint import Checkpoint, load_checkpoint
 from liverseg.trainer.train import resolve_device

@@ -2,7 +2,7 @@
 
 The model is a liverseg checkpoint, a study ``trained_model.pth`` (imported on the fly)
 or an exported ``.onnx`` (run by ONNX Runtime with the preprocessing inside it). The
-image is read by :func:`liverseg.core.data.read_image` (gray as Pillow's ``convert("L")``,
+image is read by :func:`liverseg.core.images.read_image` (gray as Pillow's ``convert("L")``,
 the study's reading); the mask is 255 where the probability exceeds the threshold, as
 the study's ``main.py pred`` wrote it, at the image's size.
 """
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from liverseg.core.contract import INPUT_NAME, PROB_NAME, contract_from_metadata
-from liverseg.core.data import encode_mask_png, read_image
 from liverseg.core.engine import EngineOptions, open_engine
 from liverseg.core.errors import UsageError
-from liverseg.core.io import write_bytes_atomic
+from liverseg.core.files import write_bytes_atomic
+from liverseg.core.images import read_image
+from liverseg.core.png import encode_mask_png
 from liverseg.models.checkpoint import Checkpoint
 from liverseg.models.study import load_model_file
 

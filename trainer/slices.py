@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from liverseg.core.data import encode_png
 from liverseg.core.intensity import window_to_gray
+from liverseg.core.png import encode_png
 from liverseg.core.resample import resize_mask, resize_probability, target_shape
 from liverseg.core.volume import Volume, read_volume
 

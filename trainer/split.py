@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 from liverseg.core.cli import command, out_option
-from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of, read_csv
 from liverseg.core.errors import UsageError
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
+from liverseg.core.images import IMAGE_EXTENSIONS, DataError, Sample, discover, group_of, read_csv
 
 SPLITS = ("train", "val", "test")
 
@@ -71,7 +71,7 @@ def _resolve_existing(value: str, manifest: Path, root: Path | None) -> Path | N
 def read_manifest(path: Path, root: Path | None = None) -> tuple[list[Sample], pd.DataFrame]:
     """Samples of a manifest CSV (``id`` -> images/ and masks/ beside it, or path columns).
 
-    The CSV is read by :mod:`liverseg.core.data`'s reader, so an unreadable or empty file
+    The CSV is read by :mod:`liverseg.core.images`'s reader, so an unreadable or empty file
     is a :class:`DataError` naming it, as for every other list; a bad row names its row.
     """
     df = read_csv(path)

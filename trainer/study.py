@@ -32,9 +32,9 @@ from typing import Any
 
 import pandas as pd
 
-from liverseg.core.data import discover, read_image
 from liverseg.core.errors import ConfigError
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
+from liverseg.core.images import discover, read_image
 from liverseg.models.study import STUDY_MODELS, load_model_file
 from liverseg.trainer.config import (
     _Bad,

@@ -55,9 +55,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from liverseg.core.batching import consecutive_batches
-from liverseg.core.data import DataError, Sample, discover, read_pair
 from liverseg.core.errors import DeviceError, first_line
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
+from liverseg.core.images import DataError, Sample, discover, read_pair
 from liverseg.core.metrics import SegmentationMetrics, confusion_counts
 from liverseg.core.preprocess import Preprocessing, has_contrast, postprocess, preprocess, to_gray_range
 from liverseg.models import create_model, required_multiple

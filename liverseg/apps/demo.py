@@ -54,7 +54,7 @@ import click
 
 from liverseg.core.cli import command
 from liverseg.core.errors import EXIT_FAILED, DeviceError, LiversegError, UsageError
-from liverseg.core.io import versions, write_text_atomic
+from liverseg.core.files import versions, write_text_atomic
 
 DEFAULT_RUN_DIR = Path("runs/demo")
 
@@ -265,7 +265,7 @@ def stage_train(ctx: DemoContext) -> None:
 
 def stage_evaluate(ctx: DemoContext) -> None:
     """The study's test mode on the held-out patients; prints the metric table."""
-    from liverseg.core.data import discover
+    from liverseg.core.images import discover
     from liverseg.trainer.evaluate import evaluate, format_table
 
     splits = ctx.splits()

@@ -1,7 +1,7 @@
 """``liverseg-eda``: what is in the data, before any training.
 
 For each split given (a study CSV list, a pairs CSV or a folder; see
-:func:`liverseg.core.data.discover`) and for all of them together it counts the pairs,
+:func:`liverseg.core.images.discover`) and for all of them together it counts the pairs,
 image sizes, gray-level ranges and empty masks, and measures the liver-pixel
 percentage of every mask. It writes, into one folder:
 
@@ -45,10 +45,10 @@ import click
 import numpy as np
 
 from liverseg.core.cli import command
-from liverseg.core.data import Sample, discover, read_pair
 from liverseg.core.errors import EXIT_FAILED, EXIT_OK, DataError, UsageError
+from liverseg.core.files import versions, write_text_atomic
 from liverseg.core.html import esc, fmt, html_page, html_table, img_tag
-from liverseg.core.io import versions, write_text_atomic
+from liverseg.core.images import Sample, discover, read_pair
 
 ALL = "all"
 N_SAMPLES = 6  # sample images shown per split

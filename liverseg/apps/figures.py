@@ -356,7 +356,7 @@ def _panel_row(
     stem: str, runs: list[Path], tables: list[dict[str, dict[str, str]]], names: list[str]
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
     """The image and truth of ``stem`` (from the first run's row) and each run's prediction."""
-    from liverseg.core.data import read_image, read_mask
+    from liverseg.core.images import read_image, read_mask
 
     row = tables[0][stem]
     ip = _run_path(row.get("input", ""), runs[0])

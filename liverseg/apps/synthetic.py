@@ -39,7 +39,7 @@ import numpy as np
 from PIL import Image
 
 from liverseg.core.errors import UsageError
-from liverseg.core.io import write_text_atomic
+from liverseg.core.files import write_text_atomic
 
 LAYOUTS = ("study", "folders", "flat")
 
@@ -694,7 +694,7 @@ def write_dataset(
 ) -> dict[str, Any]:
     """Write ``n`` synthetic pairs; consecutive slices belong to one patient.
 
-    Layouts (all readable by :func:`liverseg.core.data.discover`):
+    Layouts (all readable by :func:`liverseg.core.images.discover`):
 
     * ``"study"``: ``data/Images/NNN.png`` (RGB, R=G=B, as the study's files),
       ``data/Labels/NNN_mask.png`` and ``data/data_pairs.csv`` (``X,Y`` relative to

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from liverseg.core.engine import open_engine
 from liverseg.core.errors import ContractError, first_line
-from liverseg.core.io import versions
+from liverseg.core.files import versions
 
 if TYPE_CHECKING:  # preprocess imports torch; the contract reader must not
     from liverseg.core.preprocess import Preprocessing

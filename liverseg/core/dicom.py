@@ -54,8 +54,8 @@ from typing import Any
 import numpy as np
 
 from liverseg.core.errors import DataError, describe
-from liverseg.core.io import atomic_path
-from liverseg.core.volume import MAX_PLAUSIBLE_MM, Volume, need
+from liverseg.core.files import atomic_path
+from liverseg.core.volume import MAX_PLAUSIBLE_MM, Volume, need, read_volume
 
 __all__ = [
     "DUPLICATE_TOL_MM",
@@ -587,6 +587,14 @@ def _decode_enhanced(path: str, ts: Any, frames: list[_Frame], order: list[int],
         raise _decode_error(path, ts, e) from None
     if f + 1 != len(frames):
         raise DataError(f"{path}: holds {f + 1} frames of pixel data, the header says {len(frames)}")
+
+
+def read_scan(path: str | os.PathLike[str], series: str | None = None, *, allow_gaps: bool = False) -> Volume:
+    """A volume file (:func:`liverseg.core.volume.read_volume`), or a DICOM series folder (``series``: its
+    SeriesInstanceUID where the folder holds several)."""
+    if os.path.isdir(path):
+        return read_series(path, series, allow_gaps=allow_gaps)
+    return read_volume(path)
 
 
 def read_series(

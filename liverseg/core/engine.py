@@ -619,7 +619,7 @@ class OpenVinoEngine(Engine):
             return
         import json
 
-        from liverseg.core.io import write_text_atomic
+        from liverseg.core.files import write_text_atomic
 
         try:
             write_text_atomic(self.cache_dir / "metadata.json", json.dumps(meta))

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from liverseg.core.errors import DataError, describe
-from liverseg.core.io import atomic_path
+from liverseg.core.files import atomic_path
 
 __all__ = [
     "MAX_PLAUSIBLE_MM",

@@ -19,6 +19,7 @@ newest export under the runs folder, anything else a path.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -30,6 +31,13 @@ MODEL_FILE = "model.onnx"
 CHECKPOINT_FILE = "model.pt"
 CARD_FILE = "MODEL_CARD.md"
 CONFIG_FILE = "train_config.json"
+RUNS_ENV = "LIVERSEG_RUNS_DIR"  # where runs go, and where "latest" looks (default: ./runs)
+
+
+def default_runs_dir() -> Path:
+    """``$LIVERSEG_RUNS_DIR``, else ``runs`` in the current folder."""
+    env = os.environ.get(RUNS_ENV)
+    return Path(env) if env else Path("runs")
 
 
 def folder() -> Path:

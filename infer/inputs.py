@@ -29,18 +29,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from liverseg.core.data import IMAGE_EXTENSIONS, DataError, Sample, discover, read_image, read_mask
 from liverseg.core.errors import UsageError, describe
+from liverseg.core.images import IMAGE_EXTENSIONS, DataError, Sample, discover, read_mask
 from liverseg.core.volume import VOLUME_SUFFIXES, is_volume_path
+from liverseg.predict.predictor import Prep, SliceInput, VolumeInput, prepare_slice, read_slice
 
 MASK_DIR = "masks"
 PROB_DIR = "probabilities"
 OVERLAY_DIR = "overlays"
-
-# A slice above this many pixels is downscaled for the model and its probability map
-# resized back: memory per model call stays bounded (a 4000 x 4000 slice needed 3.2 GB in
-# a width-16 U-Net). 2048 x 2048 is four times the largest usual CT slice (1024 x 1024).
-MODEL_MAX_PIXELS = 2048 * 2048
 
 PER_IMAGE_COLUMNS = (
     "index",
@@ -140,7 +136,7 @@ def list_inputs(
     exclude: list[Path] | None = None,
     series: str | None = None,
 ) -> list[Item]:
-    """The run's inputs, in list order, with labels found as :func:`liverseg.core.data.discover` does.
+    """The run's inputs, in list order, with labels found as :func:`liverseg.core.images.discover` does.
 
     ``source``: a study image CSV (``X``), a pairs CSV (``X,Y``) or a folder. ``labels``:
     a ``*_y.csv`` or a folder of masks; without it ``test_x.csv`` pairs with
@@ -415,42 +411,41 @@ def inputs_digest(items: list[Item]) -> str:
 class Loaded:
     """A decoded input (or the reason it could not be decoded).
 
-    For a 2D slice, ``image`` is the model's input (resized to the model's pixel
-    spacing when ``--spacing`` says the slice's) and ``shape`` the slice's own size; for
-    a volume, ``volume`` holds everything (:class:`liverseg.infer.volumes.VolumeInput`).
+    A 2D slice is ``slice`` (:class:`liverseg.predict.predictor.SliceInput`: the model's pixels
+    and the slice on its own grid); a volume is ``volume``
+    (:class:`liverseg.predict.predictor.VolumeInput`, its slices prepared behind).
     """
 
     item: Item
-    image: np.ndarray | None = None  # uint8 [H', W'] at the model's spacing
+    slice: SliceInput | None = None
     truth: np.ndarray | None = None  # bool [H, W]
     error: str | None = None
     label_error: str | None = None
     t0: float = 0.0  # perf_counter when decoding started
-    gray: np.ndarray | None = None  # uint8 [H, W]: the slice on its own grid, when ``image`` was resized
-    volume: Any = None  # VolumeInput of a volume input
+    volume: VolumeInput | None = None
     notes: list[str] | None = None  # what was assumed or done beyond the rules (per_image.csv ``notes``)
     stat: list[int] | None = None  # the input's [size, mtime_ns] before it was read: --resume redoes it if changed
 
     @property
     def pixels(self) -> np.ndarray:
-        """The decoded image; only for an input that decoded (``error`` is None)."""
-        if self.image is None:
+        """The model's input; only for a slice that decoded (``error`` is None)."""
+        if self.slice is None:
             raise ValueError(f"{self.item.image}: not decoded ({self.error})")
-        return self.image
+        return self.slice.pixels
 
     @property
     def original(self) -> np.ndarray:
         """The slice on its own grid (what masks, overlays and metrics use)."""
-        return self.gray if self.gray is not None else self.pixels
+        return self.pixels if self.slice is None else self.slice.gray
 
 
-def load(item: Item, prep: Any = None) -> Loaded:
+def load(item: Item, prep: Prep | None = None) -> Loaded:
     """Decode an input and its label; a bad file becomes ``error``, never an exception.
 
-    ``prep`` (:class:`liverseg.infer.volumes.Prep`) gives the intensity rule, the HU
+    ``prep`` (:class:`liverseg.predict.predictor.Prep`) gives the intensity rule, the HU
     window, the spacings, and how volumes are read; None: the defaults.
     """
-    from liverseg.infer.volumes import Prep, load_volume
+    from liverseg.infer.volumes import load_volume
 
     prep = prep if prep is not None else Prep()
     out = Loaded(item, t0=time.perf_counter(), stat=input_stat(item))
@@ -466,38 +461,14 @@ def load(item: Item, prep: Any = None) -> Loaded:
         return out
     notes: list[str] = []
     try:
-        image = read_image(
-            item.image,
-            intensity=prep.intensity,
-            window=prep.window,
-            max_pixels=prep.max_pixels,
-            notes=notes,
-            check_ct=not prep.allow_non_ct,
-            estimate_window=prep.intensity == "auto",
-        )
+        image = read_slice(item.image, prep, notes)
     except DataError as e:
         out.error = str(e)
         return out
     except Exception as e:  # anything Pillow throws on hostile files
         out.error = f"{item.image}: cannot read image ({describe(e)})"
         return out
-    out.image = image
-    shape = image.shape
-    if prep.spacing is not None:
-        from liverseg.core.resample import target_shape
-
-        shape = target_shape(image.shape, (prep.spacing, prep.spacing), prep.model_spacing)
-    if shape[0] * shape[1] > MODEL_MAX_PIXELS:  # bound the model's memory per call
-        f = (MODEL_MAX_PIXELS / (shape[0] * shape[1])) ** 0.5
-        shape = (max(1, int(shape[0] * f)), max(1, int(shape[1] * f)))
-        notes.append(
-            f"{image.shape[1]}x{image.shape[0]} is larger than the model takes in one call "
-            f"({MODEL_MAX_PIXELS / 1e6:.1f} M pixels): run at {shape[1]}x{shape[0]} and the mask resized back"
-        )
-    if shape != image.shape:
-        from liverseg.core.resample import resize_gray
-
-        out.gray, out.image = image, resize_gray(image, shape)
+    out.slice = prepare_slice(image, prep, notes)
     out.notes = notes or None
     if item.label is not None:
         try:
