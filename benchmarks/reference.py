@@ -296,7 +296,7 @@ def score(
 ) -> dict:
     """Scores of the masks of ``slices`` (after ``transform``); ``cleanup``: None, "2d" (largest component
     per slice) or "3d" (largest component of the slices stacked in order, for one contiguous volume)."""
-    from liverseg.core.cleanup import largest_component
+    from liverseg.predict.cleanup import largest_component
 
     pairs = [transform(s.image, s.mask) if transform else (s.image, s.mask) for s in slices]
     preds = predict(sess, [p[0] for p in pairs])

@@ -3,7 +3,7 @@
 Rows of ``python -m liverseg.benchmarks.reference`` beside the slice rows, each run the way
 ``liverseg-infer`` runs a volume with its default options (the Python API,
 :class:`liverseg.Segmenter`: windowing, resampling to the model's pixel spacing, the model,
-back to the scan's grid, the anatomy rule of :mod:`liverseg.core.anatomy`):
+back to the scan's grid, the anatomy rule of :mod:`liverseg.predict.anatomy`):
 
 * ``totalseg-s0003``: a head-and-neck CT with no liver; the liver found in mL (target: under 5).
 * ``totalseg-example``: an abdomen-pelvis CT whose liver is cut by the top of the field of

@@ -17,12 +17,12 @@ from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
 from liverseg.core.cli import command, device_name, raw_argv
 from liverseg.core.images import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
-from liverseg.core.qc import FLAGS, SLICE_FLAGS
 from liverseg.infer.dicomweb import InputArgument, StoreURL
 from liverseg.infer.outcome import summary_table
 from liverseg.infer.runner import Options, Runner
 from liverseg.predict.model import DEVICES
 from liverseg.predict.predictor import MODEL_MAX_PIXELS
+from liverseg.predict.qc import FLAGS, SLICE_FLAGS
 
 # --help in sections, the common options first in each (the Command's format_options); every option of
 # liverseg-infer is in one of them (tests/test_commands.py), so a new option needs a line here.

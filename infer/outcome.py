@@ -19,8 +19,8 @@ import numpy as np
 
 from liverseg.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from liverseg.core.metrics import SegmentationMetrics
-from liverseg.core.qc import flag_codes
 from liverseg.infer.volumes import VOLUME_COLUMNS, volume_summary
+from liverseg.predict.qc import flag_codes
 
 Row = dict[str, Any]
 MAX_FAILURES_LISTED = 10000  # summary.json lists this many failed inputs at most (all are in per_image.csv)
@@ -55,7 +55,7 @@ class RunReport:
     interrupted: bool = False
     volume_rows: list[Row] = field(default_factory=list)  # the per_volume.csv columns of every volume input
     removed_voxels: int = 0  # by the cleanup (largest component, small blobs), over the volumes
-    qc: dict[str, int] = field(default_factory=dict)  # quality flag -> inputs that raised it (liverseg.core.qc)
+    qc: dict[str, int] = field(default_factory=dict)  # quality flag -> inputs that raised it (liverseg.predict.qc)
     n_flagged: int = 0  # inputs with at least one quality flag
 
     # ------------------------------------------------------------ taking rows

@@ -3,7 +3,7 @@
 :func:`write_report` reads an inference run folder (``per_image.csv``, ``per_volume.csv``,
 ``summary.json``, ``masks/<stem>_pred.png``, ``overlays/<key>_viewer.json``; format in the
 inference runner) and writes ``report.html`` beside them. The page needs nothing but
-itself: the viewer's script, style and data are inline (:mod:`liverseg.core.viewer`),
+itself: the viewer's script, style and data are inline (:mod:`liverseg.infer.viewer`),
 there are no fonts or links to fetch, so it opens from the folder alone, offline.
 
 It shows, first, a provenance banner when the model's training data or scale differs
@@ -42,8 +42,8 @@ from liverseg.core.cli import command
 from liverseg.core.files import write_text_atomic
 from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram, svg_slice_profile
 from liverseg.core.images import DataError, read_image, read_mask
-from liverseg.core.viewer import PAYLOAD_VERSION, slices_payload, viewer_assets, viewer_html
 from liverseg.infer.inputs import PER_IMAGE_COLUMNS
+from liverseg.infer.viewer import PAYLOAD_VERSION, slices_payload, viewer_assets, viewer_html
 from liverseg.infer.volumes import VIEWER_SUFFIX
 
 REPORT_NAME = "report.html"
@@ -694,7 +694,7 @@ def _volume_viewer(run_dir: Path, key: str, name: str, dom_id: str) -> str:
     return viewer_html(payload, dom_id)
 
 
-# What each quality flag asks of the reader (rules: liverseg.core.qc, docs/quality.md).
+# What each quality flag asks of the reader (rules: liverseg.predict.qc, docs/quality.md).
 FLAG_TEXT = {
     "no_liver": "no liver found: right for a neck or a pelvis, wrong for an abdomen",
     "partial_fov": "the liver is cut by the field of view: its volume is that of the part inside",
@@ -760,7 +760,7 @@ def _bbox_text(value: str) -> str | None:
 def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_dir: Path) -> str:
     """Each volume's findings and viewer first (flagged volumes first), then the table of all volumes.
 
-    Volumes with quality flags (:mod:`liverseg.core.qc`) come first, in input order, then the others;
+    Volumes with quality flags (:mod:`liverseg.predict.qc`) come first, in input order, then the others;
     the first :data:`MAX_VOLUME_DETAILS` get their findings, viewer and slice profile.
     """
     if not vrows:

@@ -42,7 +42,6 @@ from liverseg.core.extras import install_hint
 from liverseg.core.files import DiskFullError, versions, write_text_atomic
 from liverseg.core.images import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
-from liverseg.core.qc import flag_codes
 from liverseg.infer.inputs import (
     MASK_DIR,
     OVERLAY_DIR,
@@ -77,6 +76,7 @@ from liverseg.infer.shard import (
 from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, write_volume_tables
 from liverseg.predict.model import ModelSession, open_model
 from liverseg.predict.predictor import Predictor, Prep
+from liverseg.predict.qc import flag_codes
 from liverseg.reference import default_runs_dir
 
 __all__ = [
@@ -132,10 +132,10 @@ class Options:
     allow_gaps: bool = False
     series: str | None = None  # SeriesInstanceUID to read from a DICOM folder holding several
     largest_component: bool = False
-    anatomy: bool = True  # volumes: the largest region where a liver can be (liverseg.core.anatomy)
+    anatomy: bool = True  # volumes: the largest region where a liver can be (liverseg.predict.anatomy)
     allow_non_ct: bool = False  # accept label maps, colour images, MR-like numbers (liverseg.core.ctcheck)
     second_look: bool = True  # volumes: the model on a few flipped slices, for wrong_side and unstable
-    fail_on_flags: tuple[str, ...] = ()  # quality flags that fail the input (liverseg.core.qc); ("any",) for all
+    fail_on_flags: tuple[str, ...] = ()  # quality flags that fail the input (liverseg.predict.qc); ("any",) for all
     min_blob: int = 0
     output_format: str = "nifti"  # nifti | nifti+dicom-seg (DICOM inputs also get a DICOM-SEG)
     max_pixels: int = DEFAULT_MAX_PIXELS  # images declaring more pixels are refused before decoding
@@ -200,7 +200,7 @@ class _Finished:
             self.log(f"failed: {row['error']}")
         if row.get("notes"):  # a volume's assumptions are said as well as recorded
             self.log(f"note: {row['input']}: {row['notes']}")
-        if row.get("qc_flags"):  # one line per flagged input (liverseg.core.qc)
+        if row.get("qc_flags"):  # one line per flagged input (liverseg.predict.qc)
             self.log(f"qc: {row['input']}: {row['qc_flags']}")
         for r in self.csv.add(row):
             self.report.add(r)

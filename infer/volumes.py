@@ -12,7 +12,7 @@ input of a run, with its own row, failure isolation and ``--resume`` like a slic
    quality flags (:meth:`~liverseg.predict.predictor.Predictor.finish_volume`), writes the NIfTI
    mask with the input's shape and affine (a DICOM series gets the affine of its geometry), the
    probability volume and DICOM-SEG when asked, overlays of a few axial slices and one coronal
-   slice, the report viewer's data of every slice (:mod:`liverseg.core.viewer`), the per-slice
+   slice, the report viewer's data of every slice (:mod:`liverseg.infer.viewer`), the per-slice
    table, and scores the volume against its label: Dice, IoU, the study's mPA/mIoU over voxels,
    HD95, ASSD, NSD at 2 mm (:mod:`liverseg.core.metrics3d`) and the liver volume in mL.
 
@@ -31,9 +31,9 @@ from liverseg.core.dicom import read_scan
 from liverseg.core.errors import DataError, describe
 from liverseg.core.files import write_bytes_atomic, write_text_atomic
 from liverseg.core.png import encode_png
-from liverseg.core.qc import flag_codes
 from liverseg.core.volume import Volume, read_volume, write_nifti
 from liverseg.predict.predictor import Prep, VolumeInput, volume_input
+from liverseg.predict.qc import flag_codes
 
 if TYPE_CHECKING:
     from liverseg.predict.predictor import Predictor
@@ -53,7 +53,7 @@ __all__ = [
 
 SLICES_DIR = "slices"
 PER_VOLUME = "per_volume.csv"
-STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.core.qc)
+STATISTICS = "statistics.json"  # the liver's statistics per volume (liverseg.predict.qc)
 OVERLAY_SLICES = 3  # axial overlays per volume (at 25, 50 and 75% of the liver's extent), plus one coronal
 VIEWER_SUFFIX = "_viewer.json"  # overlays/<key>_viewer.json: the report viewer's data of a volume
 NSD_TOLERANCE_MM = 2.0
@@ -299,8 +299,8 @@ class VolumeWriter:
         return files
 
     def _viewer(self, key: str, vi: VolumeInput, pred: np.ndarray) -> list[Any]:
-        """overlays/<key>_viewer.json: what report.html's viewer carries of the volume (liverseg.core.viewer)."""
-        from liverseg.core.viewer import payload_json, volume_payload
+        """overlays/<key>_viewer.json: what report.html's viewer carries of the volume (liverseg.infer.viewer)."""
+        from liverseg.infer.viewer import payload_json, volume_payload
 
         payload = volume_payload(vi.gray, pred, vi.truth, vi.spacing, vi.volume)
         name = f"overlays/{key}{VIEWER_SUFFIX}"
@@ -331,7 +331,7 @@ def write_volume_tables(out: Path, rows: list[Row]) -> None:
 
 
 def statistics_json(rows: list[Row]) -> dict[str, Any]:
-    """statistics.json: the liver's statistics of every volume written (liverseg.core.qc), in input order."""
+    """statistics.json: the liver's statistics of every volume written (liverseg.predict.qc), in input order."""
     out = []
     for r in sorted(rows, key=lambda r: r["index"]):
         if r.get("status") != "ok" and not r.get("_files"):

@@ -49,7 +49,7 @@ Inputs, and the preprocessing of ``liverseg-infer``:
 
 The result is a uint8 mask (1 = liver) of the input's shape and, with
 ``probabilities=True``, also the float32 liver probability of the same shape. Volumes get
-the quality flags of ``liverseg-infer`` (:mod:`liverseg.core.qc`): raised flags are logged
+the quality flags of ``liverseg-infer`` (:mod:`liverseg.predict.qc`): raised flags are logged
 as a warning, and ``details=True`` returns a :class:`Segmentation` with the mask, the
 probability, the flags, the liver's statistics and the notes.
 
@@ -100,7 +100,7 @@ class Segmentation:
 
     ``mask`` (uint8, 1 = liver) and ``probability`` (float32, or None unless asked for)
     are of the input's kind: an array of its shape, a nibabel image with its affine, a
-    SimpleITK image with its geometry. ``qc_flags`` are the codes of :mod:`liverseg.core.qc`
+    SimpleITK image with its geometry. ``qc_flags`` are the codes of :mod:`liverseg.predict.qc`
     (docs/quality.md), empty when none was raised. ``statistics`` (volumes): ``volume_ml``
     and the columns of ``statistics.json`` (``complete``, ``hu_mean``, ``hu_median``,
     ``hu_std``, ``extent_cc_mm``, ``bbox_ras_mm``). ``notes``: what was assumed or removed.
@@ -247,7 +247,7 @@ class Segmenter:
 
         ``intensity`` says what stored values are (``auto``, ``gray``, ``hu``, ``hu+1024``);
         ``window`` (HU) overrides the model's contract. ``anatomy`` (volumes): keep only the
-        largest region where a liver can be (:mod:`liverseg.core.anatomy`), as ``liverseg-infer``
+        largest region where a liver can be (:mod:`liverseg.predict.anatomy`), as ``liverseg-infer``
         does; an empty mask means "no liver in this scan". The probability map is not cleaned.
         Inputs that do not look like CT (label maps, colour images, MR-like numbers:
         :mod:`liverseg.core.ctcheck`) raise :class:`DataError` unless ``allow_non_ct``.

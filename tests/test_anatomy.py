@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from liverseg.core.anatomy import MIN_LIVER_ML, landmarks, plausible_liver
+from liverseg.predict.anatomy import MIN_LIVER_ML, landmarks, plausible_liver
 
 SPACING = (2.0, 2.0, 2.0)  # (slice, row, col) mm
 
@@ -98,7 +98,7 @@ def test_block_grouping_keeps_every_voxel_of_the_kept_region_at_odd_sizes():
 
 def test_the_api_applies_the_rule_to_volumes_unless_told_not_to(monkeypatch):
     import liverseg
-    import liverseg.core.anatomy as anatomy
+    import liverseg.predict.anatomy as anatomy
 
     calls = []
 
@@ -157,7 +157,7 @@ def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, 
     import nibabel as nib
     import pandas as pd
 
-    import liverseg.core.anatomy as anatomy
+    import liverseg.predict.anatomy as anatomy
     from liverseg.infer.runner import Options, run_inference
 
     seen = []

@@ -168,7 +168,7 @@ def test_wheel_carries_code_only(built_wheel):
     assert not [n for n in payload if "/results/" in n], "benchmark results are in the wheel"
     # the package data: the reference model's files (model card, config, models) and the report viewer's script and
     # style, which report.html embeds
-    viewer = {"liverseg/core/viewer.js", "liverseg/core/viewer.css"}
+    viewer = {"liverseg/infer/viewer.js", "liverseg/infer/viewer.css"}
     other = sorted(
         n
         for n in payload

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from liverseg.core.qc import flip_agreement, volume_flags
+from liverseg.predict.qc import flip_agreement, volume_flags
 
 SP = (2.0, 2.0, 2.0)  # 8 mm^3 voxels: 125 voxels a mL
 
@@ -36,7 +36,7 @@ def test_each_code_from_its_rule():
 
 
 def test_wrong_side_is_the_models_mask_on_the_patients_left():
-    from liverseg.core.anatomy import Landmarks, on_the_left_mm
+    from liverseg.predict.anatomy import Landmarks, on_the_left_mm
 
     big = liver(box=(slice(2, 38), slice(2, 58), slice(2, 58)))
     assert volume_flags(big, SP, 0, [], left_mm=25.0) == ["wrong_side"]

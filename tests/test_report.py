@@ -371,7 +371,7 @@ def test_viewer_order_is_worst_dice_first_then_false_positives_on_slices_without
 
 @pytest.mark.parametrize("side", [24, 300])
 def test_viewer_frames_are_at_most_the_view_side_and_codes_match_the_masks(tmp_path, side):
-    from liverseg.core.viewer import VIEW_SIDE
+    from liverseg.infer.viewer import VIEW_SIDE
 
     run = make_run(tmp_path, n_ok=3)
     for f in (tmp_path / "data" / "images").glob("*.png"):  # every input, truth and mask at side x side
@@ -542,8 +542,8 @@ def test_svg_slice_profile_draws_both_areas_and_breaks_dice_where_no_slice_has_l
 
 def test_volume_viewer_markers_positions_and_pixels_follow_the_affine():
     """A volume stored left-right and foot-head flipped: the viewer still shows R on the left, z ascending."""
-    from liverseg.core.viewer import volume_payload
     from liverseg.core.volume import Volume
+    from liverseg.infer.viewer import volume_payload
 
     shape = (40, 30, 6)  # i, j, k of the file
     affine = np.array([[0.8, 0, 0, -16.0], [0, 0.8, 0, -12.0], [0, 0, -2.5, 50.0], [0, 0, 0, 1]])  # i->R, j->A, k->I
@@ -571,7 +571,7 @@ def test_volume_viewer_markers_positions_and_pixels_follow_the_affine():
 def test_dicom_viewer_labels_carry_instance_numbers_and_patient_coordinates(tmp_path):
     from liverseg.apps.dicom_synth import write_series
     from liverseg.core.dicom import read_series
-    from liverseg.core.viewer import volume_payload
+    from liverseg.infer.viewer import volume_payload
 
     hu = np.full((5, 16, 12), -1000, np.int16)
     numbers = [50, 40, 30, 20, 10]  # InstanceNumber falls as z rises, as in the CHAOS series
@@ -592,7 +592,7 @@ def test_dicom_viewer_labels_carry_instance_numbers_and_patient_coordinates(tmp_
 def test_volume_masks_shrink_as_each_slice_would_through_the_box_filter(side, view):
     """The strided block sums (whole factors 2 and 3) keep the same pixels as Pillow's box filter slice by slice;
     another factor (1.5) goes through the box filter itself."""
-    from liverseg.core.viewer import _shrink_masks, codes
+    from liverseg.infer.viewer import _shrink_masks, codes
 
     rng = np.random.default_rng(side)
     masks = rng.random((3, side, side)) < 0.5
@@ -603,7 +603,7 @@ def test_volume_masks_shrink_as_each_slice_would_through_the_box_filter(side, vi
 
 
 def test_every_quality_flag_is_explained_in_the_findings():
-    from liverseg.core.qc import FLAGS
     from liverseg.infer.report import FLAG_TEXT
+    from liverseg.predict.qc import FLAGS
 
     assert set(FLAG_TEXT) == set(FLAGS), "a flag without a line for the reader, or a line for no flag"

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from liverseg.benchmarks.report_viewer import VIEWER_DONE, browser_missing, open_chromium, wait_for
-from liverseg.core.viewer import payload_json, slices_payload, viewer_assets, viewer_html, volume_payload
 from liverseg.core.volume import Volume
 from liverseg.infer.report import write_report
+from liverseg.infer.viewer import payload_json, slices_payload, viewer_assets, viewer_html, volume_payload
 
 SHAPE = (64, 48, 20)  # i, j, k of the file
 AFFINE = np.array([[0.8, 0, 0, -25.6], [0, 0.8, 0, -19.2], [0, 0, -2.5, 40.0], [0, 0, 0, 1]])  # i->R, j->A, k->I

@@ -39,12 +39,12 @@ import numpy as np
 from liverseg.core.errors import DataError, UsageError
 from liverseg.core.images import DEFAULT_MAX_PIXELS, read_image
 from liverseg.core.intensity import check_windowed, interpret, restretch, window_to_gray
-from liverseg.core.qc import liver_statistics, volume_flags
 from liverseg.core.resample import resize_gray, resize_mask, resize_probability, target_shape
 from liverseg.core.volume import Volume
+from liverseg.predict.qc import liver_statistics, volume_flags
 
 if TYPE_CHECKING:
-    from liverseg.core.anatomy import Landmarks
+    from liverseg.predict.anatomy import Landmarks
     from liverseg.predict.model import ModelSession
 
 __all__ = [
@@ -64,7 +64,7 @@ __all__ = [
 # resized back: memory per model call stays bounded (a 4000 x 4000 slice needed 3.2 GB in
 # a width-16 U-Net). 2048 x 2048 is four times the largest usual CT slice (1024 x 1024).
 MODEL_MAX_PIXELS = 2048 * 2048
-SECOND_LOOK_SLICES = 8  # slices looked at again, flipped (liverseg.core.qc: unstable, wrong_side)
+SECOND_LOOK_SLICES = 8  # slices looked at again, flipped (liverseg.predict.qc: unstable, wrong_side)
 STREAM_CHUNK = 8  # slices windowed and resampled before the model is told they are ready
 
 Model = Any  # uint8 [N, 1, H, W] -> (mask [N, 1, H, W], probability [N, 1, H, W] or None)
@@ -81,7 +81,7 @@ class Prep:
     allow_gaps: bool = False
     series: str | None = None
     largest_component: bool = False
-    anatomy: bool = True  # volumes: keep the largest region where a liver can be (liverseg.core.anatomy)
+    anatomy: bool = True  # volumes: keep the largest region where a liver can be (liverseg.predict.anatomy)
     min_blob: int = 0  # connected regions below this many voxels (pixels for slices) are removed
     dicom_seg: bool = False
     save_probabilities: bool = False
@@ -172,7 +172,7 @@ def finish_slice(
             prob = resize_probability(prob, si.gray.shape)
             mask = (prob > threshold).astype(np.uint8)
     if prep.largest_component or prep.min_blob > 1:
-        from liverseg.core.cleanup import largest_component, remove_small
+        from liverseg.predict.cleanup import largest_component, remove_small
 
         pred = mask.astype(bool)
         if prep.largest_component:
@@ -187,7 +187,7 @@ def finish_slice(
 
 @dataclass
 class SecondLooks:
-    """The model's masks on flipped copies of a few of a volume's slices, for the quality flags (liverseg.core.qc)."""
+    """The model's masks on flipped copies of a few of a volume's slices, for the quality flags (predict.qc)."""
 
     slices: np.ndarray  # int [n]: which slices (axial, the model's view)
     upside_down: np.ndarray  # bool [n, R, C]: the mask of each slice turned upside down, turned back
@@ -211,7 +211,7 @@ class VolumeInput:
     truth: np.ndarray | None = None  # bool [K, R, C]
     notes: list[str] = field(default_factory=list)
     marks: Landmarks | None = None  # lungs and body centre, read from the HU voxels before they were freed
-    left_mm: float | None = None  # where the model's own mask lies (liverseg.core.anatomy.on_the_left_mm)
+    left_mm: float | None = None  # where the model's own mask lies (liverseg.predict.anatomy.on_the_left_mm)
     looks: SecondLooks | None = None  # the model on flipped copies of a few slices (second_looks)
     # the CT numbers (axial view, stored values; minus hu_offset for HU), kept for the liver's statistics until
     # the volume is written; None for a gray volume
@@ -300,7 +300,7 @@ def volume_input(vol: Volume, prep: Prep, stream: bool = True) -> VolumeInput:
     The checks (modality, CT numbers, the window) run here and raise :class:`DataError`; then a
     background thread windows each slice to the model's gray input, resamples it to the model's
     pixel spacing, ``STREAM_CHUNK`` slices at a time, and last finds the lungs
-    (:func:`liverseg.core.anatomy.landmarks`), so the model starts on the first slices while the
+    (:func:`liverseg.predict.anatomy.landmarks`), so the model starts on the first slices while the
     rest are prepared. ``stream=False`` does it all before returning.
     """
     notes = list(vol.notes)
@@ -348,7 +348,7 @@ def _landmarks(
     ax: np.ndarray, offset: float, spacing: tuple[float, float, float], notes: list[str]
 ) -> Landmarks | None:
     """The lungs and body centre of a CT volume (None without scipy: said in a note)."""
-    from liverseg.core.anatomy import landmarks
+    from liverseg.predict.anatomy import landmarks
 
     try:
         return landmarks(ax, spacing, offset=offset)
@@ -488,7 +488,7 @@ class Predictor:
         stable prediction barely changes) and once mirrored left-right (one it was not: a
         correctly oriented scan loses most of its liver, a mirrored one gains it). Two batches of
         at most 8 slices (``batch_size`` at a time), about 5% of a 300-slice series' model time. The result
-        goes to ``vi.looks`` for :func:`liverseg.core.qc.volume_flags`; nothing is done without a mask.
+        goes to ``vi.looks`` for :func:`liverseg.predict.qc.volume_flags`; nothing is done without a mask.
         """
         found = np.flatnonzero(mask.any(axis=(1, 2)))
         if found.size == 0:
@@ -531,7 +531,7 @@ class Predictor:
 
 def _trim_tail(pred: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
     """The anatomy rule's second step: the slices below the liver that are not liver-like (gray volumes: none)."""
-    from liverseg.core.anatomy import TAIL_BAND_HU, trim_caudal_tail
+    from liverseg.predict.anatomy import TAIL_BAND_HU, trim_caudal_tail
 
     if vi.marks is None or not pred.any():  # no HU behind the gray slices: the band cannot be told
         return pred, 0
@@ -553,7 +553,7 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
     pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
     if prep.anatomy and pred.any():
         try:
-            from liverseg.core.anatomy import on_the_left_mm, plausible_liver
+            from liverseg.predict.anatomy import on_the_left_mm, plausible_liver
 
             vi.left_mm = on_the_left_mm(pred, vi.marks, vi.spacing)
             pred, n, note = plausible_liver(pred, vi.spacing, vi.marks, in_place=True)
@@ -566,12 +566,12 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
             pred, n = _trim_tail(pred, vi, prep)
             removed += n
     if prep.largest_component:
-        from liverseg.core.cleanup import largest_component
+        from liverseg.predict.cleanup import largest_component
 
         pred, n = largest_component(pred)
         removed += n
     if prep.min_blob > 1:
-        from liverseg.core.cleanup import remove_small
+        from liverseg.predict.cleanup import remove_small
 
         pred, n = remove_small(pred, prep.min_blob)
         removed += n

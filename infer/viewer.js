@@ -1,4 +1,4 @@
-// liverseg report viewer: draws the slices a payload carries (liverseg/core/viewer.py) on canvases.
+// liverseg report viewer: draws the slices a payload carries (infer/viewer.py) on canvases.
 // Axial slices are JPEGs decoded into one volume; coronal and sagittal planes are resliced from it.
 // The overlay codes (bit 0 prediction, bit 1 truth) come zlib-compressed and are inflated here.
 (() => {

@@ -357,7 +357,7 @@ def payload_json(payload: dict[str, Any]) -> str:
 
 def viewer_assets() -> str:
     """The viewer's style and script, once per page."""
-    pkg = files("liverseg.core")
+    pkg = files("liverseg.infer")
     css = pkg.joinpath("viewer.css").read_text(encoding="utf-8")
     js = pkg.joinpath("viewer.js").read_text(encoding="utf-8")
     return f"<style>{css}</style>\n<script>{js}</script>"

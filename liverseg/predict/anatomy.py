@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from liverseg.core.cleanup import _ndimage
+from liverseg.predict.cleanup import _ndimage
 
 __all__ = [
     "WRONG_SIDE",

@@ -7,7 +7,7 @@ and the terminal prints one line per flagged input. Flags never change the exit 
 Codes, their rules and where each threshold comes from:
 
 * ``no_liver``: the mask is empty (the model found none, or the anatomy rule refused every
-  region: :mod:`liverseg.core.anatomy`). Right for a neck or a pelvis; wrong for an abdomen.
+  region: :mod:`liverseg.predict.anatomy`). Right for a neck or a pelvis; wrong for an abdomen.
 * ``partial_fov``: the mask touches the first or last slice or the edge of the image: the
   liver is cut by the field of view, so its volume is not a whole liver's.
 * ``implausible_volume``: a liver not cut by the field of view (no ``partial_fov``) outside
@@ -19,7 +19,7 @@ Codes, their rules and where each threshold comes from:
 * ``wrong_side``: the input looks mirrored left-right (an array flipped by a reader, or
   situs inversus). Two signs, either raises it:
 
-  - the **mirrored second look** (:func:`liverseg.infer.volumes.second_looks`): on up to 8
+  - the **mirrored second look** (:func:`liverseg.predict.predictor.Predictor.second_looks`): on up to 8
     slices where the model found liver, run once more mirrored left-right, the model finds
     more than :data:`MIRRORED_RATIO` times the area it found as given, and at least
     :data:`MIRRORED_MIN_CM2` per slice. The reference model was trained without
@@ -115,8 +115,8 @@ def volume_flags(
 ) -> list[str]:
     """The codes of the module docstring raised for a cleaned mask [K, R, C] with (slice, row, col) ``spacing``.
 
-    ``left_mm``: how far the model's own mask lies on the patient's left (:func:`liverseg.core.anatomy.on_the_left_mm`);
-    ``looks``: the model's second look (:class:`liverseg.infer.volumes.SecondLooks`), or None.
+    ``left_mm``: how far the model's own mask lies on the patient's left (:func:`.anatomy.on_the_left_mm`);
+    ``looks``: the model's second look (:class:`liverseg.predict.predictor.SecondLooks`), or None.
     """
     voxel_ml = float(np.prod(spacing)) / 1000.0
     flags: list[str] = []
