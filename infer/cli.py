@@ -14,15 +14,14 @@ from pathlib import Path
 import click
 
 from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES
-from liverseg.core.cli import command, device_name, raw_argv
+from liverseg.core.cli import command, raw_argv
 from liverseg.core.images import DEFAULT_MAX_PIXELS
 from liverseg.core.intensity import INTENSITY_MODES
 from liverseg.infer.dicomweb import InputArgument, StoreURL
 from liverseg.infer.outcome import summary_table
-from liverseg.infer.runner import Options, Runner
+from liverseg.infer.runner import OUTPUT_FORMATS, Options, Runner
 from liverseg.predict.model import DEVICES
 from liverseg.predict.predictor import MODEL_MAX_PIXELS
-from liverseg.predict.qc import FLAGS, SLICE_FLAGS
 
 # --help in sections, the common options first in each (the Command's format_options); every option of
 # liverseg-infer is in one of them (tests/test_commands.py), so a new option needs a line here.
@@ -45,14 +44,16 @@ SECTIONS = [
 ]  # fmt: skip
 
 
+# Click parses here; Options checks the values, once, when main builds it: a range, a device name, a pair
+# of options that cannot go together is refused there with the same UsageError a Python caller of
+# run_inference gets (Command prints it as one 'error:' line, exit 2). click.Path and the closed sets'
+# click.Choice stay: the type is the parse there, and --help lists the choices (Options checks the same
+# constants for Python callers).
+
+
 def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    """``--fail-on-flags``: comma-separated quality-flag codes, or ``any``; an unknown code is a usage error."""
-    codes = tuple(c.strip() for c in value.split(",") if c.strip())
-    known = (*FLAGS, *SLICE_FLAGS, "any")
-    unknown = [c for c in codes if c not in known]
-    if unknown:
-        raise click.BadParameter(f"unknown flag {', '.join(unknown)}; known: {', '.join(known)}", ctx, param)
-    return codes
+    """``--fail-on-flags``: comma-separated quality-flag codes, or ``any`` (Options refuses an unknown one)."""
+    return tuple(c.strip() for c in value.split(",") if c.strip())
 
 
 @command(sections=SECTIONS)
@@ -86,7 +87,6 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     "--device",
     default="auto",
     show_default=True,
-    callback=device_name,
     metavar="|".join((*DEVICES, "cuda:N")),
     help="cuda fails when CUDA cannot load; auto takes CUDA when it loads and says which; cuda:N takes GPU N "
     "(one part of a split run per GPU).",
@@ -108,13 +108,13 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="Images of the same size per model call. Default: 1 on CPU, 8 on CUDA.",
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="onnxruntime intra-op threads. Default: the CPUs this process may use.",
 )
@@ -126,7 +126,7 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
     "--resume", is_flag=True, help="Skip inputs whose outputs in --out are complete (finish an interrupted run)."
 )
 @click.option("--fail-fast", is_flag=True, help="Stop at the first input that fails.")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N inputs.")
+@click.option("--limit", type=int, default=None, help="Only the first N inputs.")
 @click.option(
     "--contract",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -147,10 +147,10 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--spacing",
-    type=click.FloatRange(min=0.0, max=10.0, min_open=True),
+    type=float,
     default=None,
-    help="In-plane pixel size (mm) of 2D inputs, which have none; overrides a volume's header. Inputs are "
-    "resampled to the model's training spacing when its contract records one.",
+    help="In-plane pixel size (mm, above 0 and at most 10) of 2D inputs, which have none; overrides a volume's "
+    "header. Inputs are resampled to the model's training spacing when its contract records one.",
 )
 @click.option(
     "--window",
@@ -202,21 +202,21 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--min-blob",
-    type=click.IntRange(min=0),
+    type=int,
     default=0,
     show_default=True,
     help="Remove connected regions smaller than this many voxels (pixels for slices).",
 )
 @click.option(
     "--output-format",
-    type=click.Choice(["nifti", "nifti+dicom-seg"]),
+    type=click.Choice(OUTPUT_FORMATS),
     default="nifti",
     show_default=True,
     help="Volume masks: NIfTI (uint8, liver = 1); nifti+dicom-seg also writes a DICOM-SEG for DICOM inputs.",
 )
 @click.option(
     "--max-pixels",
-    type=click.IntRange(min=1),
+    type=int,
     default=DEFAULT_MAX_PIXELS,
     show_default=True,
     help="Images declaring more pixels than this are refused from their header, before decoding. Slices above "
@@ -224,7 +224,7 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--num-parts",
-    type=click.IntRange(min=1),
+    type=int,
     default=1,
     show_default=True,
     help="Split the inputs into N parts by sorted output key; run one with --part-id. All parts may write "
@@ -232,7 +232,7 @@ def _flag_codes(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 )
 @click.option(
     "--part-id",
-    type=click.IntRange(min=0),
+    type=int,
     default=None,
     metavar="K",
     help="Which part (0..N-1) of --num-parts N this process runs.",

@@ -35,8 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from liverseg.core.choose import gpu_present
+from liverseg.core.choose import ENGINE_CHOICES, PRECISION_CHOICES, gpu_present
 from liverseg.core.contract import PROB_NAME, ct_settings
+from liverseg.core.engine import check_device
 from liverseg.core.errors import ContractError, LiversegError, UsageError, describe
 from liverseg.core.extras import install_hint
 from liverseg.core.files import DiskFullError, versions, write_text_atomic
@@ -76,7 +77,7 @@ from liverseg.infer.shard import (
 from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, write_volume_tables
 from liverseg.predict.model import ModelSession, open_model
 from liverseg.predict.predictor import Predictor, Prep
-from liverseg.predict.qc import flag_codes
+from liverseg.predict.qc import FLAGS, SLICE_FLAGS, flag_codes
 from liverseg.reference import default_runs_dir
 
 __all__ = [
@@ -102,9 +103,41 @@ Log = Callable[[str], None]
 Row = dict[str, Any]
 
 
-@dataclass
+# The closed sets and integer floors of the options; Options checks them, liverseg-infer's click.Choice lists them.
+OUTPUT_FORMATS = ("nifti", "nifti+dicom-seg")
+_CHOICES = {
+    "intensity": INTENSITY_MODES,
+    "engine": ENGINE_CHOICES,
+    "precision": PRECISION_CHOICES,
+    "output_format": OUTPUT_FORMATS,
+}
+# field -> (least value, None allowed: "choose for me")
+_COUNTS = {
+    "batch_size": (1, True),
+    "threads": (1, True),
+    "limit": (1, True),
+    "min_blob": (0, False),
+    "max_pixels": (1, False),
+    "decode_workers": (1, True),
+    "write_workers": (1, True),
+}
+_PYTHON_ONLY = {"decode_workers", "write_workers"}  # counts without a command-line spelling
+
+
+def _flag(name: str) -> str:
+    """How the command line spells the option of field ``name``."""
+    return name if name in _PYTHON_ONLY else f"--{name.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
 class Options:
-    """Everything ``liverseg-infer`` accepts (see :mod:`liverseg.infer.cli`)."""
+    """Everything ``liverseg-infer`` accepts (see :mod:`liverseg.infer.cli`), checked once, when built.
+
+    Every option value and combination is checked here and nowhere else, so the command line and
+    ``run_inference(Options(...))`` refuse alike: a :class:`UsageError` naming the option as the
+    command line spells it (exit 2 there). Only what needs the opened model (its probability output,
+    its contract's window) is left to the Runner.
+    """
 
     source: Path | str  # a path, or a dicomweb+http(s):// URL (liverseg.infer.dicomweb)
     model: str | Path | None = None  # a file, 'latest' or 'reference' (None: the reference model)
@@ -146,6 +179,41 @@ class Options:
     store: str | None = None  # --store dicomweb+http(s)://HOST/PATH: each DICOM-SEG sent there (STOW-RS)
     store_overlay: bool = False  # --store-overlay: a burned-in overlay series (Secondary Capture) sent too
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+    def __post_init__(self) -> None:
+        for name, (least, optional) in _COUNTS.items():
+            value = getattr(self, name)
+            counted = isinstance(value, int) and not isinstance(value, bool) and value >= least
+            if not (counted or (value is None and optional)):
+                raise UsageError(f"{_flag(name)} must be >= {least}, got {value!r}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{_flag(name)} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        check_device(self.device)
+        check_part(self.num_parts, self.part_id)
+        if self.num_parts > 1 and self.out is None:
+            raise UsageError("--num-parts needs --out: every part of a split run writes into the same folder")
+        if self.window is not None:
+            try:
+                lo, hi = (float(v) for v in self.window)
+            except (TypeError, ValueError):
+                raise UsageError(f"--window takes two numbers, LOW HIGH, got {self.window!r}") from None
+            if not hi > lo:
+                raise UsageError(f"--window: HIGH must be above LOW, got {lo:g} {hi:g}")
+            object.__setattr__(self, "window", (lo, hi))  # frozen: set once, here
+        if self.spacing is not None and not (isinstance(self.spacing, (int, float)) and 0 < self.spacing <= 10):
+            raise UsageError(f"--spacing must be in (0, 10] mm, got {self.spacing!r}")
+        known = (*FLAGS, *SLICE_FLAGS, "any")
+        unknown = [c for c in self.fail_on_flags if c not in known]
+        if unknown:
+            raise UsageError(f"--fail-on-flags: unknown flag {', '.join(unknown)}; known: {', '.join(known)}")
+        if self.store_overlay and self.store is None:
+            raise UsageError("--store-overlay sends the overlay series with the SEG: it needs --store")
+        if (self.largest_component or self.min_blob) and importlib.util.find_spec("scipy") is None:
+            raise UsageError(
+                "--largest-component and --min-blob need scipy, which the 'volumes' extra installs: "
+                f"{install_hint('volumes')}"
+            )
 
 
 @dataclass
@@ -350,13 +418,7 @@ class Runner:
     # ------------------------------------------------------------ setup
 
     def _inputs(self) -> list[Item]:
-        o = self.o
-        if o.batch_size is not None and o.batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {o.batch_size}")
-        if o.limit is not None and o.limit < 1:
-            raise UsageError(f"--limit must be >= 1, got {o.limit}")
-        if o.store_overlay and o.store is None:
-            raise UsageError("--store-overlay sends the overlay series with the SEG: it needs --store")
+        o = self.o  # its values were checked when it was built (Options.__post_init__)
         # this run's --out and the default runs folder, when inside a folder input, are not inputs
         exclude = [p for p in (o.out, self.runs) if p is not None]
         items = list_inputs(o.source, o.labels, o.data_root, o.limit, exclude=exclude, series=o.series)
@@ -369,10 +431,8 @@ class Runner:
 
             self.log(f"{describe_inputs(urls)}: {len(urls)} input(s)")
         self.all_items = items
-        self.part = check_part(o.num_parts, o.part_id)
+        self.part = o.part_id or 0
         if o.num_parts > 1:
-            if o.out is None:
-                raise UsageError("--num-parts needs --out: every part of a split run writes into the same folder")
             items = select_part(items, o.num_parts, self.part)
             self.log(f"part {self.part} of {o.num_parts}: {len(items)} of {len(self.all_items)} inputs")
         return items
@@ -403,20 +463,8 @@ class Runner:
         """How inputs become model input: the contract's HU window and pixel spacing, then the options."""
         o = self.o
         window, model_spacing = ct_settings(sess.contract)
-        if o.window is not None:
-            lo, hi = (float(v) for v in o.window)
-            if not hi > lo:
-                raise UsageError(f"--window: HIGH must be above LOW, got {lo:g} {hi:g}")
-            window = (lo, hi)
-        if o.intensity not in INTENSITY_MODES:
-            raise UsageError(f"--intensity must be one of {INTENSITY_MODES}, got {o.intensity!r}")
-        if o.spacing is not None and not 0 < o.spacing <= 10:
-            raise UsageError(f"--spacing must be in (0, 10] mm, got {o.spacing:g}")
-        if (o.largest_component or o.min_blob) and importlib.util.find_spec("scipy") is None:
-            raise UsageError(
-                "--largest-component and --min-blob need scipy, which the 'volumes' extra installs: "
-                f"{install_hint('volumes')}"
-            )
+        if o.window is not None:  # --window wins over the contract's
+            window = o.window
         if model_spacing is None and o.spacing is not None:
             self.log("note: the model records no training pixel spacing; --spacing is recorded, nothing is resampled")
         prep = Prep(
@@ -639,10 +687,11 @@ class Runner:
 def run_inference(opts: Options, log: Log | None = None) -> RunResult:
     """Run ``liverseg-infer`` with ``opts``; never raises for bad inputs.
 
-    A usage-type error (a :class:`~liverseg.core.errors.LiversegError`: bad option,
-    input list, model, contract or device) comes back as its exit code (2; 3 for a
-    full disk) with the message; the command line lets it reach
-    :class:`liverseg.core.cli.Command` instead.
+    A bad option value was refused already, when ``opts`` was built (:class:`Options`
+    raises the :class:`~liverseg.core.errors.UsageError`). A usage-type error found on
+    the way (a :class:`~liverseg.core.errors.LiversegError`: input list, model,
+    contract or device) comes back as its exit code (2; 3 for a full disk) with the
+    message; the command line lets it reach :class:`liverseg.core.cli.Command` instead.
     """
     try:
         return Runner(opts, log).run()

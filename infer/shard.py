@@ -45,7 +45,9 @@ SPLIT_CHECKED = ("num_parts", "inputs_sha256", "n_inputs", "model_sha256", "cont
 
 
 def check_part(num_parts: int, part_id: int | None) -> int:
-    """The part id for ``--num-parts``/``--part-id``; :class:`UsageError` for a pair that makes no split."""
+    """The part id for ``--num-parts``/``--part-id``; :class:`UsageError` for a pair that makes no split.
+
+    :class:`liverseg.infer.runner.Options` calls it when it is built: the one check of the pair."""
     if num_parts < 1:
         raise UsageError(f"--num-parts must be >= 1, got {num_parts}")
     if num_parts == 1:

@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from liverseg.core.contract import CONTRACT_KEY
+from liverseg.core.errors import UsageError
 from liverseg.core.files import TMP_MARK
 from liverseg.core.images import read_mask
 from liverseg.core.metrics import confusion, scores
@@ -783,6 +784,84 @@ def test_usage_errors_exit_2(tmp_path, tiny_model):
     (tmp_path / "y_only.csv").write_text("Y\na.png\n")
     r = CliRunner().invoke(infer_main, [str(tmp_path / "y_only.csv"), "--model", str(tiny_model)])
     assert r.exit_code == 2 and "only a Y column" in r.output
+
+
+# Each refused option value or pair: (command-line arguments, the same as Options fields, the message).
+REFUSED = [
+    (["--batch-size", "0"], {"batch_size": 0}, "--batch-size must be >= 1, got 0"),
+    (["--threads", "0"], {"threads": 0}, "--threads must be >= 1, got 0"),
+    (["--limit", "0"], {"limit": 0}, "--limit must be >= 1, got 0"),
+    (["--min-blob", "-1"], {"min_blob": -1}, "--min-blob must be >= 0, got -1"),
+    (["--max-pixels", "0"], {"max_pixels": 0}, "--max-pixels must be >= 1, got 0"),
+    (["--num-parts", "0"], {"num_parts": 0}, "--num-parts must be >= 1, got 0"),
+    (["--num-parts", "2"], {"num_parts": 2}, "--num-parts 2 needs --part-id K (0..1)"),
+    (["--part-id", "1"], {"part_id": 1}, "--part-id 1 without --num-parts"),
+    (["--num-parts", "2", "--part-id", "2"], {"num_parts": 2, "part_id": 2}, "--part-id must be in 0..1"),
+    (["--num-parts", "2", "--part-id", "0"], {"num_parts": 2, "part_id": 0}, "--num-parts needs --out"),
+    (["--window", "10", "5"], {"window": (10.0, 5.0)}, "--window: HIGH must be above LOW, got 10 5"),
+    (["--spacing", "0"], {"spacing": 0.0}, "--spacing must be in (0, 10] mm, got 0.0"),
+    (["--spacing", "10.5"], {"spacing": 10.5}, "--spacing must be in (0, 10] mm, got 10.5"),
+    (["--device", "gpu"], {"device": "gpu"}, "--device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["--fail-on-flags", "no_liver,mirrored"], {"fail_on_flags": ("no_liver", "mirrored")}, "unknown flag mirrored"),
+    (["--store-overlay"], {"store_overlay": True}, "--store-overlay sends the overlay series with the SEG: it needs"),
+]
+
+
+@pytest.mark.parametrize(("args", "fields", "message"), REFUSED, ids=[" ".join(a) for a, _, _ in REFUSED])
+def test_an_option_is_refused_once_alike_from_the_command_line_and_from_python(tmp_path, args, fields, message):
+    """Options is the one check: the command line shows its UsageError as one 'error:' line (exit 2), and a
+    Python caller gets the same message from Options(...), before any input is listed or model opened."""
+    png = _png(tmp_path / "in" / "a.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(UsageError) as refused:
+        Options(source=png, **fields)
+    assert message in str(refused.value)
+    r = CliRunner().invoke(infer_main, [str(png), *args], prog_name="liverseg-infer")
+    assert r.exit_code == 2, r.output
+    assert r.output.count(message) == 1 and f"error: {refused.value}" in r.output.splitlines(), r.output
+    assert "Traceback" not in r.output
+
+
+def test_options_needing_scipy_are_refused_when_built_without_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else find_spec(name, *a))
+    png = _png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    both = ((["--largest-component"], {"largest_component": True}), (["--min-blob", "5"], {"min_blob": 5}))
+    for args, fields in both:
+        with pytest.raises(UsageError, match="need scipy, which the 'volumes' extra installs"):
+            Options(source=png, **fields)
+        r = CliRunner().invoke(infer_main, [str(png), *args])
+        assert r.exit_code == 2 and r.output.count("need scipy") == 1, r.output
+
+
+@pytest.mark.parametrize(
+    ("option", "field"),
+    [("--intensity", "intensity"), ("--engine", "engine"), ("--precision", "precision")]
+    + [("--output-format", "output_format")],
+)
+def test_a_closed_set_is_listed_by_click_and_checked_by_options(tmp_path, option, field):
+    """click.Choice parses the closed sets (and lists them in --help); Options checks the same constants for
+    Python callers."""
+    png = _png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    bad: dict[str, Any] = {field: "nope"}
+    with pytest.raises(UsageError, match=f"^{option} must be one of .*, got 'nope'$"):
+        Options(source=png, **bad)
+    r = CliRunner().invoke(infer_main, [str(png), option, "nope"])
+    assert r.exit_code == 2 and "'nope' is not one of" in r.output, r.output
+
+
+def test_options_once_checked_stay_as_checked(tmp_path):
+    """The runner takes Options as built: frozen, so a checked value cannot be changed behind the check, and
+    a changed copy (dataclasses.replace) is checked again."""
+    import dataclasses
+
+    opts = Options(source=tmp_path, window=(-100, 200), batch_size=2)
+    assert opts.window == (-100.0, 200.0) and all(type(v) is float for v in opts.window)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.batch_size = 0  # type: ignore[misc]
+    with pytest.raises(UsageError, match="--batch-size must be >= 1, got 0"):
+        dataclasses.replace(opts, batch_size=0)
 
 
 # ---------------------------------------------------------------- real data

@@ -222,11 +222,11 @@ def raw_argv(prog: str) -> list[str]:
 
 
 def device_name(ctx: click.Context | None, param: click.Parameter | None, value: str) -> str:
-    """click callback for ``--device``: auto, cpu, cuda or cuda:N; any other name is a usage error.
+    """click callback for ``--device`` (:func:`liverseg.core.engine.check_device`'s rule) for the commands that
+    take no options object; liverseg-infer's Options checks it instead."""
+    from liverseg.core.engine import check_device
 
-    A device that is named right but absent is a :class:`~liverseg.core.errors.DeviceError` later,
-    where the engine or torch is asked for it.
-    """
-    if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
-        return value
-    raise click.BadParameter(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    try:
+        return check_device(value)
+    except LiversegError as e:
+        raise click.BadParameter(str(e).removeprefix("--device ")) from None

@@ -66,6 +66,17 @@ CACHE_ENV = "LIVERSEG_CACHE_DIR"  # overrides $XDG_CACHE_HOME/liverseg
 CPU_FLAGS_ENV = "LIVERSEG_CPU_FLAGS"
 
 
+def check_device(value: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N; any other name is a :class:`UsageError`.
+
+    A device that is named right but absent is a :class:`DeviceError` later, where the engine
+    or torch is asked for it.
+    """
+    if value in DEVICES or (isinstance(value, str) and value.startswith("cuda:") and value[5:].isdigit()):
+        return value
+    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
 def usable_cores() -> int:
     """The CPUs this process may run on (its affinity mask), at least 1."""
     if hasattr(os, "sched_getaffinity"):
