@@ -10,9 +10,13 @@ its defaults), each in a fresh interpreter, around the whole command, on:
 * ``series``: a synthetic 512x512 axial DICOM series of ``--series-slices`` slices
   (:func:`liverseg.benchmarks.volume.write_synthetic_series`).
 
-``--rounds`` rounds, the order of before/after alternating round by round; the medians
-of slices per second and their ratio (after / before) are printed and written, with the
-machine, versions and date, to ``DIR/ab.json``. How the reference model of the third
+``--rounds`` rounds, the order of before/after alternating round by round. Each round also
+times the model alone (``model_only``: the engine ``liverseg-infer`` chooses for the after
+model, in this process, over the same inputs' model pixels already in memory, batch 1, as the
+run asks for its outputs; only the model call is timed), so each whole command can be put
+against it. The medians of slices per second, their ratio (after / before) and each setup's
+whole-command / model-only ratio are printed and written, with the machine, versions and
+date, to ``DIR/ab.json``. ``--slices`` above the 78 CHAOS slices repeats them. How the reference model of the third
 wave was checked against the one before it: ``docs/performance.md``.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +39,44 @@ from liverseg.core.cli import command
 def _inputs(work: Path, data: Path, n_slices: int, series_slices: int) -> dict[str, tuple[Path, int]]:
     slices = work / "slices"
     slices.mkdir(parents=True, exist_ok=True)
-    pngs = sorted((data / "chaos-ct-case" / "images").glob("*.png"))[:n_slices]
-    if len(pngs) < n_slices:
-        raise click.UsageError(f"{data / 'chaos-ct-case' / 'images'}: {len(pngs)} slices, {n_slices} asked for")
-    for p in pngs:
-        shutil.copyfile(p, slices / p.name)
+    pngs = sorted((data / "chaos-ct-case" / "images").glob("*.png"))
+    if not pngs:
+        raise click.UsageError(f"{data / 'chaos-ct-case' / 'images'}: no slices")
+    for i in range(n_slices):  # the CHAOS slices, repeated under new names where more are asked for
+        p = pngs[i % len(pngs)]
+        shutil.copyfile(p, slices / (p.name if i < len(pngs) else f"{p.stem}_{i // len(pngs)}{p.suffix}"))
     series = work / "series"
     if not series.is_dir():
         write_synthetic_series(series, series_slices, 512, (1.0, 0.75, 0.75))
     return {"slices": (slices, n_slices), "series": (series, series_slices)}
+
+
+def model_only(model: str, folder: Path, kind: str) -> float:
+    """Slices per second inside the model call over ``folder``'s model pixels (the module docstring)."""
+    import numpy as np
+
+    from liverseg.core.contract import ct_settings
+    from liverseg.core.dicom import read_series
+    from liverseg.predict.model import open_model
+    from liverseg.predict.predictor import Prep, prepare_slice, read_slice, volume_input
+
+    sess = open_model(None if model == "reference" else model, [], lambda line: None, device="cpu")
+    window, spacing = ct_settings(sess.contract)
+    prep = Prep(window=window, model_spacing=spacing)
+    if kind == "series":
+        vi = volume_input(read_series(folder), prep, stream=False)
+        pixels, probability = list(vi.model_in), vi.resampled
+    else:
+        pixels = [prepare_slice(read_slice(p, prep, []), prep).pixels for p in sorted(folder.glob("*.png"))]
+        probability = prep.resamples
+    sess.run(np.ascontiguousarray(pixels[0][None, None]), probability=probability)  # warm-up
+    seconds = 0.0
+    for x in pixels:
+        batch = np.ascontiguousarray(x[None, None])
+        t0 = time.perf_counter()
+        sess.run(batch, probability=probability)
+        seconds += time.perf_counter() - t0
+    return len(pixels) / seconds
 
 
 @command()
@@ -82,6 +116,9 @@ def main(
     rows: list[dict[str, Any]] = []
     for r in range(rounds):
         for what, (src, n) in inputs.items():
+            rate = model_only(after_model, src, what)
+            rows.append({"round": r, "input": what, "setup": "model_only", "slices": n, "slices_per_s": round(rate, 2)})
+            click.echo(json.dumps(rows[-1]))
             order = ["before", "after"] if r % 2 == 0 else ["after", "before"]
             for name in order:
                 model, *extra = setups[name]
@@ -108,12 +145,19 @@ def main(
     for what in inputs:
         med = {
             name: statistics.median(r["slices_per_s"] for r in rows if r["input"] == what and r["setup"] == name)
-            for name in setups
+            for name in [*setups, "model_only"]
         }
-        summary[what] = {**med, "after_vs_before": round(med["after"] / med["before"], 3)}
+        summary[what] = {
+            **med,
+            "after_vs_before": round(med["after"] / med["before"], 3),
+            "before_vs_model_only": round(med["before"] / med["model_only"], 3),
+            "after_vs_model_only": round(med["after"] / med["model_only"], 3),
+        }
         click.echo(
             f"{what}: before {med['before']:.2f} slices/s, after {med['after']:.2f} slices/s, "
-            f"after/before {summary[what]['after_vs_before']:.3f} (medians of {rounds} rounds)"
+            f"after/before {summary[what]['after_vs_before']:.3f}; model alone {med['model_only']:.2f} slices/s: "
+            f"before {summary[what]['before_vs_model_only']:.3f}x, after {summary[what]['after_vs_model_only']:.3f}x "
+            f"of it (medians of {rounds} rounds)"
         )
     result = {"setups": setups, "before_python": before_python, "summary": summary, "rows": rows, **stamp()}
     (out / "ab.json").write_text(json.dumps(result, indent=1) + "\n")

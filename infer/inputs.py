@@ -439,11 +439,12 @@ class Loaded:
         return self.pixels if self.slice is None else self.slice.gray
 
 
-def load(item: Item, prep: Prep | None = None) -> Loaded:
+def load(item: Item, prep: Prep | None = None, ahead: Any = None) -> Loaded:
     """Decode an input and its label; a bad file becomes ``error``, never an exception.
 
     ``prep`` (:class:`liverseg.predict.predictor.Prep`) gives the intensity rule, the HU
-    window, the spacings, and how volumes are read; None: the defaults.
+    window, the spacings, and how volumes are read; None: the defaults. ``ahead``: a
+    :class:`liverseg.infer.volumes.ReadAhead` that may hold this volume's read.
     """
     from liverseg.infer.volumes import load_volume
 
@@ -451,7 +452,8 @@ def load(item: Item, prep: Prep | None = None) -> Loaded:
     out = Loaded(item, t0=time.perf_counter(), stat=input_stat(item))
     if item.is_volume:
         try:
-            out.volume = load_volume(item.image, item.label, item.kind, prep)
+            read = ahead.take(item.image) if ahead is not None else None
+            out.volume = load_volume(item.image, item.label, item.kind, prep, read)
         except DataError as e:
             out.error = str(e)
         except MemoryError:

@@ -94,8 +94,10 @@ class Scheduler:
         fail: Fail,
         sink: Sink,
         load: Callable[[Item], Loaded] = load,
+        early: Callable[[Any], None] | None = None,
     ) -> None:
         self.plan = plan
+        self.early = early  # called with a volume's input before the model runs on it (work that needs no mask)
         self.load = load
         self.predictor = predictor
         self.write = write
@@ -219,6 +221,8 @@ class Scheduler:
         item, vi = ld.item, ld.volume
         assert vi is not None
         try:
+            if self.early is not None:
+                self.early(vi)
             mask, prob, dt = self.predictor.predict_volume(vi)
         except ContractError:
             raise

@@ -274,21 +274,30 @@ def _labels(
 # ---------------------------------------------------------------- payloads
 
 
+def volume_frames(gray: np.ndarray) -> list[str]:
+    """The viewer's pictures of a volume's slices (``gray`` uint8 [K, R, C]): they need no mask, so they can be
+    made while the model runs."""
+    k, r, c = gray.shape
+    return _frames(list(gray), [_shrunk_size(r, c)] * k)
+
+
 def volume_payload(
     gray: np.ndarray,
     pred: np.ndarray,
     truth: np.ndarray | None,
     spacing: tuple[float, float, float],
     volume: Volume | None = None,
+    frames: list[str] | None = None,
 ) -> dict[str, Any]:
     """What the viewer carries of one volume: ``gray`` uint8 [K, R, C] in the model's view, its masks, geometry.
 
     ``spacing`` is (slice, row, column) mm of ``gray``; ``volume`` gives the positions,
-    markers and InstanceNumbers (its voxels are not read, only its header).
+    markers and InstanceNumbers (its voxels are not read, only its header); ``frames``: the slices'
+    pictures when :func:`volume_frames` made them already.
     """
     k, r, c = gray.shape
     view = _shrunk_size(r, c)
-    frames = _frames(list(gray), [view] * k)
+    frames = volume_frames(gray) if frames is None else frames
     code = np.empty((k, *view), dtype=np.uint8)
     for k0 in range(0, k, 32):  # 32 slices at a time: the block sums of a whole volume would double its memory
         part = slice(k0, k0 + 32)

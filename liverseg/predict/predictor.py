@@ -218,6 +218,7 @@ class VolumeInput:
     hu: np.ndarray | None = None
     hu_offset: float = 0.0
     label_error: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # what callers make of it beside the model (a report)
     _ready: int = 0  # slices of ``model_in`` filled
     _done: bool = True  # every slice and the landmarks are in (or the fill failed)
     _error: BaseException | None = None
