@@ -53,8 +53,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import click
 import numpy as np
 
+from liverseg.core.dicom import overlay_instance, read_series
 from liverseg.core.errors import DataError, UsageError, first_line
 from liverseg.core.extras import install_hint
+from liverseg.core.images import read_table
+from liverseg.core.overlay import overlay_rgb
 
 if TYPE_CHECKING:
     from liverseg.core.volume import Volume
@@ -204,8 +207,6 @@ def urls_in_csv(path: Path) -> list[str] | None:
 
     A list mixes no files and URLs (a UsageError says so).
     """
-    from liverseg.core.images import read_table
-
     t = read_table(path)
     if not t.columns:
         return None
@@ -544,8 +545,6 @@ def read_series_url(text: str, *, allow_gaps: bool = False) -> Volume:
 
     The instances pass through a temporary folder (``$TMPDIR``) that is removed before this returns.
     """
-    from liverseg.core.dicom import read_series
-
     settings = Settings.from_env()
     t = parse(text)
     refs = expand(t, settings)
@@ -643,9 +642,6 @@ class Store:
         the rest go :data:`OVERLAY_BATCH` to a STOW-RS request. DataError with the reason.
         """
         from pydicom.uid import generate_uid
-
-        from liverseg.core.dicom import overlay_instance
-        from liverseg.core.overlay import overlay_rgb
 
         study = str(volume.meta.get("study_instance_uid") or "")
         source = str(volume.meta.get("series_instance_uid") or volume.source)

@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from liverseg.core.dicom import is_dicom_folder
 from liverseg.core.errors import UsageError, describe
 from liverseg.core.images import IMAGE_EXTENSIONS, DataError, Sample, discover, read_mask
 from liverseg.core.volume import VOLUME_SUFFIXES, is_volume_path
+from liverseg.infer.volumes import load_volume
 from liverseg.predict.predictor import Prep, SliceInput, VolumeInput, prepare_slice, read_slice
 
 MASK_DIR = "masks"
@@ -233,8 +235,6 @@ def input_kind(path: str) -> str:
 
 
 def _is_dicom_dir(folder: Path) -> bool:
-    from liverseg.core.dicom import is_dicom_folder
-
     return is_dicom_folder(folder)
 
 
@@ -446,8 +446,6 @@ def load(item: Item, prep: Prep | None = None, ahead: Any = None) -> Loaded:
     window, the spacings, and how volumes are read; None: the defaults. ``ahead``: a
     :class:`liverseg.infer.volumes.ReadAhead` that may hold this volume's read.
     """
-    from liverseg.infer.volumes import load_volume
-
     prep = prep if prep is not None else Prep()
     out = Loaded(item, t0=time.perf_counter(), stat=input_stat(item))
     if item.is_volume:

@@ -38,10 +38,12 @@ from typing import Any
 import click
 import numpy as np
 
+from liverseg import __version__
 from liverseg.core.cli import command
 from liverseg.core.files import write_text_atomic
 from liverseg.core.html import esc, fmt, html_page, html_table, img_tag, svg_histogram, svg_slice_profile
 from liverseg.core.images import DataError, read_image, read_mask
+from liverseg.core.metrics import METRIC_NAMES, scores
 from liverseg.infer.inputs import PER_IMAGE_COLUMNS
 from liverseg.infer.viewer import PAYLOAD_VERSION, slices_payload, viewer_assets, viewer_html
 from liverseg.infer.volumes import VIEWER_SUFFIX
@@ -242,8 +244,6 @@ def _cases(figures: list[str]) -> str:
 
 
 def _metrics_from_rows(ok: list[dict[str, str]]) -> dict[str, dict[str, float | None]]:
-    from liverseg.core.metrics import METRIC_NAMES, scores
-
     macro: dict[str, float | None] = {}
     for m in METRIC_NAMES:
         vals = [v for v in (_num(r.get(m)) for r in ok) if v is not None]
@@ -809,8 +809,6 @@ def _volume_section(vrows: list[dict[str, Any]], summary: dict[str, Any], run_di
 
 def write_report(run_dir: str | os.PathLike, *, n_cases: int = N_CASES, out_name: str = REPORT_NAME) -> Path:
     """Write ``run_dir/report.html`` (self-contained) and return its path."""
-    from liverseg import __version__
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: run folder not found")

@@ -24,8 +24,10 @@ from liverseg.core.errors import describe
 from liverseg.core.files import TMP_MARK, DiskFullError, write_bytes_atomic
 from liverseg.core.intensity import WINDOW_ESTIMATED
 from liverseg.core.metrics import confusion, scores
+from liverseg.core.overlay import overlay_rgb
 from liverseg.core.png import encode_mask_png, encode_png
 from liverseg.infer.inputs import PER_IMAGE_COLUMNS, Item, Loaded, csv_line
+from liverseg.infer.volumes import VolumeWriter
 
 if TYPE_CHECKING:
     from liverseg.predict.predictor import Predictor
@@ -91,8 +93,6 @@ class OutputWriter:
         volume_overlays: bool | None = None,
         store: Any = None,
     ) -> None:
-        from liverseg.infer.volumes import VolumeWriter
-
         self.out = out
         self.predictor = predictor
         self.prep = predictor.prep
@@ -102,8 +102,6 @@ class OutputWriter:
         )
         self.overlay: Callable[..., np.ndarray] | None = None
         if overlays:
-            from liverseg.core.overlay import overlay_rgb
-
             self.overlay = overlay_rgb
 
     def _put(self, name: str, png: bytes) -> list[Any]:

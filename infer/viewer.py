@@ -41,6 +41,7 @@ import numpy as np
 
 from liverseg.core.html import esc
 from liverseg.core.overlay import FN_COLOR, FP_COLOR, TP_VISIBLE_COLOR
+from liverseg.core.volume import MODEL_AXCODES, axial_to_ras
 
 if TYPE_CHECKING:
     from liverseg.core.volume import Volume
@@ -179,14 +180,10 @@ def markers(volume: Volume | None) -> tuple[dict[str, list[str]], str | None]:
     orientation (an identity affine, read in the model's view), the model's view is
     assumed and said.
     """
-    from liverseg.core.volume import MODEL_AXCODES
-
     if volume is None or volume.view_affine is not None:
         col, row, sl = MODEL_AXCODES  # nibabel's axis codes name the direction each axis runs to
         note = "orientation assumed: the input gives none (markers show the model's view)"
     else:
-        from liverseg.core.volume import axial_to_ras
-
         o, c, r, s = axial_to_ras(volume, np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float64))
         col, row, sl = _letter(c - o), _letter(r - o), _letter(s - o)
         note = None
@@ -207,8 +204,6 @@ def _world(volume: Volume | None, points: np.ndarray, spacing: tuple[float, floa
     """
     if volume is None or volume.view_affine is not None:
         return points * np.asarray(spacing)[None, :], "index x spacing"
-    from liverseg.core.volume import axial_to_ras
-
     ras = axial_to_ras(volume, points)
     if volume.kind == "dicom":
         return ras * np.array([-1.0, -1.0, 1.0]), "LPS"
@@ -224,8 +219,6 @@ def _instance_numbers(volume: Volume | None, k: int) -> list[int | None] | None:
     headers = None if volume is None else volume.source_datasets
     if volume is None or volume.kind != "dicom" or not headers or len(headers) != volume.shape[2]:
         return None
-    from liverseg.core.volume import axial_to_ras
-
     ras = axial_to_ras(volume, np.c_[np.arange(k), np.zeros(k), np.zeros(k)])
     ijk = np.linalg.solve(volume.affine, np.c_[ras, np.ones(k)].T).T
     order = np.rint(ijk[:, 2]).astype(int)

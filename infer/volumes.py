@@ -29,11 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from liverseg.core.dicom import read_scan
+from liverseg.core.dicom import read_scan, read_seg_mask, write_seg
 from liverseg.core.errors import DataError, describe
 from liverseg.core.files import write_bytes_atomic, write_text_atomic
+from liverseg.core.metrics import scores
+from liverseg.core.metrics3d import volume_metrics, volume_ml
+from liverseg.core.overlay import overlay_rgb
 from liverseg.core.png import encode_png
 from liverseg.core.volume import Volume, read_volume, write_nifti
+from liverseg.infer.viewer import payload_json, volume_frames, volume_payload
 from liverseg.predict.predictor import Prep, VolumeInput, volume_input
 from liverseg.predict.qc import flag_codes
 
@@ -110,8 +114,6 @@ def _read(path: str, kind: str, prep: Prep) -> Volume:
 
 def _label(path: str, vol: Volume) -> np.ndarray:
     """bool [K, R, C] label in the model's view; label > 0 is liver. Must lie on the input's grid."""
-    from liverseg.core.dicom import read_seg_mask
-
     if path.lower().endswith(".dcm") and vol.kind == "dicom":  # a DICOM-SEG of this series
         seg = np.asarray(read_seg_mask(path, vol), dtype=bool)  # [K, R, C] in the series' slice order
         lab = Volume(seg.transpose(2, 1, 0), vol.affine, path, "dicom-seg", view_affine=vol.view_affine)
@@ -207,8 +209,6 @@ class VolumeWriter:
         512x512x300 series' writing, done after the model before)."""
         if not self.overlays:
             return
-        from liverseg.infer.viewer import volume_frames
-
         if self._early is None:
             self._early = ThreadPoolExecutor(1, thread_name_prefix="liverseg-early")
 
@@ -240,8 +240,6 @@ class VolumeWriter:
                 ),
             ]
         if self.prep.dicom_seg and vol.kind == "dicom":
-            from liverseg.core.dicom import write_seg
-
             name = f"masks/{it.key}_seg.dcm"
             source_order = vol.from_axial(pred.view(np.uint8)).transpose(2, 1, 0)
             uids = self.store.uids(vol) if self.store is not None else {}
@@ -270,8 +268,6 @@ class VolumeWriter:
             volume_ml_true=metrics.get("volume_ml_true"),
         )
         if counts[0] is not None:
-            from liverseg.core.metrics import scores
-
             tp, fp, fn, tn = (int(n or 0) for n in counts)
             row.update(scores(tp, fp, fn, tn))
             row.update(tp=tp, fp=fp, fn=fn, tn=tn)
@@ -296,8 +292,6 @@ class VolumeWriter:
         return row
 
     def _metrics(self, vi: VolumeInput, pred: np.ndarray) -> dict[str, Any]:
-        from liverseg.core.metrics3d import volume_metrics, volume_ml
-
         spacing = vi.spacing  # (slice, row, column), the axes of pred
         if vi.truth is None:
             return {"volume_ml": volume_ml(pred, spacing)}
@@ -322,8 +316,6 @@ class VolumeWriter:
         return [name, (self.out / name).stat().st_size]
 
     def _overlays(self, key: str, vi: VolumeInput, pred: np.ndarray) -> dict[str, list[Any]]:
-        from liverseg.core.overlay import overlay_rgb
-
         files: dict[str, list[Any]] = {}
         truth = vi.truth
         for n, k in enumerate(_overlay_slices(pred, truth)):
@@ -344,8 +336,6 @@ class VolumeWriter:
 
     def _viewer(self, key: str, vi: VolumeInput, pred: np.ndarray) -> list[Any]:
         """overlays/<key>_viewer.json: what report.html's viewer carries of the volume (liverseg.infer.viewer)."""
-        from liverseg.infer.viewer import payload_json, volume_payload
-
         early = vi.extras.pop("viewer_frames", None)
         frames = early.result() if early is not None else None
         payload = volume_payload(vi.gray, pred, vi.truth, vi.spacing, vi.volume, frames)

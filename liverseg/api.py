@@ -71,6 +71,7 @@ from liverseg.core.contract import ct_settings
 from liverseg.core.dicom import read_scan
 from liverseg.core.errors import UsageError
 from liverseg.core.intensity import INTENSITY_MODES, WINDOW_ESTIMATED
+from liverseg.core.metrics3d import volume_ml
 from liverseg.core.pages import small_pages
 from liverseg.core.volume import MODEL_AXCODES, Volume, is_volume_path, spacing_problem
 from liverseg.predict.model import ModelSession, open_model
@@ -406,8 +407,6 @@ class Segmenter:
 
     def _volume(self, vi: VolumeInput, prep: Prep, probabilities: bool, second_look: bool) -> Segmentation:
         """The volume's mask and probability in the model's view [K, R, C], its flags and statistics."""
-        from liverseg.core.metrics3d import volume_ml
-
         predictor = Predictor(
             self._session(), prep, self.batch_size, second_look=second_look, keep_probability=probabilities
         )

@@ -36,11 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from liverseg.core.ctcheck import check_ct
 from liverseg.core.errors import DataError, UsageError
 from liverseg.core.images import DEFAULT_MAX_PIXELS, read_image
 from liverseg.core.intensity import check_windowed, interpret, restretch, window_to_gray
 from liverseg.core.resample import resize_gray, resize_mask, resize_probability, target_shape
 from liverseg.core.volume import Volume
+from liverseg.predict.anatomy import TAIL_BAND_HU, landmarks, on_the_left_mm, plausible_liver, trim_caudal_tail
+from liverseg.predict.cleanup import largest_component, remove_small
 from liverseg.predict.qc import liver_statistics, volume_flags
 
 if TYPE_CHECKING:
@@ -118,8 +121,6 @@ def array_to_gray(arr: np.ndarray, prep: Prep, source: str = "image") -> tuple[n
     """
     kind = interpret(arr, prep.intensity, source)
     if not prep.allow_non_ct:
-        from liverseg.core.ctcheck import check_ct
-
         check_ct(arr, kind, source)
     gray = window_to_gray(arr, kind, prep.window, source)
     check_windowed(gray, arr, kind, prep.window, source)
@@ -172,8 +173,6 @@ def finish_slice(
             prob = resize_probability(prob, si.gray.shape)
             mask = (prob > threshold).astype(np.uint8)
     if prep.largest_component or prep.min_blob > 1:
-        from liverseg.predict.cleanup import largest_component, remove_small
-
         pred = mask.astype(bool)
         if prep.largest_component:
             pred, _ = largest_component(pred)
@@ -274,8 +273,6 @@ def _intensity(vol: Volume, ax: np.ndarray, prep: Prep) -> str:
     sample = _sample(ax)
     kind = interpret(sample, prep.intensity, vol.source)
     if not prep.allow_non_ct:
-        from liverseg.core.ctcheck import check_ct
-
         check_ct(sample, kind, vol.source, modality_known=modality.upper() == "CT")
     if kind == "gray" and vol.data.dtype != np.uint8:
         raise DataError(
@@ -349,8 +346,6 @@ def _landmarks(
     ax: np.ndarray, offset: float, spacing: tuple[float, float, float], notes: list[str]
 ) -> Landmarks | None:
     """The lungs and body centre of a CT volume (None without scipy: said in a note)."""
-    from liverseg.predict.anatomy import landmarks
-
     try:
         return landmarks(ax, spacing, offset=offset)
     except DataError as e:  # scipy is missing: the mask is written as the model gave it, and the note says so
@@ -532,8 +527,6 @@ class Predictor:
 
 def _trim_tail(pred: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
     """The anatomy rule's second step: the slices below the liver that are not liver-like (gray volumes: none)."""
-    from liverseg.predict.anatomy import TAIL_BAND_HU, trim_caudal_tail
-
     if vi.marks is None or not pred.any():  # no HU behind the gray slices: the band cannot be told
         return pred, 0
     band = TAIL_BAND_HU * 255.0 / (prep.window[1] - prep.window[0])
@@ -554,8 +547,6 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
     pred = mask.view(bool)  # the model's mask is 0/1 uint8: a view, not a copy of the volume
     if prep.anatomy and pred.any():
         try:
-            from liverseg.predict.anatomy import on_the_left_mm, plausible_liver
-
             vi.left_mm = on_the_left_mm(pred, vi.marks, vi.spacing)
             pred, n, note = plausible_liver(pred, vi.spacing, vi.marks, in_place=True)
         except DataError as e:  # pragma: no cover - scipy is in the volumes extra
@@ -567,13 +558,9 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
             pred, n = _trim_tail(pred, vi, prep)
             removed += n
     if prep.largest_component:
-        from liverseg.predict.cleanup import largest_component
-
         pred, n = largest_component(pred)
         removed += n
     if prep.min_blob > 1:
-        from liverseg.predict.cleanup import remove_small
-
         pred, n = remove_small(pred, prep.min_blob)
         removed += n
     return pred, removed

@@ -59,6 +59,8 @@ from typing import Any
 
 import numpy as np
 
+from liverseg.core.volume import axial_to_ras
+
 __all__ = [
     "ADULT_LIVER_ML",
     "FLAGS",
@@ -196,8 +198,6 @@ def liver_statistics(
     (``partial_fov``): its volume is the visible part only.
     The bounding box is in RAS+ millimetres (the NIfTI convention; DICOM's LPS flips x and y).
     """
-    from liverseg.core.volume import axial_to_ras
-
     out: dict[str, Any] = dict.fromkeys(STAT_COLUMNS)
     if not mask.any():
         return out
