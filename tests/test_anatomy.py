@@ -98,7 +98,7 @@ def test_block_grouping_keeps_every_voxel_of_the_kept_region_at_odd_sizes():
 
 def test_the_api_applies_the_rule_to_volumes_unless_told_not_to(monkeypatch):
     import liverseg
-    import liverseg.predict.anatomy as anatomy
+    import liverseg.predict.predictor as anatomy  # where the predictor looks the rule up
 
     calls = []
 
@@ -117,6 +117,28 @@ def test_the_api_applies_the_rule_to_volumes_unless_told_not_to(monkeypatch):
     assert off.any(), "the model must find something for this test to mean anything"
     assert len(calls) == 1 and calls[0] is not None and calls[0].has_lungs  # the rule ran on the model's mask
     assert not on.any()  # and its answer is what the API returns
+
+
+def test_a_solid_liver_bridges_a_missed_slice_and_fills_a_hole_but_reaches_nothing_else():
+    from liverseg.predict.anatomy import solid_liver
+
+    mask = np.zeros((12, 40, 40), dtype=bool)
+    mask[2:10, 10:30, 10:30] = True
+    mask[6, 10:30, 10:22] = False  # a slice where the model missed most of it, as near the dome
+    mask[4, 18:22, 18:22] = False  # a vessel enclosed by liver
+    far = np.zeros_like(mask)
+    far[2:10, 36:40, 0:4] = True  # another region, beyond the closing's reach
+    both = mask | far
+    want = np.zeros_like(mask)
+    want[2:10, 10:30, 10:30] = True
+    before = both.copy()
+    added = solid_liver(both, (2.0, 1.0, 1.0), close_mm=2.0)  # one iteration at 2 mm slices
+    assert added == int(both.sum() - before.sum()) > 0 and (both >= before).all()
+    assert both[6, 11:29, 11:22].all() and both[4, 18:22, 18:22].all()  # the missed slice's inside, the vessel
+    assert not (both & ~(want | far)).any()  # within the liver's hull: nothing grown outward
+    np.testing.assert_array_equal(both & ~want, far)  # the other region neither grew nor was joined
+    empty = np.zeros_like(mask)
+    assert solid_liver(empty, (2.0, 1.0, 1.0)) == 0 and not empty.any()
 
 
 # ---- real scans -------------------------------------------------------------------------------------------
@@ -143,12 +165,15 @@ def test_the_shipped_model_keeps_the_pelvis_of_an_abdomen_pelvis_ct_free_of_live
 
 @pytest.mark.realdata
 @pytest.mark.slow
-def test_the_shipped_model_on_a_whole_abdominal_ct_never_trained_on(shipped, shared_data: Path):
+def test_the_shipped_model_on_a_whole_abdominal_ct_never_trained_on(shared_data: Path):
+    """The issue's target, 3D Dice 0.95 and HD95 10 mm, on ONNX Runtime fp32: the int8 engines ``auto`` takes
+    differ by CPU class in the fourth decimal (0.9500 on an AVX2 CPU, MODEL_CARD.md), fp32 does not."""
+    import liverseg
     from liverseg.benchmarks.scans import ircadb
 
-    row = ircadb(shipped, shared_data)
-    # measured 0.944 / 13.4 mm (MODEL_CARD.md); the issue's target, 0.95 / 10 mm, is not met yet
-    assert row["dice"] >= 0.94 and row["hd95_mm"] <= 15.0, row
+    with liverseg.Segmenter(device="cpu", engine="onnxruntime", precision="fp32") as seg:
+        row = ircadb(seg, shared_data)
+    assert row["dice"] >= 0.95 and row["hd95_mm"] <= 10.0, row  # measured 0.9503 / 9.6 mm
 
 
 def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, tmp_path):
@@ -157,7 +182,7 @@ def test_liverseg_infer_applies_the_rule_by_default_and_records_it(monkeypatch, 
     import nibabel as nib
     import pandas as pd
 
-    import liverseg.predict.anatomy as anatomy
+    import liverseg.predict.predictor as anatomy  # where the predictor looks the rule up
     from liverseg.infer.runner import Options, run_inference
 
     seen = []

@@ -30,6 +30,13 @@ turns it off):
 3. :func:`trim_caudal_tail` removes the slices at the kept region's inferior end whose
    CT numbers are not the liver's (where the model ran on from the liver's tip into the
    bowel below it): the liver is homogeneous, bowel is not.
+4. :func:`solid_liver` uses the third dimension once more: the 2D network's masks flicker
+   from slice to slice (a slice near the dome misses what its neighbours find), and the
+   liver is one solid organ. The kept region is closed in 3D by about :data:`CLOSE_MM`
+   (iterations of the face-neighbour cross, as many as slices fit in it) and the holes it
+   encloses are filled. Measured on the three scans here with expert labels (3D Dice / HD95,
+   before -> after, ``MODEL_CARD.md``): ircadb-17 0.943 / 13.4 mm -> 0.950 / 9.6 mm, the CHAOS
+   series 0.962 / 6.5 -> 0.964 / 4.5, LiTS 117 0.87 / 16 -> 0.91 / 9.0.
 
 The rules are measured on the volumes of ``../shared/data`` (``MODEL_CARD.md``); they
 need scipy (the ``volumes`` extra).
@@ -51,6 +58,7 @@ __all__ = [
     "Landmarks",
     "landmarks",
     "plausible_liver",
+    "solid_liver",
 ]
 
 AIR_HU = -400.0  # air and lung below this
@@ -63,6 +71,7 @@ MAX_GAS_FRACTION = 0.4
 MAX_LUNG_SHARE = 0.5
 MIDLINE_TOLERANCE_MM = 10.0
 MIN_LIVER_ML = 20.0
+CLOSE_MM = 6.0  # solid_liver: gaps and notches up to about twice this are filled
 WRONG_SIDE = "on the patient's left"
 
 
@@ -269,3 +278,35 @@ def trim_caudal_tail(mask: np.ndarray, gray: np.ndarray, band: float) -> tuple[n
     removed = int(out[zs[0] : zs[cut - 1] + 1].sum())
     out[zs[0] : zs[cut - 1] + 1] = False
     return out, removed
+
+
+def solid_liver(mask: np.ndarray, spacing: tuple[float, float, float], close_mm: float = CLOSE_MM) -> int:
+    """Close the bool ``mask`` [K, R, C] in 3D and fill the holes it encloses, in place; the voxels added.
+
+    ``round(close_mm / slice spacing)`` iterations (at least one) of a closing with the
+    face-neighbour cross, then the enclosed holes filled (what :func:`scipy.ndimage.binary_fill_holes` gives);
+    both on the mask's bounding box grown by the closing's reach, so the cost follows the liver, not the scan.
+    """
+    if not mask.any():
+        return 0
+    nd = _ndimage()
+    n = max(1, int(round(close_mm / spacing[0])))
+    pad = n + 1
+    box = []
+    for axes, size in (((1, 2), mask.shape[0]), ((0, 2), mask.shape[1]), ((0, 1), mask.shape[2])):
+        on = np.flatnonzero(mask.any(axis=axes))
+        box.append(slice(max(0, int(on[0]) - pad), min(size, int(on[-1]) + pad + 1)))
+    part = mask[tuple(box)]
+    cross = nd.generate_binary_structure(3, 1)
+    grown = np.pad(part, pad)  # room for the dilation beyond the scan's edge, as if the mask went on
+    closed = nd.binary_closing(grown, structure=cross, iterations=n)[pad:-pad, pad:-pad, pad:-pad] | part
+    # the holes: background regions that do not reach the box's faces (binary_fill_holes' answer, in one
+    # labelling pass instead of its dilation to convergence: 0.14 s against 0.45 s on ircadb-17)
+    labels, _ = nd.label(~closed, structure=cross)
+    faces = [labels[0], labels[-1], labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1]]
+    outside = np.zeros(int(labels.max()) + 1, dtype=bool)
+    outside[np.unique(np.concatenate([f.ravel() for f in faces]))] = True
+    outside[0] = True  # label 0 is the closed mask itself
+    before = int(np.count_nonzero(part))
+    part[...] = closed | ~outside[labels]
+    return int(np.count_nonzero(part)) - before

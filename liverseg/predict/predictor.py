@@ -42,7 +42,14 @@ from liverseg.core.images import DEFAULT_MAX_PIXELS, read_image
 from liverseg.core.intensity import check_windowed, interpret, restretch, window_to_gray
 from liverseg.core.resample import resize_gray, resize_mask, resize_probability, target_shape
 from liverseg.core.volume import Volume
-from liverseg.predict.anatomy import TAIL_BAND_HU, landmarks, on_the_left_mm, plausible_liver, trim_caudal_tail
+from liverseg.predict.anatomy import (
+    TAIL_BAND_HU,
+    landmarks,
+    on_the_left_mm,
+    plausible_liver,
+    solid_liver,
+    trim_caudal_tail,
+)
 from liverseg.predict.cleanup import largest_component, remove_small
 from liverseg.predict.qc import liver_statistics, volume_flags
 
@@ -538,7 +545,8 @@ def _trim_tail(pred: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarra
 
 
 def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndarray, int]:
-    """(the cleaned bool mask, voxels removed): the anatomy rule, the largest component, small blobs, as asked.
+    """(the cleaned bool mask, voxels removed): the anatomy rule (with the liver made solid), the largest component,
+    small blobs, as asked.
 
     The anatomy rule clears what it refuses in the model's ``mask`` itself (its callers have no other use for
     it). What the rule refused (or "no liver") goes into ``vi.notes``.
@@ -557,6 +565,7 @@ def clean_volume(mask: np.ndarray, vi: VolumeInput, prep: Prep) -> tuple[np.ndar
                 vi.notes.append(note)
             pred, n = _trim_tail(pred, vi, prep)
             removed += n
+            solid_liver(pred, vi.spacing)
     if prep.largest_component:
         pred, n = largest_component(pred)
         removed += n
