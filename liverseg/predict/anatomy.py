@@ -44,6 +44,7 @@ need scipy (the ``volumes`` extra).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -299,7 +300,7 @@ def solid_liver(mask: np.ndarray, spacing: tuple[float, float, float], close_mm:
     part = mask[tuple(box)]
     cross = nd.generate_binary_structure(3, 1)
     grown = np.pad(part, pad)  # room for the dilation beyond the scan's edge, as if the mask went on
-    closed = nd.binary_closing(grown, structure=cross, iterations=n)[pad:-pad, pad:-pad, pad:-pad] | part
+    closed = _closing(grown, cross, n)[pad:-pad, pad:-pad, pad:-pad] | part
     # the holes: background regions that do not reach the box's faces (binary_fill_holes' answer, in one
     # labelling pass instead of its dilation to convergence: 0.14 s against 0.45 s on ircadb-17)
     labels, _ = nd.label(~closed, structure=cross)
@@ -310,3 +311,20 @@ def solid_liver(mask: np.ndarray, spacing: tuple[float, float, float], close_mm:
     before = int(np.count_nonzero(part))
     part[...] = closed | ~outside[labels]
     return int(np.count_nonzero(part)) - before
+
+
+def _closing(mask: np.ndarray, cross: np.ndarray, n: int) -> np.ndarray:
+    """``binary_closing(mask, cross, n)``, its two halves along the first axis in two threads (scipy releases the
+    GIL: 0.55 -> 0.3 s for a 300-slice series' liver). Each half reaches 2 ``n`` slices into the other, as far as
+    a closing's answer depends on its input, and keeps only its own slices: the result is the same."""
+    nd = _ndimage()
+    k, reach = mask.shape[0], 2 * n
+    if k < 4 * reach + 16:
+        return nd.binary_closing(mask, structure=cross, iterations=n)
+    mid = k // 2
+    with ThreadPoolExecutor(2, thread_name_prefix="liverseg-closing") as pool:
+        low, high = pool.map(
+            lambda part: nd.binary_closing(mask[part], structure=cross, iterations=n),
+            (slice(0, mid + reach), slice(mid - reach, k)),
+        )
+    return np.concatenate([low[:mid], high[reach:]])
