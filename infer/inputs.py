@@ -439,19 +439,17 @@ class Loaded:
         return self.pixels if self.slice is None else self.slice.gray
 
 
-def load(item: Item, prep: Prep | None = None, ahead: Any = None) -> Loaded:
+def load(item: Item, prep: Prep | None = None) -> Loaded:
     """Decode an input and its label; a bad file becomes ``error``, never an exception.
 
     ``prep`` (:class:`liverseg.predict.predictor.Prep`) gives the intensity rule, the HU
-    window, the spacings, and how volumes are read; None: the defaults. ``ahead``: a
-    :class:`liverseg.infer.volumes.ReadAhead` that may hold this volume's read.
+    window, the spacings, and how volumes are read; None: the defaults.
     """
     prep = prep if prep is not None else Prep()
     out = Loaded(item, t0=time.perf_counter(), stat=input_stat(item))
     if item.is_volume:
         try:
-            read = ahead.take(item.image) if ahead is not None else None
-            out.volume = load_volume(item.image, item.label, item.kind, prep, read)
+            out.volume = load_volume(item.image, item.label, item.kind, prep)
         except DataError as e:
             out.error = str(e)
         except MemoryError:

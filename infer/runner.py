@@ -74,7 +74,7 @@ from liverseg.infer.shard import (
     refuse_split_folder,
     select_part,
 )
-from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, ReadAhead, write_volume_tables
+from liverseg.infer.volumes import PER_VOLUME, SLICES_DIR, write_volume_tables
 from liverseg.predict.model import ModelSession, open_model
 from liverseg.predict.predictor import Predictor, Prep
 from liverseg.predict.qc import FLAGS, SLICE_FLAGS, flag_codes
@@ -297,7 +297,6 @@ class Runner:
         self.runs = opts.runs_dir or default_runs_dir()
         self.prep = Prep()
         self._has_volumes = False
-        self.ahead: ReadAhead | None = None  # the first volume read while the model opens
         self._locks: list[RunLock] = []
         self.all_items: list[Item] = []  # the whole run's inputs; a split run's part runs some of them
         self.part = 0
@@ -310,8 +309,6 @@ class Runner:
         """
         started = _now()
         items = self._inputs()
-        if items[0].is_volume and not self.o.resume:  # read while the model opens (not a resumed run: done may be)
-            self.ahead = ReadAhead(items[0].image, items[0].kind, self.o.series, self.o.allow_gaps)
         sess = self._open_model(items)
         self.prep = self._prep(sess)
         plan = self._plan(sess)
@@ -411,7 +408,7 @@ class Runner:
             writer,
             failed_row,
             finished,
-            load=functools.partial(load, prep=self.prep, ahead=self.ahead),
+            load=functools.partial(load, prep=self.prep),
             early=writer.volumes.early,
         )
         try:
