@@ -435,6 +435,10 @@ class Predictor:
 
     # ------------------------------------------------------------ volumes
 
+    def _wants_probability(self, vi: VolumeInput) -> bool:
+        """A volume's model calls ask for the probability where it is kept or brought back from the model's grid."""
+        return self.keep_probability or vi.resampled
+
     def predict_volume(self, vi: VolumeInput) -> tuple[np.ndarray, np.ndarray | None, float]:
         """(mask uint8 [K, R, C], probability float32 [K, R, C] or None, seconds inside the model).
 
@@ -449,7 +453,7 @@ class Predictor:
         prob_out: np.ndarray | None = None
         seconds = 0.0
         threshold, batch_size = self.threshold, self.batch_size
-        want = self.keep_probability or vi.resampled
+        want = self._wants_probability(vi)
 
         def place(k0: int, n: int, m: np.ndarray, p: np.ndarray | None) -> None:
             """The ``n`` slices of one batch's outputs into ``mask`` (and ``prob_out``) from slice ``k0`` on."""
@@ -506,7 +510,7 @@ class Predictor:
         for flipped, out, axis in ((x[:, ::-1, :], turned, 2), (x[:, :, ::-1], mirrored, 3)):
             for j0 in range(0, n, self.batch_size):
                 batch = np.ascontiguousarray(flipped[j0 : j0 + self.batch_size, None])  # [b, 1, R', C']
-                m, p = self.model(batch, self.keep_probability or vi.resampled)
+                m, p = self.model(batch, self._wants_probability(vi))
                 m, p = np.flip(m, axis=axis), (None if p is None else np.flip(p, axis=axis))  # the slices' own view
                 for j in range(m.shape[0]):
                     _on_input_grid(vi, m, p, j, self.threshold, out[j0 + j])
